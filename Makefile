@@ -1,0 +1,44 @@
+# Every target builds its own virtual environment first, so a fresh clone needs nothing installed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+.PHONY: help install demo test lint fixtures bench clean
+
+help:
+	@echo "make demo      audit a bundled fixture checkpoint and print its table"
+	@echo "make test      run the test suite (creates $(VENV) on first use)"
+	@echo "make lint      ruff + mypy"
+	@echo "make fixtures  regenerate fixtures/ from fixtures/make_fixtures.py"
+	@echo "make bench     run the benchmark; writes bench/RESULTS.md"
+	@echo "make clean     remove the virtual environment and caches"
+
+$(STAMP): pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
+	$(PY) -m pip install $(PIP_FLAGS) -c requirements/constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/actaudit audit fixtures/models/cnn_dead.ts --calib fixtures/data/cnn_images.npy
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check actaudit tests fixtures bench
+	$(VENV)/bin/ruff format --check actaudit tests fixtures bench
+	$(VENV)/bin/mypy
+
+fixtures: $(STAMP)
+	$(PY) fixtures/make_fixtures.py
+
+bench: $(STAMP)
+	$(PY) bench/run_bench.py --out bench/RESULTS.md
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
