@@ -1,0 +1,1 @@
+"""Format backends. Only modules under this package import torch, onnx or onnxruntime."""

@@ -1,0 +1,1 @@
+"""PyTorch backend (TorchScript, torch.export, pickled modules, state_dict + --arch)."""

@@ -1,0 +1,89 @@
+"""The PyTorch backend: load → calibrate → capture, with the caller's model left as it was."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...data import Batch, DataSource, InputSpec, cap_samples
+from ...stats import AxisOverride, Capture
+from .capture import run_capture
+from .data import bind
+from .load import TorchModel, _eager, load_torch
+
+__all__ = ["TorchModel", "capture", "from_module", "load"]
+
+
+def load(path: str | Path, **kw: Any) -> TorchModel:
+    return load_torch(path, **kw)
+
+
+def from_module(module: torch.nn.Module) -> TorchModel:
+    """Wrap an in-memory module without moving it."""
+    dev = next((p.device for p in module.parameters()), torch.device("cpu"))
+    return _eager("in-memory", module, dev, [])
+
+
+def model_device(tm: TorchModel) -> torch.device:
+    mod = tm.module
+    try:
+        for t in [*mod.parameters(), *mod.buffers()]:
+            return t.device  # type: ignore[no-any-return]
+    except Exception:
+        pass
+    return torch.device("cpu")
+
+
+def float_dtype(tm: TorchModel) -> torch.dtype | None:
+    try:
+        for t in [*tm.module.parameters(), *tm.module.buffers()]:
+            if t.is_floating_point():
+                return t.dtype  # type: ignore[no-any-return]
+    except Exception:
+        pass
+    return None
+
+
+def batches_for(tm: TorchModel, source: DataSource, samples: int | None) -> Iterator[Batch]:
+    dev = model_device(tm)
+    fdt = float_dtype(tm)
+    for b in cap_samples(source.batches(), samples):
+        yield bind(b, tm.inputs, dev, fdt)
+
+
+def capture(
+    tm: TorchModel,
+    source: DataSource,
+    *,
+    samples: int | None,
+    stuck_fraction: float,
+    axis_overrides: list[AxisOverride],
+    progress: Callable[[int], None] | None = None,
+) -> Capture:
+    modes = {}
+    mod = tm.module
+    if tm.eager is not None:
+        modes = {m: m.training for m in tm.eager.modules()}
+        tm.eager.eval()
+    try:
+        cap = run_capture(
+            mod,
+            batches_for(tm, source, samples),
+            eager_model=tm.eager,
+            graph_sites=tm.graph_sites,
+            stuck_fraction=stuck_fraction,
+            axis_overrides=axis_overrides,
+            progress=progress,
+        )
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    cap.inputs = [s.to_dict() for s in tm.inputs]
+    return cap
+
+
+def input_specs(tm: TorchModel) -> list[InputSpec]:
+    return tm.inputs

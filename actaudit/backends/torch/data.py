@@ -1,0 +1,74 @@
+"""Torch-side calibration data: ``.pt`` batch lists and conversion of batches to tensors."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ...data import Batch, DataSource, InputSpec, batch_samples, normalize_batch
+from ...errors import CalibrationError
+
+_ARR_RE = re.compile(r"^arr_(\d+)$")
+
+
+def load_pt_batches(p: Path) -> DataSource:
+    """A ``.pt`` file holding a list of ready batches, loaded with ``weights_only=True``."""
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as e:
+        text = " ".join(str(e).split())[:200]
+        raise CalibrationError(
+            f"cannot load calibration file {p} with weights_only=True: {text}",
+            hint="a .pt calibration file must hold a list of tensors, tuples of tensors or dicts of tensors",
+        ) from None
+    if isinstance(obj, torch.Tensor):
+        obj = [obj]
+    if not isinstance(obj, (list, tuple)) or not obj:
+        raise CalibrationError(f"calibration file {p} holds {type(obj).__name__}, not a non-empty list of batches")
+    batches = [normalize_batch(b) for b in obj]
+    total = sum(batch_samples(b) for b in batches)
+    return DataSource(lambda: iter(batches), str(p), total_samples=total, details={"batches": len(batches)})
+
+
+def _to_tensor(x: Any, device: torch.device, float_dtype: torch.dtype | None) -> Any:
+    if isinstance(x, np.ndarray):
+        if x.dtype.hasobject:
+            raise CalibrationError("calibration arrays must be numeric, not Python objects")
+        x = torch.tensor(np.asarray(x))  # copies: memory-mapped arrays are read-only
+    if isinstance(x, torch.Tensor):
+        if float_dtype is not None and x.is_floating_point() and x.dtype != float_dtype:
+            x = x.to(float_dtype)
+        return x.to(device)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_tensor(v, device, float_dtype) for v in x)
+    if isinstance(x, dict):
+        return {k: _to_tensor(v, device, float_dtype) for k, v in x.items()}
+    return x
+
+
+def bind(batch: Batch, inputs: list[InputSpec], device: torch.device, float_dtype: torch.dtype | None) -> Batch:
+    """Match a batch to the model's inputs: names, ``arr_N`` positions, or a single input."""
+    args, kwargs = batch
+    names = [s.name for s in inputs]
+    if kwargs:
+        keys = list(kwargs)
+        positions = [_ARR_RE.match(k) for k in keys]
+        if all(positions):
+            order = sorted(range(len(keys)), key=lambda i: int(positions[i].group(1)))  # type: ignore[union-attr]
+            args, kwargs = [*args, *(kwargs[keys[i]] for i in order)], {}
+        elif names and not set(keys) <= set(names):
+            if len(keys) == 1 and len(names) >= 1 and not args:
+                args, kwargs = [kwargs[keys[0]]], {}
+            else:
+                raise CalibrationError(
+                    f"calibration inputs {sorted(keys)} do not match the model's inputs {names}",
+                    hint="name the arrays after the model's forward() arguments",
+                )
+    return (
+        [_to_tensor(a, device, float_dtype) for a in args],
+        {k: _to_tensor(v, device, float_dtype) for k, v in kwargs.items()},
+    )

@@ -1,0 +1,273 @@
+"""Load a PyTorch checkpoint of any supported format into something callable.
+
+Nothing is unpickled with ``weights_only=False`` unless the caller passed
+``trust_pickle=True``: that mode runs code from the file.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import pickle
+import pickletools
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...data import InputSpec, import_callable
+from ...detect import EXPORT, TORCH_SAVE, TORCHSCRIPT, detect_format
+from ...errors import InputError, UntrustedPickleError
+from .capture import GraphSite, export_graph_sites, torchscript_graph_sites
+
+STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
+_MAX_NAMES = 8
+
+
+@dataclass
+class TorchModel:
+    fmt: str  # torchscript | torch.export | pickled-module | state_dict
+    module: Any  # what gets called
+    eager: torch.nn.Module | None  # set for eager modules (function-level capture)
+    graph_sites: list[GraphSite] | None  # set for compiled graphs (dispatch-level capture)
+    inputs: list[InputSpec]
+    notes: list[str] = field(default_factory=list)
+    example_inputs: tuple[Any, ...] | None = None
+    exported: Any = None  # the ExportedProgram, for rewriting
+
+
+def load_torch(
+    path: str | Path,
+    *,
+    arch: str | None = None,
+    state_key: str | None = None,
+    trust_pickle: bool = False,
+    device: str = "cpu",
+) -> TorchModel:
+    p = Path(path)
+    fmt = detect_format(p)
+    dev = _device(device)
+    if fmt == TORCHSCRIPT:
+        return _load_torchscript(p, dev)
+    if fmt == EXPORT:
+        return _load_export(p, dev)
+    if fmt == TORCH_SAVE:
+        return _load_pickle(p, arch, state_key, trust_pickle, dev)
+    raise InputError(f"{p} is an {fmt} model, not a PyTorch checkpoint")
+
+
+def _device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise InputError(f"--device {device!r} is not a torch device", hint="use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine", hint="use --device cpu")
+    return dev
+
+
+def _load_torchscript(p: Path, dev: torch.device) -> TorchModel:
+    try:
+        m = torch.jit.load(str(p), map_location=dev)
+    except Exception as e:
+        raise InputError(f"cannot load TorchScript archive {p}: {_short(e)}") from None
+    m.eval()
+    names = _script_input_names(m)
+    return TorchModel("torchscript", m, None, torchscript_graph_sites(m), [InputSpec(n) for n in names])
+
+
+def _script_input_names(m: Any) -> list[str]:
+    try:
+        return [a.name for a in m.forward.schema.arguments[1:]]
+    except Exception:
+        return []
+
+
+def _load_export(p: Path, dev: torch.device) -> TorchModel:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ep = torch.export.load(str(p))
+    except Exception as e:
+        raise InputError(f"cannot load torch.export program {p}: {_short(e)}") from None
+    gm = ep.module()
+    if dev.type != "cpu":
+        gm = gm.to(dev)
+    specs = []
+    example = None
+    try:
+        example = ep.example_inputs[0] if ep.example_inputs else None
+    except Exception:
+        example = None
+    names = list(ep.graph_signature.user_inputs)
+    for i, name in enumerate(names):
+        shape: tuple[int | None, ...] | None = None
+        dtype = "float32"
+        if example is not None and i < len(example) and isinstance(example[i], torch.Tensor):
+            shape = (None, *example[i].shape[1:])
+            dtype = str(example[i].dtype).replace("torch.", "")
+        specs.append(InputSpec(name, shape, dtype))
+    return TorchModel("torch.export", gm, None, export_graph_sites(gm), specs, example_inputs=example, exported=ep)
+
+
+def pickle_globals(p: Path) -> list[str]:
+    """Classes and functions a torch.save pickle refers to, found without executing it."""
+    try:
+        with zipfile.ZipFile(p) as zf:
+            name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
+            data = zf.read(name)
+    except (zipfile.BadZipFile, StopIteration):
+        data = p.read_bytes()
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for op, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
+                strings.append(str(arg))
+            elif op.name == "GLOBAL":
+                found.append(str(arg).replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+    except Exception:
+        pass
+    return found
+
+
+_SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.", "_codecs.", "numpy.")
+
+
+def _load_pickle(p: Path, arch: str | None, state_key: str | None, trust: bool, dev: torch.device) -> TorchModel:
+    try:
+        obj = torch.load(str(p), map_location=dev, weights_only=True)
+    except pickle.UnpicklingError:
+        if not trust:
+            foreign = [g for g in pickle_globals(p) if not g.startswith(_SAFE_PREFIXES)]
+            what = f" ({', '.join(sorted(set(foreign))[:3])})" if foreign else ""
+            raise UntrustedPickleError(
+                f"refusing to load {p}: it holds pickled Python objects{what}, and unpickling them runs code from the file",
+                hint="pass --trust-pickle only if you trust its origin, or save a state_dict, TorchScript or torch.export file instead",
+            ) from None
+        obj = _load_untrusted(p, dev)
+    except Exception as e:
+        raise InputError(f"cannot read PyTorch checkpoint {p}: {_short(e)}") from None
+    if isinstance(obj, torch.nn.Module):
+        return _eager("pickled-module", obj, dev, [])
+    if isinstance(obj, dict):
+        return _from_dict(p, obj, arch, state_key, dev)
+    raise InputError(f"{p} holds a {type(obj).__name__}, not a model, state_dict or training checkpoint")
+
+
+def _load_untrusted(p: Path, dev: torch.device) -> Any:
+    try:
+        return torch.load(str(p), map_location=dev, weights_only=False)
+    except (ModuleNotFoundError, AttributeError) as e:
+        raise InputError(
+            f"cannot unpickle {p}: {_short(e)}",
+            hint="the model's classes must be importable: run from its project or add it to PYTHONPATH",
+        ) from None
+    except Exception as e:
+        raise InputError(f"cannot unpickle {p}: {_short(e)}") from None
+
+
+def _is_state_dict(d: dict[str, Any]) -> bool:
+    return bool(d) and all(isinstance(k, str) for k in d) and all(isinstance(v, torch.Tensor) for v in d.values())
+
+
+def _from_dict(p: Path, obj: dict[str, Any], arch: str | None, state_key: str | None, dev: torch.device) -> TorchModel:
+    notes = []
+    sd: Any = obj
+    if state_key is not None:
+        for part in state_key.split("."):
+            if not isinstance(sd, dict) or part not in sd:
+                keys = list(sd)[:_MAX_NAMES] if isinstance(sd, dict) else []
+                raise InputError(f"--state-key {state_key!r}: no key {part!r} in {p}", hint=f"top-level keys: {keys}")
+            sd = sd[part]
+        notes.append(f"weights from key {state_key!r}")
+    elif not _is_state_dict(obj):
+        for k in STATE_KEYS:
+            if k in obj and isinstance(obj[k], (dict, torch.nn.Module)):
+                sd = obj[k]
+                notes.append(f"weights from key {k!r}")
+                break
+        else:
+            keys = [str(k) for k in list(obj)[:_MAX_NAMES]]
+            raise InputError(
+                f"{p} is a dict without model weights under any of {list(STATE_KEYS)}",
+                hint=f"its keys are {keys}; pass --state-key KEY",
+            )
+    if isinstance(sd, torch.nn.Module):
+        return _eager("pickled-module", sd, dev, notes)
+    if not _is_state_dict(sd):
+        raise InputError(f"{p}: the selected entry is not a state_dict (a dict of tensors)")
+    if arch is None:
+        raise InputError(
+            f"{p} is a state_dict: the weights without the code that builds the model",
+            hint="pass --arch MODULE:CALLABLE or --arch path/to/file.py:CALLABLE, a function that returns the model",
+        )
+    model = _build(arch)
+    sd = _strip_prefix(sd, model, notes)
+    _check_keys(p, model, sd)
+    model.load_state_dict(sd, strict=True)
+    return _eager("state_dict", model, dev, notes)
+
+
+def _build(arch: str) -> torch.nn.Module:
+    fn = import_callable(arch, "--arch")
+    try:
+        model = fn()
+    except Exception as e:
+        raise InputError(f"--arch {arch}: calling it raised {type(e).__name__}: {_short(e)}") from None
+    if not isinstance(model, torch.nn.Module):
+        raise InputError(f"--arch {arch} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _strip_prefix(sd: dict[str, Any], model: torch.nn.Module, notes: list[str]) -> dict[str, Any]:
+    expected = set(model.state_dict())
+    for prefix in ("module.", "_orig_mod.", "model."):
+        if sd and all(k.startswith(prefix) for k in sd) and not any(k.startswith(prefix) for k in expected):
+            notes.append(f"stripped the {prefix!r} prefix from every key")
+            return {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def _check_keys(p: Path, model: torch.nn.Module, sd: dict[str, Any]) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    mismatched = [
+        f"{k} (checkpoint {tuple(sd[k].shape)}, model {tuple(expected[k].shape)})"
+        for k in expected
+        if k in sd and tuple(sd[k].shape) != tuple(expected[k].shape)
+    ]
+    problems = []
+    for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+        if names:
+            more = f" and {len(names) - _MAX_NAMES} more" if len(names) > _MAX_NAMES else ""
+            problems.append(f"{label}: {', '.join(names[:_MAX_NAMES])}{more}")
+    if problems:
+        raise InputError(
+            f"state_dict {p} does not fit the --arch model: " + "; ".join(problems),
+            hint="check that --arch builds the same architecture the checkpoint was trained with",
+        )
+
+
+def _eager(fmt: str, model: torch.nn.Module, dev: torch.device, notes: list[str]) -> TorchModel:
+    model = model.to(dev)
+    try:
+        names = [
+            n
+            for n, prm in inspect.signature(model.forward).parameters.items()
+            if prm.kind in (prm.POSITIONAL_ONLY, prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY)
+        ]
+    except (TypeError, ValueError):
+        names = []
+    return TorchModel(fmt, model, model, None, [InputSpec(n) for n in names], notes=notes)
+
+
+def _short(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= 240 else text[:240] + " …"

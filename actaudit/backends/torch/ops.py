@@ -1,0 +1,224 @@
+"""Which torch calls are activation sites, and which ops fix a tensor's unit axis.
+
+Names are the bare op names that both capture modes see: ``func.__name__`` for
+``torch`` functions / ``Tensor`` methods / ``torch.nn.functional`` (eager models), and
+the overload packet's name for ATen ops (TorchScript and ``torch.export`` programs).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from ...kinds import Activation, classify_clamp
+
+# Activation names seen at either level (in-place variants included).
+_SIMPLE = {
+    "relu": "relu",
+    "relu_": "relu",
+    "relu6": "relu6",
+    "gelu": "gelu",
+    "gelu_": "gelu",
+    "silu": "silu",
+    "silu_": "silu",
+    "mish": "mish",
+    "mish_": "mish",
+    "hardswish": "hardswish",
+    "hardswish_": "hardswish",
+    "sigmoid": "sigmoid",
+    "sigmoid_": "sigmoid",
+    "tanh": "tanh",
+    "tanh_": "tanh",
+    "hardsigmoid": "hardsigmoid",
+    "hardsigmoid_": "hardsigmoid",
+    "softsign": "softsign",
+}
+CANDIDATES = frozenset(
+    [
+        *_SIMPLE,
+        "hardtanh",
+        "hardtanh_",
+        "clamp",
+        "clamp_",
+        "clip",
+        "clip_",
+        "clamp_min",
+        "clamp_min_",
+        "leaky_relu",
+        "leaky_relu_",
+        "prelu",
+        "_prelu_kernel",
+        "elu",
+        "elu_",
+        "selu",
+        "selu_",
+        "celu",
+        "celu_",
+        "softplus",
+    ]
+)
+INPLACE = frozenset(n for n in CANDIDATES if n.endswith("_"))
+
+CONV = "conv"
+LINEAR = "linear"
+PRODUCERS = {
+    "conv1d": CONV,
+    "conv2d": CONV,
+    "conv3d": CONV,
+    "conv_transpose1d": CONV,
+    "conv_transpose2d": CONV,
+    "conv_transpose3d": CONV,
+    "convolution": CONV,
+    "_convolution": CONV,
+    "mkldnn_convolution": CONV,
+    "cudnn_convolution": CONV,
+    "linear": LINEAR,
+    "matmul": LINEAR,
+    "__matmul__": LINEAR,
+    "mm": LINEAR,
+    "bmm": LINEAR,
+    "addmm": LINEAR,
+    "baddbmm": LINEAR,
+    "einsum": LINEAR,
+    "_addmm_activation": LINEAR,
+}
+# Ops whose output keeps the unit layout of their first tagged input.
+CARRIERS = frozenset(
+    [
+        "batch_norm",
+        "native_batch_norm",
+        "_native_batch_norm_legit",
+        "_native_batch_norm_legit_no_training",
+        "instance_norm",
+        "group_norm",
+        "native_group_norm",
+        "layer_norm",
+        "native_layer_norm",
+        "add",
+        "add_",
+        "__add__",
+        "__radd__",
+        "__iadd__",
+        "sub",
+        "sub_",
+        "__sub__",
+        "__isub__",
+        "mul",
+        "mul_",
+        "__mul__",
+        "__rmul__",
+        "__imul__",
+        "div",
+        "div_",
+        "__truediv__",
+        "dropout",
+        "dropout_",
+        "feature_dropout",
+        "alpha_dropout",
+        "native_dropout",
+        "clone",
+        "contiguous",
+        "to",
+        "_to_copy",
+        "detach",
+        "float",
+        "half",
+        "type_as",
+        *CANDIDATES,
+    ]
+)
+RESHAPES = frozenset(["view", "reshape", "_unsafe_view", "flatten", "unflatten"])
+
+
+def op_name(func: Any) -> str:
+    packet = getattr(func, "overloadpacket", None)
+    if packet is not None:
+        return str(packet.__name__)
+    return str(getattr(func, "__name__", ""))
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, key: str, default: Any) -> Any:
+    if key in kwargs:
+        return kwargs[key]
+    if len(args) > i:
+        return args[i]
+    return default
+
+
+def _scalar(x: Any) -> float | None:
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        if x.numel() != 1:
+            return math.nan  # a tensor bound: not a constant activation
+        return float(x.item())
+    return float(x)
+
+
+def activation_of(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Activation, Any] | None:
+    """The activation a call performs (kind and parameters) and the PReLU weight, or None."""
+    if name in _SIMPLE:
+        return Activation(_SIMPLE[name]), None
+    if name in ("hardtanh", "hardtanh_"):
+        lo = float(_arg(args, kwargs, 1, "min_val", -1.0))
+        hi = float(_arg(args, kwargs, 2, "max_val", 1.0))
+        if lo == 0.0 and hi == 6.0:
+            return Activation("relu6"), None
+        return Activation("hardtanh", {"min": lo, "max": hi}), None
+    if name in ("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_"):
+        lo = _scalar(_arg(args, kwargs, 1, "min", None))
+        hi = None if name.startswith("clamp_min") else _scalar(_arg(args, kwargs, 2, "max", None))
+        if (lo is not None and math.isnan(lo)) or (hi is not None and math.isnan(hi)):
+            return None
+        act = classify_clamp(lo, hi)
+        return (act, None) if act is not None else None
+    if name in ("leaky_relu", "leaky_relu_"):
+        return Activation("leaky_relu", {"negative_slope": float(_arg(args, kwargs, 1, "negative_slope", 0.01))}), None
+    if name in ("prelu", "_prelu_kernel"):
+        return Activation("prelu"), _arg(args, kwargs, 1, "weight", None)
+    if name in ("elu", "elu_"):
+        alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
+        scale = float(_arg(args, kwargs, 2, "scale", 1.0))
+        input_scale = float(_arg(args, kwargs, 3, "input_scale", 1.0))
+        if not math.isclose(scale, 1.0):
+            return Activation("selu"), None
+        if not math.isclose(input_scale, 1.0):
+            return Activation("celu", {"alpha": alpha}), None
+        return Activation("elu", {"alpha": alpha}), None
+    if name in ("selu", "selu_"):
+        return Activation("selu"), None
+    if name in ("celu", "celu_"):
+        return Activation("celu", {"alpha": float(_arg(args, kwargs, 1, "alpha", 1.0))}), None
+    if name == "softplus":
+        return Activation("softplus", {"beta": float(_arg(args, kwargs, 1, "beta", 1.0))}), None
+    return None
+
+
+def is_inplace(name: str, kwargs: dict[str, Any]) -> bool:
+    return name in INPLACE or bool(kwargs.get("inplace", False))
+
+
+# nn activation modules: a call of one of these is named after the module itself.
+ACTIVATION_MODULES = frozenset(
+    [
+        "ReLU",
+        "ReLU6",
+        "LeakyReLU",
+        "PReLU",
+        "ELU",
+        "SELU",
+        "CELU",
+        "GELU",
+        "SiLU",
+        "Mish",
+        "Hardswish",
+        "Softplus",
+        "Sigmoid",
+        "Tanh",
+        "Hardtanh",
+        "Hardsigmoid",
+        "Softsign",
+    ]
+)

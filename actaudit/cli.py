@@ -1,0 +1,280 @@
+"""The ``actaudit`` command line: a thin layer over :mod:`actaudit.api`.
+
+stdout carries only the report; logs, warnings and progress go to stderr. No torch
+import happens on a ``--help`` path.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from . import __version__
+from .errors import EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ActauditError
+
+F = TypeVar("F", bound=Callable[..., Any])
+FORMATS = ("table", "json", "csv", "markdown")
+
+
+class _Group(click.Group):
+    """Turns user errors into one line (exit 2) and bugs into exit 3."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = "--debug" in sys.argv
+        try:
+            return super().invoke(ctx)
+        except ActauditError as e:
+            click.echo(f"actaudit: error: {e.one_line()}", err=True)
+            ctx.exit(e.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            click.echo("actaudit: interrupted; no output was written", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except Exception as e:
+            if debug:
+                traceback.print_exc()
+            click.echo(
+                f"actaudit: internal error: {type(e).__name__}: {e}"
+                + ("" if debug else " (rerun with --debug for a traceback, and please report it)"),
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="actaudit")
+def cli() -> None:
+    """Audit trained checkpoints for dead and saturated units.
+
+    \b
+    Examples:
+      actaudit audit model.pt2 --calib images.npy
+      actaudit audit model.onnx --calib batch.npz --format json --fail-on 'dead-fraction>0.2'
+      actaudit audit weights.pt --arch mynet.py:build --calib images.npy
+
+    Exit codes: 0 ok, 1 a --fail-on gate failed, 2 usage or input error,
+    3 internal error, 130 interrupted.
+    """
+
+
+def model_options(f: F) -> F:
+    """How to load the checkpoint."""
+    for opt in reversed(
+        [
+            click.option(
+                "--arch",
+                metavar="MODULE:CALLABLE",
+                help="For a state_dict: a zero-argument callable that builds the model "
+                "(MODULE:NAME or path/to/file.py:NAME). Runs that code.",
+            ),
+            click.option(
+                "--state-key",
+                metavar="KEY",
+                help="Key of the weights inside a training checkpoint (dotted for nested dicts). "
+                "Default: the first of state_dict, model_state_dict, model_state, model.",
+            ),
+            click.option(
+                "--trust-pickle",
+                is_flag=True,
+                help="Allow loading a pickled nn.Module. Unpickling runs code from the file: "
+                "only for files whose origin you trust.",
+            ),
+            click.option("--device", default="cpu", show_default=True, help="PyTorch device (cpu, cuda, cuda:1)."),
+            click.option("--provider", help="onnxruntime execution provider (default: CPUExecutionProvider)."),
+            click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def data_options(f: F) -> F:
+    """Where the calibration batches come from."""
+    for opt in reversed(
+        [
+            click.option(
+                "--calib",
+                type=click.Path(dir_okay=False),
+                help=".npy (one input, samples on axis 0; memory-mapped), .npz (one array per input name) "
+                "or .pt (a list of ready batches; loaded with weights_only=True).",
+            ),
+            click.option(
+                "--data-loader",
+                metavar="FILE.py:FUNCTION",
+                help="A function that yields batches (tensor, tuple or dict). Runs that code.",
+            ),
+            click.option("--samples", type=click.IntRange(min=1), help="Use at most N samples."),
+            click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
+            click.option(
+                "--input-shape",
+                "input_shapes",
+                multiple=True,
+                metavar="[NAME=]DIMS",
+                help="Shape of a synthetic input, e.g. 1x3x224x224 (the leading dim is the batch axis). "
+                "Used when no calibration data is given.",
+            ),
+            click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic inputs."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def threshold_options(f: F) -> F:
+    for opt in reversed(
+        [
+            click.option(
+                "--stuck-fraction",
+                type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                default=0.01,
+                show_default=True,
+                help="An element is stuck where the local derivative is below this fraction of its maximum.",
+            ),
+            click.option(
+                "--dead-rate",
+                type=click.FloatRange(0, 1),
+                default=0.0,
+                show_default=True,
+                help="A rectifier unit firing on at most this fraction of elements is dead.",
+            ),
+            click.option(
+                "--saturation-rate",
+                type=click.FloatRange(0, 1),
+                default=0.99,
+                show_default=True,
+                help="A bounded unit stuck on at least this fraction of elements is saturated.",
+            ),
+            click.option(
+                "--rare-rate",
+                type=click.FloatRange(0, 1),
+                default=0.01,
+                show_default=True,
+                help="A live rectifier unit firing on fewer than this fraction of elements is rarely firing.",
+            ),
+            click.option(
+                "--unit-axis",
+                multiple=True,
+                metavar="SITE_GLOB=AXIS",
+                help="Override the unit axis of matching sites (default: 1 after convolutions, last after linear layers).",
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def output_options(f: F) -> F:
+    for opt in reversed(
+        [
+            click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True),
+            click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (atomically)."),
+            click.option("--force", is_flag=True, help="Overwrite an existing output file."),
+            click.option("--per-unit", is_flag=True, help="Include per-unit rates and ranges in JSON."),
+            click.option("-q", "--quiet", is_flag=True, help="No warnings on stderr."),
+            click.option("--debug", is_flag=True, help="Show tracebacks of internal errors."),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def _emit(text: str, output: str | None, force: bool) -> None:
+    if output:
+        from .fileio import write_text_atomic
+
+        write_text_atomic(output, text, force=force)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=True))
+@model_options
+@data_options
+@threshold_options
+@click.option(
+    "--fail-on",
+    multiple=True,
+    metavar="[SITE_GLOB:]METRIC>N",
+    help="Exit 1 when a gate trips, e.g. 'dead>0', 'dead-fraction>0.2', 'encoder.*:saturated-fraction>0.1'. "
+    "Metrics: dead, dead-fraction, saturated, saturated-fraction, rarely-firing, rarely-firing-fraction, nonfinite, uncovered.",
+)
+@output_options
+def audit(**kw: Any) -> None:
+    """Run calibration data through MODEL and report dead and saturated units per call site.
+
+    \b
+    Examples:
+      actaudit audit model.ts --calib images.npy
+      actaudit audit model.onnx --input-shape input=1x3x224x224 --format json
+      actaudit audit ckpt.pt --arch models.py:resnet --calib val.npz --fail-on 'dead>0'
+    """
+    from .api import AuditOptions
+    from .api import audit as run_audit
+    from .verdicts import Settings
+
+    settings = Settings(
+        stuck_fraction=kw["stuck_fraction"],
+        dead_rate=kw["dead_rate"],
+        saturation_rate=kw["saturation_rate"],
+        rare_rate=kw["rare_rate"],
+    )
+    opts = AuditOptions(
+        calib=kw["calib"],
+        data_loader=kw["data_loader"],
+        samples=kw["samples"],
+        batch_size=kw["batch_size"],
+        input_shapes=kw["input_shapes"],
+        seed=kw["seed"],
+        arch=kw["arch"],
+        state_key=kw["state_key"],
+        trust_pickle=kw["trust_pickle"],
+        unit_axis=kw["unit_axis"],
+        settings=settings,
+        fail_on=kw["fail_on"],
+        device=kw["device"],
+        provider=kw["provider"],
+        threads=kw["threads"],
+        per_unit=kw["per_unit"],
+    )
+    _check_output(kw["output"], kw["force"], kw["model"])
+    report = run_audit(kw["model"], options=opts)
+    if not kw["quiet"] and kw["fmt"] != "table":
+        for w in report.warnings:
+            click.echo(f"actaudit: warning: {w}", err=True)
+    _emit(report.render(kw["fmt"]), kw["output"], kw["force"])
+    if not report.passed:
+        failed = [g.gate.text for g in report.gates if g.failed]
+        click.echo(f"actaudit: gate failed: {', '.join(failed)}", err=True)
+        sys.exit(EXIT_GATE)
+
+
+def _check_output(output: str | None, force: bool, *inputs: str) -> None:
+    """Refuse before the (slow) run, not after it."""
+    import os
+
+    if not output:
+        return
+    from .errors import InputError
+
+    for i in inputs:
+        if i and os.path.exists(i) and os.path.exists(output) and os.path.samefile(i, output):
+            raise InputError(f"output {output} is the input file", hint="write to another path")
+    if os.path.exists(output) and not force:
+        raise InputError(f"output {output} already exists", hint="pass --force to overwrite it")
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="actaudit", standalone_mode=True)
+    except KeyboardInterrupt:
+        click.echo("actaudit: interrupted; no output was written", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+__all__ = ["EXIT_USAGE", "cli", "main"]

@@ -1,0 +1,358 @@
+"""Calibration data: files, user loaders and synthetic inputs, streamed batch by batch.
+
+A batch is ``(args, kwargs)``: positional and keyword inputs, each a NumPy array or
+(from ``.pt`` files and loaders) a torch tensor. Backends convert. Nothing here
+imports torch; ``.pt`` files are read by the torch backend.
+
+``.npy`` files are memory-mapped and ``.npz`` members stored without compression are
+too, so a calibration set larger than memory streams.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import sys
+import zipfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CalibrationError, InputError
+
+Batch = tuple[list[Any], dict[str, Any]]
+DEFAULT_BATCH_SIZE = 32
+DEFAULT_SYNTHETIC_SAMPLES = 64
+DEFAULT_SEED = 0
+
+
+@dataclass
+class InputSpec:
+    """A model input as the backend knows it; ``None`` dims are dynamic."""
+
+    name: str
+    shape: tuple[int | None, ...] | None = None
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": None if self.shape is None else [d if d is not None else "?" for d in self.shape],
+            "dtype": self.dtype,
+        }
+
+
+@dataclass
+class DataSource:
+    """Where the batches come from, and how many samples to take."""
+
+    batches: Callable[[], Iterator[Batch]]
+    description: str
+    synthetic: bool = False
+    total_samples: int | None = None  # when known up front
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def leading_dim(x: Any) -> int:
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) == 0:
+        return 1
+    return int(shape[0])
+
+
+def batch_samples(batch: Batch) -> int:
+    args, kwargs = batch
+    for x in [*args, *kwargs.values()]:
+        if hasattr(x, "shape") and len(x.shape) > 0:
+            return leading_dim(x)
+    return 1
+
+
+def normalize_batch(item: Any) -> Batch:
+    """A loader item: a tensor/array, a tuple/list of positional inputs, or a dict of keyword inputs."""
+    if isinstance(item, dict):
+        return [], dict(item)
+    if isinstance(item, (tuple, list)):
+        return list(item), {}
+    return [item], {}
+
+
+def cap_samples(batches: Iterable[Batch], cap: int | None) -> Iterator[Batch]:
+    """Stop after ``cap`` samples, slicing the last batch along axis 0."""
+    seen = 0
+    for args, kwargs in batches:
+        n = batch_samples((args, kwargs))
+        if cap is not None and seen + n > cap:
+            keep = cap - seen
+            if keep <= 0:
+                return
+            args = [_slice0(a, keep) for a in args]
+            kwargs = {k: _slice0(v, keep) for k, v in kwargs.items()}
+            yield args, kwargs
+            return
+        seen += n
+        yield args, kwargs
+
+
+def _slice0(x: Any, n: int) -> Any:
+    if hasattr(x, "shape") and len(x.shape) > 0:
+        return x[:n]
+    return x
+
+
+def _check_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist", hint="check the path")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{what} {path} is not readable", hint="check its permissions")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} {path} is empty")
+
+
+def _open_npy(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except ValueError as e:
+        raise CalibrationError(f"calibration file {path} is not a plain .npy array: {e}") from None
+    except Exception as e:
+        raise CalibrationError(f"cannot read calibration file {path}: {e}") from None
+    return arr
+
+
+def _npz_members(path: Path) -> dict[str, np.ndarray]:
+    """Arrays of an .npz; members stored uncompressed are memory-mapped, others read."""
+    out: dict[str, np.ndarray] = {}
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise CalibrationError(f"calibration file {path} is not a valid .npz (zip) archive") from None
+    with zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            name = info.filename[: -len(".npy")]
+            if info.compress_type == zipfile.ZIP_STORED:
+                out[name] = _memmap_member(path, zf, info)
+            else:
+                with zf.open(info) as f:
+                    try:
+                        out[name] = np.lib.format.read_array(f, allow_pickle=False)
+                    except ValueError as e:
+                        raise CalibrationError(f"{path}: member {name!r} is not a plain array: {e}") from None
+    if not out:
+        raise CalibrationError(f"calibration file {path} holds no arrays")
+    return out
+
+
+def _memmap_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    with zf.open(info) as f:
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        except ValueError as e:
+            raise CalibrationError(f"{path}: member {info.filename!r} is not a plain array: {e}") from None
+        header_len = f.tell()
+    if dtype.hasobject:
+        raise CalibrationError(f"{path}: member {info.filename!r} holds Python objects, which are not loaded")
+    # The member's data start after the zip local header (30 bytes + name + extra).
+    with open(path, "rb") as raw:
+        raw.seek(info.header_offset + 26)
+        name_len, extra_len = np.frombuffer(raw.read(4), dtype="<u2")
+    start = info.header_offset + 30 + int(name_len) + int(extra_len) + header_len
+    if int(np.prod(shape)) == 0:
+        return np.zeros(shape, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape, order="F" if fortran else "C")
+
+
+def _array_batches(arrays: list[np.ndarray], names: list[str] | None, batch_size: int) -> Iterator[Batch]:
+    n = leading_dim(arrays[0])
+    for start in range(0, n, batch_size):
+        chunk = [np.ascontiguousarray(a[start : start + batch_size]) for a in arrays]
+        if names is None:
+            yield chunk, {}
+        else:
+            yield [], dict(zip(names, chunk, strict=True))
+
+
+def from_arrays(arrays: dict[str, np.ndarray] | list[np.ndarray], batch_size: int, description: str) -> DataSource:
+    if isinstance(arrays, dict):
+        names: list[str] | None = list(arrays)
+        arrs = list(arrays.values())
+    else:
+        names, arrs = None, list(arrays)
+    if not arrs:
+        raise CalibrationError(f"{description}: no arrays")
+    counts = {leading_dim(a) for a in arrs}
+    if len(counts) != 1:
+        raise CalibrationError(f"{description}: arrays disagree on the number of samples (axis 0): {sorted(counts)}")
+    total = counts.pop()
+    if total == 0:
+        raise CalibrationError(f"{description}: zero samples")
+    return DataSource(lambda: _array_batches(arrs, names, batch_size), description, total_samples=total)
+
+
+def load_calib_file(path: str | os.PathLike[str], batch_size: int) -> DataSource:
+    p = Path(path)
+    _check_file(p, "calibration file")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        arr = _open_npy(p)
+        if arr.ndim == 0:
+            raise CalibrationError(f"calibration file {p} holds a scalar; samples go along axis 0")
+        src = from_arrays([arr], batch_size, str(p))
+        src.details = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
+        return src
+    if suffix == ".npz":
+        members = _npz_members(p)
+        src = from_arrays(members, batch_size, str(p))
+        src.details = {"arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in members.items()}}
+        return src
+    if suffix in (".pt", ".pth"):
+        from .backends.torch.data import load_pt_batches
+
+        return load_pt_batches(p)
+    raise InputError(f"calibration file {p} has an unknown type {suffix!r}", hint="use .npy, .npz or .pt")
+
+
+def import_callable(spec: str, what: str) -> Callable[..., Any]:
+    """``MODULE:NAME`` or ``path/to/file.py:NAME``. Runs the user's code by design."""
+    if ":" not in spec:
+        raise InputError(f"{what} {spec!r} is not MODULE:CALLABLE or FILE.py:CALLABLE")
+    mod_part, _, attr = spec.rpartition(":")
+    if not attr.isidentifier():
+        raise InputError(f"{what} {spec!r}: {attr!r} is not a Python name")
+    try:
+        if mod_part.endswith(".py") or os.sep in mod_part:
+            file = Path(mod_part)
+            _check_file(file, what)
+            mod_name = "_actaudit_user_" + re.sub(r"\W", "_", file.stem)
+            spec_obj = importlib.util.spec_from_file_location(mod_name, file)
+            if spec_obj is None or spec_obj.loader is None:
+                raise InputError(f"{what}: cannot import {file}")
+            module = importlib.util.module_from_spec(spec_obj)
+            sys.modules[mod_name] = module
+            sys.path.insert(0, str(file.parent.resolve()))
+            try:
+                spec_obj.loader.exec_module(module)
+            finally:
+                sys.path.remove(str(file.parent.resolve()))
+        else:
+            module = importlib.import_module(mod_part)
+    except InputError:
+        raise
+    except Exception as e:
+        raise InputError(f"{what} {spec!r}: importing {mod_part} raised {type(e).__name__}: {e}") from None
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise InputError(f"{what} {spec!r}: {mod_part} has no callable {attr!r}")
+    return fn  # type: ignore[no-any-return]
+
+
+def from_loader(spec: str) -> DataSource:
+    fn = import_callable(spec, "--data-loader")
+
+    def batches() -> Iterator[Batch]:
+        try:
+            items = fn()
+        except Exception as e:
+            raise CalibrationError(f"--data-loader {spec}: calling it raised {type(e).__name__}: {e}") from None
+        if items is None or not hasattr(items, "__iter__"):
+            raise CalibrationError(f"--data-loader {spec} returned {type(items).__name__}, not an iterable of batches")
+        for item in items:
+            yield normalize_batch(item)
+
+    return DataSource(batches, f"--data-loader {spec}")
+
+
+_DIM_RE = re.compile(r"^\d+(x\d+)*$")
+
+
+def parse_input_shapes(specs: Iterable[str]) -> dict[str | None, tuple[int, ...]]:
+    """``1x3x224x224`` (the only/first input) or ``NAME=1x3x224x224``."""
+    out: dict[str | None, tuple[int, ...]] = {}
+    for spec in specs:
+        name, _, dims = spec.rpartition("=") if "=" in spec else (None, "", spec)
+        dims = dims.strip().lower().replace(",", "x")
+        if not _DIM_RE.match(dims):
+            raise InputError(f"--input-shape {spec!r} is not DIMS or NAME=DIMS with DIMS like 1x3x224x224")
+        shape = tuple(int(d) for d in dims.split("x"))
+        if any(d == 0 for d in shape):
+            raise InputError(f"--input-shape {spec!r} has a zero dimension")
+        out[name or None] = shape
+    return out
+
+
+def _available_memory() -> int:
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 1 << 34
+
+
+def synthetic(
+    specs: list[InputSpec],
+    shapes: dict[str | None, tuple[int, ...]],
+    *,
+    samples: int,
+    batch_size: int,
+    seed: int,
+) -> DataSource:
+    """Standard-normal floats (integers in [0, 2) for integer inputs), reproducible from ``seed``.
+
+    The leading dimension of each shape is the batch axis and is set by ``batch_size``.
+    """
+    resolved: list[tuple[str, tuple[int, ...], str]] = []
+    unnamed = shapes.get(None)
+    for i, spec in enumerate(specs):
+        shape = shapes.get(spec.name)
+        if shape is None and unnamed is not None and i == 0:
+            shape = unnamed
+        if shape is None and spec.shape is not None and all(d is not None for d in spec.shape[1:]):
+            shape = (1, *(int(d) for d in spec.shape[1:]))  # type: ignore[arg-type]
+        if shape is None:
+            known = "" if spec.shape is None else f" (the model declares {spec.to_dict()['shape']})"
+            raise InputError(
+                f"no shape for input {spec.name!r}{known}",
+                hint=f"pass --input-shape {spec.name}=DIMS, e.g. 1x3x224x224, or give --calib",
+            )
+        resolved.append((spec.name, shape, spec.dtype))
+    unknown = [n for n in shapes if n is not None and n not in {s.name for s in specs}]
+    if unknown:
+        raise InputError(
+            f"--input-shape names unknown input(s) {unknown}", hint=f"inputs are {[s.name for s in specs]}"
+        )
+    per_batch = sum(int(np.prod(s[1:])) * batch_size * np.dtype(d).itemsize for _, s, d in resolved)
+    if per_batch > _available_memory() // 4:
+        raise InputError(
+            f"synthetic inputs of {per_batch / 2**30:.1f} GiB per batch exceed a quarter of the available memory",
+            hint="lower --batch-size or the --input-shape dimensions",
+        )
+
+    def batches() -> Iterator[Batch]:
+        rng = np.random.default_rng(seed)
+        done = 0
+        while done < samples:
+            n = min(batch_size, samples - done)
+            arrays = []
+            for _, shape, dtype in resolved:
+                full = (n, *shape[1:])
+                if np.issubdtype(np.dtype(dtype), np.integer):
+                    arrays.append(rng.integers(0, 2, size=full).astype(dtype))
+                elif np.dtype(dtype) == np.bool_:
+                    arrays.append(rng.integers(0, 2, size=full).astype(bool))
+                else:
+                    arrays.append(rng.standard_normal(full).astype(dtype))
+            done += n
+            yield arrays, {}
+
+    desc = "synthetic " + ", ".join(f"{n}={'x'.join(map(str, s[1:]))}" for n, s, _ in resolved)
+    return DataSource(batches, desc, synthetic=True, total_samples=samples, details={"seed": seed})

@@ -1,0 +1,69 @@
+"""Which kind of checkpoint a file is, from its content (the extension only breaks ties).
+
+No torch import here: detection reads zip member names and the first bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+from .errors import InputError
+
+TORCHSCRIPT = "torchscript"
+EXPORT = "torch.export"
+TORCH_SAVE = "torch.save"  # a pickle: state_dict, training checkpoint or whole nn.Module
+ONNX = "onnx"
+FORMATS = (TORCHSCRIPT, EXPORT, TORCH_SAVE, ONNX)
+
+_PICKLE_PROTOCOL_BYTE = 0x80
+# torch.save's legacy (non-zip) format begins with a pickled magic number.
+_LEGACY_MAGIC_PREFIX = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
+
+
+def check_readable(path: Path, what: str = "model") -> None:
+    if not path.exists():
+        raise InputError(f"{what} {path} does not exist", hint="check the path")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a directory, not a checkpoint file")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{what} {path} is not readable", hint="check its permissions")
+    if path.stat().st_size == 0:
+        raise InputError(f"{what} {path} is empty")
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    p = Path(path)
+    check_readable(p)
+    with open(p, "rb") as f:
+        head = f.read(64)
+    if head[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(p) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise InputError(f"model {p} looks like a zip archive but cannot be read: {e}") from None
+        base = {n.split("/", 1)[1] if "/" in n else n for n in names}
+        if any(n.endswith("archive_format") or n.startswith("models/") for n in base):
+            return EXPORT
+        if any(n.startswith("code/") for n in base) and "constants.pkl" in base:
+            return TORCHSCRIPT
+        if "data.pkl" in base:
+            return TORCH_SAVE
+        raise InputError(
+            f"model {p} is a zip archive but not a PyTorch checkpoint (no data.pkl, code/ or models/ inside)"
+        )
+    if head[:1] == bytes([_PICKLE_PROTOCOL_BYTE]) or head.startswith(_LEGACY_MAGIC_PREFIX):
+        return TORCH_SAVE
+    if p.suffix.lower() == ".onnx" or _looks_like_onnx(head):
+        return ONNX
+    raise InputError(
+        f"cannot tell what kind of checkpoint {p} is",
+        hint="supported: TorchScript (.pt/.ts), torch.export (.pt2), torch.save pickles (.pt/.pth), ONNX (.onnx)",
+    )
+
+
+def _looks_like_onnx(head: bytes) -> bool:
+    # ModelProto usually starts with field 1 (ir_version, varint): tag byte 0x08, value 3..12.
+    return len(head) >= 2 and head[0] == 0x08 and 1 <= head[1] <= 20

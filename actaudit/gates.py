@@ -1,0 +1,114 @@
+"""``--fail-on`` gates: ``[SITE_GLOB:]METRIC OP NUMBER``, e.g. ``dead>0``, ``'encoder.*:dead-fraction>0.5'``.
+
+Without a glob a gate applies to the model's totals; with one, to every matching site
+(the gate fails if any matching site violates it). A glob that matches no site is a
+usage error: in CI a typo must not pass silently.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import ActauditError
+
+if TYPE_CHECKING:
+    from .verdicts import SiteVerdict
+
+METRICS = (
+    "dead",
+    "dead-fraction",
+    "saturated",
+    "saturated-fraction",
+    "rarely-firing",
+    "rarely-firing-fraction",
+    "nonfinite",
+    "uncovered",
+)
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    "==": operator.eq,
+    "!=": operator.ne,
+    ">": operator.gt,
+    "<": operator.lt,
+}
+_GATE_RE = re.compile(r"^\s*(?:(?P<glob>.+):)?(?P<metric>[a-z-]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>[-+0-9.eE]+)\s*$")
+
+
+@dataclass(frozen=True)
+class Gate:
+    text: str
+    metric: str
+    op: str
+    value: float
+    glob: str | None = None
+
+
+@dataclass
+class GateResult:
+    gate: Gate
+    failed: bool
+    value: float  # the model total, or the worst matching site's value
+    failing_sites: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate.text,
+            "passed": not self.failed,
+            "value": self.value,
+            "failing_sites": self.failing_sites,
+        }
+
+
+def parse_gate(text: str) -> Gate:
+    m = _GATE_RE.match(text)
+    if not m:
+        raise ActauditError(
+            f"cannot read gate {text!r}",
+            hint="write [SITE_GLOB:]METRIC OP NUMBER, e.g. 'dead>0' or 'encoder.*:dead-fraction>0.5'",
+        )
+    metric = m.group("metric")
+    if metric not in METRICS:
+        raise ActauditError(f"gate {text!r} names unknown metric {metric!r}", hint="metrics: " + ", ".join(METRICS))
+    try:
+        value = float(m.group("value"))
+    except ValueError:
+        raise ActauditError(f"gate {text!r}: {m.group('value')!r} is not a number") from None
+    return Gate(text=text, metric=metric, op=m.group("op"), value=value, glob=m.group("glob"))
+
+
+def site_metric(v: SiteVerdict, metric: str) -> float:
+    return {
+        "dead": len(v.dead_units),
+        "dead-fraction": v.dead_fraction,
+        "saturated": len(v.saturated_units),
+        "saturated-fraction": v.saturated_fraction,
+        "rarely-firing": len(v.rarely_firing_units),
+        "rarely-firing-fraction": v.rarely_firing_fraction,
+        "nonfinite": int(v.stats.nonfinite.sum()),
+        "uncovered": 0,
+    }[metric]
+
+
+def evaluate(gates: list[Gate], sites: list[SiteVerdict], summary: dict[str, Any]) -> list[GateResult]:
+    results = []
+    for g in gates:
+        test = _OPS[g.op]
+        if g.glob is None:
+            value = float(summary[g.metric.replace("-", "_")])
+            results.append(GateResult(g, bool(test(value, g.value)), value))
+            continue
+        matched = [v for v in sites if fnmatch.fnmatchcase(v.info.name, g.glob)]
+        if not matched:
+            names = ", ".join(v.info.name for v in sites[:12]) + (" …" if len(sites) > 12 else "")
+            raise ActauditError(f"gate {g.text!r}: site glob {g.glob!r} matches no site", hint=f"sites are: {names}")
+        values = [(v.info.name, site_metric(v, g.metric)) for v in matched]
+        failing = [name for name, val in values if test(val, g.value)]
+        worst = max(val for _, val in values) if g.op in (">", ">=") else min(val for _, val in values)
+        results.append(GateResult(g, bool(failing), float(worst), failing))
+    return results

@@ -1,0 +1,171 @@
+"""Per-unit counters for one activation call site, mergeable across batches and runs.
+
+Every field is a sum, a min or a max, so two partial runs combine exactly with
+:meth:`SiteStats.merge`. Backends reduce each batch to these vectors (on the device
+where the model runs) and only the vectors travel; memory does not grow with the
+number of calibration samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# The names and order of the per-unit vectors a backend produces for one batch.
+VECTOR_FIELDS = ("low", "high", "nonfinite", "min", "max", "neg_sum", "neg_sq", "pos_sum", "pos_sq")
+INT_FIELDS = ("low", "high", "nonfinite")
+
+
+@dataclass
+class SiteInfo:
+    """What a site is: name, op as called, activation kind and parameters, unit layout."""
+
+    name: str
+    op: str
+    kind: str
+    params: dict[str, float] = field(default_factory=dict)
+    unit_axis: int = 1  # axis of the activation tensor that indexes units (>= 0)
+    units: int = 0
+    sample_shape: tuple[int, ...] = ()  # activation shape without the batch axis
+    module: str = ""  # module path (PyTorch) or name scope (ONNX), "" for top level
+    unit_slopes: list[float] | None = None  # PReLU: per-unit slope, for the verdict
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "op": self.op,
+            "kind": self.kind,
+            "params": dict(self.params),
+            "unit_axis": self.unit_axis,
+            "units": self.units,
+            "sample_shape": list(self.sample_shape),
+            "module": self.module,
+        }
+
+
+@dataclass
+class SiteStats:
+    """Counters per unit of one site.
+
+    ``elements`` is how many pre-activation values each unit has seen (the same for
+    every unit of a site); ``low``/``high`` count values at or beyond the stuck
+    thresholds; ``neg_*``/``pos_*`` are sums of min(x, 0), min(x, 0)², max(x, 0),
+    max(x, 0)² over finite values; ``nonfinite`` counts NaN/Inf values.
+    """
+
+    units: int
+    elements: int = 0
+    samples: int = 0
+    low: np.ndarray = field(default=None)  # type: ignore[assignment]
+    high: np.ndarray = field(default=None)  # type: ignore[assignment]
+    nonfinite: np.ndarray = field(default=None)  # type: ignore[assignment]
+    min: np.ndarray = field(default=None)  # type: ignore[assignment]
+    max: np.ndarray = field(default=None)  # type: ignore[assignment]
+    neg_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    neg_sq: np.ndarray = field(default=None)  # type: ignore[assignment]
+    pos_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
+    pos_sq: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        u = self.units
+        for name in VECTOR_FIELDS:
+            if getattr(self, name) is None:
+                if name in INT_FIELDS:
+                    setattr(self, name, np.zeros(u, dtype=np.int64))
+                elif name == "min":
+                    setattr(self, name, np.full(u, np.inf))
+                elif name == "max":
+                    setattr(self, name, np.full(u, -np.inf))
+                else:
+                    setattr(self, name, np.zeros(u, dtype=np.float64))
+
+    def add_batch(self, elements: int, samples: int, vectors: dict[str, np.ndarray]) -> None:
+        """Fold one batch's per-unit vectors in. ``elements`` is per unit."""
+        self.elements += int(elements)
+        self.samples += int(samples)
+        for name in VECTOR_FIELDS:
+            v = np.asarray(vectors[name])
+            if name == "min":
+                np.minimum(self.min, v, out=self.min)
+            elif name == "max":
+                np.maximum(self.max, v, out=self.max)
+            elif name in INT_FIELDS:
+                self.__dict__[name] += v.astype(np.int64)
+            else:
+                self.__dict__[name] += v.astype(np.float64)
+
+    def merge(self, other: SiteStats) -> SiteStats:
+        """Combine two partial runs over disjoint data."""
+        if other.units != self.units:
+            raise ValueError(f"cannot merge statistics of {self.units} and {other.units} units")
+        out = SiteStats(self.units, self.elements, self.samples)
+        out.add_batch(0, 0, {n: getattr(self, n) for n in VECTOR_FIELDS})
+        out.add_batch(other.elements, other.samples, {n: getattr(other, n) for n in VECTOR_FIELDS})
+        return out
+
+    @property
+    def finite_elements(self) -> np.ndarray:
+        return np.int64(self.elements) - self.nonfinite
+
+    def fire_counts(self) -> np.ndarray:
+        """Finite elements not stuck low, per unit."""
+        return self.finite_elements - self.low
+
+    def neg_mean(self) -> np.ndarray:
+        """E[min(x, 0)] per unit over finite elements."""
+        n = np.maximum(self.finite_elements, 1)
+        return self.neg_sum / n
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"units": self.units, "elements": self.elements, "samples": self.samples}
+        for name in VECTOR_FIELDS:
+            d[name] = getattr(self, name).tolist()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SiteStats:
+        s = cls(int(d["units"]), int(d["elements"]), int(d["samples"]))
+        for name in VECTOR_FIELDS:
+            dtype = np.int64 if name in INT_FIELDS else np.float64
+            setattr(s, name, np.asarray(d[name], dtype=dtype))
+        return s
+
+
+@dataclass(frozen=True)
+class AxisOverride:
+    """``--unit-axis SITE_GLOB=AXIS``: matched against a site's name with and without its ``#k`` suffix."""
+
+    glob: str
+    axis: int
+
+
+@dataclass
+class SiteResult:
+    info: SiteInfo
+    stats: SiteStats
+
+
+@dataclass
+class Uncovered:
+    """An activation the backend saw but could not audit, and why. Never dropped silently."""
+
+    name: str
+    op: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "op": self.op, "reason": self.reason}
+
+
+@dataclass
+class Capture:
+    """Everything a backend hands on: sites in first-execution order plus run facts."""
+
+    sites: list[SiteResult]
+    samples: int
+    batches: int
+    uncovered: list[Uncovered] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    inputs: list[dict[str, Any]] = field(default_factory=list)
