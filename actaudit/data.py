@@ -98,6 +98,47 @@ def cap_samples(batches: Iterable[Batch], cap: int | None) -> Iterator[Batch]:
         yield args, kwargs
 
 
+def rechunk(batches: Iterable[Batch], size: int) -> Iterator[Batch]:
+    """Re-slice batches into exactly ``size`` samples (a model with a fixed batch dimension).
+
+    A last partial chunk is dropped only if it cannot be fed; callers report how many
+    samples were used.
+    """
+    pending: list[Batch] = []
+    have = 0
+    for b in batches:
+        pending.append(b)
+        have += batch_samples(b)
+        while have >= size:
+            merged = _concat(pending)
+            yield _take(merged, 0, size)
+            rest = _take(merged, size, have)
+            have -= size
+            pending = [rest] if have else []
+
+
+def _concat(batches: list[Batch]) -> Batch:
+    if len(batches) == 1:
+        return batches[0]
+    first_args, first_kwargs = batches[0]
+    args = [_cat([b[0][i] for b in batches]) for i in range(len(first_args))]
+    kwargs = {k: _cat([b[1][k] for b in batches]) for k in first_kwargs}
+    return args, kwargs
+
+
+def _cat(xs: list[Any]) -> Any:
+    if type(xs[0]).__name__ == "Tensor":
+        import torch  # only reached with torch tensors, i.e. torch is loaded already
+
+        return torch.cat(xs, 0)
+    return np.concatenate([np.asarray(x) for x in xs], 0)
+
+
+def _take(b: Batch, start: int, stop: int) -> Batch:
+    args, kwargs = b
+    return [x[start:stop] for x in args], {k: v[start:stop] for k, v in kwargs.items()}
+
+
 def _slice0(x: Any, n: int) -> Any:
     if hasattr(x, "shape") and len(x.shape) > 0:
         return x[:n]

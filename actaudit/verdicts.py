@@ -102,7 +102,7 @@ def classify(info: SiteInfo, stats: SiteStats, settings: Settings) -> SiteVerdic
     with np.errstate(invalid="ignore", divide="ignore"):
         low_rate = np.where(seen, stats.low / np.maximum(n, 1), np.nan)
         high_rate = np.where(seen, stats.high / np.maximum(n, 1), np.nan)
-    fire_rate = 1.0 - low_rate
+        fire_rate = np.where(seen, (n - stats.low) / np.maximum(n, 1), np.nan)
     v = SiteVerdict(info, stats, fam, fire_rate, low_rate, high_rate)
     v.nonfinite_units = _indices(stats.nonfinite > 0)
 

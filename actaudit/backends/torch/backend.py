@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ...data import Batch, DataSource, InputSpec, cap_samples
+from ...data import Batch, DataSource, InputSpec, cap_samples, rechunk
 from ...stats import AxisOverride, Capture
 from .capture import run_capture
 from .data import bind
@@ -50,7 +50,10 @@ def float_dtype(tm: TorchModel) -> torch.dtype | None:
 def batches_for(tm: TorchModel, source: DataSource, samples: int | None) -> Iterator[Batch]:
     dev = model_device(tm)
     fdt = float_dtype(tm)
-    for b in cap_samples(source.batches(), samples):
+    stream: Iterable[Batch] = cap_samples(source.batches(), samples)
+    if tm.fixed_batch is not None:
+        stream = rechunk(stream, tm.fixed_batch)
+    for b in stream:
         yield bind(b, tm.inputs, dev, fdt)
 
 

@@ -37,6 +37,7 @@ class TorchModel:
     notes: list[str] = field(default_factory=list)
     example_inputs: tuple[Any, ...] | None = None
     exported: Any = None  # the ExportedProgram, for rewriting
+    fixed_batch: int | None = None  # a program exported with a static batch dimension
 
 
 def load_torch(
@@ -110,7 +111,30 @@ def _load_export(p: Path, dev: torch.device) -> TorchModel:
             shape = (None, *example[i].shape[1:])
             dtype = str(example[i].dtype).replace("torch.", "")
         specs.append(InputSpec(name, shape, dtype))
-    return TorchModel("torch.export", gm, None, export_graph_sites(gm), specs, example_inputs=example, exported=ep)
+    tm = TorchModel("torch.export", gm, None, export_graph_sites(gm), specs, example_inputs=example, exported=ep)
+    tm.fixed_batch = _static_batch(gm)
+    if tm.fixed_batch is not None:
+        tm.notes.append(
+            f"the program was exported with a fixed batch size of {tm.fixed_batch}; "
+            f"calibration data is fed {tm.fixed_batch} samples at a time"
+        )
+    return tm
+
+
+def _static_batch(gm: Any) -> int | None:
+    """The batch size a program is specialised to, or None when dim 0 is dynamic."""
+    sizes = set()
+    for node in gm.graph.nodes:
+        if node.op != "placeholder":
+            continue
+        val = node.meta.get("val")
+        shape = getattr(val, "shape", None)
+        if shape is None or len(shape) == 0:
+            continue
+        if not isinstance(shape[0], int):
+            return None
+        sizes.add(int(shape[0]))
+    return sizes.pop() if len(sizes) == 1 else None
 
 
 def pickle_globals(p: Path) -> list[str]:
