@@ -29,6 +29,9 @@ class ActauditError(Exception):
         self.message = message
         self.hint = hint
 
+    def __str__(self) -> str:
+        return self.one_line()
+
     def one_line(self) -> str:
         text = " ".join(self.message.split())
         if self.hint:

@@ -229,5 +229,5 @@ class Boom(nn.Module):
 def test_model_error_names_batch_and_site() -> None:
     x = np.zeros((8, 3), dtype=np.float32)
     x[5, 0] = 10
-    with pytest.raises(ModelRunError, match=r"ValueError on batch 1 \(samples 4–7\), after site relu#0"):
+    with pytest.raises(ModelRunError, match=r"ValueError on batch 1 \(samples 4–7; inputs \(4, 3\)\), after site relu#0"):
         actaudit.audit(Boom(), x, batch_size=4)

@@ -438,7 +438,9 @@ def run_capture(
             except (InputError, KeyboardInterrupt):
                 raise
             except Exception as e:
-                raise _run_error(e, i, samples, n, rec.last_site) from None
+                if "Traceback of TorchScript" in str(e):
+                    e = _plain_error(call, args, kwargs) or e
+                raise _run_error(e, i, samples, n, rec.last_site, _shapes(args, kwargs)) from None
             samples += n
             n_batches += 1
             if progress is not None:
@@ -480,11 +482,34 @@ def _samples_of(args: list[Any], kwargs: dict[str, Any]) -> int:
     return 1
 
 
-def _run_error(e: Exception, batch: int, start: int, n: int, site: str | None) -> Exception:
-    msg = " ".join(str(e).split()) or type(e).__name__
+def _plain_error(call: Callable[..., Any], args: list[Any], kwargs: dict[str, Any]) -> Exception | None:
+    """The same batch without the capture mode: TorchScript then keeps its error message."""
+    try:
+        with torch.no_grad():
+            call(*args, **kwargs)
+    except Exception as e:
+        return e
+    return None
+
+
+def _shapes(args: list[Any], kwargs: dict[str, Any]) -> str:
+    parts = [str(tuple(a.shape)) for a in args if isinstance(a, torch.Tensor)]
+    parts += [f"{k}={tuple(v.shape)}" for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+    return ", ".join(parts)
+
+
+def _run_error(e: Exception, batch: int, start: int, n: int, site: str | None, shapes: str = "") -> Exception:
+    text = str(e)
+    if "Traceback of TorchScript" in text:
+        # Keep the interpreter's final "Error: message" line, not its serialized-code trace.
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        text = lines[-1] if lines else ""
+        if text.endswith(":"):
+            text = "the TorchScript interpreter gave no message (often a shape or dtype mismatch)"
+    msg = " ".join(text.split()) or type(e).__name__
     if len(msg) > 300:
         msg = msg[:300] + " …"
-    where = f"batch {batch} (samples {start}–{start + n - 1})"
+    where = f"batch {batch} (samples {start}–{start + n - 1}" + (f"; inputs {shapes})" if shapes else ")")
     after = f", after site {site}" if site else ", before any activation"
     if isinstance(e, torch.OutOfMemoryError) or "out of memory" in msg.lower():
         return ModelRunError(f"ran out of memory on {where}{after}", hint="lower --batch-size")
