@@ -6,6 +6,7 @@ report. The CLI is a thin layer over this module.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -100,7 +101,7 @@ class LoadedModel:
     def capture(self, source: DataSource, opts: AuditOptions) -> Capture:
         overrides = parse_axis_overrides(opts.unit_axis)
         mod = _backend_module(self.backend)
-        return mod.capture(  # type: ignore[no-any-return]
+        return mod.capture(  # type: ignore[no-any-return,unused-ignore]
             self.handle,
             source,
             samples=opts.samples,
@@ -145,7 +146,9 @@ def load_model(model: Any, opts: AuditOptions) -> LoadedModel:
     if onnx is not None and isinstance(model, onnx.ModelProto):
         h = _backend_module("onnx").load(model, provider=opts.provider, threads=opts.threads)
         return LoadedModel("onnx", h, "onnx", None, None)
-    raise InputError(f"cannot audit a {type(model).__name__}: give a path, a torch.nn.Module or an onnx.ModelProto")
+    raise InputError(
+        f"cannot audit a {type(model).__name__}: give a path, a torch.nn.Module or an onnx.ModelProto"
+    )
 
 
 def data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
@@ -177,7 +180,9 @@ def data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource
         return from_arrays(data, opts.batch_size, "in-memory arrays " + ", ".join(map(str, data)))
     if hasattr(data, "__iter__"):
         items = data
-        return DataSource(lambda: (normalize_batch(b) for b in items), f"in-memory {type(data).__name__} of batches")
+        return DataSource(
+            lambda: (normalize_batch(b) for b in items), f"in-memory {type(data).__name__} of batches"
+        )
     raise InputError(f"cannot use a {type(data).__name__} as calibration data")
 
 
@@ -191,7 +196,9 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     source = data_source(data, loaded, opts)
     cap = loaded.capture(source, opts)
     t_cap = time.perf_counter()
-    return build_report(loaded, source, cap, opts, gates, {"load_s": t_load - t0, "capture_s": t_cap - t_load})
+    return build_report(
+        loaded, source, cap, opts, gates, {"load_s": t_load - t0, "capture_s": t_cap - t_load}
+    )
 
 
 def build_report(
@@ -217,7 +224,9 @@ def build_report(
     nonfinite = [v.info.name for v in verdicts if int(v.stats.nonfinite.sum())]
     if nonfinite:
         warnings.append(
-            "non-finite pre-activations (NaN/Inf) at " + ", ".join(nonfinite[:5]) + ": verdicts there use finite values only"
+            "non-finite pre-activations (NaN/Inf) at "
+            + ", ".join(nonfinite[:5])
+            + ": verdicts there use finite values only"
         )
     if not verdicts:
         warnings.append("no activation call sites were found")
@@ -243,7 +252,11 @@ def build_report(
     report.gates = evaluate(gates, verdicts, report.summary())
     report.run = {
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        "host": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "host": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
         "versions": _versions(loaded.backend),
     }
     return report
@@ -253,8 +266,6 @@ def _versions(backend: str) -> dict[str, str]:
     names = ["torch"] if backend == "torch" else ["onnx", "onnxruntime"]
     out = {}
     for n in names:
-        try:
+        with contextlib.suppress(metadata.PackageNotFoundError):
             out[n] = metadata.version(n)
-        except metadata.PackageNotFoundError:
-            pass
     return out

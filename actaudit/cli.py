@@ -84,8 +84,12 @@ def model_options(f: F) -> F:
                 help="Allow loading a pickled nn.Module. Unpickling runs code from the file: "
                 "only for files whose origin you trust.",
             ),
-            click.option("--device", default="cpu", show_default=True, help="PyTorch device (cpu, cuda, cuda:1)."),
-            click.option("--provider", help="onnxruntime execution provider (default: CPUExecutionProvider)."),
+            click.option(
+                "--device", default="cpu", show_default=True, help="PyTorch device (cpu, cuda, cuda:1)."
+            ),
+            click.option(
+                "--provider", help="onnxruntime execution provider (default: CPUExecutionProvider)."
+            ),
             click.option("--threads", type=click.IntRange(min=1), help="onnxruntime intra-op threads."),
         ]
     ):
@@ -172,7 +176,9 @@ def output_options(f: F) -> F:
     for opt in reversed(
         [
             click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True),
-            click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (atomically)."),
+            click.option(
+                "-o", "--output", type=click.Path(dir_okay=False), help="Write the report here (atomically)."
+            ),
             click.option("--force", is_flag=True, help="Overwrite an existing output file."),
             click.option("--per-unit", is_flag=True, help="Include per-unit rates and ranges in JSON."),
             click.option("-q", "--quiet", is_flag=True, help="No warnings on stderr."),

@@ -224,7 +224,9 @@ def _array_batches(arrays: list[np.ndarray], names: list[str] | None, batch_size
             yield [], dict(zip(names, chunk, strict=True))
 
 
-def from_arrays(arrays: dict[str, np.ndarray] | list[np.ndarray], batch_size: int, description: str) -> DataSource:
+def from_arrays(
+    arrays: dict[str, np.ndarray] | list[np.ndarray], batch_size: int, description: str
+) -> DataSource:
     if isinstance(arrays, dict):
         names: list[str] | None = list(arrays)
         arrs = list(arrays.values())
@@ -234,7 +236,9 @@ def from_arrays(arrays: dict[str, np.ndarray] | list[np.ndarray], batch_size: in
         raise CalibrationError(f"{description}: no arrays")
     counts = {leading_dim(a) for a in arrs}
     if len(counts) != 1:
-        raise CalibrationError(f"{description}: arrays disagree on the number of samples (axis 0): {sorted(counts)}")
+        raise CalibrationError(
+            f"{description}: arrays disagree on the number of samples (axis 0): {sorted(counts)}"
+        )
     total = counts.pop()
     if total == 0:
         raise CalibrationError(f"{description}: zero samples")
@@ -255,7 +259,9 @@ def load_calib_file(path: str | os.PathLike[str], batch_size: int) -> DataSource
     if suffix == ".npz":
         members = _npz_members(p)
         src = from_arrays(members, batch_size, str(p))
-        src.details = {"arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in members.items()}}
+        src.details = {
+            "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in members.items()}
+        }
         return src
     if suffix in (".pt", ".pth"):
         from .backends.torch.data import load_pt_batches
@@ -295,7 +301,7 @@ def import_callable(spec: str, what: str) -> Callable[..., Any]:
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise InputError(f"{what} {spec!r}: {mod_part} has no callable {attr!r}")
-    return fn  # type: ignore[no-any-return]
+    return fn  # type: ignore[no-any-return,unused-ignore]
 
 
 def from_loader(spec: str) -> DataSource:
@@ -305,9 +311,13 @@ def from_loader(spec: str) -> DataSource:
         try:
             items = fn()
         except Exception as e:
-            raise CalibrationError(f"--data-loader {spec}: calling it raised {type(e).__name__}: {e}") from None
+            raise CalibrationError(
+                f"--data-loader {spec}: calling it raised {type(e).__name__}: {e}"
+            ) from None
         if items is None or not hasattr(items, "__iter__"):
-            raise CalibrationError(f"--data-loader {spec} returned {type(items).__name__}, not an iterable of batches")
+            raise CalibrationError(
+                f"--data-loader {spec} returned {type(items).__name__}, not an iterable of batches"
+            )
         for item in items:
             yield normalize_batch(item)
 

@@ -64,6 +64,8 @@ def write_text_atomic(target: str | os.PathLike[str], text: str, *, force: bool 
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_atomic(target: str | os.PathLike[str], writer: Callable[[Path], None], *, force: bool = False) -> None:
+def write_atomic(
+    target: str | os.PathLike[str], writer: Callable[[Path], None], *, force: bool = False
+) -> None:
     with atomic_path(target, force=force) as tmp:
         writer(tmp)

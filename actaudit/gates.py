@@ -37,7 +37,9 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     "<": operator.lt,
 }
-_GATE_RE = re.compile(r"^\s*(?:(?P<glob>.+):)?(?P<metric>[a-z-]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>[-+0-9.eE]+)\s*$")
+_GATE_RE = re.compile(
+    r"^\s*(?:(?P<glob>.+):)?(?P<metric>[a-z-]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>[-+0-9.eE]+)\s*$"
+)
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ def parse_gate(text: str) -> Gate:
         )
     metric = m.group("metric")
     if metric not in METRICS:
-        raise ActauditError(f"gate {text!r} names unknown metric {metric!r}", hint="metrics: " + ", ".join(METRICS))
+        raise ActauditError(
+            f"gate {text!r} names unknown metric {metric!r}", hint="metrics: " + ", ".join(METRICS)
+        )
     try:
         value = float(m.group("value"))
     except ValueError:
@@ -106,7 +110,9 @@ def evaluate(gates: list[Gate], sites: list[SiteVerdict], summary: dict[str, Any
         matched = [v for v in sites if fnmatch.fnmatchcase(v.info.name, g.glob)]
         if not matched:
             names = ", ".join(v.info.name for v in sites[:12]) + (" …" if len(sites) > 12 else "")
-            raise ActauditError(f"gate {g.text!r}: site glob {g.glob!r} matches no site", hint=f"sites are: {names}")
+            raise ActauditError(
+                f"gate {g.text!r}: site glob {g.glob!r} matches no site", hint=f"sites are: {names}"
+            )
         values = [(v.info.name, site_metric(v, g.metric)) for v in matched]
         failing = [name for name, val in values if test(val, g.value)]
         worst = max(val for _, val in values) if g.op in (">", ">=") else min(val for _, val in values)

@@ -184,7 +184,10 @@ def thresholds(kind: str, params: tuple[tuple[str, float], ...], f: float) -> Th
     if kind == "hardsigmoid":
         return Thresholds(low=-3.0, high=3.0)
     if kind in ("hardtanh", "clip"):
-        return Thresholds(low=p.get("min", -1.0 if kind == "hardtanh" else -INF), high=p.get("max", 1.0 if kind == "hardtanh" else INF))
+        return Thresholds(
+            low=p.get("min", -1.0 if kind == "hardtanh" else -INF),
+            high=p.get("max", 1.0 if kind == "hardtanh" else INF),
+        )
     raise KeyError(f"unknown activation kind {kind!r}")
 
 

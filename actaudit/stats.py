@@ -58,28 +58,27 @@ class SiteStats:
     units: int
     elements: int = 0
     samples: int = 0
-    low: np.ndarray = field(default=None)  # type: ignore[assignment]
-    high: np.ndarray = field(default=None)  # type: ignore[assignment]
-    nonfinite: np.ndarray = field(default=None)  # type: ignore[assignment]
-    min: np.ndarray = field(default=None)  # type: ignore[assignment]
-    max: np.ndarray = field(default=None)  # type: ignore[assignment]
-    neg_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
-    neg_sq: np.ndarray = field(default=None)  # type: ignore[assignment]
-    pos_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
-    pos_sq: np.ndarray = field(default=None)  # type: ignore[assignment]
+    low: np.ndarray = field(init=False)
+    high: np.ndarray = field(init=False)
+    nonfinite: np.ndarray = field(init=False)
+    min: np.ndarray = field(init=False)
+    max: np.ndarray = field(init=False)
+    neg_sum: np.ndarray = field(init=False)
+    neg_sq: np.ndarray = field(init=False)
+    pos_sum: np.ndarray = field(init=False)
+    pos_sq: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
         u = self.units
         for name in VECTOR_FIELDS:
-            if getattr(self, name) is None:
-                if name in INT_FIELDS:
-                    setattr(self, name, np.zeros(u, dtype=np.int64))
-                elif name == "min":
-                    setattr(self, name, np.full(u, np.inf))
-                elif name == "max":
-                    setattr(self, name, np.full(u, -np.inf))
-                else:
-                    setattr(self, name, np.zeros(u, dtype=np.float64))
+            if name in INT_FIELDS:
+                setattr(self, name, np.zeros(u, dtype=np.int64))
+            elif name == "min":
+                setattr(self, name, np.full(u, np.inf))
+            elif name == "max":
+                setattr(self, name, np.full(u, -np.inf))
+            else:
+                setattr(self, name, np.zeros(u, dtype=np.float64))
 
     def add_batch(self, elements: int, samples: int, vectors: dict[str, np.ndarray]) -> None:
         """Fold one batch's per-unit vectors in. ``elements`` is per unit."""

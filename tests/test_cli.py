@@ -69,7 +69,16 @@ def test_json_report_on_stdout(files) -> None:
 def test_gates_and_exit_codes(files) -> None:
     ok = _run("audit", files["model"], "--calib", files["calib"], "--fail-on", "dead>2")
     assert ok.exit_code == 0
-    bad = _run("audit", files["model"], "--calib", files["calib"], "--fail-on", "act:dead-fraction>0.3", "--format", "json")
+    bad = _run(
+        "audit",
+        files["model"],
+        "--calib",
+        files["calib"],
+        "--fail-on",
+        "act:dead-fraction>0.3",
+        "--format",
+        "json",
+    )
     assert bad.exit_code == 1
     assert "gate failed: act:dead-fraction>0.3" in bad.stderr
     d = json.loads(bad.stdout)
@@ -101,7 +110,9 @@ def test_user_errors_are_one_line_exit_2(files, args, message) -> None:
 
 def test_output_is_atomic_and_needs_force(files, tmp_path) -> None:
     out = tmp_path / "r.json"
-    assert _run("audit", files["model"], "--calib", files["calib"], "--format", "json", "-o", out).exit_code == 0
+    assert (
+        _run("audit", files["model"], "--calib", files["calib"], "--format", "json", "-o", out).exit_code == 0
+    )
     first = out.read_text()
     r = _run("audit", files["model"], "--calib", files["calib"], "-o", out)
     assert r.exit_code == 2 and "already exists" in r.stderr
@@ -131,7 +142,9 @@ class _Payload:
         return (os.mkdir, (self.target,))
 
 
-@pytest.mark.parametrize("extra", [[], ["--calib", "{calib}"], ["--arch", "x.py:f"], ["--state-key", "model"]])
+@pytest.mark.parametrize(
+    "extra", [[], ["--calib", "{calib}"], ["--arch", "x.py:f"], ["--state-key", "model"]]
+)
 def test_untrusted_pickle_never_runs(files, tmp_path, extra) -> None:
     target = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"

@@ -75,7 +75,7 @@ def test_object_arrays_are_refused(tmp_path) -> None:
 
 def test_not_a_zip_npz(tmp_path) -> None:
     (tmp_path / "x.npz").write_bytes(b"garbage")
-    with pytest.raises(CalibrationError, match="not a valid .npz"):
+    with pytest.raises(CalibrationError, match=r"not a valid \.npz"):
         load_calib_file(tmp_path / "x.npz", 2)
     assert not zipfile.is_zipfile(tmp_path / "x.npz")
 
@@ -124,7 +124,9 @@ def test_synthetic_refuses_huge_requests() -> None:
 
 def test_loader(tmp_path) -> None:
     f = tmp_path / "loader.py"
-    f.write_text("import numpy as np\ndef batches():\n    for i in range(3):\n        yield np.full((2, 3), i, dtype=np.float32)\n")
+    f.write_text(
+        "import numpy as np\ndef batches():\n    for i in range(3):\n        yield np.full((2, 3), i, dtype=np.float32)\n"
+    )
     src = from_loader(f"{f}:batches")
     got = _collect(src)
     assert len(got) == 3 and got[2][0][0][0, 0] == 2

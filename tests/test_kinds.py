@@ -78,7 +78,14 @@ def test_leaky_slopes() -> None:
 
 @pytest.mark.parametrize(
     ("lo", "hi", "kind"),
-    [(0, 6, "relu6"), (-1, 1, "hardtanh"), (0, None, "relu"), (1e-10, None, None), (None, 1e-8, None), (-2, None, "clip")],
+    [
+        (0, 6, "relu6"),
+        (-1, 1, "hardtanh"),
+        (0, None, "relu"),
+        (1e-10, None, None),
+        (None, 1e-8, None),
+        (-2, None, "clip"),
+    ],
 )
 def test_classify_clamp(lo, hi, kind) -> None:
     act = classify_clamp(lo, hi)

@@ -184,7 +184,16 @@ class Functional(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.fc(x)
         a = torch.clamp(z, 0, 6) + F.relu6(z) + F.hardtanh(z) + torch.sigmoid(z) + F.leaky_relu(z, 0.2)
-        b = F.gelu(z) + F.silu(z) + F.mish(z) + F.hardswish(z) + F.softplus(z) + F.elu(z) + F.selu(z) + F.celu(z)
+        b = (
+            F.gelu(z)
+            + F.silu(z)
+            + F.mish(z)
+            + F.hardswish(z)
+            + F.softplus(z)
+            + F.elu(z)
+            + F.selu(z)
+            + F.celu(z)
+        )
         c = F.softsign(z) + F.hardsigmoid(z) + z.clamp(min=1e-6) + torch.clamp(z, min=0)
         return a + b + c + z.clone().relu_()
 
@@ -229,5 +238,7 @@ class Boom(nn.Module):
 def test_model_error_names_batch_and_site() -> None:
     x = np.zeros((8, 3), dtype=np.float32)
     x[5, 0] = 10
-    with pytest.raises(ModelRunError, match=r"ValueError on batch 1 \(samples 4–7; inputs \(4, 3\)\), after site relu#0"):
+    with pytest.raises(
+        ModelRunError, match=r"ValueError on batch 1 \(samples 4–7; inputs \(4, 3\)\), after site relu#0"
+    ):
         actaudit.audit(Boom(), x, batch_size=4)

@@ -31,7 +31,7 @@ def model_device(tm: TorchModel) -> torch.device:
     mod = tm.module
     try:
         for t in [*mod.parameters(), *mod.buffers()]:
-            return t.device  # type: ignore[no-any-return]
+            return t.device
     except Exception:
         pass
     return torch.device("cpu")
@@ -41,7 +41,7 @@ def float_dtype(tm: TorchModel) -> torch.dtype | None:
     try:
         for t in [*tm.module.parameters(), *tm.module.buffers()]:
             if t.is_floating_point():
-                return t.dtype  # type: ignore[no-any-return]
+                return t.dtype
     except Exception:
         pass
     return None

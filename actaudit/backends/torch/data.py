@@ -28,7 +28,9 @@ def load_pt_batches(p: Path) -> DataSource:
     if isinstance(obj, torch.Tensor):
         obj = [obj]
     if not isinstance(obj, (list, tuple)) or not obj:
-        raise CalibrationError(f"calibration file {p} holds {type(obj).__name__}, not a non-empty list of batches")
+        raise CalibrationError(
+            f"calibration file {p} holds {type(obj).__name__}, not a non-empty list of batches"
+        )
     batches = [normalize_batch(b) for b in obj]
     total = sum(batch_samples(b) for b in batches)
     return DataSource(lambda: iter(batches), str(p), total_samples=total, details={"batches": len(batches)})
@@ -50,7 +52,9 @@ def _to_tensor(x: Any, device: torch.device, float_dtype: torch.dtype | None) ->
     return x
 
 
-def bind(batch: Batch, inputs: list[InputSpec], device: torch.device, float_dtype: torch.dtype | None) -> Batch:
+def bind(
+    batch: Batch, inputs: list[InputSpec], device: torch.device, float_dtype: torch.dtype | None
+) -> Batch:
     """Match a batch to the model's inputs: names, ``arr_N`` positions, or a single input."""
     args, kwargs = batch
     names = [s.name for s in inputs]

@@ -64,7 +64,9 @@ def _device(device: str) -> torch.device:
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise InputError(f"--device {device!r} is not a torch device", hint="use cpu, cuda or cuda:N") from None
+        raise InputError(
+            f"--device {device!r} is not a torch device", hint="use cpu, cuda or cuda:N"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device}: CUDA is not available on this machine", hint="use --device cpu")
     return dev
@@ -111,7 +113,9 @@ def _load_export(p: Path, dev: torch.device) -> TorchModel:
             shape = (None, *example[i].shape[1:])
             dtype = str(example[i].dtype).replace("torch.", "")
         specs.append(InputSpec(name, shape, dtype))
-    tm = TorchModel("torch.export", gm, None, export_graph_sites(gm), specs, example_inputs=example, exported=ep)
+    tm = TorchModel(
+        "torch.export", gm, None, export_graph_sites(gm), specs, example_inputs=example, exported=ep
+    )
     tm.fixed_batch = _static_batch(gm)
     if tm.fixed_batch is not None:
         tm.notes.append(
@@ -163,7 +167,9 @@ def pickle_globals(p: Path) -> list[str]:
 _SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.", "_codecs.", "numpy.")
 
 
-def _load_pickle(p: Path, arch: str | None, state_key: str | None, trust: bool, dev: torch.device) -> TorchModel:
+def _load_pickle(
+    p: Path, arch: str | None, state_key: str | None, trust: bool, dev: torch.device
+) -> TorchModel:
     try:
         obj = torch.load(str(p), map_location=dev, weights_only=True)
     except pickle.UnpicklingError:
@@ -197,17 +203,25 @@ def _load_untrusted(p: Path, dev: torch.device) -> Any:
 
 
 def _is_state_dict(d: dict[str, Any]) -> bool:
-    return bool(d) and all(isinstance(k, str) for k in d) and all(isinstance(v, torch.Tensor) for v in d.values())
+    return (
+        bool(d)
+        and all(isinstance(k, str) for k in d)
+        and all(isinstance(v, torch.Tensor) for v in d.values())
+    )
 
 
-def _from_dict(p: Path, obj: dict[str, Any], arch: str | None, state_key: str | None, dev: torch.device) -> TorchModel:
+def _from_dict(
+    p: Path, obj: dict[str, Any], arch: str | None, state_key: str | None, dev: torch.device
+) -> TorchModel:
     notes = []
     sd: Any = obj
     if state_key is not None:
         for part in state_key.split("."):
             if not isinstance(sd, dict) or part not in sd:
                 keys = list(sd)[:_MAX_NAMES] if isinstance(sd, dict) else []
-                raise InputError(f"--state-key {state_key!r}: no key {part!r} in {p}", hint=f"top-level keys: {keys}")
+                raise InputError(
+                    f"--state-key {state_key!r}: no key {part!r} in {p}", hint=f"top-level keys: {keys}"
+                )
             sd = sd[part]
         notes.append(f"weights from key {state_key!r}")
     elif not _is_state_dict(obj):

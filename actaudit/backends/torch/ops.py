@@ -168,14 +168,16 @@ def activation_of(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
             return Activation("relu6"), None
         return Activation("hardtanh", {"min": lo, "max": hi}), None
     if name in ("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_"):
-        lo = _scalar(_arg(args, kwargs, 1, "min", None))
-        hi = None if name.startswith("clamp_min") else _scalar(_arg(args, kwargs, 2, "max", None))
-        if (lo is not None and math.isnan(lo)) or (hi is not None and math.isnan(hi)):
+        c_lo = _scalar(_arg(args, kwargs, 1, "min", None))
+        c_hi = None if name.startswith("clamp_min") else _scalar(_arg(args, kwargs, 2, "max", None))
+        if (c_lo is not None and math.isnan(c_lo)) or (c_hi is not None and math.isnan(c_hi)):
             return None
-        act = classify_clamp(lo, hi)
+        act = classify_clamp(c_lo, c_hi)
         return (act, None) if act is not None else None
     if name in ("leaky_relu", "leaky_relu_"):
-        return Activation("leaky_relu", {"negative_slope": float(_arg(args, kwargs, 1, "negative_slope", 0.01))}), None
+        return Activation(
+            "leaky_relu", {"negative_slope": float(_arg(args, kwargs, 1, "negative_slope", 0.01))}
+        ), None
     if name in ("prelu", "_prelu_kernel"):
         return Activation("prelu"), _arg(args, kwargs, 1, "weight", None)
     if name in ("elu", "elu_"):
