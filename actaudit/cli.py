@@ -103,7 +103,7 @@ def data_options(f: F) -> F:
         [
             click.option(
                 "--calib",
-                type=click.Path(dir_okay=False),
+                type=click.Path(readable=False),
                 help=".npy (one input, samples on axis 0; memory-mapped), .npz (one array per input name) "
                 "or .pt (a list of ready batches; loaded with weights_only=True).",
             ),
@@ -199,7 +199,7 @@ def _emit(text: str, output: str | None, force: bool) -> None:
 
 
 @cli.command()
-@click.argument("model", type=click.Path(dir_okay=True))
+@click.argument("model", type=click.Path(dir_okay=True, readable=False))
 @model_options
 @data_options
 @threshold_options
@@ -284,3 +284,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 __all__ = ["EXIT_USAGE", "cli", "main"]
+
+# inspect command
+from .cli_inspect import inspect_cmd  # noqa: E402
+
+cli.add_command(inspect_cmd, "inspect")
