@@ -253,11 +253,17 @@ def audit(**kw: Any) -> None:
     if not kw["quiet"] and kw["fmt"] != "table":
         for w in report.warnings:
             click.echo(f"actaudit: warning: {w}", err=True)
-    _emit(report.render(kw["fmt"]), kw["output"], kw["force"])
+    _emit(report.render(kw["fmt"], color=_use_color(kw["output"])), kw["output"], kw["force"])
     if not report.passed:
         failed = [g.gate.text for g in report.gates if g.failed]
         click.echo(f"actaudit: gate failed: {', '.join(failed)}", err=True)
         sys.exit(EXIT_GATE)
+
+
+def _use_color(output: str | None) -> bool:
+    import os
+
+    return not output and "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
 
 def _check_output(output: str | None, force: bool, *inputs: str) -> None:

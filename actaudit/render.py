@@ -25,7 +25,15 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _row(i: int, v: SiteVerdict, pretty: bool) -> list[object]:
+def _paint(text: str, fraction: float, color: bool) -> str:
+    if not color or fraction <= 0:
+        return text
+    import click
+
+    return click.style(text, fg="red" if fraction >= 0.5 else "yellow", bold=fraction >= 0.5)
+
+
+def _row(i: int, v: SiteVerdict, pretty: bool, color: bool = False) -> list[object]:
     bad = max(v.dead_fraction, v.saturated_fraction)
     fr = v.fire_rate
     mean_fire = float(fr[fr == fr].mean()) if fr.size and (fr == fr).any() else None
@@ -40,16 +48,17 @@ def _row(i: int, v: SiteVerdict, pretty: bool) -> list[object]:
         _pct(mean_fire) if v.can_die else "-",
     ]
     if pretty:
-        row.append(f"{_bar(bad)} {_pct(bad)}")
+        row.append(_paint(f"{_bar(bad)} {_pct(bad)}", bad, color))
+        row[1] = _paint(str(row[1]), bad, color)
     return row
 
 
-def _table(report: Report, fmt: str) -> str:
+def _table(report: Report, fmt: str, color: bool = False) -> str:
     pretty = fmt == "table"
     headers = ["#", "site", "kind", "units", "dead", "saturated", "rare", "fire"]
     if pretty:
         headers.append("dead/saturated")
-    rows = [_row(i, v, pretty) for i, v in enumerate(report.sites)]
+    rows = [_row(i, v, pretty, color) for i, v in enumerate(report.sites)]
     s = report.summary()
     total: list[object] = [
         "",
@@ -115,7 +124,8 @@ def _footer(report: Report, fmt: str) -> str:
     return "\n".join(lines)
 
 
-def render(report: Report, fmt: str) -> str:
+def render(report: Report, fmt: str, *, color: bool = False) -> str:
+    """``color`` adds ANSI colours to the table (the CLI sets it on a terminal without NO_COLOR)."""
     if fmt == "json":
         return report.to_json()
     if fmt == "csv":
@@ -123,5 +133,5 @@ def render(report: Report, fmt: str) -> str:
 
         return rows_for_csv(report)
     if fmt in ("table", "markdown"):
-        return _table(report, fmt)
+        return _table(report, fmt, color and fmt == "table")
     raise ValueError(f"unknown format {fmt!r}")

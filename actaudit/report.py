@@ -153,10 +153,10 @@ class Report:
             d.pop("run")
         return json.dumps(d, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
-    def render(self, fmt: str = "table") -> str:
+    def render(self, fmt: str = "table", *, color: bool = False) -> str:
         from .render import render
 
-        return render(self, fmt)
+        return render(self, fmt, color=color)
 
 
 def _thresholds(v: SiteVerdict, s: Settings) -> tuple[float | None, float | None]:

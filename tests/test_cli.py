@@ -171,3 +171,15 @@ def test_python_m_entry_point(files) -> None:
     )
     assert r.returncode == 0
     assert "act" in r.stdout and "2 dead of 6 rectifier units" in r.stdout
+
+
+def test_table_colour_only_when_asked(files) -> None:
+    import actaudit
+
+    report = actaudit.audit(str(files["model"]), str(files["calib"]))
+    assert "\x1b[" in report.render("table", color=True)
+    plain = report.render("table")
+    assert "\x1b[" not in plain
+    assert "2 dead of 6 rectifier units (33.3%)" in plain
+    r = _run("audit", files["model"], "--calib", files["calib"])  # not a terminal: no colour
+    assert r.exit_code == 0 and "\x1b[" not in r.stdout
