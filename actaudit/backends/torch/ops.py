@@ -129,7 +129,46 @@ CARRIERS = frozenset(
         *CANDIDATES,
     ]
 )
-RESHAPES = frozenset(["view", "reshape", "_unsafe_view", "flatten", "unflatten"])
+RESHAPES = frozenset(["view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze", "squeeze_", "unsqueeze_"])
+# Ops over the trailing spatial axes: a conv's channel axis (1) survives them; a linear
+# layer's feature axis (last) does not.
+SPATIAL = frozenset(
+    [
+        "max_pool1d",
+        "max_pool2d",
+        "max_pool3d",
+        "max_pool1d_with_indices",
+        "max_pool2d_with_indices",
+        "max_pool3d_with_indices",
+        "avg_pool1d",
+        "avg_pool2d",
+        "avg_pool3d",
+        "adaptive_avg_pool1d",
+        "adaptive_avg_pool2d",
+        "adaptive_avg_pool3d",
+        "_adaptive_avg_pool2d",
+        "_adaptive_avg_pool3d",
+        "adaptive_max_pool1d",
+        "adaptive_max_pool2d",
+        "interpolate",
+        "upsample_nearest1d",
+        "upsample_nearest2d",
+        "upsample_nearest3d",
+        "upsample_linear1d",
+        "upsample_bilinear2d",
+        "upsample_bicubic2d",
+        "upsample_trilinear3d",
+        "_upsample_nearest_exact1d",
+        "_upsample_nearest_exact2d",
+        "pad",
+        "constant_pad_nd",
+        "reflection_pad1d",
+        "reflection_pad2d",
+        "replication_pad1d",
+        "replication_pad2d",
+        "pixel_shuffle",
+    ]
+)
 
 
 def op_name(func: Any) -> str:

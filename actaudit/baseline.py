@@ -1,0 +1,279 @@
+"""``--against BASELINE.json``: what got worse since a previous report.
+
+Sites are matched by name. A regression is a unit dead now that was alive in the
+baseline (by unit index), or a site whose dead fraction rose by more than
+``max_dead_fraction_rise``. Both are gates, returned as :class:`GateResult` so that the
+caller can append them to ``Report.gates`` and the usual exit code follows. Sites that
+exist on one side only are listed, not gated: a changed architecture is not a
+regression, but the comparison says how much of the model it could not match.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+from .gates import Gate, GateResult
+from .report import SCHEMA
+
+GATE_NEW_DEAD = "against:new-dead>{n}"
+GATE_RISE = "against:dead-fraction-rise>{x:g}"
+_EPS = 1e-9  # fractions are rounded to 6 digits in the JSON; do not gate on that noise
+
+
+@dataclass
+class SiteChange:
+    name: str
+    units: int
+    baseline_units: int
+    dead: int
+    baseline_dead: int
+    dead_fraction: float
+    baseline_dead_fraction: float
+    new_dead_units: list[int] = field(default_factory=list)
+    revived_units: list[int] = field(default_factory=list)
+
+    @property
+    def units_changed(self) -> bool:
+        return self.units != self.baseline_units
+
+    @property
+    def dead_fraction_rise(self) -> float:
+        return self.dead_fraction - self.baseline_dead_fraction
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "units": self.units,
+            "baseline_units": self.baseline_units,
+            "dead": self.dead,
+            "baseline_dead": self.baseline_dead,
+            "dead_fraction": self.dead_fraction,
+            "baseline_dead_fraction": self.baseline_dead_fraction,
+            "dead_fraction_rise": round(self.dead_fraction_rise, 6),
+            "new_dead_units": self.new_dead_units,
+            "revived_units": self.revived_units,
+            "units_changed": self.units_changed,
+        }
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`; ``gate_results`` fail on regressions."""
+
+    sites: list[SiteChange]
+    added_sites: list[str]
+    removed_sites: list[str]
+    max_dead_fraction_rise: float
+    max_new_dead: int
+    gate_results: list[GateResult]
+    warnings: list[str] = field(default_factory=list)
+    path: str | None = None
+
+    @property
+    def new_dead(self) -> int:
+        return sum(len(s.new_dead_units) for s in self.sites)
+
+    @property
+    def revived(self) -> int:
+        return sum(len(s.revived_units) for s in self.sites)
+
+    @property
+    def risen(self) -> list[SiteChange]:
+        """Sites whose dead fraction rose by more than the allowed amount."""
+        return [s for s in self.sites if s.dead_fraction_rise > self.max_dead_fraction_rise + _EPS]
+
+    @property
+    def passed(self) -> bool:
+        return not any(g.failed for g in self.gate_results)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``baseline`` section of the JSON report (see ``report.schema.json``)."""
+        return {
+            "path": self.path,
+            "max_dead_fraction_rise": self.max_dead_fraction_rise,
+            "max_new_dead": self.max_new_dead,
+            "new_dead": self.new_dead,
+            "revived": self.revived,
+            "sites": [
+                s.to_dict() for s in self.sites if s.new_dead_units or s.revived_units or s.dead_fraction_rise
+            ],
+            "added_sites": self.added_sites,
+            "removed_sites": self.removed_sites,
+            "warnings": self.warnings,
+            "gates": [g.to_dict() for g in self.gate_results],
+        }
+
+    def render(self) -> str:
+        """A few lines for the terminal: regressions first, then improvements and unmatched sites."""
+        where = f" {self.path}" if self.path else ""
+        lines = [
+            f"against baseline{where}: {self.new_dead} new dead units, {self.revived} revived, "
+            f"{len(self.risen)} sites with dead fraction up by more than {100 * self.max_dead_fraction_rise:.1f} points"
+        ]
+        for s in self.sites:
+            if not (s.new_dead_units or s.revived_units or abs(s.dead_fraction_rise) > _EPS):
+                continue
+            parts = [f"dead {s.baseline_dead} → {s.dead} of {s.units} ({_signed_pct(s.dead_fraction_rise)})"]
+            if s.new_dead_units:
+                parts.append(f"newly dead units {_units(s.new_dead_units)}")
+            if s.revived_units:
+                parts.append(f"revived {_units(s.revived_units)}")
+            lines.append(f"  {s.name}: " + "; ".join(parts))
+        if self.added_sites:
+            lines.append(f"  not in the baseline: {_names(self.added_sites)}")
+        if self.removed_sites:
+            lines.append(f"  only in the baseline: {_names(self.removed_sites)}")
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
+        for g in self.gate_results:
+            status = "FAILED" if g.failed else "passed"
+            at = f" at {', '.join(g.failing_sites[:5])}" if g.failing_sites else ""
+            lines.append(f"gate {g.gate.text}: {status} (value {g.value:g}){at}")
+        return "\n".join(lines) + "\n"
+
+
+def _signed_pct(x: float) -> str:
+    return f"{100 * x:+.1f} points"
+
+
+def _units(units: list[int], limit: int = 12) -> str:
+    return ", ".join(map(str, units[:limit])) + (f" … ({len(units)} in all)" if len(units) > limit else "")
+
+
+def _names(names: list[str], limit: int = 8) -> str:
+    return ", ".join(names[:limit]) + (f" … ({len(names)} in all)" if len(names) > limit else "")
+
+
+def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a report written by ``actaudit audit --format json``; user errors are :class:`InputError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"baseline report {p} does not exist", hint="write one with --format json -o FILE")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read baseline report {p}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise InputError(
+            f"baseline report {p} is not JSON: {e}", hint="give a report from --format json"
+        ) from None
+    _check_report(data, str(p))
+    return data
+
+
+def _check_report(d: Any, what: str) -> None:
+    if not isinstance(d, dict) or not isinstance(d.get("sites"), list):
+        raise InputError(f"{what} is not an actaudit report", hint="give a report from --format json")
+    if d.get("schema") != SCHEMA:
+        raise InputError(f"{what} has schema {d.get('schema')!r}; this actaudit reads {SCHEMA!r}")
+
+
+def compare(
+    report: dict[str, Any],
+    baseline: dict[str, Any],
+    *,
+    max_dead_fraction_rise: float = 0.0,
+    max_new_dead: int = 0,
+    baseline_path: str | None = None,
+) -> Comparison:
+    """Compare two ``Report.to_dict()`` results. ``max_dead_fraction_rise`` is a fraction (0.05 = 5 points)."""
+    if not 0.0 <= max_dead_fraction_rise <= 1.0:
+        raise InputError(f"the allowed dead-fraction rise must be in [0, 1], got {max_dead_fraction_rise}")
+    if max_new_dead < 0:
+        raise InputError(f"the allowed number of new dead units must be >= 0, got {max_new_dead}")
+    _check_report(report, "the report")
+    _check_report(baseline, f"baseline report {baseline_path}" if baseline_path else "the baseline")
+    now = _by_name(report["sites"])
+    before = _by_name(baseline["sites"])
+    changes: list[SiteChange] = []
+    warnings: list[str] = []
+    for name, s in now.items():
+        b = before.get(name)
+        if b is None:
+            continue
+        c = SiteChange(
+            name=name,
+            units=int(s["units"]),
+            baseline_units=int(b["units"]),
+            dead=int(s["dead"]),
+            baseline_dead=int(b["dead"]),
+            dead_fraction=float(s["dead_fraction"] or 0.0),
+            baseline_dead_fraction=float(b["dead_fraction"] or 0.0),
+        )
+        if c.units_changed:
+            # Unit indices mean nothing across a resized layer; compare fractions only.
+            warnings.append(
+                f"{name} has {c.units} units, {c.baseline_units} in the baseline: only its dead fraction is compared"
+            )
+        else:
+            dead_now, dead_before = set(s["dead_units"]), set(b["dead_units"])
+            c.new_dead_units = sorted(dead_now - dead_before)
+            c.revived_units = sorted(dead_before - dead_now)
+        changes.append(c)
+    added = [n for n in now if n not in before]
+    removed = [n for n in before if n not in now]
+    if added and len(added) == len(now):
+        warnings.append("no site name matches the baseline: is it a report of another model?")
+    warnings += _setting_warnings(report, baseline)
+
+    new_dead_sites = [c.name for c in changes if c.new_dead_units]
+    n_new = sum(len(c.new_dead_units) for c in changes)
+    risen = [c for c in changes if c.dead_fraction_rise > max_dead_fraction_rise + _EPS]
+    worst_rise = max((c.dead_fraction_rise for c in changes), default=0.0)
+    gates = [
+        GateResult(
+            Gate(GATE_NEW_DEAD.format(n=max_new_dead), "new-dead", ">", float(max_new_dead)),
+            n_new > max_new_dead,
+            float(n_new),
+            new_dead_sites if n_new > max_new_dead else [],
+        ),
+        GateResult(
+            Gate(
+                GATE_RISE.format(x=max_dead_fraction_rise), "dead-fraction-rise", ">", max_dead_fraction_rise
+            ),
+            bool(risen),
+            round(max(worst_rise, 0.0), 6),
+            [c.name for c in risen],
+        ),
+    ]
+    return Comparison(
+        sites=changes,
+        added_sites=added,
+        removed_sites=removed,
+        max_dead_fraction_rise=max_dead_fraction_rise,
+        max_new_dead=max_new_dead,
+        gate_results=gates,
+        warnings=warnings,
+        path=baseline_path,
+    )
+
+
+def _by_name(sites: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for s in sites:
+        out.setdefault(str(s["name"]), s)
+    return out
+
+
+def _setting_warnings(report: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    out = []
+    a, b = report.get("settings", {}), baseline.get("settings", {})
+    differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if differ:
+        out.append(
+            "thresholds differ from the baseline's ("
+            + ", ".join(f"{k.replace('_', '-')} {b.get(k)} → {a.get(k)}" for k in differ)
+            + "): changes may come from the settings, not the model"
+        )
+    ca, cb = report.get("calibration", {}), baseline.get("calibration", {})
+    if (ca.get("source"), ca.get("samples")) != (cb.get("source"), cb.get("samples")):
+        out.append(
+            f"calibration differs from the baseline's ({cb.get('samples')} samples from {cb.get('source')} → "
+            f"{ca.get('samples')} from {ca.get('source')}): a unit can look dead on one data set and not the other"
+        )
+    return out
