@@ -182,7 +182,10 @@ def thresholds(kind: str, params: tuple[tuple[str, float], ...], f: float) -> Th
         t = 1.0 / math.sqrt(f) - 1.0
         return Thresholds(low=-t, high=t)
     if kind == "hardsigmoid":
-        return Thresholds(low=-3.0, high=3.0)
+        # PyTorch: x/6 + 1/2; ONNX HardSigmoid defaults to alpha 0.2 (PP-OCR models use it).
+        alpha = p.get("alpha", 1.0 / 6.0)
+        beta = p.get("beta", 0.5)
+        return Thresholds(low=-beta / alpha, high=(1.0 - beta) / alpha)
     if kind in ("hardtanh", "clip"):
         return Thresholds(
             low=p.get("min", -1.0 if kind == "hardtanh" else -INF),

@@ -1,0 +1,651 @@
+"""The ONNX backend: load a copy of the model, instrument it, run it with onnxruntime.
+
+The user's file (or ``ModelProto``) is never modified: everything happens on an
+in-memory copy, and the instrumented model only lives inside the onnxruntime session
+(or a temporary directory when it is too large for one protobuf message).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import external_data_helper
+
+from ...data import Batch, DataSource, InputSpec, cap_samples
+from ...errors import CalibrationError, InputError, ModelRunError
+from ...kinds import Activation, Thresholds
+from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
+from .instrument import AxisRule, SiteOutputs, SitePlan, instrument
+from .sites import OnnxSite, default_axis, find_sites
+
+__all__ = ["OnnxModel", "available_providers", "capture", "load"]
+
+_PROTOBUF_LIMIT = 2**31 - 2**26  # leave headroom under protobuf's 2 GiB message limit
+_ARR_PREFIX = "arr_"
+_EXACT_FLOAT_COUNT = 2**24  # float32 counts are exact below this
+
+
+@dataclass
+class OnnxModel:
+    """A loaded ONNX model (a private copy) with the session settings chosen at load time."""
+
+    model: onnx.ModelProto
+    inputs: list[InputSpec]
+    provider: str
+    threads: int | None
+    source: str
+    notes: list[str] = field(default_factory=list)
+    input_types: dict[str, np.dtype[Any]] = field(default_factory=dict)
+    declared: dict[str, tuple[int | None, ...] | None] = field(default_factory=dict)
+    last_run: dict[str, float] = field(default_factory=dict)  # timings of the last capture
+
+
+# -- loading ------------------------------------------------------------------------------------
+def available_providers() -> list[str]:
+    return list(ort.get_available_providers())
+
+
+def resolve_provider(provider: str | None) -> str:
+    """An execution provider onnxruntime offers; ``cuda`` or ``CUDA`` reads as CUDAExecutionProvider."""
+    available = available_providers()
+    if provider is None:
+        return "CPUExecutionProvider"
+    want = provider.strip().lower()
+    for p in available:
+        low = p.lower()
+        if want in (low, low.removesuffix("executionprovider")):
+            return p
+    raise InputError(
+        f"--provider {provider!r} is not offered by the installed onnxruntime {ort.__version__}",
+        hint="available: " + ", ".join(available),
+    )
+
+
+def load(
+    path: str | os.PathLike[str] | onnx.ModelProto, *, provider: str | None = None, threads: int | None = None
+) -> OnnxModel:
+    chosen = resolve_provider(provider)
+    if threads is not None and threads < 1:
+        raise InputError(f"--threads must be at least 1, got {threads}")
+    if isinstance(path, onnx.ModelProto):
+        model = onnx.ModelProto()
+        model.CopyFrom(path)
+        missing = [t.name for t in external_data_helper._get_all_tensors(model) if _is_external(t)]
+        if missing:
+            raise InputError(
+                f"the ModelProto refers to external data for {len(missing)} tensor(s) (e.g. {missing[0]!r}) that is not loaded",
+                hint="load it with onnx.load(path) (external data next to the file are then read) or pass the path",
+            )
+        source = "in-memory ModelProto"
+    else:
+        model = _load_path(Path(path))
+        source = str(path)
+    notes: list[str] = []
+    if model.functions:
+        try:
+            from onnx import inliner
+
+            model = inliner.inline_local_functions(model)
+        except Exception as e:  # keep going: sites inside functions are then not seen
+            notes.append(
+                f"could not inline the model's local functions ({_short(e)}); activations inside them are not audited"
+            )
+    model = _with_shapes(model, notes)
+    inputs, types, declared = _input_specs(model)
+    return OnnxModel(model, inputs, chosen, threads, source, notes, types, declared)
+
+
+def _is_external(t: onnx.TensorProto) -> bool:
+    return t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL
+
+
+def _load_path(p: Path) -> onnx.ModelProto:
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception as e:
+        raise InputError(f"cannot read {p} as an ONNX model: {_short(e)}") from None
+    external = [t for t in external_data_helper._get_all_tensors(model) if _is_external(t)]
+    if external:
+        base = p.resolve().parent
+        missing = sorted(
+            {
+                loc
+                for t in external
+                for loc in [next((e.value for e in t.external_data if e.key == "location"), "")]
+                if not (base / loc).is_file()
+            }
+        )
+        if missing:
+            raise InputError(
+                f"model {p} keeps weights in external data file(s) {', '.join(repr(m) for m in missing)} "
+                f"that are not in {base}",
+                hint="ONNX looks for external data next to the model file: copy them there",
+            )
+        try:
+            external_data_helper.load_external_data_for_model(model, str(base))
+        except Exception as e:
+            raise InputError(f"cannot read the external data of {p}: {_short(e)}") from None
+    return model
+
+
+def _with_shapes(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
+    """Static shape inference (ranks and dtypes for the unit axis); without it sites fall back to run-time rules."""
+    if model.ByteSize() > _PROTOBUF_LIMIT:
+        notes.append("model is over 2 GB: static shape inference skipped, unit axes are chosen at run time")
+        return model
+    try:
+        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:
+        return model
+
+
+def _input_specs(model: onnx.ModelProto) -> tuple[list[InputSpec], dict[str, np.dtype[Any]], dict[str, Any]]:
+    inits = {t.name for t in model.graph.initializer}
+    specs, types, declared = [], {}, {}
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue  # an input with a default value (old IR): not fed
+        tt = vi.type.tensor_type
+        try:
+            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+        except Exception:
+            dtype = np.dtype(np.float32)
+        shape = None
+        if tt.HasField("shape"):
+            shape = tuple(
+                int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+                for d in tt.shape.dim
+            )
+        specs.append(InputSpec(vi.name, shape, str(dtype)))
+        types[vi.name] = dtype
+        declared[vi.name] = shape
+    return specs, types, declared
+
+
+# -- binding batches to inputs ------------------------------------------------------------------
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        x = x.detach().cpu()
+        if x.dtype == torch.bfloat16:
+            x = x.float()
+        return x.numpy()
+    if isinstance(x, (int, float, bool, np.generic, list, tuple)):
+        return np.asarray(x)
+    raise CalibrationError(f"calibration inputs must be arrays or tensors, not {type(x).__name__}")
+
+
+def bind(handle: OnnxModel, batch: Batch) -> dict[str, np.ndarray]:
+    """Positional inputs in model order, keyword inputs by name (``arr_N`` means position N)."""
+    args, kwargs = batch
+    names = [s.name for s in handle.inputs]
+    feeds: dict[str, Any] = {}
+    extra = dict(kwargs)
+    if (
+        extra
+        and all(k.startswith(_ARR_PREFIX) and k[len(_ARR_PREFIX) :].isdigit() for k in extra)
+        and not set(extra) & set(names)
+    ):
+        args = [*args, *(extra[k] for k in sorted(extra, key=lambda k: int(k[len(_ARR_PREFIX) :])))]
+        extra = {}
+    if len(extra) == 1 and len(names) == 1 and not args and next(iter(extra)) not in names:
+        args, extra = [next(iter(extra.values()))], {}
+    if len(args) > len(names):
+        raise CalibrationError(
+            f"the batch has {len(args)} positional inputs but the model takes {len(names)}: {names}"
+        )
+    for name, value in zip(names, args, strict=False):
+        feeds[name] = value
+    unknown = [k for k in extra if k not in names]
+    if unknown:
+        raise CalibrationError(
+            f"calibration inputs {sorted(unknown)} are not inputs of the model",
+            hint=f"the model's inputs are {_describe(handle.inputs)}",
+        )
+    twice = [k for k in extra if k in feeds]
+    if twice:
+        raise CalibrationError(f"inputs {twice} are given both by position and by name")
+    feeds.update(extra)
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        given = ", ".join(f"{k} {_shape_dtype(v)}" for k, v in feeds.items()) or "nothing"
+        raise CalibrationError(
+            f"the model needs inputs {_describe([s for s in handle.inputs if s.name in missing])} "
+            f"but the batch gives {given}",
+            hint="give one array per model input, by position or by name",
+        )
+    return {n: _cast(n, _to_numpy(feeds[n]), handle) for n in names}
+
+
+def _cast(name: str, x: np.ndarray, handle: OnnxModel) -> np.ndarray:
+    want = handle.input_types.get(name)
+    if x.dtype.hasobject:
+        raise CalibrationError(f"input {name!r}: arrays of Python objects are not calibration data")
+    if want is None or x.dtype == want:
+        return np.asarray(x, order="C")
+    if np.issubdtype(want, np.floating) and (
+        np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
+    ):
+        return np.asarray(x, dtype=want, order="C")
+    if np.issubdtype(want, np.integer) and np.issubdtype(x.dtype, np.integer):
+        if x.size and (x.min() < np.iinfo(want).min or x.max() > np.iinfo(want).max):
+            raise CalibrationError(f"input {name!r}: values do not fit the model's {want}")
+        return np.asarray(x, dtype=want, order="C")
+    if want == np.bool_ and (x.dtype == np.bool_ or np.issubdtype(x.dtype, np.integer)):
+        return np.asarray(x != 0, order="C")
+    raise CalibrationError(
+        f"input {name!r} is {x.dtype} {list(x.shape)} but the model expects {want}",
+        hint=f"the model's inputs are {_describe(handle.inputs)}",
+    )
+
+
+def _shape_dtype(x: Any) -> str:
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", type(x).__name__)
+    return f"{list(shape) if shape is not None else '?'} {dtype}"
+
+
+def _describe(specs: list[InputSpec]) -> str:
+    parts = []
+    for s in specs:
+        shape = (
+            "?" if s.shape is None else "x".join("?" if d is None else str(d) for d in s.shape) or "scalar"
+        )
+        parts.append(f"{s.name} {shape} {s.dtype}")
+    return ", ".join(parts)
+
+
+def _check_shapes(handle: OnnxModel, feeds: dict[str, np.ndarray]) -> None:
+    for name, x in feeds.items():
+        want = handle.declared.get(name)
+        if want is None:
+            continue
+        ok = len(want) == x.ndim and all(w is None or w == g for w, g in zip(want, x.shape, strict=False))
+        if not ok:
+            raise CalibrationError(
+                f"input {name!r} has shape {list(x.shape)} but the model expects "
+                f"{['?' if d is None else d for d in want]}",
+                hint=f"the model's inputs are {_describe(handle.inputs)}",
+            )
+
+
+def _split_fixed_batch(
+    handle: OnnxModel, feeds: dict[str, np.ndarray], warnings: list[str]
+) -> list[dict[str, np.ndarray]]:
+    """Chunks that fit a fixed batch dimension; other inputs go whole with every chunk.
+
+    Only when no input has a free leading dimension: if one has, that is the batch axis,
+    and a fixed leading dimension elsewhere (a recurrent state ``[1, 1, 128]``) is not.
+    """
+    free = [s.name for s in handle.inputs if s.shape and s.shape[0] is None and feeds[s.name].ndim > 0]
+    if free:
+        return [feeds]
+    fixed = {}
+    for name, x in feeds.items():
+        want = handle.declared.get(name)
+        if want and x.ndim == len(want) and want[0] is not None and x.shape[0] != want[0]:
+            fixed[name] = want[0]
+    if not fixed:
+        return [feeds]
+    sizes = {int(feeds[n].shape[0]) for n in fixed}
+    steps = set(fixed.values())
+    if len(sizes) != 1 or len(steps) != 1:
+        bad = {n: (list(feeds[n].shape), handle.declared[n]) for n in fixed}
+        raise CalibrationError(f"inputs do not fit the model's fixed dimensions: given/expected {bad}")
+    n, step = sizes.pop(), steps.pop()
+    if n < step or n % step:
+        usable = n - n % step
+        if usable == 0:
+            raise CalibrationError(
+                f"the model's batch dimension is fixed at {step} but a batch has {n} samples",
+                hint=f"use --batch-size {step} (or a multiple of it)",
+            )
+        warnings.append(
+            f"the model's batch dimension is fixed at {step}: {n - usable} sample(s) of a batch of {n} were not used"
+        )
+        n = usable
+    out = []
+    for start in range(0, n, step):
+        chunk = dict(feeds)
+        for name in fixed:
+            chunk[name] = feeds[name][start : start + step]
+        out.append(chunk)
+    return out
+
+
+# -- sessions -----------------------------------------------------------------------------------
+def _options(handle: OnnxModel) -> ort.SessionOptions:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    if handle.threads is not None:
+        so.intra_op_num_threads = handle.threads
+        so.inter_op_num_threads = 1
+    return so
+
+
+def _providers(handle: OnnxModel) -> list[str]:
+    if handle.provider == "CPUExecutionProvider":
+        return ["CPUExecutionProvider"]
+    return [handle.provider, "CPUExecutionProvider"]
+
+
+def session_for(handle: OnnxModel, model: onnx.ModelProto) -> ort.InferenceSession:
+    """An onnxruntime session; models over the protobuf limit go through a temporary directory."""
+    so, providers = _options(handle), _providers(handle)
+    if model.ByteSize() < _PROTOBUF_LIMIT:
+        return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
+    with tempfile.TemporaryDirectory(prefix="actaudit-") as tmp:
+        path = os.path.join(tmp, "model.onnx")
+        onnx.save(
+            model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin"
+        )
+        return ort.InferenceSession(path, so, providers=providers)
+
+
+def plain_session(handle: OnnxModel) -> ort.InferenceSession:
+    """The model as given, for comparisons (and to tell a bad model from a bad instrumentation)."""
+    try:
+        return session_for(handle, handle.model)
+    except Exception as e:
+        raise InputError(f"onnxruntime cannot load {handle.source}: {_short(e)}") from None
+
+
+# -- capture ------------------------------------------------------------------------------------
+def thresholds_for(act: Activation, f: float) -> Thresholds:
+    """As :meth:`Activation.thresholds`, plus ONNX HardSigmoid's own slope and offset."""
+    if act.kind == "hardsigmoid" and "alpha" in act.params:
+        alpha, beta = act.params["alpha"], act.params.get("beta", 0.5)
+        if alpha > 0:
+            return Thresholds(low=-beta / alpha, high=(1.0 - beta) / alpha)
+    return act.thresholds(f)
+
+
+def _axis_rule(site: OnnxSite, overrides: list[AxisOverride]) -> tuple[AxisRule, int | None]:
+    """The site's axis rule, and the override's axis (to check against the rank at run time)."""
+    names = (site.name, site.base)
+    for o in overrides:
+        if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
+            rank = site.rank
+            if rank is not None and not -rank <= o.axis < rank:
+                raise InputError(f"--unit-axis {o.glob}={o.axis}: site {site.name} has a {rank}-d activation")
+            return AxisRule(fixed=o.axis), o.axis
+    rank = site.rank
+    if rank is not None:
+        return AxisRule(fixed=default_axis(site.tag, rank)), None
+    if site.tag == "conv":
+        return AxisRule(fixed=1), None
+    if site.tag == "linear":
+        return AxisRule(last=True), None
+    return AxisRule(by_rank=True), None
+
+
+@dataclass
+class _Live:
+    site: OnnxSite
+    plan: SitePlan
+    asked_axis: int | None
+    fast: SiteOutputs | None = None
+    careful: SiteOutputs | None = None
+    info: SiteInfo | None = None
+    stats: SiteStats | None = None
+    broken: str | None = None
+    first_call: int = -1  # index of the run that first reached it (first-execution order)
+
+
+class _Runner:
+    """Both instrumented sessions (the careful one built on first need) and the run loop."""
+
+    def __init__(self, handle: OnnxModel, stuck_fraction: float, overrides: list[AxisOverride]) -> None:
+        self.handle = handle
+        self.f = stuck_fraction
+        self.overrides = overrides
+        self.sessions: dict[bool, tuple[ort.InferenceSession, dict[int, SiteOutputs], list[_Live]]] = {}
+        self.uncovered: list[Uncovered] = []
+        self.live: list[_Live] = []
+        self.careful_batches = 0
+        self.calls = 0
+        self.warnings: list[str] = []
+
+    def _build(self, careful: bool) -> tuple[ort.InferenceSession, dict[int, SiteOutputs], list[_Live]]:
+        model = onnx.ModelProto()
+        model.CopyFrom(self.handle.model)
+        found = find_sites(model.graph)
+        lives, plans = [], []
+        uncovered = []
+        for site in found.sites:
+            if site.uncovered is None and site.rank == 0:
+                site.uncovered = "the pre-activation is a scalar: no unit axis"
+            if site.uncovered:
+                uncovered.append(Uncovered(site.name, site.op, site.uncovered))
+                continue
+            rule, asked = _axis_rule(site, self.overrides)
+            thr = thresholds_for(site.act, self.f)
+            plan = SitePlan(site, rule, thr.low, thr.high)
+            lives.append(_Live(site, plan, asked))
+            plans.append(plan)
+        outputs = instrument(model, plans, careful)
+        try:
+            sess = session_for(self.handle, model)
+        except Exception as e:
+            plain_session(self.handle)  # raises InputError when the model itself does not load
+            raise RuntimeError(f"onnxruntime rejected the instrumented model: {_short(e, 600)}") from e
+        if not careful:
+            self.uncovered = uncovered
+            self.live = lives
+        return sess, outputs, lives
+
+    def session(self, careful: bool) -> tuple[ort.InferenceSession, dict[int, SiteOutputs], list[_Live]]:
+        if careful not in self.sessions:
+            self.sessions[careful] = self._build(careful)
+        return self.sessions[careful]
+
+    def run(self, feeds: dict[str, np.ndarray], samples: int) -> None:
+        sess, outs, _ = self.session(False)
+        values = self._run(sess, outs, feeds)
+        if not self._finite(values):
+            sess, outs, _ = self.session(True)
+            values = self._run(sess, outs, feeds)
+            self.careful_batches += 1
+            careful = True
+        else:
+            careful = False
+        for i, live in enumerate(self.live):
+            self._fold(live, values.get(i), samples, careful)
+            if live.first_call < 0 and live.info is not None:
+                live.first_call = self.calls
+        self.calls += 1
+
+    def _run(
+        self, sess: ort.InferenceSession, outs: dict[int, SiteOutputs], feeds: dict[str, np.ndarray]
+    ) -> dict[int, dict[str, np.ndarray]]:
+        names = [n for o in outs.values() for n in o.names.values()]
+        if not names:
+            sess.run(None, feeds)
+            return {}
+        arrays = sess.run(names, feeds)
+        got = dict(zip(names, arrays, strict=True))
+        return {i: {stat: got[n] for stat, n in o.names.items()} for i, o in outs.items()}
+
+    @staticmethod
+    def _finite(values: dict[int, dict[str, np.ndarray]]) -> bool:
+        """Fast results are usable: finite sums, and counts small enough to be exact in float32."""
+        for v in values.values():
+            for stat in ("min", "max", "sum", "sq", "pos_sum", "pos_sq"):
+                a = v.get(stat)
+                if a is not None and a.size and not np.isfinite(a).all():
+                    return False
+            shape, axis = v["shape"], v["axis"]
+            if shape.size and shape.ndim == 1:
+                per_unit = math.prod(int(d) for d in shape) // max(int(shape[int(axis.reshape(-1)[0])]), 1)
+                if per_unit >= _EXACT_FLOAT_COUNT:
+                    return False
+            elif shape.size and (np.prod(shape, axis=-1, dtype=np.float64) >= _EXACT_FLOAT_COUNT).any():
+                return False
+        return True
+
+    def _fold(self, live: _Live, v: dict[str, np.ndarray] | None, samples: int, careful: bool) -> None:
+        if v is None or live.broken:
+            return
+        shapes = v["shape"]
+        if shapes.size == 0:
+            return  # an If branch that did not run on this batch
+        axes = v["axis"]
+        if shapes.ndim == 1:  # not inside a Loop: one call
+            rows = [(shapes, int(axes.reshape(-1)[0]), {k: a for k, a in v.items()})]
+        else:
+            rows = [
+                (shapes[r], int(axes[r].reshape(-1)[0]), {k: a[r] for k, a in v.items()})
+                for r in range(shapes.shape[0])
+            ]
+        first = True
+        for shape_row, axis, row in rows:
+            shape = tuple(int(d) for d in shape_row)
+            if live.info is None:
+                self._start(live, shape, axis)
+            assert live.info is not None and live.stats is not None
+            units = live.info.units
+            if axis != live.info.unit_axis or len(shape) <= axis or shape[axis] != units:
+                live.broken = f"its unit count changed between calls (shape {list(shape)}, axis {axis})"
+                return
+            elements = math.prod(shape) // max(units, 1)
+            vec = _vectors(row, elements, careful)
+            live.stats.add_batch(elements, samples if first else 0, vec)
+            first = False
+
+    def _start(self, live: _Live, shape: tuple[int, ...], axis: int) -> None:
+        site = live.site
+        if live.asked_axis is not None and not -len(shape) <= live.asked_axis < len(shape):
+            raise InputError(
+                f"--unit-axis: site {site.name} has a {len(shape)}-d activation {list(shape)}; axis {live.asked_axis} does not exist"
+            )
+        units = shape[axis] if shape else 1
+        live.info = SiteInfo(
+            name=site.name,
+            op=site.op,
+            kind=site.act.kind,
+            params=dict(site.act.params),
+            unit_axis=axis,
+            units=units,
+            sample_shape=shape[1:],
+            module=site.module,
+            unit_slopes=site.unit_slopes,
+        )
+        live.stats = SiteStats(units)
+
+
+def _vectors(row: dict[str, np.ndarray], elements: int, careful: bool) -> dict[str, np.ndarray]:
+    units = row["min"].shape[0]
+    out: dict[str, np.ndarray] = {k: row[k].astype(np.float64) for k in ("min", "max", "pos_sum", "pos_sq")}
+    if careful:
+        out["neg_sum"] = row["neg_sum"].astype(np.float64)
+        out["neg_sq"] = row["neg_sq"].astype(np.float64)
+        out["nonfinite"] = row["nonfinite"].astype(np.int64)
+        out["low"] = row["low"].astype(np.int64) if "low" in row else np.zeros(units, np.int64)
+        out["high"] = row["high"].astype(np.int64) if "high" in row else np.zeros(units, np.int64)
+    else:
+        out["neg_sum"] = np.minimum(row["sum"].astype(np.float64) - out["pos_sum"], 0.0)
+        out["neg_sq"] = np.maximum(row["sq"].astype(np.float64) - out["pos_sq"], 0.0)
+        out["nonfinite"] = np.zeros(units, np.int64)
+        out["low"] = (
+            elements - row["above_low"].astype(np.int64) if "above_low" in row else np.zeros(units, np.int64)
+        )
+        out["high"] = (
+            elements - row["below_high"].astype(np.int64)
+            if "below_high" in row
+            else np.zeros(units, np.int64)
+        )
+    return out
+
+
+def batches_for(handle: OnnxModel, source: DataSource, samples: int | None) -> Iterator[Batch]:
+    yield from cap_samples(source.batches(), samples)
+
+
+def capture(
+    handle: OnnxModel,
+    source: DataSource,
+    *,
+    samples: int | None,
+    stuck_fraction: float,
+    axis_overrides: list[AxisOverride],
+    progress: Callable[[int], None] | None = None,
+) -> Capture:
+    t0 = time.perf_counter()
+    runner = _Runner(handle, stuck_fraction, axis_overrides)
+    runner.session(False)
+    t_build = time.perf_counter()
+    total = n_batches = 0
+    warnings: list[str] = []
+    for i, batch in enumerate(batches_for(handle, source, samples)):
+        feeds = bind(handle, batch)
+        chunks = _split_fixed_batch(handle, feeds, warnings)
+        for chunk in chunks:
+            _check_shapes(handle, chunk)
+            n = _chunk_samples(handle, chunk, 1)
+            try:
+                runner.run(chunk, n)
+            except (InputError, KeyboardInterrupt):
+                raise
+            except Exception as e:
+                raise _run_error(e, i, total, n) from None
+            total += n
+        n_batches += 1
+        if progress is not None:
+            progress(sum(_chunk_samples(handle, c, 1) for c in chunks))
+    if n_batches == 0:
+        raise CalibrationError("the calibration data yielded no batches")
+    handle.last_run = {"build_s": t_build - t0, "run_s": time.perf_counter() - t_build}
+    results, uncovered = [], list(runner.uncovered)
+    # First-execution order, as the PyTorch backend reports: graph order within a run, and a
+    # branch first taken by a later batch after everything that ran before it.
+    for live in sorted(runner.live, key=lambda lv: lv.first_call if lv.first_call >= 0 else 1 << 62):
+        if live.broken:
+            uncovered.append(Uncovered(live.site.name, live.site.op, live.broken))
+        elif live.info is None or live.stats is None:
+            where = live.site.scope.path or "the graph"
+            uncovered.append(
+                Uncovered(live.site.name, live.site.op, f"never ran on the calibration data (in {where})")
+            )
+        else:
+            results.append(SiteResult(live.info, live.stats))
+    cap = Capture(sites=results, samples=total, batches=n_batches, uncovered=uncovered)
+    cap.warnings.extend(dict.fromkeys(warnings))
+    cap.warnings.extend(runner.warnings)
+    cap.inputs = [s.to_dict() for s in handle.inputs]
+    return cap
+
+
+def _chunk_samples(handle: OnnxModel, chunk: dict[str, np.ndarray], default: int) -> int:
+    """Samples in a chunk: the leading dimension of the first input (in model order) that has one."""
+    for spec in handle.inputs:
+        x = chunk.get(spec.name)
+        if x is not None and x.ndim > 0:
+            return int(x.shape[0])
+    return default
+
+
+def _run_error(e: Exception, batch: int, start: int, n: int) -> Exception:
+    msg = _short(e, 300)
+    where = f"batch {batch} (samples {start}–{start + n - 1})"
+    if "out of memory" in msg.lower() or "bad_alloc" in msg.lower():
+        return ModelRunError(f"ran out of memory on {where}", hint="lower --batch-size")
+    return ModelRunError(f"onnxruntime raised {type(e).__name__} on {where}: {msg}")
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if len(text) <= limit else text[:limit] + " …"

@@ -1,0 +1,289 @@
+"""Append per-unit reductions after each site's pre-activation; expose only those small vectors.
+
+Each site's pre-activation ``x`` is viewed (a free ``Reshape``) as ``[A, C, B]`` with
+the unit axis in the middle, so every reduction runs over the fixed axes ``(0, 2)``
+whatever the tensor's rank and whether or not its dimensions are known before run
+time. The view's shape comes from ``Shape(x)`` inside the graph.
+
+Two variants of the statistics:
+
+* *fast* (every batch): min, max, sum and sum of squares of ``x`` and of ``max(x, 0)``
+  (the negative part is their difference, taken on the host), and counts of
+  ``x > low`` / ``x < high`` summed as float32 (exact below 2**24 per unit and call;
+  the backend takes the careful variant above that). A ReLU's own output is
+  ``max(x, 0)`` and is reused instead of recomputed.
+* *careful*: NaN/Inf masked out and counted, the negative part summed directly, counts
+  in int32. The backend reruns a batch with it only when the fast sums come back
+  non-finite (or a count could be inexact), so clean data pays nothing for it.
+
+Statistics from ``If`` branches leave through extra ``If`` outputs (the branch that
+did not run yields empty tensors); from ``Loop`` bodies as extra scan outputs, one
+row per iteration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from .graph import Scope, opset_version
+from .sites import OnnxSite
+
+_AXES_AS_INPUT = {"ReduceSum": 13, "ReduceMin": 18, "ReduceMax": 18, "ReduceSumSquare": 18, "ReduceProd": 18}
+_COMPUTE: dict[int, int] = {TensorProto.DOUBLE: TensorProto.DOUBLE}
+
+
+@dataclass
+class AxisRule:
+    """How a site's unit axis is chosen in the graph: a fixed index, last, or by rank at run time."""
+
+    fixed: int | None = None  # an index (negative counts from the end)
+    last: bool = False
+    by_rank: bool = False  # the PyTorch default for an unknown producer: rank <= 3 → last, else 1
+
+
+@dataclass
+class SitePlan:
+    """What to reduce for one site."""
+
+    site: OnnxSite
+    axis: AxisRule
+    low: float  # -inf when there is no low threshold
+    high: float  # +inf when there is no high threshold
+
+
+@dataclass
+class SiteOutputs:
+    """Top-level output names of one site's vectors, and how many Loop levels stack them."""
+
+    names: dict[str, str] = field(default_factory=dict)
+    stacked: int = 0
+
+
+class _Emitter:
+    """Appends nodes to one graph, with fresh names and cached constants."""
+
+    def __init__(self, graph: onnx.GraphProto, opset: int, fresh: _Names) -> None:
+        self.graph = graph
+        self.opset = opset
+        self.fresh = fresh
+        self._consts: dict[tuple[bytes, int, tuple[int, ...]], str] = {}
+
+    def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
+        out = self.fresh()
+        self.graph.node.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    def const(self, value: np.ndarray) -> str:
+        key = (value.tobytes(), int(value.dtype.num), tuple(value.shape))
+        if key not in self._consts:
+            out = self.fresh()
+            tensor = onnx.numpy_helper.from_array(value, out)
+            self.graph.node.append(helper.make_node("Constant", [], [out], name=out, value=tensor))
+            self._consts[key] = out
+        return self._consts[key]
+
+    def ints(self, *v: int) -> str:
+        return self.const(np.array(v, dtype=np.int64))
+
+    def reduce(self, op: str, x: str, axes: tuple[int, ...] = (0, 2), keepdims: int = 0) -> str:
+        if self.opset >= _AXES_AS_INPUT[op]:
+            return self.node(op, [x, self.ints(*axes)], keepdims=keepdims)
+        return self.node(op, [x], axes=list(axes), keepdims=keepdims)
+
+    def per_unit(self, op: str, x: str) -> str:
+        """Reduce ``[A, C, B]`` to ``[C]`` in two steps: the contiguous axis first, then the outer one.
+
+        onnxruntime reduces a contiguous inner axis several times faster than axes (0, 2)
+        at once (measured: ReduceSumSquare 1.1 ms vs 9 ms on 32×32×3136 floats).
+        """
+        inner = self.reduce(op, x, axes=(2,))
+        return self.reduce("ReduceSum" if op == "ReduceSumSquare" else op, inner, axes=(0,))
+
+    def count(self, mask: str, dtype: int = TensorProto.FLOAT) -> str:
+        return self.per_unit("ReduceSum", self.node("Cast", [mask], to=dtype))
+
+
+class _Names:
+    """Fresh tensor names that collide with nothing in the model."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        taken = _all_names(model.graph)
+        prefix = "actaudit"
+        while any(n.startswith(prefix) for n in taken):
+            prefix = "_" + prefix
+        self.prefix = prefix
+        self.n = 0
+
+    def __call__(self) -> str:
+        self.n += 1
+        return f"{self.prefix}_{self.n}"
+
+
+def _all_names(graph: onnx.GraphProto) -> set[str]:
+    names = {v.name for v in [*graph.input, *graph.output, *graph.initializer]}
+    for node in graph.node:
+        names.update(node.output)
+        names.add(node.name)
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                names |= _all_names(a.g)
+            for g in a.graphs:
+                names |= _all_names(g)
+    return names
+
+
+@dataclass
+class _Out:
+    name: str
+    elem: int
+    rank: int
+    key: tuple[int, str]  # (site index, stat)
+
+
+def instrument(model: onnx.ModelProto, plans: list[SitePlan], careful: bool) -> dict[int, SiteOutputs]:
+    """Add reductions for ``plans`` to ``model`` in place; returns output names per plan index.
+
+    ``model`` must be the copy the plans' sites were found in.
+    """
+    opset = opset_version(model)
+    fresh = _Names(model)
+    emitters: dict[int, _Emitter] = {}
+    pending: dict[int, tuple[Scope, list[_Out]]] = {}
+    for idx, plan in enumerate(plans):
+        scope = plan.site.scope
+        em = emitters.get(id(scope.graph))
+        if em is None:
+            em = emitters[id(scope.graph)] = _Emitter(scope.graph, opset, fresh)
+        emitted = _emit_site(em, plan, careful)
+        bucket = pending.setdefault(id(scope), (scope, []))[1]
+        bucket.extend(_Out(name, elem, 1, (idx, stat)) for stat, (name, elem) in emitted.items())
+    result: dict[int, SiteOutputs] = defaultdict(SiteOutputs)
+    # Bring outputs up one scope level at a time, deepest first.
+    while pending:
+        depth = max(_depth(s) for s, _ in pending.values())
+        for key in [k for k, (s, _) in pending.items() if _depth(s) == depth]:
+            scope, outs = pending.pop(key)
+            if scope.owner is None:
+                for o in outs:
+                    scope.graph.output.append(helper.make_tensor_value_info(o.name, o.elem, [None] * o.rank))
+                    result[o.key[0]].names[o.key[1]] = o.name
+                    result[o.key[0]].stacked = o.rank - 1
+                continue
+            lifted = _lift(scope, outs, fresh)
+            assert scope.parent is not None
+            pending.setdefault(id(scope.parent), (scope.parent, []))[1].extend(lifted)
+    return dict(result)
+
+
+def _depth(scope: Scope) -> int:
+    d = 0
+    s = scope.parent
+    while s is not None:
+        d += 1
+        s = s.parent
+    return d
+
+
+def _lift(scope: Scope, outs: list[_Out], fresh: _Names) -> list[_Out]:
+    """Expose a subgraph's outputs as new outputs of its owner (If or Loop) node."""
+    owner = scope.owner
+    assert owner is not None
+    stack = 1 if owner.op_type == "Loop" else 0
+    for o in outs:
+        scope.graph.output.append(helper.make_tensor_value_info(o.name, o.elem, [None] * o.rank))
+    if owner.op_type == "If":
+        for a in owner.attribute:
+            if a.type == onnx.AttributeProto.GRAPH and a.g is not scope.graph:
+                for o in outs:
+                    empty = fresh()
+                    value = helper.make_tensor(empty, o.elem, [0] * o.rank, [])
+                    a.g.node.append(helper.make_node("Constant", [], [empty], name=empty, value=value))
+                    a.g.output.append(helper.make_tensor_value_info(empty, o.elem, [None] * o.rank))
+    lifted = []
+    for o in outs:
+        name = fresh()
+        owner.output.append(name)
+        lifted.append(_Out(name, o.elem, o.rank + stack, o.key))
+    return lifted
+
+
+def _emit_site(em: _Emitter, plan: SitePlan, careful: bool) -> dict[str, tuple[str, int]]:
+    site = plan.site
+    x = site.x
+    elem = site.elem_type
+    compute = _COMPUTE.get(int(elem), int(TensorProto.FLOAT))
+    np_compute = np.float64 if compute == TensorProto.DOUBLE else np.float32
+    shape = em.node("Shape", [x])
+    rank = em.node("Shape", [shape])
+    k = _axis(em, plan.axis, rank)
+    before = em.node("Slice", [shape, em.ints(0), k])
+    a = em.reduce("ReduceProd", em.node("Concat", [em.ints(1), before], axis=0), axes=(0,), keepdims=1)
+    k1 = em.node("Add", [k, em.ints(1)])
+    c = em.node("Slice", [shape, k, k1])
+    target = em.node("Concat", [a, c, em.ints(-1)], axis=0)
+    xs = em.node("Reshape", [x, target])
+    if elem != compute:
+        xs = em.node("Cast", [xs], to=compute)
+    zero = em.const(np.zeros((), np_compute))
+    out: dict[str, tuple[str, int]] = {"shape": (shape, TensorProto.INT64), "axis": (k, TensorProto.INT64)}
+    if careful:
+        bad = em.node("Or", [em.node("IsNaN", [xs]), em.node("IsInf", [xs])])
+        fin = em.node("Not", [bad])
+        out["nonfinite"] = (em.count(bad, TensorProto.INT32), TensorProto.INT32)
+        xz = em.node("Where", [fin, xs, zero])
+        inf = em.const(np.array(np.inf, np_compute))
+        ninf = em.const(np.array(-np.inf, np_compute))
+        out["min"] = (em.per_unit("ReduceMin", em.node("Where", [fin, xs, inf])), compute)
+        out["max"] = (em.per_unit("ReduceMax", em.node("Where", [fin, xs, ninf])), compute)
+        neg = em.node("Min", [xz, zero])
+        pos = em.node("Max", [xz, zero])
+        out["neg_sum"] = (em.per_unit("ReduceSum", neg), compute)
+        out["neg_sq"] = (em.per_unit("ReduceSumSquare", neg), compute)
+        if math.isfinite(plan.low):
+            le = em.node("Not", [em.node("Greater", [xs, em.const(np.array(plan.low, np_compute))])])
+            out["low"] = (em.count(em.node("And", [le, fin]), TensorProto.INT32), TensorProto.INT32)
+        if math.isfinite(plan.high):
+            ge = em.node("Not", [em.node("Less", [xs, em.const(np.array(plan.high, np_compute))])])
+            out["high"] = (em.count(em.node("And", [ge, fin]), TensorProto.INT32), TensorProto.INT32)
+    else:
+        # One pass per statistic: the negative part is (all) - (positive part), taken on the host.
+        out["min"] = (em.per_unit("ReduceMin", xs), compute)
+        out["max"] = (em.per_unit("ReduceMax", xs), compute)
+        out["sum"] = (em.per_unit("ReduceSum", xs), compute)
+        out["sq"] = (em.per_unit("ReduceSumSquare", xs), compute)
+        if site.relu_out and elem == compute:
+            pos = em.node("Reshape", [site.relu_out, target])
+        else:
+            pos = em.node("Relu", [xs])
+        if math.isfinite(plan.low):
+            gt = em.node("Greater", [xs, em.const(np.array(plan.low, np_compute))])
+            out["above_low"] = (em.count(gt), compute)
+        if math.isfinite(plan.high):
+            lt = em.node("Less", [xs, em.const(np.array(plan.high, np_compute))])
+            out["below_high"] = (em.count(lt), compute)
+    out["pos_sum"] = (em.per_unit("ReduceSum", pos), compute)
+    out["pos_sq"] = (em.per_unit("ReduceSumSquare", pos), compute)
+    return out
+
+
+def _axis(em: _Emitter, rule: AxisRule, rank: str) -> str:
+    """The unit axis as a 1-element int64 tensor, always within [0, rank)."""
+    last = em.node("Sub", [rank, em.ints(1)])
+    if rule.last:
+        return last
+    if rule.by_rank:
+        return em.node("Where", [em.node("Less", [rank, em.ints(4)]), last, em.ints(1)])
+    assert rule.fixed is not None
+    k = em.ints(rule.fixed)
+    if rule.fixed < 0:
+        k = em.node("Add", [rank, k])
+        return em.node("Where", [em.node("Less", [k, em.ints(0)]), em.ints(0), k])
+    # Kept in range so that a wrong --unit-axis is reported by the backend, not by a failed Reshape.
+    return em.node("Where", [em.node("Less", [k, rank]), k, last])
