@@ -359,29 +359,43 @@ def synthetic(
 ) -> DataSource:
     """Standard-normal floats (integers in [0, 2) for integer inputs), reproducible from ``seed``.
 
-    The leading dimension of each shape is the batch axis and is set by ``batch_size``.
+    The leading dimension of a shape given with ``--input-shape`` is the batch axis and is
+    set by ``batch_size``. Shapes the model declares keep what it fixes: a scalar input stays
+    a scalar, and an input whose first dimension is fixed while another input's is free
+    (a recurrent state, say) is fed as declared in every batch.
     """
-    resolved: list[tuple[str, tuple[int, ...], str]] = []
+    # (name, shape, dtype, batched)
+    resolved: list[tuple[str, tuple[int, ...], str, bool]] = []
     unnamed = shapes.get(None)
+    any_dynamic = any(s.shape is not None and len(s.shape) > 0 and s.shape[0] is None for s in specs)
     for i, spec in enumerate(specs):
         shape = shapes.get(spec.name)
         if shape is None and unnamed is not None and i == 0:
             shape = unnamed
-        if shape is None and spec.shape is not None and all(d is not None for d in spec.shape[1:]):
-            shape = (1, *(int(d) for d in spec.shape[1:]))  # type: ignore[arg-type]
-        if shape is None:
-            known = "" if spec.shape is None else f" (the model declares {spec.to_dict()['shape']})"
-            raise InputError(
-                f"no shape for input {spec.name!r}{known}",
-                hint=f"pass --input-shape {spec.name}=DIMS, e.g. 1x3x224x224, or give --calib",
-            )
-        resolved.append((spec.name, shape, spec.dtype))
+        if shape is not None:
+            resolved.append((spec.name, shape, spec.dtype, True))
+            continue
+        declared = spec.shape
+        if declared is not None and len(declared) == 0:
+            resolved.append((spec.name, (), spec.dtype, False))
+            continue
+        if declared is not None and all(d is not None for d in declared[1:]):
+            fixed = any_dynamic and declared[0] is not None
+            resolved.append((spec.name, tuple(int(d) if d is not None else 1 for d in declared), spec.dtype, not fixed))
+            continue
+        known = "" if declared is None else f" (the model declares {spec.to_dict()['shape']})"
+        raise InputError(
+            f"no shape for input {spec.name!r}{known}",
+            hint=f"pass --input-shape {spec.name}=DIMS, e.g. 1x3x224x224, or give --calib",
+        )
     unknown = [n for n in shapes if n is not None and n not in {s.name for s in specs}]
     if unknown:
         raise InputError(
             f"--input-shape names unknown input(s) {unknown}", hint=f"inputs are {[s.name for s in specs]}"
         )
-    per_batch = sum(int(np.prod(s[1:])) * batch_size * np.dtype(d).itemsize for _, s, d in resolved)
+    per_batch = sum(
+        int(np.prod(s[1:] if b else s)) * (batch_size if b else 1) * np.dtype(d).itemsize for _, s, d, b in resolved
+    )
     if per_batch > _available_memory() // 4:
         raise InputError(
             f"synthetic inputs of {per_batch / 2**30:.1f} GiB per batch exceed a quarter of the available memory",
@@ -394,8 +408,8 @@ def synthetic(
         while done < samples:
             n = min(batch_size, samples - done)
             arrays = []
-            for _, shape, dtype in resolved:
-                full = (n, *shape[1:])
+            for _, shape, dtype, batched in resolved:
+                full = (n, *shape[1:]) if batched else shape
                 if np.issubdtype(np.dtype(dtype), np.integer):
                     arrays.append(rng.integers(0, 2, size=full).astype(dtype))
                 elif np.dtype(dtype) == np.bool_:
@@ -405,5 +419,7 @@ def synthetic(
             done += n
             yield arrays, {}
 
-    desc = "synthetic " + ", ".join(f"{n}={'x'.join(map(str, s[1:]))}" for n, s, _ in resolved)
+    desc = "synthetic " + ", ".join(
+        f"{n}={'x'.join(map(str, s[1:] if b else s)) or 'scalar'}" for n, s, _, b in resolved
+    )
     return DataSource(batches, desc, synthetic=True, total_samples=samples, details={"seed": seed})

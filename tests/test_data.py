@@ -132,3 +132,13 @@ def test_loader(tmp_path) -> None:
     assert len(got) == 3 and got[2][0][0][0, 0] == 2
     with pytest.raises(InputError, match="no callable"):
         from_loader(f"{f}:nothing")
+
+
+def test_synthetic_keeps_declared_scalars_and_fixed_states() -> None:
+    specs = [
+        InputSpec("audio", (None, 512), "float32"),
+        InputSpec("state", (2, 1, 128), "float32"),
+        InputSpec("sr", (), "int64"),
+    ]
+    [(arrays, _)] = _collect(synthetic(specs, {}, samples=4, batch_size=4, seed=0))
+    assert [a.shape for a in arrays] == [(4, 512), (2, 1, 128), ()]
