@@ -194,6 +194,10 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     loaded = load_model(model, opts)
     t_load = time.perf_counter()
     source = data_source(data, loaded, opts)
+    set_total = getattr(opts.progress, "set_total", None)
+    if set_total is not None:
+        t = source.total_samples
+        set_total(min(t, opts.samples) if t and opts.samples else (t or opts.samples))
     cap = loaded.capture(source, opts)
     t_cap = time.perf_counter()
     return build_report(

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__
+from .config import config_option
 from .errors import EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ActauditError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -210,7 +211,35 @@ def _emit(text: str, output: str | None, force: bool) -> None:
     help="Exit 1 when a gate trips, e.g. 'dead>0', 'dead-fraction>0.2', 'encoder.*:saturated-fraction>0.1'. "
     "Metrics: dead, dead-fraction, saturated, saturated-fraction, rarely-firing, rarely-firing-fraction, nonfinite, uncovered.",
 )
+@click.option(
+    "--against",
+    type=click.Path(dir_okay=False),
+    metavar="BASELINE.json",
+    help="Compare with a previous --format json report; exit 1 on regressions (newly dead units, "
+    "sites whose dead fraction rose by more than --max-dead-fraction-rise).",
+)
+@click.option(
+    "--max-dead-fraction-rise",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="With --against: allowed rise of a site's dead fraction (0.05 = 5 points).",
+)
+@click.option(
+    "--max-new-dead",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With --against: allowed number of newly dead units.",
+)
+@click.option(
+    "--html",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Also write a self-contained HTML report (charts, no network resources) to FILE.",
+)
 @output_options
+@config_option
 def audit(**kw: Any) -> None:
     """Run calibration data through MODEL and report dead and saturated units per call site.
 
@@ -249,11 +278,43 @@ def audit(**kw: Any) -> None:
         per_unit=kw["per_unit"],
     )
     _check_output(kw["output"], kw["force"], kw["model"])
-    report = run_audit(kw["model"], options=opts)
+    _check_output(kw["html"], kw["force"], kw["model"])
+    baseline = None
+    if kw["against"]:
+        from .baseline import load_baseline
+
+        baseline = load_baseline(kw["against"])  # fail before the slow run
+    from .progress import progress_for
+
+    progress = progress_for(None, quiet=kw["quiet"])
+    opts.progress = progress
+    with progress:
+        report = run_audit(kw["model"], options=opts)
+    if baseline is not None:
+        from .baseline import compare
+
+        comparison = compare(
+            report.to_dict(),
+            baseline,
+            max_dead_fraction_rise=kw["max_dead_fraction_rise"],
+            max_new_dead=kw["max_new_dead"],
+            baseline_path=kw["against"],
+        )
+        report.gates += comparison.gate_results
+        report.baseline = comparison.to_dict()
+        if not kw["quiet"]:
+            click.echo(comparison.render(), err=True, nl=False)
+    else:
+        comparison = None
     if not kw["quiet"] and kw["fmt"] != "table":
         for w in report.warnings:
             click.echo(f"actaudit: warning: {w}", err=True)
     _emit(report.render(kw["fmt"], color=_use_color(kw["output"])), kw["output"], kw["force"])
+    if kw["html"]:
+        from .fileio import write_text_atomic
+        from .html import render_html
+
+        write_text_atomic(kw["html"], render_html(report, comparison), force=kw["force"])
     if not report.passed:
         failed = [g.gate.text for g in report.gates if g.failed]
         click.echo(f"actaudit: gate failed: {', '.join(failed)}", err=True)
@@ -292,6 +353,11 @@ def main(argv: list[str] | None = None) -> None:
 __all__ = ["EXIT_USAGE", "cli", "main"]
 
 # inspect command
-from .cli_inspect import inspect_cmd  # noqa: E402
+from .cli_inspect import inspect_command  # noqa: E402
 
-cli.add_command(inspect_cmd, "inspect")
+cli.add_command(config_option(inspect_command(model_options)), "inspect")
+
+# rewrite command
+from .cli_rewrite import rewrite as _rewrite  # noqa: E402
+
+cli.add_command(_rewrite)

@@ -43,6 +43,7 @@ class Report:
     gates: list[GateResult] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
     per_unit: bool = False
+    baseline: dict[str, Any] | None = None  # set by --against: the comparison with a previous report
 
     @property
     def passed(self) -> bool:
@@ -144,6 +145,7 @@ class Report:
             "sites": [self.site_dict(i, v) for i, v in enumerate(self.sites)],
             "uncovered": [u.to_dict() for u in self.uncovered],
             "warnings": list(self.warnings),
+            **({"baseline": self.baseline} if self.baseline is not None else {}),
             "run": self.run,
         }
 

@@ -1,0 +1,407 @@
+"""Relu → LeakyRelu / PRelu on an ONNX graph, one slope per audit site.
+
+The edit is a node's op type plus an ``alpha`` attribute (LeakyRelu), or a PRelu whose
+slope is a new initializer shaped ``[units, 1, …]`` so that it broadcasts along the
+site's unit axis. Sites are found with the audit backend's own walk
+(:func:`actaudit.backends.onnx.sites.find_sites`), so names match the audit report.
+
+Compensation folds ``α·E[min(z, 0)]`` per unit into the next op's bias: ``Conv``
+(``B``), ``Gemm`` (``C``), or ``MatMul`` followed by ``Add`` of a constant. A
+``Flatten(axis=1)`` between a conv-layout site and the consumer is followed. Zero
+padding breaks exactness: padded positions are zeros, not shifted activations.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ...rewrite.plan import SitePlan, SurgeryResult, bias_shift
+from . import backend
+from .sites import find_sites
+
+LEAKY = "leaky"
+PRELU = "prelu"
+
+
+def _initializer_uses(graph: onnx.GraphProto, name: str) -> int:
+    n = sum(1 for node in graph.node for i in node.input if i == name)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                n += sum(1 for sub in attr.g.node for i in sub.input if i == name)
+    return n
+
+
+def _unique(graph: onnx.GraphProto, stem: str) -> str:
+    taken = (
+        {t.name for t in graph.initializer}
+        | {o for n in graph.node for o in n.output}
+        | {i.name for i in graph.input}
+    )
+    name, i = stem, 1
+    while name in taken:
+        name, i = f"{stem}_{i}", i + 1
+    return name
+
+
+def _relu_node(graph: onnx.GraphProto, x: str) -> onnx.NodeProto | None:
+    return next(
+        (
+            n
+            for n in graph.node
+            if n.op_type == "Relu" and n.domain in ("", "ai.onnx") and n.input and n.input[0] == x
+        ),
+        None,
+    )
+
+
+def rewrite_onnx(
+    model: onnx.ModelProto, plans: Iterable[SitePlan], to: str = LEAKY, *, compensate: bool = False
+) -> SurgeryResult:
+    """A rewritten copy of ``model``; the input proto is not modified."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    res = SurgeryResult(m)
+    sites = {s.name: s for s in find_sites(m.graph).sites}
+    plans = list(plans)
+    done: dict[str, tuple[onnx.GraphProto, onnx.NodeProto]] = {}
+    for p in plans:
+        site = sites.get(p.name)
+        if site is None:
+            res.skipped[p.name] = "no site of that name in the ONNX graph"
+            continue
+        if site.op != "Relu":
+            res.skipped[p.name] = f"a {site.op} computing ReLU is not rewritten (only Relu nodes are)"
+            continue
+        graph = site.scope.graph
+        node = _relu_node(graph, site.x)
+        if node is None:
+            res.skipped[p.name] = "its Relu node was not found"
+            continue
+        if to == LEAKY:
+            node.op_type = "LeakyRelu"
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("alpha", float(p.alpha)))
+            res.rewritten[p.name] = "LeakyRelu"
+        else:
+            rank = len(p.sample_shape) + 1 if p.sample_shape else (site.rank or 2)
+            axis = p.unit_axis if p.unit_axis >= 0 else rank + p.unit_axis
+            shape = [p.units] + [1] * (rank - 1 - axis) if p.units > 1 else [1]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(site.elem_type) if site.elem_type else np.float32
+            stem = re.sub(r"[^0-9A-Za-z_]", "_", f"actaudit_prelu_{p.name}")
+            slope_name = _unique(m.graph, stem)
+            m.graph.initializer.append(
+                numpy_helper.from_array(p.slopes().reshape(shape).astype(dtype), slope_name)
+            )
+            node.op_type = "PRelu"
+            del node.attribute[:]
+            node.input.append(slope_name)
+            res.rewritten[p.name] = f"PRelu slope {slope_name} {shape}"
+        done[p.name] = (graph, node)
+    if compensate:
+        by = {p.name: p for p in plans}
+        for name, (graph, node) in done.items():
+            _fold(m, graph, node, by[name], res)
+    return res
+
+
+def _consumers(graph: onnx.GraphProto, name: str) -> list[onnx.NodeProto]:
+    """Nodes that read ``name``'s values (Shape/Size read only its shape)."""
+    return [
+        n for n in graph.node if (name in n.input and n.op_type not in ("Shape", "Size")) or _inside(n, name)
+    ]
+
+
+def _inside(node: onnx.NodeProto, name: str) -> bool:
+    """Does a subgraph of ``node`` (If/Loop/Scan body) read ``name`` from the outer scope?"""
+    for a in node.attribute:
+        graphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+        for g in graphs:
+            if any(name in n.input or _inside(n, name) for n in g.node):
+                return True
+    return False
+
+
+def _init(m: onnx.ModelProto, name: str) -> onnx.TensorProto | None:
+    return next((t for t in m.graph.initializer if t.name == name), None)
+
+
+def _writable(
+    m: onnx.ModelProto, node: onnx.NodeProto, index: int, default_shape: list[int] | None, dtype: Any
+) -> tuple[np.ndarray, Any] | None:
+    """(array, setter) for input ``index`` of ``node``: an initializer only this node uses (copied if shared)."""
+    g = m.graph
+    if index < len(node.input) and node.input[index]:
+        t = _init(m, node.input[index])
+        if t is None:
+            return None
+        arr = numpy_helper.to_array(t).copy()
+        shared = _initializer_uses(g, t.name) > 1
+    elif default_shape is not None:
+        arr = np.zeros(default_shape, dtype=dtype)
+        t, shared = None, True
+    else:
+        return None
+
+    def set_value(a: np.ndarray) -> None:
+        if shared:
+            new_name = _unique(g, f"{node.name or node.op_type}_actaudit_bias")
+            g.initializer.append(numpy_helper.from_array(a.astype(arr.dtype), new_name))
+            while len(node.input) <= index:
+                node.input.append("")
+            node.input[index] = new_name
+        else:
+            assert t is not None
+            t.CopyFrom(numpy_helper.from_array(a.astype(arr.dtype), t.name))
+
+    return arr, set_value
+
+
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+    for a in node.attribute:
+        if a.name == name:
+            return helper.get_attribute_value(a)
+    return default
+
+
+def _fold(
+    m: onnx.ModelProto, graph: onnx.GraphProto, node: onnx.NodeProto, p: SitePlan, res: SurgeryResult
+) -> None:
+    if p.neg_mean is None:
+        return
+    if graph is not m.graph:
+        res.not_compensated[p.name] = "the site is inside a subgraph"
+        return
+    shift = p.shift()
+    cur = node.output[0]
+    repeat, flat = 1, False
+    spatial = math.prod(p.sample_shape[1:]) if p.sample_shape else 1
+    outputs = {o.name for o in m.graph.output}
+    for _ in range(6):
+        users = _consumers(graph, cur)
+        if cur in outputs or len(users) != 1:
+            res.not_compensated[p.name] = (
+                f"its output feeds {len(users) + (cur in outputs)} consumers; the fold needs exactly one linear op"
+            )
+            return
+        u = users[0]
+        if u.op_type in ("Identity", "Dropout") and u.input[0] == cur:
+            cur = u.output[0]
+            continue
+        if p.unit_axis == 1 and (
+            u.op_type == "GlobalAveragePool" or _spatial_mean(m, graph, u, len(p.sample_shape) + 1)
+        ):
+            spatial = 1  # the mean of a per-channel constant is that constant
+            cur = u.output[0]
+            continue
+        if u.op_type == "Reshape" and p.unit_axis == 1 and u.input[0] == cur:
+            shape = _const(m, graph, u.input[1])
+            if shape is None or shape.size != 2 or int(shape[1]) not in (-1, p.units * spatial):
+                res.not_compensated[p.name] = "a Reshape other than [N, C·H·W] sits before the next op"
+                return
+            repeat, flat = spatial, True
+            cur = u.output[0]
+            continue
+        if u.op_type == "Flatten" and p.unit_axis == 1 and _attr(u, "axis", 1) == 1:
+            repeat, flat = spatial, True
+            cur = u.output[0]
+            continue
+        if u.op_type == "Conv" and u.input[0] == cur:
+            if p.unit_axis != 1 or repeat != 1:
+                res.not_compensated[p.name] = "the next Conv does not take this site's units as channels"
+                return
+            w = _init(m, u.input[1])
+            if w is None:
+                res.not_compensated[p.name] = "the next Conv's weight is not an initializer"
+                return
+            wa = numpy_helper.to_array(w)
+            got = _writable(m, u, 2, [wa.shape[0]], wa.dtype)
+            if got is None:
+                res.not_compensated[p.name] = "the next Conv's bias is not an initializer"
+                return
+            b, set_b = got
+            set_b(b - bias_shift("conv", wa, shift, groups=int(_attr(u, "group", 1))).astype(b.dtype))
+            pads = _attr(u, "pads", [])
+            auto = _attr(u, "auto_pad", b"NOTSET")
+            auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+            padded = any(int(x) for x in pads) or auto in ("SAME_UPPER", "SAME_LOWER")
+            res.compensated[p.name] = f"Conv {u.name or u.output[0]} bias" + (
+                " (approximate at zero-padded borders)" if padded else ""
+            )
+            return
+        if u.op_type == "Gemm" and u.input[0] == cur:
+            if _attr(u, "transA", 0):
+                res.not_compensated[p.name] = "the next Gemm transposes its input"
+                return
+            w = _init(m, u.input[1])
+            if w is None:
+                res.not_compensated[p.name] = "the next Gemm's weight is not an initializer"
+                return
+            wa = numpy_helper.to_array(w)
+            kind = "linear" if _attr(u, "transB", 0) else "matmul"
+            out_f = wa.shape[0] if kind == "linear" else wa.shape[1]
+            got = _writable(m, u, 2, [out_f], wa.dtype)
+            if got is None:
+                res.not_compensated[p.name] = "the next Gemm's C is not an initializer"
+                return
+            c, set_c = got
+            alpha, beta = float(_attr(u, "alpha", 1.0)), float(_attr(u, "beta", 1.0))
+            if beta == 0 or c.size not in (1, out_f):
+                res.not_compensated[p.name] = "the next Gemm's C does not hold one bias per output"
+                return
+            if c.size == 1:
+                c = np.full([out_f], c.reshape(()), dtype=c.dtype)
+            delta = alpha * bias_shift(kind, wa, shift, repeat=repeat) / beta
+            set_c((c.reshape(-1) - delta).reshape(c.shape if c.ndim else [out_f]).astype(c.dtype))
+            res.compensated[p.name] = f"Gemm {u.name or u.output[0]} C"
+            return
+        if u.op_type == "MatMul" and u.input[0] == cur:
+            w = _init(m, u.input[1])
+            adds = _consumers(graph, u.output[0])
+            if w is None or len(adds) != 1 or adds[0].op_type != "Add":
+                res.not_compensated[p.name] = "the next MatMul is not followed by an Add of a constant bias"
+                return
+            if not flat and p.unit_axis != len(p.sample_shape):
+                res.not_compensated[p.name] = (
+                    "the next MatMul does not take this site's units as input features"
+                )
+                return
+            add = adds[0]
+            bi = 1 if add.input[0] == u.output[0] else 0
+            wa = numpy_helper.to_array(w)
+            got = _writable(m, add, bi, None, wa.dtype)
+            if got is None or got[0].size != wa.shape[-1]:
+                res.not_compensated[p.name] = (
+                    "the Add after the next MatMul does not add a per-feature constant"
+                )
+                return
+            b, set_b = got
+            set_b((b.reshape(-1) - bias_shift("matmul", wa, shift, repeat=repeat)).reshape(b.shape))
+            res.compensated[p.name] = f"Add {add.name or add.output[0]} bias"
+            return
+        res.not_compensated[p.name] = f"the next op is {u.op_type}, not Conv, Gemm or MatMul+Add"
+        return
+    res.not_compensated[p.name] = "no linear op within a few nodes"
+
+
+def _const(m: onnx.ModelProto, graph: onnx.GraphProto, name: str) -> np.ndarray | None:
+    t = _init(m, name)
+    if t is not None:
+        return numpy_helper.to_array(t)
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output and n.output[0] == name:
+            for a in n.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+                if a.name == "value_ints":
+                    return np.asarray(list(a.ints))
+    return None
+
+
+def _spatial_mean(m: onnx.ModelProto, graph: onnx.GraphProto, node: onnx.NodeProto, rank: int) -> bool:
+    """A ReduceMean over every axis after the channel axis, keeping dims (a global average pool)."""
+    if node.op_type != "ReduceMean" or not _attr(node, "keepdims", 1):
+        return False
+    axes = _attr(node, "axes", None)
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        got = _const(m, graph, node.input[1])
+        axes = None if got is None else got.reshape(-1).tolist()
+    if axes is None:
+        return False
+    return sorted(int(a) % rank for a in axes) == list(range(2, rank))
+
+
+def written_slopes(model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
+    """(node, op, slope) for every LeakyRelu/PRelu node; PRelu slopes as lists."""
+    inits = {t.name: t for t in model.graph.initializer}
+    out: list[tuple[str, str, Any]] = []
+    for n in model.graph.node:
+        if n.op_type == "LeakyRelu":
+            out.append((n.name or n.output[0], "LeakyRelu", float(_attr(n, "alpha", 0.01))))
+        elif n.op_type == "PRelu":
+            t = inits.get(n.input[1])
+            out.append(
+                (
+                    n.name or n.output[0],
+                    "PRelu",
+                    None if t is None else [float(x) for x in numpy_helper.to_array(t).reshape(-1)],
+                )
+            )
+    return out
+
+
+class OnnxSurgeon:
+    """The rewrite command's view of an ONNX model."""
+
+    backend = "onnx"
+    output_format = "onnx"
+    capture_passes = 2  # the audit's instrumented run does not return the model outputs
+    checks = (
+        "onnx.checker.check_model(full_check=True)",
+        "onnxruntime session from the file",
+        "calibration re-run",
+    )
+
+    def __init__(self, handle: Any) -> None:  # backend.OnnxModel
+        self.handle = handle
+
+    def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
+        from ...api import parse_axis_overrides
+
+        cap = backend.capture(
+            self.handle,
+            source,
+            samples=opts.samples,
+            stuck_fraction=opts.settings.stuck_fraction,
+            axis_overrides=parse_axis_overrides(opts.unit_axis),
+            progress=opts.progress,
+        )
+        return cap, list(self.outputs(self.handle.model, source, opts.samples, None))
+
+    def build(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult:
+        return rewrite_onnx(self.handle.model, plans, to, compensate=compensate)
+
+    def outputs(
+        self, model: onnx.ModelProto, source: Any, samples: int | None, batches: int | None
+    ) -> Iterator[Any]:
+        from ...rewrite.drift import flatten_outputs
+
+        sess = backend.session_for(self.handle, model)
+        warns: list[str] = []
+        for i, batch in enumerate(backend.batches_for(self.handle, source, samples)):
+            if batches is not None and i >= batches:
+                return
+            feeds = backend.bind(self.handle, batch)
+            chunks = backend._split_fixed_batch(self.handle, feeds, warns)
+            per_chunk = [flatten_outputs(sess.run(None, c)) for c in chunks]
+            if len(per_chunk) == 1:
+                yield per_chunk[0]
+            else:
+                yield [np.concatenate(parts, axis=0) for parts in zip(*per_chunk, strict=True)]
+
+    def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
+        return model.SerializeToString()
+
+    def reload(self, path: Any) -> onnx.ModelProto:
+        m = onnx.load(str(path))
+        onnx.checker.check_model(m, full_check=True)
+        return m
+
+    def written_slopes(self, model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
+        return written_slopes(model)
+
+    def original(self) -> onnx.ModelProto:
+        return self.handle.model
+
+    def original_slopes(self) -> list[tuple[str, str, Any]]:
+        return written_slopes(self.handle.model)
+
+    def trainable(self, model: onnx.ModelProto) -> bool:
+        return True

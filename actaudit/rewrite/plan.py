@@ -1,0 +1,104 @@
+"""Torch-free pieces shared by the PyTorch and ONNX surgeries: what to do per site, what happened, the fold."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+_SITE_RE = re.compile(r"^(?P<base>.*?)(?:#(?P<k>\d+))?$")
+
+
+@dataclass
+class SitePlan:
+    """What to do at one audit site: the slope and what the fold needs."""
+
+    name: str
+    alpha: float
+    units: int = 1
+    unit_axis: int = 1
+    sample_shape: tuple[int, ...] = ()
+    neg_mean: np.ndarray | None = None  # E[min(z, 0)] per unit, for compensation
+    only_units: list[int] | None = None  # PReLU: the slope goes to these units only, the others start at 0
+
+    def slopes(self, alpha: float | None = None) -> np.ndarray:
+        """The initial slope per unit: α everywhere, or α on ``only_units`` and 0 elsewhere."""
+        a = self.alpha if alpha is None else alpha
+        if self.only_units is None:
+            return np.full(self.units, a, dtype=np.float64)
+        v = np.zeros(self.units, dtype=np.float64)
+        v[list(self.only_units)] = a
+        return v
+
+    def shift(self, alpha: float | None = None) -> np.ndarray:
+        """What the rewrite adds to the site's mean output per unit: slope · E[min(z, 0)]."""
+        assert self.neg_mean is not None
+        return self.slopes(alpha) * np.asarray(self.neg_mean, dtype=np.float64)
+
+    @property
+    def base(self) -> str:
+        return split_name(self.name)[0]
+
+    @property
+    def index(self) -> int | None:
+        return split_name(self.name)[1]
+
+
+@dataclass
+class SurgeryResult:
+    """The rewritten model and what happened at each site."""
+
+    model: Any
+    rewritten: dict[str, str] = field(default_factory=dict)  # site → how ("module swap", "graph node", …)
+    skipped: dict[str, str] = field(default_factory=dict)  # site → reason it was left as ReLU
+    compensated: dict[str, str] = field(default_factory=dict)  # site → folded into which op
+    not_compensated: dict[str, str] = field(default_factory=dict)  # site → why not
+    notes: list[str] = field(default_factory=list)
+
+
+def split_name(name: str) -> tuple[str, int | None]:
+    m = _SITE_RE.match(name)
+    assert m is not None
+    k = m.group("k")
+    return m.group("base"), (int(k) if k is not None else None)
+
+
+def assign_names(sites: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Audit names for graph candidates in execution order: ``base`` or ``base#k`` when a base repeats."""
+    counts: dict[str, int] = defaultdict(int)
+    for base, _ in sites:
+        counts[base] += 1
+    seen: dict[str, int] = defaultdict(int)
+    out = []
+    for base, item in sites:
+        k = seen[base]
+        seen[base] += 1
+        out.append((base if counts[base] == 1 else f"{base}#{k}", item))
+    return out
+
+
+# -- the fold --------------------------------------------------------------------------
+def bias_shift(
+    kind: str, weight: np.ndarray, shift: np.ndarray, *, groups: int = 1, repeat: int = 1
+) -> np.ndarray:
+    """``W · shift`` for a constant input ``shift`` per unit: what the consumer's output moves by.
+
+    ``kind`` is ``conv`` (weight ``[O, C/g, *k]``, torch and ONNX alike), ``linear``
+    (``[out, in]``) or ``matmul`` (``[in, out]``). ``repeat`` spreads each unit over
+    that many consecutive input features (a ``[N, C, H, W]`` → ``[N, C·H·W]`` flatten).
+    """
+    w = np.asarray(weight, dtype=np.float64)
+    s = np.repeat(np.asarray(shift, dtype=np.float64), repeat)
+    if kind == "conv":
+        wsum = w.reshape(w.shape[0], w.shape[1], -1).sum(-1)  # [O, C/g]
+        out_per_group = w.shape[0] // groups
+        sg = s.reshape(groups, -1)  # [g, C/g]
+        return np.einsum("gok,gk->go", wsum.reshape(groups, out_per_group, -1), sg).reshape(-1)
+    if kind == "linear":
+        return w @ s
+    if kind == "matmul":
+        return s @ w
+    raise ValueError(kind)
