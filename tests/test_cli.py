@@ -145,13 +145,18 @@ class _Payload:
 @pytest.mark.parametrize(
     "extra", [[], ["--calib", "{calib}"], ["--arch", "x.py:f"], ["--state-key", "model"]]
 )
-def test_untrusted_pickle_never_runs(files, tmp_path, extra) -> None:
+@pytest.mark.parametrize("command", ["audit", "rewrite", "inspect"])
+def test_untrusted_pickle_never_runs(files, tmp_path, extra, command) -> None:
     target = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     torch.save({"model": _Payload(str(target))}, evil)
     before = evil.read_bytes()
     args = [a.format(calib=str(files["calib"])) for a in extra]
-    r = _run("audit", evil, *args)
+    if command == "rewrite":
+        args += ["-o", str(tmp_path / "out.pt2")]
+    if command == "inspect":
+        args = [a for a in args if a not in (str(files["calib"]), "--calib")]
+    r = _run(command, evil, *args)
     assert r.exit_code == 2
     assert "refusing to load" in r.stderr and "--trust-pickle" in r.stderr
     assert not target.exists()
