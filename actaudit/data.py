@@ -381,7 +381,9 @@ def synthetic(
             continue
         if declared is not None and all(d is not None for d in declared[1:]):
             fixed = any_dynamic and declared[0] is not None
-            resolved.append((spec.name, tuple(int(d) if d is not None else 1 for d in declared), spec.dtype, not fixed))
+            resolved.append(
+                (spec.name, tuple(int(d) if d is not None else 1 for d in declared), spec.dtype, not fixed)
+            )
             continue
         known = "" if declared is None else f" (the model declares {spec.to_dict()['shape']})"
         raise InputError(
@@ -394,7 +396,8 @@ def synthetic(
             f"--input-shape names unknown input(s) {unknown}", hint=f"inputs are {[s.name for s in specs]}"
         )
     per_batch = sum(
-        int(np.prod(s[1:] if b else s)) * (batch_size if b else 1) * np.dtype(d).itemsize for _, s, d, b in resolved
+        int(np.prod(s[1:] if b else s)) * (batch_size if b else 1) * np.dtype(d).itemsize
+        for _, s, d, b in resolved
     )
     if per_batch > _available_memory() // 4:
         raise InputError(

@@ -26,7 +26,9 @@ def test_every_command_has_a_section() -> None:
 def test_options_match_help(name: str) -> None:
     section = _sections()[name]
     documented = set(re.findall(r"`[^`]*?(--[a-z][a-z0-9-]*)", section))
-    documented |= {m for chunk in re.findall(r"`([^`]+)`", section) for m in re.findall(r"(--[a-z][a-z0-9-]*)", chunk)}
+    documented |= {
+        m for chunk in re.findall(r"`([^`]+)`", section) for m in re.findall(r"(--[a-z][a-z0-9-]*)", chunk)
+    }
     opts = {o for p in cli.commands[name].params for o in p.opts + p.secondary_opts if o.startswith("--")}
     opts.discard("--help")
     assert sorted(opts - documented) == [], f"options of `actaudit {name}` missing from the README"

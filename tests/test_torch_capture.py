@@ -242,3 +242,27 @@ def test_model_error_names_batch_and_site() -> None:
         ModelRunError, match=r"ValueError on batch 1 \(samples 4–7; inputs \(4, 3\)\), after site relu#0"
     ):
         actaudit.audit(Boom(), x, batch_size=4)
+
+
+@pytest.mark.parametrize("fmt", ["script", "export"])
+def test_functional_zoo_reads_alike_when_compiled(tmp_path, fmt) -> None:
+    """Every kind, softsign's x / (1 + |x|) included, is found in compiled graphs too."""
+    torch.manual_seed(1)
+    m = Functional().eval()
+    x = torch.randn(16, 6)
+    path = tmp_path / f"zoo.{fmt}"
+    if fmt == "script":
+        torch.jit.save(torch.jit.script(m), str(path))
+    else:
+        torch.export.save(
+            torch.export.export(m, (x,), dynamic_shapes={"x": {0: torch.export.Dim("b")}}), str(path)
+        )
+    eager = actaudit.audit(m, x.numpy())
+    compiled = actaudit.audit(str(path), x.numpy())
+    assert [(v.info.name, v.info.kind) for v in compiled.sites] == [
+        (v.info.name, v.info.kind) for v in eager.sites
+    ]
+    for a, b in zip(eager.sites, compiled.sites, strict=True):
+        np.testing.assert_array_equal(a.stats.low, b.stats.low, err_msg=a.info.name)
+        np.testing.assert_array_equal(a.stats.high, b.stats.high, err_msg=a.info.name)
+    assert not compiled.warnings or all("composite" not in w for w in compiled.warnings)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from ...data import Batch, DataSource, InputSpec, cap_samples, rechunk
+from ...errors import CalibrationError
 from ...stats import AxisOverride, Capture
 from .capture import run_capture
 from .data import bind
@@ -54,7 +55,17 @@ def batches_for(tm: TorchModel, source: DataSource, samples: int | None) -> Iter
     if tm.fixed_batch is not None:
         stream = rechunk(stream, tm.fixed_batch)
     for b in stream:
-        yield bind(b, tm.inputs, dev, fdt)
+        args, kwargs = bind(b, tm.inputs, dev, fdt)
+        if kwargs and tm.fmt == "torch.export":
+            # ExportedProgram.module() takes positional inputs only, in the program's order.
+            names = [s.name for s in tm.inputs]
+            missing = [n for n in names[len(args) :] if n not in kwargs]
+            if missing:
+                raise CalibrationError(
+                    f"calibration data has no input {missing[0]!r}", hint=f"inputs are {names}"
+                )
+            args = [*args, *(kwargs.pop(n) for n in names[len(args) :])]
+        yield args, kwargs
 
 
 def capture(

@@ -20,6 +20,8 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+import signal
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ from .ops import (
     LINEAR,
     PRODUCERS,
     RESHAPES,
+    SPATIAL,
     activation_of,
     op_name,
 )
@@ -75,70 +78,185 @@ class GraphSite:
         return f"{self.module}/{op}" if self.module else op
 
 
+# The CPU kernel streams each activation through L2-sized chunks: a chunk and one scratch
+# buffer of the same size stay in a core's L2 (2 MB here), so after the first read every
+# further pass over the chunk is an L2 hit. One big pass per statistic over a tensor that
+# lives in L3/DRAM cost 3-6× more (profiled on the ResNet-like benchmark, bench/RESULTS.md).
+_CHUNK_BYTES = 512 << 10
+# Units whose contiguous rows are shorter than this are reduced over a transposed chunk
+# (units last): ATen's inner reductions over 16-49 elements are 5-20× slower than
+# reductions over the leading dimension.
+_INNER_MIN = 128
+_NSTAT = 6
+_SUM, _NEG, _SQ, _NEGSQ, _LOW, _HIGH = range(_NSTAT)
+_scratch = threading.local()
+
+
+def _work_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A grow-only per-thread buffer: fresh pages for every call cost more than the ops."""
+    key = (dtype, device)
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = {}
+    buf = bufs.get(key)
+    if buf is None or buf.numel() < numel:
+        buf = bufs[key] = torch.empty(numel, dtype=dtype, device=device)
+    return buf
+
+
+def unit_view(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """``x`` as ``[A, units, B]`` without a copy where its memory order allows (channels-last too)."""
+    if x.ndim == 0:
+        return x.reshape(1, 1, 1)
+    if not x.is_contiguous():
+        strides = x.stride()
+        order = sorted(range(x.ndim), key=lambda d: (-strides[d], d))
+        xp = x.permute(order)
+        if xp.is_contiguous():
+            x, axis = xp, order.index(axis)
+        else:
+            x = x.contiguous()
+    a = b = 1
+    for d in x.shape[:axis]:
+        a *= int(d)
+    for d in x.shape[axis + 1 :]:
+        b *= int(d)
+    return x.view(a, int(x.shape[axis]), b)
+
+
+def _chunks(a: int, u: int, b: int, elem: int, budget: int) -> list[tuple[int, int, int, int, int]]:
+    """(partial row, a0, a1, u0, u1) blocks of ``[A, U, B]`` of about ``budget`` bytes.
+
+    Whole rows when one fits; otherwise unit blocks over enough rows that the partial
+    results stay small next to the data (at least 16 elements reduced per unit and block).
+    """
+    row = u * b * elem
+    if row <= budget:
+        rows = max(1, min(a, budget // max(row, 1)))
+        return [(i, a0, min(a, a0 + rows), 0, u) for i, a0 in enumerate(range(0, a, rows))]
+    k = max(1, min(a, -(-16 // b)))
+    ub = max(1, budget // max(k * b * elem, 1))
+    starts = range(0, a, k)
+    return [(i, a0, min(a, a0 + k), u0, min(u, u0 + ub)) for i, a0 in enumerate(starts) for u0 in range(0, u, ub)]
+
+
 class _Acc:
-    """Per-unit accumulators of one site, on the model's device."""
+    """Per-unit accumulators of one site, on the model's device.
+
+    Over finite elements, per unit: count(x <= low), count(x >= high), min, max, and the
+    sums of x, min(x, 0), x², min(x, 0)² (float64); NaN/Inf are only counted. The positive
+    parts, max(x, 0) and its square, are derived in :meth:`to_stats` as totals minus
+    negative parts: exact for all-negative and all-positive units, otherwise within
+    float32 rounding of the totals. Fewer, fused passes pay for that (see bench/RESULTS.md).
+    """
 
     def __init__(self, units: int, device: torch.device) -> None:
-        i64 = {"dtype": torch.int64, "device": device}
-        f64 = {"dtype": torch.float64, "device": device}
-        self.low = torch.zeros(units, **i64)  # type: ignore[arg-type]
-        self.high = torch.zeros(units, **i64)  # type: ignore[arg-type]
-        self.nonfinite = torch.zeros(units, **i64)  # type: ignore[arg-type]
-        self.min = torch.full((units,), math.inf, **f64)  # type: ignore[arg-type]
-        self.max = torch.full((units,), -math.inf, **f64)  # type: ignore[arg-type]
-        self.neg_sum = torch.zeros(units, **f64)  # type: ignore[arg-type]
-        self.neg_sq = torch.zeros(units, **f64)  # type: ignore[arg-type]
-        self.pos_sum = torch.zeros(units, **f64)  # type: ignore[arg-type]
-        self.pos_sq = torch.zeros(units, **f64)  # type: ignore[arg-type]
+        self.units = units
+        self.sums = torch.zeros((_NSTAT, units), dtype=torch.float64, device=device)
+        self.nonfinite = torch.zeros(units, dtype=torch.int64, device=device)
+        self.min = torch.full((units,), math.inf, dtype=torch.float64, device=device)
+        self.max = torch.full((units,), -math.inf, dtype=torch.float64, device=device)
         self.elements = 0
         self.samples = 0
 
     def add(self, x: torch.Tensor, axis: int, thr: Thresholds, samples: int) -> None:
-        if x.dtype not in (torch.float32, torch.float64):
-            x = x.float()
-        dims = [d for d in range(x.ndim) if d != axis]
-        neg = x.clamp(max=0)
-        pos = x.clamp(min=0)
-        neg_sum = neg.sum(dims)
-        pos_sum = pos.sum(dims)
-        if not bool(torch.isfinite(neg_sum).all() and torch.isfinite(pos_sum).all()):
-            self._add_nonfinite(x, dims, thr)
-        else:
-            self.neg_sum += neg_sum
-            self.pos_sum += pos_sum
-            self.neg_sq += torch.linalg.vector_norm(neg, 2, dims).double().square()
-            self.pos_sq += torch.linalg.vector_norm(pos, 2, dims).double().square()
-            torch.minimum(self.min, x.amin(dims), out=self.min)
-            torch.maximum(self.max, x.amax(dims), out=self.max)
-            if math.isfinite(thr.low):
-                self.low += (x <= thr.low).sum(dims)
-            if math.isfinite(thr.high):
-                self.high += (x >= thr.high).sum(dims)
-        self.elements += x.numel() // x.shape[axis]
+        v = unit_view(x, axis)
+        a, u, b = (int(d) for d in v.shape)
         self.samples += samples
+        if v.numel() == 0:
+            return
+        wd = torch.float64 if v.dtype == torch.float64 else torch.float32
+        lo, hi = math.isfinite(thr.low), math.isfinite(thr.high)
+        nstat = 4 + lo + hi  # rows: sum, neg, sq, negsq, [low], [high]
+        cpu = v.device.type == "cpu"
+        # On an accelerator one launch per statistic over the whole tensor is cheapest.
+        budget = _CHUNK_BYTES if cpu else 1 << 62
+        elem = 4 if wd == torch.float32 else 8
+        blocks = _chunks(a, u, b, elem, budget)
+        transpose = cpu and 1 < b < _INNER_MIN
+        big = max((a1 - a0) * (u1 - u0) * b for _, a0, a1, u0, u1 in blocks)
+        nrow = blocks[-1][0] + 1
+        convert = v.dtype != wd
+        npart = (nstat + 2) * nrow * u
+        work = _work_buffer(npart + big * (1 + transpose + convert), wd, v.device)
+        part = work[:npart].view(nstat + 2, nrow, u)
+        scratch = work[npart : npart + big]
+        tbuf = work[npart + big : npart + 2 * big] if transpose else None
+        cbuf = work[npart + (1 + transpose) * big : npart + (2 + transpose) * big] if convert else None
+        for i, a0, a1, u0, u1 in blocks:
+            c = v[a0:a1, u0:u1]
+            k, n = a1 - a0, u1 - u0
+            if cbuf is not None:
+                c = cbuf[: c.numel()].view(c.shape).copy_(c)
+            if b == 1 or transpose:
+                if tbuf is not None:
+                    tbuf[: c.numel()].view(k, b, n).copy_(c.transpose(1, 2))
+                    c = tbuf[: c.numel()].view(k * b, n)
+                else:
+                    c = c.view(k, n)
+                dims: tuple[int, ...] = (0,)
+            else:
+                dims = (0, 2)
+            s = scratch[: c.numel()].view(c.shape)
+            p = part[:, i, u0:u1]
+            torch.amin(c, dims, out=p[nstat])
+            torch.amax(c, dims, out=p[nstat + 1])
+            torch.sum(c, dims, out=p[_SUM])
+            torch.clamp_max(c, 0, out=s)
+            torch.sum(s, dims, out=p[_NEG])
+            s.mul_(s)
+            torch.sum(s, dims, out=p[_NEGSQ])
+            torch.mul(c, c, out=s)
+            torch.sum(s, dims, out=p[_SQ])
+            if lo:
+                torch.le(c, thr.low, out=s)
+                torch.sum(s, dims, out=p[_LOW])
+            if hi:
+                torch.ge(c, thr.high, out=s)
+                torch.sum(s, dims, out=p[_LOW + lo])
+        # Chunk partials in the working precision, their totals in float64 (counts stay exact:
+        # a chunk holds far fewer than 2**24 elements per unit).
+        tot = part[:nstat].sum(1, dtype=torch.float64)
+        if not bool(torch.isfinite(tot[_SUM : _SQ + 1 : _SQ - _SUM]).all()):
+            self._add_nonfinite(v.to(wd), thr)
+        else:
+            self.sums[:4] += tot[:4]
+            if lo:
+                self.sums[_LOW] += tot[_LOW]
+            if hi:
+                self.sums[_HIGH] += tot[_LOW + lo]
+            torch.minimum(self.min, part[nstat].amin(0), out=self.min)
+            torch.maximum(self.max, part[nstat + 1].amax(0), out=self.max)
+        self.elements += a * b
 
-    def _add_nonfinite(self, x: torch.Tensor, dims: list[int], thr: Thresholds) -> None:
-        finite = torch.isfinite(x)
+    def _add_nonfinite(self, v: torch.Tensor, thr: Thresholds) -> None:
+        """The plain masked path over ``[A, U, B]``, for batches that hold NaN, Inf or overflow float32 squares."""
+        dims = [0, 2]
+        finite = torch.isfinite(v)
         self.nonfinite += (~finite).sum(dims)
-        xc = torch.where(finite, x, torch.zeros((), dtype=x.dtype, device=x.device))
-        neg = xc.clamp(max=0)
-        pos = xc.clamp(min=0)
-        self.neg_sum += neg.sum(dims)
-        self.pos_sum += pos.sum(dims)
-        self.neg_sq += (neg.double() ** 2).sum(dims)
-        self.pos_sq += (pos.double() ** 2).sum(dims)
-        inf = torch.full((), math.inf, dtype=x.dtype, device=x.device)
-        torch.minimum(self.min, torch.where(finite, x, inf).amin(dims), out=self.min)
-        torch.maximum(self.max, torch.where(finite, x, -inf).amax(dims), out=self.max)
+        x = torch.where(finite, v, torch.zeros((), dtype=v.dtype, device=v.device)).double()
+        neg = x.clamp(max=0)
+        self.sums[_SUM] += x.sum(dims)
+        self.sums[_NEG] += neg.sum(dims)
+        self.sums[_SQ] += (x * x).sum(dims)
+        self.sums[_NEGSQ] += (neg * neg).sum(dims)
+        inf = torch.full((), math.inf, dtype=v.dtype, device=v.device)
+        torch.minimum(self.min, torch.where(finite, v, inf).amin(dims), out=self.min)
+        torch.maximum(self.max, torch.where(finite, v, -inf).amax(dims), out=self.max)
         if math.isfinite(thr.low):
-            self.low += ((x <= thr.low) & finite).sum(dims)
+            self.sums[_LOW] += ((v <= thr.low) & finite).sum(dims)
         if math.isfinite(thr.high):
-            self.high += ((x >= thr.high) & finite).sum(dims)
+            self.sums[_HIGH] += ((v >= thr.high) & finite).sum(dims)
 
     def to_stats(self) -> SiteStats:
-        s = SiteStats(int(self.low.numel()), self.elements, self.samples)
-        for name in ("low", "high", "nonfinite", "min", "max", "neg_sum", "neg_sq", "pos_sum", "pos_sq"):
-            setattr(s, name, getattr(self, name).cpu().numpy().astype(np.int64 if name in ("low", "high", "nonfinite") else np.float64))
+        t = self.sums.cpu().numpy()
+        s = SiteStats(self.units, self.elements, self.samples)
+        s.low, s.high = t[_LOW].astype(np.int64), t[_HIGH].astype(np.int64)
+        s.nonfinite = self.nonfinite.cpu().numpy().astype(np.int64)
+        s.min, s.max = self.min.cpu().numpy(), self.max.cpu().numpy()
+        s.neg_sum, s.neg_sq = t[_NEG].copy(), t[_NEGSQ].copy()
+        s.pos_sum = np.maximum(t[_SUM] - t[_NEG], 0.0)
+        s.pos_sq = np.maximum(t[_SQ] - t[_NEGSQ], 0.0)
         return s
 
 
@@ -183,6 +301,10 @@ class Recorder:
         self.batch_samples = 0
         self.last_site: str | None = None
         self.unmatched_graph_ops = 0
+        self.interrupted = False
+        # softsign has no ATen op: it runs as x / (1 + |x|); these map |x| and 1 + |x| back to x.
+        self._abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._one_plus_abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._counts: dict[str, int] = defaultdict(int)
         self._graph_ptr = 0
 
@@ -196,7 +318,10 @@ class Recorder:
     # -- provenance ---------------------------------------------------------------
     def tag(self, name: str, args: tuple[Any, ...], out: Any) -> None:
         t = PRODUCERS.get(name)
-        if t is None and (name in CARRIERS or name in RESHAPES):
+        if t is None and name in SPATIAL:
+            src = next((a for a in args if isinstance(a, torch.Tensor) and a in self.tags), None)
+            t = CONV if src is not None and self.tags[src] == CONV else None
+        elif t is None and (name in CARRIERS or name in RESHAPES):
             src = next((a for a in args if isinstance(a, torch.Tensor) and a in self.tags), None)
             if src is not None:
                 t = self.tags[src]
@@ -207,6 +332,22 @@ class Recorder:
         first = out[0] if isinstance(out, (tuple, list)) and out else out
         if isinstance(first, torch.Tensor):
             self.tags[first] = t
+
+    def track_softsign(self, name: str, args: tuple[Any, ...], out: Any) -> None:
+        if not isinstance(out, torch.Tensor) or not args or not isinstance(args[0], torch.Tensor):
+            return
+        if name == "abs" and args[0].is_floating_point():
+            self._abs_of[out] = args[0]
+        elif name == "add" and args[0] in self._abs_of and len(args) > 1 and _is_one(args[1]):
+            self._one_plus_abs_of[out] = self._abs_of[args[0]]
+
+    def is_softsign(self, args: tuple[Any, ...]) -> bool:
+        return (
+            len(args) == 2
+            and isinstance(args[1], torch.Tensor)
+            and args[1] in self._one_plus_abs_of
+            and self._one_plus_abs_of[args[1]] is args[0]
+        )
 
     # -- observation ----------------------------------------------------------------
     def observe(self, base: str, module: str, op: str, act: Activation, weight: Any, x: torch.Tensor) -> None:
@@ -284,10 +425,16 @@ class Recorder:
         return out, uncovered
 
 
+def _is_one(x: Any) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.numel() == 1 and float(x.item()) == 1.0
+    return isinstance(x, (int, float)) and float(x) == 1.0
+
+
 def _reshape_tag(tag: str, src: torch.Tensor, out: torch.Tensor) -> str | None:
     if tag == LINEAR and src.ndim and out.ndim and src.shape[-1] == out.shape[-1]:
         return LINEAR
-    if tag == CONV and src.ndim == out.ndim and src.ndim > 1 and src.shape[:2] == out.shape[:2]:
+    if tag == CONV and src.ndim > 1 and out.ndim > 1 and src.shape[:2] == out.shape[:2]:
         return CONV
     return None
 
@@ -332,7 +479,9 @@ class DispatchCapture(TorchDispatchMode):
         self.rec = rec
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
-        kwargs = kwargs or {}
+        return self._dispatch(func, args, kwargs or {})
+
+    def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = op_name(func)
         if name in CANDIDATES:
             base, module, label = self.rec.graph_base(name)
@@ -341,8 +490,13 @@ class DispatchCapture(TorchDispatchMode):
             if found is not None and x is not None:
                 act, weight = found
                 self.rec.observe(base, module, label, act, weight, x)
+        elif name == "div" and self.rec.is_softsign(args):
+            base, module, label = self.rec.graph_base("softsign")
+            self.rec.observe(base, module, label, Activation("softsign"), None, args[0])
         out = func(*args, **kwargs)
         self.rec.tag(name, args, out)
+        if name in ("abs", "add"):
+            self.rec.track_softsign(name, args, out)
         return out
 
 
@@ -353,13 +507,31 @@ _HIER_RE = re.compile(r"([^.()]*)\(([^()]*)\)")
 def torchscript_graph_sites(module: Any) -> list[GraphSite]:
     graph = module.graph.copy()
     torch._C._jit_pass_inline(graph)
-    return _block_sites(graph, optional=False)
+    sites = _block_sites(graph, optional=False)
+    try:
+        paths = [name for name, _ in module.named_modules() if name]
+    except Exception:
+        return sites
+    return [GraphSite(g.op, _full_path(g.module, paths), g.module_type, g.optional) for g in sites]
+
+
+def _full_path(path: str, paths: list[str]) -> str:
+    """TorchScript drops a ModuleList's own name from loop-unrolled calls (``0.act`` for
+    ``layers.0.act``): restore it where exactly one module path ends that way."""
+    if not path or path in paths:
+        return path
+    matches = [p for p in paths if p.endswith("." + path)]
+    return matches[0] if len(matches) == 1 else path
 
 
 def _block_sites(block: Any, optional: bool) -> list[GraphSite]:
     sites: list[GraphSite] = []
     for node in block.nodes():
         kind = node.kind()
+        if kind == "aten::div" and _ts_is_softsign(node):
+            path, mtype = _parse_hierarchy(node)
+            sites.append(GraphSite("softsign", path, mtype, optional))
+            continue
         if kind.startswith("aten::"):
             op = kind.split("::", 1)[1]
             if canon(op) in CANON_CANDIDATES:
@@ -378,6 +550,33 @@ def _block_sites(block: Any, optional: bool) -> list[GraphSite]:
     return sites
 
 
+def _ts_is_softsign(div: Any) -> bool:
+    """``x / (1 + |x|)`` in a TorchScript graph."""
+    try:
+        x, den = list(div.inputs())[:2]
+        add = den.node()
+        if add.kind() != "aten::add":
+            return False
+        a, one = list(add.inputs())[:2]
+        ab = a.node()
+        return bool(ab.kind() == "aten::abs" and next(ab.inputs()) is x and one.toIValue() == 1)
+    except Exception:
+        return False
+
+
+def _fx_is_softsign(node: Any) -> bool:
+    """``x / (1 + |x|)`` in a torch.export graph."""
+    if op_name(node.target) != "div" or len(node.args) != 2:
+        return False
+    x, den = node.args
+    if getattr(den, "op", None) != "call_function" or op_name(den.target) != "add" or len(den.args) < 2:
+        return False
+    a, one = den.args[:2]
+    return bool(
+        getattr(a, "op", None) == "call_function" and op_name(a.target) == "abs" and a.args[0] is x and one == 1
+    )
+
+
 def _parse_hierarchy(node: Any) -> tuple[str, str]:
     try:
         text = node.getModuleHierarchy()
@@ -394,7 +593,7 @@ def export_graph_sites(gm: Any) -> list[GraphSite]:
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
-        op = op_name(node.target)
+        op = "softsign" if _fx_is_softsign(node) else op_name(node.target)
         if canon(op) not in CANON_CANDIDATES:
             continue
         stack = list((node.meta.get("nn_module_stack") or {}).values())
@@ -427,6 +626,7 @@ def run_capture(
             hooks.append(mod.register_forward_pre_hook(_push(rec, path, mtype)))
             hooks.append(mod.register_forward_hook(_pop(rec), always_call=True))
     samples = n_batches = 0
+    restore_sigint = _watch_sigint(rec)
     try:
         for i, (args, kwargs) in enumerate(batches):
             n = _samples_of(args, kwargs)
@@ -438,6 +638,9 @@ def run_capture(
             except (InputError, KeyboardInterrupt):
                 raise
             except Exception as e:
+                if rec.interrupted or "KeyboardInterrupt" in str(e):
+                    # Ctrl-C inside a TorchScript or dispatch-mode call arrives wrapped in a RuntimeError.
+                    raise KeyboardInterrupt from None
                 if "Traceback of TorchScript" in str(e):
                     e = _plain_error(call, args, kwargs) or e
                 raise _run_error(e, i, samples, n, rec.last_site, _shapes(args, kwargs)) from None
@@ -448,6 +651,7 @@ def run_capture(
     finally:
         for h in hooks:
             h.remove()
+        restore_sigint()
     if n_batches == 0:
         raise CalibrationError("the calibration data yielded no batches")
     sites, uncovered = rec.results()
@@ -458,6 +662,20 @@ def run_capture(
             "graph does not list one by one; they are named by op (e.g. sigmoid#3) instead of by module"
         )
     return cap
+
+
+def _watch_sigint(rec: Recorder) -> Callable[[], None]:
+    """Note Ctrl-C as it arrives: TorchScript rethrows it as a RuntimeError without a message."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        rec.interrupted = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, previous)
 
 
 def _push(rec: Recorder, path: str, mtype: str) -> Callable[..., None]:

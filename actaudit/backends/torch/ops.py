@@ -129,7 +129,19 @@ CARRIERS = frozenset(
         *CANDIDATES,
     ]
 )
-RESHAPES = frozenset(["view", "reshape", "_unsafe_view", "flatten", "unflatten", "squeeze", "unsqueeze", "squeeze_", "unsqueeze_"])
+RESHAPES = frozenset(
+    [
+        "view",
+        "reshape",
+        "_unsafe_view",
+        "flatten",
+        "unflatten",
+        "squeeze",
+        "unsqueeze",
+        "squeeze_",
+        "unsqueeze_",
+    ]
+)
 # Ops over the trailing spatial axes: a conv's channel axis (1) survives them; a linear
 # layer's feature axis (last) does not.
 SPATIAL = frozenset(
