@@ -214,10 +214,38 @@ def _memmap_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np
     return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape, order="F" if fortran else "C")
 
 
+def _rows(a: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """Rows ``[start, stop)`` as a fresh array.
+
+    A C-ordered memory-mapped file is read with ``pread`` rather than through the mapping:
+    pages touched through a mapping stay in the process's resident set until the mapping
+    closes, so memory would grow with the calibration set.
+    """
+    filename = getattr(a, "filename", None)
+    if isinstance(a, np.memmap) and filename and a.flags.c_contiguous and a.ndim >= 1:
+        row = a.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
+        stop = min(stop, a.shape[0])
+        out = np.empty((stop - start, *a.shape[1:]), dtype=a.dtype)
+        if out.nbytes:
+            fd = os.open(filename, os.O_RDONLY)
+            try:
+                view = memoryview(out.reshape(-1).view(np.uint8))
+                pos, done = int(a.offset) + start * row, 0
+                while done < out.nbytes:
+                    got = os.preadv(fd, [view[done:]], pos + done)
+                    if got <= 0:
+                        raise CalibrationError(f"calibration file {filename} ended early (truncated?)")
+                    done += got
+            finally:
+                os.close(fd)
+        return out
+    return np.ascontiguousarray(a[start:stop])
+
+
 def _array_batches(arrays: list[np.ndarray], names: list[str] | None, batch_size: int) -> Iterator[Batch]:
     n = leading_dim(arrays[0])
     for start in range(0, n, batch_size):
-        chunk = [np.ascontiguousarray(a[start : start + batch_size]) for a in arrays]
+        chunk = [_rows(a, start, start + batch_size) for a in arrays]
         if names is None:
             yield chunk, {}
         else:

@@ -142,3 +142,24 @@ def test_synthetic_keeps_declared_scalars_and_fixed_states() -> None:
     ]
     [(arrays, _)] = _collect(synthetic(specs, {}, samples=4, batch_size=4, seed=0))
     assert [a.shape for a in arrays] == [(4, 512), (2, 1, 128), ()]
+
+
+def _rss_mb() -> int:
+    with open("/proc/self/status") as f:
+        return int(f.read().split("VmRSS:")[1].split()[0]) // 1024
+
+
+def test_streaming_a_large_npy_keeps_memory_flat(tmp_path) -> None:
+    """Pages read through a mapping would stay resident; batches are read with pread instead."""
+    path = tmp_path / "big.npy"
+    rows = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(4000, 3, 64, 64))  # 190 MB
+    rows[::100] = 1.0
+    rows.flush()
+    del rows
+    src = load_calib_file(path, batch_size=64)
+    before = _rss_mb()
+    total = 0.0
+    for (x,), _ in src.batches():
+        total += float(x[:, 0, 0, 0].sum())
+    assert total == 40.0
+    assert _rss_mb() - before < 30
