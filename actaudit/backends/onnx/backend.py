@@ -50,6 +50,9 @@ class OnnxModel:
     input_types: dict[str, np.dtype[Any]] = field(default_factory=dict)
     declared: dict[str, tuple[int | None, ...] | None] = field(default_factory=dict)
     last_run: dict[str, float] = field(default_factory=dict)  # timings of the last capture
+    # Instrumented sessions built by earlier captures on this handle, keyed by what shapes
+    # them (variant, stuck fraction, axis overrides): a second audit does not rebuild.
+    built: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -450,7 +453,20 @@ class _Runner:
 
     def session(self, careful: bool) -> tuple[ort.InferenceSession, dict[int, SiteOutputs], list[_Live]]:
         if careful not in self.sessions:
-            self.sessions[careful] = self._build(careful)
+            key = (careful, self.f, tuple((o.glob, o.axis) for o in self.overrides))
+            cached = self.handle.built.get(key)
+            if cached is None:
+                uncovered_before = self.uncovered
+                sess, outputs, lives = self._build(careful)
+                cached = self.handle.built[key] = (sess, outputs, lives, list(self.uncovered))
+                self.uncovered = uncovered_before
+            sess, outputs, template, uncovered = cached
+            # Fresh per-capture state; the session and the site plans are shared.
+            lives = [_Live(lv.site, lv.plan, lv.asked_axis) for lv in template]
+            if not careful:
+                self.uncovered = list(uncovered)
+                self.live = lives
+            self.sessions[careful] = (sess, outputs, lives)
         return self.sessions[careful]
 
     def run(self, feeds: dict[str, np.ndarray], samples: int) -> None:
@@ -520,6 +536,9 @@ class _Runner:
             units = live.info.units
             if axis != live.info.unit_axis or len(shape) <= axis or shape[axis] != units:
                 live.broken = f"its unit count changed between calls (shape {list(shape)}, axis {axis})"
+                return
+            if row["min"].shape[:1] != (units,):
+                live.broken = f"its reduced statistics have {row['min'].shape} entries for {units} units"
                 return
             elements = math.prod(shape) // max(units, 1)
             vec = _vectors(row, elements, careful)

@@ -10,8 +10,14 @@ Two variants of the statistics:
 * *fast* (every batch): min, max, sum and sum of squares of ``x`` and of ``max(x, 0)``
   (the negative part is their difference, taken on the host), and counts of
   ``x > low`` / ``x < high`` summed as float32 (exact below 2**24 per unit and call;
-  the backend takes the careful variant above that). A ReLU's own output is
-  ``max(x, 0)`` and is reused instead of recomputed.
+  the backend takes the careful variant above that). Only kernels that onnxruntime runs
+  at memory speed: squares as ``Mul`` + ``ReduceSum`` (``ReduceSumSquare`` is 3-20×
+  slower), counts as ``Cast`` to bool and back of ``max(x, 0)`` (low = 0) or of a
+  ``HardSigmoid`` that keeps the sign of ``x - thr`` (``Greater``/``Less`` are 5-10×
+  slower), and a unit axis that is the last one reduced through a ``[N, R, C]`` view
+  (middle axis first). A ReLU's own output is ``max(x, 0)`` and is reused instead of recomputed, except
+  for 4-d ``[N, C, H, W]`` sites where onnxruntime's blocked Conv layout would cost a
+  second reorder to read it.
 * *careful*: NaN/Inf masked out and counted, the negative part summed directly, counts
   in int32. The backend reruns a batch with it only when the fast sums come back
   non-finite (or a count could be inexact), so clean data pays nothing for it.
@@ -97,17 +103,20 @@ class _Emitter:
             return self.node(op, [x, self.ints(*axes)], keepdims=keepdims)
         return self.node(op, [x], axes=list(axes), keepdims=keepdims)
 
-    def per_unit(self, op: str, x: str) -> str:
-        """Reduce ``[A, C, B]`` to ``[C]`` in two steps: the contiguous axis first, then the outer one.
+    def per_unit(self, op: str, x: str, stages: tuple[int, ...] = (2, 0)) -> str:
+        """Reduce a view to ``[C]`` one axis at a time, in ``stages`` order (the last is axis 0).
 
-        onnxruntime reduces a contiguous inner axis several times faster than axes (0, 2)
-        at once (measured: ReduceSumSquare 1.1 ms vs 9 ms on 32×32×3136 floats).
+        ``[A, C, B]`` goes (2, 0): the contiguous axis first, which onnxruntime reduces several
+        times faster than axes (0, 2) at once (ReduceSumSquare 1.1 ms vs 9 ms on 32×32×3136
+        floats). ``[N, R, C]`` (unit axis last) goes (1, 0): a middle axis with C contiguous
+        is 2-4× faster than axis 0 of ``[N*R, C]`` for ReduceMax/ReduceMin. ``[A, C]`` goes (0,).
         """
-        inner = self.reduce(op, x, axes=(2,))
-        return self.reduce("ReduceSum" if op == "ReduceSumSquare" else op, inner, axes=(0,))
+        for i, axis in enumerate(stages):
+            x = self.reduce(op if i == 0 or op != "ReduceSumSquare" else "ReduceSum", x, axes=(axis,))
+        return x
 
-    def count(self, mask: str, dtype: int = TensorProto.FLOAT) -> str:
-        return self.per_unit("ReduceSum", self.node("Cast", [mask], to=dtype))
+    def count(self, mask: str, dtype: int = TensorProto.FLOAT, stages: tuple[int, ...] = (2, 0)) -> str:
+        return self.per_unit("ReduceSum", self.node("Cast", [mask], to=dtype), stages)
 
 
 class _Names:
@@ -221,56 +230,127 @@ def _emit_site(em: _Emitter, plan: SitePlan, careful: bool) -> dict[str, tuple[s
     compute = _COMPUTE.get(int(elem), int(TensorProto.FLOAT))
     np_compute = np.float64 if compute == TensorProto.DOUBLE else np.float32
     shape = em.node("Shape", [x])
-    rank = em.node("Shape", [shape])
-    k = _axis(em, plan.axis, rank)
-    before = em.node("Slice", [shape, em.ints(0), k])
-    a = em.reduce("ReduceProd", em.node("Concat", [em.ints(1), before], axis=0), axes=(0,), keepdims=1)
-    k1 = em.node("Add", [k, em.ints(1)])
-    c = em.node("Slice", [shape, k, k1])
-    target = em.node("Concat", [a, c, em.ints(-1)], axis=0)
+    view = _static_axis(site, plan.axis)
+    if view is not None:
+        # Rank known before run time: the unit axis is a constant, and the view's sizes are
+        # read from Shape(x) (not from static shape inference, which may be stale).
+        k_value, rank_value = view
+        k = em.node("Identity", [em.ints(k_value)])  # its own name: it is also an output
+        c = em.node("Slice", [shape, k, em.ints(k_value + 1)])
+        if k_value == rank_value - 1 and rank_value >= 3:  # unit axis last: view [N, R, C]
+            n = em.node("Slice", [shape, em.ints(0), em.ints(1)])
+            target = em.node("Concat", [n, em.ints(-1), c], axis=0)
+            stages: tuple[int, ...] = (1, 0)
+        elif k_value == rank_value - 1:  # rank 2 (or 1): view [A, C]
+            target = em.node("Concat", [em.ints(-1), c], axis=0)
+            stages = (0,)
+        else:
+            after = em.node("Slice", [shape, em.ints(k_value + 1), em.ints(rank_value)])
+            b = em.reduce("ReduceProd", after, axes=(0,), keepdims=1)
+            target = em.node("Concat", [em.ints(-1), c, b], axis=0)
+            stages = (2, 0)
+    else:
+        rank = em.node("Shape", [shape])
+        k = _axis(em, plan.axis, rank)
+        before = em.node("Slice", [shape, em.ints(0), k])
+        a = em.reduce("ReduceProd", em.node("Concat", [em.ints(1), before], axis=0), axes=(0,), keepdims=1)
+        k1 = em.node("Add", [k, em.ints(1)])
+        c = em.node("Slice", [shape, k, k1])
+        target = em.node("Concat", [a, c, em.ints(-1)], axis=0)
+        stages = (2, 0)
     xs = em.node("Reshape", [x, target])
     if elem != compute:
         xs = em.node("Cast", [xs], to=compute)
+
+    def per_unit(op: str, t: str) -> str:
+        return em.per_unit(op, t, stages)
+
     zero = em.const(np.zeros((), np_compute))
     out: dict[str, tuple[str, int]] = {"shape": (shape, TensorProto.INT64), "axis": (k, TensorProto.INT64)}
     if careful:
         bad = em.node("Or", [em.node("IsNaN", [xs]), em.node("IsInf", [xs])])
         fin = em.node("Not", [bad])
-        out["nonfinite"] = (em.count(bad, TensorProto.INT32), TensorProto.INT32)
+        out["nonfinite"] = (em.count(bad, TensorProto.INT32, stages), TensorProto.INT32)
         xz = em.node("Where", [fin, xs, zero])
         inf = em.const(np.array(np.inf, np_compute))
         ninf = em.const(np.array(-np.inf, np_compute))
-        out["min"] = (em.per_unit("ReduceMin", em.node("Where", [fin, xs, inf])), compute)
-        out["max"] = (em.per_unit("ReduceMax", em.node("Where", [fin, xs, ninf])), compute)
+        out["min"] = (per_unit("ReduceMin", em.node("Where", [fin, xs, inf])), compute)
+        out["max"] = (per_unit("ReduceMax", em.node("Where", [fin, xs, ninf])), compute)
         neg = em.node("Min", [xz, zero])
         pos = em.node("Max", [xz, zero])
-        out["neg_sum"] = (em.per_unit("ReduceSum", neg), compute)
-        out["neg_sq"] = (em.per_unit("ReduceSumSquare", neg), compute)
+        out["neg_sum"] = (per_unit("ReduceSum", neg), compute)
+        out["neg_sq"] = (per_unit("ReduceSumSquare", neg), compute)
         if math.isfinite(plan.low):
             le = em.node("Not", [em.node("Greater", [xs, em.const(np.array(plan.low, np_compute))])])
-            out["low"] = (em.count(em.node("And", [le, fin]), TensorProto.INT32), TensorProto.INT32)
+            out["low"] = (em.count(em.node("And", [le, fin]), TensorProto.INT32, stages), TensorProto.INT32)
         if math.isfinite(plan.high):
             ge = em.node("Not", [em.node("Less", [xs, em.const(np.array(plan.high, np_compute))])])
-            out["high"] = (em.count(em.node("And", [ge, fin]), TensorProto.INT32), TensorProto.INT32)
+            out["high"] = (em.count(em.node("And", [ge, fin]), TensorProto.INT32, stages), TensorProto.INT32)
+        out["pos_sum"] = (per_unit("ReduceSum", pos), compute)
+        out["pos_sq"] = (per_unit("ReduceSumSquare", pos), compute)
+        return out
+    # Fast variant: only kernels that run at memory speed in onnxruntime (ReduceSumSquare,
+    # Greater/Less and Sign are several times slower than Mul, HardSigmoid and ReduceSum).
+    # The negative part is (all) - (positive part), taken on the host.
+    out["min"] = (per_unit("ReduceMin", xs), compute)
+    out["max"] = (per_unit("ReduceMax", xs), compute)
+    out["sum"] = (per_unit("ReduceSum", xs), compute)
+    out["sq"] = (per_unit("ReduceSum", em.node("Mul", [xs, xs])), compute)
+    # A ReLU's own output is max(x, 0), but onnxruntime keeps a Conv's output blocked
+    # (NCHWc) on CPU: reading it would cost a second reorder, dearer than a Relu here.
+    conv_like = view is not None and view == (1, 4)
+    if site.relu_out and elem == compute and not conv_like:
+        pos = em.node("Reshape", [site.relu_out, target])
     else:
-        # One pass per statistic: the negative part is (all) - (positive part), taken on the host.
-        out["min"] = (em.per_unit("ReduceMin", xs), compute)
-        out["max"] = (em.per_unit("ReduceMax", xs), compute)
-        out["sum"] = (em.per_unit("ReduceSum", xs), compute)
-        out["sq"] = (em.per_unit("ReduceSumSquare", xs), compute)
-        if site.relu_out and elem == compute:
-            pos = em.node("Reshape", [site.relu_out, target])
-        else:
-            pos = em.node("Relu", [xs])
-        if math.isfinite(plan.low):
-            gt = em.node("Greater", [xs, em.const(np.array(plan.low, np_compute))])
-            out["above_low"] = (em.count(gt), compute)
-        if math.isfinite(plan.high):
-            lt = em.node("Less", [xs, em.const(np.array(plan.high, np_compute))])
-            out["below_high"] = (em.count(lt), compute)
-    out["pos_sum"] = (em.per_unit("ReduceSum", pos), compute)
-    out["pos_sq"] = (em.per_unit("ReduceSumSquare", pos), compute)
+        pos = em.node("Relu", [xs])
+    out["pos_sum"] = (per_unit("ReduceSum", pos), compute)
+    out["pos_sq"] = (per_unit("ReduceSum", em.node("Mul", [pos, pos])), compute)
+    if math.isfinite(plan.low):
+        # max(x, 0) != 0 is x > 0: a ReLU-like site counts on its positive part directly.
+        ind = _nonzero(em, pos, compute) if plan.low == 0.0 else _indicator(em, xs, plan.low, 1.0, compute)
+        out["above_low"] = (per_unit("ReduceSum", ind), compute)
+    if math.isfinite(plan.high):
+        out["below_high"] = (per_unit("ReduceSum", _indicator(em, xs, plan.high, -1.0, compute)), compute)
     return out
+
+
+def _nonzero(em: _Emitter, t: str, compute: int) -> str:
+    """1.0 where ``t`` is not zero (NaN counts as not zero), else 0.0: two Casts through bool."""
+    return em.node("Cast", [em.node("Cast", [t], to=TensorProto.BOOL)], to=compute)
+
+
+def _indicator(em: _Emitter, xs: str, thr: float, sign: float, compute: int) -> str:
+    """1.0 where ``sign * (x - thr) > 0``, else 0.0 (for finite ``x``), as a float tensor.
+
+    ``HardSigmoid(x, sign, -sign * thr)`` is ``clip(sign * (x - thr), 0, 1)``; IEEE subtraction
+    (with gradual underflow) keeps the sign of ``x - thr`` and is zero only when they are
+    equal, so a Cast to bool and back gives the indicator exactly. Three passes at memory
+    speed, where Greater (or Less) + Cast cost several times more in onnxruntime.
+    Other types (double) compare and cast.
+    """
+    if compute != TensorProto.FLOAT:
+        op = "Greater" if sign > 0 else "Less"
+        return em.node("Cast", [em.node(op, [xs, em.const(np.array(thr, np.float64))])], to=compute)
+    t = float(np.float32(thr))
+    h = em.node("HardSigmoid", [xs], alpha=sign, beta=-sign * t)
+    return _nonzero(em, h, compute)
+
+
+def _static_axis(site: OnnxSite, rule: AxisRule) -> tuple[int, int] | None:
+    """(unit axis, rank) when static shape inference knows the rank, else ``None``."""
+    rank = site.rank
+    if rank is None or rank == 0:
+        return None
+    if rule.last:
+        k = rank - 1
+    elif rule.by_rank:
+        k = rank - 1 if rank < 4 else 1
+    else:
+        assert rule.fixed is not None
+        k = rule.fixed + rank if rule.fixed < 0 else rule.fixed
+        if not 0 <= k < rank:
+            return None
+    return k, rank
 
 
 def _axis(em: _Emitter, rule: AxisRule, rank: str) -> str:
