@@ -229,7 +229,7 @@ def _rows(a: np.ndarray, start: int, stop: int) -> np.ndarray:
         if out.nbytes:
             fd = os.open(filename, os.O_RDONLY)
             try:
-                view = memoryview(out.reshape(-1).view(np.uint8))
+                view = out.reshape(-1).view(np.uint8).data
                 pos, done = int(a.offset) + start * row, 0
                 while done < out.nbytes:
                     got = os.preadv(fd, [view[done:]], pos + done)

@@ -49,7 +49,14 @@ from .ops import (
     op_name,
 )
 
-_CANON = {"relu6": "hardtanh", "selu": "elu", "celu": "elu", "_prelu_kernel": "prelu", "clip": "clamp", "clamp_min": "clamp"}
+_CANON = {
+    "relu6": "hardtanh",
+    "selu": "elu",
+    "celu": "elu",
+    "_prelu_kernel": "prelu",
+    "clip": "clamp",
+    "clamp_min": "clamp",
+}
 
 
 def canon(name: str) -> str:
@@ -78,8 +85,8 @@ class GraphSite:
         return f"{self.module}/{op}" if self.module else op
 
 
-# The CPU kernel streams each activation through L2-sized chunks: a chunk and one scratch
-# buffer of the same size stay in a core's L2 (2 MB here), so after the first read every
+# The CPU kernel streams each activation through L2-sized chunks (this much per intra-op
+# thread): a chunk and one scratch buffer stay in a core's L2 (2 MB here), so after the first read every
 # further pass over the chunk is an L2 hit. One big pass per statistic over a tensor that
 # lives in L3/DRAM cost 3-6× more (profiled on the ResNet-like benchmark, bench/RESULTS.md).
 _CHUNK_BYTES = 512 << 10
@@ -137,7 +144,9 @@ def _chunks(a: int, u: int, b: int, elem: int, budget: int) -> list[tuple[int, i
     k = max(1, min(a, -(-16 // b)))
     ub = max(1, budget // max(k * b * elem, 1))
     starts = range(0, a, k)
-    return [(i, a0, min(a, a0 + k), u0, min(u, u0 + ub)) for i, a0 in enumerate(starts) for u0 in range(0, u, ub)]
+    return [
+        (i, a0, min(a, a0 + k), u0, min(u, u0 + ub)) for i, a0 in enumerate(starts) for u0 in range(0, u, ub)
+    ]
 
 
 class _Acc:
@@ -170,7 +179,7 @@ class _Acc:
         nstat = 4 + lo + hi  # rows: sum, neg, sq, negsq, [low], [high]
         cpu = v.device.type == "cpu"
         # On an accelerator one launch per statistic over the whole tensor is cheapest.
-        budget = _CHUNK_BYTES if cpu else 1 << 62
+        budget = _CHUNK_BYTES * max(1, torch.get_num_threads()) if cpu else 1 << 62
         elem = 4 if wd == torch.float32 else 8
         blocks = _chunks(a, u, b, elem, budget)
         transpose = cpu and 1 < b < _INNER_MIN
@@ -451,7 +460,9 @@ class FunctionCapture(TorchFunctionMode):
         super().__init__()
         self.rec = rec
 
-    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+    def __torch_function__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
         kwargs = kwargs or {}
         name = op_name(func)
         if name in CANDIDATES:
@@ -478,7 +489,9 @@ class DispatchCapture(TorchDispatchMode):
         super().__init__()
         self.rec = rec
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+    def __torch_dispatch__(
+        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
+    ) -> Any:
         return self._dispatch(func, args, kwargs or {})
 
     def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -573,7 +586,10 @@ def _fx_is_softsign(node: Any) -> bool:
         return False
     a, one = den.args[:2]
     return bool(
-        getattr(a, "op", None) == "call_function" and op_name(a.target) == "abs" and a.args[0] is x and one == 1
+        getattr(a, "op", None) == "call_function"
+        and op_name(a.target) == "abs"
+        and a.args[0] is x
+        and one == 1
     )
 
 
@@ -675,7 +691,11 @@ def _watch_sigint(rec: Recorder) -> Callable[[], None]:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
 
 
 def _push(rec: Recorder, path: str, mtype: str) -> Callable[..., None]:
