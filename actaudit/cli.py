@@ -249,34 +249,11 @@ def audit(**kw: Any) -> None:
       actaudit audit model.onnx --input-shape input=1x3x224x224 --format json
       actaudit audit ckpt.pt --arch models.py:resnet --calib val.npz --fail-on 'dead>0'
     """
-    from .api import AuditOptions
     from .api import audit as run_audit
-    from .verdicts import Settings
 
-    settings = Settings(
-        stuck_fraction=kw["stuck_fraction"],
-        dead_rate=kw["dead_rate"],
-        saturation_rate=kw["saturation_rate"],
-        rare_rate=kw["rare_rate"],
-    )
-    opts = AuditOptions(
-        calib=kw["calib"],
-        data_loader=kw["data_loader"],
-        samples=kw["samples"],
-        batch_size=kw["batch_size"],
-        input_shapes=kw["input_shapes"],
-        seed=kw["seed"],
-        arch=kw["arch"],
-        state_key=kw["state_key"],
-        trust_pickle=kw["trust_pickle"],
-        unit_axis=kw["unit_axis"],
-        settings=settings,
-        fail_on=kw["fail_on"],
-        device=kw["device"],
-        provider=kw["provider"],
-        threads=kw["threads"],
-        per_unit=kw["per_unit"],
-    )
+    opts = audit_options(kw)
+    opts.fail_on = kw["fail_on"]
+    opts.per_unit = kw["per_unit"]
     _check_output(kw["output"], kw["force"], kw["model"])
     _check_output(kw["html"], kw["force"], kw["model"])
     baseline = None
@@ -319,6 +296,35 @@ def audit(**kw: Any) -> None:
         failed = [g.gate.text for g in report.gates if g.failed]
         click.echo(f"actaudit: gate failed: {', '.join(failed)}", err=True)
         sys.exit(EXIT_GATE)
+
+
+def audit_options(kw: dict[str, Any]) -> Any:
+    """:class:`actaudit.api.AuditOptions` from the model, data and threshold option bundles."""
+    from .api import AuditOptions
+    from .verdicts import Settings
+
+    settings = Settings(
+        stuck_fraction=kw["stuck_fraction"],
+        dead_rate=kw["dead_rate"],
+        saturation_rate=kw["saturation_rate"],
+        rare_rate=kw["rare_rate"],
+    )
+    return AuditOptions(
+        calib=kw["calib"],
+        data_loader=kw["data_loader"],
+        samples=kw["samples"],
+        batch_size=kw["batch_size"],
+        input_shapes=kw["input_shapes"],
+        seed=kw["seed"],
+        arch=kw["arch"],
+        state_key=kw["state_key"],
+        trust_pickle=kw["trust_pickle"],
+        unit_axis=kw["unit_axis"],
+        settings=settings,
+        device=kw["device"],
+        provider=kw["provider"],
+        threads=kw["threads"],
+    )
 
 
 def _use_color(output: str | None) -> bool:

@@ -152,33 +152,11 @@ def rewrite(**kw: Any) -> None:
       actaudit rewrite weights.pt --arch net.py:build -o net.ts --calib x.npy --to prelu
       actaudit rewrite model.ts -o fixed.ts --calib x.npy --alpha 0.01 --format json
     """
-    from .api import AuditOptions
+    from .cli import audit_options
     from .rewrite.core import RewriteOptions, check_output
     from .rewrite.core import rewrite as run_rewrite
-    from .verdicts import Settings
 
-    settings = Settings(
-        stuck_fraction=kw["stuck_fraction"],
-        dead_rate=kw["dead_rate"],
-        saturation_rate=kw["saturation_rate"],
-        rare_rate=kw["rare_rate"],
-    )
-    audit = AuditOptions(
-        calib=kw["calib"],
-        data_loader=kw["data_loader"],
-        samples=kw["samples"],
-        batch_size=kw["batch_size"],
-        input_shapes=kw["input_shapes"],
-        seed=kw["seed"],
-        arch=kw["arch"],
-        state_key=kw["state_key"],
-        trust_pickle=kw["trust_pickle"],
-        unit_axis=kw["unit_axis"],
-        settings=settings,
-        device=kw["device"],
-        provider=kw["provider"],
-        threads=kw["threads"],
-    )
+    audit = audit_options(kw)
     opts = RewriteOptions(
         alpha=kw["alpha"],
         alpha_range=kw["alpha_range"],

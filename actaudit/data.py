@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from .detect import check_readable
 from .errors import CalibrationError, InputError
 
 Batch = tuple[list[Any], dict[str, Any]]
@@ -145,17 +146,6 @@ def _slice0(x: Any, n: int) -> Any:
     return x
 
 
-def _check_file(path: Path, what: str) -> None:
-    if not path.exists():
-        raise InputError(f"{what} {path} does not exist", hint="check the path")
-    if path.is_dir():
-        raise InputError(f"{what} {path} is a directory, not a file")
-    if not os.access(path, os.R_OK):
-        raise InputError(f"{what} {path} is not readable", hint="check its permissions")
-    if path.stat().st_size == 0:
-        raise InputError(f"{what} {path} is empty")
-
-
 def _open_npy(path: Path) -> np.ndarray:
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
@@ -275,7 +265,7 @@ def from_arrays(
 
 def load_calib_file(path: str | os.PathLike[str], batch_size: int) -> DataSource:
     p = Path(path)
-    _check_file(p, "calibration file")
+    check_readable(p, "calibration file")
     suffix = p.suffix.lower()
     if suffix == ".npy":
         arr = _open_npy(p)
@@ -308,7 +298,7 @@ def import_callable(spec: str, what: str) -> Callable[..., Any]:
     try:
         if mod_part.endswith(".py") or os.sep in mod_part:
             file = Path(mod_part)
-            _check_file(file, what)
+            check_readable(file, what)
             mod_name = "_actaudit_user_" + re.sub(r"\W", "_", file.stem)
             spec_obj = importlib.util.spec_from_file_location(mod_name, file)
             if spec_obj is None or spec_obj.loader is None:

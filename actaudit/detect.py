@@ -23,10 +23,11 @@ _LEGACY_MAGIC_PREFIX = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x1
 
 
 def check_readable(path: Path, what: str = "model") -> None:
+    """An existing, readable, non-empty file, or one clear InputError saying which of these fails."""
     if not path.exists():
         raise InputError(f"{what} {path} does not exist", hint="check the path")
     if path.is_dir():
-        raise InputError(f"{what} {path} is a directory, not a checkpoint file")
+        raise InputError(f"{what} {path} is a directory, not a file")
     if not os.access(path, os.R_OK):
         raise InputError(f"{what} {path} is not readable", hint="check its permissions")
     if path.stat().st_size == 0:

@@ -50,6 +50,31 @@ CAPPED = ("relu6",)
 ALL_KINDS = RECTIFIERS + CAPPED + BOUNDED
 
 
+# torch.nn activation classes: both backends name a call inside one of these after the
+# module itself (``layer1.0.relu``), a functional call after its caller (``enc/relu``).
+ACTIVATION_MODULES = frozenset(
+    [
+        "ReLU",
+        "ReLU6",
+        "LeakyReLU",
+        "PReLU",
+        "ELU",
+        "SELU",
+        "CELU",
+        "GELU",
+        "SiLU",
+        "Mish",
+        "Hardswish",
+        "Softplus",
+        "Sigmoid",
+        "Tanh",
+        "Hardtanh",
+        "Hardsigmoid",
+        "Softsign",
+    ]
+)
+
+
 def family(kind: str) -> Family:
     if kind in CAPPED:
         return Family.CAPPED

@@ -23,35 +23,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from ...kinds import Activation, classify_clamp
+from ...kinds import ACTIVATION_MODULES, Activation, classify_clamp
 from .graph import DEFAULT_DOMAINS, Scope, attr, subgraphs
 
 CONV = "conv"
 LINEAR = "linear"
-
-# nn activation modules: a call inside one of these is named after the module (as the
-# PyTorch backend does; kept here so that this backend never imports torch).
-ACTIVATION_MODULES = frozenset(
-    [
-        "ReLU",
-        "ReLU6",
-        "LeakyReLU",
-        "PReLU",
-        "ELU",
-        "SELU",
-        "CELU",
-        "GELU",
-        "SiLU",
-        "Mish",
-        "Hardswish",
-        "Softplus",
-        "Sigmoid",
-        "Tanh",
-        "Hardtanh",
-        "Hardsigmoid",
-        "Softsign",
-    ]
-)
 
 _PRODUCERS = {
     "Conv": CONV,

@@ -34,10 +34,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ...errors import CalibrationError, InputError, ModelRunError
-from ...kinds import Activation, Thresholds
+from ...kinds import ACTIVATION_MODULES, Activation, Thresholds
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
 from .ops import (
-    ACTIVATION_MODULES,
     CANDIDATES,
     CARRIERS,
     CONV,

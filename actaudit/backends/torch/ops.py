@@ -251,27 +251,3 @@ def activation_of(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
 
 def is_inplace(name: str, kwargs: dict[str, Any]) -> bool:
     return name in INPLACE or bool(kwargs.get("inplace", False))
-
-
-# nn activation modules: a call of one of these is named after the module itself.
-ACTIVATION_MODULES = frozenset(
-    [
-        "ReLU",
-        "ReLU6",
-        "LeakyReLU",
-        "PReLU",
-        "ELU",
-        "SELU",
-        "CELU",
-        "GELU",
-        "SiLU",
-        "Mish",
-        "Hardswish",
-        "Softplus",
-        "Sigmoid",
-        "Tanh",
-        "Hardtanh",
-        "Hardsigmoid",
-        "Softsign",
-    ]
-)
