@@ -21,8 +21,7 @@ FORMATS = ("torchscript", "export", "pickled", "state_dict", "onnx", "onnx_dynam
 def _files(fixtures_dir: Path, expected: dict[str, Any], model: str) -> dict[str, Any]:
     m = expected["models"][model]
     missing = [f for f in m["files"].values() if not (fixtures_dir / f).exists()]
-    if missing:
-        pytest.skip(f"fixture files missing (run `make fixtures`): {missing[:3]}")
+    assert not missing, f"fixture files missing (run `make fixtures`): {missing[:3]}"
     return m
 
 
