@@ -220,6 +220,14 @@ def build_report(
             "calibration data is synthetic (random inputs): verdicts describe random inputs, not real data; "
             "pass --calib or --data-loader"
         )
+    offered = source.total_samples
+    if offered is not None and opts.samples is not None:
+        offered = min(offered, opts.samples)
+    if offered is not None and 0 < cap.samples < offered:
+        warnings.append(
+            f"{offered - cap.samples} of {offered} calibration samples were not used: the model takes "
+            "batches of a fixed size and the remainder did not fill one"
+        )
     if cap.samples < MIN_SAMPLES_FOR_CONFIDENCE:
         warnings.append(
             f"only {cap.samples} calibration samples: a unit that fires on up to "

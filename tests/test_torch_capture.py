@@ -266,3 +266,15 @@ def test_functional_zoo_reads_alike_when_compiled(tmp_path, fmt) -> None:
         np.testing.assert_array_equal(a.stats.low, b.stats.low, err_msg=a.info.name)
         np.testing.assert_array_equal(a.stats.high, b.stats.high, err_msg=a.info.name)
     assert not compiled.warnings or all("composite" not in w for w in compiled.warnings)
+
+
+def test_fixed_batch_export_is_fed_in_chunks(net_and_data, tmp_path) -> None:
+    m, x = net_and_data
+    path = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(m, (torch.from_numpy(x[:2]),)), str(path))  # batch fixed at 2
+    r = actaudit.audit(str(path), x[:5], batch_size=4)
+    assert r.calibration["samples"] == 4
+    assert any("fixed batch size of 2" in w for w in r.warnings)
+    assert any("1 of 5 calibration samples were not used" in w for w in r.warnings)
+    eager = actaudit.audit(m, x[:4])
+    assert [v.dead_units for v in r.sites] == [v.dead_units for v in eager.sites]
