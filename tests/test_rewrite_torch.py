@@ -491,3 +491,42 @@ def test_prelu_slope_on_dead_units_only_in_eager_and_export(files: dict[str, Pat
         ep = torch.export.load(str(tmp_path / "d.pt2"))
     vecs = [v.detach().numpy() for k, v in ep.state_dict.items() if k.startswith("actaudit_prelu")]
     assert sorted(np.flatnonzero(v).tolist() for v in vecs) == sorted(DEAD.values())
+
+
+class _ListNet(torch.nn.Module):
+    """ReLUs in a ModuleList (TorchScript drops the list's name) after a softsign."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.ModuleList([torch.nn.Linear(4, 4) for _ in range(2)])
+        self.act = torch.nn.ModuleList([torch.nn.ReLU() for _ in range(2)])
+        self.soft = torch.nn.Softsign()
+        with torch.no_grad():
+            for fc in self.fc:
+                fc.bias[0] = -5.0  # softsign keeps inputs in (-1, 1): unit 0 never fires
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.soft(x)
+        for fc, act in zip(self.fc, self.act):  # noqa: B905 (TorchScript has no zip(strict=))
+            x = act(fc(x))
+        return x
+
+
+def test_torchscript_rewrite_uses_the_audit_site_names(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from actaudit.cli import cli
+
+    torch.manual_seed(0)
+    src, out = tmp_path / "m.ts", tmp_path / "out.ts"
+    torch.jit.save(torch.jit.script(_ListNet().eval()), str(src))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32))
+    args = ["rewrite", str(src), "-o", str(out), "--calib", str(tmp_path / "x.npy")]
+    r = CliRunner().invoke(cli, [*args, "--alpha", "0.05", "--max-drift", "10", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rewritten = [s["name"] for s in json.loads(r.stdout)["sites"] if s.get("status") == "rewritten"]
+    assert rewritten == ["act.0", "act.1"]
+    graph = torch.jit.load(str(out)).forward.graph.copy()
+    torch._C._jit_pass_inline(graph)
+    kinds = [n.kind() for n in graph.nodes()]
+    assert kinds.count("aten::leaky_relu") == 2 and "aten::relu" not in kinds

@@ -519,43 +519,59 @@ _HIER_RE = re.compile(r"([^.()]*)\(([^()]*)\)")
 def torchscript_graph_sites(module: Any) -> list[GraphSite]:
     graph = module.graph.copy()
     torch._C._jit_pass_inline(graph)
+    return [site for site, _ in torchscript_site_nodes(graph, module)]
+
+
+def torchscript_site_nodes(graph: Any, module: Any) -> list[tuple[GraphSite, list[Any]]]:
+    """Sites of an inlined TorchScript graph in graph order, each with its node(s): a site
+    compiled as ``if inplace: relu_ else: relu`` has one node per branch."""
     sites = _block_sites(graph, optional=False)
     try:
-        paths = [name for name, _ in module.named_modules() if name]
+        paths = {
+            name: str(getattr(mod, "original_name", type(mod).__name__))
+            for name, mod in module.named_modules()
+            if name
+        }
     except Exception:
         return sites
-    return [GraphSite(g.op, _full_path(g.module, paths), g.module_type, g.optional) for g in sites]
+    return [
+        (GraphSite(g.op, _full_path(g.module, g.module_type, paths), g.module_type, g.optional), n)
+        for g, n in sites
+    ]
 
 
-def _full_path(path: str, paths: list[str]) -> str:
+def _full_path(path: str, mtype: str, paths: dict[str, str]) -> str:
     """TorchScript drops a ModuleList's own name from loop-unrolled calls (``0.act`` for
-    ``layers.0.act``): restore it where exactly one module path ends that way."""
+    ``layers.0.act``): restore it where exactly one module path of that class ends that way."""
     if not path or path in paths:
         return path
-    matches = [p for p in paths if p.endswith("." + path)]
+    matches = [p for p, t in paths.items() if p.endswith("." + path) and (not mtype or t == mtype)]
     return matches[0] if len(matches) == 1 else path
 
 
-def _block_sites(block: Any, optional: bool) -> list[GraphSite]:
-    sites: list[GraphSite] = []
+def _block_sites(block: Any, optional: bool) -> list[tuple[GraphSite, list[Any]]]:
+    sites: list[tuple[GraphSite, list[Any]]] = []
     for node in block.nodes():
         kind = node.kind()
         if kind == "aten::div" and _ts_is_softsign(node):
             path, mtype = _parse_hierarchy(node)
-            sites.append(GraphSite("softsign", path, mtype, optional))
+            sites.append((GraphSite("softsign", path, mtype, optional), [node]))
             continue
         if kind.startswith("aten::"):
             op = kind.split("::", 1)[1]
             if canon(op) in CANON_CANDIDATES:
                 path, mtype = _parse_hierarchy(node)
-                sites.append(GraphSite(op, path, mtype, optional))
+                sites.append((GraphSite(op, path, mtype, optional), [node]))
             continue
         branches = [_block_sites(b, optional=True) for b in node.blocks()]
         if kind == "prim::If" and len(branches) == 2:
-            a, b = ([(canon(g.op), g.module) for g in br] for br in branches)
+            a, b = ([(canon(g.op), g.module) for g, _ in br] for br in branches)
             if a == b:
                 # F.relu(x, inplace) compiles to `if inplace: relu_ else: relu`: one site either way.
-                sites.extend(GraphSite(g.op, g.module, g.module_type, optional) for g in branches[0])
+                sites.extend(
+                    (GraphSite(g.op, g.module, g.module_type, optional), [*na, *nb])
+                    for (g, na), (_, nb) in zip(branches[0], branches[1], strict=True)
+                )
                 continue
         for br in branches:
             sites.extend(br)
@@ -603,8 +619,9 @@ def _parse_hierarchy(node: Any) -> tuple[str, str]:
     return ".".join(n for n, _ in parts), parts[-1][1]
 
 
-def export_graph_sites(gm: Any) -> list[GraphSite]:
-    sites = []
+def export_site_nodes(gm: Any) -> list[tuple[GraphSite, Any]]:
+    """Activation-candidate nodes of a torch.export graph with their sites, in graph order."""
+    out = []
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
@@ -618,8 +635,12 @@ def export_graph_sites(gm: Any) -> list[GraphSite]:
             mtype = str(type_str).rsplit(".", 1)[-1]
         else:
             path, mtype = "", ""
-        sites.append(GraphSite(op, path, mtype))
-    return sites
+        out.append((GraphSite(op, path, mtype), node))
+    return out
+
+
+def export_graph_sites(gm: Any) -> list[GraphSite]:
+    return [site for site, _ in export_site_nodes(gm)]
 
 
 # -- the run loop --------------------------------------------------------------------

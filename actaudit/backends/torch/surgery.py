@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ...rewrite.plan import SitePlan, SurgeryResult, assign_names, bias_shift
-from .capture import _HIER_RE, CANON_CANDIDATES, GraphSite, canon
+from .capture import GraphSite, canon, export_site_nodes, torchscript_site_nodes
 from .ops import op_name
 
 LEAKY = "leaky"
@@ -543,39 +543,6 @@ def _eager_consumer(gm: fx.GraphModule, node: fx.Node, p: SitePlan) -> tuple[str
 
 
 # -- TorchScript -------------------------------------------------------------------------
-def _ts_hierarchy(node: Any) -> tuple[str, str]:
-    try:
-        text = node.getModuleHierarchy()
-    except Exception:
-        return "", ""
-    parts = [(n, t) for n, t in _HIER_RE.findall(text) if n and n != "UNKNOWN_INSTANCE"]
-    if not parts:
-        return "", ""
-    return ".".join(n for n, _ in parts), parts[-1][1]
-
-
-def _ts_candidates(block: Any) -> list[tuple[GraphSite, list[Any]]]:
-    """Mirror of the audit's TorchScript site walk, keeping the nodes (a site may be two branch nodes)."""
-    out: list[tuple[GraphSite, list[Any]]] = []
-    for node in block.nodes():
-        kind = node.kind()
-        if kind.startswith("aten::"):
-            op = kind.split("::", 1)[1]
-            if canon(op) in CANON_CANDIDATES:
-                path, mtype = _ts_hierarchy(node)
-                out.append((GraphSite(op, path, mtype), [node]))
-            continue
-        branches = [_ts_candidates(b) for b in node.blocks()]
-        if kind == "prim::If" and len(branches) == 2:
-            a, b = ([(canon(g.op), g.module) for g, _ in br] for br in branches)
-            if a == b:
-                out.extend((g, [*na, *nb]) for (g, na), (_, nb) in zip(branches[0], branches[1], strict=True))
-                continue
-        for br in branches:
-            out.extend(br)
-    return out
-
-
 def _relu_named(g: GraphSite, as_relu: bool) -> str:
     """A rewritten site keeps the name it had as a ReLU (functional sites are named after their op)."""
     if as_relu and canon(g.op) in ("leaky_relu", "prelu"):
@@ -583,9 +550,11 @@ def _relu_named(g: GraphSite, as_relu: bool) -> str:
     return g.base_name
 
 
-def torchscript_sites(graph: Any, *, as_relu: bool = False) -> dict[str, tuple[str, list[Any]]]:
-    """Site name → (op, nodes) on an inlined TorchScript graph; ``as_relu`` names rewritten sites as before."""
-    named = assign_names([(_relu_named(g, as_relu), (g, nodes)) for g, nodes in _ts_candidates(graph)])
+def torchscript_sites(graph: Any, module: Any, *, as_relu: bool = False) -> dict[str, tuple[str, list[Any]]]:
+    """Site name → (op, nodes) on an inlined TorchScript graph (the audit's own walk);
+    ``as_relu`` names rewritten sites as before."""
+    sites = torchscript_site_nodes(graph, module)
+    named = assign_names([(_relu_named(g, as_relu), (g, nodes)) for g, nodes in sites])
     return {name: (g.op, nodes) for name, (g, nodes) in named}
 
 
@@ -610,7 +579,7 @@ def rewrite_torchscript(
     res = SurgeryResult(m)
     graph = m.forward.graph
     torch._C._jit_pass_inline(graph)
-    sites = torchscript_sites(graph)
+    sites = torchscript_sites(graph, m)
     new_nodes: dict[str, Any] = {}
     for p in plans:
         found = sites.get(p.name)
@@ -788,7 +757,7 @@ def torchscript_slopes(module: Any) -> list[tuple[str, str, float | None]]:
     graph = module.forward.graph.copy()
     torch._C._jit_pass_inline(graph)
     out = []
-    for name, (op, nodes) in torchscript_sites(graph, as_relu=True).items():
+    for name, (op, nodes) in torchscript_sites(graph, module, as_relu=True).items():
         n = nodes[0]
         slope = None
         if op.startswith("leaky_relu"):
@@ -804,21 +773,7 @@ _EXPORT_RELU = {"relu", "relu_"}
 
 def export_sites(gm: fx.GraphModule, *, as_relu: bool = False) -> dict[str, fx.Node]:
     """Site name → node on an ExportedProgram's graph (same walk as the audit)."""
-    items = []
-    for node in gm.graph.nodes:
-        if node.op != "call_function":
-            continue
-        op = op_name(node.target)
-        if canon(op) not in CANON_CANDIDATES:
-            continue
-        stack = list((node.meta.get("nn_module_stack") or {}).values())
-        if stack:
-            path, type_str = stack[-1]
-            path = re.sub(r"@\d+$", "", str(path))
-            mtype = str(type_str).rsplit(".", 1)[-1]
-        else:
-            path, mtype = "", ""
-        items.append((_relu_named(GraphSite(op, path, mtype), as_relu), node))
+    items = [(_relu_named(site, as_relu), node) for site, node in export_site_nodes(gm)]
     return dict(assign_names(items))
 
 
