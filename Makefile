@@ -5,13 +5,14 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: help install demo test lint fixtures bench clean
+.PHONY: help install demo test lint fixtures docs bench clean
 
 help:
 	@echo "make demo      audit a bundled fixture checkpoint and print its table"
 	@echo "make test      run the test suite (creates $(VENV) on first use)"
 	@echo "make lint      ruff + mypy"
 	@echo "make fixtures  regenerate fixtures/ from fixtures/make_fixtures.py"
+	@echo "make docs      regenerate the README's demo table and docs/html-report.png"
 	@echo "make bench     run the benchmark; writes bench/RESULTS.md"
 	@echo "make clean     remove the virtual environment and caches"
 
@@ -37,6 +38,9 @@ lint: $(STAMP)
 
 fixtures: $(STAMP)
 	$(PY) fixtures/make_fixtures.py
+
+docs: $(STAMP)
+	$(PY) docs/make_docs.py
 
 bench: $(STAMP)
 	$(PY) bench/run_bench.py --out bench/RESULTS.md
