@@ -113,9 +113,12 @@ def test_eager_counters_match_hand_computation(net_and_data) -> None:
         np.testing.assert_array_equal(st.low, exp["low"], err_msg=name)
         np.testing.assert_allclose(st.min, exp["min"], rtol=1e-6, err_msg=name)
         np.testing.assert_allclose(st.max, exp["max"], rtol=1e-6, err_msg=name)
-        np.testing.assert_allclose(st.neg_sum, exp["neg_sum"], rtol=1e-4, err_msg=name)
-        np.testing.assert_allclose(st.neg_sq, exp["neg_sq"], rtol=1e-4, err_msg=name)
-        np.testing.assert_allclose(st.pos_sq, exp["pos_sq"], rtol=1e-4, err_msg=name)
+        # Sums over many elements carry float32 rounding that differs between CPUs (oneDNN picks
+        # kernels per CPU); a unit with a tiny sum beside large ones gets the site's absolute slack.
+        for key in ("neg_sum", "neg_sq", "pos_sq"):
+            ref = exp[key]
+            slack = 1e-4 * float(np.abs(ref).max())
+            np.testing.assert_allclose(getattr(st, key), ref, rtol=1e-4, atol=slack, err_msg=f"{name} {key}")
         if "high" in exp:
             np.testing.assert_array_equal(st.high, exp["high"])
         if name != "tanh":
