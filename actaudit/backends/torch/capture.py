@@ -310,6 +310,7 @@ class Recorder:
         self.last_site: str | None = None
         self.unmatched_graph_ops = 0
         self.interrupted = False
+        self.option_error: InputError | None = None  # a --unit-axis mistake found inside the forward
         # softsign has no ATen op: it runs as x / (1 + |x|); these map |x| and 1 + |x| back to x.
         self._abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._one_plus_abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
@@ -395,9 +396,9 @@ class Recorder:
             if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
                 axis = o.axis if o.axis >= 0 else x.ndim + o.axis
                 if not 0 <= axis < max(x.ndim, 1):
-                    raise InputError(
-                        f"--unit-axis {o.glob}={o.axis}: site {base} has a {x.ndim}-d activation {tuple(x.shape)}"
-                    )
+                    # Kept for run_capture: TorchScript turns an exception raised in the mode into a bare RuntimeError.
+                    self.option_error = o.out_of_range(base, tuple(x.shape))
+                    raise self.option_error
                 return axis
         return default_axis(self.tags.get(x), x.ndim)
 
@@ -674,12 +675,17 @@ def run_capture(
             except (InputError, KeyboardInterrupt):
                 raise
             except Exception as e:
+                if rec.option_error is not None:
+                    raise rec.option_error from None
                 if rec.interrupted or "KeyboardInterrupt" in str(e):
                     # Ctrl-C inside a TorchScript or dispatch-mode call arrives wrapped in a RuntimeError.
                     raise KeyboardInterrupt from None
                 if "Traceback of TorchScript" in str(e):
                     e = _plain_error(call, args, kwargs) or e
-                raise _run_error(e, i, samples, n, rec.last_site, _shapes(args, kwargs)) from None
+                err = _run_error(e, i, samples, n, rec.last_site, _shapes(args, kwargs))
+                if rec.last_site is None and err.hint is None:
+                    err.hint = _data_hint(err.message, args, kwargs)
+                raise err from None
             samples += n
             n_batches += 1
             if progress is not None:
@@ -756,7 +762,27 @@ def _shapes(args: list[Any], kwargs: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _run_error(e: Exception, batch: int, start: int, n: int, site: str | None, shapes: str = "") -> Exception:
+def _data_hint(message: str, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """A layout or dtype fix for an error raised before the first activation (the data did not fit)."""
+    from ...hints import dtype_hint, move_axis_hint
+
+    tensors = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)]
+    if not tensors:
+        return None
+    shape = tuple(int(d) for d in tensors[0].shape)
+    conv = re.search(r"expected input\[[\d, ]+\] to have (\d+) channels", message)
+    guard = re.search(r"size\(\)\[(\d+)\] == (\d+)", message)
+    fix = None
+    if conv:
+        fix = move_axis_hint(shape, 1, int(conv.group(1)))
+    elif guard:
+        fix = move_axis_hint(shape, int(guard.group(1)), int(guard.group(2)))
+    return fix or dtype_hint(message, [str(t.dtype).removeprefix("torch.") for t in tensors])
+
+
+def _run_error(
+    e: Exception, batch: int, start: int, n: int, site: str | None, shapes: str = ""
+) -> ModelRunError:
     text = str(e)
     if "Traceback of TorchScript" in text:
         # Keep the interpreter's final "Error: message" line, not its serialized-code trace.
