@@ -306,13 +306,19 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     opts = options or AuditOptions(**kw)
     gates = [parse_gate(g) for g in opts.fail_on]
     t0 = time.perf_counter()
+    stage = getattr(opts.progress, "stage", None)
+    if stage is not None:
+        stage("loading the model")
     loaded = load_model(model, opts)
     t_load = time.perf_counter()
     source = data_source(data, loaded, opts)
+    t = source.total_samples
+    total = min(t, opts.samples) if t and opts.samples else (t or opts.samples)
     set_total = getattr(opts.progress, "set_total", None)
-    if set_total is not None:
-        t = source.total_samples
-        set_total(min(t, opts.samples) if t and opts.samples else (t or opts.samples))
+    if stage is not None:
+        stage("calibrating", total)
+    elif set_total is not None:
+        set_total(total)
     try:
         cap = loaded.capture(source, opts)
     except InputError as e:

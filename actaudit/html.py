@@ -75,6 +75,7 @@ tfoot td { font-weight: 600; border-top: 2px solid var(--line); }
 .pass { color: var(--pass); font-weight: 600; } .fail { color: var(--fail); font-weight: 600; }
 .tag { font: 11px system-ui, sans-serif; color: var(--muted); border: 1px solid var(--line); border-radius: 3px;
   padding: 0 4px; margin-left: 4px; }
+.nowrap { white-space: nowrap; }
 td.units { font-size: 11.5px; overflow-wrap: anywhere; max-width: 320px; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 """
@@ -386,7 +387,8 @@ def _mini_bar(s: dict[str, Any], v: SiteVerdict) -> str:
     sat = s["saturated_fraction"] or 0.0
     frac = _bad(v)
     cls = "dead" if dead >= sat else "sat"
-    return f'<span class="bar"><i class="{cls}" style="width: {100 * frac:.1f}%"></i></span>{_pct(frac)}'
+    bar = f'<span class="bar"><i class="{cls}" style="width: {100 * frac:.1f}%"></i></span>{_pct(frac)}'
+    return f'<span class="nowrap">{bar}</span>'
 
 
 def _flagged(s: dict[str, Any]) -> str:
@@ -443,13 +445,13 @@ def _table(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
     for s, v in zip(d["sites"], verdicts, strict=True):
         bad = " bad" if (s["dead"] or s["saturated"]) else ""
         fire = _pct(s["fire_rate"]["mean"]) if v.can_die else "–"
-        head = ' <span class="tag" title="produces a model output">output</span>' if _is_head(v) else ""
+        tag = ' <span class="tag" title="produces a model output">output</span>' if _is_head(v) else ""
         rows.append(
             f'<tr class="site{bad}" data-index="{s["index"]}" data-site="{_e(s["name"])}" '
             f'data-units="{s["units"]}" data-dead="{s["dead"]}" data-saturated="{s["saturated"]}" '
             f'data-rarely-firing="{s["rarely_firing"]}" data-dead-fraction="{_num(s["dead_fraction"])}" '
             f'data-saturated-fraction="{_num(s["saturated_fraction"])}">'
-            f'<td class="n">{s["index"]}</td><td class="name mono">{_e(s["name"])}{head}</td>'
+            f'<td class="n">{s["index"]}</td><td class="name mono">{_e(s["name"])}{tag}</td>'
             f'<td>{_e(s["op"])}</td><td>{_e(s["kind"])}</td><td class="n">{s["units"]}</td>'
             f'<td class="n">{s["dead"] if v.can_die else "–"}</td>'
             f'<td class="n">{s["saturated"] if v.can_saturate else "–"}</td>'

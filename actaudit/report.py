@@ -119,6 +119,8 @@ class Report:
                 "max": _r(float(st.max.max())) if st.units else None,
             },
         }
+        if info.model_output:
+            d["model_output"] = True
         if self.per_unit:
             d["per_unit"] = {
                 "fire_rate": [_r(float(x)) for x in v.fire_rate],

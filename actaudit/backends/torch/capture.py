@@ -316,6 +316,11 @@ class Recorder:
         self._one_plus_abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._counts: dict[str, int] = defaultdict(int)
         self._graph_ptr = 0
+        from .heads import OutputOrigins
+
+        self.origins = OutputOrigins()  # which sites' values reach the model's outputs
+        self.last_key: tuple[str, int] | None = None
+        self.output_sites: set[tuple[str, int]] = set()
 
     # -- per forward ----------------------------------------------------------------
     def begin_forward(self, samples: int) -> None:
@@ -382,6 +387,7 @@ class Recorder:
             site = _Site(info, act.thresholds(self.f), _Acc(units, x.device), base, k)
             self.sites[key] = site
         self.last_site = f"{base}#{k}"
+        self.last_key = key
         if site.broken:
             return
         axis = site.info.unit_axis
@@ -427,6 +433,7 @@ class Recorder:
         out, uncovered = [], []
         for (base, k), site in self.sites.items():
             site.info.name = base if per_base[base] == 1 else f"{base}#{k}"
+            site.info.model_output = (base, k) in self.output_sites
             if site.broken:
                 uncovered.append(Uncovered(site.info.name, site.info.op, site.broken))
                 continue
@@ -465,6 +472,7 @@ class FunctionCapture(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         name = op_name(func)
+        observed = None
         if name in CANDIDATES:
             found = activation_of(name, args, kwargs)
             x = _first_tensor(args, kwargs)
@@ -477,8 +485,10 @@ class FunctionCapture(TorchFunctionMode):
                     label = name.rstrip("_")
                     base, op = (f"{path}/{label}" if path else label), name
                 self.rec.observe(base, path, op, act, weight, x)
+                observed = self.rec.last_key
         out = func(*args, **kwargs)
         self.rec.tag(name, args, out)
+        self.rec.origins.after(name, args, out, observed)
         return out
 
 
@@ -496,6 +506,7 @@ class DispatchCapture(TorchDispatchMode):
 
     def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = op_name(func)
+        observed = None
         if name in CANDIDATES:
             base, module, label = self.rec.graph_base(name)
             found = activation_of(name, args, kwargs)
@@ -503,11 +514,14 @@ class DispatchCapture(TorchDispatchMode):
             if found is not None and x is not None:
                 act, weight = found
                 self.rec.observe(base, module, label, act, weight, x)
+                observed = self.rec.last_key
         elif name == "div" and self.rec.is_softsign(args):
             base, module, label = self.rec.graph_base("softsign")
             self.rec.observe(base, module, label, Activation("softsign"), None, args[0])
+            observed = self.rec.last_key
         out = func(*args, **kwargs)
         self.rec.tag(name, args, out)
+        self.rec.origins.after(name, args, out, observed)
         if name in ("abs", "add"):
             self.rec.track_softsign(name, args, out)
         return out
@@ -671,7 +685,10 @@ def run_capture(
             mode: Any = FunctionCapture(rec) if eager_model is not None else DispatchCapture(rec)
             try:
                 with torch.no_grad(), mode:
-                    call(*args, **kwargs)
+                    result = call(*args, **kwargs)
+                if i == 0:
+                    rec.output_sites = rec.origins.sites_of(result)
+                del result
             except (InputError, KeyboardInterrupt):
                 raise
             except Exception as e:
