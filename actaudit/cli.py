@@ -123,7 +123,8 @@ def data_options(f: F) -> F:
             click.option(
                 "--data-loader",
                 metavar="FILE.py:FUNCTION",
-                help="A function that yields batches (tensor, tuple or dict). Runs that code.",
+                help="A function that yields batches (tensor, tuple of positional inputs or dict); yield the "
+                "inputs only, not (inputs, labels) pairs. Runs that code.",
             ),
             click.option("--samples", type=click.IntRange(min=1), help="Use at most N samples."),
             click.option(

@@ -135,10 +135,11 @@ def _pty_run(args: list[str], columns: int) -> tuple[str, str]:
 
 @pytest.mark.slow
 def test_terminal_gets_a_fitted_table_and_a_progress_line() -> None:
-    out, err = _pty_run([ACTAUDIT, "audit", str(TS), "--calib", str(IMAGES)], columns=60)
+    # ONNX: the subprocess then starts without importing torch
+    out, err = _pty_run([ACTAUDIT, "audit", str(ONNX), "--calib", str(IMAGES)], columns=60)
     lines = [ANSI.sub("", x) for x in out.replace("\r\n", "\n").splitlines()]
     assert lines and max(len(x) for x in lines) <= 60
-    assert any(x.split()[:2] == ["4", "tanh"] for x in lines)
+    assert any(x.split()[:3] == ["4", "/Tanh", "tanh"] for x in lines)
     # progress: carriage-return redraws on the terminal, ending at the sample count of the data
     assert "\r" in err and "calibrating [" in err
     assert f"{np.load(IMAGES, mmap_mode='r').shape[0]}/128 samples 100%" in err
@@ -590,3 +591,19 @@ def test_html_site_table_keeps_its_header_and_tags_heads(ocr_page: tuple[actaudi
         if any(sp.get("class") == "tag" for sp in tr.iter("span"))
     ]
     assert tagged == [s.info.name for s in r.sites if s.info.model_output and s.saturated_units]
+
+
+def test_table_width_follows_the_terminal_unless_wide_or_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    from actaudit.render import table_width
+
+    class _Tty:
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdout", _Tty())
+    monkeypatch.setenv("COLUMNS", "72")
+    assert table_width(False, False) == 72
+    assert table_width(True, False) is None  # --wide
+    assert table_width(False, True) is None  # -o FILE
+    monkeypatch.setattr(sys, "stdout", object())  # no isatty: a pipe-like object
+    assert table_width(False, False) is None
