@@ -64,6 +64,9 @@ class AuditOptions:
     threads: int | None = None
     per_unit: bool = False
     progress: Callable[[int], None] | None = None
+    # Maps each item a loader yields to the model's inputs, e.g. ``lambda b: b[0]`` for (inputs, labels).
+    input_fn: Callable[[Any], Any] | None = None
+    val_range: tuple[float, float] | None = None  # synthetic values drawn from [LOW, HIGH]
 
 
 def parse_axis_overrides(specs: Iterable[str]) -> list[AxisOverride]:
@@ -101,7 +104,7 @@ class LoadedModel:
     def capture(self, source: DataSource, opts: AuditOptions) -> Capture:
         overrides = parse_axis_overrides(opts.unit_axis)
         mod = _backend_module(self.backend)
-        return mod.capture(  # type: ignore[no-any-return,unused-ignore]
+        cap: Capture = mod.capture(
             self.handle,
             source,
             samples=opts.samples,
@@ -109,6 +112,27 @@ class LoadedModel:
             axis_overrides=overrides,
             progress=opts.progress,
         )
+        check_axis_overrides(overrides, cap)
+        return cap
+
+
+def check_axis_overrides(overrides: Sequence[AxisOverride], cap: Capture) -> None:
+    """A ``--unit-axis`` glob that matches no site is a typo in the option: in CI it must not pass silently."""
+    import fnmatch
+    import re
+
+    for o in overrides:
+        names = set()
+        for n in [*(s.info.name for s in cap.sites), *(u.name for u in cap.uncovered)]:
+            names |= {n, re.sub(r"#\d+$", "", n)}
+        names |= {s.info.module for s in cap.sites}
+        if not any(fnmatch.fnmatchcase(n, o.glob) for n in names if n):
+            listed = [s.info.name for s in cap.sites]
+            shown = ", ".join(listed[:12]) + (" …" if len(listed) > 12 else "")
+            raise InputError(
+                f"--unit-axis {o.glob}={o.axis}: the glob {o.glob!r} matches no site",
+                hint=f"sites are: {shown or 'none'} (actaudit inspect MODEL lists them)",
+            )
 
 
 def _backend_module(name: str) -> Any:
@@ -141,17 +165,64 @@ def load_model(model: Any, opts: AuditOptions) -> LoadedModel:
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(model, torch.nn.Module):
         h = _backend_module("torch").from_module(model)
-        return LoadedModel("torch", h, "in-memory", None, None)
+        return LoadedModel(
+            "torch", h, "in-memory" if h.fmt != "torchscript" else "in-memory torchscript", None, None
+        )
+    if torch is not None and isinstance(model, getattr(torch.export, "ExportedProgram", ())):
+        h = _backend_module("torch").from_exported_program(model)
+        return LoadedModel("torch", h, "in-memory torch.export", None, None)
     onnx = sys.modules.get("onnx")
     if onnx is not None and isinstance(model, onnx.ModelProto):
         h = _backend_module("onnx").load(model, provider=opts.provider, threads=opts.threads)
         return LoadedModel("onnx", h, "onnx", None, None)
     raise InputError(
-        f"cannot audit a {type(model).__name__}: give a path, a torch.nn.Module or an onnx.ModelProto"
+        f"cannot audit a {type(model).__name__}: give a path, a torch.nn.Module (eager or ScriptModule), "
+        "a torch.export.ExportedProgram or an onnx.ModelProto"
     )
 
 
 def data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
+    """The batches to calibrate on, with ``opts.input_fn`` applied to every item when given."""
+    source = _data_source(data, model, opts)
+    fn = opts.input_fn
+    if fn is None:
+        return source
+    inner = source.batches
+
+    def mapped() -> Any:
+        for args, kwargs in inner():
+            raw = (
+                kwargs if kwargs and not args else (args[0] if len(args) == 1 and not kwargs else tuple(args))
+            )
+            yield normalize_batch(fn(raw))
+
+    return DataSource(
+        mapped, source.description + " (through input_fn)", source.synthetic, source.total_samples
+    )
+
+
+_LABELS_HINT = (
+    "if the data yields (inputs, labels) pairs, pass input_fn=lambda batch: batch[0] "
+    "; with the CLI, write a --data-loader function that yields the inputs only"
+)
+
+
+def _labels_hint(e: InputError, data: Any, opts: AuditOptions) -> InputError:
+    """The model rejected a batch of several positional values: likely labels passed to ``forward``."""
+    text = e.message.lower()
+    iterable = data is not None and not isinstance(data, (str, os.PathLike, np.ndarray, dict))
+    loader = iterable or opts.data_loader is not None
+    if (
+        loader
+        and opts.input_fn is None
+        and e.hint is None
+        and ("positional" in text or "argument" in text or "inputs but the model takes" in text)
+    ):
+        e.hint = _LABELS_HINT
+    return e
+
+
+def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
     given = [x is not None for x in (data, opts.calib, opts.data_loader)]
     if sum(given) > 1:
         raise InputError("give one of --calib, --data-loader (or the data argument), not several")
@@ -164,13 +235,24 @@ def data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource
     if opts.data_loader is not None:
         return from_loader(opts.data_loader)
     if data is None:
-        shapes = parse_input_shapes(opts.input_shapes)
+        from dataclasses import replace
+
+        from .data import split_input_dtypes
+
+        plain, dtypes = split_input_dtypes(opts.input_shapes)
+        shapes = parse_input_shapes(plain)
+        _check_batch_axis(shapes, model.inputs)
+        specs = [
+            replace(s, dtype=dtypes.get(s.name) or (dtypes.get(None) if i == 0 else None) or s.dtype)
+            for i, s in enumerate(model.inputs)
+        ]
         return synthetic(
-            model.inputs,
+            specs,
             shapes,
             samples=opts.samples or DEFAULT_SYNTHETIC_SAMPLES,
             batch_size=opts.batch_size,
             seed=opts.seed,
+            val_range=opts.val_range,
         )
     if isinstance(data, (str, os.PathLike)):
         return load_calib_file(data, opts.batch_size)
@@ -186,23 +268,73 @@ def data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource
     raise InputError(f"cannot use a {type(data).__name__} as calibration data")
 
 
+def _check_batch_axis(shapes: dict[str | None, tuple[int, ...]], inputs: list[InputSpec]) -> None:
+    """``--input-shape 3x16x16`` for a model declaring ``?x3x16x16``: say so before a confusing run."""
+    from .hints import batch_axis_hint
+
+    for name, shape in shapes.items():
+        spec = next((s for s in inputs if s.name == name), inputs[0] if len(inputs) == 1 else None)
+        if spec is None or spec.shape is None:
+            continue
+        fix = batch_axis_hint(shape, spec.shape)
+        if fix:
+            typed = "x".join(map(str, shape))
+            raise InputError(
+                f"--input-shape {(name + '=') if name else ''}{typed}: input {spec.name!r} has "
+                f"{len(spec.shape)} axes ({_dims(spec.shape)}) but {typed} gives {len(shape)}",
+                hint=fix,
+            )
+
+
+def _dims(shape: Sequence[int | None]) -> str:
+    return "x".join("?" if d is None else str(d) for d in shape)
+
+
+def _synthetic_hint(e: InputError, opts: AuditOptions) -> InputError:
+    """A model that raised on synthetic data before any activation: the shape typed is the likely cause."""
+    if opts.input_shapes and e.hint is None and "before any activation" in e.message:
+        typed = ", ".join(opts.input_shapes)
+        e.hint = (
+            f"--input-shape {typed}: the leading dim is the batch axis, replaced by --batch-size; "
+            f"for one sample of that shape write 1x{typed.split('=')[-1]}"
+        )
+    return e
+
+
 def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, **kw: Any) -> Report:
     """Audit ``model`` on ``data``; keyword arguments are :class:`AuditOptions` fields."""
     opts = options or AuditOptions(**kw)
     gates = [parse_gate(g) for g in opts.fail_on]
     t0 = time.perf_counter()
+    stage = getattr(opts.progress, "stage", None)
+    if stage is not None:
+        stage("loading the model")
     loaded = load_model(model, opts)
     t_load = time.perf_counter()
     source = data_source(data, loaded, opts)
+    t = source.total_samples
+    total = min(t, opts.samples) if t and opts.samples else (t or opts.samples)
     set_total = getattr(opts.progress, "set_total", None)
-    if set_total is not None:
-        t = source.total_samples
-        set_total(min(t, opts.samples) if t and opts.samples else (t or opts.samples))
-    cap = loaded.capture(source, opts)
+    if stage is not None:
+        stage("calibrating", total)
+    elif set_total is not None:
+        set_total(total)
+    try:
+        cap = loaded.capture(source, opts)
+    except InputError as e:
+        raise (_synthetic_hint(e, opts) if source.synthetic else _labels_hint(e, data, opts)) from None
     t_cap = time.perf_counter()
     return build_report(
         loaded, source, cap, opts, gates, {"load_s": t_load - t0, "capture_s": t_cap - t_load}
     )
+
+
+_INFO_PREFIXES = ("weights from key",)
+
+
+def is_info(note: str) -> bool:
+    """A loader note that reports a choice the tool made for the user, not something to fix."""
+    return note.startswith(_INFO_PREFIXES)
 
 
 def build_report(
@@ -214,7 +346,8 @@ def build_report(
     timings: dict[str, float],
 ) -> Report:
     verdicts = [classify(s.info, s.stats, opts.settings) for s in cap.sites]
-    warnings = list(loaded.notes) + list(cap.warnings)
+    notes = [n for n in loaded.notes if is_info(n)]
+    warnings = [n for n in loaded.notes if not is_info(n)] + list(cap.warnings)
     if source.synthetic:
         warnings.append(
             "calibration data is synthetic (random inputs): verdicts describe random inputs, not real data; "
@@ -258,6 +391,7 @@ def build_report(
         sites=verdicts,
         uncovered=cap.uncovered,
         warnings=warnings,
+        notes=notes,
         inputs=cap.inputs,
         per_unit=opts.per_unit,
     )

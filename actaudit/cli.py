@@ -98,6 +98,18 @@ def model_options(f: F) -> F:
     return f
 
 
+def _val_range(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(x) for x in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LOW,HIGH (e.g. 0,30521)") from None
+    if not lo <= hi:
+        raise click.BadParameter(f"{value!r}: LOW must not exceed HIGH")
+    return (lo, hi)
+
+
 def data_options(f: F) -> F:
     """Where the calibration batches come from."""
     for opt in reversed(
@@ -111,17 +123,32 @@ def data_options(f: F) -> F:
             click.option(
                 "--data-loader",
                 metavar="FILE.py:FUNCTION",
-                help="A function that yields batches (tensor, tuple or dict). Runs that code.",
+                help="A function that yields batches (tensor, tuple of positional inputs or dict); yield the "
+                "inputs only, not (inputs, labels) pairs. Runs that code.",
             ),
             click.option("--samples", type=click.IntRange(min=1), help="Use at most N samples."),
-            click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True),
+            click.option(
+                "--batch-size",
+                type=click.IntRange(min=1),
+                default=32,
+                show_default=True,
+                help="Samples per forward pass for .npy/.npz/synthetic data (.pt files and loaders keep their own "
+                "batches; a torch.export program with a fixed batch uses that).",
+            ),
             click.option(
                 "--input-shape",
                 "input_shapes",
                 multiple=True,
-                metavar="[NAME=]DIMS",
-                help="Shape of a synthetic input, e.g. 1x3x224x224 (the leading dim is the batch axis). "
-                "Used when no calibration data is given.",
+                metavar="[NAME=]DIMS[:DTYPE]",
+                help="Shape (and dtype) of a synthetic input, e.g. 1x3x224x224 or input_ids=1x128:int64 "
+                "(the leading dim is the batch axis). Used when no calibration data is given.",
+            ),
+            click.option(
+                "--val-range",
+                metavar="LOW,HIGH",
+                callback=_val_range,
+                help="Draw synthetic values uniformly from [LOW, HIGH] (integers for integer inputs, e.g. token "
+                "ids 0,30521). Default: standard normal floats, 0/1 integers.",
             ),
             click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic inputs."),
         ]
@@ -238,6 +265,17 @@ def _emit(text: str, output: str | None, force: bool) -> None:
     metavar="FILE",
     help="Also write a self-contained HTML report (charts, no network resources) to FILE.",
 )
+@click.option(
+    "--junit",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Also write the gates and baseline comparisons as JUnit XML (one testcase each) for CI test reports.",
+)
+@click.option(
+    "--wide",
+    is_flag=True,
+    help="Print the full table even when it is wider than the terminal (files and pipes always get it).",
+)
 @output_options
 @config_option
 def audit(**kw: Any) -> None:
@@ -256,6 +294,18 @@ def audit(**kw: Any) -> None:
     opts.per_unit = kw["per_unit"]
     _check_output(kw["output"], kw["force"], kw["model"])
     _check_output(kw["html"], kw["force"], kw["model"])
+    _check_output(kw["junit"], kw["force"], kw["model"])
+    from .config import CONFIG_META
+
+    config_file = click.get_current_context().meta.get(CONFIG_META)
+    if config_file and not kw["quiet"]:
+        click.echo(f"actaudit: using config file {config_file}", err=True)
+    if kw["per_unit"] and kw["fmt"] != "json" and not kw["quiet"]:
+        click.echo(
+            f"actaudit: warning: --per-unit adds per-unit vectors to JSON only; --format {kw['fmt']} ignores it "
+            "(use --format json, or --html for per-site unit indices)",
+            err=True,
+        )
     baseline = None
     if kw["against"]:
         from .baseline import load_baseline
@@ -267,6 +317,8 @@ def audit(**kw: Any) -> None:
     opts.progress = progress
     with progress:
         report = run_audit(kw["model"], options=opts)
+    if config_file:
+        report.run["config_file"] = str(config_file)
     if baseline is not None:
         from .baseline import compare
 
@@ -284,14 +336,29 @@ def audit(**kw: Any) -> None:
     else:
         comparison = None
     if not kw["quiet"] and kw["fmt"] != "table":
+        for n in report.notes:
+            click.echo(f"actaudit: note: {n}", err=True)
         for w in report.warnings:
             click.echo(f"actaudit: warning: {w}", err=True)
-    _emit(report.render(kw["fmt"], color=_use_color(kw["output"])), kw["output"], kw["force"])
+    from .render import table_width
+
+    width = table_width(kw["wide"], bool(kw["output"]))
+    _emit(report.render(kw["fmt"], color=_use_color(kw["output"]), width=width), kw["output"], kw["force"])
     if kw["html"]:
         from .fileio import write_text_atomic
         from .html import render_html
 
         write_text_atomic(kw["html"], render_html(report, comparison), force=kw["force"])
+    if kw["junit"]:
+        from .fileio import write_text_atomic
+        from .junit import render_junit
+
+        write_text_atomic(kw["junit"], render_junit(report), force=kw["force"])
+    if report.gates:
+        from .junit import ci_summary
+
+        for line in ci_summary(report):
+            click.echo(line, err=True)
     if not report.passed:
         failed = [g.gate.text for g in report.gates if g.failed]
         click.echo(f"actaudit: gate failed: {', '.join(failed)}", err=True)
@@ -316,6 +383,7 @@ def audit_options(kw: dict[str, Any]) -> Any:
         batch_size=kw["batch_size"],
         input_shapes=kw["input_shapes"],
         seed=kw["seed"],
+        val_range=kw.get("val_range"),
         arch=kw["arch"],
         state_key=kw["state_key"],
         trust_pickle=kw["trust_pickle"],

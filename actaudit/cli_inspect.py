@@ -37,6 +37,7 @@ class Inspection:
     uncovered: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     probe: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         from . import __version__
@@ -50,6 +51,7 @@ class Inspection:
             "uncovered": self.uncovered,
             "notes": self.notes,
             "probe": self.probe,
+            "facts": self.facts,
         }
 
     def render(self, fmt: str = "table") -> str:
@@ -68,6 +70,7 @@ def inspect_model(
     input_shapes: Sequence[str] = (),
     unit_axis: Sequence[str] = (),
     seed: int = 0,
+    val_range: tuple[float, float] | None = None,
     **load_options: Any,
 ) -> Inspection:
     """Sites and inputs of ``model`` (a path, ``nn.Module`` or ``onnx.ModelProto``).
@@ -84,14 +87,26 @@ def inspect_model(
         input_shapes=tuple(input_shapes),
         unit_axis=tuple(unit_axis),
         seed=seed,
+        val_range=val_range,
         **load_options,
     )
+    from .api import _backend_module
+    from .errors import InputError
+
     loaded = load_model(model, opts)
+    facts = _backend_module(loaded.backend).model_facts(loaded.handle)
     fixed = getattr(loaded.handle, "fixed_batch", None)
     if fixed:
         opts.samples = opts.batch_size = int(fixed)
-    source = data_source(None, loaded, opts)
-    cap = loaded.capture(source, opts)
+    try:
+        source = data_source(None, loaded, opts)
+        cap = loaded.capture(source, opts)
+    except InputError as e:
+        # The shared messages suggest audit's data options; inspect takes only --input-shape / --val-range.
+        if e.hint:
+            e.hint = e.hint.replace(", or give --calib", "").replace(" or give --calib", "")
+            e.hint = e.hint.replace("pass --calib or --data-loader", "pass --input-shape")
+        raise
     sites = []
     for i, s in enumerate(cap.sites):
         info = s.info
@@ -116,12 +131,31 @@ def inspect_model(
         sites=sites,
         uncovered=[u.to_dict() for u in cap.uncovered],
         notes=list(loaded.notes) + list(cap.warnings),
+        facts=facts,
         probe=f"found by one forward pass of {cap.samples} sample{'' if cap.samples == 1 else 's'} ({source.description})",
     )
 
 
 def _shape(shape: Any) -> str:
-    return "?" if shape is None else "×".join(str(d) for d in shape) or "scalar"
+    return "?" if shape is None else "×".join("?" if d is None else str(d) for d in shape) or "scalar"
+
+
+def _facts_line(f: dict[str, Any]) -> str:
+    """One line like Polygraphy's model summary: producer, IR/opsets, node and initializer counts."""
+    parts = []
+    if f.get("producer"):
+        parts.append(f"producer {f['producer']}")
+    if f.get("ir_version") is not None:
+        parts.append(f"IR {f['ir_version']}")
+    if f.get("opsets"):
+        parts.append("opset " + ", ".join(f"{d} {v}" for d, v in f["opsets"].items()))
+    if f.get("nodes") is not None:
+        parts.append(f"{f['nodes']} nodes")
+    if f.get("initializers") is not None:
+        parts.append(f"{f['initializers']} initializers")
+    if f.get("parameters") is not None:
+        parts.append(f"{f['parameters']:,} parameters")
+    return " · ".join(parts)
 
 
 def _tables(ins: Inspection, fmt: str) -> str:
@@ -130,16 +164,26 @@ def _tables(ins: Inspection, fmt: str) -> str:
     tablefmt = "github" if fmt == "markdown" else "simple"
     m = ins.model
     title = f"{m.get('path') or 'in-memory model'} [{m.get('format')}]"
-    out = [f"**{title}**" if fmt == "markdown" else title, ""]
-    out.append(
-        tabulate(
-            [[i["name"], _shape(i.get("shape")), i.get("dtype")] for i in ins.inputs],
-            headers=["input", "shape", "dtype"],
-            tablefmt=tablefmt,
-            disable_numparse=True,
-        )
-    )
+    out = [f"**{title}**" if fmt == "markdown" else title]
+    line = _facts_line(ins.facts)
+    if line:
+        out.append(line)
     out.append("")
+    declared = ins.facts.get("inputs")
+    # Declared inputs keep their symbolic dims (batch, n); the probe's shapes fill in the rest.
+    inputs = declared if declared and any(i.get("shape") for i in declared) else ins.inputs
+    for label, items in (("input", inputs), ("output", ins.facts.get("outputs") or [])):
+        if not items:
+            continue
+        out.append(
+            tabulate(
+                [[i["name"], _shape(i.get("shape")), i.get("dtype")] for i in items],
+                headers=[label, "shape", "dtype"],
+                tablefmt=tablefmt,
+                disable_numparse=True,
+            )
+        )
+        out.append("")
     rows = [
         [
             s["index"],
@@ -189,6 +233,8 @@ def inspect_command(model_options: Callable[[Callable[..., Any]], Callable[..., 
     without an import cycle (``cli.py`` imports this module; this module needs its options).
     """
 
+    from .cli import _val_range as _val_range_option
+
     @click.command("inspect")
     @click.argument("model", type=click.Path(dir_okay=True))
     @model_options
@@ -196,8 +242,16 @@ def inspect_command(model_options: Callable[[Callable[..., Any]], Callable[..., 
         "--input-shape",
         "input_shapes",
         multiple=True,
-        metavar="[NAME=]DIMS",
-        help="Shape of an input the model does not declare, e.g. 1x3x224x224 (the leading dim is the batch axis).",
+        metavar="[NAME=]DIMS[:DTYPE]",
+        help="Shape (and dtype) of the synthetic probe input, e.g. 1x3x224x224 or input_ids=1x128:int64 "
+        "(the leading dim is the batch axis).",
+    )
+    @click.option(
+        "--val-range",
+        metavar="LOW,HIGH",
+        callback=_val_range_option,
+        help="Draw synthetic values uniformly from [LOW, HIGH] (integers for integer inputs: token ids), "
+        "e.g. 0,30521. Default: standard normal floats, 0/1 integers.",
     )
     @click.option(
         "--unit-axis",
@@ -231,6 +285,7 @@ def inspect_command(model_options: Callable[[Callable[..., Any]], Callable[..., 
             kw["model"],
             input_shapes=kw["input_shapes"],
             unit_axis=kw["unit_axis"],
+            val_range=kw["val_range"],
             arch=kw["arch"],
             state_key=kw["state_key"],
             trust_pickle=kw["trust_pickle"],

@@ -51,6 +51,39 @@ class _Range(click.ParamType):
         return (lo, hi)
 
 
+_ONNX_EXT = (".onnx",)
+_TORCH_EXT = (".pt2", ".ts", ".pt", ".pth", ".jit")
+
+
+def check_output_extension(model: str, output: str, output_format: str | None) -> None:
+    """Refuse, before the run, an ``-o`` whose extension names a format the rewrite would not write.
+
+    Rewrite keeps the input's format (``--output-format`` only chooses between TorchScript and
+    torch.export for eager inputs): ``x.ts -o y.onnx`` would otherwise write TorchScript into ``y.onnx``.
+    """
+    import os
+
+    from .detect import ONNX, detect_format
+    from .errors import InputError
+
+    if not os.path.isfile(model):
+        return  # the loader reports a missing model with its own message
+    ext = os.path.splitext(output)[1].lower()
+    fmt = detect_format(model)
+    stem = os.path.splitext(output)[0]
+    if fmt == ONNX and ext in _TORCH_EXT:
+        raise InputError(
+            f"-o {output}: rewrite writes an ONNX model as ONNX, but {ext} names a PyTorch format",
+            hint=f"write to {stem}.onnx",
+        )
+    if fmt != ONNX and ext in _ONNX_EXT:
+        keep = ".pt2" if fmt == "torch.export" or output_format == "pt2" else ".ts"
+        raise InputError(
+            f"-o {output}: rewrite writes a {fmt} model in a PyTorch format, not ONNX",
+            hint=f"write to {stem}{keep}, then convert the result with torch.onnx.export",
+        )
+
+
 @click.command()
 @click.argument("model", type=click.Path(dir_okay=True))
 @click.option(
@@ -172,6 +205,7 @@ def rewrite(**kw: Any) -> None:
         audit=audit,
     )
     check_output(kw["output"], kw["force"], kw["model"])
+    check_output_extension(kw["model"], kw["output"], kw["output_format"])
     if kw["report"]:
         check_output(kw["report"], True, kw["model"])
     report = run_rewrite(kw["model"], options=opts)

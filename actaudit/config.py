@@ -42,6 +42,7 @@ NOT_CONFIGURABLE = frozenset({"model", "output", "force", "debug", "help", "vers
 COMMAND_LINE_ONLY = frozenset({"trust_pickle"})
 # Options whose value is a path (or FILE.py:NAME), resolved relative to the config file.
 PATH_KEYS = frozenset({"calib", "against", "html", "data_loader", "arch"})
+CONFIG_META = "actaudit.config_file"  # click context meta key: the config file a command used
 SOURCE_KEY = "__file__"  # where a loaded config came from, kept next to the values
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -223,6 +224,7 @@ def _apply(ctx: click.Context, _param: click.Parameter, value: str | None) -> No
     except InputError as e:
         raise click.BadParameter(e.one_line(), ctx=ctx, param_hint="--config") from None
     if cfg:
+        ctx.meta[CONFIG_META] = cfg[SOURCE_KEY]  # the JSON run section and stderr name it
         ctx.default_map = {**default_map(cfg, ctx.command), **(ctx.default_map or {})}
 
 

@@ -345,6 +345,31 @@ def from_loader(spec: str) -> DataSource:
 _DIM_RE = re.compile(r"^\d+(x\d+)*$")
 
 
+def split_input_dtypes(specs: Iterable[str]) -> tuple[list[str], dict[str | None, str]]:
+    """``NAME=DIMS:DTYPE`` → (``NAME=DIMS`` specs, {name: dtype}); a dtype must be a numpy one (int64, float16)."""
+    plain: list[str] = []
+    dtypes: dict[str | None, str] = {}
+    for spec in specs:
+        head, sep, dtype = spec.rpartition(":")
+        if not sep:
+            plain.append(spec)
+            continue
+        try:
+            dt = np.dtype(dtype.strip())
+        except TypeError:
+            raise InputError(
+                f"--input-shape {spec!r}: {dtype!r} is not a dtype", hint="e.g. input_ids=1x128:int64"
+            ) from None
+        if dt.hasobject or dt.kind not in "biuf":
+            raise InputError(
+                f"--input-shape {spec!r}: {dt} is not a numeric dtype", hint="e.g. :int64 or :float16"
+            )
+        plain.append(head)
+        name = head.rpartition("=")[0] if "=" in head else None
+        dtypes[name or None] = str(dt)
+    return plain, dtypes
+
+
 def parse_input_shapes(specs: Iterable[str]) -> dict[str | None, tuple[int, ...]]:
     """``1x3x224x224`` (the only/first input) or ``NAME=1x3x224x224``."""
     out: dict[str | None, tuple[int, ...]] = {}
@@ -374,8 +399,12 @@ def synthetic(
     samples: int,
     batch_size: int,
     seed: int,
+    val_range: tuple[float, float] | None = None,
 ) -> DataSource:
     """Standard-normal floats (integers in [0, 2) for integer inputs), reproducible from ``seed``.
+
+    ``val_range`` (``--val-range LOW,HIGH``) draws uniformly from that range instead:
+    integers in [LOW, HIGH] (token ids below a vocabulary size), floats in [LOW, HIGH).
 
     The leading dimension of a shape given with ``--input-shape`` is the batch axis and is
     set by ``batch_size``. Shapes the model declares keep what it fixes: a scalar input stays
@@ -432,7 +461,10 @@ def synthetic(
             for _, shape, dtype, batched in resolved:
                 full = (n, *shape[1:]) if batched else shape
                 if np.issubdtype(np.dtype(dtype), np.integer):
-                    arrays.append(rng.integers(0, 2, size=full).astype(dtype))
+                    lo, hi = (int(val_range[0]), int(val_range[1]) + 1) if val_range else (0, 2)
+                    arrays.append(rng.integers(lo, hi, size=full).astype(dtype))
+                elif val_range is not None and np.dtype(dtype) != np.bool_:
+                    arrays.append(rng.uniform(val_range[0], val_range[1], size=full).astype(dtype))
                 elif np.dtype(dtype) == np.bool_:
                     arrays.append(rng.integers(0, 2, size=full).astype(bool))
                 else:

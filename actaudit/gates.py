@@ -38,7 +38,7 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
 }
 _GATE_RE = re.compile(
-    r"^\s*(?:(?P<glob>.+):)?(?P<metric>[a-z-]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>[-+0-9.eE]+)\s*$"
+    r"^\s*(?:(?P<glob>.+):)?(?P<metric>[A-Za-z_-]+)\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<value>[-+0-9.eE]+)\s*$"
 )
 
 
@@ -72,12 +72,18 @@ def parse_gate(text: str) -> Gate:
     if not m:
         raise ActauditError(
             f"cannot read gate {text!r}",
-            hint="write [SITE_GLOB:]METRIC OP NUMBER, e.g. 'dead>0' or 'encoder.*:dead-fraction>0.5'",
+            hint="write [SITE_GLOB:]METRIC OP NUMBER, e.g. 'dead>0' or 'encoder.*:dead-fraction>0.5'; "
+            "metrics: " + ", ".join(METRICS) + "; ops: " + " ".join(_OPS),
         )
     metric = m.group("metric")
     if metric not in METRICS:
+        import difflib
+
+        close = difflib.get_close_matches(metric.lower().replace("_", "-"), METRICS, n=1, cutoff=0.6)
+        fix = f"did you mean {text.replace(metric, close[0], 1)!r}? " if close else ""
         raise ActauditError(
-            f"gate {text!r} names unknown metric {metric!r}", hint="metrics: " + ", ".join(METRICS)
+            f"--fail-on {text!r} names unknown metric {metric!r}",
+            hint=fix + "valid metrics: " + ", ".join(METRICS),
         )
     try:
         value = float(m.group("value"))

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 HIST_BINS = 10
 DEPTH_W, DEPTH_H = 960, 220
+DEPTH_LABELS = 110  # extra height for the rotated site names under the depth chart
+DEPTH_NAME_CHARS = 22
 HIST_W, HIST_H = 230, 96
 
 _CSS = """
@@ -71,8 +73,35 @@ tfoot td { font-weight: 600; border-top: 2px solid var(--line); }
 .bar i { position: absolute; left: 0; top: 0; bottom: 0; }
 .bar i.dead { background: var(--dead); } .bar i.sat { background: var(--sat); }
 .pass { color: var(--pass); font-weight: 600; } .fail { color: var(--fail); font-weight: 600; }
+.tag { font: 11px system-ui, sans-serif; color: var(--muted); border: 1px solid var(--line); border-radius: 3px;
+  padding: 0 4px; margin-left: 4px; }
+.nowrap { white-space: nowrap; }
+td.units { font-size: 11.5px; overflow-wrap: anywhere; max-width: 320px; }
 footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 """
+
+
+def _elide(name: str, width: int) -> str:
+    from .render import elide
+
+    return elide(name, width)
+
+
+def _is_head(v: SiteVerdict) -> bool:
+    from .render import expected_saturation
+
+    return expected_saturation(v)
+
+
+def _bad(v: SiteVerdict) -> float:
+    from .render import bad_fraction
+
+    return bad_fraction(v)
+
+
+def _units_text(units: list[int], limit: int = 24) -> str:
+    shown = ", ".join(map(str, units[:limit]))
+    return shown + (f", … ({len(units) - limit} more)" if len(units) > limit else "")
 
 
 def _e(x: Any) -> str:
@@ -113,8 +142,7 @@ def _header(d: dict[str, Any]) -> str:
         ("calibration", _e(c.get("source"))),
         (
             "samples",
-            f"{_e(c.get('samples'))} in {_e(c.get('batches'))} batches of up to {_e(c.get('batch_size'))}"
-            + (f", seed {_e(c['seed'])}" if "seed" in c else ""),
+            _samples_text(c) + (f", seed {_e(c['seed'])}" if "seed" in c else ""),
         ),
         ("inputs", ", ".join(_input_text(i) for i in d.get("inputs", [])) or "–"),
     ]
@@ -134,6 +162,16 @@ def _header(d: dict[str, Any]) -> str:
             out.append(f'<p class="banner pass" id="gate-status">All {len(d["gates"])} gates passed.</p>')
     out.append("</header>")
     return "\n".join(out)
+
+
+def _samples_text(c: dict[str, Any]) -> str:
+    """ "128 in 4 batches of 32", or "32 in 32 batches of 1" where the data chose its own batches."""
+    samples, batches = c.get("samples") or 0, c.get("batches") or 0
+    if not batches:
+        return _e(samples)
+    per = samples / batches
+    size = f"{per:g}" if per == int(per) else f"about {per:.1f}"
+    return f"{_e(samples)} in {_e(batches)} batch{'es' if batches != 1 else ''} of {size}"
 
 
 def _short_name(path: str) -> str:
@@ -184,15 +222,16 @@ def _depth_chart(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
     n = len(sites)
     if n == 0:
         return '<section id="depth"><h2>Along the network</h2><p class="muted">No activation sites.</p></section>'
-    left, right, top, bottom = 52, 12, 14, 38
-    pw, ph = DEPTH_W - left - right, DEPTH_H - top - bottom
+    left, right, top, bottom = 52, 12, 14, 38 + DEPTH_LABELS
+    height = DEPTH_H + DEPTH_LABELS
+    pw, ph = DEPTH_W - left - right, height - top - bottom
     worst = max([s["dead_fraction"] or 0.0 for s in sites] + [s["saturated_fraction"] or 0.0 for s in sites])
     ymax = _nice_ceiling(worst)
     band = pw / n
     bw = max(band * 0.38, 0.6)
     parts = [
-        f'<svg id="depth-chart" viewBox="0 0 {DEPTH_W} {DEPTH_H}" '
-        f'width="{DEPTH_W}" height="{DEPTH_H}" role="img" data-sites="{n}" data-ymax="{ymax}">',
+        f'<svg id="depth-chart" viewBox="0 0 {DEPTH_W} {height}" '
+        f'width="{DEPTH_W}" height="{height}" role="img" data-sites="{n}" data-ymax="{ymax}">',
         "<title>Dead and saturated fraction of units per activation site, in execution order</title>",
     ]
     ticks = _TICKS[ymax]
@@ -201,7 +240,8 @@ def _depth_chart(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
         y = top + ph - ph * k / ticks
         parts.append(f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_pct(frac, 0)}</text>')
-    step = max(1, math.ceil(n / 24))
+    label_step = max(1, math.ceil(n / 96))
+    font = 11 if n <= 40 else 9 if n <= 70 else 8
     for s, v in zip(sites, verdicts, strict=True):
         i = s["index"]
         x0 = left + band * i + (band - 2 * bw) / 2
@@ -223,14 +263,19 @@ def _depth_chart(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
                 f"<title>{_e(tip)}{s['saturated']} of {s['units']} saturated "
                 f"({_pct(s['saturated_fraction'])})</title></rect>"
             )
-        if i % step == 0:
+        if i % label_step == 0:
+            # Names, not only indices: rotated so that 40–80 sites stay readable at the chart's width.
+            cx, cy = left + band * (i + 0.5), top + ph + 8
+            head = " ⇥" if _is_head(v) else ""
             parts.append(
-                f'<text x="{left + band * (i + 0.5):.1f}" y="{top + ph + 15}" text-anchor="middle">{i}</text>'
+                f'<text class="site-label" x="{cx:.1f}" y="{cy:.1f}" text-anchor="end" font-size="{font}" '
+                f'transform="rotate(-60 {cx:.1f} {cy:.1f})" data-index="{i}">'
+                f"{_e(_elide(s['name'], DEPTH_NAME_CHARS))}{head}<title>#{i} {_e(s['name'])}</title></text>"
             )
     parts.append(f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}"/>')
     parts.append(
-        f'<text x="{left + pw / 2:.1f}" y="{DEPTH_H - 4}" text-anchor="middle">'
-        "site index (execution order: input → output)</text>"
+        f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle">'
+        "activation sites in execution order: input → output (⇥ marks a model output)</text>"
     )
     parts.append("</svg>")
     legend = (
@@ -266,8 +311,8 @@ def _histogram(s: dict[str, Any], v: SiteVerdict) -> str:
     label, flag, flagged, nodata, counts = _hist_data(v)
     bars = [len(flagged), *counts]
     top_count = max(max(bars), 1)
-    left, bottom, top = 6, 18, 6
-    pw, ph = HIST_W - 2 * left, HIST_H - bottom - top
+    left, bottom, top = 24, 18, 8  # left margin holds the count scale
+    pw, ph = HIST_W - left - 6, HIST_H - bottom - top
     gap = 8  # between the flagged bar and the bins
     bw = (pw - gap) / (HIST_BINS + 1)
     i = s["index"]
@@ -278,6 +323,14 @@ def _histogram(s: dict[str, Any], v: SiteVerdict) -> str:
         f'data-counts="{" ".join(map(str, counts))}">',
         f"<title>{_e(s['name'])}: distribution of {label} over {s['units']} units</title>",
     ]
+    for frac in (0.0, 0.5, 1.0):  # the count scale: 0, half and the tallest bar
+        y0 = top + ph - ph * frac
+        value = top_count * frac
+        text = f"{value:g}" if value == int(value) else f"{value:.1f}"
+        parts.append(f'<line class="grid" x1="{left}" x2="{left + pw:.1f}" y1="{y0:.1f}" y2="{y0:.1f}"/>')
+        parts.append(
+            f'<text class="y-tick" x="{left - 3}" y="{y0 + 3.5:.1f}" text-anchor="end">{text}</text>'
+        )
     for b, count in enumerate(bars):
         x = left + b * bw + (gap if b else 0)
         h = ph * count / top_count
@@ -301,12 +354,13 @@ def _histogram(s: dict[str, Any], v: SiteVerdict) -> str:
     parts.append(
         f'<text x="{left + gap + bw * (1 + HIST_BINS / 2):.1f}" y="{y}" text-anchor="middle">0.5</text>'
     )
-    parts.append(f'<text x="{HIST_W - left:.1f}" y="{y}" text-anchor="end">1</text>')
+    parts.append(f'<text x="{left + pw:.1f}" y="{y}" text-anchor="end">1</text>')
     parts.append("</svg>")
     note = f", {nodata} without data" if nodata else ""
+    head = "; a model output: saturation is expected" if _is_head(v) else ""
     caption = (
         f"<figcaption><b>#{i} {_e(s['name'])}</b> {_e(s['kind'])}, {s['units']} units: "
-        f"{len(flagged)} {flag}{note}; x: {label}</figcaption>"
+        f"{len(flagged)} {flag}{note}{head}; x: {label}, y: units</figcaption>"
     )
     return f'<figure id="hist-{i}">' + "".join(parts) + caption + "</figure>"
 
@@ -314,66 +368,125 @@ def _histogram(s: dict[str, Any], v: SiteVerdict) -> str:
 def _histograms(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
     if not verdicts:
         return ""
-    figs = [_histogram(s, v) for s, v in zip(d["sites"], verdicts, strict=True)]
+    pairs = list(zip(d["sites"], verdicts, strict=True))
+    # Worst first, output heads after the problems, healthy sites in execution order last.
+    pairs.sort(key=lambda p: (not _bad(p[1]) or _is_head(p[1]), _is_head(p[1]), -_bad(p[1]), p[0]["index"]))
+    figs = [_histogram(s, v) for s, v in pairs]
     return (
         '<section id="distributions"><h2>Per-site distribution of unit fire rates</h2>'
-        '<p class="muted">Rectifiers: the share of inputs on which each unit fires; the red bar counts dead '
+        '<p class="muted">Worst sites first, then model outputs, then healthy sites in execution order. Rectifiers: the share of inputs on which each unit fires; the red bar counts dead '
         "units. Bounded activations (tanh, sigmoid, …): the share of inputs on which a unit is off its flat "
         "tails; the orange bar counts saturated units.</p>"
         '<div class="hists">' + "\n".join(figs) + "</div></section>"
     )
 
 
-def _mini_bar(s: dict[str, Any]) -> str:
+def _mini_bar(s: dict[str, Any], v: SiteVerdict) -> str:
+    """The union of dead and saturated units, coloured by the larger part."""
     dead = s["dead_fraction"] or 0.0
     sat = s["saturated_fraction"] or 0.0
-    cls, frac = ("dead", dead) if dead >= sat else ("sat", sat)
-    return f'<span class="bar"><i class="{cls}" style="width: {100 * frac:.1f}%"></i></span>{_pct(frac)}'
+    frac = _bad(v)
+    cls = "dead" if dead >= sat else "sat"
+    bar = f'<span class="bar"><i class="{cls}" style="width: {100 * frac:.1f}%"></i></span>{_pct(frac)}'
+    return f'<span class="nowrap">{bar}</span>'
+
+
+def _flagged(s: dict[str, Any]) -> str:
+    parts = []
+    if s["dead_units"]:
+        parts.append(
+            f'<span class="dead-units" data-units="{" ".join(map(str, s["dead_units"]))}">dead: '
+            f"{_e(_units_text(s['dead_units']))}</span>"
+        )
+    if s["saturated_units"]:
+        parts.append(
+            f'<span class="saturated-units" data-units="{" ".join(map(str, s["saturated_units"]))}">'
+            f"saturated: {_e(_units_text(s['saturated_units']))}</span>"
+        )
+    return "<br/>".join(parts)
+
+
+def _worst_first(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
+    """The sites with dead or saturated units, worst first, with their unit indices: where to look."""
+    from .render import worst_sites
+
+    bad = worst_sites(verdicts, n=len(verdicts))
+    if not bad:
+        return ""
+    by_name = {s["name"]: s for s in d["sites"]}
+    rows = []
+    for rank, v in enumerate(bad, 1):
+        s = by_name[v.info.name]
+        note = " (model output: expected)" if _is_head(v) else ""
+        rows.append(
+            f'<tr class="worst" data-rank="{rank}" data-site="{_e(s["name"])}" data-bad="{_num(round(_bad(v), 6))}">'
+            f'<td class="n">{rank}</td><td class="mono">#{s["index"]} {_e(s["name"])}{_e(note)}</td>'
+            f'<td>{_e(s["kind"])}</td><td class="n">{s["units"]}</td><td>{_mini_bar(s, v)}</td>'
+            f'<td class="mono units">{_flagged(s)}</td></tr>'
+        )
+    return (
+        '<section id="worst-first"><h2>Worst first</h2><p class="muted">Sites with dead or saturated units, '
+        "by the share of their units that are dead or saturated; model outputs that saturate by design last. "
+        "Unit indices are 0-based along the site's unit axis.</p>"
+        '<table id="worst-table"><thead><tr><th class="n">rank</th><th>site</th><th>kind</th>'
+        '<th class="n">units</th><th>dead / saturated</th><th>unit indices</th></tr></thead><tbody>'
+        + "\n".join(rows)
+        + "</tbody></table></section>"
+    )
 
 
 def _table(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
     head = (
         "<thead><tr><th class=n>#</th><th>site</th><th>op</th><th>kind</th><th class=n>units</th>"
         "<th class=n>dead</th><th class=n>saturated</th><th class=n>rare</th><th class=n>mean fire</th>"
-        "<th>dead / saturated</th><th class=n>samples</th></tr></thead>"
+        "<th>dead / saturated</th><th class=n>samples</th><th>dead / saturated unit indices</th></tr></thead>"
     ).replace("class=n", 'class="n"')
     rows = []
     for s, v in zip(d["sites"], verdicts, strict=True):
         bad = " bad" if (s["dead"] or s["saturated"]) else ""
         fire = _pct(s["fire_rate"]["mean"]) if v.can_die else "–"
+        tag = ' <span class="tag" title="produces a model output">output</span>' if _is_head(v) else ""
         rows.append(
             f'<tr class="site{bad}" data-index="{s["index"]}" data-site="{_e(s["name"])}" '
             f'data-units="{s["units"]}" data-dead="{s["dead"]}" data-saturated="{s["saturated"]}" '
             f'data-rarely-firing="{s["rarely_firing"]}" data-dead-fraction="{_num(s["dead_fraction"])}" '
             f'data-saturated-fraction="{_num(s["saturated_fraction"])}">'
-            f'<td class="n">{s["index"]}</td><td class="name mono">{_e(s["name"])}</td>'
+            f'<td class="n">{s["index"]}</td><td class="name mono">{_e(s["name"])}{tag}</td>'
             f'<td>{_e(s["op"])}</td><td>{_e(s["kind"])}</td><td class="n">{s["units"]}</td>'
             f'<td class="n">{s["dead"] if v.can_die else "–"}</td>'
             f'<td class="n">{s["saturated"] if v.can_saturate else "–"}</td>'
             f'<td class="n">{s["rarely_firing"] if v.can_die else "–"}</td>'
-            f'<td class="n">{fire}</td><td>{_mini_bar(s)}</td>'
-            f'<td class="n">{s["coverage"]["samples"]}</td></tr>'
+            f'<td class="n">{fire}</td><td>{_mini_bar(s, v)}</td>'
+            f'<td class="n">{s["coverage"]["samples"]}</td><td class="mono units">{_flagged(s)}</td></tr>'
         )
     sm = d["summary"]
     foot = (
         f'<tfoot><tr id="totals" data-units="{sm["units"]}" data-dead="{sm["dead"]}" '
         f'data-saturated="{sm["saturated"]}"><td></td><td>total</td><td></td><td></td>'
         f'<td class="n">{sm["units"]}</td><td class="n">{sm["dead"]}</td><td class="n">{sm["saturated"]}</td>'
-        f'<td class="n">{sm["rarely_firing"]}</td><td></td><td></td><td></td></tr></tfoot>'
+        f'<td class="n">{sm["rarely_firing"]}</td><td></td><td></td><td></td><td></td></tr></tfoot>'
     )
-    worst = sorted(
-        (s for s in d["sites"] if s["dead"] or s["saturated"]),
-        key=lambda s: -max(s["dead_fraction"] or 0.0, s["saturated_fraction"] or 0.0),
-    )[:3]
+    from .render import worst_sites
+
+    by_name = {s["name"]: s for s in d["sites"]}
+    worst = [v for v in worst_sites(verdicts) if not _is_head(v)]
     worst_text = ""
     if worst:
         worst_text = (
             '<p id="worst">Worst sites: '
-            + ", ".join(
-                f"<code>{_e(s['name'])}</code> ({_pct(max(s['dead_fraction'] or 0.0, s['saturated_fraction'] or 0.0))})"
-                for s in worst
-            )
+            + ", ".join(f"<code>{_e(v.info.name)}</code> ({_pct(_bad(v))})" for v in worst)
             + "</p>"
+        )
+    heads = [v for v in verdicts if _is_head(v)]
+    if heads:
+        worst_text += (
+            '<p id="heads" class="muted">Model outputs, saturated by design and not ranked: '
+            + ", ".join(
+                f"<code>{_e(v.info.name)}</code> ({_pct(by_name[v.info.name]['saturated_fraction'])})"
+                for v in heads
+            )
+            + ". A bounded activation that produces a model output (a probability, a score) is meant to "
+            "sit near its bounds.</p>"
         )
     return (
         '<section id="sites"><h2>Sites</h2>'
@@ -410,8 +523,9 @@ def _gates(d: dict[str, Any]) -> str:
 
 def _warnings(d: dict[str, Any]) -> str:
     out = []
-    if d["warnings"]:
+    if d["warnings"] or d.get("notes"):
         items = "".join(f'<li class="warning">{_e(w)}</li>' for w in d["warnings"])
+        items += "".join(f'<li class="note">note: {_e(n)}</li>' for n in d.get("notes", []))
         out.append(f'<section id="warnings"><h2>Warnings</h2><ul>{items}</ul></section>')
     if d["uncovered"]:
         rows = "".join(
@@ -500,6 +614,7 @@ def render_html(report: Report, comparison: Comparison | None = None) -> str:
             _gates(d),
             _baseline(comparison),
             _depth_chart(d, verdicts),
+            _worst_first(d, verdicts),
             _histograms(d, verdicts),
             _table(d, verdicts),
             _warnings(d),

@@ -62,6 +62,22 @@ class Progress:
         self._width = 0  # characters of the last line drawn, to blank a shorter one
         self._closed = False
 
+    def stage(self, label: str, total: int | None = None, unit: str | None = None) -> None:
+        """Start a new step on the same line (``loading``, then ``calibrating``): counts restart.
+
+        Drawn at once, so that a slow step without counts (loading a large model, building an
+        onnxruntime session) still shows what is happening. Every long step of a command
+        (audit's loading and calibration, rewrite's passes) can share one reporter this way.
+        """
+        self.label = label
+        self.unit = unit or self.unit
+        self.total = total if total and total > 0 else None
+        self.done = 0
+        self.steps = 0
+        self._start = self._clock()
+        if self.enabled and not self._closed:
+            self._draw(self._start)
+
     def set_total(self, total: int | None) -> None:
         """Set the total once it is known (the data source knows it after the model is loaded)."""
         self.total = total if total and total > 0 else None
@@ -79,6 +95,8 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         """The text of the progress line (without the carriage return)."""
         elapsed = (self._clock() if now is None else now) - self._start
+        if self.total is None and self.steps == 0:
+            return f"{self.label}… {_duration(elapsed)}"
         if self.total is None:
             return f"{self.label}: {self.done} {self.unit}, {self.steps} batches, {_duration(elapsed)}"
         frac = min(self.done / self.total, 1.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from tabulate import tabulate
@@ -33,8 +34,28 @@ def _paint(text: str, fraction: float, color: bool) -> str:
     return click.style(text, fg="red" if fraction >= 0.5 else "yellow", bold=fraction >= 0.5)
 
 
-def _row(i: int, v: SiteVerdict, pretty: bool, color: bool = False) -> list[object]:
-    bad = max(v.dead_fraction, v.saturated_fraction)
+def bad_fraction(v: SiteVerdict) -> float:
+    """Fraction of a site's units that are dead or saturated (their union, not the larger of the two)."""
+    if not v.info.units:
+        return 0.0
+    return len(set(v.dead_units) | set(v.saturated_units)) / v.info.units
+
+
+def expected_saturation(v: SiteVerdict) -> bool:
+    """A bounded activation that produces a model output (a probability or score head) saturates by design."""
+    return bool(getattr(v.info, "model_output", False)) and bool(v.saturated_units) and not v.dead_units
+
+
+def worst_sites(sites: list[SiteVerdict], n: int = 3) -> list[SiteVerdict]:
+    """Sites with dead or saturated units, worst first; output heads saturating by design come last."""
+    bad = [v for v in sites if v.dead_units or v.saturated_units]
+    return sorted(bad, key=lambda v: (expected_saturation(v), -bad_fraction(v)))[:n]
+
+
+def _row(
+    i: int, v: SiteVerdict, pretty: bool, color: bool = False, bar_width: int = BAR_WIDTH
+) -> list[object]:
+    bad = bad_fraction(v)
     fr = v.fire_rate
     mean_fire = float(fr[fr == fr].mean()) if fr.size and (fr == fr).any() else None
     row: list[object] = [
@@ -48,17 +69,13 @@ def _row(i: int, v: SiteVerdict, pretty: bool, color: bool = False) -> list[obje
         _pct(mean_fire) if v.can_die else "-",
     ]
     if pretty:
-        row.append(_paint(f"{_bar(bad)} {_pct(bad)}", bad, color))
+        cell = f"{_bar(bad, bar_width)} {_pct(bad)}" if bar_width else _pct(bad)
+        row.append(_paint(cell, bad, color))
         row[1] = _paint(str(row[1]), bad, color)
     return row
 
 
-def _table(report: Report, fmt: str, color: bool = False) -> str:
-    pretty = fmt == "table"
-    headers = ["#", "site", "kind", "units", "dead", "saturated", "rare", "fire"]
-    if pretty:
-        headers.append("dead/saturated")
-    rows = [_row(i, v, pretty, color) for i, v in enumerate(report.sites)]
+def _total_row(report: Report, pretty: bool) -> list[object]:
     s = report.summary()
     total: list[object] = [
         "",
@@ -72,7 +89,20 @@ def _table(report: Report, fmt: str, color: bool = False) -> str:
     ]
     if pretty:
         total.append("")
-    rows.append(total)
+    return total
+
+
+def _table(report: Report, fmt: str, color: bool = False, width: int | None = None) -> str:
+    pretty = fmt == "table"
+    headers = ["#", "site", "kind", "units", "dead", "saturated", "rare", "fire"]
+    if pretty:
+        headers.append("dead/saturated")
+    rows = [_row(i, v, pretty, color) for i, v in enumerate(report.sites)]
+    rows.append(_total_row(report, pretty))
+    if pretty and width is not None:
+        full = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
+        if max((len(_plain(x)) for x in full.splitlines()), default=0) > width:
+            return _fitted(report, color, width)
     tablefmt = "github" if fmt == "markdown" else "simple"
     out = [_header(report, fmt), tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)]
     out.append(_footer(report, fmt))
@@ -92,14 +122,14 @@ def _footer(report: Report, fmt: str) -> str:
         f"{s['dead']} dead of {s['rectifier_units']} rectifier units ({_pct(s['dead_fraction'])}); "
         f"{s['saturated']} saturated of {s['bounded_units']} bounded units ({_pct(s['saturated_fraction'])})"
     ]
-    worst = sorted(
-        (v for v in report.sites if v.dead_units or v.saturated_units),
-        key=lambda v: -max(v.dead_fraction, v.saturated_fraction),
-    )[:3]
+    worst = [v for v in worst_sites(report.sites) if not expected_saturation(v)]
     if worst:
+        lines.append("worst sites: " + ", ".join(f"{v.info.name} ({_pct(bad_fraction(v))})" for v in worst))
+    heads = [v for v in report.sites if expected_saturation(v)]
+    if heads:
         lines.append(
-            "worst sites: "
-            + ", ".join(f"{v.info.name} ({_pct(max(v.dead_fraction, v.saturated_fraction))})" for v in worst)
+            "output heads saturate by design (a bounded activation producing a model output), not ranked: "
+            + ", ".join(f"{v.info.name} ({_pct(v.saturated_fraction)})" for v in heads[:5])
         )
     dead_sites = [v for v in report.sites if v.dead_units]
     if dead_sites:
@@ -117,6 +147,8 @@ def _footer(report: Report, fmt: str) -> str:
         status = "FAILED" if g.failed else "passed"
         where = f" at {', '.join(g.failing_sites[:5])}" if g.failing_sites else ""
         lines.append(f"gate {g.gate.text}: {status} (value {g.value:g}){where}")
+    for note in report.notes:
+        lines.append(f"note: {note}")
     for w in report.warnings:
         lines.append(f"warning: {w}")
     if fmt == "markdown":
@@ -124,8 +156,128 @@ def _footer(report: Report, fmt: str) -> str:
     return "\n".join(lines)
 
 
-def render(report: Report, fmt: str, *, color: bool = False) -> str:
-    """``color`` adds ANSI colours to the table (the CLI sets it on a terminal without NO_COLOR)."""
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+MIN_SITE_WIDTH = 12
+
+
+def _plain(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def elide(name: str, width: int) -> str:
+    """``name`` cut to ``width`` characters, keeping what tells sites apart.
+
+    Module paths first lose the letters of their inner components (``encoder.layers.3.act``
+    → ``e.l.3.act``: indices and the last component stay), then the middle of what is left.
+    """
+    if len(name) <= width:
+        return name
+    parts = re.split(r"([./])", name)
+    words = [i for i in range(0, len(parts) - 1, 2) if parts[i] and not parts[i].isdigit()]
+    for i in words:  # left to right: the outer scopes are the least specific
+        parts[i] = parts[i][0]
+        if len("".join(parts)) <= width:
+            return "".join(parts)
+    short = "".join(parts)
+    prefix = "".join(parts[:-1])
+    if len(prefix) + 4 <= width:
+        return prefix + _cut_middle(parts[-1], width - len(prefix))
+    return _cut_middle(short if len(short) < len(name) else name, width)
+
+
+def _cut_middle(text: str, width: int) -> str:
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = width // 2
+    tail = width - 1 - head
+    return text[:head] + "…" + (text[-tail:] if tail else "")
+
+
+def _layout(headers: list[str], rows: list[list[object]], sep: str) -> list[str]:
+    """A plain table (tabulate's "simple" look, without its header padding): numbers right, text left."""
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(_plain(r[j])) for r in cells]) for j, h in enumerate(headers)]
+    right = {0, 3, 4, 5, 6, 7}
+
+    def fmt(r: list[str]) -> str:
+        out = []
+        for j, c in enumerate(r):
+            pad = " " * (widths[j] - len(_plain(c)))
+            out.append(pad + c if j in right else c + pad)
+        return sep.join(out).rstrip()
+
+    return [fmt(headers), sep.join("-" * w for w in widths), *(fmt(r) for r in cells)]
+
+
+def _fitted(report: Report, color: bool, width: int) -> str:
+    """The table narrowed to ``width`` columns: short headers, a narrower bar, names elided in the middle."""
+    headers = ["#", "site", "kind", "units", "dead", "sat", "rare", "fire", "dead/sat"]
+    names = [v.info.name for v in report.sites]
+    longest = max([len(n) for n in names] + [len("total")])
+    lines: list[str] = []
+    for bar_width, sep in ((BAR_WIDTH, "  "), (5, "  "), (5, " "), (0, " ")):
+        rows = [_row(i, v, True, False, bar_width) for i, v in enumerate(report.sites)]
+        rows.append(_total_row(report, True))
+        for r in rows:
+            r[1] = ""
+        others = _layout(headers, rows, sep)[1]  # the rule line: every column's width, site column 4 wide
+        room = width - (len(others) - len("site"))
+        if room >= min(longest, MIN_SITE_WIDTH) or bar_width == 0:
+            room = max(room, 5)
+            rows = [_row(i, v, True, color, bar_width) for i, v in enumerate(report.sites)]
+            rows.append(_total_row(report, True))
+            for r, v in zip(rows[:-1], report.sites, strict=True):
+                text = elide(v.info.name, room)
+                r[1] = _paint(text, bad_fraction(v), color)
+            lines = _layout(headers, rows, sep)
+            break
+    out = [*_wrap(_fit_header(report, width), width), *lines]
+    for line in _footer(report, "table").splitlines():
+        out += _wrap(line, width)
+    return "\n".join(x for x in out if x) + "\n"
+
+
+def _fit_header(report: Report, width: int) -> str:
+    """The title line, its model path cut in the middle when it would take more than half the width."""
+    line = _header(report, "table")
+    path = str(report.model.get("path"))
+    if len(line) > width and len(path) > width // 2:  # a long path: keep its ends, the file name whole
+        line = line.replace(path, _cut_middle(path, width // 2), 1)
+    return line
+
+
+def _wrap(line: str, width: int) -> list[str]:
+    import textwrap
+
+    if len(line) <= width:
+        return [line]
+    return textwrap.wrap(line, width, subsequent_indent="  ", break_on_hyphens=False) or [line]
+
+
+def table_width(wide: bool, to_file: bool) -> int | None:
+    """The width the table must fit: the terminal's (``COLUMNS`` first) when stdout is one, else none."""
+    import shutil
+    import sys
+
+    if wide or to_file:
+        return None
+    try:
+        tty = sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        tty = False
+    if not tty:
+        return None
+    return max(shutil.get_terminal_size((80, 24)).columns, 40)
+
+
+def render(report: Report, fmt: str, *, color: bool = False, width: int | None = None) -> str:
+    """``color`` adds ANSI colours to the table (the CLI sets it on a terminal without NO_COLOR).
+
+    ``width`` fits the table into that many columns (the CLI passes the terminal's); ``None``
+    gives the full table, as files and pipes get it.
+    """
     if fmt == "json":
         return report.to_json()
     if fmt == "csv":
@@ -133,5 +285,5 @@ def render(report: Report, fmt: str, *, color: bool = False) -> str:
 
         return rows_for_csv(report)
     if fmt in ("table", "markdown"):
-        return _table(report, fmt, color and fmt == "table")
+        return _table(report, fmt, color and fmt == "table", width)
     raise ValueError(f"unknown format {fmt!r}")

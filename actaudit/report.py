@@ -39,6 +39,7 @@ class Report:
     sites: list[SiteVerdict]
     uncovered: list[Uncovered] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # information, not warnings: nothing to fix
     inputs: list[dict[str, Any]] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
@@ -118,6 +119,8 @@ class Report:
                 "max": _r(float(st.max.max())) if st.units else None,
             },
         }
+        if info.model_output:
+            d["model_output"] = True
         if self.per_unit:
             d["per_unit"] = {
                 "fire_rate": [_r(float(x)) for x in v.fire_rate],
@@ -145,6 +148,7 @@ class Report:
             "sites": [self.site_dict(i, v) for i, v in enumerate(self.sites)],
             "uncovered": [u.to_dict() for u in self.uncovered],
             "warnings": list(self.warnings),
+            **({"notes": list(self.notes)} if self.notes else {}),
             **({"baseline": self.baseline} if self.baseline is not None else {}),
             "run": self.run,
         }
@@ -155,10 +159,10 @@ class Report:
             d.pop("run")
         return json.dumps(d, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
-    def render(self, fmt: str = "table", *, color: bool = False) -> str:
+    def render(self, fmt: str = "table", *, color: bool = False, width: int | None = None) -> str:
         from .render import render
 
-        return render(self, fmt, color=color)
+        return render(self, fmt, color=color, width=width)
 
 
 def _thresholds(v: SiteVerdict, s: Settings) -> tuple[float | None, float | None]:
@@ -207,7 +211,7 @@ def rows_for_csv(report: Report) -> str:
                 d["never_positive"],
                 d["dead_fraction"],
                 d["saturated_fraction"],
-                d["fire_rate"]["mean"],
+                d["fire_rate"]["mean"] if v.can_die else "",  # as the table: a bounded unit does not "fire"
                 d["coverage"]["samples"],
                 " ".join(map(str, d["dead_units"])),
                 " ".join(map(str, d["saturated_units"])),

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
+
 # The names and order of the per-unit vectors a backend produces for one batch.
 VECTOR_FIELDS = ("low", "high", "nonfinite", "min", "max", "neg_sum", "neg_sq", "pos_sum", "pos_sq")
 INT_FIELDS = ("low", "high", "nonfinite")
@@ -31,6 +33,7 @@ class SiteInfo:
     sample_shape: tuple[int, ...] = ()  # activation shape without the batch axis
     module: str = ""  # module path (PyTorch) or name scope (ONNX), "" for top level
     unit_slopes: list[float] | None = None  # PReLU: per-unit slope, for the verdict
+    model_output: bool = False  # its values reach a model output unchanged (a head: saturation is expected)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -138,6 +141,17 @@ class AxisOverride:
 
     glob: str
     axis: int
+
+    def out_of_range(
+        self, site: str, shape: tuple[int, ...] | list[int] | None, rank: int | None = None
+    ) -> InputError:
+        """The option's mistake, not the model's: name the option, the site's rank and the axes it has."""
+        n = len(shape) if shape is not None else (rank or 0)
+        found = f"a {n}-d activation {list(shape)}" if shape is not None else f"a {n}-d activation"
+        return InputError(
+            f"--unit-axis {self.glob}={self.axis}: axis {self.axis} does not exist at site {site}, which has {found}",
+            hint=f"give an axis from {-n} to {n - 1}, e.g. '{self.glob}={1 if n > 1 else -1}'; axis 0 is the batch",
+        )
 
 
 @dataclass

@@ -186,7 +186,14 @@ def test_depth_chart_bars_carry_the_fractions(report: Report, doc: str) -> None:
 
 def test_histograms_count_every_unit(report: Report, doc: str) -> None:
     d = report.to_dict()
-    hists = [s for s in ET.fromstring(doc).iter("svg") if s.get("class") == "hist"]
+    shown = [s for s in ET.fromstring(doc).iter("svg") if s.get("class") == "hist"]
+    # Shown worst first: by the union of dead and saturated units, counted here from the JSON.
+    bad = [len(set(s["dead_units"]) | set(s["saturated_units"])) / s["units"] for s in d["sites"]]
+    order = [int(h.get("data-index", "")) for h in shown]
+    flagged_first = [bad[i] for i in order if bad[i] > 0]
+    assert flagged_first == sorted(flagged_first, reverse=True)
+    assert all(bad[i] > 0 for i in order[: len(flagged_first)])
+    hists = sorted(shown, key=lambda h: int(h.get("data-index", "")))
     assert [h.get("data-site") for h in hists] == [s["name"] for s in d["sites"]]
     for h, s, v in zip(hists, d["sites"], report.sites, strict=True):
         counts = [int(c) for c in (h.get("data-counts") or "").split()]

@@ -106,3 +106,18 @@ def test_the_audit_calls_it_once_per_batch() -> None:
     assert (p.done, p.steps) == (10, 3)
     # the audit tells the reporter its total up front, so it draws a bar
     assert "\rcalibrating [####################] 10/10 samples 100%" in tty.getvalue()
+
+
+def test_stages_share_one_line_and_restart_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "120")
+    tty, clock = FakeTTY(), Clock()
+    with Progress(None, stream=tty, clock=clock, min_interval=0) as p:
+        p.stage("loading the model")
+        assert tty.getvalue() == "\rloading the model… 0.0s"  # drawn at once: a slow load shows
+        clock.t += 2.0
+        p.stage("calibrating", 10)
+        p(10)
+    out = tty.getvalue()
+    assert out.count("\n") == 1 and out.endswith("\n")
+    last = out.rsplit("\r", 1)[1].rstrip(" \n")
+    assert last == "calibrating [" + "#" * BAR_WIDTH + "] 10/10 samples 100% 0.0s"  # timed from its stage

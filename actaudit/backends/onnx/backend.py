@@ -243,6 +243,12 @@ def _cast(name: str, x: np.ndarray, handle: OnnxModel) -> np.ndarray:
     if np.issubdtype(want, np.floating) and (
         np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
     ):
+        if not np.issubdtype(x.dtype, np.floating):
+            from ...hints import cast_note
+
+            note = cast_note(name, str(x.dtype), str(want))
+            if note not in handle.notes:
+                handle.notes.append(note)
         return np.asarray(x, dtype=want, order="C")
     if np.issubdtype(want, np.integer) and np.issubdtype(x.dtype, np.integer):
         if x.size and (x.min() < np.iinfo(want).min or x.max() > np.iinfo(want).max):
@@ -279,10 +285,13 @@ def _check_shapes(handle: OnnxModel, feeds: dict[str, np.ndarray]) -> None:
             continue
         ok = len(want) == x.ndim and all(w is None or w == g for w, g in zip(want, x.shape, strict=False))
         if not ok:
+            from ...hints import layout_hint
+
+            fix = layout_hint(tuple(x.shape), want)
             raise CalibrationError(
                 f"input {name!r} has shape {list(x.shape)} but the model expects "
                 f"{['?' if d is None else d for d in want]}",
-                hint=f"the model's inputs are {_describe(handle.inputs)}",
+                hint=(f"{fix}; " if fix else "") + f"the model's inputs are {_describe(handle.inputs)}",
             )
 
 
@@ -384,7 +393,7 @@ def _axis_rule(site: OnnxSite, overrides: list[AxisOverride]) -> tuple[AxisRule,
         if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
             rank = site.rank
             if rank is not None and not -rank <= o.axis < rank:
-                raise InputError(f"--unit-axis {o.glob}={o.axis}: site {site.name} has a {rank}-d activation")
+                raise o.out_of_range(site.name, None, rank)
             return AxisRule(fixed=o.axis), o.axis
     rank = site.rank
     if rank is not None:
@@ -548,9 +557,9 @@ class _Runner:
     def _start(self, live: _Live, shape: tuple[int, ...], axis: int) -> None:
         site = live.site
         if live.asked_axis is not None and not -len(shape) <= live.asked_axis < len(shape):
-            raise InputError(
-                f"--unit-axis: site {site.name} has a {len(shape)}-d activation {list(shape)}; axis {live.asked_axis} does not exist"
-            )
+            names = (site.name, site.base)
+            asked = [o for o in self.overrides if any(fnmatch.fnmatchcase(n, o.glob) for n in names)]
+            raise (asked[0] if asked else AxisOverride("*", live.asked_axis)).out_of_range(site.name, shape)
         units = shape[axis] if shape else 1
         live.info = SiteInfo(
             name=site.name,
@@ -562,8 +571,16 @@ class _Runner:
             sample_shape=shape[1:],
             module=site.module,
             unit_slopes=site.unit_slopes,
+            model_output=site.x in self._heads(),
         )
         live.stats = SiteStats(units)
+
+    def _heads(self) -> set[str]:
+        if not hasattr(self, "_head_inputs"):
+            from .facts import output_head_inputs
+
+            self._head_inputs = output_head_inputs(self.handle.model)
+        return self._head_inputs
 
 
 def _vectors(row: dict[str, np.ndarray], elements: int, careful: bool) -> dict[str, np.ndarray]:
@@ -668,3 +685,10 @@ def _run_error(e: Exception, batch: int, start: int, n: int) -> Exception:
 def _short(e: BaseException, limit: int = 200) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= limit else text[:limit] + " …"
+
+
+def model_facts(handle: OnnxModel) -> dict[str, Any]:
+    """Opset, producer, counts, inputs and outputs with symbolic dims (see :mod:`.facts`)."""
+    from .facts import model_facts as facts
+
+    return facts(handle.model)

@@ -23,7 +23,11 @@ def load(path: str | Path, **kw: Any) -> TorchModel:
 
 
 def from_module(module: torch.nn.Module) -> TorchModel:
-    """Wrap an in-memory module without moving it."""
+    """Wrap an in-memory module without moving it; a ``ScriptModule`` goes the TorchScript way."""
+    if isinstance(module, torch.jit.ScriptModule):
+        from .load import from_script
+
+        return from_script(module)
     dev = next((p.device for p in module.parameters()), torch.device("cpu"))
     return _eager("in-memory", module, dev, [])
 
@@ -101,3 +105,18 @@ def capture(
 
 def input_specs(tm: TorchModel) -> list[InputSpec]:
     return tm.inputs
+
+
+def from_exported_program(ep: Any) -> TorchModel:
+    """Wrap an in-memory ``torch.export.ExportedProgram``."""
+    from .load import from_exported
+
+    dev = next((t.device for t in ep.state_dict.values()), torch.device("cpu"))
+    return from_exported(ep, dev)
+
+
+def model_facts(handle: TorchModel) -> dict[str, Any]:
+    """Graph size, parameters, inputs and outputs as the format declares them (see :mod:`.facts`)."""
+    from .facts import model_facts as facts
+
+    return facts(handle)

@@ -310,11 +310,17 @@ class Recorder:
         self.last_site: str | None = None
         self.unmatched_graph_ops = 0
         self.interrupted = False
+        self.option_error: InputError | None = None  # a --unit-axis mistake found inside the forward
         # softsign has no ATen op: it runs as x / (1 + |x|); these map |x| and 1 + |x| back to x.
         self._abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._one_plus_abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._counts: dict[str, int] = defaultdict(int)
         self._graph_ptr = 0
+        from .heads import OutputOrigins
+
+        self.origins = OutputOrigins()  # which sites' values reach the model's outputs
+        self.last_key: tuple[str, int] | None = None
+        self.output_sites: set[tuple[str, int]] = set()
 
     # -- per forward ----------------------------------------------------------------
     def begin_forward(self, samples: int) -> None:
@@ -381,6 +387,7 @@ class Recorder:
             site = _Site(info, act.thresholds(self.f), _Acc(units, x.device), base, k)
             self.sites[key] = site
         self.last_site = f"{base}#{k}"
+        self.last_key = key
         if site.broken:
             return
         axis = site.info.unit_axis
@@ -395,9 +402,9 @@ class Recorder:
             if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
                 axis = o.axis if o.axis >= 0 else x.ndim + o.axis
                 if not 0 <= axis < max(x.ndim, 1):
-                    raise InputError(
-                        f"--unit-axis {o.glob}={o.axis}: site {base} has a {x.ndim}-d activation {tuple(x.shape)}"
-                    )
+                    # Kept for run_capture: TorchScript turns an exception raised in the mode into a bare RuntimeError.
+                    self.option_error = o.out_of_range(base, tuple(x.shape))
+                    raise self.option_error
                 return axis
         return default_axis(self.tags.get(x), x.ndim)
 
@@ -426,6 +433,7 @@ class Recorder:
         out, uncovered = [], []
         for (base, k), site in self.sites.items():
             site.info.name = base if per_base[base] == 1 else f"{base}#{k}"
+            site.info.model_output = (base, k) in self.output_sites
             if site.broken:
                 uncovered.append(Uncovered(site.info.name, site.info.op, site.broken))
                 continue
@@ -464,6 +472,7 @@ class FunctionCapture(TorchFunctionMode):
     ) -> Any:
         kwargs = kwargs or {}
         name = op_name(func)
+        observed = None
         if name in CANDIDATES:
             found = activation_of(name, args, kwargs)
             x = _first_tensor(args, kwargs)
@@ -476,8 +485,10 @@ class FunctionCapture(TorchFunctionMode):
                     label = name.rstrip("_")
                     base, op = (f"{path}/{label}" if path else label), name
                 self.rec.observe(base, path, op, act, weight, x)
+                observed = self.rec.last_key
         out = func(*args, **kwargs)
         self.rec.tag(name, args, out)
+        self.rec.origins.after(name, args, out, observed)
         return out
 
 
@@ -495,6 +506,7 @@ class DispatchCapture(TorchDispatchMode):
 
     def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = op_name(func)
+        observed = None
         if name in CANDIDATES:
             base, module, label = self.rec.graph_base(name)
             found = activation_of(name, args, kwargs)
@@ -502,11 +514,14 @@ class DispatchCapture(TorchDispatchMode):
             if found is not None and x is not None:
                 act, weight = found
                 self.rec.observe(base, module, label, act, weight, x)
+                observed = self.rec.last_key
         elif name == "div" and self.rec.is_softsign(args):
             base, module, label = self.rec.graph_base("softsign")
             self.rec.observe(base, module, label, Activation("softsign"), None, args[0])
+            observed = self.rec.last_key
         out = func(*args, **kwargs)
         self.rec.tag(name, args, out)
+        self.rec.origins.after(name, args, out, observed)
         if name in ("abs", "add"):
             self.rec.track_softsign(name, args, out)
         return out
@@ -670,16 +685,24 @@ def run_capture(
             mode: Any = FunctionCapture(rec) if eager_model is not None else DispatchCapture(rec)
             try:
                 with torch.no_grad(), mode:
-                    call(*args, **kwargs)
+                    result = call(*args, **kwargs)
+                if i == 0:
+                    rec.output_sites = rec.origins.sites_of(result)
+                del result
             except (InputError, KeyboardInterrupt):
                 raise
             except Exception as e:
+                if rec.option_error is not None:
+                    raise rec.option_error from None
                 if rec.interrupted or "KeyboardInterrupt" in str(e):
                     # Ctrl-C inside a TorchScript or dispatch-mode call arrives wrapped in a RuntimeError.
                     raise KeyboardInterrupt from None
                 if "Traceback of TorchScript" in str(e):
                     e = _plain_error(call, args, kwargs) or e
-                raise _run_error(e, i, samples, n, rec.last_site, _shapes(args, kwargs)) from None
+                err = _run_error(e, i, samples, n, rec.last_site, _shapes(args, kwargs))
+                if rec.last_site is None and err.hint is None:
+                    err.hint = _data_hint(err.message, args, kwargs)
+                raise err from None
             samples += n
             n_batches += 1
             if progress is not None:
@@ -756,7 +779,27 @@ def _shapes(args: list[Any], kwargs: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _run_error(e: Exception, batch: int, start: int, n: int, site: str | None, shapes: str = "") -> Exception:
+def _data_hint(message: str, args: list[Any], kwargs: dict[str, Any]) -> str | None:
+    """A layout or dtype fix for an error raised before the first activation (the data did not fit)."""
+    from ...hints import dtype_hint, move_axis_hint
+
+    tensors = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)]
+    if not tensors:
+        return None
+    shape = tuple(int(d) for d in tensors[0].shape)
+    conv = re.search(r"expected input\[[\d, ]+\] to have (\d+) channels", message)
+    guard = re.search(r"size\(\)\[(\d+)\] == (\d+)", message)
+    fix = None
+    if conv:
+        fix = move_axis_hint(shape, 1, int(conv.group(1)))
+    elif guard:
+        fix = move_axis_hint(shape, int(guard.group(1)), int(guard.group(2)))
+    return fix or dtype_hint(message, [str(t.dtype).removeprefix("torch.") for t in tensors])
+
+
+def _run_error(
+    e: Exception, batch: int, start: int, n: int, site: str | None, shapes: str = ""
+) -> ModelRunError:
     text = str(e)
     if "Traceback of TorchScript" in text:
         # Keep the interpreter's final "Error: message" line, not its serialized-code trace.

@@ -77,6 +77,11 @@ def _load_torchscript(p: Path, dev: torch.device) -> TorchModel:
         m = torch.jit.load(str(p), map_location=dev)
     except Exception as e:
         raise InputError(f"cannot load TorchScript archive {p}: {_short(e)}") from None
+    return from_script(m)
+
+
+def from_script(m: Any) -> TorchModel:
+    """A loaded (or in-memory) ``ScriptModule``: captured at op level, since script modules take no hooks."""
     m.eval()
     names = _script_input_names(m)
     return TorchModel("torchscript", m, None, torchscript_graph_sites(m), [InputSpec(n) for n in names])
@@ -96,6 +101,11 @@ def _load_export(p: Path, dev: torch.device) -> TorchModel:
             ep = torch.export.load(str(p))
     except Exception as e:
         raise InputError(f"cannot load torch.export program {p}: {_short(e)}") from None
+    return from_exported(ep, dev)
+
+
+def from_exported(ep: Any, dev: torch.device) -> TorchModel:
+    """A loaded (or in-memory) ``ExportedProgram`` as a model to audit."""
     gm = ep.module()
     if dev.type != "cpu":
         gm = gm.to(dev)
