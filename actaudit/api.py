@@ -56,6 +56,7 @@ class AuditOptions:
     arch: str | None = None
     state_key: str | None = None
     trust_pickle: bool = False
+    trust_code: bool = False
     unit_axis: Sequence[str] = ()
     settings: Settings = field(default_factory=Settings)
     fail_on: Sequence[str] = ()
@@ -135,7 +136,12 @@ def load_model(model: Any, opts: AuditOptions) -> LoadedModel:
         if opts.provider:
             raise InputError("--provider applies to ONNX models; use --device for PyTorch checkpoints")
         h = _backend_module("torch").load(
-            p, arch=opts.arch, state_key=opts.state_key, trust_pickle=opts.trust_pickle, device=opts.device
+            p,
+            arch=opts.arch,
+            state_key=opts.state_key,
+            trust_pickle=opts.trust_pickle,
+            trust_code=opts.trust_code,
+            device=opts.device,
         )
         return LoadedModel("torch", h, h.fmt, str(p), sha)
     torch = sys.modules.get("torch")

@@ -86,6 +86,12 @@ def model_options(f: F) -> F:
                 "only for files whose origin you trust.",
             ),
             click.option(
+                "--trust-code",
+                is_flag=True,
+                help="Load a TorchScript or torch.export file whose code fails the static check "
+                "(file or OS access, unknown operators, pickled objects). Runs that code.",
+            ),
+            click.option(
                 "--device", default="cpu", show_default=True, help="PyTorch device (cpu, cuda, cuda:1)."
             ),
             click.option(
@@ -319,6 +325,7 @@ def audit_options(kw: dict[str, Any]) -> Any:
         arch=kw["arch"],
         state_key=kw["state_key"],
         trust_pickle=kw["trust_pickle"],
+        trust_code=kw["trust_code"],
         unit_axis=kw["unit_axis"],
         settings=settings,
         device=kw["device"],
