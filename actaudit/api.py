@@ -33,7 +33,7 @@ from .data import (
     synthetic,
 )
 from .detect import ONNX, detect_format
-from .errors import InputError
+from .errors import CalibrationError, InputError
 from .fileio import sha256_file
 from .gates import evaluate, parse_gate
 from .report import Report
@@ -219,6 +219,12 @@ def build_report(
     gates: list[Any],
     timings: dict[str, float],
 ) -> Report:
+    if cap.samples == 0:
+        # A gate such as dead>0 would pass on no data at all: a CI bypass, not a result.
+        raise CalibrationError(
+            f"calibration data {source.description} gave 0 samples",
+            hint="give data with at least one sample along axis 0",
+        )
     verdicts = [classify(s.info, s.stats, opts.settings) for s in cap.sites]
     warnings = list(loaded.notes) + list(cap.warnings)
     if source.synthetic:

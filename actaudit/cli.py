@@ -262,6 +262,13 @@ def audit(**kw: Any) -> None:
     opts.per_unit = kw["per_unit"]
     _check_output(kw["output"], kw["force"], kw["model"])
     _check_output(kw["html"], kw["force"], kw["model"])
+    from .fileio import refuse_collisions
+
+    refuse_collisions(
+        [("-o/--output", kw["output"]), ("--html", kw["html"])],
+        [("model", kw["model"]), ("--calib", kw["calib"]), ("--against", kw["against"])],
+        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
+    )
     baseline = None
     if kw["against"]:
         from .baseline import load_baseline

@@ -174,6 +174,13 @@ def rewrite(**kw: Any) -> None:
     check_output(kw["output"], kw["force"], kw["model"])
     if kw["report"]:
         check_output(kw["report"], True, kw["model"])
+    from .fileio import refuse_collisions
+
+    refuse_collisions(
+        [("-o/--output", kw["output"]), ("--report", kw["report"])],
+        [("model", kw["model"]), ("--calib", kw["calib"])],
+        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
+    )
     report = run_rewrite(kw["model"], options=opts)
     if not kw["quiet"] and kw["fmt"] != "table":
         for w in report.warnings:

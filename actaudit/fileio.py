@@ -6,7 +6,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from .errors import InputError
@@ -69,3 +69,50 @@ def write_atomic(
 ) -> None:
     with atomic_path(target, force=force) as tmp:
         writer(tmp)
+
+
+def _code_file(spec: str | None) -> str | None:
+    """The file part of ``FILE.py:NAME`` (``--arch``, ``--data-loader``); None for ``MODULE:NAME``."""
+    if not spec:
+        return None
+    head, sep, _ = spec.rpartition(":")
+    return head if sep and (head.endswith(".py") or os.sep in head) else None
+
+
+def _same(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links
+    except OSError:
+        return False
+
+
+def refuse_collisions(
+    outputs: Sequence[tuple[str, str | None]],
+    inputs: Sequence[tuple[str, str | None]],
+    code: Sequence[tuple[str, str | None]] = (),
+) -> None:
+    """Refuse, before the run, an output path that is an input or another output.
+
+    ``outputs`` and ``inputs`` are (option, path) pairs; ``code`` pairs are
+    ``FILE.py:NAME`` specs whose file is an input. Paths are compared after resolving
+    symbolic links, and by inode where both exist, so ``./a`` and a link to it collide.
+    """
+    ins = [(label, p) for label, p in inputs if p] + [
+        (label, f) for label, spec in code if (f := _code_file(spec)) is not None
+    ]
+    outs = [(label, p) for label, p in outputs if p]
+    for i, (label, out) in enumerate(outs):
+        for other_label, other in ins:
+            if _same(out, other):
+                raise InputError(
+                    f"{label} {out} is the {other_label} input {other}",
+                    hint="inputs are never overwritten; write to another path",
+                )
+        for other_label, other in outs[:i]:
+            if _same(out, other):
+                raise InputError(
+                    f"{label} {out} and {other_label} {other} are the same file",
+                    hint="give each output its own path",
+                )
