@@ -16,6 +16,7 @@ import click
 from . import __version__
 from .config import config_option
 from .errors import EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ActauditError
+from .fileio import Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("table", "json", "csv", "markdown")
@@ -354,6 +355,9 @@ def _check_output(output: str | None, force: bool, *inputs: str) -> None:
     if not output:
         return
     from .errors import InputError
+    from .fileio import check_target
+
+    check_target(output, True)  # a FIFO or device is refused whatever --force says
 
     for i in inputs:
         if i and os.path.exists(i) and os.path.exists(output) and os.path.samefile(i, output):
@@ -368,6 +372,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("actaudit: interrupted; no output was written", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Terminated as e:
+        click.echo("actaudit: terminated (SIGTERM); no output was written", err=True)
+        sys.exit(e.code)
 
 
 __all__ = ["EXIT_USAGE", "cli", "main"]

@@ -174,7 +174,11 @@ def rewrite(**kw: Any) -> None:
     check_output(kw["output"], kw["force"], kw["model"])
     if kw["report"]:
         check_output(kw["report"], True, kw["model"])
-    from .fileio import refuse_collisions
+    from .fileio import check_target, refuse_collisions
+
+    check_target(kw["output"], True)  # a FIFO or device is refused whatever --force says
+    if kw["report"]:
+        check_target(kw["report"], True)
 
     refuse_collisions(
         [("-o/--output", kw["output"]), ("--report", kw["report"])],
