@@ -240,6 +240,12 @@ def _emit(text: str, output: str | None, force: bool) -> None:
     help="With --against: allowed number of newly dead units.",
 )
 @click.option(
+    "--allow-renamed-sites",
+    is_flag=True,
+    help="With --against: when no site name matches the baseline, pair sites by position (same kind and "
+    "unit count) instead of refusing the comparison as not comparable.",
+)
+@click.option(
     "--html",
     type=click.Path(dir_okay=False),
     metavar="FILE",
@@ -290,6 +296,7 @@ def audit(**kw: Any) -> None:
             max_dead_fraction_rise=kw["max_dead_fraction_rise"],
             max_new_dead=kw["max_new_dead"],
             baseline_path=kw["against"],
+            allow_renamed=kw["allow_renamed_sites"],
         )
         report.gates += comparison.gate_results
         report.baseline = comparison.to_dict()

@@ -9,7 +9,6 @@ shown: the pass's statistics are thrown away.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Callable, Sequence
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
+
+from .sanitize import csv_writer, text
 
 INSPECT_SCHEMA = "actaudit.inspect/1"
 FORMATS = (
@@ -129,11 +130,11 @@ def _tables(ins: Inspection, fmt: str) -> str:
 
     tablefmt = "github" if fmt == "markdown" else "simple"
     m = ins.model
-    title = f"{m.get('path') or 'in-memory model'} [{m.get('format')}]"
+    title = text(f"{m.get('path') or 'in-memory model'} [{m.get('format')}]")
     out = [f"**{title}**" if fmt == "markdown" else title, ""]
     out.append(
         tabulate(
-            [[i["name"], _shape(i.get("shape")), i.get("dtype")] for i in ins.inputs],
+            [[text(i["name"]), _shape(i.get("shape")), i.get("dtype")] for i in ins.inputs],
             headers=["input", "shape", "dtype"],
             tablefmt=tablefmt,
             disable_numparse=True,
@@ -143,13 +144,13 @@ def _tables(ins: Inspection, fmt: str) -> str:
     rows = [
         [
             s["index"],
-            s["name"],
-            s["op"],
+            text(s["name"]),  # names come from the file: no terminal escapes
+            text(s["op"]),
             s["kind"],
             s["unit_axis"],
             s["units"],
             _shape(s["sample_shape"]),
-            s["module"],
+            text(s["module"]),
         ]
         for s in ins.sites
     ]
@@ -167,6 +168,7 @@ def _tables(ins: Inspection, fmt: str) -> str:
     lines = [f"{len(ins.sites)} sites, {total} units; {ins.probe}"]
     lines += [f"not covered: {u['name']} ({u['op']}): {u['reason']}" for u in ins.uncovered]
     lines += [f"note: {n}" for n in ins.notes]
+    lines = [text(x) for x in lines]
     out.append("")
     out += [f"- {x}" for x in lines] if fmt == "markdown" else lines
     return "\n".join(out) + "\n"
@@ -174,7 +176,7 @@ def _tables(ins: Inspection, fmt: str) -> str:
 
 def _csv(ins: Inspection) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv_writer(buf)  # names neutralised: no formulas, no control characters
     cols = ["index", "name", "op", "kind", "family", "unit_axis", "units", "sample_shape", "module"]
     w.writerow(cols)
     for s in ins.sites:
