@@ -96,11 +96,14 @@ def test_audit_outputs_that_collide_are_refused(small, tmp_path) -> None:
     calib.write_bytes(small["calib"].read_bytes())
     link = tmp_path / "link.npy"
     os.symlink(calib, link)
+    hard = tmp_path / "hard.npy"
+    os.link(calib, hard)
     before = _digest(calib)
     cases = [
         (["-o", tmp_path / "r.json", "--html", tmp_path / "r.json"], "are the same file"),
         (["--html", calib, "--force"], "--calib input"),
-        (["-o", link, "--force"], "--calib input"),  # a symbolic link to an input is that input
+        (["-o", hard, "--force"], "--calib input"),  # a hard link to an input is that input
+        (["-o", link, "--force"], "is a symbolic link"),  # and a symbolic link is never replaced
     ]
     for extra, message in cases:
         r = _run("audit", small["ts"], "--calib", calib, *extra)
