@@ -574,7 +574,10 @@ class _Runner:
             if row["min"].shape[:1] != (units,):
                 live.broken = f"its reduced statistics have {row['min'].shape} entries for {units} units"
                 return
-            elements = math.prod(shape) // max(units, 1)
+            if "elements" in row:  # summed over the iterations of an enclosing Loop
+                elements = int(row["elements"].reshape(-1)[0]) // max(units, 1)
+            else:
+                elements = math.prod(shape) // max(units, 1)
             vec = _vectors(row, elements, careful)
             live.stats.add_batch(elements, samples if first else 0, vec)
             first = False
