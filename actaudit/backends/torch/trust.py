@@ -118,6 +118,7 @@ _PICKLE_GLOBALS = re.compile(
     r"|collections\.OrderedDict|builtins\.set|torch\.device|torch\.Size)$"
 )
 TRUST_HINT = "pass --trust-code only if you trust the file's origin, or export it to ONNX or torch.export"
+EXPORT_HINT = "pass --trust-code only if you trust the file's origin, or save the program with tensors only"
 
 
 @functools.lru_cache(maxsize=1)
@@ -410,5 +411,5 @@ def _export_refusal(path: Path, problems: list[str]) -> UntrustedCodeError:
     return UntrustedCodeError(
         f"refusing to load torch.export program {path}: it holds {'; '.join(list(dict.fromkeys(problems))[:3])}, "
         "which loading would unpickle or run",
-        hint=TRUST_HINT,
+        hint=EXPORT_HINT,
     )
