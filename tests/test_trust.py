@@ -7,6 +7,7 @@ asserts the exit code, the one-line message and that the marker does not exist.
 from __future__ import annotations
 
 import importlib.util
+import pickle
 import re
 import textwrap
 import zipfile
@@ -187,3 +188,48 @@ def test_real_programs_pass_the_export_guard(fixtures_dir: Path) -> None:
     for p in programs:
         ep = trust.guarded_export_load(p)
         assert trust.export_graph_problems(ep.graph_module) == []
+
+
+def _archive(tmp_path: Path, code: str, constants: bytes | None = None) -> Path:
+    """A zip laid out like a TorchScript archive; the checker reads it without loading it."""
+    p = tmp_path / "a.ts"
+    with zipfile.ZipFile(p, "w") as zf:
+        zf.writestr("a/code/__torch__/m.py", textwrap.dedent(code))
+        zf.writestr("a/constants.pkl", constants if constants is not None else pickle.dumps(()))
+        zf.writestr("a/data.pkl", pickle.dumps(()))
+    return p
+
+
+@pytest.mark.parametrize(
+    ("code", "refused"),
+    [
+        ("_0 = torch.from_file\n", "torch.from_file"),  # an alias is checked where it is taken
+        ("def f(x: Tensor) -> Tensor:\n  return x.save('p')\n", ".save()"),  # aten::save as a method
+        ("def f(x: Tensor):\n  return getattr(torch, 'save')\n", "torch used as a value"),
+        ("def f(x: Tensor):\n  return __torch__.torch.classes.evil.Foo()\n", "a custom C++ class"),
+        ("def f(x: Tensor):\n  print(x)\n", "print()"),
+        ("def f(x: Tensor):\n  return ops.aten.from_file('p')\n", "ops.aten.from_file"),
+        ("def f(x: Tensor, y: Tensor=torch.save(x, 'p')):\n  return x\n", "torch.save"),  # a default
+        ("def f(x):\n  return x +\n", "code that cannot be checked"),
+    ],
+)
+def test_static_check_refuses(tmp_path: Path, code: str, refused: str) -> None:
+    problems = trust.torchscript_problems(_archive(tmp_path, code))
+    assert any(refused in p for p in problems), problems
+
+
+def test_static_check_passes_pure_code_and_names_a_pickled_global(tmp_path: Path) -> None:
+    pure = """
+    def f(x: Tensor, w: Optional[Tensor]) -> Tensor:
+      _0 = annotate(List[Tensor], [])
+      if isinstance(w, Tensor):
+        w0 = unchecked_cast(Tensor, w)
+      else:
+        w0 = torch.zeros([1])
+      _1 = torch.append(_0, torch.relu(torch.linear(x, w0)))
+      return torch.cat(_0, -1).view([-1])
+    """
+    assert trust.torchscript_problems(_archive(tmp_path, pure)) == []
+    evil = b"cposix\nsystem\n(S'true'\ntR."  # protocol 0: GLOBAL posix.system
+    problems = trust.torchscript_problems(_archive(tmp_path, pure, constants=evil))
+    assert problems == ["constants.pkl: pickled global posix.system"]

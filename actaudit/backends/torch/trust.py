@@ -96,6 +96,8 @@ _BUILTIN_CALLS = frozenset(
         "Await",
     }
 )
+# Which positional argument of these builtins is a type, not a value.
+_TYPE_ARGUMENT = {"annotate": 0, "uninitialized": 0, "unchecked_cast": 0, "isinstance": 1}
 # torch.<sub>.<name> spellings of aten operators.
 _SUBMODULE_PREFIX = {
     "linalg": "linalg_",
@@ -193,6 +195,21 @@ class _Checker(ast.NodeVisitor):
             self._refuse(".".join(chain) + " (a custom C++ class)")
         # other roots (self, locals, CONSTANTS) hold values; their methods are checked at the call
 
+    # Type expressions (annotations, the type argument of annotate/isinstance) are never
+    # executed, and name types such as torch.dtype that are not operators: not checked.
+    def visit_arg(self, node: ast.arg) -> None:
+        return None
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        for child in [*node.args.defaults, *node.args.kw_defaults, *node.body, *node.decorator_list]:
+            if child is not None:
+                self.visit(child)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self.visit(node.target)
+        if node.value is not None:
+            self.visit(node.value)
+
     def visit_Name(self, node: ast.Name) -> None:
         if node.id in ("torch", "ops") and isinstance(node.ctx, ast.Load):
             self._refuse(f"{node.id} used as a value")
@@ -204,6 +221,14 @@ class _Checker(ast.NodeVisitor):
                 self._refuse(f"{f.id}()")
             if f.id in ("getattr", "hasattr") and node.args and _chain(node.args[0]) in (["torch"], ["ops"]):
                 self._refuse(f"{f.id}({_chain(node.args[0])[0]}, …)")  # type: ignore[index]
+            type_arg = _TYPE_ARGUMENT.get(f.id)
+            if type_arg is not None:
+                for i, a in enumerate(node.args):
+                    if i != type_arg:
+                        self.visit(a)
+                for k in node.keywords:
+                    self.visit(k)
+                return
         elif isinstance(f, ast.Attribute):
             chain = _chain(f)
             if chain is None or chain[0] not in ("torch", "ops", "__torch__"):
