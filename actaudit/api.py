@@ -33,7 +33,7 @@ from .data import (
     synthetic,
 )
 from .detect import ONNX, detect_format
-from .errors import InputError
+from .errors import CalibrationError, InputError
 from .fileio import sha256_file
 from .gates import evaluate, parse_gate
 from .report import Report
@@ -56,6 +56,7 @@ class AuditOptions:
     arch: str | None = None
     state_key: str | None = None
     trust_pickle: bool = False
+    trust_code: bool = False
     unit_axis: Sequence[str] = ()
     settings: Settings = field(default_factory=Settings)
     fail_on: Sequence[str] = ()
@@ -159,7 +160,12 @@ def load_model(model: Any, opts: AuditOptions) -> LoadedModel:
         if opts.provider:
             raise InputError("--provider applies to ONNX models; use --device for PyTorch checkpoints")
         h = _backend_module("torch").load(
-            p, arch=opts.arch, state_key=opts.state_key, trust_pickle=opts.trust_pickle, device=opts.device
+            p,
+            arch=opts.arch,
+            state_key=opts.state_key,
+            trust_pickle=opts.trust_pickle,
+            trust_code=opts.trust_code,
+            device=opts.device,
         )
         return LoadedModel("torch", h, h.fmt, str(p), sha)
     torch = sys.modules.get("torch")
@@ -345,6 +351,12 @@ def build_report(
     gates: list[Any],
     timings: dict[str, float],
 ) -> Report:
+    if cap.samples == 0:
+        # A gate such as dead>0 would pass on no data at all: a CI bypass, not a result.
+        raise CalibrationError(
+            f"calibration data {source.description} gave 0 samples",
+            hint="give data with at least one sample along axis 0",
+        )
     verdicts = [classify(s.info, s.stats, opts.settings) for s in cap.sites]
     notes = [n for n in loaded.notes if is_info(n)]
     warnings = [n for n in loaded.notes if not is_info(n)] + list(cap.warnings)

@@ -180,8 +180,14 @@ def compare(
     max_dead_fraction_rise: float = 0.0,
     max_new_dead: int = 0,
     baseline_path: str | None = None,
+    allow_renamed: bool = False,
 ) -> Comparison:
-    """Compare two ``Report.to_dict()`` results. ``max_dead_fraction_rise`` is a fraction (0.05 = 5 points)."""
+    """Compare two ``Report.to_dict()`` results. ``max_dead_fraction_rise`` is a fraction (0.05 = 5 points).
+
+    When no site name matches, the gates would pass on nothing: that is an
+    :class:`InputError` ("not comparable") unless ``allow_renamed``, which pairs the
+    unmatched sites by position where their kind and unit count agree.
+    """
     if not 0.0 <= max_dead_fraction_rise <= 1.0:
         raise InputError(f"the allowed dead-fraction rise must be in [0, 1], got {max_dead_fraction_rise}")
     if max_new_dead < 0:
@@ -192,8 +198,25 @@ def compare(
     before = _by_name(baseline["sites"])
     changes: list[SiteChange] = []
     warnings: list[str] = []
+    where = f"--against {baseline_path}" if baseline_path else "the baseline"
+    renamed: dict[str, str] = {}
+    if now and before and not set(now) & set(before):
+        if not allow_renamed:
+            raise InputError(
+                f"{where} is not comparable: none of its {len(before)} site names matches one of the "
+                f"{len(now)} sites of this report (another model, exporter or naming?)",
+                hint="compare reports of the same model, or pass --allow-renamed-sites to pair sites by position",
+            )
+        renamed = _pair_by_position(now, before)
+        if not renamed:
+            raise InputError(
+                f"{where} is not comparable: no site matches by name, nor by position, kind and unit count"
+            )
+        warnings.append(
+            f"no site name matches the baseline: {len(renamed)} site(s) paired by position, kind and unit count"
+        )
     for name, s in now.items():
-        b = before.get(name)
+        b = before.get(renamed.get(name, name))
         if b is None:
             continue
         c = SiteChange(
@@ -215,10 +238,9 @@ def compare(
             c.new_dead_units = sorted(dead_now - dead_before)
             c.revived_units = sorted(dead_before - dead_now)
         changes.append(c)
-    added = [n for n in now if n not in before]
-    removed = [n for n in before if n not in now]
-    if added and len(added) == len(now):
-        warnings.append("no site name matches the baseline: is it a report of another model?")
+    added = [n for n in now if renamed.get(n, n) not in before]
+    paired = set(renamed.values())
+    removed = [n for n in before if n not in now and n not in paired]
     warnings += _setting_warnings(report, baseline)
 
     new_dead_sites = [c.name for c in changes if c.new_dead_units]
@@ -251,6 +273,15 @@ def compare(
         warnings=warnings,
         path=baseline_path,
     )
+
+
+def _pair_by_position(now: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Site name now → baseline name, pairing the i-th sites where kind and unit count agree."""
+    out = {}
+    for (n, s), (m, b) in zip(now.items(), before.items(), strict=False):
+        if s.get("kind") == b.get("kind") and s.get("units") == b.get("units"):
+            out[n] = m
+    return out
 
 
 def _by_name(sites: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:

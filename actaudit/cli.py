@@ -16,6 +16,7 @@ import click
 from . import __version__
 from .config import config_option
 from .errors import EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ActauditError
+from .fileio import Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("table", "json", "csv", "markdown")
@@ -84,6 +85,12 @@ def model_options(f: F) -> F:
                 is_flag=True,
                 help="Allow loading a pickled nn.Module. Unpickling runs code from the file: "
                 "only for files whose origin you trust.",
+            ),
+            click.option(
+                "--trust-code",
+                is_flag=True,
+                help="Load a TorchScript or torch.export file whose code fails the static check "
+                "(file or OS access, unknown operators, pickled objects). Runs that code.",
             ),
             click.option(
                 "--device", default="cpu", show_default=True, help="PyTorch device (cpu, cuda, cuda:1)."
@@ -260,6 +267,12 @@ def _emit(text: str, output: str | None, force: bool) -> None:
     help="With --against: allowed number of newly dead units.",
 )
 @click.option(
+    "--allow-renamed-sites",
+    is_flag=True,
+    help="With --against: when no site name matches the baseline, pair sites by position (same kind and "
+    "unit count) instead of refusing the comparison as not comparable.",
+)
+@click.option(
     "--html",
     type=click.Path(dir_okay=False),
     metavar="FILE",
@@ -294,6 +307,13 @@ def audit(**kw: Any) -> None:
     opts.per_unit = kw["per_unit"]
     _check_output(kw["output"], kw["force"], kw["model"])
     _check_output(kw["html"], kw["force"], kw["model"])
+    from .fileio import refuse_collisions
+
+    refuse_collisions(
+        [("-o/--output", kw["output"]), ("--html", kw["html"]), ("--junit", kw["junit"])],
+        [("model", kw["model"]), ("--calib", kw["calib"]), ("--against", kw["against"])],
+        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
+    )
     _check_output(kw["junit"], kw["force"], kw["model"])
     from .config import CONFIG_META
 
@@ -328,6 +348,7 @@ def audit(**kw: Any) -> None:
             max_dead_fraction_rise=kw["max_dead_fraction_rise"],
             max_new_dead=kw["max_new_dead"],
             baseline_path=kw["against"],
+            allow_renamed=kw["allow_renamed_sites"],
         )
         report.gates += comparison.gate_results
         report.baseline = comparison.to_dict()
@@ -387,6 +408,7 @@ def audit_options(kw: dict[str, Any]) -> Any:
         arch=kw["arch"],
         state_key=kw["state_key"],
         trust_pickle=kw["trust_pickle"],
+        trust_code=kw["trust_code"],
         unit_axis=kw["unit_axis"],
         settings=settings,
         device=kw["device"],
@@ -408,6 +430,9 @@ def _check_output(output: str | None, force: bool, *inputs: str) -> None:
     if not output:
         return
     from .errors import InputError
+    from .fileio import check_target
+
+    check_target(output, True)  # a FIFO or device is refused whatever --force says
 
     for i in inputs:
         if i and os.path.exists(i) and os.path.exists(output) and os.path.samefile(i, output):
@@ -422,6 +447,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("actaudit: interrupted; no output was written", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Terminated as e:
+        click.echo("actaudit: terminated (SIGTERM); no output was written", err=True)
+        sys.exit(e.code)
 
 
 __all__ = ["EXIT_USAGE", "cli", "main"]

@@ -9,7 +9,6 @@ shown: the pass's statistics are thrown away.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Callable, Sequence
@@ -17,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
+
+from .sanitize import csv_writer, text
 
 INSPECT_SCHEMA = "actaudit.inspect/1"
 FORMATS = (
@@ -163,7 +164,7 @@ def _tables(ins: Inspection, fmt: str) -> str:
 
     tablefmt = "github" if fmt == "markdown" else "simple"
     m = ins.model
-    title = f"{m.get('path') or 'in-memory model'} [{m.get('format')}]"
+    title = text(f"{m.get('path') or 'in-memory model'} [{m.get('format')}]")
     out = [f"**{title}**" if fmt == "markdown" else title]
     line = _facts_line(ins.facts)
     if line:
@@ -177,7 +178,7 @@ def _tables(ins: Inspection, fmt: str) -> str:
             continue
         out.append(
             tabulate(
-                [[i["name"], _shape(i.get("shape")), i.get("dtype")] for i in items],
+                [[text(i["name"]), _shape(i.get("shape")), i.get("dtype")] for i in items],
                 headers=[label, "shape", "dtype"],
                 tablefmt=tablefmt,
                 disable_numparse=True,
@@ -187,13 +188,13 @@ def _tables(ins: Inspection, fmt: str) -> str:
     rows = [
         [
             s["index"],
-            s["name"],
-            s["op"],
+            text(s["name"]),  # names come from the file: no terminal escapes
+            text(s["op"]),
             s["kind"],
             s["unit_axis"],
             s["units"],
             _shape(s["sample_shape"]),
-            s["module"],
+            text(s["module"]),
         ]
         for s in ins.sites
     ]
@@ -211,6 +212,7 @@ def _tables(ins: Inspection, fmt: str) -> str:
     lines = [f"{len(ins.sites)} sites, {total} units; {ins.probe}"]
     lines += [f"not covered: {u['name']} ({u['op']}): {u['reason']}" for u in ins.uncovered]
     lines += [f"note: {n}" for n in ins.notes]
+    lines = [text(x) for x in lines]
     out.append("")
     out += [f"- {x}" for x in lines] if fmt == "markdown" else lines
     return "\n".join(out) + "\n"
@@ -218,7 +220,7 @@ def _tables(ins: Inspection, fmt: str) -> str:
 
 def _csv(ins: Inspection) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv_writer(buf)  # names neutralised: no formulas, no control characters
     cols = ["index", "name", "op", "kind", "family", "unit_axis", "units", "sample_shape", "module"]
     w.writerow(cols)
     for s in ins.sites:
@@ -289,6 +291,7 @@ def inspect_command(model_options: Callable[[Callable[..., Any]], Callable[..., 
             arch=kw["arch"],
             state_key=kw["state_key"],
             trust_pickle=kw["trust_pickle"],
+            trust_code=kw["trust_code"],
             device=kw["device"],
             provider=kw["provider"],
             threads=kw["threads"],

@@ -208,6 +208,17 @@ def rewrite(**kw: Any) -> None:
     check_output_extension(kw["model"], kw["output"], kw["output_format"])
     if kw["report"]:
         check_output(kw["report"], True, kw["model"])
+    from .fileio import check_target, refuse_collisions
+
+    check_target(kw["output"], True)  # a FIFO or device is refused whatever --force says
+    if kw["report"]:
+        check_target(kw["report"], True)
+
+    refuse_collisions(
+        [("-o/--output", kw["output"]), ("--report", kw["report"])],
+        [("model", kw["model"]), ("--calib", kw["calib"])],
+        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
+    )
     report = run_rewrite(kw["model"], options=opts)
     if not kw["quiet"] and kw["fmt"] != "table":
         for w in report.warnings:

@@ -39,7 +39,8 @@ PYPROJECT = "pyproject.toml"
 NOT_CONFIGURABLE = frozenset({"model", "output", "force", "debug", "help", "version", "config"})
 # Consent to run code from a checkpoint is given per run, on the command line: a file
 # checked into a repository must not be able to give it for whoever runs actaudit there.
-COMMAND_LINE_ONLY = frozenset({"trust_pickle"})
+# The same holds for options that name code to import and run (--arch, --data-loader).
+COMMAND_LINE_ONLY = frozenset({"trust_pickle", "trust_code", "arch", "data_loader"})
 # Options whose value is a path (or FILE.py:NAME), resolved relative to the config file.
 PATH_KEYS = frozenset({"calib", "against", "html", "data_loader", "arch"})
 CONFIG_META = "actaudit.config_file"  # click context meta key: the config file a command used

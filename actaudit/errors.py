@@ -47,6 +47,10 @@ class UntrustedPickleError(InputError):
     """The checkpoint needs arbitrary code execution to load and --trust-pickle was not given."""
 
 
+class UntrustedCodeError(InputError):
+    """A checkpoint carries code off the allowlist (TorchScript, torch.export) and --trust-code was not given."""
+
+
 class CalibrationError(InputError):
     """Calibration data does not fit the model."""
 

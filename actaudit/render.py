@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
+from .sanitize import text
+
 if TYPE_CHECKING:
     from .report import Report
     from .verdicts import SiteVerdict
@@ -60,7 +62,7 @@ def _row(
     mean_fire = float(fr[fr == fr].mean()) if fr.size and (fr == fr).any() else None
     row: list[object] = [
         i,
-        v.info.name,
+        text(v.info.name),  # names come from the file: no terminal escapes
         v.info.kind,
         v.info.units,
         len(v.dead_units) if v.can_die else "-",
@@ -113,6 +115,7 @@ def _header(report: Report, fmt: str) -> str:
     m, c = report.model, report.calibration
     synth = " (synthetic)" if c.get("synthetic") else ""
     line = f"{m.get('path')} [{m.get('format')}] — {c.get('samples')} samples from {c.get('source')}{synth}"
+    line = text(line)
     return f"**{line}**\n" if fmt == "markdown" else line
 
 
@@ -151,6 +154,7 @@ def _footer(report: Report, fmt: str) -> str:
         lines.append(f"note: {note}")
     for w in report.warnings:
         lines.append(f"warning: {w}")
+    lines = [text(x) for x in lines]
     if fmt == "markdown":
         return "\n".join(f"- {x}" for x in lines)
     return "\n".join(lines)

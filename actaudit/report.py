@@ -7,7 +7,6 @@ section (timings, host), which is kept apart so that CI can diff the rest.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .gates import GateResult
+from .sanitize import csv_writer
 from .stats import Uncovered
 from .verdicts import Settings, SiteVerdict, upper_bound_95
 
@@ -174,7 +174,7 @@ def _thresholds(v: SiteVerdict, s: Settings) -> tuple[float | None, float | None
 
 def rows_for_csv(report: Report) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csv_writer(buf)  # names neutralised: no formulas, no control characters
     w.writerow(
         [
             "index",

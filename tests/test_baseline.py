@@ -96,11 +96,33 @@ def test_added_removed_and_resized_sites(base: dict[str, Any]) -> None:
             return self.extra(self.inner(x))
 
     now = _audit(Wider()).to_dict()
-    c = compare(now, base)
-    assert c.added_sites == ["inner.1", "inner.3", "extra"]
-    assert c.removed_sites == ["1", "3"]
-    assert any("no site name matches" in w for w in c.warnings)
-    assert c.passed  # a changed architecture is reported, not gated
+    with pytest.raises(
+        InputError, match="is not comparable: none of its 2 site names matches one of the 3 sites"
+    ):
+        compare(now, base)  # gates over no common site would pass on nothing
+    c = compare(now, base, allow_renamed=True)
+    assert c.added_sites == ["inner.1", "extra"]  # inner.1 has 10 units, the baseline's 1 has 8
+    assert c.removed_sites == ["1"]
+    assert [s.name for s in c.sites] == ["inner.3"]  # paired with "3": same position, kind, units
+    assert any("paired by position" in w for w in c.warnings)
+
+
+def test_renamed_sites_are_compared_only_when_asked(base: dict[str, Any]) -> None:
+    class Wrapped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = _model(dead2=(4,))  # a newly dead unit at the second site (2 was dead already)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x)
+
+    now = _audit(Wrapped()).to_dict()
+    assert [s["name"] for s in now["sites"]] == ["inner.1", "inner.3"]
+    with pytest.raises(InputError, match="not comparable"):
+        compare(now, base)
+    c = compare(now, base, allow_renamed=True)
+    assert not c.passed
+    assert [(s.name, s.new_dead_units) for s in c.sites if s.new_dead_units] == [("inner.3", [4])]
 
     resized = _audit(_model(hidden=10)).to_dict()
     c = compare(resized, base)
@@ -169,3 +191,29 @@ def test_bad_tolerances_are_input_errors(base: dict[str, Any]) -> None:
         compare(base, base, max_dead_fraction_rise=5)
     with pytest.raises(InputError):
         compare(base, base, max_new_dead=-1)
+
+
+def test_cli_not_comparable_is_exit_2_unless_renamed_sites_are_allowed(
+    tmp_path: Path, fixtures_dir: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from actaudit.cli import cli
+
+    model = fixtures_dir / "models" / "cnn_dead.onnx"
+    calib = fixtures_dir / "data" / "cnn_images.npy"
+    args = ["audit", str(model), "--calib", str(calib), "--samples", "16", "-q"]
+    r = CliRunner().invoke(cli, [*args, "--format", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    for s in d["sites"]:
+        s["name"] = "exporter2/" + s["name"]  # the same model, named by another exporter
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(d))
+    r = CliRunner().invoke(cli, [*args, "--against", str(base)])
+    assert r.exit_code == 2
+    assert (
+        r.stderr.strip().splitlines()[-1].startswith(f"actaudit: error: --against {base} is not comparable")
+    )
+    r = CliRunner().invoke(cli, [*args, "--against", str(base), "--allow-renamed-sites"])
+    assert r.exit_code == 0, r.output

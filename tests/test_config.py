@@ -91,15 +91,13 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
         tmp_path / "proj" / "actaudit.toml",
         """
         calib = "data/calib.npy"
-        data-loader = "loaders.py:batches"
-        arch = "torchvision.models:resnet18"
+        against = "base.json"
         """,
     )
     cfg = load_config(tmp_path, cfg_file)
     base = cfg_file.parent
     assert cfg["calib"] == str(base / "data" / "calib.npy")
-    assert cfg["data_loader"] == f"{base / 'loaders.py'}:batches"
-    assert cfg["arch"] == "torchvision.models:resnet18"  # a module path is not a file
+    assert cfg["against"] == str(base / "base.json")
 
 
 @pytest.mark.parametrize(
@@ -116,6 +114,11 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
         ('per-unit = "yes"\n', "key 'per-unit' must be true or false"),
         ("output = 'r.json'\n", "key 'output' is not an option"),  # a per-run option, not policy
         ("trust-pickle = true\n", "key 'trust-pickle' cannot be set in a config file (pass --trust-pickle"),
+        ("trust-code = true\n", "key 'trust-code' cannot be set in a config file (pass --trust-code"),
+        # options that import and run code are consent too
+        ('arch = "evil.py:build"\n', "key 'arch' cannot be set in a config file (pass --arch"),
+        ('data-loader = "evil.py:batches"\n', "key 'data-loader' cannot be set in a config file"),
+        ('data_loader = "evil.py:batches"\n', "key 'data_loader' cannot be set in a config file"),
         ("seed = 1\nseed_ = 2\n", "is not an option"),
         ("batch-size = 8\nbatch_size = 8\n", "is given twice"),
         ("batch-size = \n", "is not valid TOML"),

@@ -28,6 +28,7 @@ from ...errors import CalibrationError, InputError, ModelRunError
 from ...kinds import Activation, Thresholds
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
 from .instrument import AxisRule, SiteOutputs, SitePlan, instrument
+from .interrupt import run_interruptible
 from .sites import OnnxSite, default_axis, find_sites
 
 __all__ = ["OnnxModel", "available_providers", "capture", "load"]
@@ -105,9 +106,42 @@ def load(
             notes.append(
                 f"could not inline the model's local functions ({_short(e)}); activations inside them are not audited"
             )
+    model = _upgrade_old_opset(model, source, notes)
     model = _with_shapes(model, notes)
     inputs, types, declared = _input_specs(model)
     return OnnxModel(model, inputs, chosen, threads, source, notes, types, declared)
+
+
+# The appended statistics nodes need Slice with inputs and IsInf (opset 10); 11 is the
+# first opset whose Loop/If/Resize semantics onnx's version converter maps cleanly.
+_MIN_OPSET = 10
+_UPGRADE_TO = 11
+
+
+def _upgrade_old_opset(model: onnx.ModelProto, source: str, notes: list[str]) -> onnx.ModelProto:
+    """A model of opset 7-9 converted (in memory) to opset 11 with onnx's version converter.
+
+    The audit then measures the converted graph, which computes the same function; a
+    model the converter cannot handle is refused (exit 2) with its reason.
+    """
+    from .graph import opset_version
+
+    old = opset_version(model)
+    if old >= _MIN_OPSET or old <= 0:
+        return model
+    try:
+        from onnx import version_converter
+
+        new = version_converter.convert_version(model, _UPGRADE_TO)
+        onnx.checker.check_model(new)
+    except Exception as e:
+        raise InputError(
+            f"{source} uses ONNX opset {old}, which the audit's statistics nodes cannot be added to, "
+            f"and onnx's version converter cannot bring it to opset {_UPGRADE_TO}: {_short(e)}",
+            hint=f"re-export the model at opset {_UPGRADE_TO} or later",
+        ) from None
+    notes.append(f"the model's ONNX opset {old} was converted in memory to opset {_UPGRADE_TO} for the audit")
+    return new
 
 
 def _is_external(t: onnx.TensorProto) -> bool:
@@ -499,9 +533,9 @@ class _Runner:
     ) -> dict[int, dict[str, np.ndarray]]:
         names = [n for o in outs.values() for n in o.names.values()]
         if not names:
-            sess.run(None, feeds)
+            run_interruptible(sess, None, feeds)
             return {}
-        arrays = sess.run(names, feeds)
+        arrays = run_interruptible(sess, names, feeds)
         got = dict(zip(names, arrays, strict=True))
         return {i: {stat: got[n] for stat, n in o.names.items()} for i, o in outs.items()}
 
@@ -549,7 +583,10 @@ class _Runner:
             if row["min"].shape[:1] != (units,):
                 live.broken = f"its reduced statistics have {row['min'].shape} entries for {units} units"
                 return
-            elements = math.prod(shape) // max(units, 1)
+            if "elements" in row:  # summed over the iterations of an enclosing Loop
+                elements = int(row["elements"].reshape(-1)[0]) // max(units, 1)
+            else:
+                elements = math.prod(shape) // max(units, 1)
             vec = _vectors(row, elements, careful)
             live.stats.add_batch(elements, samples if first else 0, vec)
             first = False

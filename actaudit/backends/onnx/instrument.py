@@ -23,8 +23,11 @@ Two variants of the statistics:
   non-finite (or a count could be inexact), so clean data pays nothing for it.
 
 Statistics from ``If`` branches leave through extra ``If`` outputs (the branch that
-did not run yields empty tensors); from ``Loop`` bodies as extra scan outputs, one
-row per iteration.
+did not run yields empty tensors). In ``Loop`` bodies they are folded into extra
+loop-carried accumulators (sums and counts in float64/int64, min, max, the last shape
+and axis, and the number of elements seen), so memory does not grow with the trip
+count; scan outputs, one row per iteration, peaked at 786 MB for 10⁵ iterations of
+an 8-unit ReLU.
 """
 
 from __future__ import annotations
@@ -191,6 +194,67 @@ def instrument(model: onnx.ModelProto, plans: list[SitePlan], careful: bool) -> 
     return dict(result)
 
 
+_FLOATS = (TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.FLOAT16, TensorProto.BFLOAT16)
+
+
+def _accumulate(scope: Scope, outs: list[_Out], fresh: _Names) -> list[_Out]:
+    """Fold a Loop body's per-iteration statistics into new loop-carried values.
+
+    Loop inputs are ``[M, cond, v...]``, body inputs ``[iter, cond, v...]``, body outputs
+    ``[cond, v..., scans...]`` and Loop outputs ``[v_final..., scans...]``: a new carried
+    value goes after the existing ones everywhere. Initial values are scalars (0, ±inf)
+    or empty tensors that broadcast or get overwritten on the first iteration; a Loop
+    that runs no iteration leaves an empty shape, which the backend reads as "not run".
+    """
+    owner, body = scope.owner, scope.graph
+    assert owner is not None and scope.parent is not None
+    parent = scope.parent.graph
+    outs = list(outs)
+    for o in list(outs):
+        if o.key[1] == "shape" and not any(q.key == (o.key[0], "elements") for q in outs):
+            elements = fresh()
+            body.node.append(helper.make_node("ReduceProd", [o.name], [elements], name=elements, keepdims=1))
+            outs.append(_Out(elements, TensorProto.INT64, 1, (o.key[0], "elements")))
+    lifted = []
+    for o in outs:
+        stat = o.key[1]
+        carried = len(owner.input) - 2
+        acc_in, acc_out, init, final = fresh(), fresh(), fresh(), fresh()
+        if stat in ("shape", "axis"):  # the last iteration's
+            elem = o.elem
+            body.node.append(helper.make_node("Identity", [o.name], [acc_out], name=acc_out))
+            init_tensor = helper.make_tensor(init, elem, [0] * o.rank, [])
+        elif stat in ("min", "max"):
+            elem = o.elem
+            body.node.append(helper.make_node(stat.capitalize(), [acc_in, o.name], [acc_out], name=acc_out))
+            bound = np.array(
+                np.inf if stat == "min" else -np.inf, dtype=onnx.helper.tensor_dtype_to_np_dtype(elem)
+            )
+            init_tensor = onnx.numpy_helper.from_array(bound, init)
+        else:  # sums and counts, exact in float64 / int64 over any number of iterations
+            elem = TensorProto.DOUBLE if o.elem in _FLOATS else TensorProto.INT64
+            cast = fresh()
+            body.node.append(helper.make_node("Cast", [o.name], [cast], name=cast, to=elem))
+            body.node.append(helper.make_node("Add", [acc_in, cast], [acc_out], name=acc_out))
+            zero = np.zeros((), dtype=np.float64 if elem == TensorProto.DOUBLE else np.int64)
+            init_tensor = onnx.numpy_helper.from_array(zero, init)
+        parent.initializer.append(init_tensor)
+        body.input.append(helper.make_tensor_value_info(acc_in, elem, None))
+        outputs = list(body.output)
+        del body.output[:]
+        body.output.extend(
+            [
+                *outputs[: 1 + carried],
+                helper.make_tensor_value_info(acc_out, elem, None),
+                *outputs[1 + carried :],
+            ]
+        )
+        owner.input.append(init)
+        owner.output.insert(carried, final)
+        lifted.append(_Out(final, elem, o.rank, o.key))
+    return lifted
+
+
 def _depth(scope: Scope) -> int:
     d = 0
     s = scope.parent
@@ -204,7 +268,9 @@ def _lift(scope: Scope, outs: list[_Out], fresh: _Names) -> list[_Out]:
     """Expose a subgraph's outputs as new outputs of its owner (If or Loop) node."""
     owner = scope.owner
     assert owner is not None
-    stack = 1 if owner.op_type == "Loop" else 0
+    if owner.op_type == "Loop":
+        return _accumulate(scope, outs, fresh)
+    stack = 0
     for o in outs:
         scope.graph.output.append(helper.make_tensor_value_info(o.name, o.elem, [None] * o.rank))
     if owner.op_type == "If":

@@ -33,6 +33,11 @@ def load_pt_batches(p: Path) -> DataSource:
         )
     batches = [normalize_batch(b) for b in obj]
     total = sum(batch_samples(b) for b in batches)
+    if total == 0:
+        raise CalibrationError(
+            f"calibration file {p} holds {len(batches)} batch(es) with 0 samples",
+            hint="an audit of no data would pass every gate; give batches with at least one sample",
+        )
     return DataSource(lambda: iter(batches), str(p), total_samples=total, details={"batches": len(batches)})
 
 

@@ -1,7 +1,9 @@
 """Load a PyTorch checkpoint of any supported format into something callable.
 
 Nothing is unpickled with ``weights_only=False`` unless the caller passed
-``trust_pickle=True``: that mode runs code from the file.
+``trust_pickle=True``: that mode runs code from the file. TorchScript and
+``torch.export`` files are loaded only after the static checks of :mod:`.trust`
+pass, or with ``trust_code=True``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from ...data import InputSpec, import_callable
 from ...detect import EXPORT, TORCH_SAVE, TORCHSCRIPT, detect_format
 from ...errors import InputError, UntrustedPickleError
 from .capture import GraphSite, export_graph_sites, torchscript_graph_sites
+from .trust import check_torchscript, guarded_export_load
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
 _MAX_NAMES = 8
@@ -46,15 +49,23 @@ def load_torch(
     arch: str | None = None,
     state_key: str | None = None,
     trust_pickle: bool = False,
+    trust_code: bool = False,
     device: str = "cpu",
 ) -> TorchModel:
     p = Path(path)
     fmt = detect_format(p)
     dev = _device(device)
+    if arch is not None and fmt in (TORCHSCRIPT, EXPORT):
+        raise InputError(
+            f"--arch {arch} applies to state_dict checkpoints, but {p} is a {fmt} program that carries its own code",
+            hint="drop --arch to audit the program as it is",
+        )
     if fmt == TORCHSCRIPT:
+        if not trust_code:
+            check_torchscript(p)
         return _load_torchscript(p, dev)
     if fmt == EXPORT:
-        return _load_export(p, dev)
+        return _load_export(p, dev, trust_code)
     if fmt == TORCH_SAVE:
         return _load_pickle(p, arch, state_key, trust_pickle, dev)
     raise InputError(f"{p} is an {fmt} model, not a PyTorch checkpoint")
@@ -94,11 +105,13 @@ def _script_input_names(m: Any) -> list[str]:
         return []
 
 
-def _load_export(p: Path, dev: torch.device) -> TorchModel:
+def _load_export(p: Path, dev: torch.device, trust_code: bool = False) -> TorchModel:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ep = torch.export.load(str(p))
+            ep = torch.export.load(str(p)) if trust_code else guarded_export_load(p)
+    except InputError:
+        raise
     except Exception as e:
         raise InputError(f"cannot load torch.export program {p}: {_short(e)}") from None
     return from_exported(ep, dev)
@@ -194,6 +207,7 @@ def _load_pickle(
     except Exception as e:
         raise InputError(f"cannot read PyTorch checkpoint {p}: {_short(e)}") from None
     if isinstance(obj, torch.nn.Module):
+        _no_arch(p, arch)
         return _eager("pickled-module", obj, dev, [])
     if isinstance(obj, dict):
         return _from_dict(p, obj, arch, state_key, dev)
@@ -247,6 +261,7 @@ def _from_dict(
                 hint=f"its keys are {keys}; pass --state-key KEY",
             )
     if isinstance(sd, torch.nn.Module):
+        _no_arch(p, arch)
         return _eager("pickled-module", sd, dev, notes)
     if not _is_state_dict(sd):
         raise InputError(f"{p}: the selected entry is not a state_dict (a dict of tensors)")
@@ -260,6 +275,14 @@ def _from_dict(
     _check_keys(p, model, sd)
     model.load_state_dict(sd, strict=True)
     return _eager("state_dict", model, dev, notes)
+
+
+def _no_arch(p: Path, arch: str | None) -> None:
+    if arch is not None:
+        raise InputError(
+            f"--arch {arch} applies to state_dict checkpoints, but {p} holds a whole pickled module",
+            hint="drop --arch to audit the pickled module as it is",
+        )
 
 
 def _build(arch: str) -> torch.nn.Module:
