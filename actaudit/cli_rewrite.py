@@ -147,7 +147,7 @@ class _Range(click.ParamType):
 @click.option(
     "--max-passes",
     type=click.FloatRange(3),
-    default=10,
+    default=20,
     show_default=True,
     help="Budget of passes over the calibration data, verification included.",
 )

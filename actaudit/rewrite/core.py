@@ -26,7 +26,7 @@ from .report import RewriteReport, SiteRewrite
 from .search import DEFAULT_RANGE, SearchResult, SearchSite, auto_slopes, fixed_slopes
 
 DEFAULT_MAX_DRIFT = 0.01
-DEFAULT_MAX_PASSES = 10.0
+DEFAULT_MAX_PASSES = 20.0
 DEFAULT_MIN_SLOPE = 0.01  # the audit's stuck fraction: a smaller slope still counts as dead
 TARGETS = ("leaky", "prelu")
 SHIFTS = ("exact", "fold", "none")

@@ -42,6 +42,23 @@ class SitePlan:
     def cap(self) -> float | None:
         return 6.0 if self.kind == "relu6" else None
 
+    shift_override: np.ndarray | None = None  # the shift per unit, given (apply_slopes) instead of computed
+
+    def shift_for(self, written: np.ndarray) -> np.ndarray:
+        """The exact shift for the slopes as written (float32): ``slope·E[min(z, 0)]`` per unit.
+
+        The one place every format takes the constant it subtracts after the activation;
+        zeros without ``exact_shift``. ``written`` may hold one α (LeakyReLU) or one slope per unit.
+        """
+        if not self.exact_shift:
+            return np.zeros(max(self.units, 1), dtype=np.float64)
+        if self.shift_override is not None:
+            return np.asarray(self.shift_override, dtype=np.float64).reshape(-1)
+        if self.neg_mean is None:
+            return np.zeros(max(self.units, 1), dtype=np.float64)
+        w = np.asarray(written, dtype=np.float64).reshape(-1)
+        return np.resize(w, self.units) * np.asarray(self.neg_mean, dtype=np.float64).reshape(-1)
+
     def shift_values(self) -> np.ndarray:
         """The constant per unit subtracted right after the activation (zeros without a shift)."""
         if not self.exact_shift or self.neg_mean is None:

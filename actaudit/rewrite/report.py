@@ -186,7 +186,9 @@ def _table(rep: RewriteReport, fmt: str) -> str:
                 s.units,
                 s.dead,
                 s.revived if s.status == "rewritten" else "-",
-                _f(s.alpha),
+                _f(s.alpha)
+                if s.alpha_min is None or s.alpha_min == s.alpha
+                else f"{_f(s.alpha_min)}–{_f(s.alpha)}",
                 _f(s.predicted_drift),
                 _f(s.measured_drift.rel_l2 if s.measured_drift else None),
                 status,
@@ -208,6 +210,17 @@ def _table(rep: RewriteReport, fmt: str) -> str:
         top1 = f", top-1 agreement {100 * d.top1:.2f}%" if d.top1 is not None else ""
         which = "written file" if rep.drift_verified else "in memory"
         foot.append(f"output drift ({which}): relative L2 {d.rel_l2:.4g}, max |Δ| {d.max_abs:.4g}{top1}")
+        for name, rel in d.per_output.items():
+            share = d.energy_share.get(name, 0.0)
+            counted = name in (o.get("drift_outputs") or [name])
+            foot.append(
+                f"  output {name}: relative L2 {rel:.4g}, {100 * share:.3g}% of ‖y‖²"
+                + ("" if counted else " (not counted: --drift-outputs)")
+            )
+    k, n = rep.revived, sum(s.dead for s in rep.sites)
+    foot.append(
+        f"revived {k} of {n} dead unit(s)" + (f" (slope >= {o['min_slope']:g})" if "min_slope" in o else "")
+    )
     if rep.drift_uncompensated is not None:
         foot.append(
             f"without compensation: relative L2 {rep.drift_uncompensated.rel_l2:.4g}, max |Δ| {rep.drift_uncompensated.max_abs:.4g}"

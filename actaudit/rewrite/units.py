@@ -189,8 +189,17 @@ def search_units(
                 break
         elif over is None or count(slopes) <= count(over[0]):
             over = (slopes, d)
-        if not history:
-            break
+        if d.rel_l2 == 0 or p == 0:
+            # No measurable change (saturated outputs, or units that are constant on this data):
+            # nothing to calibrate against, so widen the target until more units are taken.
+            if k == all_units:
+                break
+            value = max(value, p, target)
+            for _ in range(40):
+                value *= 10.0
+                if count(allocate(sites, gains, value, min_slope, cap)) > k:
+                    break
+            continue
         value = _next_value(history, target)
     if best is None:
         d0 = over[1] if over else Drift(math.inf, math.inf, 0)

@@ -174,9 +174,8 @@ def _rewrite_unit(
         add("PRelu", [cur, const("slope", slopes.reshape(shape))])
     if p.cap is not None:
         add("Min", [cur, const("cap", np.array(p.cap))])
-    if p.exact_shift and p.neg_mean is not None:
-        shift = np.resize(slopes.astype(np.float64), p.units) * np.asarray(p.neg_mean, dtype=np.float64)
-        add("Sub", [cur, const("shift", shift.reshape(shape))])
+    if p.exact_shift:
+        add("Sub", [cur, const("shift", p.shift_for(slopes).reshape(shape))])
     new_nodes[-1].output[0] = out
     del graph.node[idx]
     for k, n in enumerate(new_nodes):

@@ -144,16 +144,9 @@ def _activation_for(p: SitePlan, to: str, alpha: float, inplace: bool) -> nn.Mod
     """The module that replaces site ``p``: the per-unit / shifted / capped forms, else the classic ones."""
     if p.per_unit() or p.exact_shift or p.cap is not None:
         if to == LEAKY:
-            return ShiftedLeakyReLU(
-                alpha, p.shift_values() if p.exact_shift else np.zeros(1), p.unit_axis, _plan_rank(p), p.cap
-            )
+            return ShiftedLeakyReLU(alpha, p.shift_for(np.array([alpha])), p.unit_axis, _plan_rank(p), p.cap)
         slopes = float32_up(p.slopes() if p.unit_slopes is not None else p.slopes(alpha))
-        shift = (
-            slopes.astype(np.float64) * np.asarray(p.neg_mean)
-            if p.exact_shift and p.neg_mean is not None
-            else np.zeros(p.units)
-        )
-        return UnitPReLU(slopes, shift, p.unit_axis, _plan_rank(p), p.cap)
+        return UnitPReLU(slopes, p.shift_for(slopes), p.unit_axis, _plan_rank(p), p.cap)
     return make_activation(
         to, alpha, units=p.units, unit_axis=p.unit_axis, inplace=inplace, init=p.slopes(alpha)
     )
@@ -696,13 +689,7 @@ def _ts_unit(graph: Any, node: Any, p: SitePlan, to: str) -> Any:
         slopes = float32_up(np.array([p.alpha]))
     else:
         slopes = float32_up(p.slopes() if p.unit_slopes is not None else p.slopes(p.alpha))
-    shift = (
-        slopes.astype(np.float64) * np.asarray(p.neg_mean, dtype=np.float64)
-        if p.exact_shift and p.neg_mean is not None
-        else np.zeros(max(p.units, 1))
-    )
-    if to == LEAKY and shift.size != p.units:
-        shift = np.full(p.units, float(shift.reshape(-1)[0]))
+    shift = p.shift_for(slopes)
     out_type = node.output().type()
 
     def make(kind: str, inputs: list[Any]) -> Any:
@@ -1067,11 +1054,7 @@ def _export_unit(ep: Any, node: fx.Node, p: SitePlan, to: str) -> str | fx.Node:
         slopes = float32_up(np.array([p.alpha]))
     else:
         slopes = float32_up(p.slopes() if p.unit_slopes is not None else p.slopes(p.alpha))
-    shift_vec = (
-        np.resize(slopes.astype(np.float64), p.units) * np.asarray(p.neg_mean, dtype=np.float64)
-        if p.exact_shift and p.neg_mean is not None
-        else np.zeros(max(p.units, 1))
-    )
+    shift_vec = p.shift_for(slopes)
     steps: list[tuple[Any, tuple[Any, ...]]] = []
     if to == LEAKY:
         steps.append((aten.leaky_relu.default, (float(slopes[0]),)))
