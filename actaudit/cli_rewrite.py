@@ -243,4 +243,5 @@ def rewrite(**kw: Any) -> None:
 def _why_nothing(report: Any) -> str:
     if not report.rewritten and not any(s.dead for s in report.sites):
         return "no ReLU / ReLU6 site has dead units on this calibration data (nothing written)"
-    return report.output.get("reason") or "no dead unit got a slope of at least --min-slope"
+    reason = str(report.output.get("reason") or "no dead unit got a slope of at least --min-slope")
+    return reason.removeprefix("nothing revived: ")

@@ -371,3 +371,53 @@ def test_apply_slopes_per_unit_slopes_and_shifts() -> None:
     want = want_h @ m[2].weight.detach().numpy().T + m[2].bias.detach().numpy()
     np.testing.assert_allclose(new(x).detach().numpy(), want, rtol=1e-5, atol=1e-6)
     assert isinstance(m[1], nn.ReLU)  # the input is not modified
+
+
+UNTRACEABLE = '''
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Untraceable(nn.Module):
+    """A functional ReLU behind a shape-dependent branch: torch.fx cannot trace it, TorchScript can."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        if h.shape[0] > 0:
+            h = F.relu(h)
+        return self.out(h)
+
+
+def build():
+    return Untraceable()
+'''
+
+
+def test_functional_relu_that_fx_cannot_trace_goes_through_torchscript(tmp_path: Path) -> None:
+    arch = tmp_path / "untraceable.py"
+    arch.write_text(UNTRACEABLE)
+    ns: dict[str, Any] = {}
+    exec(UNTRACEABLE, ns)
+    torch.manual_seed(0)
+    model = ns["build"]().eval()
+    with torch.no_grad():
+        model.fc.bias[:2] = -9.0
+    torch.save(model.state_dict(), str(tmp_path / "sd.pt"))
+    x = np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    base = [tmp_path / "sd.pt", "--arch", f"{arch}:build", "--calib", tmp_path / "x.npy"]
+    r = _run(*base, "-o", tmp_path / "o.ts", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert any("scripted" in n for n in json.loads(r.stdout)["notes"])
+    m = torch.jit.load(str(tmp_path / "o.ts"))
+    m(torch.from_numpy(x)).square().sum().backward()
+    rows = m.fc.weight.grad.abs().sum(1)
+    assert float(rows[:2].max()) > 0  # a formerly dead unit gets a gradient
+    r = _run(*base, "-o", tmp_path / "o.pt2")  # no graph to edit: listed with the reason
+    assert r.exit_code == 2 and "torch.fx cannot trace" in r.stderr and "TorchScript" in r.stderr

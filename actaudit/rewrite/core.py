@@ -450,7 +450,7 @@ def rewrite(
             )
         if search.gain_source == "probe" and not search.site_drift and len(ok) > 1:
             notes.append("per-site drift was not measured alone: the pass budget was spent on the search")
-    elif not selected or (unit_mode and not ok):
+    elif not selected or (unit_mode and not any(by_name[n].dead_units for n in by_name)):
         notes.append(
             "no ReLU / ReLU6 site has dead units: nothing to revive (use --sites all --slope-units all to add "
             "slopes anyway)"

@@ -1317,7 +1317,37 @@ class TorchSurgeon:
             return rewrite_export(tm.exported, plans, to, compensate=compensate)
         res = rewrite_eager(tm.eager, plans, to, compensate=compensate)
         res.model.eval()
+        untraceable = [n for n, why in res.skipped.items() if "torch.fx cannot trace" in why]
+        if untraceable and self.writer == TS:
+            via = self._via_torchscript(plans, to, compensate)
+            if via is not None and len(via.skipped) < len(res.skipped):
+                return via
+        for n in untraceable:
+            if self.writer != TS:
+                res.skipped[n] += "; writing TorchScript (-o FILE.ts or --output-format ts) rewrites it in the compiled graph"
         return res
+
+    def _via_torchscript(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult | None:
+        """Functional ReLUs in a module torch.fx cannot trace: script the eager model and edit its graph."""
+        if self._scripted is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._scripted = save_torchscript(torch.jit.script(self.tm.eager))
+            except Exception:
+                self._scripted = b""
+        if not self._scripted:
+            return None
+        fresh = torch.jit.load(io.BytesIO(self._scripted), map_location=self.device)
+        res = rewrite_torchscript(fresh, plans, to, compensate=compensate)
+        res.model.eval()
+        res.notes.append(
+            "torch.fx cannot trace a module with functional ReLUs: the model was scripted and the sites rewritten "
+            "in its TorchScript graph"
+        )
+        return res
+
+    _scripted: bytes | None = None
 
     def _callable(self, model: Any) -> Any:
         if self.tm.fmt == "torch.export" or hasattr(model, "graph_signature"):
