@@ -38,7 +38,7 @@ def _rewrite(fixtures_dir: Path, m: dict[str, Any], kind: str, out: Path, *extra
         *extra,
     ]
     if "--to" not in extra:  # these cover issue 4's one-α-per-site rewrite; the default is per unit
-        args += ["--to", "leaky", "--alpha-range", "0.001,0.3", "--min-slope", "0.001"]
+        args += ["--to", "leaky", "--alpha-range", "0.001,0.3", "--min-slope", "0.001", "--max-passes", "10"]
         if "--compensate" not in extra:
             args += ["--shift", "none"]
     elif "--slope-units" not in extra:
@@ -68,7 +68,7 @@ def test_cnn_dead_same_slopes_and_drift_in_every_format(
         assert [s["dead"] for s in rewritten] == list(dead.values()), kind
         assert rep["passed"] and rep["exit_code"] == 0, kind
         assert rep["summary"]["drift_verified"]["relative_l2"] <= 0.05
-        assert rep["search"]["passes"] <= 10
+        assert rep["search"]["passes"] <= rep["options"]["max_passes"]
     slopes = {k: [s["alpha"] for s in r["sites"] if s["status"] == "rewritten"] for k, r in results.items()}
     ref = slopes["torchscript"]
     for kind, got in slopes.items():
