@@ -13,7 +13,7 @@ are taken at ``min_slope`` while ``sqrt(Σ (min_slope·c_u)²) <= v``; the lefto
 raises their slopes to ``clip(t/c_u, min_slope, cap)`` with one scale ``t`` (equal drift
 per unit maximises ``Σ log a_u``). The real rewritten model is then measured, and a
 secant step on ``log D`` against ``log v`` corrects ``v`` until the drift lands in
-``[ACCEPT, 1]`` × budget, every dead unit is at the cap, or the pass budget is spent.
+``[ACCEPT, 1]`` × budget (ACCEPT = 0.85), every dead unit is at the cap, or the pass budget is spent.
 The feasible choice with the most revived units (then the largest prediction) wins.
 """
 
@@ -27,7 +27,14 @@ from typing import Any
 import numpy as np
 
 from .drift import Drift
-from .search import ACCEPT, TARGET, Step, probe_samples
+from .search import TARGET, Step, probe_samples
+
+# Stop once the measured drift is within [ACCEPT, 1] × budget: units are discrete, so a
+# tighter window than the per-site search's buys revived units (silero-vad .jit: 51 → more).
+ACCEPT = 0.85
+# Units are discrete: one costly unit can make the drift jump across the budget, and the
+# secant then oscillates around it. Stop after this many confirms without a better choice.
+PATIENCE = 4
 
 UnitSlopes = dict[str, dict[int, float]]  # site → {unit: slope}
 UnitMeasure = Callable[[UnitSlopes, int | None, str], Drift]
@@ -162,7 +169,8 @@ def search_units(
     over: tuple[UnitSlopes, Drift] | None = None
     tried: set[tuple[Any, ...]] = set()
     all_units = sum(len(s.dead) for s in sites)
-    while passes - spent >= 1:
+    stale = 0  # confirms since the best choice last improved
+    while passes - spent >= 1 and stale < PATIENCE:
         slopes = allocate(sites, gains, value, min_slope, cap)
         if not slopes:
             # even the cheapest unit at the floor is predicted over: measure it once to know
@@ -181,9 +189,11 @@ def search_units(
         if p > 0 and d.rel_l2 > 0:
             history.append((math.log(p), math.log(d.rel_l2)))
         k = count(slopes)
+        stale += 1
         if d.rel_l2 <= budget:
             if best is None or (k, p) > (best[0], best[1]):
                 best = (k, p, slopes, d)
+                stale = 0
             at_cap = k == all_units and all(a >= cap for us in slopes.values() for a in us.values())
             if d.rel_l2 >= ACCEPT * budget or at_cap:
                 break

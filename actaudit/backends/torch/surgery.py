@@ -1324,7 +1324,9 @@ class TorchSurgeon:
                 return via
         for n in untraceable:
             if self.writer != TS:
-                res.skipped[n] += "; writing TorchScript (-o FILE.ts or --output-format ts) rewrites it in the compiled graph"
+                res.skipped[n] += (
+                    "; writing TorchScript (-o FILE.ts or --output-format ts) rewrites it in the compiled graph"
+                )
         return res
 
     def _via_torchscript(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult | None:
