@@ -1,7 +1,8 @@
 """``rewrite(model, data, ...) -> RewriteReport``: audit, choose slopes, rewrite, verify, write.
 
 Data flows one way: load → one audit pass that also records the original outputs →
-select ReLU sites → search slopes on rewritten variants → write to a temporary file
+select ReLU / ReLU6 sites → search slopes (per dead unit by default, :mod:`.units`; per
+site with ``--to leaky`` / ``--slope-units all``, :mod:`.search`) on rewritten variants → write to a temporary file
 beside the output → reload it from disk, check it and re-measure its drift → rename.
 Any failure after the temporary file exists removes it; the input is only read.
 """

@@ -1,4 +1,11 @@
-"""ReLU → LeakyReLU/PReLU surgery on PyTorch models, one slope per audit site.
+"""ReLU/ReLU6 → per-unit PReLU (the default), LeakyReLU or PReLU surgery on PyTorch models.
+
+The default form is a slope per unit (0 for units that keep plain ReLU), ReLU6's cap
+kept, and the exact shift ``slope·E[min(z, 0)]`` subtracted right after (computed by
+:meth:`SitePlan.shift_for`): a :class:`UnitPReLU` module in eager models, ``aten::prelu``
+and ``aten::sub`` with tensor constants in TorchScript, ``aten.prelu`` with a new
+parameter and ``aten.sub`` of a new buffer in ``torch.export`` programs. The classic
+one-α forms below remain for ``--to leaky`` / ``--shift fold|none``.
 
 Sites are named exactly as the audit names them (``b.relu#1``, ``enc/relu``), so a
 slope chosen from a report lands on the call it was measured at:
@@ -653,6 +660,12 @@ def rewrite_torchscript(
             for node in nodes:
                 new_nodes[p.name] = _ts_unit(graph, node, p, to)
             res.rewritten[p.name] = "graph nodes (slopes and shifts as tensor constants)"
+            note = (
+                "TorchScript: per-unit slopes and shifts are tensor constants of the graph (a compiled module cannot "
+                "gain parameters): they reload and pass gradients to the layers before them, but do not train themselves"
+            )
+            if to != LEAKY and note not in res.notes:
+                res.notes.append(note)
             continue
         if canon(op) != "relu" or op not in ("relu", "relu_"):
             res.skipped[p.name] = f"aten::{op} is not rewritten (only aten::relu / aten::relu_ nodes are)"
