@@ -391,7 +391,9 @@ def rewrite(
             total_dead = sum(len(by_name[n].dead_units) for n in ok)
             what = (
                 f"the cheapest change measured drifts {over_budget[1].rel_l2:.4g} "
-                f"({sum(len(x) for x in over_budget[0].values())} unit(s) at slope {opts.min_slope:g})"
+                f"({sum(len(x) for x in over_budget[0].values())} unit(s) at slope {opts.min_slope:g}: "
+                + ", ".join(f"{n} unit {u}" for n, us in over_budget[0].items() for u in list(us)[:3])
+                + ")"
                 if over_budget
                 else "no variant could be measured within the pass budget"
             )
