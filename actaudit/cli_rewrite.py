@@ -101,15 +101,15 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
     type=_Alpha(),
     default="auto",
     show_default=True,
-    help="'auto': per site, the largest slope in --alpha-range that keeps the end-to-end drift within --max-drift. "
-    "A number: that slope everywhere (a drift over budget fails the gate).",
+    help="'auto': slopes chosen on the calibration data within --max-drift (per dead unit by default, per site "
+    "with --to leaky or --slope-units all). A number: that slope everywhere it goes (a drift over budget fails).",
 )
 @click.option(
     "--alpha-range",
     type=_Range(),
-    default="0.001,0.3",
+    default="0.01,0.3",
     show_default=True,
-    help="Search range of the automatic slope.",
+    help="Search range of the automatic slope; HIGH is also the cap of per-unit slopes.",
 )
 @click.option(
     "--max-drift",
@@ -122,9 +122,10 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
     "--to",
     "to",
     type=click.Choice(["leaky", "prelu"]),
-    default="leaky",
+    default="prelu",
     show_default=True,
-    help="LeakyReLU (fixed slope) or PReLU (learnable per-unit slope, initialised at α).",
+    help="prelu: a slope per unit (dead units only by default), learnable where the format allows; "
+    "leaky: one fixed α per site.",
 )
 @click.option(
     "--sites",
@@ -136,10 +137,34 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 @click.option(
     "--slope-units",
     type=click.Choice(["all", "dead"]),
-    default="all",
+    default=None,
+    help="With --to prelu: 'dead' (default) gives slopes to dead units only, live units keep slope 0 (plain ReLU); "
+    "'all' gives every unit of a selected site one α. --to leaky is always 'all'.",
+)
+@click.option(
+    "--min-slope",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.01,
     show_default=True,
-    help="With --to prelu: 'dead' gives α to the dead units only and starts the others at 0 "
-    "(plain ReLU), which changes the outputs far less for the same α.",
+    help="Smallest slope that counts as revived (the audit's stuck fraction: a smaller slope still counts as dead).",
+)
+@click.option(
+    "--shift",
+    type=click.Choice(["exact", "fold", "none"]),
+    default="exact",
+    show_default=True,
+    help="exact: subtract slope·E[min(z,0)] per unit right after the activation (keeps the mean for any consumer); "
+    "fold: into the next layer's bias (same as --compensate); none: no correction.",
+)
+@click.option(
+    "--drift-outputs",
+    metavar="NAME[,NAME]",
+    help="Measure the drift over these outputs only (default: all floating-point outputs; the report names them).",
+)
+@click.option(
+    "--write-over-budget",
+    is_flag=True,
+    help="Write the best choice found even when its drift is over --max-drift (the exit code is still 1).",
 )
 @click.option(
     "--compensate",
@@ -155,13 +180,11 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 @click.option(
     "--max-passes",
     type=click.FloatRange(3),
-    default=10,
+    default=20,
     show_default=True,
     help="Budget of passes over the calibration data, verification included.",
 )
-@click.option(
-    "--force", is_flag=True, help="Overwrite an existing output; write even when the drift gate fails."
-)
+@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option(
     "--report",
@@ -173,10 +196,11 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 def rewrite(**kw: Any) -> None:
     """Rewrite ReLU in MODEL into LeakyReLU or PReLU so that dead units get a gradient again.
 
-    The slope is chosen on the calibration data under an output-drift budget, the
-    rewritten model is written to a temporary file, reloaded, checked and re-run, and
-    only then renamed to OUT. Exit 1 when the drift exceeds --max-drift (nothing is
-    written unless --force).
+    By default dead units (only) get a slope each, cheapest first, as large as fits,
+    with the exact mean shift subtracted after the activation; ReLU6 keeps its cap.
+    The rewritten model is written to a temporary file, reloaded, checked and re-run,
+    and only then renamed to OUT. Exit 0 when at least one dead unit is revived within
+    --max-drift; 1 when none fits (nothing is written unless --write-over-budget).
 
     \b
     Examples:
@@ -198,6 +222,10 @@ def rewrite(**kw: Any) -> None:
         sites=kw["sites"],
         compensate=kw["compensate"],
         slope_units=kw["slope_units"],
+        min_slope=kw["min_slope"],
+        shift=kw["shift"],
+        drift_outputs=kw["drift_outputs"],
+        write_over_budget=kw["write_over_budget"],
         output=kw["output"],
         output_format=kw["output_format"],
         force=kw["force"],
@@ -209,6 +237,7 @@ def rewrite(**kw: Any) -> None:
     if kw["report"]:
         check_output(kw["report"], True, kw["model"])
     from .fileio import check_target, refuse_collisions
+    from .progress import progress_for
 
     check_target(kw["output"], True)  # a FIFO or device is refused whatever --force says
     if kw["report"]:
@@ -219,7 +248,10 @@ def rewrite(**kw: Any) -> None:
         [("model", kw["model"]), ("--calib", kw["calib"])],
         [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
     )
-    report = run_rewrite(kw["model"], options=opts)
+    progress = progress_for(None, quiet=kw["quiet"])
+    audit.progress = progress
+    with progress:
+        report = run_rewrite(kw["model"], options=opts)
     if not kw["quiet"] and kw["fmt"] != "table":
         for w in report.warnings:
             click.echo(f"actaudit: warning: {w}", err=True)
@@ -230,9 +262,30 @@ def rewrite(**kw: Any) -> None:
     elif out.get("reason") and not kw["quiet"]:
         click.echo(f"actaudit: nothing written to {out['path']}: {out['reason']}", err=True)
     if not report.passed:
-        d = report.drift
-        value = f"{d.rel_l2:.4g}" if d is not None else "?"
-        click.echo(
-            f"actaudit: gate failed: relative drift {value} > --max-drift {opts.max_drift:g}", err=True
-        )
+        d = report.drift_verified or report.drift
+        if d is not None and not report.drift_ok:
+            click.echo(
+                f"actaudit: gate failed: relative drift {d.rel_l2:.4g} > --max-drift {opts.max_drift:g}; "
+                "nothing revived within the budget",
+                err=True,
+            )
+        else:
+            click.echo(f"actaudit: nothing revived: {_why_nothing(report)}", err=True)
+        for n in report.notes:
+            if n.startswith("no dead unit fits"):
+                click.echo(f"actaudit: {n}", err=True)
         sys.exit(EXIT_GATE)
+    s = report.summary()
+    if not kw["quiet"]:
+        click.echo(
+            f"actaudit: revived {s['revived_units']} of {s['dead_units']} dead unit(s), "
+            f"slopes {s['alpha_min']:g}–{s['alpha_max']:g}",
+            err=True,
+        )
+
+
+def _why_nothing(report: Any) -> str:
+    if not report.rewritten and not any(s.dead for s in report.sites):
+        return "no ReLU / ReLU6 site has dead units on this calibration data (nothing written)"
+    reason = str(report.output.get("reason") or "no dead unit got a slope of at least --min-slope")
+    return reason.removeprefix("nothing revived: ")

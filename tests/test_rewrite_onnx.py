@@ -85,7 +85,21 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def _run(args: list[Any]) -> Any:
-    return CliRunner().invoke(cli, ["rewrite", *[str(a) for a in args]])
+    return CliRunner().invoke(cli, ["rewrite", *_classic([str(a) for a in args])])
+
+
+def _classic(args: list[str]) -> list[str]:
+    """These tests cover the classic one-α-per-site rewrite (issue 4): pin it, the default is per unit."""
+    extra = []
+    if "--to" not in args:
+        extra += ["--to", "leaky"]
+    elif "--slope-units" not in args:
+        extra += ["--slope-units", "all"]
+    if "--shift" not in args:
+        extra += ["--shift", "none"]
+    if "--alpha-range" not in args and "--min-slope" not in args:
+        extra += ["--alpha-range", "0.001,0.3", "--min-slope", "0.001"]  # issue 4's search range
+    return [*args, *extra]
 
 
 def _ort(path: Path, x: np.ndarray) -> np.ndarray:
@@ -267,12 +281,16 @@ def test_prelu_on_dead_units_only(files: dict[str, Any], tmp_path: Path) -> None
     assert r.exit_code == 0, r.output
     m = onnx.load(str(out))
     inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
-    slopes = {n.name: inits[n.input[1]].reshape(-1) for n in m.graph.node if n.op_type == "PRelu"}
+    slopes = {
+        n.name.removeprefix("actaudit_PRelu_"): inits[n.input[1]].reshape(-1)
+        for n in m.graph.node
+        if n.op_type == "PRelu"
+    }
     dead = {"act1": [0, 1, 2], "act2": [0, 1], "act3": [0, 1, 2]}
     for site, units in dead.items():
         want = np.zeros(slopes[site].size, np.float32)
         want[units] = 0.1
-        np.testing.assert_array_equal(slopes[site], want)
+        np.testing.assert_allclose(slopes[site], want, rtol=1e-6)
     # only dead units move: less drift than the same α on every unit
     every = _run(
         [files["onnx"], "-o", tmp_path / "all.onnx", "--calib", files["x"], *args[:-4], "--format", "json"]

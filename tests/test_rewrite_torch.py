@@ -20,7 +20,8 @@ from click.testing import CliRunner
 from torch import nn
 
 from actaudit.cli import cli
-from actaudit.rewrite import apply_slopes, rewrite
+from actaudit.rewrite import apply_slopes
+from actaudit.rewrite import rewrite as _rewrite
 from actaudit.rewrite.plan import bias_shift
 
 # Three ReLU sites, named by the audit as relu#0 / relu#1 (one module called twice) and
@@ -124,8 +125,33 @@ def _sha(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
+def rewrite(*a: Any, **kw: Any) -> Any:
+    """The classic one-α-per-site rewrite these tests cover (the default is per unit)."""
+    kw.setdefault("to", "leaky")
+    if kw["to"] == "prelu":
+        kw.setdefault("slope_units", "all")
+    kw.setdefault("shift", "none")
+    if "alpha_range" not in kw and "min_slope" not in kw:
+        kw.update(alpha_range=(0.001, 0.3), min_slope=0.001)  # issue 4's search range
+    return _rewrite(*a, **kw)
+
+
 def _run(args: list[str]) -> Any:
-    return CliRunner().invoke(cli, ["rewrite", *[str(a) for a in args]])
+    return CliRunner().invoke(cli, ["rewrite", *_classic([str(a) for a in args])])
+
+
+def _classic(args: list[str]) -> list[str]:
+    """These tests cover the classic one-α-per-site rewrite (issue 4): pin it, the default is per unit."""
+    extra = []
+    if "--to" not in args:
+        extra += ["--to", "leaky"]
+    elif "--slope-units" not in args:
+        extra += ["--slope-units", "all"]
+    if "--shift" not in args:
+        extra += ["--shift", "none"]
+    if "--alpha-range" not in args and "--min-slope" not in args:
+        extra += ["--alpha-range", "0.001,0.3", "--min-slope", "0.001"]  # issue 4's search range
+    return [*args, *extra]
 
 
 def _load_written(path: Path, fmt: str) -> Any:
@@ -392,7 +418,22 @@ def test_fixed_alpha_over_budget_fails_the_gate_and_writes_nothing(
     r = _run(
         [files["ts"], "-o", out, "--calib", files["x"], "--alpha", "0.3", "--max-drift", "0.001", "--force"]
     )
-    assert r.exit_code == 1 and out.exists()  # --force writes, and still reports the failed gate
+    assert r.exit_code == 1 and not out.exists()  # --force only overwrites; it does not lift the drift gate
+    r = _run(
+        [
+            files["ts"],
+            "-o",
+            out,
+            "--calib",
+            files["x"],
+            "--alpha",
+            "0.3",
+            "--max-drift",
+            "0.001",
+            "--write-over-budget",
+        ]
+    )
+    assert r.exit_code == 1 and out.exists()  # --write-over-budget writes, and still reports the failed gate
 
 
 def test_existing_output_needs_force(files: dict[str, Path], tmp_path: Path) -> None:
@@ -461,9 +502,9 @@ def test_healthy_model_has_nothing_to_rewrite(tmp_path: Path) -> None:
     rep = rewrite(
         m, np.random.default_rng(0).normal(size=(32, 4)).astype(np.float32), output=str(tmp_path / "o.pt")
     )
-    assert not rep.rewritten and rep.passed
+    assert not rep.rewritten and not rep.passed  # nothing revived is never a silent success
     assert rep.output["written"] is False and not (tmp_path / "o.pt").exists()
-    assert any("nothing to rewrite" in n for n in rep.notes)
+    assert any("nothing to revive" in n for n in rep.notes)
 
 
 def test_table_shows_slopes_drift_and_reference_slopes(files: dict[str, Path], tmp_path: Path) -> None:
@@ -481,7 +522,9 @@ def test_prelu_slope_on_dead_units_only_in_eager_and_export(files: dict[str, Pat
     r = _run([files["pickled"], "--trust-pickle", "-o", tmp_path / "d.pt", "--calib", files["x"], *extra])
     assert r.exit_code == 0, r.output
     m = torch.load(str(tmp_path / "d.pt"), weights_only=False)
-    weights = [mod.weight.detach().numpy() for mod in m.modules() if isinstance(mod, nn.PReLU)]
+    from actaudit.backends.torch.surgery import UnitPReLU
+
+    weights = [mod.weight.detach().numpy() for mod in m.modules() if isinstance(mod, (nn.PReLU, UnitPReLU))]
     assert sorted(np.flatnonzero(w).tolist() for w in weights) == sorted(DEAD.values())
     assert all(np.allclose(w[w != 0], 0.1) for w in weights)
     r = _run([files["pt2"], "-o", tmp_path / "d.pt2", "--calib", files["x"], *extra])
@@ -489,7 +532,11 @@ def test_prelu_slope_on_dead_units_only_in_eager_and_export(files: dict[str, Pat
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ep = torch.export.load(str(tmp_path / "d.pt2"))
-    vecs = [v.detach().numpy() for k, v in ep.state_dict.items() if k.startswith("actaudit_prelu")]
+    vecs = [
+        v.detach().numpy()
+        for k, v in ep.state_dict.items()
+        if k.startswith(("actaudit_prelu", "actaudit_slope"))
+    ]
     assert sorted(np.flatnonzero(v).tolist() for v in vecs) == sorted(DEAD.values())
 
 
@@ -522,7 +569,8 @@ def test_torchscript_rewrite_uses_the_audit_site_names(tmp_path) -> None:
     torch.jit.save(torch.jit.script(_ListNet().eval()), str(src))
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32))
     args = ["rewrite", str(src), "-o", str(out), "--calib", str(tmp_path / "x.npy")]
-    r = CliRunner().invoke(cli, [*args, "--alpha", "0.05", "--max-drift", "10", "--format", "json"])
+    classic = ["--to", "leaky", "--shift", "none"]
+    r = CliRunner().invoke(cli, [*args, *classic, "--alpha", "0.05", "--max-drift", "10", "--format", "json"])
     assert r.exit_code == 0, r.output
     rewritten = [s["name"] for s in json.loads(r.stdout)["sites"] if s.get("status") == "rewritten"]
     assert rewritten == ["act.0", "act.1"]

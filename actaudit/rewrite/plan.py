@@ -23,15 +23,50 @@ class SitePlan:
     sample_shape: tuple[int, ...] = ()
     neg_mean: np.ndarray | None = None  # E[min(z, 0)] per unit, for compensation
     only_units: list[int] | None = None  # PReLU: the slope goes to these units only, the others start at 0
+    unit_slopes: np.ndarray | None = None  # one slope per unit (overrides alpha / only_units)
+    exact_shift: bool = False  # subtract shift() right after the activation
+    kind: str = "relu"  # relu | relu6: relu6 keeps its cap at 6
 
     def slopes(self, alpha: float | None = None) -> np.ndarray:
-        """The initial slope per unit: α everywhere, or α on ``only_units`` and 0 elsewhere."""
+        """The initial slope per unit: ``unit_slopes``, α everywhere, or α on ``only_units`` and 0 elsewhere."""
+        if self.unit_slopes is not None and alpha is None:
+            return np.asarray(self.unit_slopes, dtype=np.float64)
         a = self.alpha if alpha is None else alpha
         if self.only_units is None:
             return np.full(self.units, a, dtype=np.float64)
         v = np.zeros(self.units, dtype=np.float64)
         v[list(self.only_units)] = a
         return v
+
+    @property
+    def cap(self) -> float | None:
+        return 6.0 if self.kind == "relu6" else None
+
+    shift_override: np.ndarray | None = None  # the shift per unit, given (apply_slopes) instead of computed
+
+    def shift_for(self, written: np.ndarray) -> np.ndarray:
+        """The exact shift for the slopes as written (float32): ``slope·E[min(z, 0)]`` per unit.
+
+        The one place every format takes the constant it subtracts after the activation;
+        zeros without ``exact_shift``. ``written`` may hold one α (LeakyReLU) or one slope per unit.
+        """
+        if not self.exact_shift:
+            return np.zeros(max(self.units, 1), dtype=np.float64)
+        if self.shift_override is not None:
+            return np.asarray(self.shift_override, dtype=np.float64).reshape(-1)
+        if self.neg_mean is None:
+            return np.zeros(max(self.units, 1), dtype=np.float64)
+        w = np.asarray(written, dtype=np.float64).reshape(-1)
+        return np.resize(w, self.units) * np.asarray(self.neg_mean, dtype=np.float64).reshape(-1)
+
+    def shift_values(self) -> np.ndarray:
+        """The constant per unit subtracted right after the activation (zeros without a shift)."""
+        if not self.exact_shift or self.neg_mean is None:
+            return np.zeros(self.units, dtype=np.float64)
+        return self.shift()
+
+    def per_unit(self) -> bool:
+        return self.unit_slopes is not None or self.only_units is not None
 
     def shift(self, alpha: float | None = None) -> np.ndarray:
         """What the rewrite adds to the site's mean output per unit: slope · E[min(z, 0)]."""
@@ -57,6 +92,22 @@ class SurgeryResult:
     compensated: dict[str, str] = field(default_factory=dict)  # site → folded into which op
     not_compensated: dict[str, str] = field(default_factory=dict)  # site → why not
     notes: list[str] = field(default_factory=list)
+
+
+def float32_up(x: np.ndarray | float) -> np.ndarray:
+    """``x`` rounded up to float32: a slope written as 0.01 must read back as >= 0.01."""
+    v = np.asarray(x, dtype=np.float64)
+    f = v.astype(np.float32)
+    low = f.astype(np.float64) < v
+    f[low] = np.nextafter(f[low], np.float32(np.inf))
+    return f
+
+
+def unit_shape(units: int, unit_axis: int, rank: int) -> list[int]:
+    """A shape that broadcasts one value per unit along ``unit_axis`` of a rank-``rank`` tensor
+    (leading batch axis excluded from the result)."""
+    axis = unit_axis if unit_axis >= 0 else rank + unit_axis
+    return [units] + [1] * max(rank - 1 - axis, 0)
 
 
 def split_name(name: str) -> tuple[str, int | None]:

@@ -45,6 +45,8 @@ class SiteRewrite:
     predicted_drift: float | None = None
     measured_drift: Drift | None = None  # this site alone at its slope
     compensation: str | None = None  # where it was folded, or why not
+    alpha_min: float | None = None  # the smallest per-unit slope at this site
+    unit_slopes: dict[int, float] | None = None  # revived unit → slope (per-unit default)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +64,8 @@ class SiteRewrite:
             "predicted_drift": _r(self.predicted_drift),
             "measured_drift": self.measured_drift.to_dict() if self.measured_drift else None,
             "compensation": self.compensation,
+            "alpha_min": _r(self.alpha_min if self.alpha_min is not None else self.alpha),
+            "unit_slopes": {str(u): _r(a) for u, a in self.unit_slopes.items()} if self.unit_slopes else None,
         }
 
 
@@ -81,16 +85,31 @@ class RewriteReport:
     warnings: list[str] = field(default_factory=list)
     run: dict[str, Any] = field(default_factory=dict)
     model_out: Any = None  # the rewritten model (in-memory), for the Python API
+    expected_slopes: list[Any] = field(default_factory=list)  # what the verification must read back
 
     @property
     def rewritten(self) -> list[SiteRewrite]:
         return [s for s in self.sites if s.status == "rewritten"]
 
     @property
-    def passed(self) -> bool:
-        """The drift gate: the final measured drift is within --max-drift."""
+    def drift_ok(self) -> bool:
+        """The final measured drift is within --max-drift."""
         d = self.drift_verified or self.drift
-        return d is None or d.rel_l2 <= float(self.options["max_drift"])
+        return d is not None and d.rel_l2 <= float(self.options["max_drift"])
+
+    @property
+    def revived(self) -> int:
+        return sum(s.revived for s in self.rewritten)
+
+    @property
+    def passed(self) -> bool:
+        """Within the drift budget and at least one dead unit revived (with ``--slope-units all``:
+        at least one site rewritten)."""
+        if not self.drift_ok:
+            return False
+        if self.options.get("slope_units") == "all":
+            return bool(self.rewritten)
+        return self.revived > 0
 
     @property
     def slopes(self) -> dict[str, float]:
@@ -103,7 +122,12 @@ class RewriteReport:
             "sites_skipped": sum(1 for s in self.sites if s.status == "skipped"),
             "dead_units": sum(s.dead for s in self.sites),
             "revived_units": sum(s.revived for s in rw),
-            "alpha_min": _r(min((s.alpha for s in rw if s.alpha is not None), default=math.nan)),
+            "alpha_min": _r(
+                min(
+                    (s.alpha_min if s.alpha_min is not None else s.alpha for s in rw if s.alpha is not None),
+                    default=math.nan,
+                )
+            ),
             "alpha_max": _r(max((s.alpha for s in rw if s.alpha is not None), default=math.nan)),
             "drift": self.drift.to_dict() if self.drift else None,
             "drift_uncompensated": self.drift_uncompensated.to_dict() if self.drift_uncompensated else None,
@@ -162,7 +186,9 @@ def _table(rep: RewriteReport, fmt: str) -> str:
                 s.units,
                 s.dead,
                 s.revived if s.status == "rewritten" else "-",
-                _f(s.alpha),
+                _f(s.alpha)
+                if s.alpha_min is None or s.alpha_min == s.alpha
+                else f"{_f(s.alpha_min)}–{_f(s.alpha)}",
                 _f(s.predicted_drift),
                 _f(s.measured_drift.rel_l2 if s.measured_drift else None),
                 status,
@@ -184,6 +210,17 @@ def _table(rep: RewriteReport, fmt: str) -> str:
         top1 = f", top-1 agreement {100 * d.top1:.2f}%" if d.top1 is not None else ""
         which = "written file" if rep.drift_verified else "in memory"
         foot.append(f"output drift ({which}): relative L2 {d.rel_l2:.4g}, max |Δ| {d.max_abs:.4g}{top1}")
+        for name, rel in d.per_output.items():
+            share = d.energy_share.get(name, 0.0)
+            counted = name in (o.get("drift_outputs") or [name])
+            foot.append(
+                f"  output {name}: relative L2 {rel:.4g}, {100 * share:.3g}% of ‖y‖²"
+                + ("" if counted else " (not counted: --drift-outputs)")
+            )
+    k, n = rep.revived, sum(s.dead for s in rep.sites)
+    foot.append(
+        f"revived {k} of {n} dead unit(s)" + (f" (slope >= {o['min_slope']:g})" if "min_slope" in o else "")
+    )
     if rep.drift_uncompensated is not None:
         foot.append(
             f"without compensation: relative L2 {rep.drift_uncompensated.rel_l2:.4g}, max |Δ| {rep.drift_uncompensated.max_abs:.4g}"

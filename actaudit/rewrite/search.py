@@ -34,7 +34,7 @@ from typing import Any
 
 from .drift import Drift
 
-DEFAULT_RANGE = (0.001, 0.3)
+DEFAULT_RANGE = (0.01, 0.3)
 PROBE_ALPHA = 0.01  # small: the first-order regime; a large probe saturates downstream ops
 PROBE_PASSES = 1.5
 TARGET = 0.9  # aim the prediction at 90 % of the budget

@@ -1,4 +1,9 @@
-"""Relu → LeakyRelu / PRelu on an ONNX graph, one slope per audit site.
+"""Relu / Clip(0, 6) → PRelu (a slope per unit, the default) or LeakyRelu on an ONNX graph.
+
+The default form (:func:`_rewrite_unit`) is ``PRelu`` with one slope per unit (0 where
+the unit stays plain ReLU), ``Min`` with 6 for a ReLU6, and ``Sub`` of the exact shift
+``slope·E[min(z, 0)]`` (from :meth:`SitePlan.shift_for`); the last node keeps the
+activation's output name. The classic forms below remain for ``--shift fold|none``.
 
 The edit is a node's op type plus an ``alpha`` attribute (LeakyRelu), or a PRelu whose
 slope is a new initializer shaped ``[units, 1, …]`` so that it broadcasts along the
@@ -22,7 +27,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ...rewrite.plan import SitePlan, SurgeryResult, bias_shift
+from ...rewrite.plan import SitePlan, SurgeryResult, bias_shift, float32_up, unit_shape
 from . import backend
 from .sites import find_sites
 
@@ -77,10 +82,22 @@ def rewrite_onnx(
         if site is None:
             res.skipped[p.name] = "no site of that name in the ONNX graph"
             continue
+        graph = site.scope.graph
+        if p.per_unit() or p.exact_shift or p.cap is not None:
+            got = _rewrite_unit(m, graph, site, p, to)
+            if isinstance(got, str):
+                res.skipped[p.name] = got
+            else:
+                done[p.name] = (graph, got)
+                res.rewritten[p.name] = (
+                    ("PRelu" if to == PRELU else "LeakyRelu")
+                    + (" + Min" if p.cap is not None else "")
+                    + (" + Sub (shift)" if p.exact_shift else "")
+                )
+            continue
         if site.op != "Relu":
             res.skipped[p.name] = f"a {site.op} computing ReLU is not rewritten (only Relu nodes are)"
             continue
-        graph = site.scope.graph
         node = _relu_node(graph, site.x)
         if node is None:
             res.skipped[p.name] = "its Relu node was not found"
@@ -110,6 +127,65 @@ def rewrite_onnx(
         for name, (graph, node) in done.items():
             _fold(m, graph, node, by[name], res)
     return res
+
+
+def _rewrite_unit(
+    m: onnx.ModelProto, graph: onnx.GraphProto, site: Any, p: SitePlan, to: str
+) -> str | onnx.NodeProto:
+    """Relu / Clip(0, 6) → PRelu (slope per unit) or LeakyRelu, [Min 6], Sub (the shift), in place.
+
+    The last new node keeps the activation's output name, so consumers are untouched;
+    new constants are initializers of the main graph (visible inside If/Loop bodies).
+    """
+    ops = ("Clip",) if p.cap is not None else ("Relu",)
+    idx = next(
+        (
+            i
+            for i, n in enumerate(graph.node)
+            if n.op_type in ops and n.domain in ("", "ai.onnx") and n.input and n.input[0] == site.x
+        ),
+        None,
+    )
+    if idx is None:
+        return f"its {'/'.join(ops)} node was not found (a {site.op} computing it is not rewritten)"
+    node = graph.node[idx]
+    rank = len(p.sample_shape) + 1 if p.sample_shape else (site.rank or 2)
+    axis = p.unit_axis if p.unit_axis >= 0 else rank + p.unit_axis
+    dtype = helper.tensor_dtype_to_np_dtype(site.elem_type) if site.elem_type else np.float32
+    shape = unit_shape(p.units, axis, rank) if p.units > 1 else [1]
+    stem = re.sub(r"[^0-9A-Za-z_]", "_", p.name)
+    out = node.output[0]
+    cur = site.x
+    new_nodes: list[onnx.NodeProto] = []
+
+    def const(tag: str, arr: np.ndarray) -> str:
+        name = _unique(m.graph, f"actaudit_{tag}_{stem}")
+        m.graph.initializer.append(numpy_helper.from_array(np.asarray(arr).astype(dtype), name))
+        return name
+
+    def add(op: str, inputs: list[str], **attrs: Any) -> None:
+        nonlocal cur
+        o = _unique(m.graph, f"{out}_actaudit_{op.lower()}")
+        new_nodes.append(
+            helper.make_node(op, inputs, [o], name=_unique(m.graph, f"actaudit_{op}_{stem}"), **attrs)
+        )
+        cur = o
+
+    if to == LEAKY:
+        slopes = float32_up(np.array([p.alpha]))
+        add("LeakyRelu", [cur], alpha=float(slopes[0]))
+    else:
+        slopes = float32_up(p.slopes() if p.unit_slopes is not None else p.slopes(p.alpha))
+        add("PRelu", [cur, const("slope", slopes.reshape(shape))])
+    if p.cap is not None:
+        add("Min", [cur, const("cap", np.array(p.cap))])
+    if p.exact_shift:
+        add("Sub", [cur, const("shift", p.shift_for(slopes).reshape(shape))])
+    new_nodes[-1].output[0] = out
+    del graph.node[idx]
+    for k, n in enumerate(new_nodes):
+        graph.node.insert(idx + k, n)
+    return graph.node[idx + len(new_nodes) - 1]
 
 
 def _consumers(graph: onnx.GraphProto, name: str) -> list[onnx.NodeProto]:
@@ -318,11 +394,19 @@ def _spatial_mean(m: onnx.ModelProto, graph: onnx.GraphProto, node: onnx.NodePro
     return sorted(int(a) % rank for a in axes) == list(range(2, rank))
 
 
+def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                yield from _all_nodes(g)
+
+
 def written_slopes(model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
     """(node, op, slope) for every LeakyRelu/PRelu node; PRelu slopes as lists."""
     inits = {t.name: t for t in model.graph.initializer}
     out: list[tuple[str, str, Any]] = []
-    for n in model.graph.node:
+    for n in _all_nodes(model.graph):
         if n.op_type == "LeakyRelu":
             out.append((n.name or n.output[0], "LeakyRelu", float(_attr(n, "alpha", 0.01))))
         elif n.op_type == "PRelu":
@@ -351,6 +435,7 @@ class OnnxSurgeon:
 
     def __init__(self, handle: Any) -> None:  # backend.OnnxModel
         self.handle = handle
+        self.output_names: list[str] | None = None
 
     def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
         from ...api import parse_axis_overrides
@@ -371,16 +456,22 @@ class OnnxSurgeon:
     def outputs(
         self, model: onnx.ModelProto, source: Any, samples: int | None, batches: int | None
     ) -> Iterator[Any]:
-        from ...rewrite.drift import flatten_outputs
+        from ...rewrite.drift import flatten_outputs, output_names
 
         sess = backend.session_for(self.handle, model)
+        names = [o.name for o in sess.get_outputs()]
         warns: list[str] = []
         for i, batch in enumerate(backend.batches_for(self.handle, source, samples)):
             if batches is not None and i >= batches:
                 return
             feeds = backend.bind(self.handle, batch)
             chunks = backend._split_fixed_batch(self.handle, feeds, warns)
-            per_chunk = [flatten_outputs(sess.run(None, c)) for c in chunks]
+            per_chunk = []
+            for c in chunks:
+                got = dict(zip(names, sess.run(None, c), strict=True))
+                if self.output_names is None:
+                    self.output_names = output_names(got)
+                per_chunk.append(flatten_outputs(got))
             if len(per_chunk) == 1:
                 yield per_chunk[0]
             else:

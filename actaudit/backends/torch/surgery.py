@@ -1,4 +1,11 @@
-"""ReLU → LeakyReLU/PReLU surgery on PyTorch models, one slope per audit site.
+"""ReLU/ReLU6 → per-unit PReLU (the default), LeakyReLU or PReLU surgery on PyTorch models.
+
+The default form is a slope per unit (0 for units that keep plain ReLU), ReLU6's cap
+kept, and the exact shift ``slope·E[min(z, 0)]`` subtracted right after (computed by
+:meth:`SitePlan.shift_for`): a :class:`UnitPReLU` module in eager models, ``aten::prelu``
+and ``aten::sub`` with tensor constants in TorchScript, ``aten.prelu`` with a new
+parameter and ``aten.sub`` of a new buffer in ``torch.export`` programs. The classic
+one-α forms below remain for ``--to leaky`` / ``--shift fold|none``.
 
 Sites are named exactly as the audit names them (``b.relu#1``, ``enc/relu``), so a
 slope chosen from a report lands on the call it was measured at:
@@ -39,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ...rewrite.plan import SitePlan, SurgeryResult, assign_names, bias_shift
+from ...rewrite.plan import SitePlan, SurgeryResult, assign_names, bias_shift, float32_up, unit_shape
 from .capture import GraphSite, canon, export_site_nodes, torchscript_site_nodes
 from .ops import op_name
 
@@ -77,6 +84,86 @@ class AxisPReLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"units={self.weight.numel()}, axis={self.axis}"
+
+
+class UnitPReLU(nn.Module):
+    """ReLU/ReLU6 with a learnable slope per unit below zero, then a constant per unit subtracted.
+
+    ``y = prelu(x, weight)`` (capped at ``cap`` for ReLU6), minus ``shift`` (a buffer shaped to
+    broadcast on the unit axis): the exact mean correction ``slope·E[min(z, 0)]``. Units
+    with slope 0 behave as the original ReLU. Scriptable and exportable; the slope is
+    ``aten::prelu``'s weight, so any runtime reads it back.
+    """
+
+    def __init__(self, slopes: Any, shift: Any, axis: int, rank: int, cap: float | None = None) -> None:
+        super().__init__()
+        w = torch.as_tensor(np.asarray(slopes), dtype=torch.float32).reshape(-1)
+        self.weight = nn.Parameter(w.clone())
+        units = int(w.numel())
+        ax = axis if axis >= 0 else rank + axis
+        self.axis = int(ax) if units > 1 else 1
+        shape = unit_shape(units, self.axis, rank) if units > 1 else [1]
+        self.shift: torch.Tensor
+        self.register_buffer("shift", torch.as_tensor(np.asarray(shift), dtype=torch.float32).reshape(shape))
+        self.capped = cap is not None
+        self.cap = float(cap) if cap is not None else 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        moved = self.axis != 1 and x.dim() > 1
+        if moved:
+            x = x.movedim(self.axis, 1)
+        y = torch.prelu(x, self.weight)
+        if self.capped:
+            y = torch.clamp_max(y, self.cap)
+        if moved:
+            y = y.movedim(1, self.axis)
+        return y - self.shift
+
+    def extra_repr(self) -> str:
+        return f"units={self.weight.numel()}, axis={self.axis}, cap={self.cap if self.capped else None}"
+
+
+class ShiftedLeakyReLU(nn.Module):
+    """LeakyReLU(α) (capped for ReLU6) minus a constant per unit: one α per site, the mean kept."""
+
+    def __init__(self, alpha: float, shift: Any, axis: int, rank: int, cap: float | None = None) -> None:
+        super().__init__()
+        self.negative_slope = float(alpha)
+        sh = np.asarray(shift).reshape(-1)
+        shape = unit_shape(sh.size, axis, rank) if sh.size > 1 else [1]
+        self.shift: torch.Tensor
+        self.register_buffer("shift", torch.as_tensor(sh, dtype=torch.float32).reshape(shape))
+        self.capped = cap is not None
+        self.cap = float(cap) if cap is not None else 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.leaky_relu(x, self.negative_slope)
+        if self.capped:
+            y = torch.clamp_max(y, self.cap)
+        return y - self.shift
+
+
+def _plan_rank(p: SitePlan) -> int:
+    return len(p.sample_shape) + 1 if p.sample_shape else 2
+
+
+def _activation_for(p: SitePlan, to: str, alpha: float, inplace: bool) -> nn.Module:
+    """The module that replaces site ``p``: the per-unit / shifted / capped forms, else the classic ones."""
+    if p.per_unit() or p.exact_shift or p.cap is not None:
+        if to == LEAKY:
+            return ShiftedLeakyReLU(alpha, p.shift_for(np.array([alpha])), p.unit_axis, _plan_rank(p), p.cap)
+        slopes = float32_up(p.slopes() if p.unit_slopes is not None else p.slopes(alpha))
+        return UnitPReLU(slopes, p.shift_for(slopes), p.unit_axis, _plan_rank(p), p.cap)
+    return make_activation(
+        to, alpha, units=p.units, unit_axis=p.unit_axis, inplace=inplace, init=p.slopes(alpha)
+    )
+
+
+def _is_relu_module(mod: Any) -> bool:
+    """nn.ReLU, or a ReLU6 / Hardtanh(0, 6) (rewritten with its cap kept)."""
+    if isinstance(mod, nn.ReLU):
+        return True
+    return isinstance(mod, nn.Hardtanh) and float(mod.min_val) == 0.0 and float(mod.max_val) == 6.0
 
 
 def make_activation(
@@ -202,8 +289,8 @@ def _locate(model: nn.Module, plan: SitePlan) -> _EagerSite | str:
         if not owner and base == "relu":
             return _EagerSite(plan, "", None)  # a functional relu at the top level
         return f"no module {base!r} in the model"
-    if not isinstance(mod, nn.ReLU):
-        return f"{base} is a {type(mod).__name__}, not nn.ReLU"
+    if not _is_relu_module(mod):
+        return f"{base} is a {type(mod).__name__}, not nn.ReLU / nn.ReLU6"
     return _EagerSite(plan, owner, child)
 
 
@@ -263,18 +350,7 @@ def _rewrite_owner(
                 continue
             calls = [x for x in sites if x.child == s.child]
             alpha = min(x.plan.alpha for x in calls)
-            setattr(
-                owner,
-                s.child,
-                make_activation(
-                    to,
-                    alpha,
-                    units=p.units,
-                    unit_axis=p.unit_axis,
-                    inplace=_inplace(owner, s.child),
-                    init=p.slopes(alpha),
-                ),
-            )
+            setattr(owner, s.child, _activation_for(p, to, alpha, _inplace(owner, s.child)))
             res.rewritten[p.name] = "module swap"
             if p.index is not None:
                 res.notes.append(
@@ -313,14 +389,7 @@ def _rewrite_owner(
         is_module = node.op == "call_module"
         child = str(node.target) if is_module else None
         if child is not None and module_calls[child] == 1:
-            act = make_activation(
-                to,
-                alpha,
-                units=p.units,
-                unit_axis=p.unit_axis,
-                inplace=_inplace(owner, child),
-                init=p.slopes(alpha),
-            )
+            act = _activation_for(p, to, alpha, _inplace(owner, child))
             setattr(gm, child, act)
             setattr(owner, child, act)
             for x in group:
@@ -338,12 +407,7 @@ def _rewrite_owner(
             )
         new_name = _unique(gm, stem)
         edited = True
-        gm.add_submodule(
-            new_name,
-            make_activation(
-                to, alpha, units=p.units, unit_axis=p.unit_axis, inplace=inplace, init=p.slopes(alpha)
-            ),
-        )
+        gm.add_submodule(new_name, _activation_for(p, to, alpha, inplace))
         with gm.graph.inserting_before(node):
             new = gm.graph.call_module(new_name, (node.args[0],))
         node.replace_all_uses_with(new)
@@ -385,7 +449,7 @@ def _site_nodes(gm: fx.GraphModule, owner_path: str, sites: list[_EagerSite]) ->
     """Audit site name → traced node, counting calls per audit base name in graph order."""
     per_base: dict[str, list[fx.Node]] = defaultdict(list)
     for node in gm.graph.nodes:
-        if node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), nn.ReLU):
+        if node.op == "call_module" and _is_relu_module(gm.get_submodule(str(node.target))):
             per_base[_join(owner_path, str(node.target))].append(node)
         elif _is_functional_relu(node):
             per_base[f"{owner_path}/relu" if owner_path else "relu"].append(node)
@@ -587,6 +651,22 @@ def rewrite_torchscript(
             res.skipped[p.name] = "no matching aten::relu node in the inlined TorchScript graph"
             continue
         op, nodes = found
+        if p.per_unit() or p.exact_shift or p.cap is not None:
+            if op not in (_TS_RELU6 if p.cap is not None else ("relu", "relu_")):
+                res.skipped[p.name] = (
+                    f"aten::{op} is not rewritten (only relu / relu6 / hardtanh(0, 6) nodes are)"
+                )
+                continue
+            for node in nodes:
+                new_nodes[p.name] = _ts_unit(graph, node, p, to)
+            res.rewritten[p.name] = "graph nodes (slopes and shifts as tensor constants)"
+            note = (
+                "TorchScript: per-unit slopes and shifts are tensor constants of the graph (a compiled module cannot "
+                "gain parameters): they reload and pass gradients to the layers before them, but do not train themselves"
+            )
+            if to != LEAKY and note not in res.notes:
+                res.notes.append(note)
+            continue
         if canon(op) != "relu" or op not in ("relu", "relu_"):
             res.skipped[p.name] = f"aten::{op} is not rewritten (only aten::relu / aten::relu_ nodes are)"
             continue
@@ -605,6 +685,68 @@ def rewrite_torchscript(
         for name, node in new_nodes.items():
             _fold_ts(m, node, plan_by[name], res)
     return res
+
+
+_TS_RELU6 = ("relu6", "relu6_", "hardtanh", "hardtanh_", "clamp", "clamp_")
+
+
+def _ts_unit(graph: Any, node: Any, p: SitePlan, to: str) -> Any:
+    """Replace one relu/relu6 node by prelu (or leaky_relu), clamp_max for ReLU6, and the shift.
+
+    TorchScript cannot add parameters to a compiled module: slopes and shifts are tensor
+    constants of the graph (they reload and run anywhere, but do not train as parameters).
+    """
+    rank = _plan_rank(p)
+    axis = p.unit_axis if p.unit_axis >= 0 else rank + p.unit_axis
+    if to == LEAKY:
+        slopes = float32_up(np.array([p.alpha]))
+    else:
+        slopes = float32_up(p.slopes() if p.unit_slopes is not None else p.slopes(p.alpha))
+    shift = p.shift_for(slopes)
+    out_type = node.output().type()
+
+    def make(kind: str, inputs: list[Any]) -> Any:
+        n = graph.create(kind, inputs)
+        n.insertBefore(node)
+        n.output().setType(out_type)
+        n.copyMetadata(node)
+        return n.output()
+
+    with graph.insert_point_guard(node):
+        x = (
+            node.input()
+            if node.kind() not in ("aten::hardtanh", "aten::hardtanh_", "aten::clamp", "aten::clamp_")
+            else node.inputsAt(0)
+        )
+        if to == LEAKY:
+            y = make("aten::leaky_relu", [x, graph.insertConstant(float(slopes[0]))])
+        else:
+            moved = axis != 1 and p.units > 1
+            ax1, axu = graph.insertConstant(1), graph.insertConstant(int(axis))
+            if moved:
+                x = make("aten::movedim", [x, axu, ax1])
+            w = graph.insertConstant(torch.as_tensor(slopes, dtype=torch.float32).to(_graph_device(node)))
+            y = make("aten::prelu", [x, w])
+            if moved:
+                y = make("aten::movedim", [y, ax1, axu])
+        if p.cap is not None:
+            y = make("aten::clamp_max", [y, graph.insertConstant(float(p.cap))])
+        if p.exact_shift:
+            sh = torch.as_tensor(
+                shift.reshape(unit_shape(p.units, axis, rank) if p.units > 1 else [1]), dtype=torch.float32
+            )
+            y = make(
+                "aten::sub", [y, graph.insertConstant(sh.to(_graph_device(node))), graph.insertConstant(1)]
+            )
+    node.output().replaceAllUsesWith(y)
+    node.destroy()
+    return y.node()
+
+
+def _graph_device(node: Any) -> torch.device:
+    t = node.output().type()
+    dev = t.device() if hasattr(t, "device") else None
+    return dev if dev is not None else torch.device("cpu")
 
 
 def _ts_leaky(graph: Any, node: Any, alpha: float) -> Any:
@@ -752,17 +894,28 @@ def save_torchscript(module: Any) -> bytes:
     return buf.getvalue()
 
 
-def torchscript_slopes(module: Any) -> list[tuple[str, str, float | None]]:
+def torchscript_slopes(module: Any) -> list[tuple[str, str, Any]]:
     """(op, module path, slope) for every rectifier node of a saved/loaded ScriptModule's inlined graph."""
     graph = module.forward.graph.copy()
     torch._C._jit_pass_inline(graph)
     out = []
     for name, (op, nodes) in torchscript_sites(graph, module, as_relu=True).items():
         n = nodes[0]
-        slope = None
+        slope: Any = None
         if op.startswith("leaky_relu"):
             v = n.inputsAt(1)
-            slope = float(v.toIValue()) if v.node().kind() == "prim::Constant" else None
+            if v.node().kind() == "prim::Constant":
+                slope = float(v.toIValue())
+            else:
+                a = _ts_attr(module, v)
+                slope = float(a) if isinstance(a, float) else None
+        elif canon(op) == "prelu":
+            v = n.inputsAt(1)
+            if v.node().kind() == "prim::Constant":
+                slope = [float(x) for x in v.toIValue().flatten()]
+            else:
+                w = _ts_attr(module, v)
+                slope = None if not isinstance(w, torch.Tensor) else [float(x) for x in w.detach().flatten()]
         out.append((name, op, slope))
     return out
 
@@ -810,6 +963,20 @@ def rewrite_export(
             res.skipped[p.name] = "no matching aten.relu node in the exported graph"
             continue
         op = op_name(node.target)
+        if p.per_unit() or p.exact_shift or p.cap is not None:
+            allowed = _EXPORT_RELU6 if p.cap is not None else _EXPORT_RELU
+            if op not in allowed:
+                res.skipped[p.name] = (
+                    f"aten.{op} is not rewritten (only relu / relu6 / hardtanh(0, 6) nodes are)"
+                )
+                continue
+            got = _export_unit(ep, node, p, to)
+            if isinstance(got, str):
+                res.skipped[p.name] = got
+                continue
+            new_nodes[p.name] = got
+            res.rewritten[p.name] = "graph nodes (slope parameter, shift buffer)"
+            continue
         if op not in _EXPORT_RELU:
             res.skipped[p.name] = f"aten.{op} is not rewritten (only aten.relu / aten.relu_ nodes are)"
             continue
@@ -834,6 +1001,120 @@ def rewrite_export(
         for name, node in new_nodes.items():
             _fold_export(ep, node, plan_by[name], res)
     return res
+
+
+_EXPORT_RELU6 = {"relu6", "relu6_", "hardtanh", "hardtanh_", "clamp", "clamp_"}
+
+
+def _export_input(ep: Any, kind: Any, target: str, value: torch.Tensor) -> fx.Node:
+    """A new parameter or buffer placeholder in the program, at its place in the signature."""
+    from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
+
+    gm = ep.graph_module
+    sig = ep.graph_signature
+    before = (
+        (InputKind.PARAMETER,) if kind == InputKind.PARAMETER else (InputKind.PARAMETER, InputKind.BUFFER)
+    )
+    placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
+    insert_at = next((i for i, s in enumerate(sig.input_specs) if s.kind not in before), len(sig.input_specs))
+    anchor = placeholders[insert_at] if insert_at < len(placeholders) else None
+    stem = ("p_" if kind == InputKind.PARAMETER else "b_") + target.replace(".", "_")
+    with (
+        gm.graph.inserting_before(anchor)
+        if anchor is not None
+        else gm.graph.inserting_after(placeholders[-1])
+    ):
+        ph = gm.graph.placeholder(stem)
+    ph.meta["val"] = _fake_like(node_val(placeholders), value)
+    persistent = True if kind == InputKind.BUFFER else None
+    sig.input_specs.insert(
+        insert_at, InputSpec(kind, TensorArgument(ph.name), target=target, persistent=persistent)
+    )
+    ep.state_dict[target] = value
+    return ph
+
+
+def node_val(nodes: list[fx.Node]) -> Any:
+    for n in nodes:
+        v = n.meta.get("val")
+        if isinstance(v, torch.Tensor):
+            return v
+    return None
+
+
+def _fake_like(example: Any, value: torch.Tensor) -> Any:
+    mode = getattr(example, "fake_mode", None)
+    if mode is None:
+        return value.detach()
+    return mode.from_tensor(value.detach())
+
+
+def _export_unit(ep: Any, node: fx.Node, p: SitePlan, to: str) -> str | fx.Node:
+    """relu/relu6 node → [transpose] prelu [transpose] [clamp_max 6] sub(shift), in place of the node."""
+    from torch.export.graph_signature import InputKind
+
+    gm = ep.graph_module
+    g = gm.graph
+    rank = _plan_rank(p)
+    axis = p.unit_axis if p.unit_axis >= 0 else rank + p.unit_axis
+    stem = re.sub(r"[^0-9A-Za-z_]", "_", p.name)
+    aten = torch.ops.aten
+    val = node.meta.get("val")
+    mode = getattr(val, "fake_mode", None)
+    users = list(node.users)
+    x = node.args[0]
+    if to == LEAKY:
+        slopes = float32_up(np.array([p.alpha]))
+    else:
+        slopes = float32_up(p.slopes() if p.unit_slopes is not None else p.slopes(p.alpha))
+    shift_vec = p.shift_for(slopes)
+    steps: list[tuple[Any, tuple[Any, ...]]] = []
+    if to == LEAKY:
+        steps.append((aten.leaky_relu.default, (float(slopes[0]),)))
+    else:
+        w = nn.Parameter(torch.as_tensor(slopes, dtype=torch.float32))
+        ph_w = _export_input(ep, InputKind.PARAMETER, f"actaudit_slope.{stem}", w)
+        moved = axis != 1 and p.units > 1
+        if moved:
+            steps.append((aten.transpose.int, (1, axis)))
+        steps.append((aten.prelu.default, (ph_w,)))
+        if moved:
+            steps.append((aten.transpose.int, (1, axis)))
+    if p.cap is not None:
+        steps.append((aten.clamp_max.default, (float(p.cap),)))
+    if p.exact_shift:
+        sh = torch.as_tensor(
+            shift_vec.reshape(unit_shape(p.units, axis, rank) if p.units > 1 else [1]), dtype=torch.float32
+        )
+        ph_s = _export_input(ep, InputKind.BUFFER, f"actaudit_shift.{stem}", sh)
+        steps.append((aten.sub.Tensor, (ph_s,)))
+    cur: Any = x
+    made: list[fx.Node] = []
+    anchor = node
+    for target, extra in steps:
+        with g.inserting_after(anchor):
+            new = g.call_function(target, (cur, *extra))
+        new.meta.update({k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta")})
+        try:
+            args = [a.meta["val"] if isinstance(a, fx.Node) else a for a in (cur, *extra)]
+            if mode is not None:
+                with mode:
+                    new.meta["val"] = target(*args)
+            else:
+                new.meta["val"] = target(*args)
+        except Exception as e:
+            for m in reversed([*made, new]):
+                g.erase_node(m)
+            return f"could not build the rewritten nodes ({type(e).__name__}: {e})"
+        made.append(new)
+        anchor, cur = new, new
+    for u in users:
+        u.replace_input_with(node, cur)
+    for spec in ep.graph_signature.output_specs:  # the site may be a program output
+        if getattr(spec.arg, "name", None) == node.name:
+            spec.arg.name = cur.name
+    g.erase_node(node)
+    return cur
 
 
 def _export_prelu(ep: Any, node: fx.Node, p: SitePlan) -> str | None:
@@ -977,12 +1258,15 @@ class _Recording:
     def __init__(self, fn: Any, sink: list[Any]) -> None:
         self.fn = fn
         self.sink = sink
+        self.names: list[str] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from ...rewrite.drift import flatten_outputs
+        from ...rewrite.drift import flatten_outputs, output_names
 
         out = self.fn(*args, **kwargs)
         self.sink.append(flatten_outputs(out))
+        if self.names is None:
+            self.names = output_names(out)
         return out
 
     def parameters(self) -> Any:
@@ -1021,7 +1305,8 @@ class TorchSurgeon:
         from . import backend
 
         sink: list[Any] = []
-        tm = dataclasses.replace(self.tm, module=_Recording(self.tm.module, sink))
+        rec = _Recording(self.tm.module, sink)
+        tm = dataclasses.replace(self.tm, module=rec)
         cap = backend.capture(
             tm,
             source,
@@ -1030,7 +1315,10 @@ class TorchSurgeon:
             axis_overrides=parse_axis_overrides(opts.unit_axis),
             progress=opts.progress,
         )
+        self.output_names = rec.names
         return cap, sink
+
+    output_names: list[str] | None = None
 
     def build(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult:
         tm = self.tm
@@ -1042,7 +1330,39 @@ class TorchSurgeon:
             return rewrite_export(tm.exported, plans, to, compensate=compensate)
         res = rewrite_eager(tm.eager, plans, to, compensate=compensate)
         res.model.eval()
+        untraceable = [n for n, why in res.skipped.items() if "torch.fx cannot trace" in why]
+        if untraceable and self.writer == TS:
+            via = self._via_torchscript(plans, to, compensate)
+            if via is not None and len(via.skipped) < len(res.skipped):
+                return via
+        for n in untraceable:
+            if self.writer != TS:
+                res.skipped[n] += (
+                    "; writing TorchScript (-o FILE.ts or --output-format ts) rewrites it in the compiled graph"
+                )
         return res
+
+    def _via_torchscript(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult | None:
+        """Functional ReLUs in a module torch.fx cannot trace: script the eager model and edit its graph."""
+        if self._scripted is None:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    self._scripted = save_torchscript(torch.jit.script(self.tm.eager))
+            except Exception:
+                self._scripted = b""
+        if not self._scripted:
+            return None
+        fresh = torch.jit.load(io.BytesIO(self._scripted), map_location=self.device)
+        res = rewrite_torchscript(fresh, plans, to, compensate=compensate)
+        res.model.eval()
+        res.notes.append(
+            "torch.fx cannot trace a module with functional ReLUs: the model was scripted and the sites rewritten "
+            "in its TorchScript graph"
+        )
+        return res
+
+    _scripted: bytes | None = None
 
     def _callable(self, model: Any) -> Any:
         if self.tm.fmt == "torch.export" or hasattr(model, "graph_signature"):
@@ -1050,16 +1370,15 @@ class TorchSurgeon:
         return model
 
     def outputs(self, model: Any, source: Any, samples: int | None, batches: int | None) -> Any:
-        from ...data import cap_samples
         from ...rewrite.drift import flatten_outputs
-        from .data import bind
+        from . import backend
 
         fn = self._callable(model)
         with torch.no_grad():
-            for i, b in enumerate(cap_samples(source.batches(), samples)):
+            # The audit's own batching: a program with a fixed batch gets exactly that many samples.
+            for i, (args, kwargs) in enumerate(backend.batches_for(self.tm, source, samples)):
                 if batches is not None and i >= batches:
                     return
-                args, kwargs = bind(b, self.tm.inputs, self.device, self.fdt)
                 if self.example is None:
                     self.example = (args, kwargs)
                 yield flatten_outputs(fn(*args, **kwargs))
@@ -1142,11 +1461,22 @@ class TorchSurgeon:
             return torchscript_slopes(model)
         out: list[tuple[str, str, Any]] = []
         for name, mod in model.named_modules():
-            if isinstance(mod, nn.LeakyReLU):
-                out.append((name, "LeakyReLU", float(mod.negative_slope)))
+            if isinstance(mod, (nn.LeakyReLU, ShiftedLeakyReLU)):
+                out.append((name, type(mod).__name__, float(mod.negative_slope)))
+            elif isinstance(mod, UnitPReLU):
+                out.append((name, "UnitPReLU", [float(x) for x in mod.weight.detach().flatten()]))
             elif isinstance(mod, (nn.PReLU, AxisPReLU)):
                 out.append((name, type(mod).__name__, [float(x) for x in mod.weight.detach().flatten()]))
         return out
+
+    def frozen_parameters(self, model: Any) -> list[str]:
+        """Names of parameters with requires_grad=False in a reloaded model."""
+        if hasattr(model, "graph_signature"):
+            model = model.module()
+        try:
+            return [n for n, p in model.named_parameters() if not p.requires_grad]
+        except Exception:
+            return []
 
     def original(self) -> Any:
         tm = self.tm
