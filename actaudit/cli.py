@@ -367,3 +367,8 @@ cli.add_command(config_option(inspect_command(model_options)), "inspect")
 from .cli_rewrite import rewrite as _rewrite  # noqa: E402
 
 cli.add_command(_rewrite)
+
+# prune command
+from .cli_prune import prune as _prune  # noqa: E402
+
+cli.add_command(_prune)
