@@ -63,6 +63,7 @@ class AuditOptions:
     provider: str | None = None
     threads: int | None = None
     per_unit: bool = False
+    input_range: Sequence[str] = ()  # [NAME=]LOW,HIGH: prove units dead by interval bounds
     progress: Callable[[int], None] | None = None
 
 
@@ -200,9 +201,14 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
         set_total(min(t, opts.samples) if t and opts.samples else (t or opts.samples))
     cap = loaded.capture(source, opts)
     t_cap = time.perf_counter()
-    return build_report(
+    report = build_report(
         loaded, source, cap, opts, gates, {"load_s": t_load - t0, "capture_s": t_cap - t_load}
     )
+    if opts.input_range:
+        from .prune.core import attach_proofs
+
+        attach_proofs(report, loaded, source, opts)
+    return report
 
 
 def build_report(

@@ -238,6 +238,14 @@ def _emit(text: str, output: str | None, force: bool) -> None:
     metavar="FILE",
     help="Also write a self-contained HTML report (charts, no network resources) to FILE.",
 )
+@click.option(
+    "--input-range",
+    "input_range",
+    multiple=True,
+    metavar="[NAME=]LOW,HIGH",
+    help="Box of valid inputs (repeatable; NAME= for one input): interval bounds mark the units proven dead "
+    "for every input in it (proven_dead_units in JSON, a column in the table); '-inf,inf' gives weights-only facts.",
+)
 @output_options
 @config_option
 def audit(**kw: Any) -> None:
@@ -253,6 +261,7 @@ def audit(**kw: Any) -> None:
 
     opts = audit_options(kw)
     opts.fail_on = kw["fail_on"]
+    opts.input_range = kw["input_range"]
     opts.per_unit = kw["per_unit"]
     _check_output(kw["output"], kw["force"], kw["model"])
     _check_output(kw["html"], kw["force"], kw["model"])

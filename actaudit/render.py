@@ -33,7 +33,7 @@ def _paint(text: str, fraction: float, color: bool) -> str:
     return click.style(text, fg="red" if fraction >= 0.5 else "yellow", bold=fraction >= 0.5)
 
 
-def _row(i: int, v: SiteVerdict, pretty: bool, color: bool = False) -> list[object]:
+def _row(i: int, v: SiteVerdict, pretty: bool, color: bool = False, proven: bool = False) -> list[object]:
     bad = max(v.dead_fraction, v.saturated_fraction)
     fr = v.fire_rate
     mean_fire = float(fr[fr == fr].mean()) if fr.size and (fr == fr).any() else None
@@ -47,6 +47,8 @@ def _row(i: int, v: SiteVerdict, pretty: bool, color: bool = False) -> list[obje
         len(v.rarely_firing_units) if v.can_die else "-",
         _pct(mean_fire) if v.can_die else "-",
     ]
+    if proven:
+        row.insert(5, "-" if v.proven_dead_units is None else len(v.proven_dead_units))
     if pretty:
         row.append(_paint(f"{_bar(bad)} {_pct(bad)}", bad, color))
         row[1] = _paint(str(row[1]), bad, color)
@@ -58,7 +60,10 @@ def _table(report: Report, fmt: str, color: bool = False) -> str:
     headers = ["#", "site", "kind", "units", "dead", "saturated", "rare", "fire"]
     if pretty:
         headers.append("dead/saturated")
-    rows = [_row(i, v, pretty, color) for i, v in enumerate(report.sites)]
+    proven = any(v.proven_dead_units is not None for v in report.sites)
+    if proven:
+        headers.insert(5, "proven dead")
+    rows = [_row(i, v, pretty, color, proven) for i, v in enumerate(report.sites)]
     s = report.summary()
     total: list[object] = [
         "",
@@ -70,6 +75,8 @@ def _table(report: Report, fmt: str, color: bool = False) -> str:
         s["rarely_firing"],
         "",
     ]
+    if proven:
+        total.insert(5, sum(len(v.proven_dead_units or []) for v in report.sites))
     if pretty:
         total.append("")
     rows.append(total)

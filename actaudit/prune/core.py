@@ -371,3 +371,32 @@ def _write_verified(
         "sha256": sha256_file(out),
         "checks": list(pruner.checks),
     }
+
+
+def attach_proofs(report: Any, loaded: LoadedModel, source: DataSource, opts: AuditOptions) -> None:
+    """Mark ``proven_dead_units`` on an audit report's sites from interval bounds over the input box.
+
+    A proof that contradicts the data (a proven unit that fired on a calibration sample
+    inside the box) is a bug of the analysis: an internal error, never a silent report.
+    """
+    pruner = pruner_for(loaded, PruneOptions(audit=opts))
+    ranges, _, _ = data_ranges(source, opts.samples)
+    shapes = pruner.sample_shapes(ranges)
+    box = parse_input_ranges(list(opts.input_range), list(shapes))
+    notes: list[str] = []
+    _check_box(ranges, pruner, box, notes)
+    proofs = prove(pruner, pruner.original(), box, shapes, report.sites, opts.settings.stuck_fraction)
+    inside = not notes
+    report.warnings.extend(notes)
+    for v in report.sites:
+        got = proofs.get(v.info.name, "not analysed")
+        if isinstance(got, str):
+            v.proven_dead_units, v.proof_note = [], got
+            continue
+        v.proven_dead_units = got
+        fired = sorted(set(got) - set(v.dead_units))
+        if fired and inside:
+            raise RuntimeError(
+                f"interval bounds proved units {fired[:8]} of {v.info.name} dead on the box, but they fired on "
+                "calibration data inside it: the bound propagation is unsound here"
+            )

@@ -57,6 +57,15 @@ class _Consts:
                     self.uses.update(i for sn in sub.node for i in sn.input if i)
         self.outputs = {o.name for o in g.output}
         self._cache: dict[str, np.ndarray | None] = {}
+        # Reshape/Unsqueeze/Squeeze/Identity/Cast of constants (exporters reshape biases to [1, C, 1, 1]):
+        # folded here; a pruned one is written back as a new initializer under the node's output name.
+        self.derived = {
+            n.output[0]: n
+            for n in g.node
+            if n.op_type in ("Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast")
+            and n.domain in DEFAULT_DOMAINS
+            and n.output
+        }
 
     def value(self, name: str) -> np.ndarray | None:
         if not name:
@@ -67,8 +76,39 @@ class _Consts:
                 v = numpy_helper.to_array(self.inits[name])
             elif name in self.nodes:
                 v = constant_node_value(self.nodes[name])
+            elif name in self.derived:
+                self._cache[name] = None  # no cycles
+                v = self._fold(self.derived[name])
             self._cache[name] = v
         return self._cache[name]
+
+    def _fold(self, n: onnx.NodeProto) -> np.ndarray | None:
+        ins = [self.value(i) if i else None for i in n.input]
+        x = ins[0] if ins else None
+        if x is None or any(i and v is None for i, v in zip(n.input, ins, strict=True)):
+            return None
+        t = n.op_type
+        if t == "Identity":
+            return x
+        if t == "Cast":
+            try:
+                return x.astype(onnx.helper.tensor_dtype_to_np_dtype(int(attr(n, "to", 1))))
+            except (KeyError, TypeError, ValueError):
+                return None
+        axes = ins[1] if len(ins) > 1 and ins[1] is not None else attr(n, "axes", None)
+        if t == "Reshape":
+            if axes is None or int(attr(n, "allowzero", 0)):
+                return None
+            shape = [x.shape[i] if int(d) == 0 else int(d) for i, d in enumerate(np.asarray(axes).reshape(-1))]
+            try:
+                return x.reshape(shape)
+            except ValueError:
+                return None
+        if t == "Unsqueeze" and axes is not None:
+            return np.expand_dims(x, tuple(int(a) for a in np.asarray(axes).reshape(-1)))
+        if t == "Squeeze":
+            return np.squeeze(x, None if axes is None else tuple(int(a) for a in np.asarray(axes).reshape(-1)))
+        return None
 
     def param(self, name: str) -> Param | None:
         v = self.value(name)
@@ -332,10 +372,14 @@ def apply(model: onnx.ModelProto, graph: Graph, edits: Edits) -> onnx.ModelProto
         new = edits.apply(key)
         if key in inits:
             inits[key].CopyFrom(numpy_helper.from_array(new, key))
-        else:
+        elif key in consts:
             node = consts[key]
             del node.attribute[:]
             node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(new)))
+        else:  # a folded Reshape/Unsqueeze of constants: its output becomes an initializer
+            node = next(n for n in g.node if n.output and n.output[0] == key)
+            g.node.remove(node)
+            g.initializer.append(numpy_helper.from_array(new, key))
     by_name = {_name(n): n for n in g.node}
     ir_ops = {op.name: op for op in graph.ops}
     taken = set(inits) | {o for n in g.node for o in n.output} | {i.name for i in g.input}
@@ -359,7 +403,42 @@ def apply(model: onnx.ModelProto, graph: Graph, edits: Edits) -> onnx.ModelProto
             node.input.append("")
         node.input[2] = bname
     del g.value_info[:]
+    _drop_unused(g)
     return m
+
+
+def _drop_unused(g: onnx.GraphProto) -> None:
+    """Initializers and Constant nodes nobody reads any more (the sources of folded reshapes)."""
+    while True:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        for n in g.node:
+            for a in n.attribute:
+                for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                    used |= {i for sn in sub.node for i in sn.input}
+        dead_inits = [t for t in g.initializer if t.name not in used]
+        dead_nodes = [
+            n
+            for n in g.node
+            if n.op_type in ("Constant", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast")
+            and n.output
+            and all(o not in used for o in n.output)
+            and all(not i or i in {t.name for t in g.initializer} or i in _const_outputs(g) for i in n.input)
+        ]
+        if not dead_inits and not dead_nodes:
+            return
+        for t in dead_inits:
+            g.initializer.remove(t)
+        for n in dead_nodes:
+            g.node.remove(n)
+        inputs = {t.name for t in dead_inits}
+        keep = [i for i in g.input if i.name not in inputs]
+        if len(keep) != len(g.input):
+            del g.input[:]
+            g.input.extend(keep)
+
+
+def _const_outputs(g: onnx.GraphProto) -> set[str]:
+    return {n.output[0] for n in g.node if n.op_type == "Constant" and n.output}
 
 
 def count_params(model: onnx.ModelProto) -> int:
