@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 SHAPES = {
     "c1.w": (8, 3, 3, 3),
@@ -151,3 +153,53 @@ def build_onnx(path: Any, seed: int = 0) -> None:
     m.ir_version = 8
     onnx.checker.check_model(m, full_check=True)
     onnx.save(m, str(path))
+
+
+TORCH_KEYS = {"bn.scale": "bn.weight", "bn.mean": "bn.running_mean", "bn.var": "bn.running_var"}
+
+
+def torch_key(k: str) -> str:
+    """ONNX initializer name -> state-dict key."""
+    if k in TORCH_KEYS:
+        return TORCH_KEYS[k]
+    mod, _, leaf = k.partition(".")
+    return f"{mod}.{ {'w': 'weight', 'b': 'bias'}.get(leaf, leaf) }"
+
+
+def torch_shape(k: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(reversed(shape)) if k == "m.w" else shape  # Linear keeps [out, in]
+
+
+class PruneNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.s1 = nn.ReLU()
+        self.c2 = nn.Conv2d(8, 6, 1)
+        self.s2 = nn.ReLU6()
+        self.c3, self.c4, self.c6 = nn.Conv2d(6, 4, 1), nn.Conv2d(6, 4, 1), nn.Conv2d(6, 4, 1)
+        self.s3, self.s4, self.s5 = nn.ReLU(), nn.ReLU(), nn.ReLU()
+        self.g1 = nn.Linear(8, 6)
+        self.s7 = nn.Tanh()
+        self.g2 = nn.Linear(6, 3)
+        self.m = nn.Linear(4, 5)
+        self.s6 = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y2 = self.s2(self.c2(self.s1(self.bn(self.c1(x)))))
+        y3, y4, y5 = self.s3(self.c3(y2)), self.s4(self.c4(y2)), self.s5(self.c6(y2))
+        a = torch.cat([y3, y4], 1).mean((2, 3))
+        out_a = self.g2(self.s7(self.g1(a)))
+        b = torch.flatten(nn.functional.adaptive_avg_pool2d(y4 + y5, 1), 1)
+        return out_a, self.s6(self.m(b))
+
+
+def build_torch(seed: int = 0) -> Any:
+    """The same network as :func:`build_onnx`, as an eager module (sites named s1 … s7 alike)."""
+    net = PruneNet().eval()
+    w = weights(seed)
+    sd = {torch_key(k): torch.from_numpy(v.T.copy() if k == "m.w" else v) for k, v in w.items()}
+    sd["bn.num_batches_tracked"] = torch.tensor(0)
+    net.load_state_dict(sd)
+    return net

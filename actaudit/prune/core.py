@@ -129,7 +129,7 @@ def prove(
 
     graph = pruner.graph(model, shapes)
     env = propagate(graph, ranges, {n: (1, *s) for n, s in shapes.items()})
-    where = pruner.site_values(model)
+    where = pruner.site_values(model, sites)
     out: dict[str, list[int] | str] = {}
     for v in sites:
         name = v.info.name
@@ -204,7 +204,7 @@ def prune(model: Any, data: Any = None, *, options: PruneOptions | None = None, 
         box = parse_input_ranges(list(opts.input_range), list(shapes))
         _check_box(ranges, pruner, box, notes)
         proven = prove(pruner, base, box, shapes, audit.sites, stuck)
-    where = pruner.site_values(base)
+    where = pruner.site_values(base, audit.sites)
     cands: list[Candidate] = []
     rows: dict[str, SiteRow] = {}
     for v in audit.sites:
@@ -380,6 +380,7 @@ def attach_proofs(report: Any, loaded: LoadedModel, source: DataSource, opts: Au
     inside the box) is a bug of the analysis: an internal error, never a silent report.
     """
     pruner = pruner_for(loaded, PruneOptions(audit=opts))
+    pruner.prepare(source, opts.samples)
     ranges, _, _ = data_ranges(source, opts.samples)
     shapes = pruner.sample_shapes(ranges)
     box = parse_input_ranges(list(opts.input_range), list(shapes))

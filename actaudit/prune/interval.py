@@ -50,7 +50,7 @@ def propagate(
         args = [env.get(i) for i in op.inputs if i]
         out_shape = graph.shapes.get(op.outputs[0]) if op.outputs else None
         try:
-            box = _step(op, args, out_shape) if all(a is not None for a in args) else None
+            box = _step(op, args, out_shape) if args and all(a is not None for a in args) else None
         except _Unknown:
             box = None
         if box is None and out_shape is not None:

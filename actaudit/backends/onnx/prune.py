@@ -473,6 +473,9 @@ class OnnxPruner:
     def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
         return self.surgeon.capture(source, opts)  # type: ignore[no-any-return]
 
+    def prepare(self, source: Any, samples: int | None) -> None:
+        """Nothing to bind: the graph is the file."""
+
     def original(self) -> onnx.ModelProto:
         return self.handle.model  # type: ignore[no-any-return]
 
@@ -486,7 +489,7 @@ class OnnxPruner:
     def graph(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Graph:
         return to_ir(model, shapes)
 
-    def site_values(self, model: onnx.ModelProto) -> dict[str, tuple[str, str] | str]:
+    def site_values(self, model: onnx.ModelProto, sites: list[Any]) -> dict[str, tuple[str, str] | str]:
         return site_values(model)
 
     def apply(self, model: onnx.ModelProto, graph: Graph, edits: Edits) -> onnx.ModelProto:
