@@ -452,7 +452,12 @@ def _fix_sizes(mod: nn.Module) -> None:
 
 def apply_to_module(root: nn.Module, graph: Graph, edits: Edits, copied: bool = False) -> nn.Module:
     """A deep copy of ``root`` with the edited tensors in place (and new biases where folds need one)."""
-    m = root if copied else copy.deepcopy(root)
+    if copied:
+        m = root
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # deepcopy of a GraphModule warns about pytree internals
+            m = copy.deepcopy(root)
     state = dict(m.state_dict(keep_vars=True))
     for key in edits.keys():
         _set_tensor(m, key, edits.apply(key), state.get(key))
@@ -558,7 +563,9 @@ class TorchPruner:
 
     def _graph_module(self, model: Any) -> Any:
         if hasattr(model, "graph_signature"):
-            return model.module()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return model.module()
         args, kwargs = self._example()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -595,7 +602,9 @@ class TorchPruner:
             fresh = torch.jit.load(io.BytesIO(self.surgeon._script), map_location=self.surgeon.device)
             return apply_to_module(fresh, graph, edits, copied=True).eval()
         if hasattr(model, "graph_signature"):
-            gm = apply_to_module(model.module(), graph, edits)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gm = apply_to_module(model.module(), graph, edits, copied=True)
             _literal_views(gm)  # type: ignore[arg-type]
             return export_again(gm, self._example())
         return apply_to_module(model, graph, edits).eval()
