@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+import prune_models as pm
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
-import prune_models as pm
 from actaudit.cli import cli
 
 PRE = {"s1": "bn", "s2": "c2", "s3": "c3", "s4": "c4", "s5": "c6", "s7": "g1", "s6": "mmb"}
@@ -64,7 +64,9 @@ def test_prune_removes_the_known_units_and_keeps_outputs(net: tuple[Path, Path],
     rep = _prune(net, out)
     sites = {s["name"]: s for s in rep["sites"]}
     assert sites["s1"]["removed_units"] == pm.DEAD["s1"]
-    assert sites["s2"]["removed_units"] == pm.DEAD["s2"] and sites["s2"]["folded_units"] == pm.STUCK_HIGH["s2"]
+    assert (
+        sites["s2"]["removed_units"] == pm.DEAD["s2"] and sites["s2"]["folded_units"] == pm.STUCK_HIGH["s2"]
+    )
     assert sites["s3"]["removed_units"] == pm.DEAD["s3"]
     assert sites["s7"]["folded_units"] == pm.STUCK_HIGH["s7"]
     for name, word in pm.KEPT_REASON.items():
@@ -106,7 +108,10 @@ def test_only_proven_keeps_what_the_box_does_not_prove(net: tuple[Path, Path], t
     sites = {s["name"]: s for s in rep["sites"]}
     assert sites["s1"]["removed_units"] == pm.DEAD["s1"] and sites["s3"]["removed_units"] == pm.DEAD["s3"]
     # stuck at 6 or at tanh's bound on the data is not "proven dead": kept
-    assert sites["s2"]["folded_units"] == [] and [k["unit"] for k in sites["s2"]["kept_units"]] == pm.STUCK_HIGH["s2"]
+    assert (
+        sites["s2"]["folded_units"] == []
+        and [k["unit"] for k in sites["s2"]["kept_units"]] == pm.STUCK_HIGH["s2"]
+    )
     assert "not proven" in sites["s2"]["kept_units"][0]["reason"]
     assert rep["summary"]["drift_fresh"]["relative_l2"] <= 1e-5
 
@@ -120,7 +125,9 @@ def _probe(rng: np.random.Generator, lo: float, hi: float, n: int) -> np.ndarray
 
 
 @pytest.mark.parametrize("box", [(0.0, 1.0), (-3.0, 2.0)])
-def test_certificates_are_sound_on_a_dense_and_corner_probe(net: tuple[Path, Path], box: tuple[float, float]) -> None:
+def test_certificates_are_sound_on_a_dense_and_corner_probe(
+    net: tuple[Path, Path], box: tuple[float, float]
+) -> None:
     lo, hi = box
     calib = np.random.default_rng(3).uniform(lo, hi, (64, 3, 8, 8)).astype(np.float32)
     path = net[0].parent / f"calib_{lo}_{hi}.npy"
@@ -159,9 +166,18 @@ def _weights_only_model(path: Path) -> None:
     b2 = np.full(3, 0.1, np.float32)
     w2[2] = -np.abs(w2[2])
     b2[2] = -0.01
-    inits = [numpy_helper.from_array(a, k) for k, a in {
-        "w1": w1, "scale": scale, "beta": beta, "mean": np.zeros(4, np.float32), "var": np.ones(4, np.float32),
-        "w2": w2, "b2": b2}.items()]
+    inits = [
+        numpy_helper.from_array(a, k)
+        for k, a in {
+            "w1": w1,
+            "scale": scale,
+            "beta": beta,
+            "mean": np.zeros(4, np.float32),
+            "var": np.ones(4, np.float32),
+            "w2": w2,
+            "b2": b2,
+        }.items()
+    ]
     nodes = [
         helper.make_node("Gemm", ["x", "w1"], ["g1"], name="g1", transB=1),
         helper.make_node("BatchNormalization", ["g1", "scale", "beta", "mean", "var"], ["bn"], name="bn"),
@@ -169,8 +185,13 @@ def _weights_only_model(path: Path) -> None:
         helper.make_node("Gemm", ["r1", "w2", "b2"], ["g2"], name="g2", transB=1),
         helper.make_node("Relu", ["g2"], ["y"], name="r2"),
     ]
-    g = helper.make_graph(nodes, "w", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits)
+    g = helper.make_graph(
+        nodes,
+        "w",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     onnx.save(m, str(path))
@@ -179,13 +200,24 @@ def _weights_only_model(path: Path) -> None:
 def test_weights_only_facts_need_no_box(tmp_path: Path) -> None:
     _weights_only_model(tmp_path / "w.onnx")
     np.save(tmp_path / "x.npy", np.random.default_rng(0).normal(0, 3, (64, 5)).astype(np.float32))
-    r = _run(["audit", str(tmp_path / "w.onnx"), "--calib", str(tmp_path / "x.npy"), "--input-range=-inf,inf",
-              "--format", "json"])
+    r = _run(
+        [
+            "audit",
+            str(tmp_path / "w.onnx"),
+            "--calib",
+            str(tmp_path / "x.npy"),
+            "--input-range=-inf,inf",
+            "--format",
+            "json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     sites = {s["name"]: s for s in json.loads(r.stdout)["sites"]}
     assert sites["r1"]["proven_dead_units"] == [1]  # γ = 0, β < 0 before a ReLU
     assert sites["r2"]["proven_dead_units"] == [2]  # non-positive weights and bias after a ReLU
-    r = _run(["audit", str(tmp_path / "w.onnx"), "--calib", str(tmp_path / "x.npy"), "--input-range=-inf,inf"])
+    r = _run(
+        ["audit", str(tmp_path / "w.onnx"), "--calib", str(tmp_path / "x.npy"), "--input-range=-inf,inf"]
+    )
     assert "proven dead" in r.stdout
 
 

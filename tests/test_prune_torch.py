@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import prune_models as pm
 import pytest
 import torch
 from click.testing import CliRunner
 
-import prune_models as pm
 from actaudit.cli import cli
 
 HERE = Path(__file__).resolve().parent
@@ -33,8 +33,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "def build():\n    return prune_models.build_torch(seed=9)\n"
     )
     pm.build_onnx(d / "net.onnx")
-    return {"ts": d / "net.ts", "pt2": d / "net.pt2", "sd": d / "sd.pt", "arch": d / "arch.py", "x": d / "x.npy",
-            "onnx": d / "net.onnx"}
+    return {
+        "ts": d / "net.ts",
+        "pt2": d / "net.pt2",
+        "sd": d / "sd.pt",
+        "arch": d / "arch.py",
+        "x": d / "x.npy",
+        "onnx": d / "net.onnx",
+    }
 
 
 def _reload(path: Path) -> tuple[Any, dict[str, torch.Tensor]]:
@@ -64,7 +70,9 @@ def test_prune_torch_formats(files: dict[str, Path], tmp_path: Path, case: str) 
     rep = json.loads(r.stdout)
     sites = {s["name"]: s for s in rep["sites"]}
     assert sites["s1"]["removed_units"] == pm.DEAD["s1"] and sites["s3"]["removed_units"] == pm.DEAD["s3"]
-    assert sites["s2"]["removed_units"] == pm.DEAD["s2"] and sites["s2"]["folded_units"] == pm.STUCK_HIGH["s2"]
+    assert (
+        sites["s2"]["removed_units"] == pm.DEAD["s2"] and sites["s2"]["folded_units"] == pm.STUCK_HIGH["s2"]
+    )
     assert sites["s7"]["folded_units"] == pm.STUCK_HIGH["s7"]
     for name, word in pm.KEPT_REASON.items():
         assert [k["unit"] for k in sites[name]["kept_units"]] == pm.DEAD[name]
@@ -89,8 +97,19 @@ def test_torch_bounds_match_onnx(files: dict[str, Path]) -> None:
     """The same network as ONNX and as .pt2 / TorchScript: the same units proven dead."""
     got = {}
     for fmt in ("onnx", "pt2", "ts"):
-        r = CliRunner().invoke(cli, ["audit", str(files[fmt]), "--calib", str(files["x"]), "--input-range", "0,1",
-                                     "--format", "json"])
+        r = CliRunner().invoke(
+            cli,
+            [
+                "audit",
+                str(files[fmt]),
+                "--calib",
+                str(files["x"]),
+                "--input-range",
+                "0,1",
+                "--format",
+                "json",
+            ],
+        )
         assert r.exit_code == 0, r.output
         got[fmt] = {s["name"]: s["proven_dead_units"] for s in json.loads(r.stdout)["sites"]}
     assert got["onnx"] == got["pt2"] == got["ts"]
@@ -99,6 +118,17 @@ def test_torch_bounds_match_onnx(files: dict[str, Path]) -> None:
 
 
 def test_torchscript_keeps_its_format(files: dict[str, Path], tmp_path: Path) -> None:
-    r = CliRunner().invoke(cli, ["prune", str(files["ts"]), "-o", str(tmp_path / "a.pt2"), "--calib",
-                                 str(files["x"]), "--output-format", "pt2"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "prune",
+            str(files["ts"]),
+            "-o",
+            str(tmp_path / "a.pt2"),
+            "--calib",
+            str(files["x"]),
+            "--output-format",
+            "pt2",
+        ],
+    )
     assert r.exit_code == 2 and "TorchScript" in r.output

@@ -104,8 +104,8 @@ def _constants(v: Any, stuck: float) -> tuple[dict[int, float], set[int]]:
     elif kind in ("tanh", "sigmoid"):
         f = np.tanh if kind == "tanh" else (lambda z: 1.0 / (1.0 + np.exp(-z)))
         with np.errstate(over="ignore"):
-            f_lo = np.float32(f(lo_x.astype(np.float64)))
-            f_hi = np.float32(f(hi_x.astype(np.float64)))
+            f_lo = np.asarray(f(lo_x.astype(np.float64))).astype(np.float32)
+            f_hi = np.asarray(f(hi_x.astype(np.float64))).astype(np.float32)
         sat = set(v.saturated_units)
         for u in np.flatnonzero(ok):
             if f_lo[u] == f_hi[u]:
@@ -234,8 +234,8 @@ def prune(model: Any, data: Any = None, *, options: PruneOptions | None = None, 
         x, y = got
         rank = len(v.info.sample_shape) + 1
         cands.append(Candidate(name, x, y, v.info.units, v.info.unit_axis, rank, consts, approx))
-    for u in audit.uncovered:
-        notes.append(f"not audited, so not pruned: {u.name} ({u.op}): {u.reason}")
+    for unc in audit.uncovered:
+        notes.append(f"not audited, so not pruned: {unc.name} ({unc.op}): {unc.reason}")
 
     def build(cs: list[Candidate]) -> tuple[list[SitePlan], Any, Drift]:
         plans, edits = plan(graph, cs)

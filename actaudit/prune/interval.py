@@ -111,8 +111,8 @@ def _step(op: Op, args: list[Any], out_shape: tuple[int, ...] | None) -> Box | N
         return Box(np.concatenate([a.lo for a in args], axis), np.concatenate([a.hi for a in args], axis))
     if k == "flatten":
         axis = int(op.attrs.get("axis", 1))
-        shape = (math.prod(x.lo.shape[:axis]), -1)
-        return Box(x.lo.reshape(shape), x.hi.reshape(shape))
+        flat = (math.prod(x.lo.shape[:axis]), -1)
+        return Box(x.lo.reshape(flat), x.hi.reshape(flat))
     if k == "reshape":
         if out_shape is not None and math.prod(out_shape) == x.lo.size and op.attrs.get("pure_reshape"):
             return Box(x.lo.reshape(out_shape), x.hi.reshape(out_shape))

@@ -250,17 +250,15 @@ def _forward(
             pad = padded or (
                 f"consumer {r.label} zero-pads its input" if any(r.attrs.get("pads", [])) else None
             )
-            leaves.append(_Leaf(r, lambda u, o=off: [u + o], pad))
+            leaves.append(_Leaf(r, _same(off), pad))
         elif k == "linear" and r.inputs[0] == v:
             if flat is None and axis != rank - 1:
                 raise Keep(f"{r.label} does not take the units as input features")
             _own_weight(r)
             if flat is None:
-                leaves.append(_Leaf(r, lambda u, o=off: [u + o], padded))
+                leaves.append(_Leaf(r, _same(off), padded))
             else:
-                leaves.append(
-                    _Leaf(r, lambda u, o=off, s=flat: list(range((u + o) * s, (u + o + 1) * s)), padded)
-                )
+                leaves.append(_Leaf(r, _span(off, flat), padded))
         elif k == "add":
             raise Keep(f"feeds the residual {r.label}, whose other operand is live")
         elif k == "concat":
@@ -268,6 +266,15 @@ def _forward(
         else:
             raise Keep(f"read by {r.label}, which mixes or reshapes units")
     return leaves
+
+
+def _same(off: int) -> Callable[[int], list[int]]:
+    return lambda u: [u + off]
+
+
+def _span(off: int, size: int) -> Callable[[int], list[int]]:
+    """Unit u after a Flatten: ``size`` consecutive features."""
+    return lambda u: list(range((u + off) * size, (u + off + 1) * size))
 
 
 def _own_weight(op: Op) -> None:

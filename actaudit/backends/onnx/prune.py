@@ -99,7 +99,9 @@ class _Consts:
         if t == "Reshape":
             if axes is None or int(attr(n, "allowzero", 0)):
                 return None
-            shape = [x.shape[i] if int(d) == 0 else int(d) for i, d in enumerate(np.asarray(axes).reshape(-1))]
+            shape = [
+                x.shape[i] if int(d) == 0 else int(d) for i, d in enumerate(np.asarray(axes).reshape(-1))
+            ]
             try:
                 return x.reshape(shape)
             except ValueError:
@@ -107,7 +109,9 @@ class _Consts:
         if t == "Unsqueeze" and axes is not None:
             return np.expand_dims(x, tuple(int(a) for a in np.asarray(axes).reshape(-1)))
         if t == "Squeeze":
-            return np.squeeze(x, None if axes is None else tuple(int(a) for a in np.asarray(axes).reshape(-1)))
+            return np.squeeze(
+                x, None if axes is None else tuple(int(a) for a in np.asarray(axes).reshape(-1))
+            )
         return None
 
     def param(self, name: str) -> Param | None:
@@ -142,7 +146,7 @@ def _shapes(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -
             continue
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
         if all(d is not None and d > 0 for d in dims) or (dims == []):
-            out[vi.name] = tuple(int(d) for d in dims)  # type: ignore[arg-type]
+            out[vi.name] = tuple(int(d) for d in dims)
     return out
 
 
@@ -204,7 +208,7 @@ def _translate(
             params["bias"] = b
         elif len(node.input) > 2 and node.input[2]:
             return other
-        attrs = {
+        attrs: dict[str, Any] = {
             "op": "Conv",
             "strides": list(attr(node, "strides", [1] * nd)),
             "pads": list(attr(node, "pads", [0] * (2 * nd))),
@@ -254,10 +258,10 @@ def _translate(
         ps = [c.param(i) for i in node.input[1:5]]
         if any(p is None for p in ps) or (len(node.output) > 1 and any(node.output[1:])):
             return other
-        params = dict(zip(("scale", "bias", "mean", "var"), ps, strict=True))
+        params = {k: p for k, p in zip(("scale", "bias", "mean", "var"), ps, strict=True) if p is not None}
         return Op(
             name, "bn", [x], [node.output[0]], {"op": t, "eps": float(attr(node, "epsilon", 1e-5))}, params
-        )  # type: ignore[arg-type]
+        )
     if t in ("Add", "Sub", "Mul", "Div") and len(node.input) == 2:
         a, b = node.input
         ca, cb = c.value(a), c.value(b)
@@ -265,9 +269,8 @@ def _translate(
             if t == "Add":
                 return Op(name, "add", [a, b], [node.output[0]], {"op": t})
             return other
-        if (ca is None) == (cb is None) or not np.issubdtype(
-            (ca if ca is not None else cb).dtype, np.floating
-        ):
+        cv = ca if ca is not None else cb
+        if (ca is None) == (cb is None) or cv is None or not np.issubdtype(cv.dtype, np.floating):
             return other
         var, const = (a, b) if cb is not None else (b, a)
         form = {
@@ -282,7 +285,7 @@ def _translate(
         assert p is not None
         return Op(name, "scale", [var], [node.output[0]], {"op": t, "form": form}, {"c": p})
     if t in _ACTS:
-        attrs: dict[str, Any] = {"op": t, "act": _ACTS[t]}
+        attrs = {"op": t, "act": _ACTS[t]}
         if t == "Clip":
             lo = c.value(node.input[1]) if len(node.input) > 1 and node.input[1] else None
             hi = c.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
@@ -324,13 +327,13 @@ def _translate(
         auto = auto.decode() if isinstance(auto, bytes) else str(auto)
         if auto not in ("NOTSET", "VALID") or (t == "MaxPool" and len(node.output) > 1 and node.output[1]):
             return other
-        k = list(attr(node, "kernel_shape", []))
+        kernel = list(attr(node, "kernel_shape", []))
         attrs = {
             "op": t,
-            "kernel": k,
-            "strides": list(attr(node, "strides", k)),
-            "pads": list(attr(node, "pads", [0] * (2 * len(k)))),
-            "dilations": list(attr(node, "dilations", [1] * len(k))),
+            "kernel": kernel,
+            "strides": list(attr(node, "strides", kernel)),
+            "pads": list(attr(node, "pads", [0] * (2 * len(kernel)))),
+            "dilations": list(attr(node, "dilations", [1] * len(kernel))),
             "ceil_mode": int(attr(node, "ceil_mode", 0)),
             "count_include_pad": int(attr(node, "count_include_pad", 0)),
         }
@@ -368,7 +371,7 @@ def apply(model: onnx.ModelProto, graph: Graph, edits: Edits) -> onnx.ModelProto
     g = m.graph
     inits = {t.name: t for t in g.initializer}
     consts = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.output}
-    for key in edits.keys():
+    for key in edits.keys():  # noqa: SIM118 (Edits is not a dict)
         new = edits.apply(key)
         if key in inits:
             inits[key].CopyFrom(numpy_helper.from_array(new, key))
@@ -471,13 +474,13 @@ class OnnxPruner:
         self.notes: list[str] = []
 
     def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
-        return self.surgeon.capture(source, opts)  # type: ignore[no-any-return]
+        return self.surgeon.capture(source, opts)
 
     def prepare(self, source: Any, samples: int | None) -> None:
         """Nothing to bind: the graph is the file."""
 
     def original(self) -> onnx.ModelProto:
-        return self.handle.model  # type: ignore[no-any-return]
+        return self.handle.model
 
     def range_names(self, ranges: list[Any]) -> list[str]:
         names = [s.name for s in self.handle.inputs]
@@ -499,7 +502,7 @@ class OnnxPruner:
         return self.surgeon.outputs(model, source, samples, None)
 
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
-        return model.SerializeToString()  # type: ignore[no-any-return]
+        return model.SerializeToString()
 
     def reload(self, path: Any) -> onnx.ModelProto:
         m = onnx.load(str(path))

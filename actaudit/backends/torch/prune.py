@@ -31,25 +31,66 @@ from ...prune.ir import Graph, Op, Param
 from ...prune.plan import Edits
 
 _SITE_KINDS = {
-    "relu": "relu", "relu_": "relu", "relu6": "relu6", "hardtanh": "clip", "hardtanh_": "clip", "clamp": "clip",
-    "clamp_": "clip", "tanh": "tanh", "tanh_": "tanh", "sigmoid": "sigmoid", "sigmoid_": "sigmoid",
-    "leaky_relu": "leaky", "leaky_relu_": "leaky", "elu": "elu", "elu_": "elu", "hardsigmoid": "hardsigmoid",
-    "hardsigmoid_": "hardsigmoid", "softplus": "softplus", "gelu": "gelu", "silu": "silu", "silu_": "silu",
-    "mish": "mish", "hardswish": "hardswish", "hardswish_": "hardswish", "softsign": "softsign", "prelu": "prelu",
-    "selu": "selu", "celu": "celu",
+    "relu": "relu",
+    "relu_": "relu",
+    "relu6": "relu6",
+    "hardtanh": "clip",
+    "hardtanh_": "clip",
+    "clamp": "clip",
+    "clamp_": "clip",
+    "tanh": "tanh",
+    "tanh_": "tanh",
+    "sigmoid": "sigmoid",
+    "sigmoid_": "sigmoid",
+    "leaky_relu": "leaky",
+    "leaky_relu_": "leaky",
+    "elu": "elu",
+    "elu_": "elu",
+    "hardsigmoid": "hardsigmoid",
+    "hardsigmoid_": "hardsigmoid",
+    "softplus": "softplus",
+    "gelu": "gelu",
+    "silu": "silu",
+    "silu_": "silu",
+    "mish": "mish",
+    "hardswish": "hardswish",
+    "hardswish_": "hardswish",
+    "softsign": "softsign",
+    "prelu": "prelu",
+    "selu": "selu",
+    "celu": "celu",
 }
-_IDENTITY = {"dropout", "clone", "alias", "detach", "contiguous", "feature_dropout", "_to_copy", "to", "lift_fresh_copy"}
+_IDENTITY = {
+    "dropout",
+    "clone",
+    "alias",
+    "detach",
+    "contiguous",
+    "feature_dropout",
+    "_to_copy",
+    "to",
+    "lift_fresh_copy",
+}
 
 
 def _np(t: Any) -> np.ndarray:
-    return t.detach().cpu().float().numpy().copy() if t.is_floating_point() else t.detach().cpu().numpy().copy()
+    return (
+        t.detach().cpu().float().numpy().copy() if t.is_floating_point() else t.detach().cpu().numpy().copy()
+    )
 
 
 class _Node:
     """One aten call in a backend-neutral shape: op name, args (value ids, params, constants), output id."""
 
-    def __init__(self, name: str, op: str, args: list[Any], kwargs: dict[str, Any], out: str,
-                 shape: tuple[int, ...] | None) -> None:
+    def __init__(
+        self,
+        name: str,
+        op: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        out: str,
+        shape: tuple[int, ...] | None,
+    ) -> None:
         self.name, self.op, self.args, self.kwargs, self.out, self.shape = name, op, args, kwargs, out, shape
 
 
@@ -74,8 +115,14 @@ def _arg(a: list[Any], kw: dict[str, Any], i: int, name: str, default: Any) -> A
     return kw.get(name, default)
 
 
-def translate(nodes: list[_Node], inputs: list[str], outputs: list[str], tensors: dict[str, Any],
-              uses: dict[str, int], literal_views_fixed: bool = False) -> Graph:
+def translate(
+    nodes: list[_Node],
+    inputs: list[str],
+    outputs: list[str],
+    tensors: dict[str, Any],
+    uses: dict[str, int],
+    literal_views_fixed: bool = False,
+) -> Graph:
     """IR ops from aten calls; ``tensors`` maps keys to tensors, ``uses`` counts each key's readers."""
     ops: list[Op] = []
     shapes: dict[str, tuple[int, ...]] = {}
@@ -119,19 +166,41 @@ def translate(nodes: list[_Node], inputs: list[str], outputs: list[str], tensors
                 padding = [0] * nd
             stride, padding, dilation = (_ints(v, nd) for v in (stride, padding, dilation))
             params = {"weight": w} | ({"bias": bp} if bp is not None else {})
-            attrs = {"op": op, "strides": stride, "pads": padding + padding, "dilations": dilation,
-                     "groups": int(groups), "can_add_bias": True}
+            attrs: dict[str, Any] = {
+                "op": op,
+                "strides": stride,
+                "pads": padding + padding,
+                "dilations": dilation,
+                "groups": int(groups),
+                "can_add_bias": True,
+            }
             ops.append(Op(n.name, "conv", [x], [n.out], attrs, params))
         elif op in ("addmm", "mm") and len(a) >= (3 if op == "addmm" else 2):
             b, xx, wv = (a[0], a[1], a[2]) if op == "addmm" else (None, a[0], a[1])
             w, bp = prm(wv), prm(b)
             x = vid(xx)
-            if x is None or w is None or w.value.ndim != 2 or (b is not None and bp is None) or kw.get("beta", 1) != 1 or kw.get("alpha", 1) != 1:
+            if (
+                x is None
+                or w is None
+                or w.value.ndim != 2
+                or (b is not None and bp is None)
+                or kw.get("beta", 1) != 1
+                or kw.get("alpha", 1) != 1
+            ):
                 ops.append(other)
                 continue
             params = {"weight": w} | ({"bias": bp} if bp is not None else {})
             layout = "oi" if wv.transposed else "io"
-            ops.append(Op(n.name, "linear", [x], [n.out], {"op": op, "layout": layout, "can_add_bias": False}, params))
+            ops.append(
+                Op(
+                    n.name,
+                    "linear",
+                    [x],
+                    [n.out],
+                    {"op": op, "layout": layout, "can_add_bias": False},
+                    params,
+                )
+            )
         elif op == "linear":
             w, b = prm(_arg(a, kw, 1, "weight", None)), _arg(a, kw, 2, "bias", None)
             bp = prm(b)
@@ -139,7 +208,9 @@ def translate(nodes: list[_Node], inputs: list[str], outputs: list[str], tensors
                 ops.append(other)
                 continue
             params = {"weight": w} | ({"bias": bp} if bp is not None else {})
-            ops.append(Op(n.name, "linear", [x], [n.out], {"op": op, "layout": "oi", "can_add_bias": True}, params))
+            ops.append(
+                Op(n.name, "linear", [x], [n.out], {"op": op, "layout": "oi", "can_add_bias": True}, params)
+            )
         elif op in ("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"):
             ps = [prm(v) for v in a[1:5]]
             training = a[5] if op in ("batch_norm", "native_batch_norm") else False
@@ -147,23 +218,40 @@ def translate(nodes: list[_Node], inputs: list[str], outputs: list[str], tensors
             if x is None or any(p is None for p in ps) or training:
                 ops.append(other)
                 continue
-            params = dict(zip(("scale", "bias", "mean", "var"), ps, strict=True))
-            ops.append(Op(n.name, "bn", [x], [n.out], {"op": op, "eps": float(eps)}, params))  # type: ignore[arg-type]
+            params = {
+                k: p for k, p in zip(("scale", "bias", "mean", "var"), ps, strict=True) if p is not None
+            }
+            ops.append(Op(n.name, "bn", [x], [n.out], {"op": op, "eps": float(eps)}, params))
         elif op in _SITE_KINDS:
             kind = _SITE_KINDS[op]
-            attrs: dict[str, Any] = {"op": op, "act": kind, "site_kind": kind}
+            attrs = {"op": op, "act": kind, "site_kind": kind}
             if kind == "relu6":
                 attrs.update(act="clip", lo=0.0, hi=6.0)
             elif kind == "clip":
-                lo = _arg(a, kw, 1, "min_val" if op.startswith("hardtanh") else "min", -1.0 if op.startswith("hardtanh") else None)
-                hi = _arg(a, kw, 2, "max_val" if op.startswith("hardtanh") else "max", 1.0 if op.startswith("hardtanh") else None)
+                lo = _arg(
+                    a,
+                    kw,
+                    1,
+                    "min_val" if op.startswith("hardtanh") else "min",
+                    -1.0 if op.startswith("hardtanh") else None,
+                )
+                hi = _arg(
+                    a,
+                    kw,
+                    2,
+                    "max_val" if op.startswith("hardtanh") else "max",
+                    1.0 if op.startswith("hardtanh") else None,
+                )
                 if isinstance(lo, (_Val, _P)) or isinstance(hi, (_Val, _P)):
                     ops.append(other)
                     continue
                 attrs["lo"] = -math.inf if lo is None else float(lo)
                 attrs["hi"] = math.inf if hi is None else float(hi)
-                attrs["site_kind"] = "relu6" if (attrs["lo"], attrs["hi"]) == (0.0, 6.0) else (
-                    "relu" if attrs["lo"] == 0.0 and attrs["hi"] == math.inf else "clip")
+                attrs["site_kind"] = (
+                    "relu6"
+                    if (attrs["lo"], attrs["hi"]) == (0.0, 6.0)
+                    else ("relu" if attrs["lo"] == 0.0 and attrs["hi"] == math.inf else "clip")
+                )
             elif kind == "leaky":
                 attrs["alpha"] = float(_arg(a, kw, 1, "negative_slope", 0.01))
             elif kind == "hardsigmoid":
@@ -174,7 +262,13 @@ def translate(nodes: list[_Node], inputs: list[str], outputs: list[str], tensors
                 ops.append(other)
                 continue
             ops.append(Op(n.name, "act", [x], [n.out], attrs))
-        elif op in ("add", "add_") and len(a) >= 2 and vid(a[0]) and vid(a[1]) and _arg(a, kw, 2, "alpha", 1) == 1:
+        elif (
+            op in ("add", "add_")
+            and len(a) >= 2
+            and vid(a[0])
+            and vid(a[1])
+            and _arg(a, kw, 2, "alpha", 1) == 1
+        ):
             ops.append(Op(n.name, "add", [vid(a[0]), vid(a[1])], [n.out], {"op": op}))  # type: ignore[list-item]
         elif op in ("add", "sub", "mul", "div") and len(a) >= 2 and x is not None and prm(a[1]) is not None:
             form = {"add": "add", "sub": "sub", "mul": "mul", "div": "div"}[op]
@@ -198,8 +292,23 @@ def translate(nodes: list[_Node], inputs: list[str], outputs: list[str], tensors
         elif op in ("view", "reshape", "_unsafe_view") and x is not None:
             shape = a[1] if len(a) > 1 else kw.get("shape", kw.get("size"))
             flat = isinstance(shape, (list, tuple)) and len(shape) == 2 and not literal_views_fixed
-            ops.append(Op(n.name, "flatten" if flat else "reshape", [x], [n.out],
-                          {"op": op, "axis": 1, "pure_reshape": True, "literal": flat and not isinstance(shape[1], _Val) and shape[1] != -1}))
+            ops.append(
+                Op(
+                    n.name,
+                    "flatten" if flat else "reshape",
+                    [x],
+                    [n.out],
+                    {
+                        "op": op,
+                        "axis": 1,
+                        "pure_reshape": True,
+                        "literal": bool(flat)
+                        and shape is not None
+                        and not isinstance(shape[1], _Val)
+                        and shape[1] != -1,
+                    },
+                )
+            )
         elif op in ("squeeze", "unsqueeze") and x is not None:
             ops.append(Op(n.name, "reshape", [x], [n.out], {"op": op, "pure_reshape": True}))
         elif op in ("max_pool2d", "max_pool1d", "avg_pool2d", "avg_pool1d") and x is not None:
@@ -208,29 +317,59 @@ def translate(nodes: list[_Node], inputs: list[str], outputs: list[str], tensors
             stride = _ints(_arg(a, kw, 2, "stride", k) or k, nd)
             pad = _ints(_arg(a, kw, 3, "padding", 0), nd)
             if op.startswith("max"):
-                attrs = {"op": op, "kernel": k, "strides": stride, "pads": pad + pad,
-                         "dilations": _ints(_arg(a, kw, 4, "dilation", 1), nd), "ceil_mode": bool(_arg(a, kw, 5, "ceil_mode", False))}
+                attrs = {
+                    "op": op,
+                    "kernel": k,
+                    "strides": stride,
+                    "pads": pad + pad,
+                    "dilations": _ints(_arg(a, kw, 4, "dilation", 1), nd),
+                    "ceil_mode": bool(_arg(a, kw, 5, "ceil_mode", False)),
+                }
                 ops.append(Op(n.name, "maxpool", [x], [n.out], attrs))
             else:
                 if _arg(a, kw, 6, "divisor_override", None) is not None:
                     ops.append(other)
                     continue
-                attrs = {"op": op, "kernel": k, "strides": stride, "pads": pad + pad,
-                         "ceil_mode": bool(_arg(a, kw, 4, "ceil_mode", False)),
-                         "count_include_pad": bool(_arg(a, kw, 5, "count_include_pad", True))}
+                attrs = {
+                    "op": op,
+                    "kernel": k,
+                    "strides": stride,
+                    "pads": pad + pad,
+                    "ceil_mode": bool(_arg(a, kw, 4, "ceil_mode", False)),
+                    "count_include_pad": bool(_arg(a, kw, 5, "count_include_pad", True)),
+                }
                 ops.append(Op(n.name, "avgpool", [x], [n.out], attrs))
-        elif op in ("adaptive_avg_pool2d", "adaptive_avg_pool1d") and x is not None and all(int(s) == 1 for s in a[1]):
+        elif (
+            op in ("adaptive_avg_pool2d", "adaptive_avg_pool1d")
+            and x is not None
+            and all(int(s) == 1 for s in a[1])
+        ):
             ops.append(Op(n.name, "gap", [x], [n.out], {"op": op, "keepdims": True}))
         elif op == "mean" and x is not None and len(a) > 1 and n.shape is not None:
-            dims = sorted(int(d) % (len(n.shape) + (0 if _arg(a, kw, 2, "keepdim", False) else len(a[1]))) for d in a[1])
+            dims = sorted(
+                int(d) % (len(n.shape) + (0 if _arg(a, kw, 2, "keepdim", False) else len(a[1]))) for d in a[1]
+            )
             rank = len(n.shape) if _arg(a, kw, 2, "keepdim", False) else len(n.shape) + len(dims)
             if dims == list(range(2, rank)):
-                ops.append(Op(n.name, "gap", [x], [n.out], {"op": op, "keepdims": bool(_arg(a, kw, 2, "keepdim", False))}))
+                ops.append(
+                    Op(
+                        n.name,
+                        "gap",
+                        [x],
+                        [n.out],
+                        {"op": op, "keepdims": bool(_arg(a, kw, 2, "keepdim", False))},
+                    )
+                )
             else:
                 ops.append(other)
-        elif op in _IDENTITY and x is not None:
-            ops.append(Op(n.name, "identity", [x], [n.out], {"op": op}))
-        elif op == "getitem" and x is not None and a[1] == 0 and ops and ops[-1].outputs == [x] and ops[-1].kind == "bn":
+        elif (op in _IDENTITY and x is not None) or (
+            op == "getitem"
+            and x is not None
+            and a[1] == 0
+            and ops
+            and ops[-1].outputs == [x]
+            and ops[-1].kind == "bn"
+        ):
             ops.append(Op(n.name, "identity", [x], [n.out], {"op": op}))
         else:
             ops.append(other)
@@ -281,10 +420,21 @@ def gm_graph(gm: torch.fx.GraphModule) -> tuple[Graph, list[str]]:
             inputs.append(node.name)
         elif node.op == "call_function":
             t = node.target
-            name = getattr(getattr(t, "_overloadpacket", None), "__name__", None) or getattr(t, "__name__", str(t))
-            nodes.append(_Node(node.name, name, _wrap(list(node.args), params), {k: _wrap(v, params) for k, v in node.kwargs.items()},
-                               node.name, _shape(node.meta)))
+            name = str(
+                getattr(getattr(t, "_overloadpacket", None), "__name__", None) or getattr(t, "__name__", t)
+            )
+            nodes.append(
+                _Node(
+                    node.name,
+                    name,
+                    _wrap(list(node.args), params),
+                    {k: _wrap(v, params) for k, v in node.kwargs.items()},
+                    node.name,
+                    _shape(node.meta),
+                )
+            )
         elif node.op == "output":
+
             def walk(x: Any) -> None:
                 if isinstance(x, torch.fx.Node):
                     outputs.append(x.name)
@@ -294,6 +444,7 @@ def gm_graph(gm: torch.fx.GraphModule) -> tuple[Graph, list[str]]:
                 elif isinstance(x, dict):
                     for i in x.values():
                         walk(i)
+
             walk(node.args)
     tensors = dict(gm.state_dict(keep_vars=True))
     for k in params.values():
@@ -350,15 +501,24 @@ def trace_graph(module: Any, args: list[Any], kwargs: dict[str, Any], names: lis
             out = func(*a, **kw)
             name = func._overloadpacket.__name__
             wa = [wrap(x) for x in a]
-            if name in ("t", "transpose", "permute", "numpy_T") and wa and isinstance(wa[0], _P):
-                if isinstance(out, torch.Tensor) and out.ndim == 2:
-                    ids[id(out)] = _P(wa[0].key, transposed=True)
-                    alive.append(out)
-                    return out
-            first = out[0] if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor) else out
+            if (
+                name in ("t", "transpose", "permute", "numpy_T")
+                and wa
+                and isinstance(wa[0], _P)
+                and isinstance(out, torch.Tensor)
+                and out.ndim == 2
+            ):
+                ids[id(out)] = _P(wa[0].key, transposed=True)
+                alive.append(out)
+                return out
+            first = (
+                out[0] if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor) else out
+            )
             if isinstance(first, torch.Tensor):
                 vname = f"{name}_{len(nodes)}"
-                nodes.append(_Node(vname, name, wa, {k: wrap(v) for k, v in kw.items()}, vname, shape_of(first)))
+                nodes.append(
+                    _Node(vname, name, wa, {k: wrap(v) for k, v in kw.items()}, vname, shape_of(first))
+                )
                 ids[id(first)] = _Val(vname)
                 alive.append(first)
             return out
@@ -383,11 +543,12 @@ def trace_graph(module: Any, args: list[Any], kwargs: dict[str, Any], names: lis
                 walk(i)
 
     walk(result)
-    inputs = [n for n, x in zip(names, [*args, *kwargs.values()], strict=False) if isinstance(x, torch.Tensor)]
+    inputs = [
+        n for n, x in zip(names, [*args, *kwargs.values()], strict=False) if isinstance(x, torch.Tensor)
+    ]
     g = translate(nodes, inputs, outputs, tensors, uses)
     for op in g.ops:  # a TorchScript archive cannot grow a bias the compiled code does not pass
         op.attrs["can_add_bias"] = False
-    del alive
     return g
 
 
@@ -459,7 +620,7 @@ def apply_to_module(root: nn.Module, graph: Graph, edits: Edits, copied: bool = 
             warnings.simplefilter("ignore")  # deepcopy of a GraphModule warns about pytree internals
             m = copy.deepcopy(root)
     state = dict(m.state_dict(keep_vars=True))
-    for key in edits.keys():
+    for key in edits.keys():  # noqa: SIM118 (Edits is not a dict)
         _set_tensor(m, key, edits.apply(key), state.get(key))
     ops = {op.name: op for op in graph.ops}
     for op_name, delta in edits.new_bias.items():
@@ -483,7 +644,12 @@ def _literal_views(gm: torch.fx.GraphModule) -> None:
         name = getattr(getattr(node.target, "_overloadpacket", None), "__name__", "")
         if name in ("view", "reshape", "_unsafe_view") and len(node.args) > 1:
             shape = node.args[1]
-            if isinstance(shape, (list, tuple)) and len(shape) == 2 and isinstance(shape[1], int) and shape[1] != -1:
+            if (
+                isinstance(shape, (list, tuple))
+                and len(shape) == 2
+                and isinstance(shape[1], int)
+                and shape[1] != -1
+            ):
                 node.args = (node.args[0], [shape[0], -1], *node.args[2:])
     gm.recompile()
 
@@ -494,7 +660,9 @@ def export_again(gm: nn.Module, example: tuple[list[Any], dict[str, Any]]) -> An
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            dyn = tuple({0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.ndim else None for a in args)
+            dyn = tuple(
+                {0: torch.export.Dim.AUTO} if isinstance(a, torch.Tensor) and a.ndim else None for a in args
+            )
             if kwargs:
                 raise ValueError("keyword inputs")
             return torch.export.export(gm, tuple(args), dynamic_shapes=dyn)
@@ -514,11 +682,15 @@ class TorchPruner:
         suffix = str(output or "").lower().rsplit(".", 1)[-1] if output else ""
         if tm.fmt == "torchscript":
             if output_format == "pt2":
-                raise InputError("a TorchScript model is pruned as TorchScript; --output-format pt2 needs an eager model")
+                raise InputError(
+                    "a TorchScript model is pruned as TorchScript; --output-format pt2 needs an eager model"
+                )
             writer = TS
         elif tm.fmt == "torch.export":
             if output_format == "ts":
-                raise InputError("a torch.export program is pruned as .pt2; --output-format ts needs an eager model")
+                raise InputError(
+                    "a torch.export program is pruned as .pt2; --output-format ts needs an eager model"
+                )
             writer = PT2
         else:
             want = output_format or {"pt2": "pt2", "ts": "ts", "jit": "ts", "torchscript": "ts"}.get(suffix)
@@ -559,7 +731,7 @@ class TorchPruner:
     def _example(self) -> tuple[list[Any], dict[str, Any]]:
         if self.surgeon.example is None:
             raise RuntimeError("no calibration batch was run before the graph was needed")
-        return self.surgeon.example  # type: ignore[no-any-return]
+        return self.surgeon.example
 
     def _graph_module(self, model: Any) -> Any:
         if hasattr(model, "graph_signature"):
@@ -599,6 +771,7 @@ class TorchPruner:
         if self.tm.fmt == "torchscript":
             import io
 
+            assert self.surgeon._script is not None
             fresh = torch.jit.load(io.BytesIO(self.surgeon._script), map_location=self.surgeon.device)
             return apply_to_module(fresh, graph, edits, copied=True).eval()
         if hasattr(model, "graph_signature"):
@@ -611,7 +784,7 @@ class TorchPruner:
 
     # -- files -------------------------------------------------------------------------------
     def serialize(self, model: Any, notes: list[str]) -> bytes:
-        return self.surgeon.serialize(model, notes)  # type: ignore[no-any-return]
+        return self.surgeon.serialize(model, notes)
 
     def reload(self, path: Any) -> Any:
         return self.surgeon.reload(path)
@@ -619,7 +792,10 @@ class TorchPruner:
     def count_params(self, model: Any) -> int:
         if hasattr(model, "graph_signature"):
             sd = model.state_dict
-            return int(sum(t.numel() for t in sd.values() if isinstance(t, torch.Tensor) and t.is_floating_point()))
+            return int(
+                sum(t.numel() for t in sd.values() if isinstance(t, torch.Tensor) and t.is_floating_point())
+            )
         sd = model.state_dict()
-        return int(sum(t.numel() for t in sd.values() if isinstance(t, torch.Tensor) and t.is_floating_point()))
-
+        return int(
+            sum(t.numel() for t in sd.values() if isinstance(t, torch.Tensor) and t.is_floating_point())
+        )
