@@ -226,3 +226,39 @@ def test_input_range_errors(net: tuple[Path, Path]) -> None:
     assert r.exit_code == 2 and "LOW <= HIGH" in r.output
     r = _run(["audit", str(net[0]), "--calib", str(net[1]), "--input-range", "img=0,1"])
     assert r.exit_code == 2 and "no input 'img'" in r.output
+
+
+@pytest.mark.realmodel
+def test_prune_a_real_package_model(tmp_path: Path) -> None:
+    """rapidocr's PP-OCR text-direction classifier: its SE blocks have dead ReLUs; the outputs stay put."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("rapidocr_onnxruntime")
+    if spec is None or spec.origin is None:
+        pytest.fail("rapidocr_onnxruntime is not installed (`make install` installs it --no-deps)")
+    model = Path(spec.origin).parent / "models" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+    x = np.random.default_rng(0).uniform(-1, 1, (16, 3, 48, 192)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "cls.onnx"
+    r = _run(
+        ["prune", str(model), "-o", str(out), "--calib", str(tmp_path / "x.npy"), "--format", "json", "-q"]
+    )
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)["summary"]
+    assert (
+        s["units_removed"] > 0 and s["parameters_removed"] > 0 and s["drift_verified"]["relative_l2"] <= 1e-5
+    )
+
+    def floats(m: onnx.ModelProto) -> int:
+        return sum(math.prod(t.dims) for t in m.graph.initializer if t.data_type == TensorProto.FLOAT) + sum(
+            math.prod(a.t.dims)
+            for n in m.graph.node
+            if n.op_type == "Constant"
+            for a in n.attribute
+            if a.name == "value" and a.t.data_type == TensorProto.FLOAT
+        )
+
+    assert floats(onnx.load(str(model))) - floats(onnx.load(str(out))) == s["parameters_removed"]
+    a = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    b = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.linalg.norm(a - b) <= 1e-5 * np.linalg.norm(a)

@@ -106,6 +106,14 @@ def _step(op: Op, args: list[Any], out_shape: tuple[int, ...] | None) -> Box | N
         y: Box = args[1]
         lo, hi = x.lo + y.lo, x.hi + y.hi
         return _widen(Box(lo, hi), (np.abs(x.lo) + np.abs(x.hi) + np.abs(y.lo) + np.abs(y.hi)) * EPS32)
+    if k == "mul":
+        y = args[1]
+        with np.errstate(invalid="ignore"):
+            prods = [p * q for p in (x.lo, x.hi) for q in (y.lo, y.hi)]
+        lo = np.minimum.reduce(prods)  # a NaN (0 * inf) stays NaN: propagate() makes it unbounded
+        hi = np.maximum.reduce(prods)
+        mag = np.maximum(np.abs(lo), np.abs(hi))
+        return _widen(Box(lo, hi), mag * 2 * EPS32)
     if k == "concat":
         axis = int(op.attrs.get("axis", 1))
         return Box(np.concatenate([a.lo for a in args], axis), np.concatenate([a.hi for a in args], axis))

@@ -23,6 +23,7 @@ KINDS = {
     "scale": "x + c, x - c, c - x, x * c or x / c with a constant c (param c; attr form add|sub|rsub|mul|div)",
     "act": "elementwise activation; attr act: relu, clip(lo, hi), leaky(alpha), tanh, sigmoid, or another name",
     "add": "sum of two computed tensors (residual)",
+    "mul": "product of two computed tensors (a gate); only bounds use it",
     "concat": "concatenation along attr axis",
     "flatten": "flatten from attr axis on (a Reshape to [N, -1] too)",
     "reshape": "any other reshape/view/transpose: elements move, values do not change",

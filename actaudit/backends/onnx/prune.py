@@ -268,6 +268,8 @@ def _translate(
         if ca is None and cb is None:
             if t == "Add":
                 return Op(name, "add", [a, b], [node.output[0]], {"op": t})
+            if t == "Mul":  # gates, hardswish: bounded by interval products, never pruned through
+                return Op(name, "mul", [a, b], [node.output[0]], {"op": t})
             return other
         cv = ca if ca is not None else cb
         if (ca is None) == (cb is None) or cv is None or not np.issubdtype(cv.dtype, np.floating):

@@ -270,6 +270,8 @@ def translate(
             and _arg(a, kw, 2, "alpha", 1) == 1
         ):
             ops.append(Op(n.name, "add", [vid(a[0]), vid(a[1])], [n.out], {"op": op}))  # type: ignore[list-item]
+        elif op in ("mul", "mul_") and len(a) >= 2 and vid(a[0]) and vid(a[1]):
+            ops.append(Op(n.name, "mul", [vid(a[0]), vid(a[1])], [n.out], {"op": op}))  # type: ignore[list-item]
         elif op in ("add", "sub", "mul", "div") and len(a) >= 2 and x is not None and prm(a[1]) is not None:
             form = {"add": "add", "sub": "sub", "mul": "mul", "div": "div"}[op]
             if op in ("add", "sub") and _arg(a, kw, 2, "alpha", 1) != 1:
