@@ -136,6 +136,15 @@ def plan(graph: Graph, candidates: list[Candidate]) -> tuple[list[SitePlan], Edi
             if why is None:
                 why = next(
                     (
+                        f"the bias of consumer {lf.op.label} is shared with another op"
+                        for lf in leaves
+                        if "bias" in lf.op.params and lf.op.params["bias"].shared
+                    ),
+                    None,
+                )
+            if why is None:
+                why = next(
+                    (
                         f"consumer {lf.op.label} has no bias to fold the constant {val:g} into"
                         for lf in leaves
                         if "bias" not in lf.op.params and not lf.op.attrs.get("can_add_bias")
