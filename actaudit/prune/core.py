@@ -271,6 +271,12 @@ def prune(model: Any, data: Any = None, *, options: PruneOptions | None = None, 
     fresh_src = _source_of(fresh, f"fresh uniform batch, seed {opts.fresh_seed}")
     fresh_ref = Reference(list(pruner.outputs(base, fresh_src, None)))
     drift_fresh = fresh_ref.compare(pruner.outputs(new, fresh_src, None))
+    if drift_fresh.rel_l2 > opts.max_drift and not opts.only_proven:
+        notes.append(
+            f"the fresh seeded batch drifted {drift_fresh.rel_l2:.3g} > --max-drift: units that never fired on the "
+            "calibration data fire on other inputs of the same range; --only-proven with --input-range removes only "
+            "units dead for every input in a box"
+        )
     g_after = pruner.graph(new, shapes)
     before = {"parameters": pruner.count_params(base), "macs": macs(graph)}
     after = {"parameters": pruner.count_params(new), "macs": macs(g_after)}
