@@ -132,3 +132,72 @@ def test_torchscript_keeps_its_format(files: dict[str, Path], tmp_path: Path) ->
         ],
     )
     assert r.exit_code == 2 and "TorchScript" in r.output
+
+
+class _Flat(torch.nn.Module):
+    """Conv 3→6 (units 1 and 4 dead) → ReLU → view with a literal feature count → Linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c = torch.nn.Conv2d(3, 6, 3)
+        self.r = torch.nn.ReLU()
+        self.fc = torch.nn.Linear(6 * 4 * 4, 3)
+        with torch.no_grad():
+            self.c.weight.clamp_(-0.3, 0.3)
+            self.c.bias[[1, 4]] = -50.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.r(self.c(x)).view(x.shape[0], 96))
+
+
+def test_pt2_literal_flatten_is_followed(tmp_path: Path) -> None:
+    m = _Flat().eval()
+    x = torch.rand(8, 3, 6, 6)
+    torch.export.save(torch.export.export(m, (x,)), str(tmp_path / "f.pt2"))  # view(x, [8, 96]) in the graph
+    np.save(tmp_path / "x.npy", x.numpy())
+    out = tmp_path / "g.pt2"
+    r = CliRunner().invoke(
+        cli,
+        [
+            "prune",
+            str(tmp_path / "f.pt2"),
+            "-o",
+            str(out),
+            "--calib",
+            str(tmp_path / "x.npy"),
+            "--format",
+            "json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.stdout)["summary"]
+    assert s["parameters_removed"] == 2 * 27 + 2 + 3 * 2 * 16  # conv rows and biases, 2 x 16 Linear columns
+    assert s["macs_removed"] == 2 * 16 * 27 + 3 * 2 * 16
+    got = torch.export.load(str(out)).module()
+    with torch.no_grad():
+        assert float((got(x) - m(x)).norm() / m(x).norm()) <= 1e-5
+
+
+def test_torchscript_flatten_keeps_units_with_the_reason(tmp_path: Path) -> None:
+    m = _Flat().eval()
+    x = torch.rand(8, 3, 6, 6)
+    torch.jit.save(torch.jit.trace(m, (x,)), str(tmp_path / "f.ts"))
+    np.save(tmp_path / "x.npy", x.numpy())
+    r = CliRunner().invoke(
+        cli,
+        [
+            "prune",
+            str(tmp_path / "f.ts"),
+            "-o",
+            str(tmp_path / "g.ts"),
+            "--calib",
+            str(tmp_path / "x.npy"),
+            "--format",
+            "json",
+        ],
+    )
+    assert r.exit_code == 0, r.output
+    (site,) = json.loads(r.stdout)["sites"]
+    assert [k["unit"] for k in site["kept_units"]] == [1, 4] and "view" in site["kept_units"][0]["reason"]
+    assert not (tmp_path / "g.ts").exists()

@@ -121,7 +121,7 @@ def translate(
     outputs: list[str],
     tensors: dict[str, Any],
     uses: dict[str, int],
-    literal_views_fixed: bool = False,
+    follow_views: bool = True,
 ) -> Graph:
     """IR ops from aten calls; ``tensors`` maps keys to tensors, ``uses`` counts each key's readers."""
     ops: list[Op] = []
@@ -293,7 +293,7 @@ def translate(
                 ops.append(Op(n.name, "reshape", [x], [n.out], {"op": op, "pure_reshape": True}))
         elif op in ("view", "reshape", "_unsafe_view") and x is not None:
             shape = a[1] if len(a) > 1 else kw.get("shape", kw.get("size"))
-            flat = isinstance(shape, (list, tuple)) and len(shape) == 2 and not literal_views_fixed
+            flat = isinstance(shape, (list, tuple)) and len(shape) == 2 and follow_views
             ops.append(
                 Op(
                     n.name,
@@ -548,7 +548,7 @@ def trace_graph(module: Any, args: list[Any], kwargs: dict[str, Any], names: lis
     inputs = [
         n for n, x in zip(names, [*args, *kwargs.values()], strict=False) if isinstance(x, torch.Tensor)
     ]
-    g = translate(nodes, inputs, outputs, tensors, uses)
+    g = translate(nodes, inputs, outputs, tensors, uses, follow_views=False)
     for op in g.ops:  # a TorchScript archive cannot grow a bias the compiled code does not pass
         op.attrs["can_add_bias"] = False
     return g
