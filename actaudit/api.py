@@ -64,6 +64,7 @@ class AuditOptions:
     provider: str | None = None
     threads: int | None = None
     per_unit: bool = False
+    input_range: Sequence[str] = ()  # [NAME=]LOW,HIGH: prove units dead by interval bounds
     progress: Callable[[int], None] | None = None
     # Maps each item a loader yields to the model's inputs, e.g. ``lambda b: b[0]`` for (inputs, labels).
     input_fn: Callable[[Any], Any] | None = None
@@ -330,9 +331,14 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     except InputError as e:
         raise (_synthetic_hint(e, opts) if source.synthetic else _labels_hint(e, data, opts)) from None
     t_cap = time.perf_counter()
-    return build_report(
+    report = build_report(
         loaded, source, cap, opts, gates, {"load_s": t_load - t0, "capture_s": t_cap - t_load}
     )
+    if opts.input_range:
+        from .prune.core import attach_proofs
+
+        attach_proofs(report, loaded, source, opts)
+    return report
 
 
 _INFO_PREFIXES = ("weights from key",)

@@ -289,6 +289,14 @@ def _emit(text: str, output: str | None, force: bool) -> None:
     is_flag=True,
     help="Print the full table even when it is wider than the terminal (files and pipes always get it).",
 )
+@click.option(
+    "--input-range",
+    "input_range",
+    multiple=True,
+    metavar="[NAME=]LOW,HIGH",
+    help="Box of valid inputs (repeatable; NAME= for one input): interval bounds mark the units proven dead "
+    "for every input in it (proven_dead_units in JSON, a column in the table); '-inf,inf' gives weights-only facts.",
+)
 @output_options
 @config_option
 def audit(**kw: Any) -> None:
@@ -304,6 +312,7 @@ def audit(**kw: Any) -> None:
 
     opts = audit_options(kw)
     opts.fail_on = kw["fail_on"]
+    opts.input_range = kw["input_range"]
     opts.per_unit = kw["per_unit"]
     _check_output(kw["output"], kw["force"], kw["model"])
     _check_output(kw["html"], kw["force"], kw["model"])
@@ -463,3 +472,8 @@ cli.add_command(config_option(inspect_command(model_options)), "inspect")
 from .cli_rewrite import rewrite as _rewrite  # noqa: E402
 
 cli.add_command(_rewrite)
+
+# prune command
+from .cli_prune import prune as _prune  # noqa: E402
+
+cli.add_command(_prune)

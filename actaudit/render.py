@@ -55,7 +55,12 @@ def worst_sites(sites: list[SiteVerdict], n: int = 3) -> list[SiteVerdict]:
 
 
 def _row(
-    i: int, v: SiteVerdict, pretty: bool, color: bool = False, bar_width: int = BAR_WIDTH
+    i: int,
+    v: SiteVerdict,
+    pretty: bool,
+    color: bool = False,
+    bar_width: int = BAR_WIDTH,
+    proven: bool = False,
 ) -> list[object]:
     bad = bad_fraction(v)
     fr = v.fire_rate
@@ -70,6 +75,8 @@ def _row(
         len(v.rarely_firing_units) if v.can_die else "-",
         _pct(mean_fire) if v.can_die else "-",
     ]
+    if proven:
+        row.insert(5, "-" if v.proven_dead_units is None else len(v.proven_dead_units))
     if pretty:
         cell = f"{_bar(bad, bar_width)} {_pct(bad)}" if bar_width else _pct(bad)
         row.append(_paint(cell, bad, color))
@@ -77,7 +84,7 @@ def _row(
     return row
 
 
-def _total_row(report: Report, pretty: bool) -> list[object]:
+def _total_row(report: Report, pretty: bool, proven: bool = False) -> list[object]:
     s = report.summary()
     total: list[object] = [
         "",
@@ -89,6 +96,8 @@ def _total_row(report: Report, pretty: bool) -> list[object]:
         s["rarely_firing"],
         "",
     ]
+    if proven:
+        total.insert(5, sum(len(v.proven_dead_units or []) for v in report.sites))
     if pretty:
         total.append("")
     return total
@@ -99,8 +108,11 @@ def _table(report: Report, fmt: str, color: bool = False, width: int | None = No
     headers = ["#", "site", "kind", "units", "dead", "saturated", "rare", "fire"]
     if pretty:
         headers.append("dead/saturated")
-    rows = [_row(i, v, pretty, color) for i, v in enumerate(report.sites)]
-    rows.append(_total_row(report, pretty))
+    proven = any(v.proven_dead_units is not None for v in report.sites)
+    if proven:
+        headers.insert(5, "proven dead")
+    rows = [_row(i, v, pretty, color, proven=proven) for i, v in enumerate(report.sites)]
+    rows.append(_total_row(report, pretty, proven))
     if pretty and width is not None:
         full = tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True)
         if max((len(_plain(x)) for x in full.splitlines()), default=0) > width:
@@ -218,20 +230,23 @@ def _layout(headers: list[str], rows: list[list[object]], sep: str) -> list[str]
 def _fitted(report: Report, color: bool, width: int) -> str:
     """The table narrowed to ``width`` columns: short headers, a narrower bar, names elided in the middle."""
     headers = ["#", "site", "kind", "units", "dead", "sat", "rare", "fire", "dead/sat"]
+    proven = any(v.proven_dead_units is not None for v in report.sites)
+    if proven:
+        headers.insert(5, "proven")
     names = [v.info.name for v in report.sites]
     longest = max([len(n) for n in names] + [len("total")])
     lines: list[str] = []
     for bar_width, sep in ((BAR_WIDTH, "  "), (5, "  "), (5, " "), (0, " ")):
-        rows = [_row(i, v, True, False, bar_width) for i, v in enumerate(report.sites)]
-        rows.append(_total_row(report, True))
+        rows = [_row(i, v, True, False, bar_width, proven) for i, v in enumerate(report.sites)]
+        rows.append(_total_row(report, True, proven))
         for r in rows:
             r[1] = ""
         others = _layout(headers, rows, sep)[1]  # the rule line: every column's width, site column 4 wide
         room = width - (len(others) - len("site"))
         if room >= min(longest, MIN_SITE_WIDTH) or bar_width == 0:
             room = max(room, 5)
-            rows = [_row(i, v, True, color, bar_width) for i, v in enumerate(report.sites)]
-            rows.append(_total_row(report, True))
+            rows = [_row(i, v, True, color, bar_width, proven) for i, v in enumerate(report.sites)]
+            rows.append(_total_row(report, True, proven))
             for r, v in zip(rows[:-1], report.sites, strict=True):
                 text = elide(v.info.name, room)
                 r[1] = _paint(text, bad_fraction(v), color)

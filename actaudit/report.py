@@ -121,6 +121,10 @@ class Report:
         }
         if info.model_output:
             d["model_output"] = True
+        if v.proven_dead_units is not None:
+            d["proven_dead_units"] = v.proven_dead_units
+        if v.proof_note:
+            d["proof_note"] = v.proof_note
         if self.per_unit:
             d["per_unit"] = {
                 "fire_rate": [_r(float(x)) for x in v.fire_rate],

@@ -65,6 +65,10 @@ class SiteVerdict:
     rarely_firing_units: list[int] = field(default_factory=list)
     never_positive_units: list[int] = field(default_factory=list)
     nonfinite_units: list[int] = field(default_factory=list)
+    # With --input-range: units whose pre-activation bound proves them dead on the whole box
+    # (None: no bounds asked for); ``proof_note`` says why a site could not be analysed.
+    proven_dead_units: list[int] | None = None
+    proof_note: str | None = None
 
     @property
     def can_die(self) -> bool:

@@ -1,0 +1,515 @@
+"""ONNX side of ``actaudit prune`` and of interval bounds: the graph as :mod:`actaudit.prune.ir`, and edits back.
+
+Weights are initializers or ``Constant`` nodes (both are read and written). A ``MatMul``
+whose only reader is an ``Add`` of a per-feature constant becomes one linear op with that
+bias. Shapes come from ONNX shape inference with the calibration sample's shape and a
+batch of 1, so MACs and Flatten sizes are concrete. The pruned model drops the inferred
+``value_info`` (channel counts changed) and is checked again from scratch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from ...prune.ir import Graph, Op, Param
+from ...prune.plan import Edits
+from .graph import DEFAULT_DOMAINS, attr, constant_node_value
+from .sites import find_sites
+
+_ACTS = {
+    "Relu": "relu",
+    "LeakyRelu": "leaky",
+    "Tanh": "tanh",
+    "Sigmoid": "sigmoid",
+    "Elu": "elu",
+    "Softplus": "softplus",
+    "HardSigmoid": "hardsigmoid",
+    "Clip": "clip",
+}
+_FLOAT = (
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+)
+
+
+class _Consts:
+    """Constant tensors by name (initializers and Constant nodes), with how often each is read."""
+
+    def __init__(self, g: onnx.GraphProto) -> None:
+        self.inits = {t.name: t for t in g.initializer}
+        self.nodes = {
+            n.output[0]: n
+            for n in g.node
+            if n.op_type == "Constant" and n.domain in DEFAULT_DOMAINS and n.output
+        }
+        self.uses: Counter[str] = Counter(i for n in g.node for i in n.input if i)
+        for n in g.node:  # names read inside subgraphs count too
+            for a in n.attribute:
+                for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                    self.uses.update(i for sn in sub.node for i in sn.input if i)
+        self.outputs = {o.name for o in g.output}
+        self._cache: dict[str, np.ndarray | None] = {}
+        # Reshape/Unsqueeze/Squeeze/Identity/Cast of constants (exporters reshape biases to [1, C, 1, 1]):
+        # folded here; a pruned one is written back as a new initializer under the node's output name.
+        self.derived = {
+            n.output[0]: n
+            for n in g.node
+            if n.op_type in ("Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast")
+            and n.domain in DEFAULT_DOMAINS
+            and n.output
+        }
+
+    def value(self, name: str) -> np.ndarray | None:
+        if not name:
+            return None
+        if name not in self._cache:
+            v = None
+            if name in self.inits:
+                v = numpy_helper.to_array(self.inits[name])
+            elif name in self.nodes:
+                v = constant_node_value(self.nodes[name])
+            elif name in self.derived:
+                self._cache[name] = None  # no cycles
+                v = self._fold(self.derived[name])
+            self._cache[name] = v
+        return self._cache[name]
+
+    def _fold(self, n: onnx.NodeProto) -> np.ndarray | None:
+        ins = [self.value(i) if i else None for i in n.input]
+        x = ins[0] if ins else None
+        if x is None or any(i and v is None for i, v in zip(n.input, ins, strict=True)):
+            return None
+        t = n.op_type
+        if t == "Identity":
+            return x
+        if t == "Cast":
+            try:
+                return x.astype(onnx.helper.tensor_dtype_to_np_dtype(int(attr(n, "to", 1))))
+            except (KeyError, TypeError, ValueError):
+                return None
+        axes = ins[1] if len(ins) > 1 and ins[1] is not None else attr(n, "axes", None)
+        if t == "Reshape":
+            if axes is None or int(attr(n, "allowzero", 0)):
+                return None
+            shape = [
+                x.shape[i] if int(d) == 0 else int(d) for i, d in enumerate(np.asarray(axes).reshape(-1))
+            ]
+            try:
+                return x.reshape(shape)
+            except ValueError:
+                return None
+        if t == "Unsqueeze" and axes is not None:
+            return np.expand_dims(x, tuple(int(a) for a in np.asarray(axes).reshape(-1)))
+        if t == "Squeeze":
+            return np.squeeze(
+                x, None if axes is None else tuple(int(a) for a in np.asarray(axes).reshape(-1))
+            )
+        return None
+
+    def param(self, name: str) -> Param | None:
+        v = self.value(name)
+        if v is None:
+            return None
+        return Param(name, v, shared=self.uses[name] > 1 or name in self.outputs)
+
+
+def _shapes(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.value_info[:]
+    inits = {t.name for t in m.graph.initializer}
+    for vi in m.graph.input:
+        if vi.name in inits or vi.name not in sample_shapes:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        want = (1, *sample_shapes[vi.name])
+        if len(dims) == len(want):
+            for d, n in zip(dims, want, strict=True):
+                d.Clear()
+                d.dim_value = int(n)
+    out: dict[str, tuple[int, ...]] = {}
+    try:
+        m = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+    except Exception:  # inference is an aid: unknown shapes only cost MAC counts and proofs
+        return out
+    for vi in [*m.graph.input, *m.graph.value_info, *m.graph.output]:
+        tt = vi.type.tensor_type
+        if not tt.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if all(d is not None and d > 0 for d in dims) or (dims == []):
+            out[vi.name] = tuple(int(d) for d in dims)
+    return out
+
+
+def to_ir(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> Graph:
+    """The top-level graph as IR ops (subgraph owners become ``other``)."""
+    g = model.graph
+    c = _Consts(g)
+    shapes = _shapes(model, sample_shapes)
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    fused: set[int] = set()
+    ops: list[Op] = []
+    for node in g.node:
+        if id(node) in fused or (node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS):
+            continue
+        op = _translate(node, c, readers, fused)
+        ops.append(op)
+    inits = set(c.inits)
+    inputs = [i.name for i in g.input if i.name not in inits]
+    return Graph(ops, inputs, [o.name for o in g.output], shapes)
+
+
+def _name(node: onnx.NodeProto) -> str:
+    return node.name or node.output[0]
+
+
+def _computed(node: onnx.NodeProto, c: _Consts) -> list[str]:
+    return [i for i in node.input if i and c.value(i) is None]
+
+
+def _translate(
+    node: onnx.NodeProto, c: _Consts, readers: dict[str, list[onnx.NodeProto]], fused: set[int]
+) -> Op:
+    t = node.op_type
+    name = _name(node)
+    other = Op(
+        name, "other", [i for i in node.input if i and c.value(i) is None], list(node.output[:1]), {"op": t}
+    )
+    if node.domain not in DEFAULT_DOMAINS or any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+    ):
+        other.attrs["op"] = f"{node.domain + '.' if node.domain else ''}{t}"
+        return other
+    x = node.input[0] if node.input else ""
+    if t == "Conv":
+        w = c.param(node.input[1])
+        if w is None or c.value(x) is not None:
+            return other
+        auto = attr(node, "auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        if auto not in ("NOTSET", "VALID"):
+            return other
+        nd = w.value.ndim - 2
+        params = {"weight": w}
+        b = c.param(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if b is not None:
+            params["bias"] = b
+        elif len(node.input) > 2 and node.input[2]:
+            return other
+        attrs: dict[str, Any] = {
+            "op": "Conv",
+            "strides": list(attr(node, "strides", [1] * nd)),
+            "pads": list(attr(node, "pads", [0] * (2 * nd))),
+            "dilations": list(attr(node, "dilations", [1] * nd)),
+            "groups": int(attr(node, "group", 1)),
+            "can_add_bias": True,
+        }
+        return Op(name, "conv", [x], [node.output[0]], attrs, params)
+    if t == "Gemm":
+        w = c.param(node.input[1])
+        if w is None or attr(node, "transA", 0) or c.value(x) is not None:
+            return other
+        params = {"weight": w}
+        if len(node.input) > 2 and node.input[2]:
+            b = c.param(node.input[2])
+            if b is None:
+                return other
+            params["bias"] = b
+        attrs = {
+            "op": "Gemm",
+            "layout": "oi" if attr(node, "transB", 0) else "io",
+            "alpha": float(attr(node, "alpha", 1.0)),
+            "beta": float(attr(node, "beta", 1.0)),
+            "can_add_bias": float(attr(node, "beta", 1.0)) != 0,
+        }
+        if attrs["beta"] == 0:
+            params.pop("bias", None)
+            attrs["beta"] = 1.0
+        return Op(name, "linear", [x], [node.output[0]], attrs, params)
+    if t == "MatMul":
+        w = c.param(node.input[1])
+        if w is None or w.value.ndim != 2 or c.value(x) is not None:
+            return other
+        params = {"weight": w}
+        out = node.output[0]
+        users = readers.get(out, [])
+        if len(users) == 1 and users[0].op_type == "Add" and out not in c.outputs:
+            add = users[0]
+            bi = 1 if add.input[0] == out else 0
+            b = c.param(add.input[bi])
+            if b is not None and b.value.size == w.value.shape[1] and b.value.shape[-1] == w.value.shape[1]:
+                params["bias"] = b
+                fused.add(id(add))
+                out = add.output[0]
+        return Op(name, "linear", [x], [out], {"op": "MatMul", "layout": "io"}, params)
+    if t == "BatchNormalization":
+        ps = [c.param(i) for i in node.input[1:5]]
+        if any(p is None for p in ps) or (len(node.output) > 1 and any(node.output[1:])):
+            return other
+        params = {k: p for k, p in zip(("scale", "bias", "mean", "var"), ps, strict=True) if p is not None}
+        return Op(
+            name, "bn", [x], [node.output[0]], {"op": t, "eps": float(attr(node, "epsilon", 1e-5))}, params
+        )
+    if t in ("Add", "Sub", "Mul", "Div") and len(node.input) == 2:
+        a, b = node.input
+        ca, cb = c.value(a), c.value(b)
+        if ca is None and cb is None:
+            if t == "Add":
+                return Op(name, "add", [a, b], [node.output[0]], {"op": t})
+            if t == "Mul":  # gates, hardswish: bounded by interval products, never pruned through
+                return Op(name, "mul", [a, b], [node.output[0]], {"op": t})
+            return other
+        cv = ca if ca is not None else cb
+        if (ca is None) == (cb is None) or cv is None or not np.issubdtype(cv.dtype, np.floating):
+            return other
+        var, const = (a, b) if cb is not None else (b, a)
+        form = {
+            "Add": "add",
+            "Mul": "mul",
+            "Sub": "sub" if cb is not None else "rsub",
+            "Div": "div" if cb is not None else None,
+        }[t]
+        if form is None:
+            return other
+        p = c.param(const)
+        assert p is not None
+        return Op(name, "scale", [var], [node.output[0]], {"op": t, "form": form}, {"c": p})
+    if t in _ACTS:
+        attrs = {"op": t, "act": _ACTS[t]}
+        if t == "Clip":
+            lo = c.value(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+            hi = c.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            if (len(node.input) > 1 and node.input[1] and lo is None) or (
+                len(node.input) > 2 and node.input[2] and hi is None
+            ):
+                return other
+            attrs["lo"] = float(lo.reshape(())) if lo is not None else float(attr(node, "min", -math.inf))
+            attrs["hi"] = float(hi.reshape(())) if hi is not None else float(attr(node, "max", math.inf))
+        for k in ("alpha", "beta"):
+            if any(a.name == k for a in node.attribute):
+                attrs[k] = float(attr(node, k, 0.0))
+        if t == "LeakyRelu":
+            attrs.setdefault("alpha", 0.01)
+        if t == "HardSigmoid":
+            attrs.setdefault("alpha", 0.2)
+            attrs.setdefault("beta", 0.5)
+        return Op(name, "act", [x], [node.output[0]], attrs)
+    if t == "Concat":
+        ins = [i for i in node.input if i]
+        if any(c.value(i) is not None for i in ins):
+            return other
+        return Op(name, "concat", ins, [node.output[0]], {"op": t, "axis": int(attr(node, "axis", 0))})
+    if t == "Flatten":
+        return Op(name, "flatten", [x], [node.output[0]], {"op": t, "axis": int(attr(node, "axis", 1))})
+    if t in ("Reshape", "Squeeze", "Unsqueeze", "Transpose"):
+        shape = c.value(node.input[1]) if t == "Reshape" and len(node.input) > 1 else None
+        if (
+            t == "Reshape"
+            and shape is not None
+            and shape.size == 2
+            and int(shape[0]) in (0, 1)
+            and int(shape[1]) == -1
+        ):
+            return Op(name, "flatten", [x], [node.output[0]], {"op": t, "axis": 1})
+        return Op(name, "reshape", [x], [node.output[0]], {"op": t, "pure_reshape": t != "Transpose"})
+    if t in ("MaxPool", "AveragePool"):
+        auto = attr(node, "auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        if auto not in ("NOTSET", "VALID") or (t == "MaxPool" and len(node.output) > 1 and node.output[1]):
+            return other
+        kernel = list(attr(node, "kernel_shape", []))
+        attrs = {
+            "op": t,
+            "kernel": kernel,
+            "strides": list(attr(node, "strides", kernel)),
+            "pads": list(attr(node, "pads", [0] * (2 * len(kernel)))),
+            "dilations": list(attr(node, "dilations", [1] * len(kernel))),
+            "ceil_mode": int(attr(node, "ceil_mode", 0)),
+            "count_include_pad": int(attr(node, "count_include_pad", 0)),
+        }
+        return Op(name, "maxpool" if t == "MaxPool" else "avgpool", [x], [node.output[0]], attrs)
+    if t == "GlobalAveragePool":
+        return Op(name, "gap", [x], [node.output[0]], {"op": t, "keepdims": True})
+    if t in ("Identity", "Dropout"):
+        return Op(name, "identity", [x], [node.output[0]], {"op": t})
+    if t == "Cast" and int(attr(node, "to", 0)) == onnx.TensorProto.FLOAT:
+        return Op(name, "identity", [x], [node.output[0]], {"op": t})
+    return other
+
+
+def site_values(model: onnx.ModelProto) -> dict[str, tuple[str, str] | str]:
+    """Audit site name -> (pre-activation, activation output), or why the site has none here."""
+    out: dict[str, tuple[str, str] | str] = {}
+    for s in find_sites(model.graph).sites:
+        if s.scope.parent is not None:
+            out[s.name] = "inside a subgraph"
+            continue
+        node = next(
+            (n for n in s.scope.graph.node if n.op_type == s.op and n.input and n.input[0] == s.x), None
+        )
+        if node is None:
+            out[s.name] = f"{s.op} is a pattern of several nodes, not one activation node"
+            continue
+        out[s.name] = (s.x, node.output[0])
+    return out
+
+
+def apply(model: onnx.ModelProto, graph: Graph, edits: Edits) -> onnx.ModelProto:
+    """A copy of ``model`` with the edits written into its initializers and Constant nodes."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    inits = {t.name: t for t in g.initializer}
+    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.output}
+    for key in edits.keys():  # noqa: SIM118 (Edits is not a dict)
+        new = edits.apply(key)
+        if key in inits:
+            inits[key].CopyFrom(numpy_helper.from_array(new, key))
+        elif key in consts:
+            node = consts[key]
+            del node.attribute[:]
+            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(new)))
+        else:  # a folded Reshape/Unsqueeze of constants: its output becomes an initializer
+            node = next(n for n in g.node if n.output and n.output[0] == key)
+            g.node.remove(node)
+            g.initializer.append(numpy_helper.from_array(new, key))
+    by_name = {_name(n): n for n in g.node}
+    ir_ops = {op.name: op for op in graph.ops}
+    taken = set(inits) | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    for op_name, delta in edits.new_bias.items():
+        node = by_name[op_name]
+        w = ir_ops[op_name].params["weight"]
+        dtype = w.value.dtype
+        op = ir_ops[op_name]
+        out_axis = 0 if op.kind == "conv" or op.attrs.get("layout") == "oi" else 1
+        # the new bias covers every original output; cut the outputs the producer side cut
+        bias = np.delete(
+            np.asarray(delta, dtype=np.float64), sorted(edits.delete.get(w.key, {}).get(out_axis, set()))
+        )
+        stem = f"{op_name}_actaudit_folded_bias".replace("/", "_")
+        bname, k = stem, 1
+        while bname in taken:
+            bname, k = f"{stem}_{k}", k + 1
+        taken.add(bname)
+        g.initializer.append(numpy_helper.from_array(bias.astype(dtype), bname))
+        while len(node.input) < 3:
+            node.input.append("")
+        node.input[2] = bname
+    del g.value_info[:]
+    _drop_unused(g)
+    return m
+
+
+def _drop_unused(g: onnx.GraphProto) -> None:
+    """Initializers and Constant nodes nobody reads any more (the sources of folded reshapes)."""
+    while True:
+        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+        for n in g.node:
+            for a in n.attribute:
+                for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                    used |= {i for sn in sub.node for i in sn.input}
+        dead_inits = [t for t in g.initializer if t.name not in used]
+        dead_nodes = [
+            n
+            for n in g.node
+            if n.op_type in ("Constant", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast")
+            and n.output
+            and all(o not in used for o in n.output)
+            and all(not i or i in {t.name for t in g.initializer} or i in _const_outputs(g) for i in n.input)
+        ]
+        if not dead_inits and not dead_nodes:
+            return
+        for t in dead_inits:
+            g.initializer.remove(t)
+        for n in dead_nodes:
+            g.node.remove(n)
+        inputs = {t.name for t in dead_inits}
+        keep = [i for i in g.input if i.name not in inputs]
+        if len(keep) != len(g.input):
+            del g.input[:]
+            g.input.extend(keep)
+
+
+def _const_outputs(g: onnx.GraphProto) -> set[str]:
+    return {n.output[0] for n in g.node if n.op_type == "Constant" and n.output}
+
+
+def count_params(model: onnx.ModelProto) -> int:
+    """Float values held in initializers and Constant nodes."""
+    n = sum(math.prod(t.dims) for t in model.graph.initializer if t.data_type in _FLOAT)
+    for node in model.graph.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value" and a.t.data_type in _FLOAT:
+                    n += math.prod(a.t.dims)
+    return int(n)
+
+
+class OnnxPruner:
+    """The prune command's view of an ONNX model (capture and re-runs through the rewrite surgeon)."""
+
+    output_format = "onnx"
+    checks = (
+        "onnx.checker.check_model(full_check=True)",
+        "onnxruntime session from the file",
+        "calibration re-run",
+        "parameter count",
+    )
+
+    def __init__(self, handle: Any) -> None:
+        from .surgery import OnnxSurgeon
+
+        self.handle = handle
+        self.surgeon = OnnxSurgeon(handle)
+        self.notes: list[str] = []
+
+    def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
+        return self.surgeon.capture(source, opts)
+
+    def prepare(self, source: Any, samples: int | None) -> None:
+        """Nothing to bind: the graph is the file."""
+
+    def original(self) -> onnx.ModelProto:
+        return self.handle.model
+
+    def range_names(self, ranges: list[Any]) -> list[str]:
+        names = [s.name for s in self.handle.inputs]
+        return [names[int(r.key)] if r.key.isdigit() and int(r.key) < len(names) else r.key for r in ranges]
+
+    def sample_shapes(self, ranges: list[Any]) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(r.shape) for n, r in zip(self.range_names(ranges), ranges, strict=True)}
+
+    def graph(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Graph:
+        return to_ir(model, shapes)
+
+    def site_values(self, model: onnx.ModelProto, sites: list[Any]) -> dict[str, tuple[str, str] | str]:
+        return site_values(model)
+
+    def apply(self, model: onnx.ModelProto, graph: Graph, edits: Edits) -> onnx.ModelProto:
+        return apply(model, graph, edits)
+
+    def outputs(self, model: onnx.ModelProto, source: Any, samples: int | None) -> Any:
+        return self.surgeon.outputs(model, source, samples, None)
+
+    def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
+        return model.SerializeToString()
+
+    def reload(self, path: Any) -> onnx.ModelProto:
+        m = onnx.load(str(path))
+        onnx.checker.check_model(m, full_check=True)
+        return m
+
+    def count_params(self, model: onnx.ModelProto) -> int:
+        return count_params(model)

@@ -1,0 +1,356 @@
+"""Sound interval bounds through a :class:`~actaudit.prune.ir.Graph`, for one sample of an input box.
+
+Each value gets elementwise bounds ``lo <= v <= hi`` (float64, batch axis of 1) that hold
+for every input in the box. Affine ops (Conv, Gemm/MatMul, BatchNorm, per-channel scale)
+use the positive and negative parts of their weights, so a zero weight contributes
+exactly zero even against an infinite bound; monotone activations map the bounds; max and
+average pooling, Concat and Flatten are exact. An op the analysis does not know gives
+infinite bounds: never a wrong proof, only a missing one.
+
+The network itself computes in float32, whose rounding can land on the other side of a
+bound: every affine output is widened by ``γ_n · Σ|w||x|`` with ``γ_n = (n + 2)·2⁻²³``
+for fan-in ``n`` (a classical bound on any summation order of a float32 dot product,
+doubled), and activations by a few float32 ulps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .ir import Graph, Op
+
+EPS32 = 2.0**-23
+MONOTONE = ("relu", "clip", "leaky", "tanh", "sigmoid", "elu", "softplus", "hardsigmoid", "identity")
+
+
+@dataclass
+class Box:
+    lo: np.ndarray
+    hi: np.ndarray
+
+    @classmethod
+    def unbounded(cls, shape: tuple[int, ...]) -> Box:
+        return cls(np.full(shape, -np.inf), np.full(shape, np.inf))
+
+
+def propagate(
+    graph: Graph, inputs: dict[str, tuple[float, float]], shapes: dict[str, tuple[int, ...]]
+) -> dict[str, Box]:
+    """Bounds of every value ``graph`` computes from ``inputs`` (name -> (low, high)) of ``shapes``."""
+    env: dict[str, Box] = {}
+    for name in graph.inputs:
+        shape = shapes[name]
+        lo, hi = inputs.get(name, (-math.inf, math.inf))
+        env[name] = Box(np.full(shape, float(lo)), np.full(shape, float(hi)))
+    for op in graph.ops:
+        args = [env.get(i) for i in op.inputs if i]
+        out_shape = graph.shapes.get(op.outputs[0]) if op.outputs else None
+        try:
+            box = _step(op, args, out_shape) if args and all(a is not None for a in args) else None
+        except _Unknown:
+            box = None
+        if box is None and out_shape is not None:
+            box = Box.unbounded(out_shape)
+        if box is not None:
+            box.lo = np.where(np.isnan(box.lo), -np.inf, box.lo)
+            box.hi = np.where(np.isnan(box.hi), np.inf, box.hi)
+            for o in op.outputs[:1]:
+                env[o] = box
+    return env
+
+
+class _Unknown(Exception):
+    pass
+
+
+def _step(op: Op, args: list[Any], out_shape: tuple[int, ...] | None) -> Box | None:
+    k = op.kind
+    x: Box = args[0]
+    if k == "identity":
+        return Box(x.lo, x.hi)
+    if k == "conv":
+        return _conv(op, x)
+    if k == "linear":
+        return _linear(op, x)
+    if k == "bn":
+        p = op.params
+        a = p["scale"].value.astype(np.float64) / np.sqrt(
+            p["var"].value.astype(np.float64) + float(op.attrs.get("eps", 1e-5))
+        )
+        b = p["bias"].value.astype(np.float64) - a * p["mean"].value.astype(np.float64)
+        shape = [1, -1] + [1] * (x.lo.ndim - 2)
+        return _affine_elementwise(x, a.reshape(shape), b.reshape(shape), fan=3)
+    if k == "scale":
+        rank = x.lo.ndim
+        c = _align(op.params["c"].value, rank)
+        one, zero = np.ones([1] * rank), np.zeros([1] * rank)
+        form = op.attrs.get("form", "add")
+        with np.errstate(divide="ignore"):
+            a, b = {
+                "add": (one, c),
+                "sub": (one, -c),
+                "rsub": (-one, c),
+                "mul": (c, zero),
+                "div": (1.0 / c, zero),
+            }[form]
+        if not np.all(np.isfinite(a)):
+            raise _Unknown
+        return _affine_elementwise(x, a, b, fan=2)
+    if k == "act":
+        return _act(op, x)
+    if k == "add":
+        y: Box = args[1]
+        lo, hi = x.lo + y.lo, x.hi + y.hi
+        return _widen(Box(lo, hi), (np.abs(x.lo) + np.abs(x.hi) + np.abs(y.lo) + np.abs(y.hi)) * EPS32)
+    if k == "mul":
+        y = args[1]
+        with np.errstate(invalid="ignore"):
+            prods = [p * q for p in (x.lo, x.hi) for q in (y.lo, y.hi)]
+        lo = np.minimum.reduce(prods)  # a NaN (0 * inf) stays NaN: propagate() makes it unbounded
+        hi = np.maximum.reduce(prods)
+        mag = np.maximum(np.abs(lo), np.abs(hi))
+        return _widen(Box(lo, hi), mag * 2 * EPS32)
+    if k == "concat":
+        axis = int(op.attrs.get("axis", 1))
+        return Box(np.concatenate([a.lo for a in args], axis), np.concatenate([a.hi for a in args], axis))
+    if k == "flatten":
+        axis = int(op.attrs.get("axis", 1))
+        flat = (math.prod(x.lo.shape[:axis]), -1)
+        return Box(x.lo.reshape(flat), x.hi.reshape(flat))
+    if k == "reshape":
+        if out_shape is not None and math.prod(out_shape) == x.lo.size and op.attrs.get("pure_reshape"):
+            return Box(x.lo.reshape(out_shape), x.hi.reshape(out_shape))
+        if out_shape is not None and _uniform(x):
+            return Box(np.full(out_shape, x.lo.flat[0]), np.full(out_shape, x.hi.flat[0]))
+        raise _Unknown
+    if k == "maxpool":
+        return Box(_pool(x.lo, op, "max"), _pool(x.hi, op, "max"))
+    if k == "avgpool":
+        return _widen(
+            Box(_pool(x.lo, op, "avg"), _pool(x.hi, op, "avg")),
+            (np.abs(_pool(np.abs(x.lo) + np.abs(x.hi), op, "avg"))) * 4 * EPS32,
+        )
+    if k == "gap":
+        axes = tuple(range(2, x.lo.ndim))
+        keep = bool(op.attrs.get("keepdims", True))
+        lo, hi = x.lo.mean(axis=axes, keepdims=keep), x.hi.mean(axis=axes, keepdims=keep)
+        n = math.prod(x.lo.shape[2:])
+        return _widen(Box(lo, hi), (np.abs(lo) + np.abs(hi)) * (n + 2) * EPS32)
+    return None
+
+
+def _uniform(x: Box) -> bool:
+    return bool(x.lo.size) and bool(np.all(x.lo == x.lo.flat[0]) and np.all(x.hi == x.hi.flat[0]))
+
+
+def _align(a: np.ndarray, rank: int) -> np.ndarray:
+    a = a.astype(np.float64)
+    return a.reshape([1] * (rank - a.ndim) + list(a.shape)) if a.ndim < rank else a
+
+
+def _widen(b: Box, err: np.ndarray) -> Box:
+    err = np.where(np.isfinite(err), err, 0.0)
+    return Box(b.lo - err, b.hi + err)
+
+
+def _mul_interval(a: np.ndarray, x: Box) -> Box:
+    """a * [lo, hi] with a = 0 giving exactly 0 whatever the bound."""
+    with np.errstate(invalid="ignore"):
+        p, q = a * x.lo, a * x.hi
+    zero = a == 0
+    lo = np.where(zero, 0.0, np.minimum(p, q))
+    hi = np.where(zero, 0.0, np.maximum(p, q))
+    return Box(lo, hi)
+
+
+def _affine_elementwise(x: Box, a: np.ndarray, b: np.ndarray, fan: int) -> Box:
+    m = _mul_interval(a, x)
+    lo, hi = m.lo + b, m.hi + b
+    mag = np.maximum(np.abs(m.lo), np.abs(m.hi)) + np.abs(b)
+    return _widen(Box(lo, hi), mag * (fan + 2) * EPS32)
+
+
+def _act(op: Op, x: Box) -> Box:
+    name = str(op.attrs.get("act", ""))
+    if name not in MONOTONE:
+        raise _Unknown
+    f = _monotone(op, name)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo, hi = f(x.lo), f(x.hi)
+    ulp = 8 * EPS32 * (np.abs(lo) + np.abs(hi)) + 1e-30
+    if name in ("relu", "clip", "identity"):
+        return Box(lo, hi)  # computed exactly in float32
+    return Box(lo - ulp, hi + ulp)
+
+
+def _monotone(op: Op, name: str) -> Any:
+    if name == "relu":
+        return lambda v: np.maximum(v, 0.0)
+    if name == "clip":
+        lo = float(op.attrs.get("lo", -math.inf))
+        hi = float(op.attrs.get("hi", math.inf))
+        return lambda v: np.clip(v, lo, hi)
+    if name == "leaky":
+        a = float(op.attrs.get("alpha", 0.01))
+        if a < 0:
+            raise _Unknown
+        return lambda v: np.where(v >= 0, v, a * v)
+    if name == "tanh":
+        return np.tanh
+    if name == "sigmoid":
+        return lambda v: 1.0 / (1.0 + np.exp(-v))
+    if name == "elu":
+        a = float(op.attrs.get("alpha", 1.0))
+        return lambda v: np.where(v > 0, v, a * np.expm1(np.minimum(v, 0.0)))
+    if name == "softplus":
+        return lambda v: np.logaddexp(0.0, v)
+    if name == "hardsigmoid":
+        a, b = float(op.attrs.get("alpha", 0.2)), float(op.attrs.get("beta", 0.5))
+        if a < 0:
+            raise _Unknown
+        return lambda v: np.clip(a * v + b, 0.0, 1.0)
+    return lambda v: v
+
+
+def _split_inf(x: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Finite parts of lo/hi (infinities as 0) and the masks of -inf lows and +inf highs."""
+    neg = np.isneginf(x.lo)
+    pos = np.isposinf(x.hi)
+    lo = np.where(np.isfinite(x.lo), x.lo, 0.0)
+    hi = np.where(np.isfinite(x.hi), x.hi, 0.0)
+    return lo, hi, neg.astype(np.float64), pos.astype(np.float64)
+
+
+def _bounds(apply: Any, x: Box, w: np.ndarray, bias: np.ndarray | None, fan: int) -> Box:
+    """Sound bounds of ``apply(x, w) + bias`` for a linear map ``apply`` in x and in w."""
+    wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
+    lo, hi, neg, pos = _split_inf(x)
+    y_hi = apply(hi, wp) + apply(lo, wn)
+    y_lo = apply(lo, wp) + apply(hi, wn)
+    up_inf = apply(pos, (wp > 0).astype(np.float64)) + apply(neg, (wn < 0).astype(np.float64)) > 0
+    dn_inf = apply(neg, (wp > 0).astype(np.float64)) + apply(pos, (wn < 0).astype(np.float64)) > 0
+    mag = apply(np.maximum(np.abs(lo), np.abs(hi)), np.abs(w))
+    if bias is not None:
+        y_hi = y_hi + bias
+        y_lo = y_lo + bias
+        mag = mag + np.abs(bias)
+    err = mag * (fan + 2) * EPS32
+    return Box(np.where(dn_inf, -np.inf, y_lo - err), np.where(up_inf, np.inf, y_hi + err))
+
+
+def _linear(op: Op, x: Box) -> Box:
+    w = op.params["weight"].value.astype(np.float64)
+    wt = w.T if op.attrs.get("layout") == "oi" else w  # [I, O]
+    alpha = float(op.attrs.get("alpha", 1.0))
+    beta = float(op.attrs.get("beta", 1.0))
+    b = op.params.get("bias")
+    bias = None if b is None else (beta * b.value.astype(np.float64)).reshape(-1)
+    if bias is not None and bias.size == 1:
+        bias = np.full(wt.shape[1], bias.item())
+    return _bounds(lambda v, m: v @ (alpha * m), x, wt, bias, wt.shape[0])
+
+
+def _conv(op: Op, x: Box) -> Box:
+    w = op.params["weight"].value.astype(np.float64)
+    b = op.params.get("bias")
+    nd = w.ndim - 2
+    if nd not in (1, 2) or x.lo.shape[0] != 1:
+        raise _Unknown
+    strides = list(op.attrs.get("strides") or [1] * nd)
+    dil = list(op.attrs.get("dilations") or [1] * nd)
+    pads = list(op.attrs.get("pads") or [0] * (2 * nd))
+    groups = int(op.attrs.get("groups", 1))
+    if nd == 1:  # treat as 2-D with a height of 1
+        w = w[:, :, None, :]
+        strides, dil, pads = [1, *strides], [1, *dil], [0, pads[0], 0, pads[1]]
+        x = Box(x.lo[:, :, None, :], x.hi[:, :, None, :])
+
+    def apply(v: np.ndarray, m: np.ndarray) -> np.ndarray:
+        return _conv2d(v[0], m, strides, pads, dil, groups)[None]
+
+    bias = None if b is None else b.value.astype(np.float64).reshape(1, -1, 1, 1)
+    out = _bounds(apply, x, w, bias, int(math.prod(w.shape[1:])))
+    if nd == 1:
+        out = Box(out.lo[:, :, 0, :], out.hi[:, :, 0, :])
+    return out
+
+
+def _patches(
+    x: np.ndarray, k: tuple[int, int], strides: list[int], pads: list[int], dil: list[int], fill: float
+) -> np.ndarray:
+    """[C, kh, kw, Ho, Wo] windows of ``x`` [C, H, W] padded with ``fill``."""
+    top, left, bottom, right = pads[0], pads[1], pads[2], pads[3]
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right)), constant_values=fill)
+    kh, kw = k
+    ho = (xp.shape[1] - dil[0] * (kh - 1) - 1) // strides[0] + 1
+    wo = (xp.shape[2] - dil[1] * (kw - 1) - 1) // strides[1] + 1
+    out = np.empty((x.shape[0], kh, kw, ho, wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = i * dil[0], j * dil[1]
+            out[:, i, j] = xp[
+                :,
+                r0 : r0 + strides[0] * (ho - 1) + 1 : strides[0],
+                c0 : c0 + strides[1] * (wo - 1) + 1 : strides[1],
+            ]
+    return out
+
+
+def _conv2d(
+    x: np.ndarray, w: np.ndarray, strides: list[int], pads: list[int], dil: list[int], groups: int
+) -> np.ndarray:
+    cols = _patches(x, (w.shape[2], w.shape[3]), strides, pads, dil, 0.0)
+    cg, og = w.shape[1], w.shape[0] // groups
+    outs = [
+        np.einsum("ocij,cijhw->ohw", w[g * og : (g + 1) * og], cols[g * cg : (g + 1) * cg], optimize=True)
+        for g in range(groups)
+    ]
+    return np.concatenate(outs, axis=0)
+
+
+def _pool(v: np.ndarray, op: Op, how: str) -> np.ndarray:
+    k = list(op.attrs.get("kernel", []))
+    nd = len(k)
+    if nd not in (1, 2) or v.shape[0] != 1:
+        raise _Unknown
+    strides = list(op.attrs.get("strides") or k)
+    dil = list(op.attrs.get("dilations") or [1] * nd)
+    pads = list(op.attrs.get("pads") or [0] * (2 * nd))
+    if op.attrs.get("ceil_mode"):
+        raise _Unknown
+    x = v[0]
+    if nd == 1:
+        k, strides, dil, pads = [1, *k], [1, *strides], [1, *dil], [0, pads[0], 0, pads[1]]
+        x = x[:, None, :]
+    if how == "max":
+        fill = -np.inf
+        out = _patches(x, (k[0], k[1]), strides, pads, dil, fill).max(axis=(1, 2))
+    else:
+        s = _patches(np.where(np.isfinite(x), x, 0.0), (k[0], k[1]), strides, pads, dil, 0.0).sum(axis=(1, 2))
+        infs = _patches(np.where(np.isfinite(x), 0.0, x), (k[0], k[1]), strides, pads, dil, 0.0)
+        with np.errstate(invalid="ignore"):
+            s = s + infs.sum(axis=(1, 2))
+        if op.attrs.get("count_include_pad") or not any(pads):
+            cnt = float(k[0] * k[1])
+            out = s / cnt
+        else:
+            ones = _patches(np.ones_like(x[:1]), (k[0], k[1]), strides, pads, dil, 0.0).sum(axis=(1, 2))
+            out = s / ones
+    if nd == 1:
+        out = out[:, 0, :]
+    return out[None]
+
+
+def unit_upper(box: Box, unit_axis: int) -> np.ndarray:
+    """Per unit, the largest upper bound over every other axis."""
+    axes = tuple(i for i in range(box.hi.ndim) if i != unit_axis)
+    return box.hi.max(axis=axes) if axes else box.hi
+
+
+def unit_lower(box: Box, unit_axis: int) -> np.ndarray:
+    axes = tuple(i for i in range(box.lo.ndim) if i != unit_axis)
+    return box.lo.min(axis=axes) if axes else box.lo
