@@ -64,6 +64,8 @@ class AuditOptions:
     threads: int | None = None
     per_unit: bool = False
     progress: Callable[[int], None] | None = None
+    shard: Any = None  # actaudit.shard.Shard: run only that part of the data, report exact counters
+    dist: Any = None  # actaudit.distributed.DistEnv: this process is one rank of a torchrun job
 
 
 def parse_axis_overrides(specs: Iterable[str]) -> list[AxisOverride]:
@@ -190,6 +192,8 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     """Audit ``model`` on ``data``; keyword arguments are :class:`AuditOptions` fields."""
     opts = options or AuditOptions(**kw)
     gates = [parse_gate(g) for g in opts.fail_on]
+    if opts.dist is not None:
+        return _audit_distributed(model, data, opts, gates)
     t0 = time.perf_counter()
     loaded = load_model(model, opts)
     t_load = time.perf_counter()
@@ -197,12 +201,66 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     set_total = getattr(opts.progress, "set_total", None)
     if set_total is not None:
         t = source.total_samples
-        set_total(min(t, opts.samples) if t and opts.samples else (t or opts.samples))
-    cap = loaded.capture(source, opts)
+        t = min(t, opts.samples) if t and opts.samples else (t or opts.samples)
+        set_total(-(-t // opts.shard.count) if t and opts.shard is not None else t)
+    if opts.shard is None:
+        cap = loaded.capture(source, opts)
+        t_cap = time.perf_counter()
+        return build_report(
+            loaded, source, cap, opts, gates, {"load_s": t_load - t0, "capture_s": t_cap - t_load}
+        )
+    from .shard import shard_report, sharded
+
+    part = sharded(source, opts.shard, opts.samples, getattr(loaded.handle, "fixed_batch", None))
+    cap = loaded.capture(part, opts)
     t_cap = time.perf_counter()
-    return build_report(
+    report = build_report(
+        loaded, part, cap, opts, gates, {"load_s": t_load - t0, "capture_s": t_cap - t_load}
+    )
+    return shard_report(report, loaded, source, cap, opts, t_cap - t_load)
+
+
+def _audit_distributed(model: Any, data: Any, opts: AuditOptions, gates: list[Any]) -> Report:
+    """One rank of a torchrun job: its shard of the data, then the counters of all ranks added up.
+
+    Every rank reaches the same collective whether it succeeded or failed, so one rank's
+    error ends the whole run at once with that rank's line (no rank waits for the others).
+    """
+    from .backends.torch.distributed import Group
+    from .errors import EXIT_INTERNAL, ActauditError
+    from .shard import Shard, sharded
+
+    env = opts.dist
+    t0 = time.perf_counter()
+    group = Group(env, opts.device)
+    try:
+        failure: tuple[int, str] | None = None
+        try:
+            loaded = load_model(model, opts)
+            t_load = time.perf_counter()
+            source = data_source(data, loaded, opts)
+            part = sharded(
+                source,
+                Shard(env.rank, env.world_size),
+                opts.samples,
+                getattr(loaded.handle, "fixed_batch", None),
+            )
+            cap = loaded.capture(part, opts)
+        except ActauditError as e:
+            failure = (e.exit_code, e.one_line())
+        except Exception as e:
+            failure = (EXIT_INTERNAL, f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
+        group.check(failure)
+        cap = group.combine(cap)
+        t_cap = time.perf_counter()
+    finally:
+        group.close()
+    report = build_report(
         loaded, source, cap, opts, gates, {"load_s": t_load - t0, "capture_s": t_cap - t_load}
     )
+    report.run["processes"] = env.world_size
+    report.run["process_group"] = group.backend
+    return report
 
 
 def build_report(

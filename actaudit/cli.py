@@ -29,7 +29,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ActauditError as e:
-            click.echo(f"actaudit: error: {e.one_line()}", err=True)
+            if not getattr(e, "silent", False):  # another torchrun rank's failure, shown by rank 0
+                click.echo(f"actaudit: error: {e.one_line()}", err=True)
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
@@ -238,6 +239,20 @@ def _emit(text: str, output: str | None, force: bool) -> None:
     metavar="FILE",
     help="Also write a self-contained HTML report (charts, no network resources) to FILE.",
 )
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Audit only the K-th of N parts of the data (batch i goes to part i mod N) and write a JSON "
+    "report with exact counters; combine the N reports with 'actaudit merge'.",
+)
+@click.option(
+    "--dist-timeout",
+    type=click.FloatRange(min=1),
+    default=1800,
+    show_default=True,
+    metavar="SECONDS",
+    help="Under torchrun: how long a rank waits for the others at each collective.",
+)
 @output_options
 @config_option
 def audit(**kw: Any) -> None:
@@ -254,6 +269,15 @@ def audit(**kw: Any) -> None:
     opts = audit_options(kw)
     opts.fail_on = kw["fail_on"]
     opts.per_unit = kw["per_unit"]
+    from .distributed import from_env
+
+    opts.dist = from_env(kw["dist_timeout"])
+    main_rank = opts.dist is None or opts.dist.is_main
+    if kw["shard"]:
+        _shard_checks(kw, opts)
+    if not main_rank:
+        # Every rank runs its share; rank 0 alone writes and decides the exit code.
+        kw.update(quiet=True, output=None, html=None, against=None)
     _check_output(kw["output"], kw["force"], kw["model"])
     _check_output(kw["html"], kw["force"], kw["model"])
     baseline = None
@@ -267,6 +291,8 @@ def audit(**kw: Any) -> None:
     opts.progress = progress
     with progress:
         report = run_audit(kw["model"], options=opts)
+    if not main_rank:
+        return
     if baseline is not None:
         from .baseline import compare
 
@@ -296,6 +322,23 @@ def audit(**kw: Any) -> None:
         failed = [g.gate.text for g in report.gates if g.failed]
         click.echo(f"actaudit: gate failed: {', '.join(failed)}", err=True)
         sys.exit(EXIT_GATE)
+
+
+def _shard_checks(kw: dict[str, Any], opts: Any) -> None:
+    from .errors import InputError
+    from .shard import parse_shard
+
+    opts.shard = parse_shard(kw["shard"])
+    if opts.dist is not None:
+        raise InputError("--shard and torchrun split the data twice", hint="use one of them")
+    if kw["fmt"] != "json":
+        raise InputError("--shard writes its counters in JSON only", hint="add --format json")
+    for flag in ("against", "html"):
+        if kw[flag]:
+            raise InputError(
+                f"--{flag} applies to the whole audit, not to one shard",
+                hint=f"give --{flag} to actaudit merge" if flag == "html" else "compare the merged report",
+            )
 
 
 def audit_options(kw: dict[str, Any]) -> Any:
@@ -367,3 +410,8 @@ cli.add_command(config_option(inspect_command(model_options)), "inspect")
 from .cli_rewrite import rewrite as _rewrite  # noqa: E402
 
 cli.add_command(_rewrite)
+
+# merge command
+from .cli_merge import merge as _merge  # noqa: E402
+
+cli.add_command(_merge)

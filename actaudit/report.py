@@ -44,6 +44,7 @@ class Report:
     run: dict[str, Any] = field(default_factory=dict)
     per_unit: bool = False
     baseline: dict[str, Any] | None = None  # set by --against: the comparison with a previous report
+    counters: dict[str, Any] | None = None  # set by --shard: exact counters for `actaudit merge`
 
     @property
     def passed(self) -> bool:
@@ -146,6 +147,7 @@ class Report:
             "uncovered": [u.to_dict() for u in self.uncovered],
             "warnings": list(self.warnings),
             **({"baseline": self.baseline} if self.baseline is not None else {}),
+            **({"counters": self.counters} if self.counters is not None else {}),
             "run": self.run,
         }
 
