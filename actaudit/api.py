@@ -237,6 +237,8 @@ def _audit_distributed(model: Any, data: Any, opts: AuditOptions, gates: list[An
         failure: tuple[int, str] | None = None
         try:
             loaded = load_model(model, opts)
+            if loaded.backend == "onnx":
+                loaded.handle.device_id = env.local_rank  # used by GPU providers only
             t_load = time.perf_counter()
             source = data_source(data, loaded, opts)
             part = sharded(

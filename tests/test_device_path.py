@@ -9,6 +9,8 @@ device until :meth:`_Acc.to_stats`, which is the only place they reach the host.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -46,3 +48,16 @@ def test_host_kernel_is_chosen_by_device_type() -> None:
     assert capture._host_kernel(torch.device("cpu"))
     assert not capture._host_kernel(torch.device("cuda", 0))
     assert not capture._host_kernel(torch.device("meta"))
+
+
+def test_onnx_ranks_pick_their_gpu_by_local_rank() -> None:
+    """Under torchrun a GPU provider gets ``device_id=LOCAL_RANK``; the CPU provider takes no options."""
+    from actaudit.backends.onnx import backend
+
+    h = backend.load(Path(__file__).resolve().parent.parent / "fixtures" / "models" / "cnn_dead.onnx")
+    h.device_id = 1
+    assert backend._providers(h) == ["CPUExecutionProvider"]
+    h.provider = "CUDAExecutionProvider"
+    assert backend._providers(h) == [("CUDAExecutionProvider", {"device_id": "1"}), "CPUExecutionProvider"]
+    h.device_id = None
+    assert backend._providers(h) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
