@@ -54,8 +54,20 @@ class Group:
 
     def gather(self, obj: Any) -> list[Any]:
         out: list[Any] = [None] * self.env.world_size
-        dist.all_gather_object(out, obj)
+        try:
+            dist.all_gather_object(out, obj)
+        except Exception as e:
+            raise self._lost(e) from None
         return out
+
+    def _lost(self, e: Exception) -> RankFailed:
+        """A collective that failed: a rank died or did not answer within the timeout."""
+        return RankFailed(
+            f"rank {self.env.rank} of {self.env.world_size}: the other ranks did not answer within "
+            f"{self.env.timeout_s:g} s or left the job ({type(e).__name__}: {' '.join(str(e).split())[:160]})",
+            EXIT_INTERNAL,
+            hint="see the other ranks' errors; raise --dist-timeout if some ranks are much slower",
+        )
 
     def check(self, failure: tuple[int, str] | None) -> None:
         """Every rank learns whether any failed; the lowest failing rank's line is the run's error."""
@@ -117,7 +129,10 @@ class Group:
         if a.size == 0:
             return a
         t = torch.from_numpy(a).to(self.device)
-        dist.all_reduce(t, op=op)
+        try:
+            dist.all_reduce(t, op=op)
+        except Exception as e:
+            raise self._lost(e) from None
         return t.cpu().numpy()
 
 
