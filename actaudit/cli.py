@@ -6,6 +6,7 @@ import happens on a ``--help`` path.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -273,6 +274,10 @@ def audit(**kw: Any) -> None:
 
     opts.dist = from_env(kw["dist_timeout"])
     main_rank = opts.dist is None or opts.dist.is_main
+    if opts.dist is not None and opts.threads is None:
+        # torchrun gives each rank OMP_NUM_THREADS (1 by default); onnxruntime does not read it.
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        opts.threads = int(omp) if omp.isdigit() and int(omp) > 0 else None
     if kw["shard"]:
         _shard_checks(kw, opts)
     if not main_rank:
