@@ -188,3 +188,21 @@ def test_shard_option_errors(tmp_path: Path, onehot: dict[str, Path]) -> None:
     assert r.exit_code == 2 and "--format json" in r.stderr
     r = _run("audit", *base, "--shard", "7/7", "--format", "json")  # 6 batches
     assert r.exit_code == 2 and "fewer batches than shards" in r.stderr
+
+
+def test_merge_needs_neither_torch_nor_onnx(tmp_path: Path, onehot: dict[str, Path]) -> None:
+    """A merge job on a machine without the model's framework: it reads only the counters."""
+    import subprocess
+    import sys
+
+    shards = _shards(tmp_path, onehot["ts"], 2, "--calib", onehot["npy"], "--batch-size", "8")
+    code = (
+        "import sys\nfrom actaudit.cli import main\n"
+        "try:\n    main(['merge', *sys.argv[1:], '--format', 'json', '-q'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'onnx', 'onnxruntime') if m in sys.modules), file=sys.stderr)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, *map(str, shards)], capture_output=True, text=True, check=True
+    )
+    assert json.loads(r.stdout)["summary"]["dead"] == len(som.DEAD)
+    assert r.stderr.strip() == "[]"
