@@ -69,6 +69,8 @@ class AuditOptions:
     # Maps each item a loader yields to the model's inputs, e.g. ``lambda b: b[0]`` for (inputs, labels).
     input_fn: Callable[[Any], Any] | None = None
     val_range: tuple[float, float] | None = None  # synthetic values drawn from [LOW, HIGH]
+    shard: Any = None  # actaudit.shard.Shard: run only that part of the data, report exact counters
+    dist: Any = None  # actaudit.distributed.DistEnv: this process is one rank of a torchrun job
 
 
 def parse_axis_overrides(specs: Iterable[str]) -> list[AxisOverride]:
@@ -312,6 +314,8 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     """Audit ``model`` on ``data``; keyword arguments are :class:`AuditOptions` fields."""
     opts = options or AuditOptions(**kw)
     gates = [parse_gate(g) for g in opts.fail_on]
+    if opts.dist is not None:
+        return _audit_distributed(model, data, opts, gates)
     t0 = time.perf_counter()
     stage = getattr(opts.progress, "stage", None)
     if stage is not None:
@@ -322,15 +326,73 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     t = source.total_samples
     total = min(t, opts.samples) if t and opts.samples else (t or opts.samples)
     set_total = getattr(opts.progress, "set_total", None)
+    if total and opts.shard is not None:
+        total = -(-total // opts.shard.count)
     if stage is not None:
         stage("calibrating", total)
     elif set_total is not None:
         set_total(total)
+    part = source
+    if opts.shard is not None:
+        from .shard import sharded
+
+        part = sharded(source, opts.shard, opts.samples, getattr(loaded.handle, "fixed_batch", None))
     try:
-        cap = loaded.capture(source, opts)
+        cap = loaded.capture(part, opts)
     except InputError as e:
         raise (_synthetic_hint(e, opts) if source.synthetic else _labels_hint(e, data, opts)) from None
     t_cap = time.perf_counter()
+    report = build_report(
+        loaded, part, cap, opts, gates, {"load_s": t_load - t0, "capture_s": t_cap - t_load}
+    )
+    if opts.input_range:
+        from .prune.core import attach_proofs
+
+        attach_proofs(report, loaded, source, opts)
+    if opts.shard is not None:
+        from .shard import shard_report
+
+        return shard_report(report, loaded, source, cap, opts, t_cap - t_load)
+    return report
+
+
+def _audit_distributed(model: Any, data: Any, opts: AuditOptions, gates: list[Any]) -> Report:
+    """One rank of a torchrun job: its shard of the data, then the counters of all ranks added up.
+
+    Every rank reaches the same collective whether it succeeded or failed, so one rank's
+    error ends the whole run at once with that rank's line (no rank waits for the others).
+    """
+    from .backends.torch.distributed import Group
+    from .errors import EXIT_INTERNAL, ActauditError
+    from .shard import Shard, sharded
+
+    env = opts.dist
+    t0 = time.perf_counter()
+    group = Group(env, opts.device)
+    try:
+        failure: tuple[int, str] | None = None
+        try:
+            loaded = load_model(model, opts)
+            if loaded.backend == "onnx":
+                loaded.handle.device_id = env.local_rank  # used by GPU providers only
+            t_load = time.perf_counter()
+            source = data_source(data, loaded, opts)
+            part = sharded(
+                source,
+                Shard(env.rank, env.world_size),
+                opts.samples,
+                getattr(loaded.handle, "fixed_batch", None),
+            )
+            cap = loaded.capture(part, opts)
+        except ActauditError as e:
+            failure = (e.exit_code, e.one_line())
+        except Exception as e:
+            failure = (EXIT_INTERNAL, f"internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]}")
+        group.check(failure)
+        cap = group.combine(cap)
+        t_cap = time.perf_counter()
+    finally:
+        group.close()
     report = build_report(
         loaded, source, cap, opts, gates, {"load_s": t_load - t0, "capture_s": t_cap - t_load}
     )
@@ -338,6 +400,8 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
         from .prune.core import attach_proofs
 
         attach_proofs(report, loaded, source, opts)
+    report.run["processes"] = env.world_size
+    report.run["process_group"] = group.backend
     return report
 
 

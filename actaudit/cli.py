@@ -6,6 +6,7 @@ import happens on a ``--help`` path.
 
 from __future__ import annotations
 
+import os
 import sys
 import traceback
 from collections.abc import Callable
@@ -30,7 +31,8 @@ class _Group(click.Group):
         try:
             return super().invoke(ctx)
         except ActauditError as e:
-            click.echo(f"actaudit: error: {e.one_line()}", err=True)
+            if not getattr(e, "silent", False):  # another torchrun rank's failure, shown by rank 0
+                click.echo(f"actaudit: error: {e.one_line()}", err=True)
             ctx.exit(e.exit_code)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
@@ -297,6 +299,20 @@ def _emit(text: str, output: str | None, force: bool) -> None:
     help="Box of valid inputs (repeatable; NAME= for one input): interval bounds mark the units proven dead "
     "for every input in it (proven_dead_units in JSON, a column in the table); '-inf,inf' gives weights-only facts.",
 )
+@click.option(
+    "--shard",
+    metavar="K/N",
+    help="Audit only the K-th of N parts of the data (batch i goes to part i mod N) and write a JSON "
+    "report with exact counters; combine the N reports with 'actaudit merge'.",
+)
+@click.option(
+    "--dist-timeout",
+    type=click.FloatRange(min=1),
+    default=1800,
+    show_default=True,
+    metavar="SECONDS",
+    help="Under torchrun: how long a rank waits for the others at each collective.",
+)
 @output_options
 @config_option
 def audit(**kw: Any) -> None:
@@ -314,6 +330,19 @@ def audit(**kw: Any) -> None:
     opts.fail_on = kw["fail_on"]
     opts.input_range = kw["input_range"]
     opts.per_unit = kw["per_unit"]
+    from .distributed import from_env
+
+    opts.dist = from_env(kw["dist_timeout"])
+    main_rank = opts.dist is None or opts.dist.is_main
+    if opts.dist is not None and opts.threads is None:
+        # torchrun gives each rank OMP_NUM_THREADS (1 by default); onnxruntime does not read it.
+        omp = os.environ.get("OMP_NUM_THREADS", "")
+        opts.threads = int(omp) if omp.isdigit() and int(omp) > 0 else None
+    if kw["shard"]:
+        _shard_checks(kw, opts)
+    if not main_rank:
+        # Every rank runs its share; rank 0 alone writes and decides the exit code.
+        kw.update(quiet=True, output=None, html=None, junit=None, against=None)
     _check_output(kw["output"], kw["force"], kw["model"])
     _check_output(kw["html"], kw["force"], kw["model"])
     from .fileio import refuse_collisions
@@ -348,6 +377,8 @@ def audit(**kw: Any) -> None:
         report = run_audit(kw["model"], options=opts)
     if config_file:
         report.run["config_file"] = str(config_file)
+    if not main_rank:
+        return
     if baseline is not None:
         from .baseline import compare
 
@@ -393,6 +424,23 @@ def audit(**kw: Any) -> None:
         failed = [g.gate.text for g in report.gates if g.failed]
         click.echo(f"actaudit: gate failed: {', '.join(failed)}", err=True)
         sys.exit(EXIT_GATE)
+
+
+def _shard_checks(kw: dict[str, Any], opts: Any) -> None:
+    from .errors import InputError
+    from .shard import parse_shard
+
+    opts.shard = parse_shard(kw["shard"])
+    if opts.dist is not None:
+        raise InputError("--shard and torchrun split the data twice", hint="use one of them")
+    if kw["fmt"] != "json":
+        raise InputError("--shard writes its counters in JSON only", hint="add --format json")
+    for flag in ("against", "html"):
+        if kw[flag]:
+            raise InputError(
+                f"--{flag} applies to the whole audit, not to one shard",
+                hint=f"give --{flag} to actaudit merge" if flag == "html" else "compare the merged report",
+            )
 
 
 def audit_options(kw: dict[str, Any]) -> Any:
@@ -477,3 +525,8 @@ cli.add_command(_rewrite)
 from .cli_prune import prune as _prune  # noqa: E402
 
 cli.add_command(_prune)
+
+# merge command
+from .cli_merge import merge as _merge  # noqa: E402
+
+cli.add_command(_merge)

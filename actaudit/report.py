@@ -45,6 +45,7 @@ class Report:
     run: dict[str, Any] = field(default_factory=dict)
     per_unit: bool = False
     baseline: dict[str, Any] | None = None  # set by --against: the comparison with a previous report
+    counters: dict[str, Any] | None = None  # set by --shard: exact counters for `actaudit merge`
 
     @property
     def passed(self) -> bool:
@@ -154,6 +155,7 @@ class Report:
             "warnings": list(self.warnings),
             **({"notes": list(self.notes)} if self.notes else {}),
             **({"baseline": self.baseline} if self.baseline is not None else {}),
+            **({"counters": self.counters} if self.counters is not None else {}),
             "run": self.run,
         }
 

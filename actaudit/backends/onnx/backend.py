@@ -54,6 +54,7 @@ class OnnxModel:
     # Instrumented sessions built by earlier captures on this handle, keyed by what shapes
     # them (variant, stuck fraction, axis overrides): a second audit does not rebuild.
     built: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
+    device_id: int | None = None  # under torchrun: this rank's GPU (LOCAL_RANK) for a GPU provider
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -383,9 +384,14 @@ def _options(handle: OnnxModel) -> ort.SessionOptions:
     return so
 
 
-def _providers(handle: OnnxModel) -> list[str]:
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "TensorrtExecutionProvider")
+
+
+def _providers(handle: OnnxModel) -> list[Any]:
     if handle.provider == "CPUExecutionProvider":
         return ["CPUExecutionProvider"]
+    if handle.device_id is not None and handle.provider in _GPU_PROVIDERS:
+        return [(handle.provider, {"device_id": str(handle.device_id)}), "CPUExecutionProvider"]
     return [handle.provider, "CPUExecutionProvider"]
 
 

@@ -98,6 +98,11 @@ _SUM, _NEG, _SQ, _NEGSQ, _LOW, _HIGH = range(_NSTAT)
 _scratch = threading.local()
 
 
+def _host_kernel(device: torch.device) -> bool:
+    """CPU tensors take the chunked kernel; accelerators one launch per statistic (tests force that path on CPU)."""
+    return device.type == "cpu"
+
+
 def _work_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """A grow-only per-thread buffer: fresh pages for every call cost more than the ops."""
     key = (dtype, device)
@@ -176,7 +181,7 @@ class _Acc:
         wd = torch.float64 if v.dtype == torch.float64 else torch.float32
         lo, hi = math.isfinite(thr.low), math.isfinite(thr.high)
         nstat = 4 + lo + hi  # rows: sum, neg, sq, negsq, [low], [high]
-        cpu = v.device.type == "cpu"
+        cpu = _host_kernel(v.device)
         # On an accelerator one launch per statistic over the whole tensor is cheapest.
         budget = _CHUNK_BYTES * max(1, torch.get_num_threads()) if cpu else 1 << 62
         elem = 4 if wd == torch.float32 else 8
