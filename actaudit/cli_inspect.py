@@ -105,6 +105,7 @@ def inspect_model(
                 "module": info.module,
                 "params": {k: float(v) for k, v in sorted(info.params.items())},
                 "unit_axis": info.unit_axis,
+                "unit_axis_source": info.unit_axis_source,
                 "units": info.units,
                 "sample_shape": list(info.sample_shape),
             }

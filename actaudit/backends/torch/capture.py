@@ -33,6 +33,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ... import unitaxis as ua
 from ...errors import CalibrationError, InputError, ModelRunError
 from ...kinds import ACTIVATION_MODULES, Activation, Thresholds
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
@@ -42,11 +43,14 @@ from .ops import (
     CONV,
     LINEAR,
     PRODUCERS,
+    RECURRENT_PRODUCERS,
     RESHAPES,
+    SAME_AXES,
     SPATIAL,
     activation_of,
     op_name,
 )
+from .recurrent import RECURRENT_TYPES, Unsupported, gates_of
 
 _CANON = {
     "relu6": "hardtanh",
@@ -75,9 +79,12 @@ class GraphSite:
     module: str  # module path, "" at top level
     module_type: str  # class name of the innermost module, "" if unknown
     optional: bool = False  # inside a branch or loop body: may not run
+    gate: str = ""  # a recurrent cell's gate ("input_gate"), or FUSED for a fused recurrent op
 
     @property
     def base_name(self) -> str:
+        if self.gate:
+            return f"{self.module}.{self.gate}" if self.module else self.gate
         if self.module and self.module_type in ACTIVATION_MODULES:
             return self.module
         op = self.op.rstrip("_") if not self.op.startswith("_") else self.op
@@ -112,8 +119,8 @@ def _work_buffer(numel: int, dtype: torch.dtype, device: torch.device) -> torch.
 
 def unit_view(x: torch.Tensor, axis: int) -> torch.Tensor:
     """``x`` as ``[A, units, B]`` without a copy where its memory order allows (channels-last too)."""
-    if x.ndim == 0:
-        return x.reshape(1, 1, 1)
+    if axis >= x.ndim:  # the whole activation is one unit (a scalar or a [batch] tensor)
+        return x.reshape(-1, 1, 1)
     if not x.is_contiguous():
         strides = x.stride()
         order = sorted(range(x.ndim), key=lambda d: (-strides[d], d))
@@ -276,19 +283,8 @@ class _Site:
     base: str
     index: int
     broken: str | None = None
-
-
-def default_axis(tag: str | None, ndim: int) -> int:
-    """Unit axis from the op that produced the tensor; by rank when unknown."""
-    if tag == CONV:
-        return 1
-    if tag == LINEAR:
-        return ndim - 1
-    if ndim <= 2:
-        return ndim - 1
-    if ndim == 3:
-        return 2  # [batch, tokens, features] is the common unknown-producer case
-    return 1
+    held: tuple[torch.Tensor, int] | None = None  # first call, while a consumer may decide the axis
+    decided: int | None = None  # the axis a consumer decided
 
 
 class Recorder:
@@ -305,6 +301,8 @@ class Recorder:
         self.graph_sites = graph_sites
         self.sites: dict[tuple[str, int], _Site] = {}
         self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        # Outputs of sites whose axis is still open, followed through axis-keeping ops to a consumer.
+        self.pending_out: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.module_stack: list[tuple[str, str]] = []
         self.batch_samples = 0
         self.last_site: str | None = None
@@ -315,6 +313,8 @@ class Recorder:
         self._one_plus_abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._counts: dict[str, int] = defaultdict(int)
         self._graph_ptr = 0
+        self.suspended = False  # while actaudit runs its own ops (a written-out recurrent cell)
+        self.extra_uncovered: dict[str, Uncovered] = {}
 
     # -- per forward ----------------------------------------------------------------
     def begin_forward(self, samples: int) -> None:
@@ -324,22 +324,46 @@ class Recorder:
         self.module_stack.clear()
 
     # -- provenance ---------------------------------------------------------------
-    def tag(self, name: str, args: tuple[Any, ...], out: Any) -> None:
-        t = PRODUCERS.get(name)
-        if t is None and name in SPATIAL:
-            src = next((a for a in args if isinstance(a, torch.Tensor) and a in self.tags), None)
-            t = CONV if src is not None and self.tags[src] == CONV else None
-        elif t is None and (name in CARRIERS or name in RESHAPES):
-            src = next((a for a in args if isinstance(a, torch.Tensor) and a in self.tags), None)
-            if src is not None:
-                t = self.tags[src]
-                if name in RESHAPES and isinstance(out, torch.Tensor):
-                    t = _reshape_tag(t, src, out)
-        if t is None:
+    def tag(self, name: str, args: tuple[Any, ...], out: Any, kwargs: dict[str, Any] | None = None) -> None:
+        """Attach the unit tag that ``name(*args)`` gives its output(s) (:mod:`actaudit.unitaxis`)."""
+        kwargs = kwargs or {}
+        outs = _tensors_of(out)
+        if not outs:
             return
-        first = out[0] if isinstance(out, (tuple, list)) and out else out
-        if isinstance(first, torch.Tensor):
-            self.tags[first] = t
+        if name in PRODUCERS or name in RECURRENT_PRODUCERS:
+            origin = PRODUCERS.get(name, LINEAR)
+            for t in outs if name in RECURRENT_PRODUCERS else outs[:1]:
+                tag = ua.produced(origin, t.ndim)
+                if tag is not None:
+                    self.tags[t] = tag
+            self._consumed(name, args)
+            return
+        src = next((a for a in _tensors_of(list(args)) if a in self.tags or a in self.pending_out), None)
+        if src is None:
+            return
+        for t in outs:
+            tag = _follow(name, args, kwargs, src, self.tags.get(src), t)
+            if tag is not None:
+                self.tags[t] = tag
+        key = self.pending_out.get(src)
+        if key is not None and (name in CARRIERS or name in SAME_AXES or name in SPATIAL):
+            for t in outs:
+                if t.ndim == src.ndim:
+                    self.pending_out[t] = key
+
+    def _consumed(self, name: str, args: tuple[Any, ...]) -> None:
+        """The consumer decides a pending site's axis: a Conv input is [N, C, ...], a Linear's [..., F]."""
+        if not self.pending_out or not args or not isinstance(args[0], torch.Tensor):
+            return
+        key = self.pending_out.get(args[0])
+        site = self.sites.get(key) if key is not None else None
+        if site is None or site.decided is not None:
+            return
+        rank = args[0].ndim
+        origin = PRODUCERS.get(name)
+        axis = 1 if origin == CONV else rank - 1 if origin == LINEAR else None
+        if axis is not None and 1 <= axis < rank:
+            site.decided = axis
 
     def track_softsign(self, name: str, args: tuple[Any, ...], out: Any) -> None:
         if not isinstance(out, torch.Tensor) or not args or not isinstance(args[0], torch.Tensor):
@@ -358,14 +382,17 @@ class Recorder:
         )
 
     # -- observation ----------------------------------------------------------------
-    def observe(self, base: str, module: str, op: str, act: Activation, weight: Any, x: torch.Tensor) -> None:
+    def observe(
+        self, base: str, module: str, op: str, act: Activation, weight: Any, x: torch.Tensor
+    ) -> tuple[str, int] | None:
+        """Reduce one call; returns the site's key while its axis waits for a consumer to decide it."""
         k = self._counts[base]
         self._counts[base] = k + 1
         key = (base, k)
         site = self.sites.get(key)
         if site is None:
-            axis = self._axis(base, k, x)
-            units = 1 if x.ndim == 0 else int(x.shape[axis])
+            axis, source = self._axis(base, k, x)
+            units = 1 if axis >= x.ndim else int(x.shape[axis])
             info = SiteInfo(
                 name=base,
                 op=op,
@@ -375,21 +402,51 @@ class Recorder:
                 units=units,
                 sample_shape=tuple(int(d) for d in x.shape[1:]),
                 module=module,
+                unit_axis_source=source,
             )
             if act.kind == "prelu" and isinstance(weight, torch.Tensor):
                 info.unit_slopes = [float(w) for w in weight.detach().flatten().cpu()]
             site = _Site(info, act.thresholds(self.f), _Acc(units, x.device), base, k)
             self.sites[key] = site
+            if source == ua.GUESSED:
+                # Hold this first call until the forward ends: a consumer may still decide the axis.
+                site.held = (x.detach().clone(), self.batch_samples)
+                self.last_site = f"{base}#{k}"
+                return key
         self.last_site = f"{base}#{k}"
         if site.broken:
+            return None
+        self._add(site, x.detach(), self.batch_samples)
+        return None
+
+    def _add(self, site: _Site, x: torch.Tensor, samples: int) -> None:
+        info = site.info
+        if info.unit_axis_source == ua.WHOLE:
+            site.acc.add(x, x.ndim, site.thr, samples)  # one unit at any rank
             return
-        axis = site.info.unit_axis
-        if x.ndim == 0 or axis >= x.ndim or int(x.shape[axis]) != site.info.units:
+        axis = info.unit_axis
+        if axis >= x.ndim or int(x.shape[axis]) != info.units:
             site.broken = f"its unit count changed between batches (shape {tuple(x.shape)}, axis {axis})"
             return
-        site.acc.add(x.detach(), axis, site.thr, self.batch_samples)
+        site.acc.add(x, axis, site.thr, samples)
 
-    def _axis(self, base: str, k: int, x: torch.Tensor) -> int:
+    def end_forward(self) -> None:
+        """Settle the sites whose axis waited for a consumer (the first batch only)."""
+        for site in self.sites.values():
+            if site.held is None:
+                continue
+            x, samples = site.held
+            site.held = None
+            info = site.info
+            if site.decided is not None:
+                info.unit_axis, info.unit_axis_source = site.decided, ua.CONSUMER
+            info.units = int(x.shape[info.unit_axis])
+            site.acc = _Acc(info.units, x.device)
+            self._add(site, x, samples)
+        self.pending_out = WeakIdKeyDictionary()
+
+    def _axis(self, base: str, k: int, x: torch.Tensor) -> tuple[int, str]:
+        """(unit axis, source); an axis equal to the rank means the whole activation is one unit."""
         names = (base, f"{base}#{k}")
         for o in self.overrides:
             if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
@@ -398,8 +455,9 @@ class Recorder:
                     raise InputError(
                         f"--unit-axis {o.glob}={o.axis}: site {base} has a {x.ndim}-d activation {tuple(x.shape)}"
                     )
-                return axis
-        return default_axis(self.tags.get(x), x.ndim)
+                return axis, ua.OVERRIDE
+        found, source = ua.resolve(self.tags.get(x), x.ndim)
+        return (x.ndim if found is None else found), source
 
     def graph_base(self, name: str) -> tuple[str, str, str]:
         """(base name, module path, op label) for the next executed candidate op of a graph."""
@@ -409,7 +467,7 @@ class Recorder:
         # keep a generic name and do not move the pointer.
         j = self._graph_ptr
         while j < len(gs):
-            if canon(gs[j].op) == c:
+            if canon(gs[j].op) == c and gs[j].gate != FUSED:
                 self._graph_ptr = j + 1
                 return gs[j].base_name, gs[j].module, f"aten::{gs[j].op}"
             if not gs[j].optional:
@@ -430,7 +488,49 @@ class Recorder:
                 uncovered.append(Uncovered(site.info.name, site.info.op, site.broken))
                 continue
             out.append(SiteResult(site.info, site.acc.to_stats()))
-        return out, uncovered
+        for g in self.graph_sites or []:
+            if g.gate == FUSED:
+                name = g.module or g.op
+                reason = (
+                    f"its gates run inside aten::{g.op}, which the compiled graph does not list one by one"
+                    + (
+                        " (on CPU one fused oneDNN op that no capture sees)"
+                        if g.op == "lstm"
+                        else "; they are reported by op (sigmoid#k, tanh#k), not by gate"
+                    )
+                    + "; audit the eager module (state_dict + --arch) for one site per gate"
+                )
+                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
+        return out, [*uncovered, *self.extra_uncovered.values()]
+
+    def recurrent_call(self, path: str, module: Any, args: tuple[Any, ...], output: Any) -> None:
+        """Audit the gates of one call of an eager recurrent module, from its own weights."""
+        mtype = type(module).__name__
+        self.suspended = True
+        try:
+            for t in _tensors_of(output):
+                tag = ua.produced(LINEAR, t.ndim)
+                if tag is not None:
+                    self.tags[t] = tag
+            if path in self.extra_uncovered:
+                return
+            try:
+                with torch.no_grad():
+                    gates = gates_of(module, args, output)
+            except Unsupported as e:
+                self.extra_uncovered[path] = Uncovered(
+                    path or mtype, f"nn.{mtype}", f"its gates were not audited: {e}"
+                )
+                return
+            for g in gates:
+                if g.x.ndim >= 2:
+                    self.tags[g.x] = ua.Tag(g.x.ndim - 1, LINEAR)
+                base = f"{path}.{g.suffix}" if path else g.suffix
+                self.observe(
+                    base, path, f"nn.{mtype}.{g.suffix.rsplit('.', 1)[-1]}", Activation(g.kind), None, g.x
+                )
+        finally:
+            self.suspended = False
 
 
 def _is_one(x: Any) -> bool:
@@ -439,11 +539,110 @@ def _is_one(x: Any) -> bool:
     return isinstance(x, (int, float)) and float(x) == 1.0
 
 
-def _reshape_tag(tag: str, src: torch.Tensor, out: torch.Tensor) -> str | None:
-    if tag == LINEAR and src.ndim and out.ndim and src.shape[-1] == out.shape[-1]:
-        return LINEAR
-    if tag == CONV and src.ndim > 1 and out.ndim > 1 and src.shape[:2] == out.shape[:2]:
-        return CONV
+def _tensors_of(x: Any) -> list[torch.Tensor]:
+    """The tensors of an op's output or argument list (one level of tuples and lists)."""
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (tuple, list)):
+        out: list[torch.Tensor] = []
+        for v in x:
+            if isinstance(v, torch.Tensor):
+                out.append(v)
+            elif isinstance(v, (tuple, list)):
+                out.extend(t for t in v if isinstance(t, torch.Tensor))
+        return out
+    return []
+
+
+def _dim_arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, default: int | None = 0) -> Any:
+    return kwargs.get("dim", args[i] if len(args) > i else default)
+
+
+def _follow(
+    name: str,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    src: torch.Tensor,
+    tag: ua.Tag | None,
+    out: torch.Tensor,
+) -> ua.Tag | None:
+    """The unit tag of ``out`` = ``name(src, ...)``, by the backend-neutral rule."""
+    if tag is None:
+        return None
+    if name in CARRIERS:
+        return ua.elementwise(tag, src.ndim, out.ndim)
+    if name in SPATIAL:
+        return ua.spatial(tag, out.ndim)
+    if name in SAME_AXES:
+        return ua.same(tag, out.ndim) if out.ndim == src.ndim else None
+    if name in RESHAPES:
+        return ua.reshape(tag, tuple(src.shape), tuple(out.shape))
+    try:
+        if name in ("permute",):
+            dims = args[1:] if len(args) > 2 else args[1] if len(args) > 1 else kwargs.get("dims", ())
+            return ua.permute(tag, [int(d) for d in dims])
+        if name in ("transpose", "transpose_", "swapaxes", "swapdims", "t", "movedim", "moveaxis"):
+            n = src.ndim
+            perm = list(range(n))
+            if name == "t":
+                perm = perm[::-1]
+            elif name in ("movedim", "moveaxis"):
+                a, b = int(args[1]) % n, int(args[2]) % n
+                perm.remove(a)
+                perm.insert(b, a)
+            else:
+                a, b = int(args[1]) % n, int(args[2]) % n
+                perm[a], perm[b] = perm[b], perm[a]
+            return ua.permute(tag, perm)
+        if name in ("select", "unbind"):
+            return ua.remove_axes(tag, [int(_dim_arg(args, kwargs, 1))], src.ndim)
+        if name == "stack":
+            return ua.insert_axes(tag, [int(_dim_arg(args, kwargs, 1))], out.ndim)
+        if (
+            name in ("sum", "mean", "amax", "amin", "max", "min", "prod", "std", "var")
+            and out.ndim < src.ndim
+        ):
+            dims = _dim_arg(args, kwargs, 1, default=None)
+            if dims is None:
+                return None
+            dims = [dims] if isinstance(dims, int) else list(dims)
+            return ua.remove_axes(tag, [int(d) for d in dims], src.ndim)
+        if (
+            name in ("sum", "mean", "amax", "amin", "max", "min", "prod", "std", "var")
+            and out.ndim == src.ndim
+        ):
+            dims = _dim_arg(args, kwargs, 1, default=None)
+            dims = [] if dims is None else [dims] if isinstance(dims, int) else list(dims)
+            return None if tag.axis in [int(d) % src.ndim for d in dims] else tag
+        if name == "__getitem__":
+            return _getitem_tag(tag, src.ndim, args[1] if len(args) > 1 else None, out.ndim)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _getitem_tag(tag: ua.Tag, rank: int, index: Any, out_rank: int) -> ua.Tag | None:
+    """``x[index]`` with ints, slices, None and Ellipsis; a tensor index loses the axis."""
+    items = list(index) if isinstance(index, tuple) else [index]
+    if any(isinstance(i, (torch.Tensor, list, bool)) for i in items):
+        return None
+    if items.count(Ellipsis) > 1:
+        return None
+    used = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if Ellipsis in items:
+        at = items.index(Ellipsis)
+        items[at : at + 1] = [slice(None)] * (rank - used)
+    items += [slice(None)] * (rank - sum(1 for i in items if i is not None))
+    d = o = 0
+    for i in items:
+        if i is None:
+            o += 1
+            continue
+        if d == tag.axis:
+            return ua.Tag(o, tag.origin) if isinstance(i, slice) and 1 <= o < out_rank else None
+        if isinstance(i, slice):
+            o += 1
+        d += 1
     return None
 
 
@@ -463,7 +662,10 @@ class FunctionCapture(TorchFunctionMode):
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
     ) -> Any:
         kwargs = kwargs or {}
+        if self.rec.suspended:
+            return func(*args, **kwargs)
         name = op_name(func)
+        pending = None
         if name in CANDIDATES:
             found = activation_of(name, args, kwargs)
             x = _first_tensor(args, kwargs)
@@ -475,9 +677,11 @@ class FunctionCapture(TorchFunctionMode):
                 else:
                     label = name.rstrip("_")
                     base, op = (f"{path}/{label}" if path else label), name
-                self.rec.observe(base, path, op, act, weight, x)
+                pending = self.rec.observe(base, path, op, act, weight, x)
         out = func(*args, **kwargs)
-        self.rec.tag(name, args, out)
+        self.rec.tag(name, args, out, kwargs)
+        if pending is not None and isinstance(out, torch.Tensor):
+            self.rec.pending_out[out] = pending
         return out
 
 
@@ -495,18 +699,21 @@ class DispatchCapture(TorchDispatchMode):
 
     def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = op_name(func)
+        pending = None
         if name in CANDIDATES:
             base, module, label = self.rec.graph_base(name)
             found = activation_of(name, args, kwargs)
             x = _first_tensor(args, kwargs)
             if found is not None and x is not None:
                 act, weight = found
-                self.rec.observe(base, module, label, act, weight, x)
+                pending = self.rec.observe(base, module, label, act, weight, x)
         elif name == "div" and self.rec.is_softsign(args):
             base, module, label = self.rec.graph_base("softsign")
-            self.rec.observe(base, module, label, Activation("softsign"), None, args[0])
+            pending = self.rec.observe(base, module, label, Activation("softsign"), None, args[0])
         out = func(*args, **kwargs)
-        self.rec.tag(name, args, out)
+        self.rec.tag(name, args, out, kwargs)
+        if pending is not None and isinstance(out, torch.Tensor):
+            self.rec.pending_out[out] = pending
         if name in ("abs", "add"):
             self.rec.track_softsign(name, args, out)
         return out
@@ -516,10 +723,70 @@ class DispatchCapture(TorchDispatchMode):
 _HIER_RE = re.compile(r"([^.()]*)\(([^()]*)\)")
 
 
+FUSED = "<fused>"
+# The candidate ops a recurrent cell's ATen decomposition runs, in order, with their gates.
+_CELL_OPS = {
+    "lstm_cell": [
+        ("sigmoid_", "input_gate"),
+        ("sigmoid_", "forget_gate"),
+        ("tanh_", "cell_gate"),
+        ("sigmoid_", "output_gate"),
+        ("tanh", "cell_tanh"),
+    ],
+    "gru_cell": [("sigmoid_", "reset_gate"), ("sigmoid_", "update_gate"), ("tanh_", "new_gate")],
+}
+_FUSED_RNN = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def _recurrent_sites(op: str, path: str, mtype: str, optional: bool) -> list[GraphSite]:
+    """A recurrent node of a compiled graph as graph sites: one per gate, or one FUSED marker."""
+    if op in _CELL_OPS:
+        return [GraphSite(o, path, mtype, optional, gate) for o, gate in _CELL_OPS[op]]
+    return [GraphSite(op, path, mtype, True, FUSED)]
+
+
 def torchscript_graph_sites(module: Any) -> list[GraphSite]:
     graph = module.graph.copy()
     torch._C._jit_pass_inline(graph)
-    return [site for site, _ in torchscript_site_nodes(graph, module)]
+    sites = [site for site, _ in torchscript_site_nodes(graph, module)]
+    rnn = [n for n in graph.findAllNodes("aten::lstm_cell") + graph.findAllNodes("aten::gru_cell")]
+    rnn += [n for op in _FUSED_RNN for n in graph.findAllNodes(f"aten::{op}")]
+    if not rnn:
+        return sites
+    # Interleave recurrent nodes with the activation sites in graph order.
+    order = {id(n): i for i, n in enumerate(_all_nodes(graph))}
+    nodes = [(order.get(id(n), 0), sites_of) for n, sites_of in zip(*_with_nodes(graph, module), strict=True)]
+    for n in rnn:
+        path, mtype = _parse_hierarchy(n)
+        path = _full_path(path, mtype, _module_types(module))
+        nodes.append((order.get(id(n), 0), _recurrent_sites(n.kind().split("::", 1)[1], path, mtype, False)))
+    nodes.sort(key=lambda t: t[0])
+    return [g for _, gs in nodes for g in gs]
+
+
+def _all_nodes(block: Any) -> list[Any]:
+    out = []
+    for n in block.nodes():
+        out.append(n)
+        for b in n.blocks():
+            out.extend(_all_nodes(b))
+    return out
+
+
+def _with_nodes(graph: Any, module: Any) -> tuple[list[Any], list[list[GraphSite]]]:
+    pairs = torchscript_site_nodes(graph, module)
+    return [ns[0] for _, ns in pairs], [[g] for g, _ in pairs]
+
+
+def _module_types(module: Any) -> dict[str, str]:
+    try:
+        return {
+            name: str(getattr(mod, "original_name", type(mod).__name__))
+            for name, mod in module.named_modules()
+            if name
+        }
+    except Exception:
+        return {}
 
 
 def torchscript_site_nodes(graph: Any, module: Any) -> list[tuple[GraphSite, list[Any]]]:
@@ -640,7 +907,22 @@ def export_site_nodes(gm: Any) -> list[tuple[GraphSite, Any]]:
 
 
 def export_graph_sites(gm: Any) -> list[GraphSite]:
-    return [site for site, _ in export_site_nodes(gm)]
+    by_node = {id(node): site for site, node in export_site_nodes(gm)}
+    out: list[GraphSite] = []
+    for node in gm.graph.nodes:
+        if id(node) in by_node:
+            out.append(by_node[id(node)])
+            continue
+        op = op_name(node.target) if node.op == "call_function" else ""
+        if op in _CELL_OPS or op in _FUSED_RNN:
+            stack = list((node.meta.get("nn_module_stack") or {}).values())
+            path, mtype = (
+                (re.sub(r"@\d+$", "", str(stack[-1][0])), str(stack[-1][1]).rsplit(".", 1)[-1])
+                if stack
+                else ("", "")
+            )
+            out.extend(_recurrent_sites(op, path, mtype, False))
+    return out
 
 
 # -- the run loop --------------------------------------------------------------------
@@ -661,6 +943,8 @@ def run_capture(
             mtype = type(mod).__name__
             hooks.append(mod.register_forward_pre_hook(_push(rec, path, mtype)))
             hooks.append(mod.register_forward_hook(_pop(rec), always_call=True))
+            if mtype in RECURRENT_TYPES and isinstance(mod, (torch.nn.RNNBase, torch.nn.RNNCellBase)):
+                hooks.append(mod.register_forward_hook(_recurrent(rec, path)))
     samples = n_batches = 0
     restore_sigint = _watch_sigint(rec)
     try:
@@ -671,6 +955,7 @@ def run_capture(
             try:
                 with torch.no_grad(), mode:
                     call(*args, **kwargs)
+                rec.end_forward()
             except (InputError, KeyboardInterrupt):
                 raise
             except Exception as e:
@@ -692,6 +977,9 @@ def run_capture(
         raise CalibrationError("the calibration data yielded no batches")
     sites, uncovered = rec.results()
     cap = Capture(sites=sites, samples=samples, batches=n_batches, uncovered=uncovered)
+    guessed = ua.guessed_warning([r.info.name for r in sites if r.info.unit_axis_source == ua.GUESSED])
+    if guessed:
+        cap.warnings.append(guessed)
     if graph_sites is not None and rec.unmatched_graph_ops:
         cap.warnings.append(
             f"{rec.unmatched_graph_ops} activation op call(s) ran inside composite ops or control flow that the "
@@ -721,6 +1009,13 @@ def _watch_sigint(rec: Recorder) -> Callable[[], None]:
 def _push(rec: Recorder, path: str, mtype: str) -> Callable[..., None]:
     def hook(module: Any, args: Any) -> None:
         rec.module_stack.append((path, mtype))
+
+    return hook
+
+
+def _recurrent(rec: Recorder, path: str) -> Callable[..., None]:
+    def hook(module: Any, args: Any, out: Any) -> None:
+        rec.recurrent_call(path, module, tuple(args), out)
 
     return hook
 

@@ -1,0 +1,329 @@
+"""Unit axes through shape ops, [batch] and scalar sites, recurrent gates, Swish-β (issue 12).
+
+Every expected value is computed here in numpy from the models' own weights (or built
+into the model by construction), sharing no code with the capture.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+
+import actaudit
+from actaudit import unitaxis as ua
+
+SIG_STUCK = 5.987  # |x| beyond which sigmoid' < 1 % of its maximum (README)
+
+
+def _sites(report: actaudit.Report) -> dict[str, dict]:
+    return {s["name"]: s for s in report.to_dict()["sites"]}
+
+
+def _to_onnx(m: nn.Module, x: np.ndarray, path: object) -> None:
+    """The TorchScript-based exporter (its graphs carry no module names: the axis comes from shapes)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            m,
+            (torch.from_numpy(x[:2]),),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "n"}},
+        )
+
+
+# -- the backend-neutral rule -----------------------------------------------------------------
+def test_rule_follows_shape_ops() -> None:
+    conv = ua.produced(ua.CONV, 4)
+    assert conv == ua.Tag(1, ua.CONV)
+    # [N, C, H, W] -> [N, C, H*W]: the channel axis maps; -> [N, 3, C/3, H, W] it does not.
+    assert ua.reshape(conv, (None, 12, 4, 5), (None, 12, 20)) == ua.Tag(1, ua.CONV)
+    assert ua.reshape(conv, (None, 12, 4, 5), (None, 3, 4, 4, 5)) is None
+    assert ua.reshape(conv, (None, 12, 1), (None, 12)) == ua.Tag(1, ua.CONV)  # Conv -> Squeeze
+    assert ua.permute(ua.Tag(1, ua.CONV), [0, 2, 3, 1]) == ua.Tag(3, ua.CONV)
+    assert ua.remove_axes(ua.Tag(2, ua.LINEAR), [1], 3) == ua.Tag(1, ua.LINEAR)
+    assert ua.remove_axes(ua.Tag(1, ua.CONV), [1], 3) is None
+    assert ua.insert_axes(ua.Tag(1, ua.LINEAR), [-1], 3) == ua.Tag(1, ua.LINEAR)
+    assert ua.gather(ua.Tag(2, ua.LINEAR), 1, 0, 3) == ua.Tag(1, ua.LINEAR)
+    assert ua.elementwise(ua.Tag(1, ua.LINEAR), 2, 3) == ua.Tag(2, ua.LINEAR)
+    assert ua.spatial(ua.Tag(2, ua.LINEAR), 3) is None
+    # The batch axis is never a unit axis.
+    assert ua.resolve(None, 1) == (None, ua.WHOLE)
+    assert ua.resolve(ua.Tag(1, ua.LINEAR), 2) == (1, ua.PRODUCER)
+    assert ua.resolve(None, 3) == (2, ua.GUESSED)
+
+
+# -- a YOLO-style detection head: Conv -> Reshape -> Concat -> Split -> Sigmoid ----------------
+NC = 6  # class channels; 4 box channels before them
+
+
+class Head(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.p1 = nn.Conv2d(8, 4 + NC, 1)
+        self.p2 = nn.Conv2d(8, 4 + NC, 1, stride=2)
+        with torch.no_grad():
+            for p in (self.p1, self.p2):
+                p.weight.mul_(0.1)
+                p.bias.zero_()
+                p.bias[4 + 0] = 20.0  # class 0 saturated high at every anchor
+                p.bias[4 + 3] = -20.0  # class 3 saturated low
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = F.relu(self.stem(x))
+        n = x.shape[0]
+        a = self.p1(f).reshape(n, 4 + NC, -1)
+        b = self.p2(f).reshape(n, 4 + NC, -1)
+        y = torch.cat([a, b], 2)
+        box, cls = y.split([4, NC], 1)
+        return torch.cat([box, torch.sigmoid(cls)], 1)
+
+
+def _head_oracle(m: Head, x: np.ndarray) -> set[int]:
+    with torch.no_grad():
+        f = F.relu(m.stem(torch.from_numpy(x)))
+        zs = [m.p1(f).numpy(), m.p2(f).numpy()]
+    z = np.concatenate([v.reshape(v.shape[0], v.shape[1], -1) for v in zs], 2)[:, 4:]
+    stuck = (np.abs(z) >= SIG_STUCK).mean(axis=(0, 2))
+    return {int(u) for u in np.flatnonzero(stuck >= 0.99)}
+
+
+@pytest.fixture(scope="module")
+def head() -> tuple[Head, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return Head().eval(), rng.standard_normal((8, 3, 16, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize("fmt", ["eager", "onnx"])
+def test_detection_head_units_are_class_channels(head, tmp_path, fmt) -> None:
+    m, x = head
+    model: object = m
+    if fmt == "onnx":
+        path = tmp_path / "head.onnx"
+        _to_onnx(m, x, path)
+        model = str(path)
+    sites = _sites(actaudit.audit(model, x, batch_size=4))
+    sig = next(s for s in sites.values() if s["kind"] == "sigmoid")
+    assert sig["units"] == NC and sig["unit_axis"] == 1 and sig["unit_axis_source"] == "producer"
+    assert set(sig["saturated_units"]) == _head_oracle(m, x) == {0, 3}
+
+
+# -- Conv -> Squeeze -> GELU ------------------------------------------------------------------
+class SqueezeGelu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.conv = nn.Conv1d(4, 10, 7)  # [N, 4, 7] -> [N, 10, 1]
+        with torch.no_grad():
+            self.conv.bias[[2, 5]] = -50.0  # dead: GELU stuck below -3.02
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.conv(x).squeeze(-1))
+
+
+@pytest.mark.parametrize("fmt", ["eager", "torchscript", "onnx"])
+def test_conv_squeeze_gelu_has_channel_units(tmp_path, fmt) -> None:
+    m = SqueezeGelu().eval()
+    x = np.random.default_rng(3).standard_normal((12, 4, 7)).astype(np.float32)
+    model: object = m
+    if fmt == "torchscript":
+        model = str(tmp_path / "m.ts")
+        torch.jit.save(torch.jit.trace(m, torch.from_numpy(x)), model)
+    elif fmt == "onnx":
+        model = str(tmp_path / "m.onnx")
+        _to_onnx(m, x, model)
+    with torch.no_grad():
+        z = m.conv(torch.from_numpy(x)).numpy()[:, :, 0]
+    dead = {int(u) for u in np.flatnonzero((z > -3.02).mean(0) == 0)}
+    (site,) = _sites(actaudit.audit(model, x)).values()
+    assert site["units"] == 10 and site["unit_axis"] == 1
+    assert set(site["dead_units"]) == dead == {2, 5}
+
+
+# -- a [batch] activation is one unit, whatever the batch size --------------------------------
+class Scalar(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(4)
+        self.fc = nn.Linear(5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.fc(x).squeeze(-1)) + torch.tanh(x.sum())
+
+
+@pytest.mark.parametrize("batch", [3, 8])
+def test_batch_and_scalar_sites_have_one_unit(batch) -> None:
+    x = np.random.default_rng(5).standard_normal((16, 5)).astype(np.float32)
+    sites = _sites(actaudit.audit(Scalar().eval(), x, batch_size=batch))
+    assert {n: (s["units"], s["unit_axis_source"]) for n, s in sites.items()} == {
+        "sigmoid": (1, "whole"),
+        "tanh": (1, "whole"),
+    }
+    # The scalar tanh sees one element per batch: 16 samples in batches of `batch`.
+    assert sites["tanh"]["coverage"]["elements_per_unit"] == -(-16 // batch)
+    assert sites["sigmoid"]["coverage"]["elements_per_unit"] == 16
+
+
+def test_onnx_rank_known_only_at_run_time_is_audited(tmp_path) -> None:
+    """A Sigmoid of a tensor reshaped to a run-time shape that turns out scalar (issue 12: plcmos)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [
+        helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),  # scalar
+        helper.make_node("Shape", ["x"], ["shp"]),
+        helper.make_node("Slice", ["shp", "zero", "zero"], ["empty"]),  # [] at run time
+        helper.make_node("Reshape", ["s", "empty"], ["r"]),
+        helper.make_node("Sigmoid", ["r"], ["y"]),
+    ]
+    zero = numpy_helper.from_array(np.array([0], np.int64), "zero")
+    g = helper.make_graph(nodes, "g", [x], [y], [zero])
+    path = tmp_path / "scalar.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    data = np.full((10, 3), 3.0, np.float32)  # every sum is 9 (or 3 x batch): stuck high
+    (site,) = _sites(actaudit.audit(str(path), data, batch_size=4)).values()
+    assert site["units"] == 1 and site["unit_axis_source"] == "whole"
+    assert site["saturated"] == 1 and site["coverage"]["elements_per_unit"] == 3
+
+
+# -- Swish-β as one SiLU-family site -----------------------------------------------------------
+def test_swish_beta_is_one_silu_site(tmp_path) -> None:
+    rng = np.random.default_rng(6)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    b = np.array([0.0, -40.0, 0.0, -40.0], np.float32)  # units 1 and 3 dead
+    beta = 1.702
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1),
+        helper.make_node("Mul", ["h", "beta"], ["bh"]),
+        helper.make_node("Sigmoid", ["bh"], ["s"]),
+        helper.make_node("Mul", ["h", "s"], ["y"]),
+    ]
+    inits = [
+        numpy_helper.from_array(v, n) for v, n in ((w, "w"), (b, "b"), (np.array(beta, np.float32), "beta"))
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 4])],
+        inits,
+    )
+    path = tmp_path / "swish.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = rng.standard_normal((32, 3)).astype(np.float32)
+    z = beta * (x @ w.T + b)
+    dead = {int(u) for u in np.flatnonzero((z > -6.14).mean(0) == 0)}  # silu stuck below -6.14
+    (site,) = _sites(actaudit.audit(str(path), x)).values()
+    assert site["kind"] == "silu" and site["params"] == {"beta": 1.702} and site["units"] == 4
+    assert set(site["dead_units"]) == dead == {1, 3}
+
+
+# -- recurrent gates -----------------------------------------------------------------------
+H = 6
+
+
+class Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(7)
+        self.lstm = nn.LSTM(3, H, batch_first=True)
+        self.cell = nn.LSTMCell(H, H)
+        with torch.no_grad():
+            self.lstm.bias_ih_l0[H + 2] = 30.0  # forget gate unit 2: saturated high
+            self.cell.bias_ih[2 * H + 4] = -30.0  # cell gate unit 4: saturated low
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(x)
+        h, _ = self.cell(y[:, -1])
+        return h
+
+
+def _np_sigmoid(v: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _lstm_oracle(m: Recurrent, x: np.ndarray) -> dict[str, set[int]]:
+    """Gate pre-activations by hand in numpy (float64), with the stuck rule of sigmoid and tanh."""
+    p = {k: v.detach().double().numpy() for k, v in m.state_dict().items()}
+    n, steps, _ = x.shape
+    h, c = np.zeros((n, H)), np.zeros((n, H))
+    pre: dict[str, list[np.ndarray]] = {g: [] for g in ("i", "f", "g", "o", "c")}
+    for t in range(steps):
+        z = (
+            x[:, t] @ p["lstm.weight_ih_l0"].T
+            + p["lstm.bias_ih_l0"]
+            + h @ p["lstm.weight_hh_l0"].T
+            + p["lstm.bias_hh_l0"]
+        )
+        i, f, g, o = np.split(z, 4, axis=1)
+        c = _np_sigmoid(f) * c + _np_sigmoid(i) * np.tanh(g)
+        h = _np_sigmoid(o) * np.tanh(c)
+        for k, v in zip("ifgoc", (i, f, g, o, c), strict=True):
+            pre[k].append(v)
+    z = h @ p["cell.weight_ih"].T + p["cell.bias_ih"] + p["cell.bias_hh"]
+    ci, cf, cg, co = np.split(z, 4, axis=1)
+    cc = _np_sigmoid(cf) * 0 + _np_sigmoid(ci) * np.tanh(cg)
+
+    def sat(v: np.ndarray, thr: float) -> set[int]:
+        v = v.reshape(-1, H)
+        return {int(u) for u in np.flatnonzero((np.abs(v) >= thr).mean(0) >= 0.99)}
+
+    tanh_thr = 2.993
+    return {
+        "lstm.l0.input_gate": sat(np.stack(pre["i"]), SIG_STUCK),
+        "lstm.l0.forget_gate": sat(np.stack(pre["f"]), SIG_STUCK),
+        "lstm.l0.cell_gate": sat(np.stack(pre["g"]), tanh_thr),
+        "lstm.l0.output_gate": sat(np.stack(pre["o"]), SIG_STUCK),
+        "lstm.l0.cell_tanh": sat(np.stack(pre["c"]), tanh_thr),
+        "cell.input_gate": sat(ci, SIG_STUCK),
+        "cell.forget_gate": sat(cf, SIG_STUCK),
+        "cell.cell_gate": sat(cg, tanh_thr),
+        "cell.output_gate": sat(co, SIG_STUCK),
+        "cell.cell_tanh": sat(cc, tanh_thr),
+    }
+
+
+def test_lstm_and_lstmcell_gates_are_sites_of_their_own() -> None:
+    m = Recurrent().eval()
+    x = np.random.default_rng(8).standard_normal((10, 5, 3)).astype(np.float32)
+    report = actaudit.audit(m, x, batch_size=4)
+    sites = _sites(report)
+    want = _lstm_oracle(m, x.astype(np.float64))
+    assert {n: set(s["saturated_units"]) for n, s in sites.items()} == want
+    assert want["lstm.l0.forget_gate"] == {2} and want["cell.cell_gate"] == {4}
+    assert all(s["units"] == H and s["unit_axis_source"] == "producer" for s in sites.values())
+    assert sites["lstm.l0.forget_gate"]["coverage"]["elements_per_unit"] == 10 * 5
+    assert report.to_dict()["uncovered"] == []
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "torch.export"])
+def test_compiled_recurrent_gates_are_never_skipped_silently(tmp_path, fmt) -> None:
+    m = Recurrent().eval()
+    x = np.random.default_rng(8).standard_normal((10, 5, 3)).astype(np.float32)
+    xt = torch.from_numpy(x[:4])
+    if fmt == "torchscript":
+        path = tmp_path / "r.ts"
+        torch.jit.save(torch.jit.script(m), str(path))
+    else:
+        path = tmp_path / "r.pt2"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.export on nn.LSTM warns about its flat weights
+            torch.export.save(torch.export.export(m, (xt,)), str(path))
+    d = actaudit.audit(str(path), x, batch_size=4).to_dict()
+    sites = {s["name"]: s for s in d["sites"]}
+    want = _lstm_oracle(m, x.astype(np.float64))
+    # LSTMCell gates run as visible ops inside the compiled graph and are named after their gate.
+    for gate in ("input_gate", "forget_gate", "cell_gate", "output_gate", "cell_tanh"):
+        assert set(sites[f"cell.{gate}"]["saturated_units"]) == want[f"cell.{gate}"]
+    # The fused LSTM op hides its gates: listed as uncovered with the reason, never dropped.
+    (unc,) = [u for u in d["uncovered"] if u["name"] == "lstm"]
+    assert "fused" in unc["reason"]
