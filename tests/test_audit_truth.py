@@ -327,3 +327,28 @@ def test_compiled_recurrent_gates_are_never_skipped_silently(tmp_path, fmt) -> N
     # The fused LSTM op hides its gates: listed as uncovered with the reason, never dropped.
     (unc,) = [u for u in d["uncovered"] if u["name"] == "lstm"]
     assert "fused" in unc["reason"]
+
+
+@pytest.mark.realmodel
+def test_silero_decoder_relu_has_its_128_channels() -> None:
+    """silero-vad's decoder ReLU feeds Conv1d(128, 1, 1): its producer is untraceable, its consumer decides."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("silero_vad")
+    assert spec is not None and spec.origin is not None, "silero-vad is installed by the Makefile"
+    path = Path(spec.origin).parent / "data" / "silero_vad_16k_op15.onnx"
+    audio = (np.random.default_rng(11).standard_normal((4, 512)) * 0.1).astype(np.float32)
+    feed = {"input": audio, "state": np.zeros((2, 4, 128), np.float32), "sr": np.array(16000, np.int64)}
+    from actaudit.backends.onnx import backend
+    from actaudit.data import DataSource
+
+    cap = backend.capture(
+        backend.load(path),
+        DataSource(lambda: iter([([], feed)]), "t"),
+        samples=None,
+        stuck_fraction=0.01,
+        axis_overrides=[],
+    )
+    (relu,) = [r for r in cap.sites if "decoder" in r.info.name and r.info.kind == "relu"]
+    assert relu.info.units == 128 and relu.info.unit_axis == 1 and relu.info.unit_axis_source == "consumer"

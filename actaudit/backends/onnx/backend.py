@@ -406,6 +406,11 @@ def _axis_rule(site: OnnxSite, overrides: list[AxisOverride]) -> tuple[AxisRule,
         return AxisRule(fixed=1, source=ua.PRODUCER), None
     if site.tag == "linear":
         return AxisRule(last=True, source=ua.PRODUCER), None
+    by_consumer = consumer_axis(site.scope, site.y, None)
+    if by_consumer is not None:
+        rule = AxisRule(fixed=1) if by_consumer == 1 else AxisRule(last=True)
+        rule.source = ua.CONSUMER
+        return rule, None
     return AxisRule(by_rank=True), None
 
 

@@ -740,8 +740,9 @@ def unit_axis_tag(scope: Scope, name: str, depth: int = 64) -> ua.Tag | None:
 _CONSUMER_PASS = _CARRIERS | _SAME
 
 
-def consumer_axis(scope: Scope, y: str, rank: int, depth: int = 8) -> int | None:
-    """The unit axis a consumer of the activation output ``y`` implies: Conv → 1, MatMul/Gemm → last.
+def consumer_axis(scope: Scope, y: str, rank: int | None, depth: int = 8) -> int | None:
+    """The unit axis a consumer of the activation output ``y`` implies: Conv → 1, MatMul/Gemm → last
+    (-1 when the rank is unknown before run time).
 
     Followed through ops that keep every axis in place (elementwise, Pad, Concat, …).
     """
@@ -751,10 +752,10 @@ def consumer_axis(scope: Scope, y: str, rank: int, depth: int = 8) -> int | None
         nxt = []
         for t in frontier:
             for n in scope.uses(t):
-                if n.op_type in ("Conv", "ConvTranspose") and n.input[0] == t and rank >= 3:
+                if n.op_type in ("Conv", "ConvTranspose") and n.input[0] == t and (rank is None or rank >= 3):
                     return 1
-                if n.op_type in ("MatMul", "Gemm") and n.input[0] == t and rank >= 2:
-                    return rank - 1
+                if n.op_type in ("MatMul", "Gemm") and n.input[0] == t and (rank is None or rank >= 2):
+                    return -1 if rank is None else rank - 1
                 if n.op_type in _CONSUMER_PASS and n.op_type not in _POOLS and n.output:
                     out = n.output[0]
                     if out not in seen and scope.type_of(out)[1] == rank:
