@@ -306,7 +306,8 @@ def test_lstm_and_lstmcell_gates_are_sites_of_their_own() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["torchscript", "torch.export"])
-def test_compiled_recurrent_gates_are_never_skipped_silently(tmp_path, fmt) -> None:
+def test_compiled_recurrent_gates_match_the_oracle(tmp_path, fmt) -> None:
+    """LSTMCell gates run as visible ops and are named by gate; the fused LSTM layer is written out."""
     m = Recurrent().eval()
     x = np.random.default_rng(8).standard_normal((10, 5, 3)).astype(np.float32)
     xt = torch.from_numpy(x[:4])
@@ -319,14 +320,64 @@ def test_compiled_recurrent_gates_are_never_skipped_silently(tmp_path, fmt) -> N
             warnings.simplefilter("ignore")  # torch.export on nn.LSTM warns about its flat weights
             torch.export.save(torch.export.export(m, (xt,)), str(path))
     d = actaudit.audit(str(path), x, batch_size=4).to_dict()
-    sites = {s["name"]: s for s in d["sites"]}
     want = _lstm_oracle(m, x.astype(np.float64))
-    # LSTMCell gates run as visible ops inside the compiled graph and are named after their gate.
-    for gate in ("input_gate", "forget_gate", "cell_gate", "output_gate", "cell_tanh"):
-        assert set(sites[f"cell.{gate}"]["saturated_units"]) == want[f"cell.{gate}"]
-    # The fused LSTM op hides its gates: listed as uncovered with the reason, never dropped.
-    (unc,) = [u for u in d["uncovered"] if u["name"] == "lstm"]
-    assert "fused" in unc["reason"]
+    assert {s["name"]: set(s["saturated_units"]) for s in d["sites"]} == want
+    assert d["uncovered"] == []
+
+
+def test_compiled_fused_gru_is_listed_uncovered(tmp_path) -> None:
+    """A GRU layer in a compiled program: its gates cannot be named per gate, so it is listed, never dropped."""
+
+    class G(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gru = nn.GRU(3, 4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.gru(x)[0]
+
+    path = tmp_path / "g.ts"
+    torch.jit.save(torch.jit.script(G().eval()), str(path))
+    x = np.random.default_rng(9).standard_normal((6, 2, 3)).astype(np.float32)
+    d = actaudit.audit(str(path), x).to_dict()
+    (unc,) = d["uncovered"]
+    assert unc["name"] == "gru" and unc["op"] == "aten::gru" and "--arch" in unc["reason"]
+
+
+class _Block(nn.Module):
+    def __init__(self, dead: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.act = nn.ReLU()
+        with torch.no_grad():
+            self.conv.bias.zero_()
+            self.conv.bias[dead] = -50.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+
+class TwoArms(nn.Module):
+    """``if flag: a(x) else: b(x)``: both arms run the same ops; the first in graph order does not run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(10)
+        self.a, self.b = _Block(0), _Block(3)
+
+    def forward(self, x: torch.Tensor, flag: bool = False) -> torch.Tensor:
+        if flag:
+            return self.a(x)
+        return self.b(x)
+
+
+def test_torchscript_untaken_branch_does_not_steal_names(tmp_path) -> None:
+    path = tmp_path / "two.ts"
+    torch.jit.save(torch.jit.script(TwoArms().eval()), str(path))
+    x = np.random.default_rng(11).standard_normal((8, 3, 6, 6)).astype(np.float32)
+    sites = _sites(actaudit.audit(str(path), x))
+    assert list(sites) == ["b.act"]  # the arm that ran
+    assert sites["b.act"]["dead_units"] == [3]  # b's dead channel by construction, not a's (0)
 
 
 @pytest.mark.realmodel

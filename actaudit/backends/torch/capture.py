@@ -50,7 +50,7 @@ from .ops import (
     activation_of,
     op_name,
 )
-from .recurrent import RECURRENT_TYPES, Unsupported, gates_of
+from .recurrent import RECURRENT_TYPES, Unsupported, gates_of, mkldnn_layer_gates
 
 _CANON = {
     "relu6": "hardtanh",
@@ -303,6 +303,9 @@ class Recorder:
         self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
         # Outputs of sites whose axis is still open, followed through axis-keeping ops to a consumer.
         self.pending_out: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        # Compiled graphs: the module whose parameters produced a tensor (by storage), carried like tags.
+        self.param_owner: dict[int, str] = {}
+        self.owners: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self.module_stack: list[tuple[str, str]] = []
         self.batch_samples = 0
         self.last_site: str | None = None
@@ -315,12 +318,16 @@ class Recorder:
         self._graph_ptr = 0
         self.suspended = False  # while actaudit runs its own ops (a written-out recurrent cell)
         self.extra_uncovered: dict[str, Uncovered] = {}
+        self._lstm_ptr = self._lstm_calls = 0  # position among the graph's fused aten::lstm nodes
+        self.lstm_done: set[str] = set()
+        self.lstm_failed: dict[str, str] = {}
 
     # -- per forward ----------------------------------------------------------------
     def begin_forward(self, samples: int) -> None:
         self.batch_samples = samples
         self._counts.clear()
         self._graph_ptr = 0
+        self._lstm_ptr = self._lstm_calls = 0
         self.module_stack.clear()
 
     # -- provenance ---------------------------------------------------------------
@@ -330,6 +337,8 @@ class Recorder:
         outs = _tensors_of(out)
         if not outs:
             return
+        if self.param_owner:
+            self._own(name, args, outs)
         if name in PRODUCERS or name in RECURRENT_PRODUCERS:
             origin = PRODUCERS.get(name, LINEAR)
             for t in outs if name in RECURRENT_PRODUCERS else outs[:1]:
@@ -350,6 +359,18 @@ class Recorder:
             for t in outs:
                 if t.ndim == src.ndim:
                     self.pending_out[t] = key
+
+    def _own(self, name: str, args: tuple[Any, ...], outs: list[torch.Tensor]) -> None:
+        owner = None
+        for a in _tensors_of(list(args)):
+            owner = self.param_owner.get(a.data_ptr()) if a.numel() else None
+            if owner is None:
+                owner = self.owners.get(a)
+            if owner is not None:
+                break
+        if owner is not None:
+            for t in outs:
+                self.owners[t] = owner
 
     def _consumed(self, name: str, args: tuple[Any, ...]) -> None:
         """The consumer decides a pending site's axis: a Conv input is [N, C, ...], a Linear's [..., F]."""
@@ -459,20 +480,35 @@ class Recorder:
         found, source = ua.resolve(self.tags.get(x), x.ndim)
         return (x.ndim if found is None else found), source
 
-    def graph_base(self, name: str) -> tuple[str, str, str]:
-        """(base name, module path, op label) for the next executed candidate op of a graph."""
+    def graph_base(self, name: str, x: Any = None) -> tuple[str, str, str]:
+        """(base name, module path, op label) for the next executed candidate op of a graph.
+
+        Greedy alignment in graph order; ops the graph does not list (inside composite ops)
+        keep a generic name and do not move the pointer. Among the sites a branch makes
+        possible, the one nearest to the module whose weights produced ``x`` wins: two arms
+        of an ``If`` with the same ops (silero-vad's ``_model`` and ``_model_8k``) are told
+        apart by what ran, not by which comes first in the graph.
+        """
         gs = self.graph_sites or []
         c = canon(name)
-        # Greedy alignment: ops the graph does not list (inside composite ops such as LSTM)
-        # keep a generic name and do not move the pointer.
         j = self._graph_ptr
+        found: list[int] = []
         while j < len(gs):
             if canon(gs[j].op) == c and gs[j].gate != FUSED:
-                self._graph_ptr = j + 1
-                return gs[j].base_name, gs[j].module, f"aten::{gs[j].op}"
-            if not gs[j].optional:
+                found.append(j)
+                if not gs[j].optional:
+                    break
+            elif not gs[j].optional:
                 break
-            j += 1  # a branch that did not run
+            j += 1  # a branch that may not have run
+        if found:
+            owner = self.owners.get(x) if isinstance(x, torch.Tensor) else None
+            pick = found[0]
+            if owner is not None and len(found) > 1:
+                pick = max(found, key=lambda i: (_shared_prefix(gs[i].module, owner), -i))
+            self._graph_ptr = pick + 1
+            g = gs[pick]
+            return g.base_name, g.module, f"aten::{g.op}"
         self.unmatched_graph_ops += 1
         return c, "", f"aten::{name}"
 
@@ -489,6 +525,13 @@ class Recorder:
                 continue
             out.append(SiteResult(site.info, site.acc.to_stats()))
         for g in self.graph_sites or []:
+            if g.gate == FUSED and g.op == "lstm" and (g.module or "lstm") in self.lstm_done:
+                continue
+            if g.gate == FUSED and (g.module or g.op) in self.lstm_failed:
+                name = g.module or g.op
+                reason = f"its gates were not audited: {self.lstm_failed[name]}"
+                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
+                continue
             if g.gate == FUSED:
                 name = g.module or g.op
                 reason = (
@@ -502,6 +545,30 @@ class Recorder:
                 )
                 self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
         return out, [*uncovered, *self.extra_uncovered.values()]
+
+    def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None:
+        """One layer and direction of a compiled graph's aten::lstm, which oneDNN runs as one op."""
+        entries = [g for g in self.graph_sites or [] if g.gate == FUSED and g.op == "lstm"]
+        if self._lstm_ptr >= len(entries):
+            return  # an LSTM the graph does not list: nothing to name it after
+        entry = entries[self._lstm_ptr]
+        path = entry.module or "lstm"
+        try:
+            gates, reverse, layers, dirs = mkldnn_layer_gates(args, output)
+        except Unsupported as e:
+            self.lstm_failed[path] = str(e)
+            return
+        layer = self._lstm_calls // dirs
+        self._lstm_calls += 1
+        if self._lstm_calls >= layers * dirs:
+            self._lstm_ptr, self._lstm_calls = self._lstm_ptr + 1, 0
+        self.lstm_done.add(path)
+        label = f"l{layer}" + ("_reverse" if reverse else "")
+        for g in gates:
+            self.tags[g.x] = ua.Tag(g.x.ndim - 1, LINEAR)
+            self.observe(
+                f"{path}.{label}.{g.suffix}", path, f"aten::lstm.{g.suffix}", Activation(g.kind), None, g.x
+            )
 
     def recurrent_call(self, path: str, module: Any, args: tuple[Any, ...], output: Any) -> None:
         """Audit the gates of one call of an eager recurrent module, from its own weights."""
@@ -531,6 +598,16 @@ class Recorder:
                 )
         finally:
             self.suspended = False
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """How many leading dotted components two module paths share."""
+    n = 0
+    for p, q in zip(a.split("."), b.split("."), strict=False):
+        if p != q:
+            break
+        n += 1
+    return n
 
 
 def _is_one(x: Any) -> bool:
@@ -701,9 +778,9 @@ class DispatchCapture(TorchDispatchMode):
         name = op_name(func)
         pending = None
         if name in CANDIDATES:
-            base, module, label = self.rec.graph_base(name)
-            found = activation_of(name, args, kwargs)
             x = _first_tensor(args, kwargs)
+            base, module, label = self.rec.graph_base(name, x)
+            found = activation_of(name, args, kwargs)
             if found is not None and x is not None:
                 act, weight = found
                 pending = self.rec.observe(base, module, label, act, weight, x)
@@ -711,6 +788,8 @@ class DispatchCapture(TorchDispatchMode):
             base, module, label = self.rec.graph_base("softsign")
             pending = self.rec.observe(base, module, label, Activation("softsign"), None, args[0])
         out = func(*args, **kwargs)
+        if name == "mkldnn_rnn_layer":
+            self.rec.fused_lstm_layer(args, out)
         self.rec.tag(name, args, out, kwargs)
         if pending is not None and isinstance(out, torch.Tensor):
             self.rec.pending_out[out] = pending
@@ -746,53 +825,19 @@ def _recurrent_sites(op: str, path: str, mtype: str, optional: bool) -> list[Gra
 
 
 def torchscript_graph_sites(module: Any) -> list[GraphSite]:
+    """The capture's site list: activation sites plus recurrent nodes (per gate, or FUSED markers)."""
     graph = module.graph.copy()
     torch._C._jit_pass_inline(graph)
-    sites = [site for site, _ in torchscript_site_nodes(graph, module)]
-    rnn = [n for n in graph.findAllNodes("aten::lstm_cell") + graph.findAllNodes("aten::gru_cell")]
-    rnn += [n for op in _FUSED_RNN for n in graph.findAllNodes(f"aten::{op}")]
-    if not rnn:
-        return sites
-    # Interleave recurrent nodes with the activation sites in graph order.
-    order = {id(n): i for i, n in enumerate(_all_nodes(graph))}
-    nodes = [(order.get(id(n), 0), sites_of) for n, sites_of in zip(*_with_nodes(graph, module), strict=True)]
-    for n in rnn:
-        path, mtype = _parse_hierarchy(n)
-        path = _full_path(path, mtype, _module_types(module))
-        nodes.append((order.get(id(n), 0), _recurrent_sites(n.kind().split("::", 1)[1], path, mtype, False)))
-    nodes.sort(key=lambda t: t[0])
-    return [g for _, gs in nodes for g in gs]
+    return [site for site, _ in torchscript_site_nodes(graph, module, recurrent=True)]
 
 
-def _all_nodes(block: Any) -> list[Any]:
-    out = []
-    for n in block.nodes():
-        out.append(n)
-        for b in n.blocks():
-            out.extend(_all_nodes(b))
-    return out
-
-
-def _with_nodes(graph: Any, module: Any) -> tuple[list[Any], list[list[GraphSite]]]:
-    pairs = torchscript_site_nodes(graph, module)
-    return [ns[0] for _, ns in pairs], [[g] for g, _ in pairs]
-
-
-def _module_types(module: Any) -> dict[str, str]:
-    try:
-        return {
-            name: str(getattr(mod, "original_name", type(mod).__name__))
-            for name, mod in module.named_modules()
-            if name
-        }
-    except Exception:
-        return {}
-
-
-def torchscript_site_nodes(graph: Any, module: Any) -> list[tuple[GraphSite, list[Any]]]:
+def torchscript_site_nodes(
+    graph: Any, module: Any, recurrent: bool = False
+) -> list[tuple[GraphSite, list[Any]]]:
     """Sites of an inlined TorchScript graph in graph order, each with its node(s): a site
-    compiled as ``if inplace: relu_ else: relu`` has one node per branch."""
-    sites = _block_sites(graph, optional=False)
+    compiled as ``if inplace: relu_ else: relu`` has one node per branch. ``recurrent`` adds
+    the recurrent nodes' gate sites (the capture's list; rewriting never sees them)."""
+    sites = _block_sites(graph, optional=False, recurrent=recurrent)
     try:
         paths = {
             name: str(getattr(mod, "original_name", type(mod).__name__))
@@ -802,7 +847,7 @@ def torchscript_site_nodes(graph: Any, module: Any) -> list[tuple[GraphSite, lis
     except Exception:
         return sites
     return [
-        (GraphSite(g.op, _full_path(g.module, g.module_type, paths), g.module_type, g.optional), n)
+        (GraphSite(g.op, _full_path(g.module, g.module_type, paths), g.module_type, g.optional, g.gate), n)
         for g, n in sites
     ]
 
@@ -816,10 +861,14 @@ def _full_path(path: str, mtype: str, paths: dict[str, str]) -> str:
     return matches[0] if len(matches) == 1 else path
 
 
-def _block_sites(block: Any, optional: bool) -> list[tuple[GraphSite, list[Any]]]:
+def _block_sites(block: Any, optional: bool, recurrent: bool = False) -> list[tuple[GraphSite, list[Any]]]:
     sites: list[tuple[GraphSite, list[Any]]] = []
     for node in block.nodes():
         kind = node.kind()
+        if recurrent and kind.startswith("aten::") and kind[6:] in (*_CELL_OPS, *_FUSED_RNN):
+            path, mtype = _parse_hierarchy(node)
+            sites.extend((g, [node]) for g in _recurrent_sites(kind[6:], path, mtype, optional))
+            continue
         if kind == "aten::div" and _ts_is_softsign(node):
             path, mtype = _parse_hierarchy(node)
             sites.append((GraphSite("softsign", path, mtype, optional), [node]))
@@ -830,13 +879,13 @@ def _block_sites(block: Any, optional: bool) -> list[tuple[GraphSite, list[Any]]
                 path, mtype = _parse_hierarchy(node)
                 sites.append((GraphSite(op, path, mtype, optional), [node]))
             continue
-        branches = [_block_sites(b, optional=True) for b in node.blocks()]
+        branches = [_block_sites(b, optional=True, recurrent=recurrent) for b in node.blocks()]
         if kind == "prim::If" and len(branches) == 2:
             a, b = ([(canon(g.op), g.module) for g, _ in br] for br in branches)
             if a == b:
                 # F.relu(x, inplace) compiles to `if inplace: relu_ else: relu`: one site either way.
                 sites.extend(
-                    (GraphSite(g.op, g.module, g.module_type, optional), [*na, *nb])
+                    (GraphSite(g.op, g.module, g.module_type, optional, g.gate), [*na, *nb])
                     for (g, na), (_, nb) in zip(branches[0], branches[1], strict=True)
                 )
                 continue
@@ -937,6 +986,8 @@ def run_capture(
     progress: Callable[[int], None] | None = None,
 ) -> Capture:
     rec = Recorder(stuck_fraction, axis_overrides, graph_sites)
+    if graph_sites is not None:
+        rec.param_owner = _param_owners(call)
     hooks = []
     if eager_model is not None:
         for path, mod in eager_model.named_modules():
@@ -986,6 +1037,19 @@ def run_capture(
             "graph does not list one by one; they are named by op (e.g. sigmoid#3) instead of by module"
         )
     return cap
+
+
+def _param_owners(module: Any) -> dict[int, str]:
+    """Storage address of each parameter and buffer → the path of the module that holds it."""
+    owners: dict[int, str] = {}
+    try:
+        named = [*module.named_parameters(), *module.named_buffers()]
+    except Exception:
+        return owners
+    for name, t in named:
+        if isinstance(t, torch.Tensor) and t.numel() > 1:
+            owners.setdefault(t.data_ptr(), name.rsplit(".", 1)[0] if "." in name else "")
+    return owners
 
 
 def _watch_sigint(rec: Recorder) -> Callable[[], None]:

@@ -175,3 +175,39 @@ def _sequence(module: Any, kind: str, args: tuple[object, ...], output: object) 
     want = output[0] if isinstance(output, tuple) else output
     _check(got, want, "output sequence")
     return gates
+
+
+def mkldnn_layer_gates(args: tuple[Any, ...], output: Any) -> tuple[list[Gate], bool, int, int]:
+    """Gates of one ``aten::mkldnn_rnn_layer`` call (one LSTM layer and direction on CPU).
+
+    Returns (gates named by gate only, reverse, num_layers, directions); raises
+    :class:`Unsupported` when the written-out layer does not reproduce the op's output.
+    """
+    try:
+        x, w_ih, w_hh, b_ih, b_hh, hx, cx, reverse = args[:8]
+        num_layers, has_biases, bidirectional, batch_first = args[11], args[12], args[13], args[14]
+    except (ValueError, IndexError):
+        raise Unsupported("aten::mkldnn_rnn_layer was called with unexpected arguments") from None
+    if not isinstance(x, torch.Tensor) or x.ndim != 3:
+        raise Unsupported("aten::mkldnn_rnn_layer input is not [time, batch, features]")
+    # The op gets time-major input whatever batch_first says (it is passed through): tell by hx.
+    batch_major = (
+        bool(batch_first)
+        and isinstance(hx, torch.Tensor)
+        and x.shape[1] != hx.shape[-2 if hx.ndim > 1 else 0]
+    )
+    seq = x.transpose(0, 1) if batch_major else x
+    w: list[torch.Tensor | None] = [w_ih, w_hh, b_ih if has_biases else None, b_hh if has_biases else None]
+    h, c = hx, cx
+    steps = range(seq.shape[0] - 1, -1, -1) if reverse else range(seq.shape[0])
+    pre_t: list[list[torch.Tensor]] = []
+    hs: list[torch.Tensor] = [seq.new_zeros(0)] * seq.shape[0]
+    for t in steps:
+        pre, h, c = _lstm_step(seq[t], h, c, w)
+        pre_t.append(pre)
+        hs[t] = h
+    got = torch.stack(hs)
+    want = output[0] if isinstance(output, (tuple, list)) else output
+    _check(got.transpose(0, 1) if batch_major else got, want, "LSTM layer output")
+    gates = [Gate(name, k, torch.stack([p[g] for p in pre_t])) for g, (name, k) in enumerate(LSTM_GATES)]
+    return gates, bool(reverse), int(num_layers), 2 if bidirectional else 1
