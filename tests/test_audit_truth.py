@@ -403,3 +403,26 @@ def test_silero_decoder_relu_has_its_128_channels() -> None:
     )
     (relu,) = [r for r in cap.sites if "decoder" in r.info.name and r.info.kind == "relu"]
     assert relu.info.units == 128 and relu.info.unit_axis == 1 and relu.info.unit_axis_source == "consumer"
+
+
+def test_failure_of_the_instrumented_graph_is_an_internal_error(tmp_path, monkeypatch) -> None:
+    """Exit 3 and a message about actaudit, not the model, when only the instrumented graph fails."""
+    from click.testing import CliRunner
+
+    from actaudit.backends.onnx import backend
+    from actaudit.cli import cli
+
+    m = SqueezeGelu().eval()
+    x = np.random.default_rng(12).standard_normal((4, 4, 7)).astype(np.float32)
+    path = tmp_path / "m.onnx"
+    _to_onnx(m, x, path)
+    data = tmp_path / "x.npy"
+    np.save(data, x)
+
+    def broken(self, sess, outs, feeds):  # stands for a reduction onnxruntime rejects at run time
+        raise RuntimeError("axis 2 is not in valid range [-2,1]")
+
+    monkeypatch.setattr(backend._Runner, "_run", broken)
+    r = CliRunner().invoke(cli, ["audit", str(path), "--calib", str(data)])
+    assert r.exit_code == 3
+    assert "internal error" in r.stderr and "where the model itself runs" in r.stderr
