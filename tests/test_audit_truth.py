@@ -426,3 +426,47 @@ def test_failure_of_the_instrumented_graph_is_an_internal_error(tmp_path, monkey
     r = CliRunner().invoke(cli, ["audit", str(path), "--calib", str(data)])
     assert r.exit_code == 3
     assert "internal error" in r.stderr and "where the model itself runs" in r.stderr
+
+
+class HandSwish(nn.Module):
+    """``h * sigmoid(1.702 h)`` and ``g * sigmoid(g)`` written by hand, and a plain sigmoid head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(13)
+        self.fc = nn.Linear(3, 4)
+        self.fc2 = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.fc.bias[:] = torch.tensor([0.0, -40.0, 0.0, -40.0])  # units 1, 3 dead (silu)
+            self.head.bias[:] = torch.tensor([30.0, 0.0])  # unit 0 saturated (sigmoid)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        g = self.fc2(h * torch.sigmoid(1.702 * h))
+        return torch.sigmoid(self.head(g * torch.sigmoid(g)))
+
+
+@pytest.mark.parametrize("fmt", ["eager", "torchscript", "torch.export"])
+def test_hand_written_swish_is_one_silu_site(tmp_path, fmt) -> None:
+    m = HandSwish().eval()
+    x = np.random.default_rng(14).standard_normal((32, 3)).astype(np.float32)
+    model: object = m
+    if fmt == "torchscript":
+        model = str(tmp_path / "s.ts")
+        torch.jit.save(torch.jit.trace(m, torch.from_numpy(x)), model)
+    elif fmt == "torch.export":
+        model = str(tmp_path / "s.pt2")
+        torch.export.save(torch.export.export(m, (torch.from_numpy(x),)), model)
+    with torch.no_grad():
+        h = m.fc(torch.from_numpy(x)).numpy().astype(np.float64)
+    z = 1.702 * h  # measured where the stuck region is SiLU's
+    dead = {int(u) for u in np.flatnonzero((z > -6.14).sum(0) == 0)}
+    sites = list(_sites(actaudit.audit(model, x)).values())
+    assert [(s["kind"], s["params"]) for s in sites] == [
+        ("silu", {"beta": 1.702}),
+        ("silu", {}),
+        ("sigmoid", {}),
+    ]
+    assert set(sites[0]["dead_units"]) == dead == {1, 3}
+    assert sites[2]["saturated_units"] == [0]

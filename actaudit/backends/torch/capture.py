@@ -284,6 +284,7 @@ class _Site:
     index: int
     broken: str | None = None
     held: tuple[torch.Tensor, int] | None = None  # first call, while a consumer may decide the axis
+    swish: float | None = None  # β when the sigmoid's output was multiplied by its input (a SiLU)
     decided: int | None = None  # the axis a consumer decided
 
 
@@ -303,6 +304,8 @@ class Recorder:
         self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
         # Outputs of sites whose axis is still open, followed through axis-keeping ops to a consumer.
         self.pending_out: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.sigmoid_out: WeakIdKeyDictionary = WeakIdKeyDictionary()  # held sigmoid output -> (key, input)
+        self.scaled_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # β·x -> (x, β)
         # Compiled graphs: the module whose parameters produced a tensor (by storage), carried like tags.
         self.param_owner: dict[int, str] = {}
         self.owners: WeakIdKeyDictionary = WeakIdKeyDictionary()
@@ -337,6 +340,8 @@ class Recorder:
         outs = _tensors_of(out)
         if not outs:
             return
+        if name in _MULS and len(args) >= 2:
+            self._mul(args, outs[0])
         if self.param_owner:
             self._own(name, args, outs)
         if name in PRODUCERS or name in RECURRENT_PRODUCERS:
@@ -429,8 +434,9 @@ class Recorder:
                 info.unit_slopes = [float(w) for w in weight.detach().flatten().cpu()]
             site = _Site(info, act.thresholds(self.f), _Acc(units, x.device), base, k)
             self.sites[key] = site
-            if source == ua.GUESSED:
-                # Hold this first call until the forward ends: a consumer may still decide the axis.
+            if source == ua.GUESSED or act.kind == "sigmoid":
+                # Hold this first call until the forward ends: a consumer may still decide the
+                # axis, and a sigmoid multiplied by its own input is a SiLU (x·σ(x), x·σ(βx)).
                 site.held = (x.detach().clone(), self.batch_samples)
                 self.last_site = f"{base}#{k}"
                 return key
@@ -461,10 +467,49 @@ class Recorder:
             info = site.info
             if site.decided is not None:
                 info.unit_axis, info.unit_axis_source = site.decided, ua.CONSUMER
-            info.units = int(x.shape[info.unit_axis])
+            if site.swish is not None:
+                info.kind, info.op = "silu", f"{info.op}*mul"
+                info.params = {"beta": site.swish} if site.swish != 1.0 else {}
+                site.thr = Activation(info.kind, dict(info.params)).thresholds(self.f)
+            info.units = 1 if info.unit_axis >= x.ndim else int(x.shape[info.unit_axis])
             site.acc = _Acc(info.units, x.device)
             self._add(site, x, samples)
         self.pending_out = WeakIdKeyDictionary()
+        self.sigmoid_out = WeakIdKeyDictionary()
+
+    def mark_output(self, key: tuple[str, int], x: Any, out: Any) -> None:
+        """Follow a held site's output: to the consumer that decides its axis, or to a Mul by its input."""
+        site = self.sites.get(key)
+        if site is None or not isinstance(out, torch.Tensor):
+            return
+        if site.info.unit_axis_source == ua.GUESSED:
+            self.pending_out[out] = key
+        if site.info.kind == "sigmoid":
+            self.sigmoid_out[out] = (key, x)
+
+    def _mul(self, args: tuple[Any, ...], out: torch.Tensor) -> None:
+        """``x * sigmoid(x)`` (or ``x * sigmoid(β·x)``, β a positive constant): the sigmoid site is a SiLU."""
+        a, b = args[0], args[1]
+        for t, c in ((a, b), (b, a)):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                beta = _scalar_value(c)
+                if beta is not None:
+                    self.scaled_of[out] = (t, beta)
+        if not self.sigmoid_out:
+            return
+        for g, other in ((a, b), (b, a)):
+            if not isinstance(g, torch.Tensor) or g not in self.sigmoid_out:
+                continue
+            key, z = self.sigmoid_out[g]
+            site = self.sites.get(key)
+            if site is None or site.held is None:
+                continue
+            if other is z:
+                site.swish = 1.0
+            elif isinstance(other, torch.Tensor) and z in self.scaled_of and self.scaled_of[z][0] is other:
+                beta = self.scaled_of[z][1]
+                if beta > 0:
+                    site.swish = beta
 
     def _axis(self, base: str, k: int, x: torch.Tensor) -> tuple[int, str]:
         """(unit axis, source); an axis equal to the rank means the whole activation is one unit."""
@@ -598,6 +643,20 @@ class Recorder:
                 )
         finally:
             self.suspended = False
+
+
+_MULS = frozenset(["mul", "mul_", "__mul__", "__rmul__", "__imul__"])
+
+
+def _scalar_value(c: Any) -> float | None:
+    """A Python number or a one-element tensor that is not a graph activation (a constant)."""
+    if isinstance(c, bool):
+        return None
+    if isinstance(c, (int, float)):
+        return float(c)
+    if isinstance(c, torch.Tensor) and c.numel() == 1 and c.ndim == 0:
+        return float(c.item())
+    return None
 
 
 def _shared_prefix(a: str, b: str) -> int:
@@ -758,7 +817,7 @@ class FunctionCapture(TorchFunctionMode):
         out = func(*args, **kwargs)
         self.rec.tag(name, args, out, kwargs)
         if pending is not None and isinstance(out, torch.Tensor):
-            self.rec.pending_out[out] = pending
+            self.rec.mark_output(pending, x, out)
         return out
 
 
@@ -785,14 +844,15 @@ class DispatchCapture(TorchDispatchMode):
                 act, weight = found
                 pending = self.rec.observe(base, module, label, act, weight, x)
         elif name == "div" and self.rec.is_softsign(args):
-            base, module, label = self.rec.graph_base("softsign")
-            pending = self.rec.observe(base, module, label, Activation("softsign"), None, args[0])
+            x = args[0]
+            base, module, label = self.rec.graph_base("softsign", x)
+            pending = self.rec.observe(base, module, label, Activation("softsign"), None, x)
         out = func(*args, **kwargs)
         if name == "mkldnn_rnn_layer":
             self.rec.fused_lstm_layer(args, out)
         self.rec.tag(name, args, out, kwargs)
         if pending is not None and isinstance(out, torch.Tensor):
-            self.rec.pending_out[out] = pending
+            self.rec.mark_output(pending, x, out)
         if name in ("abs", "add"):
             self.rec.track_softsign(name, args, out)
         return out
