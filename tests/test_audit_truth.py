@@ -470,3 +470,20 @@ def test_hand_written_swish_is_one_silu_site(tmp_path, fmt) -> None:
     ]
     assert set(sites[0]["dead_units"]) == dead == {1, 3}
     assert sites[2]["saturated_units"] == [0]
+
+
+def test_fused_transformer_fast_path_is_listed_uncovered(tmp_path) -> None:
+    """TorchScript takes TransformerEncoderLayer's fused fast path: its GELU is listed, never dropped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nested-tensor advice
+        layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, activation="gelu")
+        m = nn.TransformerEncoder(layer, 2).eval()
+    path = tmp_path / "t.ts"
+    torch.jit.save(torch.jit.script(m), str(path))
+    x = np.random.default_rng(15).standard_normal((4, 5, 16)).astype(np.float32)
+    d = actaudit.audit(str(path), x).to_dict()
+    hidden = [u for u in d["uncovered"] if u["op"] == "aten::_transformer_encoder_layer_fwd"]
+    assert len(hidden) == 2 and "GELU" in hidden[0]["reason"]
+    # Eager runs the layer op by op (the fast path is off under the capture): both GELUs are sites.
+    eager = _sites(actaudit.audit(m, x))
+    assert {n: s["units"] for n, s in eager.items()} == {"layers.0/gelu": 32, "layers.1/gelu": 32}

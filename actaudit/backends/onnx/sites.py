@@ -301,7 +301,13 @@ def _ms_single(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
     op = node.op_type
     if op in ("Gelu", "FastGelu", "BiasGelu", "QuickGelu"):
         if op == "QuickGelu":
-            return None
+            # x·sigmoid(alpha·x) inside one op: SiLU-family, but alpha·x is never a tensor.
+            alpha = _f32(attr(node, "alpha", 1.702))
+            site = _site(
+                scope, node, i, f"com.microsoft.{op}", Activation("silu", {"beta": alpha}), node.input[0]
+            )
+            site.uncovered = f"{op} computes x·sigmoid({alpha}·x) inside the op; its pre-activation {alpha}·x is never a tensor"
+            return site
         site = _site(scope, node, i, f"com.microsoft.{op}", Activation("gelu"), node.input[0])
         if op == "BiasGelu" or (op == "FastGelu" and len(node.input) > 1 and node.input[1]):
             site.uncovered = f"{op} adds its bias inside the op, so the pre-activation is never a tensor"

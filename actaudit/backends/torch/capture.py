@@ -321,6 +321,8 @@ class Recorder:
         self._graph_ptr = 0
         self.suspended = False  # while actaudit runs its own ops (a written-out recurrent cell)
         self.extra_uncovered: dict[str, Uncovered] = {}
+        self._hidden_now: dict[str, int] = defaultdict(int)  # fused-activation ops in this forward
+        self.hidden_ops: dict[str, int] = {}  # the most calls of each seen in one forward
         self._lstm_ptr = self._lstm_calls = 0  # position among the graph's fused aten::lstm nodes
         self.lstm_done: set[str] = set()
         self.lstm_failed: dict[str, str] = {}
@@ -329,6 +331,7 @@ class Recorder:
     def begin_forward(self, samples: int) -> None:
         self.batch_samples = samples
         self._counts.clear()
+        self._hidden_now.clear()
         self._graph_ptr = 0
         self._lstm_ptr = self._lstm_calls = 0
         self.module_stack.clear()
@@ -589,7 +592,17 @@ class Recorder:
                     + "; audit the eager module (state_dict + --arch) for one site per gate"
                 )
                 self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
+        for op, n in self.hidden_ops.items():
+            for k in range(n):
+                name = op.lstrip("_") + (f"#{k}" if n > 1 else "")
+                reason = f"{_HIDDEN_ACTIVATIONS[op]}: its pre-activation is never a tensor"
+                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{op}", reason))
         return out, [*uncovered, *self.extra_uncovered.values()]
+
+    def hidden_activation(self, name: str) -> None:
+        """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
+        self._hidden_now[name] += 1
+        self.hidden_ops[name] = max(self.hidden_ops.get(name, 0), self._hidden_now[name])
 
     def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None:
         """One layer and direction of a compiled graph's aten::lstm, which oneDNN runs as one op."""
@@ -645,6 +658,13 @@ class Recorder:
             self.suspended = False
 
 
+# Fused ops that run an activation inside them, where no capture can see its pre-activation.
+_HIDDEN_ACTIVATIONS = {
+    "_transformer_encoder_layer_fwd": "the feed-forward ReLU/GELU of a TransformerEncoderLayer's fast path",
+    "_addmm_activation": "a ReLU/GELU fused into addmm",
+    "_thnn_fused_lstm_cell": "LSTM cell gates fused into one kernel",
+    "_thnn_fused_gru_cell": "GRU cell gates fused into one kernel",
+}
 _MULS = frozenset(["mul", "mul_", "__mul__", "__rmul__", "__imul__"])
 
 
@@ -802,6 +822,8 @@ class FunctionCapture(TorchFunctionMode):
             return func(*args, **kwargs)
         name = op_name(func)
         pending = None
+        if name in _HIDDEN_ACTIVATIONS:
+            self.rec.hidden_activation(name)
         if name in CANDIDATES:
             found = activation_of(name, args, kwargs)
             x = _first_tensor(args, kwargs)
@@ -836,6 +858,8 @@ class DispatchCapture(TorchDispatchMode):
     def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         name = op_name(func)
         pending = None
+        if name in _HIDDEN_ACTIVATIONS:
+            self.rec.hidden_activation(name)
         if name in CANDIDATES:
             x = _first_tensor(args, kwargs)
             base, module, label = self.rec.graph_base(name, x)
