@@ -325,23 +325,70 @@ def test_compiled_recurrent_gates_match_the_oracle(tmp_path, fmt) -> None:
     assert d["uncovered"] == []
 
 
-def test_compiled_fused_gru_is_listed_uncovered(tmp_path) -> None:
-    """A GRU layer in a compiled program: its gates cannot be named per gate, so it is listed, never dropped."""
+class Gru(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(16)
+        self.gru = nn.GRU(3, 4, num_layers=2, bidirectional=True)
+        with torch.no_grad():
+            self.gru.bias_ih_l1[4 + 1] = 30.0  # update gate, layer 1, unit 1: saturated high
+            self.gru.bias_hh_l0_reverse[2 * 4 + 3] = -30.0  # new gate (r * this), reverse layer 0
 
-    class G(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.gru = nn.GRU(3, 4)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x)[0]
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.gru(x)[0]
 
-    path = tmp_path / "g.ts"
-    torch.jit.save(torch.jit.script(G().eval()), str(path))
-    x = np.random.default_rng(9).standard_normal((6, 2, 3)).astype(np.float32)
-    d = actaudit.audit(str(path), x).to_dict()
-    (unc,) = d["uncovered"]
-    assert unc["name"] == "gru" and unc["op"] == "aten::gru" and "--arch" in unc["reason"]
+def _gru_oracle(m: Gru, x: np.ndarray, batch: int) -> dict[str, set[int]]:
+    """Gate pre-activations of a 2-layer bidirectional GRU in float64 numpy, batch by batch."""
+    p = {k: v.detach().double().numpy() for k, v in m.state_dict().items()}
+    pre: dict[str, list[np.ndarray]] = {}
+    for b0 in range(0, x.shape[0], batch):
+        inp = x[b0 : b0 + batch].astype(np.float64)  # [T, N, F]: samples are time steps here
+        for layer in range(2):
+            outs = []
+            for d, sfx in enumerate(("", "_reverse")):
+                w = [p[f"gru.{n}_l{layer}{sfx}"] for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                h = np.zeros((inp.shape[1], 4))
+                hs = [np.zeros(0)] * inp.shape[0]
+                for t in range(inp.shape[0] - 1, -1, -1) if d else range(inp.shape[0]):
+                    gi, gh = inp[t] @ w[0].T + w[2], h @ w[1].T + w[3]
+                    r, z = gi[:, :4] + gh[:, :4], gi[:, 4:8] + gh[:, 4:8]
+                    n = gi[:, 8:] + _np_sigmoid(r) * gh[:, 8:]
+                    h = (1 - _np_sigmoid(z)) * np.tanh(n) + _np_sigmoid(z) * h
+                    hs[t] = h
+                    for gate, v in (("reset_gate", r), ("update_gate", z), ("new_gate", n)):
+                        pre.setdefault(f"gru.l{layer}{sfx}.{gate}", []).append(v)
+                outs.append(np.stack(hs))
+            inp = np.concatenate(outs, -1)
+    thr = {"reset_gate": SIG_STUCK, "update_gate": SIG_STUCK, "new_gate": 2.993}
+    return {
+        k: {
+            int(u)
+            for u in np.flatnonzero((np.abs(np.concatenate(v)) >= thr[k.rsplit(".", 1)[1]]).mean(0) >= 0.99)
+        }
+        for k, v in pre.items()
+    }
+
+
+@pytest.mark.parametrize("fmt", ["eager", "torchscript", "torch.export"])
+def test_gru_gates_match_the_oracle_in_every_format(tmp_path, fmt) -> None:
+    m = Gru().eval()
+    x = np.random.default_rng(17).standard_normal((12, 2, 3)).astype(np.float32)
+    model: object = m
+    if fmt == "torchscript":
+        model = str(tmp_path / "g.ts")
+        torch.jit.save(torch.jit.script(m), model)
+    elif fmt == "torch.export":
+        model = str(tmp_path / "g.pt2")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # nn.GRU's flat weights; the program is fixed to 4 steps
+            torch.export.save(torch.export.export(m, (torch.from_numpy(x[:4]),)), model)
+    d = actaudit.audit(model, x, batch_size=4).to_dict()
+    want = _gru_oracle(m, x, 4)
+    assert {s["name"]: set(s["saturated_units"]) for s in d["sites"]} == want
+    assert want["gru.l1.update_gate"] == {1} and want["gru.l0_reverse.new_gate"] == {3}
+    assert all(s["coverage"]["elements_per_unit"] == 12 * 2 for s in d["sites"])
+    assert d["uncovered"] == []
 
 
 class _Block(nn.Module):

@@ -50,7 +50,7 @@ from .ops import (
     activation_of,
     op_name,
 )
-from .recurrent import RECURRENT_TYPES, Unsupported, gates_of, mkldnn_layer_gates
+from .recurrent import GRU_GATES, RECURRENT_TYPES, Unsupported, gates_of, mkldnn_layer_gates
 
 _CANON = {
     "relu6": "hardtanh",
@@ -322,6 +322,9 @@ class Recorder:
         self.suspended = False  # while actaudit runs its own ops (a written-out recurrent cell)
         self.extra_uncovered: dict[str, Uncovered] = {}
         self._hidden_now: dict[str, int] = defaultdict(int)  # fused-activation ops in this forward
+        self._gru_steps: dict[str, int] = defaultdict(int)  # gate ops seen per GRU layer, this forward
+        self.gru_done: set[str] = set()
+        self._merged_now: set[str] = set()
         self.hidden_ops: dict[str, int] = {}  # the most calls of each seen in one forward
         self._lstm_ptr = self._lstm_calls = 0  # position among the graph's fused aten::lstm nodes
         self.lstm_done: set[str] = set()
@@ -332,6 +335,8 @@ class Recorder:
         self.batch_samples = samples
         self._counts.clear()
         self._hidden_now.clear()
+        self._gru_steps.clear()
+        self._merged_now.clear()
         self._graph_ptr = 0
         self._lstm_ptr = self._lstm_calls = 0
         self.module_stack.clear()
@@ -369,13 +374,13 @@ class Recorder:
                     self.pending_out[t] = key
 
     def _own(self, name: str, args: tuple[Any, ...], outs: list[torch.Tensor]) -> None:
-        owner = None
-        for a in _tensors_of(list(args)):
-            owner = self.param_owner.get(a.data_ptr()) if a.numel() else None
-            if owner is None:
-                owner = self.owners.get(a)
-            if owner is not None:
-                break
+        # An op's own weights name it; otherwise its input's owner carries through.
+        tensors = _tensors_of(list(args))
+        owner = next(
+            (self.param_owner[a.data_ptr()] for a in tensors if a.data_ptr() in self.param_owner), None
+        )
+        if owner is None:
+            owner = next((self.owners[a] for a in tensors if a in self.owners), None)
         if owner is not None:
             for t in outs:
                 self.owners[t] = owner
@@ -412,11 +417,28 @@ class Recorder:
 
     # -- observation ----------------------------------------------------------------
     def observe(
-        self, base: str, module: str, op: str, act: Activation, weight: Any, x: torch.Tensor
+        self,
+        base: str,
+        module: str,
+        op: str,
+        act: Activation,
+        weight: Any,
+        x: torch.Tensor,
+        merge: bool = False,
     ) -> tuple[str, int] | None:
-        """Reduce one call; returns the site's key while its axis waits for a consumer to decide it."""
-        k = self._counts[base]
-        self._counts[base] = k + 1
+        """Reduce one call; returns the site's key while its axis waits for a consumer to decide it.
+
+        ``merge``: every call in a forward is the same site (a recurrent gate, once per time step);
+        the batch's samples count once.
+        """
+        if merge:
+            k = 0
+            samples = 0 if base in self._merged_now else self.batch_samples
+            self._merged_now.add(base)
+        else:
+            k = self._counts[base]
+            self._counts[base] = k + 1
+            samples = self.batch_samples
         key = (base, k)
         site = self.sites.get(key)
         if site is None:
@@ -437,7 +459,7 @@ class Recorder:
                 info.unit_slopes = [float(w) for w in weight.detach().flatten().cpu()]
             site = _Site(info, act.thresholds(self.f), _Acc(units, x.device), base, k)
             self.sites[key] = site
-            if source == ua.GUESSED or act.kind == "sigmoid":
+            if (source == ua.GUESSED or act.kind == "sigmoid") and not merge:
                 # Hold this first call until the forward ends: a consumer may still decide the
                 # axis, and a sigmoid multiplied by its own input is a SiLU (x·σ(x), x·σ(βx)).
                 site.held = (x.detach().clone(), self.batch_samples)
@@ -446,7 +468,7 @@ class Recorder:
         self.last_site = f"{base}#{k}"
         if site.broken:
             return None
-        self._add(site, x.detach(), self.batch_samples)
+        self._add(site, x.detach(), samples)
         return None
 
     def _add(self, site: _Site, x: torch.Tensor, samples: int) -> None:
@@ -539,6 +561,9 @@ class Recorder:
         """
         gs = self.graph_sites or []
         c = canon(name)
+        gru = self._gru_gate(c, x)
+        if gru is not None:
+            return gru
         j = self._graph_ptr
         found: list[int] = []
         while j < len(gs):
@@ -575,6 +600,8 @@ class Recorder:
         for g in self.graph_sites or []:
             if g.gate == FUSED and g.op == "lstm" and (g.module or "lstm") in self.lstm_done:
                 continue
+            if g.gate == FUSED and g.op == "gru" and g.module in self.gru_done:
+                continue
             if g.gate == FUSED and (g.module or g.op) in self.lstm_failed:
                 name = g.module or g.op
                 reason = f"its gates were not audited: {self.lstm_failed[name]}"
@@ -598,6 +625,27 @@ class Recorder:
                 reason = f"{_HIDDEN_ACTIVATIONS[op]}: its pre-activation is never a tensor"
                 self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{op}", reason))
         return out, [*uncovered, *self.extra_uncovered.values()]
+
+    def _gru_gate(self, c: str, x: Any) -> tuple[str, str, str] | None:
+        """A gate of a compiled aten::gru, which runs as visible ops: named by the GRU weights that
+        produced its input (``gru.weight_hh_l1_reverse`` → layer 1, reverse) and its place in the
+        cycle reset, update, new of each step."""
+        if c not in ("sigmoid", "tanh") or not isinstance(x, torch.Tensor) or x not in self.owners:
+            return None
+        owner = str(self.owners[x])
+        module, _, param = owner.rpartition(".")
+        m = re.match(r"(?:weight|bias)_(?:ih|hh)_(l\d+(?:_reverse)?)$", param)
+        fused = {g.module for g in self.graph_sites or [] if g.gate == FUSED and g.op == "gru"}
+        if m is None or module not in fused:
+            return None
+        label = f"{module}.{m.group(1)}"
+        k = self._gru_steps[label]
+        gate, kind = GRU_GATES[k % 3]
+        if kind != c:
+            return None
+        self._gru_steps[label] = k + 1
+        self.gru_done.add(module)
+        return f"{label}.{gate}", module, f"aten::gru.{gate}"
 
     def hidden_activation(self, name: str) -> None:
         """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
@@ -866,7 +914,8 @@ class DispatchCapture(TorchDispatchMode):
             found = activation_of(name, args, kwargs)
             if found is not None and x is not None:
                 act, weight = found
-                pending = self.rec.observe(base, module, label, act, weight, x)
+                merge = label.startswith("aten::gru.")
+                pending = self.rec.observe(base, module, label, act, weight, x, merge=merge)
         elif name == "div" and self.rec.is_softsign(args):
             x = args[0]
             base, module, label = self.rec.graph_base("softsign", x)
@@ -1124,7 +1173,7 @@ def run_capture(
 
 
 def _param_owners(module: Any) -> dict[int, str]:
-    """Storage address of each parameter and buffer → the path of the module that holds it."""
+    """Storage address of each parameter and buffer → its full name (``encoder.0.conv.weight``)."""
     owners: dict[int, str] = {}
     try:
         named = [*module.named_parameters(), *module.named_buffers()]
@@ -1132,7 +1181,7 @@ def _param_owners(module: Any) -> dict[int, str]:
         return owners
     for name, t in named:
         if isinstance(t, torch.Tensor) and t.numel() > 1:
-            owners.setdefault(t.data_ptr(), name.rsplit(".", 1)[0] if "." in name else "")
+            owners.setdefault(t.data_ptr(), name)
     return owners
 
 

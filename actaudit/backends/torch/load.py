@@ -152,7 +152,8 @@ def pickle_globals(p: Path) -> list[str]:
         with zipfile.ZipFile(p) as zf:
             name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
             data = zf.read(name)
-    except (zipfile.BadZipFile, StopIteration):
+    except (zipfile.BadZipFile, StopIteration, UnicodeDecodeError, ValueError, OSError):
+        # A damaged archive (a member name that is not UTF-8, a bad header): scan the raw bytes.
         data = p.read_bytes()
     found: list[str] = []
     strings: list[str] = []
