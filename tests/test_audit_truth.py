@@ -534,3 +534,26 @@ def test_fused_transformer_fast_path_is_listed_uncovered(tmp_path) -> None:
     # Eager runs the layer op by op (the fast path is off under the capture): both GELUs are sites.
     eager = _sites(actaudit.audit(m, x))
     assert {n: s["units"] for n, s in eager.items()} == {"layers.0/gelu": 32, "layers.1/gelu": 32}
+
+
+def test_last_batch_of_one_squeezed_by_the_model_is_still_counted() -> None:
+    """``squeeze()`` drops the batch axis of a last batch of 1 sample: that batch still counts."""
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(18)
+            self.fc = nn.Linear(3, 4)
+            with torch.no_grad():
+                self.fc.bias[2] = 30.0  # saturated high on every sample
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.fc(x).unsqueeze(1).squeeze())
+
+    x = np.random.default_rng(19).standard_normal((9, 3)).astype(np.float32)
+    d = actaudit.audit(M().eval(), x, batch_size=4).to_dict()
+    (site,) = d["sites"]
+    assert (
+        site["units"] == 4 and site["coverage"]["samples"] == 9 and site["coverage"]["elements_per_unit"] == 9
+    )
+    assert site["saturated_units"] == [2] and d["uncovered"] == []

@@ -477,6 +477,8 @@ class Recorder:
             site.acc.add(x, x.ndim, site.thr, samples)  # one unit at any rank
             return
         axis = info.unit_axis
+        if samples == 1 and tuple(x.shape) == info.sample_shape and x.ndim == len(info.sample_shape):
+            x = x.unsqueeze(0)  # a batch of 1 whose batch axis the model squeezed away (x.squeeze())
         if axis >= x.ndim or int(x.shape[axis]) != info.units:
             site.broken = f"its unit count changed between batches (shape {tuple(x.shape)}, axis {axis})"
             return
