@@ -555,9 +555,7 @@ class _Runner:
                 pass  # one unit at any rank
             elif axis != live.info.unit_axis or len(shape) <= axis or shape[axis] != units:
                 live.broken = f"its unit count changed between calls (shape {list(shape)}, axis {axis})"
-                if len(shape) + 1 == len(live.info.sample_shape) + 1 and shape == tuple(
-                    live.info.sample_shape
-                ):
+                if shape == tuple(live.info.sample_shape):
                     live.broken += (
                         "; a batch of 1 lost its batch axis inside the model (a Squeeze without axes?): "
                         "use a --batch-size that divides the sample count"
