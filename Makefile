@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 	$(PY) -m pip install $(PIP_FLAGS) -c requirements/constraints.txt -e '.[dev]'
-	$(PY) -m pip install $(PIP_FLAGS) --no-deps -c requirements/constraints.txt silero-vad rapidocr-onnxruntime
+	$(PY) -m pip install $(PIP_FLAGS) --no-deps -c requirements/constraints.txt silero-vad rapidocr-onnxruntime resemblyzer magika
 	touch $@
 
 install: $(STAMP)

@@ -57,6 +57,8 @@ class AuditOptions:
     state_key: str | None = None
     trust_pickle: bool = False
     trust_code: bool = False
+    strip_prefix: Sequence[str] = ()
+    non_strict: bool = False
     unit_axis: Sequence[str] = ()
     settings: Settings = field(default_factory=Settings)
     fail_on: Sequence[str] = ()
@@ -156,8 +158,10 @@ def load_model(model: Any, opts: AuditOptions) -> LoadedModel:
         fmt = detect_format(p)
         sha = sha256_file(p)
         if fmt == ONNX:
-            if opts.arch:
-                raise InputError("--arch applies to state_dict checkpoints, not to ONNX models")
+            if opts.arch or opts.strip_prefix or opts.non_strict:
+                raise InputError(
+                    "--arch, --strip-prefix and --non-strict apply to state_dict checkpoints, not to ONNX models"
+                )
             h = _backend_module("onnx").load(p, provider=opts.provider, threads=opts.threads)
             return LoadedModel("onnx", h, "onnx", str(p), sha)
         if opts.provider:
@@ -169,6 +173,8 @@ def load_model(model: Any, opts: AuditOptions) -> LoadedModel:
             trust_pickle=opts.trust_pickle,
             trust_code=opts.trust_code,
             device=opts.device,
+            strip_prefixes=tuple(opts.strip_prefix),
+            non_strict=opts.non_strict,
         )
         return LoadedModel("torch", h, h.fmt, str(p), sha)
     torch = sys.modules.get("torch")

@@ -83,6 +83,20 @@ def model_options(f: F) -> F:
                 "Default: the first of state_dict, model_state_dict, model_state, model.",
             ),
             click.option(
+                "--strip-prefix",
+                "strip_prefix",
+                multiple=True,
+                metavar="PREFIX",
+                help="For a state_dict: keep the keys that start with PREFIX, without it (repeatable, applied "
+                "in order), e.g. 'model.' of a Lightning checkpoint or 'model_ema.' for its EMA weights.",
+            ),
+            click.option(
+                "--non-strict",
+                is_flag=True,
+                help="For a state_dict: load the keys that fit the model and list the others "
+                "(weights the model has and the checkpoint lacks stay an error).",
+            ),
+            click.option(
                 "--trust-pickle",
                 is_flag=True,
                 help="Allow loading a pickled nn.Module. Unpickling runs code from the file: "
@@ -466,6 +480,8 @@ def audit_options(kw: dict[str, Any]) -> Any:
         state_key=kw["state_key"],
         trust_pickle=kw["trust_pickle"],
         trust_code=kw["trust_code"],
+        strip_prefix=kw["strip_prefix"],
+        non_strict=kw["non_strict"],
         unit_axis=kw["unit_axis"],
         settings=settings,
         device=kw["device"],

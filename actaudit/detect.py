@@ -15,7 +15,8 @@ TORCHSCRIPT = "torchscript"
 EXPORT = "torch.export"
 TORCH_SAVE = "torch.save"  # a pickle: state_dict, training checkpoint or whole nn.Module
 ONNX = "onnx"
-FORMATS = (TORCHSCRIPT, EXPORT, TORCH_SAVE, ONNX)
+SAFETENSORS = "safetensors"  # a state_dict as raw tensors behind a JSON header; holds no code
+FORMATS = (TORCHSCRIPT, EXPORT, TORCH_SAVE, ONNX, SAFETENSORS)
 
 _PICKLE_PROTOCOL_BYTE = 0x80
 # torch.save's legacy (non-zip) format begins with a pickled magic number.
@@ -57,14 +58,26 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         )
     if head[:1] == bytes([_PICKLE_PROTOCOL_BYTE]) or head.startswith(_LEGACY_MAGIC_PREFIX):
         return TORCH_SAVE
+    if _looks_like_safetensors(head, p.stat().st_size):
+        # Before the ONNX guess: a header length whose low bytes read 0x08 0x0N looks like ir_version.
+        return SAFETENSORS
     if p.suffix.lower() == ".onnx" or _looks_like_onnx(head):
         return ONNX
     raise InputError(
         f"cannot tell what kind of checkpoint {p} is",
-        hint="supported: TorchScript (.pt/.ts), torch.export (.pt2), torch.save pickles (.pt/.pth), ONNX (.onnx)",
+        hint="supported: TorchScript (.pt/.ts), torch.export (.pt2), torch.save pickles (.pt/.pth), "
+        "safetensors state_dicts (.safetensors), ONNX (.onnx)",
     )
 
 
 def _looks_like_onnx(head: bytes) -> bool:
     # ModelProto usually starts with field 1 (ir_version, varint): tag byte 0x08, value 3..12.
     return len(head) >= 2 and head[0] == 0x08 and 1 <= head[1] <= 20
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    """An 8-byte little-endian header length that fits the file, then a JSON object (``{"``)."""
+    if len(head) < 10:
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= size - 8 and head[8:9] == b"{" and head[9:10] in (b'"', b"}", b" ", b"\n")

@@ -45,6 +45,7 @@ def site_counters(site: SiteResult) -> dict[str, Any]:
         "info": {
             **info.to_dict(),
             "unit_slopes": None if info.unit_slopes is None else [float(s) for s in info.unit_slopes],
+            "model_output": info.model_output,
         },
         "elements": st.elements,
         "samples": st.samples,
@@ -67,6 +68,8 @@ def site_from_counters(d: dict[str, Any]) -> SiteResult:
         sample_shape=tuple(int(x) for x in i["sample_shape"]),
         module=i["module"],
         unit_slopes=None if i.get("unit_slopes") is None else [float(s) for s in i["unit_slopes"]],
+        unit_axis_source=i.get("unit_axis_source", "producer"),
+        model_output=bool(i.get("model_output", False)),
     )
     st = SiteStats.from_dict(
         {

@@ -88,6 +88,7 @@ class Report:
             "module": info.module,
             "params": {k: _r(float(x)) for k, x in sorted(info.params.items())},
             "unit_axis": info.unit_axis,
+            "unit_axis_source": info.unit_axis_source,
             "units": info.units,
             "sample_shape": list(info.sample_shape),
             "thresholds": {"low": _r(thr_low), "high": _r(thr_high)},

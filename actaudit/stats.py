@@ -33,6 +33,9 @@ class SiteInfo:
     sample_shape: tuple[int, ...] = ()  # activation shape without the batch axis
     module: str = ""  # module path (PyTorch) or name scope (ONNX), "" for top level
     unit_slopes: list[float] | None = None  # PReLU: per-unit slope, for the verdict
+    # Where unit_axis came from (actaudit.unitaxis): producer, consumer, override, whole, guessed.
+    # "whole": no axis but the batch, one unit, and unit_axis equals the rank (an axis past the last).
+    unit_axis_source: str = "producer"
     model_output: bool = False  # its values reach a model output unchanged (a head: saturation is expected)
 
     def to_dict(self) -> dict[str, Any]:
@@ -45,6 +48,7 @@ class SiteInfo:
             "units": self.units,
             "sample_shape": list(self.sample_shape),
             "module": self.module,
+            "unit_axis_source": self.unit_axis_source,
         }
 
 

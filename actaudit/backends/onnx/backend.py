@@ -23,13 +23,14 @@ import onnx
 import onnxruntime as ort
 from onnx import external_data_helper
 
+from ... import unitaxis as ua
 from ...data import Batch, DataSource, InputSpec, cap_samples
 from ...errors import CalibrationError, InputError, ModelRunError
 from ...kinds import Activation, Thresholds
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
 from .instrument import AxisRule, SiteOutputs, SitePlan, instrument
 from .interrupt import run_interruptible
-from .sites import OnnxSite, default_axis, find_sites
+from .sites import OnnxSite, consumer_axis, find_sites
 
 __all__ = ["OnnxModel", "available_providers", "capture", "load"]
 
@@ -427,21 +428,38 @@ def thresholds_for(act: Activation, f: float) -> Thresholds:
 
 
 def _axis_rule(site: OnnxSite, overrides: list[AxisOverride]) -> tuple[AxisRule, int | None]:
-    """The site's axis rule, and the override's axis (to check against the rank at run time)."""
+    """The site's axis rule (and where it came from), and the override's axis (checked at run time)."""
     names = (site.name, site.base)
     for o in overrides:
         if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
             rank = site.rank
             if rank is not None and not -rank <= o.axis < rank:
                 raise o.out_of_range(site.name, None, rank)
-            return AxisRule(fixed=o.axis), o.axis
+            return AxisRule(fixed=o.axis, source=ua.OVERRIDE), o.axis
     rank = site.rank
     if rank is not None:
-        return AxisRule(fixed=default_axis(site.tag, rank)), None
+        if rank <= 1:
+            return AxisRule(by_rank=True, source=ua.WHOLE), None
+        axis, source = ua.resolve(site.axis_tag, rank)
+        if source == ua.GUESSED:
+            # The producer says nothing: the consumer decides, then the rank (legacy tags first).
+            by_consumer = consumer_axis(site.scope, site.y, rank)
+            if by_consumer is not None:
+                return AxisRule(fixed=by_consumer, source=ua.CONSUMER), None
+            if site.tag == "conv":
+                return AxisRule(fixed=1, source=ua.PRODUCER), None
+            if site.tag == "linear":
+                return AxisRule(fixed=rank - 1, source=ua.PRODUCER), None
+        return AxisRule(fixed=axis, source=source), None
     if site.tag == "conv":
-        return AxisRule(fixed=1), None
+        return AxisRule(fixed=1, source=ua.PRODUCER), None
     if site.tag == "linear":
-        return AxisRule(last=True), None
+        return AxisRule(last=True, source=ua.PRODUCER), None
+    by_consumer = consumer_axis(site.scope, site.y, None)
+    if by_consumer is not None:
+        rule = AxisRule(fixed=1) if by_consumer == 1 else AxisRule(last=True)
+        rule.source = ua.CONSUMER
+        return rule, None
     return AxisRule(by_rank=True), None
 
 
@@ -479,8 +497,6 @@ class _Runner:
         lives, plans = [], []
         uncovered = []
         for site in found.sites:
-            if site.uncovered is None and site.rank == 0:
-                site.uncovered = "the pre-activation is a scalar: no unit axis"
             if site.uncovered:
                 uncovered.append(Uncovered(site.name, site.op, site.uncovered))
                 continue
@@ -554,8 +570,9 @@ class _Runner:
                 if a is not None and a.size and not np.isfinite(a).all():
                     return False
             shape, axis = v["shape"], v["axis"]
-            if shape.size and shape.ndim == 1:
-                per_unit = math.prod(int(d) for d in shape) // max(int(shape[int(axis.reshape(-1)[0])]), 1)
+            if shape.ndim == 1 and axis.size:
+                k = int(axis.reshape(-1)[0])
+                per_unit = math.prod(int(d) for d in shape) // max(int(shape[k]) if k < shape.size else 1, 1)
                 if per_unit >= _EXACT_FLOAT_COUNT:
                     return False
             elif shape.size and (np.prod(shape, axis=-1, dtype=np.float64) >= _EXACT_FLOAT_COUNT).any():
@@ -566,7 +583,7 @@ class _Runner:
         if v is None or live.broken:
             return
         shapes = v["shape"]
-        if shapes.size == 0:
+        if shapes.size == 0 and v["axis"].size == 0:
             return  # an If branch that did not run on this batch
         axes = v["axis"]
         if shapes.ndim == 1:  # not inside a Loop: one call
@@ -583,8 +600,15 @@ class _Runner:
                 self._start(live, shape, axis)
             assert live.info is not None and live.stats is not None
             units = live.info.units
-            if axis != live.info.unit_axis or len(shape) <= axis or shape[axis] != units:
+            if live.info.unit_axis_source == ua.WHOLE and axis == len(shape):
+                pass  # one unit at any rank
+            elif axis != live.info.unit_axis or len(shape) <= axis or shape[axis] != units:
                 live.broken = f"its unit count changed between calls (shape {list(shape)}, axis {axis})"
+                if shape == tuple(live.info.sample_shape):
+                    live.broken += (
+                        "; a batch of 1 lost its batch axis inside the model (a Squeeze without axes?): "
+                        "use a --batch-size that divides the sample count"
+                    )
                 return
             if row["min"].shape[:1] != (units,):
                 live.broken = f"its reduced statistics have {row['min'].shape} entries for {units} units"
@@ -603,7 +627,10 @@ class _Runner:
             names = (site.name, site.base)
             asked = [o for o in self.overrides if any(fnmatch.fnmatchcase(n, o.glob) for n in names)]
             raise (asked[0] if asked else AxisOverride("*", live.asked_axis)).out_of_range(site.name, shape)
-        units = shape[axis] if shape else 1
+        units = shape[axis] if axis < len(shape) else 1
+        source = live.plan.axis.source
+        if live.plan.axis.by_rank:
+            source = ua.WHOLE if axis >= len(shape) else ua.GUESSED
         live.info = SiteInfo(
             name=site.name,
             op=site.op,
@@ -615,6 +642,7 @@ class _Runner:
             module=site.module,
             unit_slopes=site.unit_slopes,
             model_output=site.x in self._heads(),
+            unit_axis_source=source,
         )
         live.stats = SiteStats(units)
 
@@ -680,6 +708,11 @@ def capture(
             except (InputError, KeyboardInterrupt):
                 raise
             except Exception as e:
+                if _plain_runs(handle, chunk):
+                    # The model runs without actaudit's reductions: the fault is ours, not the model's.
+                    raise InternalCaptureError(
+                        f"actaudit's instrumented graph failed on batch {i} where the model itself runs: {_short(e, 300)}"
+                    ) from e
                 raise _run_error(e, i, total, n) from None
             total += n
         n_batches += 1
@@ -704,8 +737,23 @@ def capture(
     cap = Capture(sites=results, samples=total, batches=n_batches, uncovered=uncovered)
     cap.warnings.extend(dict.fromkeys(warnings))
     cap.warnings.extend(runner.warnings)
+    guessed = ua.guessed_warning([r.info.name for r in results if r.info.unit_axis_source == ua.GUESSED])
+    if guessed:
+        cap.warnings.append(guessed)
     cap.inputs = [s.to_dict() for s in handle.inputs]
     return cap
+
+
+class InternalCaptureError(RuntimeError):
+    """actaudit's own reductions failed on a batch the plain model runs (an internal error, exit 3)."""
+
+
+def _plain_runs(handle: OnnxModel, feeds: dict[str, np.ndarray]) -> bool:
+    try:
+        plain_session(handle).run(None, feeds)
+    except Exception:
+        return False
+    return True
 
 
 def _chunk_samples(handle: OnnxModel, chunk: dict[str, np.ndarray], default: int) -> int:

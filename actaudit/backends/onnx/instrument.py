@@ -54,7 +54,10 @@ class AxisRule:
 
     fixed: int | None = None  # an index (negative counts from the end)
     last: bool = False
-    by_rank: bool = False  # the PyTorch default for an unknown producer: rank <= 3 → last, else 1
+    # The run-time rule for an undetermined axis (actaudit.unitaxis.guessed_axis): rank <= 1 → the
+    # whole tensor is one unit (axis = rank, past the last), 2-3 → last, 4+ → 1.
+    by_rank: bool = False
+    source: str = "guessed"  # actaudit.unitaxis source, for the report
 
 
 @dataclass
@@ -295,7 +298,7 @@ def _emit_site(em: _Emitter, plan: SitePlan, careful: bool) -> dict[str, tuple[s
     elem = site.elem_type
     compute = _COMPUTE.get(int(elem), int(TensorProto.FLOAT))
     np_compute = np.float64 if compute == TensorProto.DOUBLE else np.float32
-    shape = em.node("Shape", [x])
+    shape = shape_out = em.node("Shape", [x])
     view = _static_axis(site, plan.axis)
     if view is not None:
         # Rank known before run time: the unit axis is a constant, and the view's sizes are
@@ -316,8 +319,11 @@ def _emit_site(em: _Emitter, plan: SitePlan, careful: bool) -> dict[str, tuple[s
             target = em.node("Concat", [em.ints(-1), c, b], axis=0)
             stages = (2, 0)
     else:
+        # Rank known only at run time (or <= 1): index a shape padded with a trailing 1, so that
+        # axis = rank (the whole tensor as one unit) and rank 0 reduce like any other.
         rank = em.node("Shape", [shape])
         k = _axis(em, plan.axis, rank)
+        shape = em.node("Concat", [shape, em.ints(1)], axis=0)
         before = em.node("Slice", [shape, em.ints(0), k])
         a = em.reduce("ReduceProd", em.node("Concat", [em.ints(1), before], axis=0), axes=(0,), keepdims=1)
         k1 = em.node("Add", [k, em.ints(1)])
@@ -332,7 +338,10 @@ def _emit_site(em: _Emitter, plan: SitePlan, careful: bool) -> dict[str, tuple[s
         return em.per_unit(op, t, stages)
 
     zero = em.const(np.zeros((), np_compute))
-    out: dict[str, tuple[str, int]] = {"shape": (shape, TensorProto.INT64), "axis": (k, TensorProto.INT64)}
+    out: dict[str, tuple[str, int]] = {
+        "shape": (shape_out, TensorProto.INT64),
+        "axis": (k, TensorProto.INT64),
+    }
     if careful:
         bad = em.node("Or", [em.node("IsNaN", [xs]), em.node("IsInf", [xs])])
         fin = em.node("Not", [bad])
@@ -405,8 +414,8 @@ def _indicator(em: _Emitter, xs: str, thr: float, sign: float, compute: int) -> 
 def _static_axis(site: OnnxSite, rule: AxisRule) -> tuple[int, int] | None:
     """(unit axis, rank) when static shape inference knows the rank, else ``None``."""
     rank = site.rank
-    if rank is None or rank == 0:
-        return None
+    if rank is None or rank <= 1:
+        return None  # the run-time path, which also takes rank 0 and a [batch] tensor
     if rule.last:
         k = rank - 1
     elif rule.by_rank:
@@ -422,10 +431,12 @@ def _static_axis(site: OnnxSite, rule: AxisRule) -> tuple[int, int] | None:
 def _axis(em: _Emitter, rule: AxisRule, rank: str) -> str:
     """The unit axis as a 1-element int64 tensor, always within [0, rank)."""
     last = em.node("Sub", [rank, em.ints(1)])
+    last = em.node("Where", [em.node("Less", [rank, em.ints(1)]), em.ints(0), last])  # rank 0
     if rule.last:
         return last
     if rule.by_rank:
-        return em.node("Where", [em.node("Less", [rank, em.ints(4)]), last, em.ints(1)])
+        by_rank = em.node("Where", [em.node("Less", [rank, em.ints(4)]), last, em.ints(1)])
+        return em.node("Where", [em.node("Less", [rank, em.ints(2)]), rank, by_rank])
     assert rule.fixed is not None
     k = em.ints(rule.fixed)
     if rule.fixed < 0:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
+from ... import unitaxis as ua
 from ...kinds import ACTIVATION_MODULES, Activation, classify_clamp
 from .graph import DEFAULT_DOMAINS, Scope, attr, subgraphs
 
@@ -109,6 +110,8 @@ class OnnxSite:
     order: tuple[int, ...]
     module: str = ""
     tag: str | None = None  # CONV / LINEAR / None: the op that produced x
+    axis_tag: ua.Tag | None = None  # the unit axis followed from its producer (static ranks)
+    y: str = ""  # the activation's output, for the consumer rule
     relu_out: str | None = None  # a Relu's output (max(x, 0)), reused instead of recomputed
     unit_slopes: list[float] | None = None
     uncovered: str | None = None  # why it cannot be audited, if so
@@ -298,7 +301,13 @@ def _ms_single(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
     op = node.op_type
     if op in ("Gelu", "FastGelu", "BiasGelu", "QuickGelu"):
         if op == "QuickGelu":
-            return None
+            # x·sigmoid(alpha·x) inside one op: SiLU-family, but alpha·x is never a tensor.
+            alpha = _f32(attr(node, "alpha", 1.702))
+            site = _site(
+                scope, node, i, f"com.microsoft.{op}", Activation("silu", {"beta": alpha}), node.input[0]
+            )
+            site.uncovered = f"{op} computes x·sigmoid({alpha}·x) inside the op; its pre-activation {alpha}·x is never a tensor"
+            return site
         site = _site(scope, node, i, f"com.microsoft.{op}", Activation("gelu"), node.input[0])
         if op == "BiasGelu" or (op == "FastGelu" and len(node.input) > 1 and node.input[1]):
             site.uncovered = f"{op} adds its bias inside the op, so the pre-activation is never a tensor"
@@ -329,8 +338,14 @@ def _patterns(scope: Scope) -> tuple[list[OnnxSite], set[int]]:
         if node.domain not in DEFAULT_DOMAINS or id(node) in taken:
             continue
         hit = None
+        params: dict[str, float] = {}
         if node.op_type == "Sigmoid":
             hit = _gate(scope, node, "silu", node.input[0])
+            if hit is None:
+                hit, beta = _swish_beta(scope, node)
+                if hit is not None:
+                    # x·σ(βx) = silu(βx)/β: its stuck region in z = βx is silu's, so z is the pre-activation.
+                    params = {"beta": beta}
         elif node.op_type == "HardSigmoid":
             a, b = float(attr(node, "alpha", 0.2)), float(attr(node, "beta", 0.5))
             if math.isclose(a, 1 / 6, rel_tol=1e-5) and math.isclose(b, 0.5, rel_tol=1e-5):
@@ -351,7 +366,7 @@ def _patterns(scope: Scope) -> tuple[list[OnnxSite], set[int]]:
         if any(id(n) in taken for n in nodes):
             continue
         taken.update(id(n) for n in nodes)
-        sites.append(_site(scope, node, i, label, Activation(kind), x))
+        sites.append(_site(scope, node, i, label, Activation(kind, params), x, nodes[-1].output[0]))
     return sites, taken
 
 
@@ -380,6 +395,22 @@ def _gate(scope: Scope, node: onnx.NodeProto, kind: str, x: str) -> Hit | None:
         if _other(mul, node.output[0]) == x:
             return kind, x, [node, mul], f"{node.op_type}*Mul"
     return None
+
+
+def _swish_beta(scope: Scope, sig: onnx.NodeProto) -> tuple[Hit | None, float]:
+    """``x * Sigmoid(β·x)`` with a constant β > 0 (Paddle's Swish); the site reads ``z = β·x``."""
+    pre = scope.producer(sig.input[0])
+    if pre is None or pre.op_type != "Mul" or len(pre.input) != 2:
+        return None, 0.0
+    a, b = pre.input
+    x, c = (b, a) if scope.const(a) is not None else (a, b)
+    beta = scope.scalar(c)
+    if beta is None or not beta > 0 or scope.const(x) is not None:
+        return None, 0.0
+    for mul in _only(scope, sig.output[0], "Mul"):
+        if _other(mul, sig.output[0]) == x:
+            return ("silu", sig.input[0], [pre, sig, mul], "Mul*Sigmoid*Mul"), _f32(beta)
+    return None, 0.0
 
 
 def _mish(scope: Scope, sp: onnx.NodeProto) -> Hit | None:
@@ -516,7 +547,9 @@ def _softsign(scope: Scope, ab: onnx.NodeProto) -> Hit | None:
 
 
 # -- naming and unit axes -----------------------------------------------------------------------
-def _site(scope: Scope, node: onnx.NodeProto, i: int, op: str, act: Activation, x: str) -> OnnxSite:
+def _site(
+    scope: Scope, node: onnx.NodeProto, i: int, op: str, act: Activation, x: str, y: str = ""
+) -> OnnxSite:
     base, module = _torch_name(node, act)
     if not base:
         base = node.name or node.output[0]
@@ -533,6 +566,8 @@ def _site(scope: Scope, node: onnx.NodeProto, i: int, op: str, act: Activation, 
         order=(*scope.order, i),
         module=module,
         tag=unit_tag(scope, x),
+        axis_tag=unit_axis_tag(scope, x),
+        y=y or node.output[0],
     )
 
 
@@ -601,6 +636,138 @@ def unit_tag(scope: Scope, name: str, depth: int = 64) -> str | None:
         if nxt is None:
             return None
         name = nxt
+    return None
+
+
+_POOLS = frozenset(
+    [
+        "MaxPool",
+        "AveragePool",
+        "LpPool",
+        "GlobalAveragePool",
+        "GlobalMaxPool",
+        "GlobalLpPool",
+        "Resize",
+        "Upsample",
+    ]
+)
+_SAME = frozenset(["Concat", "Split", "Slice", "Pad", "LRN", "Softmax", "LogSoftmax", "Expand", "Tile"])
+_REDUCE = frozenset(
+    ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceL1"]
+)
+_RNN_OUT = frozenset(["LSTM", "GRU", "RNN"])
+
+
+def _ints_of(scope: Scope, node: onnx.NodeProto, name: str, k: int) -> list[int] | None:
+    """An int-list attribute, or (newer opsets) the constant input ``k``."""
+    v = attr(node, name, None)
+    if v is not None:
+        return [int(a) for a in v]
+    if len(node.input) > k and node.input[k]:
+        c = scope.const(node.input[k])
+        return None if c is None else [int(a) for a in np.asarray(c).ravel()]
+    return None
+
+
+def unit_axis_tag(scope: Scope, name: str, depth: int = 64) -> ua.Tag | None:
+    """The unit axis of ``name`` followed from its Conv / MatMul producer (:mod:`actaudit.unitaxis`).
+
+    Needs static ranks along the way (shapes where a Reshape maps the axis); None when the
+    producer is unknown or the axis is lost.
+    """
+    s: Scope | None = scope
+    while s is not None and s.producer(name) is None:
+        s = s.parent
+    if s is None or depth <= 0:
+        return None
+    node = s.producer(name)
+    assert node is not None
+    rank = s.type_of(name)[1]
+    if rank is None:
+        return None
+    op = node.op_type if node.domain in DEFAULT_DOMAINS or node.domain == "com.microsoft" else ""
+    if op in _PRODUCERS:
+        origin = _PRODUCERS[op]
+        return ua.produced(origin, rank) if origin else None
+    if op in _RNN_OUT:
+        return ua.produced(LINEAR, rank)
+    if op in _RESHAPES:
+        back = _shape_source(s, node)
+        if back is not None:
+            return unit_axis_tag(s, back, depth - 1)
+    inputs = (
+        [node.input[0]] if op in _RESHAPES or op in ("Transpose", "Gather", "Split", "Slice") else node.input
+    )
+    src, tag = None, None
+    for inp in inputs:
+        if inp and s.const(inp) is None:
+            tag = unit_axis_tag(s, inp, depth - 1)
+            if tag is not None:
+                src = inp
+                break
+    if src is None or tag is None:
+        return None
+    in_type = s.type_of(src)
+    in_rank, in_shape = in_type[1], in_type[2]
+    if in_rank is None:
+        return None
+    if op in _POOLS:
+        return ua.spatial(tag, rank)
+    if op in _SAME:
+        return ua.same(tag, rank) if rank == in_rank else None
+    if op in _CARRIERS:
+        return ua.elementwise(tag, in_rank, rank)
+    if op == "Transpose":
+        perm = attr(node, "perm", None)
+        return ua.permute(tag, [int(p) for p in perm] if perm is not None else list(range(in_rank))[::-1])
+    if op == "Gather":
+        index_rank = s.type_of(node.input[1])[1]
+        return None if index_rank is None else ua.gather(tag, int(attr(node, "axis", 0)), index_rank, in_rank)
+    if op == "Squeeze":
+        axes = _ints_of(s, node, "axes", 1)
+        if axes is not None:
+            return ua.remove_axes(tag, axes, in_rank)
+    if op == "Unsqueeze":
+        axes = _ints_of(s, node, "axes", 1)
+        if axes is not None:
+            return ua.insert_axes(tag, axes, rank)
+    if op in _REDUCE:
+        axes = _ints_of(s, node, "axes", 1)
+        if axes is None:
+            return None
+        if int(attr(node, "keepdims", 1)):
+            return None if tag.axis in [a % in_rank for a in axes] else ua.same(tag, rank)
+        return ua.remove_axes(tag, axes, in_rank)
+    if op in _RESHAPES:
+        return ua.reshape(tag, in_shape, s.type_of(name)[2])
+    return None
+
+
+_CONSUMER_PASS = _CARRIERS | _SAME
+
+
+def consumer_axis(scope: Scope, y: str, rank: int | None, depth: int = 8) -> int | None:
+    """The unit axis a consumer of the activation output ``y`` implies: Conv → 1, MatMul/Gemm → last
+    (-1 when the rank is unknown before run time).
+
+    Followed through ops that keep every axis in place (elementwise, Pad, Concat, …).
+    """
+    frontier = [y]
+    seen = {y}
+    for _ in range(depth):
+        nxt = []
+        for t in frontier:
+            for n in scope.uses(t):
+                if n.op_type in ("Conv", "ConvTranspose") and n.input[0] == t and (rank is None or rank >= 3):
+                    return 1
+                if n.op_type in ("MatMul", "Gemm") and n.input[0] == t and (rank is None or rank >= 2):
+                    return -1 if rank is None else rank - 1
+                if n.op_type in _CONSUMER_PASS and n.op_type not in _POOLS and n.output:
+                    out = n.output[0]
+                    if out not in seen and scope.type_of(out)[1] == rank:
+                        seen.add(out)
+                        nxt.append(out)
+        frontier = nxt
     return None
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ...data import InputSpec, import_callable
-from ...detect import EXPORT, TORCH_SAVE, TORCHSCRIPT, detect_format
+from ...detect import EXPORT, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT, detect_format
 from ...errors import InputError, UntrustedPickleError
 from .capture import GraphSite, export_graph_sites, torchscript_graph_sites
 from .trust import check_torchscript, guarded_export_load
@@ -51,6 +51,8 @@ def load_torch(
     trust_pickle: bool = False,
     trust_code: bool = False,
     device: str = "cpu",
+    strip_prefixes: tuple[str, ...] = (),
+    non_strict: bool = False,
 ) -> TorchModel:
     p = Path(path)
     fmt = detect_format(p)
@@ -60,6 +62,9 @@ def load_torch(
             f"--arch {arch} applies to state_dict checkpoints, but {p} is a {fmt} program that carries its own code",
             hint="drop --arch to audit the program as it is",
         )
+    keys = {"strip_prefixes": tuple(strip_prefixes), "non_strict": non_strict}
+    if fmt == SAFETENSORS:
+        return _load_safetensors(p, arch, state_key, dev, **keys)
     if fmt == TORCHSCRIPT:
         if not trust_code:
             check_torchscript(p)
@@ -67,7 +72,7 @@ def load_torch(
     if fmt == EXPORT:
         return _load_export(p, dev, trust_code)
     if fmt == TORCH_SAVE:
-        return _load_pickle(p, arch, state_key, trust_pickle, dev)
+        return _load_pickle(p, arch, state_key, trust_pickle, dev, **keys)
     raise InputError(f"{p} is an {fmt} model, not a PyTorch checkpoint")
 
 
@@ -170,7 +175,8 @@ def pickle_globals(p: Path) -> list[str]:
         with zipfile.ZipFile(p) as zf:
             name = next(n for n in zf.namelist() if n.endswith("data.pkl"))
             data = zf.read(name)
-    except (zipfile.BadZipFile, StopIteration):
+    except (zipfile.BadZipFile, StopIteration, UnicodeDecodeError, ValueError, OSError):
+        # A damaged archive (a member name that is not UTF-8, a bad header): scan the raw bytes.
         data = p.read_bytes()
     found: list[str] = []
     strings: list[str] = []
@@ -190,15 +196,32 @@ def pickle_globals(p: Path) -> list[str]:
 _SAFE_PREFIXES = ("torch.", "collections.OrderedDict", "builtins.", "_codecs.", "numpy.")
 
 
+def _unsafe_names(globals_: list[str]) -> str:
+    """`` (a.B, c.D)``: every global outside the safe modules, in file order; protocol-2
+    pickles say ``__builtin__`` for ``builtins``."""
+    names = [
+        ("builtins." + g[len("__builtin__.") :]) if g.startswith("__builtin__.") else g for g in globals_
+    ]
+    foreign = list(dict.fromkeys(g for g in names if not g.startswith(_SAFE_PREFIXES)))
+    if not foreign:
+        return ""
+    shown = ", ".join(foreign[:20]) + (f" and {len(foreign) - 20} more" if len(foreign) > 20 else "")
+    return f" ({shown})"
+
+
 def _load_pickle(
-    p: Path, arch: str | None, state_key: str | None, trust: bool, dev: torch.device
+    p: Path,
+    arch: str | None,
+    state_key: str | None,
+    trust: bool,
+    dev: torch.device,
+    **keys: Any,  # strip_prefixes, non_strict: for a state_dict
 ) -> TorchModel:
     try:
         obj = torch.load(str(p), map_location=dev, weights_only=True)
     except pickle.UnpicklingError:
         if not trust:
-            foreign = [g for g in pickle_globals(p) if not g.startswith(_SAFE_PREFIXES)]
-            what = f" ({', '.join(sorted(set(foreign))[:3])})" if foreign else ""
+            what = _unsafe_names(pickle_globals(p))
             raise UntrustedPickleError(
                 f"refusing to load {p}: it holds pickled Python objects{what}, and unpickling them runs code from the file",
                 hint="pass --trust-pickle only if you trust its origin, or save a state_dict, TorchScript or torch.export file instead",
@@ -210,7 +233,7 @@ def _load_pickle(
         _no_arch(p, arch)
         return _eager("pickled-module", obj, dev, [])
     if isinstance(obj, dict):
-        return _from_dict(p, obj, arch, state_key, dev)
+        return _from_dict(p, obj, arch, state_key, dev, **keys)
     raise InputError(f"{p} holds a {type(obj).__name__}, not a model, state_dict or training checkpoint")
 
 
@@ -235,7 +258,13 @@ def _is_state_dict(d: dict[str, Any]) -> bool:
 
 
 def _from_dict(
-    p: Path, obj: dict[str, Any], arch: str | None, state_key: str | None, dev: torch.device
+    p: Path,
+    obj: dict[str, Any],
+    arch: str | None,
+    state_key: str | None,
+    dev: torch.device,
+    strip_prefixes: tuple[str, ...] = (),
+    non_strict: bool = False,
 ) -> TorchModel:
     notes = []
     sd: Any = obj
@@ -271,7 +300,10 @@ def _from_dict(
             hint="pass --arch MODULE:CALLABLE or --arch path/to/file.py:CALLABLE, a function that returns the model",
         )
     model = _build(arch)
+    sd = _strip_given_prefixes(p, sd, strip_prefixes, notes)
     sd = _strip_prefix(sd, model, notes)
+    if non_strict:
+        sd = _matching_keys(p, model, sd, notes)
     _check_keys(p, model, sd)
     model.load_state_dict(sd, strict=True)
     return _eager("state_dict", model, dev, notes)
@@ -283,6 +315,68 @@ def _no_arch(p: Path, arch: str | None) -> None:
             f"--arch {arch} applies to state_dict checkpoints, but {p} holds a whole pickled module",
             hint="drop --arch to audit the pickled module as it is",
         )
+
+
+def _load_safetensors(
+    p: Path, arch: str | None, state_key: str | None, dev: torch.device, **keys: Any
+) -> TorchModel:
+    """A ``.safetensors`` state_dict: raw tensors behind a JSON header, read without unpickling."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError:
+        raise InputError(
+            f"{p} is a safetensors file and the safetensors package is not installed",
+            hint="pip install safetensors",
+        ) from None
+    if state_key is not None:
+        raise InputError(f"--state-key applies to training checkpoints; {p} is a flat safetensors state_dict")
+    try:
+        sd = load_file(str(p), device=str(dev))
+    except Exception as e:
+        raise InputError(f"cannot read safetensors file {p}: {_short(e)}") from None
+    if not sd:
+        raise InputError(f"safetensors file {p} holds no tensors")
+    return _from_dict(p, dict(sd), arch, None, dev, **keys)
+
+
+def _strip_given_prefixes(
+    p: Path, sd: dict[str, Any], prefixes: tuple[str, ...], notes: list[str]
+) -> dict[str, Any]:
+    """--strip-prefix, in order: keep the keys that start with each prefix, without it.
+
+    Keys without the prefix are dropped (an EMA copy or a loss module beside the model in a
+    Lightning checkpoint), and the note says how many.
+    """
+    for prefix in prefixes:
+        kept = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+        if not kept:
+            sample = ", ".join(list(sd)[:3])
+            raise InputError(
+                f"--strip-prefix {prefix!r}: no key of {p} starts with it", hint=f"keys look like {sample}"
+            )
+        dropped = len(sd) - len(kept)
+        notes.append(
+            f"stripped {prefix!r} from {len(kept)} keys"
+            + (f"; dropped {dropped} keys without it" if dropped else "")
+        )
+        sd = kept
+    return sd
+
+
+def _matching_keys(p: Path, model: torch.nn.Module, sd: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """--non-strict: the checkpoint's keys that fit the model (name and shape); the rest listed in a note.
+
+    Model weights the checkpoint lacks stay fatal: an audit of initial weights would mislead.
+    """
+    expected = model.state_dict()
+    fit = {k: v for k, v in sd.items() if k in expected and tuple(v.shape) == tuple(expected[k].shape)}
+    rest = [k for k in sd if k not in fit]
+    if rest:
+        more = f" and {len(rest) - _MAX_NAMES} more" if len(rest) > _MAX_NAMES else ""
+        notes.append(
+            f"--non-strict: ignored {len(rest)} checkpoint keys: {', '.join(rest[:_MAX_NAMES])}{more}"
+        )
+    return fit
 
 
 def _build(arch: str) -> torch.nn.Module:

@@ -84,6 +84,67 @@ PRODUCERS = {
     "einsum": LINEAR,
     "_addmm_activation": LINEAR,
 }
+# Recurrent ops: every tensor they return has its features (hidden units) last.
+RECURRENT_PRODUCERS = frozenset(
+    [
+        "lstm",
+        "gru",
+        "rnn_tanh",
+        "rnn_relu",
+        "lstm_cell",
+        "gru_cell",
+        "rnn_tanh_cell",
+        "rnn_relu_cell",
+        "mkldnn_rnn_layer",
+        "_thnn_fused_lstm_cell",
+        "_thnn_fused_gru_cell",
+        "LSTM",
+        "GRU",
+        "RNN",
+        "LSTMCell",
+        "GRUCell",
+        "RNNCell",
+    ]
+)
+# Ops that keep every axis in place (the unit axis may change size, not position); ops with
+# several outputs (split, chunk) keep it in each.
+SAME_AXES = frozenset(
+    [
+        "cat",
+        "concat",
+        "concatenate",
+        "split",
+        "split_with_sizes",
+        "tensor_split",
+        "chunk",
+        "unsafe_split",
+        "unsafe_chunk",
+        "narrow",
+        "slice",
+        "index_select",
+        "gather",
+        "roll",
+        "flip",
+        "expand",
+        "expand_as",
+        "repeat",
+        "masked_fill",
+        "where",
+        "_softmax",
+        "softmax",
+        "log_softmax",
+        "abs",
+        "neg",
+        "exp",
+        "log",
+        "sqrt",
+        "rsqrt",
+        "pow",
+        "square",
+        "maximum",
+        "minimum",
+    ]
+)
 # Ops whose output keeps the unit layout of their first tagged input.
 CARRIERS = frozenset(
     [
