@@ -475,6 +475,7 @@ class Recorder:
                 # axis, and a sigmoid multiplied by its own input is a SiLU (x·σ(x), x·σ(βx)).
                 site.held = (x.detach().clone(), self.batch_samples)
                 self.last_site = f"{base}#{k}"
+                self.last_key = key  # the output heads are traced from this call too
                 return key
         self.last_site = f"{base}#{k}"
         self.last_key = key
