@@ -32,8 +32,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check actaudit tests fixtures bench
-	$(VENV)/bin/ruff format --check actaudit tests fixtures bench
+	$(VENV)/bin/ruff check actaudit tests fixtures bench docs
+	$(VENV)/bin/ruff format --check actaudit tests fixtures bench docs
 	$(VENV)/bin/mypy
 
 fixtures: $(STAMP)

@@ -45,7 +45,8 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
 
-def screenshot(html: Path, png: Path, browser: str) -> None:
+def screenshot(html: Path, png: Path, browser: str, size: tuple[int, int] = (1000, 900)) -> None:
+    """``html`` drawn by headless ``browser`` into ``png`` (``size`` in CSS pixels), offline."""
     with tempfile.TemporaryDirectory() as profile:
         cmd = [
             browser,
@@ -58,7 +59,7 @@ def screenshot(html: Path, png: Path, browser: str) -> None:
             "--no-first-run",
             "--hide-scrollbars",
             f"--user-data-dir={profile}",
-            "--window-size=1000,900",
+            f"--window-size={size[0]},{size[1]}",
             f"--screenshot={png}",
             html.as_uri(),
         ]
