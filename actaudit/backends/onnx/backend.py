@@ -7,6 +7,7 @@ in-memory copy, and the instrumented model only lives inside the onnxruntime ses
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import os
@@ -402,10 +403,26 @@ def session_for(handle: OnnxModel, model: onnx.ModelProto) -> ort.InferenceSessi
         return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
     with tempfile.TemporaryDirectory(prefix="actaudit-") as tmp:
         path = os.path.join(tmp, "model.onnx")
-        onnx.save(
-            model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin"
-        )
+        save_external(model, path, "weights.bin")
         return ort.InferenceSession(path, so, providers=providers)
+
+
+def save_external(model: onnx.ModelProto, path: str, location: str) -> None:
+    """``onnx.save`` with every weight in ``location`` beside ``path``; ``model`` is left as it was.
+
+    ``onnx.save_model(save_as_external_data=True)`` moves the tensors' bytes out of the
+    proto it is given: a second save of the same proto would then write an almost empty
+    data file. The bytes are read back from the file just written.
+    """
+    try:
+        onnx.save_model(
+            model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: the save's own error is the one to report
+            external_data_helper.load_external_data_for_model(model, os.path.dirname(path))
+        raise
+    external_data_helper.load_external_data_for_model(model, os.path.dirname(path))
 
 
 def plain_session(handle: OnnxModel) -> ort.InferenceSession:
