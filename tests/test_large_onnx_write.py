@@ -257,3 +257,34 @@ def test_saving_with_external_data_leaves_the_model_whole(tmp_path: Path) -> Non
     sizes = {(tmp_path / str(k) / "w.bin").stat().st_size for k in (1, 2)}
     assert len(sizes) == 1  # both saves wrote every weight over onnx's 1024-byte threshold (b2 stays inline)
     assert sizes.pop() >= 4 * (UNITS * 16 + UNITS + 4 * UNITS)
+
+
+def test_the_data_file_never_overwrites_the_inputs(
+    files: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An input whose weights are in out.onnx.data: -o out.onnx --force beside it is refused."""
+    onnx.save(
+        _model(),
+        str(tmp_path / "in.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="out.onnx.data",
+    )
+    before = (tmp_path / "out.onnx.data").read_bytes()
+    monkeypatch.setattr(backend, "_PROTOBUF_LIMIT", 1024)
+    r = CliRunner().invoke(
+        cli,
+        [
+            "rewrite",
+            str(tmp_path / "in.onnx"),
+            "-o",
+            str(tmp_path / "out.onnx"),
+            "--calib",
+            str(files["x"]),
+            "--force",
+        ],
+    )
+    assert r.exit_code == 2, r.output
+    assert "is the input's" in r.stderr
+    assert (tmp_path / "out.onnx.data").read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["in.onnx", "out.onnx.data"]

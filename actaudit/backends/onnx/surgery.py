@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper, numpy_helper
 
+from ...errors import InputError
+from ...fileio import _same as fileio_same
 from ...fileio import atomic_pair, atomic_path
 from ...rewrite.plan import SitePlan, SurgeryResult, bias_shift, float32_up, unit_shape
 from . import backend
@@ -424,6 +426,22 @@ def written_slopes(model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
     return out
 
 
+def _input_files(source: str) -> list[Path]:
+    """The input model's file and the external data files it names (read only when a name is taken)."""
+    p = Path(source)
+    if not p.is_file():
+        return []  # an in-memory ModelProto
+    m = onnx.load(str(p), load_external_data=False)
+    names = {
+        e.value
+        for t in external_data_helper._get_all_tensors(m)
+        if backend._is_external(t)
+        for e in t.external_data
+        if e.key == "location"
+    }
+    return [p, *(p.parent / n for n in sorted(names))]
+
+
 def _too_large(model: onnx.ModelProto) -> bool:
     return model.ByteSize() > backend._PROTOBUF_LIMIT  # read at call time: tests lower it
 
@@ -521,7 +539,15 @@ class OnnxSurgeon:
     def stage(self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool) -> Any:
         """Write ``model`` for ``out`` (see :func:`stage_onnx`); remembers the data file it published."""
         large = _too_large(model) or _too_large(self.handle.model)
-        self.written_data = Path(out).parent / data_name(Path(out)) if large else None
+        data = Path(out).parent / data_name(Path(out))
+        if large and data.exists():
+            for f in _input_files(self.handle.source):
+                if fileio_same(str(data), str(f)):
+                    raise InputError(
+                        f"the external data file {data} that -o {out} needs is the input's {f}",
+                        hint="inputs are never overwritten; write to another path or folder",
+                    )
+        self.written_data = data if large else None
         return stage_onnx(model, notes, Path(out), force, large)
 
     def reload(self, path: Any) -> onnx.ModelProto:
