@@ -288,3 +288,15 @@ def test_the_data_file_never_overwrites_the_inputs(
     assert "is the input's" in r.stderr
     assert (tmp_path / "out.onnx.data").read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["in.onnx", "out.onnx.data"]
+
+
+def test_a_model_protobuf_cannot_size_counts_as_over_the_limit() -> None:
+    """Above 2 GiB ``ByteSize`` itself raises EncodeError (measured on a 2.15 GB model); that is 'large'."""
+    from google.protobuf.message import EncodeError
+
+    class Huge:
+        def ByteSize(self) -> int:
+            raise EncodeError("Failed to serialize proto")
+
+    assert backend.over_limit(Huge()) is True  # type: ignore[arg-type]
+    assert backend.over_limit(_model()) is False

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from google.protobuf.message import EncodeError
 from onnx import external_data_helper
 
 from ...data import Batch, DataSource, InputSpec, cap_samples
@@ -179,9 +180,20 @@ def _load_path(p: Path) -> onnx.ModelProto:
     return model
 
 
+def over_limit(model: onnx.ModelProto) -> bool:
+    """Is ``model`` too large for one protobuf message (``_PROTOBUF_LIMIT``, read at call time)?
+
+    Above 2 GiB protobuf refuses even to size the message: ``ByteSize`` raises EncodeError.
+    """
+    try:
+        return model.ByteSize() > _PROTOBUF_LIMIT
+    except EncodeError:
+        return True
+
+
 def _with_shapes(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
     """Static shape inference (ranks and dtypes for the unit axis); without it sites fall back to run-time rules."""
-    if model.ByteSize() > _PROTOBUF_LIMIT:
+    if over_limit(model):
         notes.append("model is over 2 GB: static shape inference skipped, unit axes are chosen at run time")
         return model
     try:
@@ -399,7 +411,7 @@ def _providers(handle: OnnxModel) -> list[Any]:
 def session_for(handle: OnnxModel, model: onnx.ModelProto) -> ort.InferenceSession:
     """An onnxruntime session; models over the protobuf limit go through a temporary directory."""
     so, providers = _options(handle), _providers(handle)
-    if model.ByteSize() < _PROTOBUF_LIMIT:
+    if not over_limit(model):
         return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
     with tempfile.TemporaryDirectory(prefix="actaudit-") as tmp:
         path = os.path.join(tmp, "model.onnx")
