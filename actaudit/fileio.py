@@ -6,6 +6,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 import signal
 import stat
 import tempfile
@@ -195,6 +196,78 @@ def atomic_path(target: str | os.PathLike[str], *, force: bool = False) -> Itera
             if err is not None:
                 raise err from None
             raise
+
+
+@contextlib.contextmanager
+def atomic_pair(target: str | os.PathLike[str], companion: str, *, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary path for ``target`` in a private folder beside it; publish it with ``companion``.
+
+    The writer puts the file named ``companion`` (external weights) next to the yielded
+    path, so a model that names it relatively loads and verifies where it lies, with the
+    very bytes that get published. On success the companion is moved first and ``target``
+    last: a failure in between puts the previous companion back (or removes the new one),
+    so no half-written pair is left; any failure before removes the folder and nothing is
+    published. With ``force`` an old pair is replaced file by file, not in one step.
+    """
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    side = parent / companion
+    old = _existing(target, force)
+    old_side = _existing(side, force)
+    if not parent.is_dir():
+        raise InputError(f"output directory {parent} does not exist", hint="create it first")
+    mode = stat.S_IMODE(old.st_mode) if old is not None else 0o666 & ~_current_umask()
+    with _cleanup_on_sigterm():
+        try:
+            folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+        except OSError as e:
+            raise _place_error(target, parent, e) or e from None
+        staged, staged_side = folder / target.name, folder / companion
+        try:
+            yield staged
+            if not staged_side.is_file():
+                raise RuntimeError(f"the writer did not write {companion} beside {target.name}")
+            for f in (staged, staged_side):
+                os.chmod(f, mode)
+            backup = None
+            if old_side is not None:  # a hard link keeps the previous companion for the roll-back
+                backup = folder / f".{companion}.previous"
+                os.link(side, backup)
+            _publish(staged_side, side, replace=old_side is not None)
+            try:
+                _publish(staged, target, replace=old is not None)
+            except BaseException:
+                if backup is not None:
+                    os.replace(backup, side)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        side.unlink()
+                raise
+        except BaseException as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            err = _place_error(target, parent, e) if isinstance(e, Exception) else None
+            if err is not None:
+                raise err from None
+            raise
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_model(writer: Any, model: Any, notes: list[str], target: Path, *, force: bool) -> Iterator[Path]:
+    """The temporary path of ``model`` written for ``target``, published when the block succeeds.
+
+    A writer with a ``stage`` method writes the file(s) itself (an ONNX model over 2 GB
+    needs a data file beside it); otherwise its ``serialize`` bytes go through :func:`atomic_path`.
+    """
+    stage = getattr(writer, "stage", None)
+    if stage is not None:
+        with stage(model, notes, target, force) as tmp:
+            yield tmp
+        return
+    blob = writer.serialize(model, notes)
+    with atomic_path(target, force=force) as tmp:
+        tmp.write_bytes(blob)
+        yield tmp
 
 
 def write_text_atomic(target: str | os.PathLike[str], text: str, *, force: bool = True) -> None:

@@ -22,7 +22,7 @@ import numpy as np
 from ..api import AuditOptions, LoadedModel, build_report, data_source, load_model
 from ..data import DataSource
 from ..errors import EXIT_GATE, ActauditError, CalibrationError, InputError
-from ..fileio import atomic_path, sha256_file
+from ..fileio import sha256_file, staged_model
 from ..rewrite.drift import Drift, Reference
 from .fresh import data_ranges, fresh_batches, parse_input_ranges
 from .interval import propagate, unit_upper
@@ -341,10 +341,8 @@ def _write_verified(
     after: dict[str, int],
 ) -> None:
     assert opts.output is not None
-    blob = pruner.serialize(new, report.notes)
     out = Path(opts.output)
-    with atomic_path(out, force=opts.force) as tmp:
-        tmp.write_bytes(blob)
+    with staged_model(pruner, new, report.notes, out, force=opts.force) as tmp:
         try:
             reloaded = pruner.reload(tmp)
         except ActauditError:
@@ -377,6 +375,9 @@ def _write_verified(
         "sha256": sha256_file(out),
         "checks": list(pruner.checks),
     }
+    data = getattr(pruner, "written_data", None)  # weights written beside the model (over 2 GB)
+    if data is not None:
+        report.output["external_data"] = {"path": str(data), "sha256": sha256_file(data)}
 
 
 def attach_proofs(report: Any, loaded: LoadedModel, source: DataSource, opts: AuditOptions) -> None:

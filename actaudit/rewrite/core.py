@@ -21,7 +21,7 @@ import numpy as np
 
 from ..api import AuditOptions, LoadedModel, build_report, data_source, load_model
 from ..errors import EXIT_GATE, ActauditError, CalibrationError, InputError
-from ..fileio import atomic_path, sha256_file
+from ..fileio import sha256_file, staged_model
 from .drift import Drift, Ledger, Reference
 from .report import RewriteReport, SiteRewrite
 from .search import DEFAULT_RANGE, SearchResult, SearchSite, auto_slopes, fixed_slopes
@@ -568,10 +568,8 @@ def _write_verified(
     notes: list[str],
 ) -> None:
     assert opts.output is not None
-    blob = surgeon.serialize(final.model, notes)
     out = Path(opts.output)
-    with atomic_path(out, force=opts.force) as tmp:
-        tmp.write_bytes(blob)
+    with staged_model(surgeon, final.model, notes, out, force=opts.force) as tmp:
         try:
             reloaded = surgeon.reload(tmp)
         except ActauditError:
@@ -624,6 +622,9 @@ def _write_verified(
             for s, op, slope in written
         ],
     }
+    data = getattr(surgeon, "written_data", None)  # weights written beside the model (over 2 GB)
+    if data is not None:
+        report.output["external_data"] = {"path": str(data), "sha256": sha256_file(data)}
 
 
 def _key(values: Any) -> tuple[float, ...]:

@@ -7,6 +7,7 @@ in-memory copy, and the instrumented model only lives inside the onnxruntime ses
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import os
@@ -21,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
+from google.protobuf.message import EncodeError
 from onnx import external_data_helper
 
 from ... import unitaxis as ua
@@ -179,9 +181,20 @@ def _load_path(p: Path) -> onnx.ModelProto:
     return model
 
 
+def over_limit(model: onnx.ModelProto) -> bool:
+    """Is ``model`` too large for one protobuf message (``_PROTOBUF_LIMIT``, read at call time)?
+
+    Above 2 GiB protobuf refuses even to size the message: ``ByteSize`` raises EncodeError.
+    """
+    try:
+        return model.ByteSize() > _PROTOBUF_LIMIT
+    except EncodeError:
+        return True
+
+
 def _with_shapes(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
     """Static shape inference (ranks and dtypes for the unit axis); without it sites fall back to run-time rules."""
-    if model.ByteSize() > _PROTOBUF_LIMIT:
+    if over_limit(model):
         notes.append("model is over 2 GB: static shape inference skipped, unit axes are chosen at run time")
         return model
     try:
@@ -399,14 +412,30 @@ def _providers(handle: OnnxModel) -> list[Any]:
 def session_for(handle: OnnxModel, model: onnx.ModelProto) -> ort.InferenceSession:
     """An onnxruntime session; models over the protobuf limit go through a temporary directory."""
     so, providers = _options(handle), _providers(handle)
-    if model.ByteSize() < _PROTOBUF_LIMIT:
+    if not over_limit(model):
         return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
     with tempfile.TemporaryDirectory(prefix="actaudit-") as tmp:
         path = os.path.join(tmp, "model.onnx")
-        onnx.save(
-            model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="weights.bin"
-        )
+        save_external(model, path, "weights.bin")
         return ort.InferenceSession(path, so, providers=providers)
+
+
+def save_external(model: onnx.ModelProto, path: str, location: str) -> None:
+    """``onnx.save`` with every weight in ``location`` beside ``path``; ``model`` is left as it was.
+
+    ``onnx.save_model(save_as_external_data=True)`` moves the tensors' bytes out of the
+    proto it is given: a second save of the same proto would then write an almost empty
+    data file. The bytes are read back from the file just written.
+    """
+    try:
+        onnx.save_model(
+            model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location
+        )
+    except BaseException:
+        with contextlib.suppress(Exception):  # best effort: the save's own error is the one to report
+            external_data_helper.load_external_data_for_model(model, os.path.dirname(path))
+        raise
+    external_data_helper.load_external_data_for_model(model, os.path.dirname(path))
 
 
 def plain_session(handle: OnnxModel) -> ort.InferenceSession:

@@ -506,10 +506,16 @@ class OnnxPruner:
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()
 
+    def stage(self, model: onnx.ModelProto, notes: list[str], out: Any, force: bool) -> Any:
+        """The rewrite's writer: one file, or the model and its external data over 2 GB."""
+        return self.surgeon.stage(model, notes, out, force)
+
+    @property
+    def written_data(self) -> Any:
+        return getattr(self.surgeon, "written_data", None)
+
     def reload(self, path: Any) -> onnx.ModelProto:
-        m = onnx.load(str(path))
-        onnx.checker.check_model(m, full_check=True)
-        return m
+        return self.surgeon.reload(path)
 
     def count_params(self, model: onnx.ModelProto) -> int:
         return count_params(model)

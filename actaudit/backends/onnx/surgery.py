@@ -18,15 +18,20 @@ padding breaks exactness: padded positions are zeros, not shifted activations.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import external_data_helper, helper, numpy_helper
 
+from ...errors import InputError
+from ...fileio import _same as fileio_same
+from ...fileio import atomic_pair, atomic_path
 from ...rewrite.plan import SitePlan, SurgeryResult, bias_shift, float32_up, unit_shape
 from . import backend
 from .sites import find_sites
@@ -421,6 +426,55 @@ def written_slopes(model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
     return out
 
 
+def _input_files(source: str) -> list[Path]:
+    """The input model's file and the external data files it names (read only when a name is taken)."""
+    p = Path(source)
+    if not p.is_file():
+        return []  # an in-memory ModelProto
+    m = onnx.load(str(p), load_external_data=False)
+    names = {
+        e.value
+        for t in external_data_helper._get_all_tensors(m)
+        if backend._is_external(t)
+        for e in t.external_data
+        if e.key == "location"
+    }
+    return [p, *(p.parent / n for n in sorted(names))]
+
+
+def _too_large(model: onnx.ModelProto) -> bool:
+    return backend.over_limit(model)
+
+
+def data_name(out: Path) -> str:
+    """The external data file written beside ``out`` (``model.onnx`` → ``model.onnx.data``)."""
+    return f"{out.name}.data"
+
+
+@contextlib.contextmanager
+def stage_onnx(
+    model: onnx.ModelProto, notes: list[str], out: Path, force: bool, large: bool
+) -> Iterator[Path]:
+    """The temporary path of ``model`` written for ``out``, published (atomically) when the block succeeds.
+
+    Below protobuf's limit: one file. Above it (or when the input was), the weights go to
+    ``out.name + ".data"`` beside it, through :func:`atomic_pair`: the temporary pair sits
+    in a private folder with the final names, so the file that is checked and re-run is
+    byte for byte the one published; ``model`` itself is left whole.
+    """
+    if not large:
+        blob = model.SerializeToString()
+        with atomic_path(out, force=force) as tmp:
+            tmp.write_bytes(blob)
+            yield tmp
+        return
+    data = data_name(out)
+    with atomic_pair(out, data, force=force) as tmp:
+        backend.save_external(model, str(tmp), data)
+        notes.append(f"the model is over 2 GB: its weights are written to {data} beside {out.name}")
+        yield tmp
+
+
 class OnnxSurgeon:
     """The rewrite command's view of an ONNX model."""
 
@@ -436,6 +490,8 @@ class OnnxSurgeon:
     def __init__(self, handle: Any) -> None:  # backend.OnnxModel
         self.handle = handle
         self.output_names: list[str] | None = None
+        self.written_data: Path | None = None  # the external data file of the last write, if any
+        self.on_disk: tuple[onnx.ModelProto, Path] | None = None  # the last reload, when it had external data
 
     def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
         from ...api import parse_axis_overrides
@@ -458,7 +514,7 @@ class OnnxSurgeon:
     ) -> Iterator[Any]:
         from ...rewrite.drift import flatten_outputs, output_names
 
-        sess = backend.session_for(self.handle, model)
+        sess = self.session(model)
         names = [o.name for o in sess.get_outputs()]
         warns: list[str] = []
         for i, batch in enumerate(backend.batches_for(self.handle, source, samples)):
@@ -480,10 +536,43 @@ class OnnxSurgeon:
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()
 
+    def stage(self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool) -> Any:
+        """Write ``model`` for ``out`` (see :func:`stage_onnx`); remembers the data file it published."""
+        large = _too_large(model) or _too_large(self.handle.model)
+        data = Path(out).parent / data_name(Path(out))
+        if large and data.exists():
+            for f in _input_files(self.handle.source):
+                if fileio_same(str(data), str(f)):
+                    raise InputError(
+                        f"the external data file {data} that -o {out} needs is the input's {f}",
+                        hint="inputs are never overwritten; write to another path or folder",
+                    )
+        self.written_data = data if large else None
+        return stage_onnx(model, notes, Path(out), force, large)
+
     def reload(self, path: Any) -> onnx.ModelProto:
-        m = onnx.load(str(path))
-        onnx.checker.check_model(m, full_check=True)
+        """The written file, checked; a model with external data is checked by path (protobuf's 2 GB).
+
+        Its session is then built from that file (:meth:`outputs`), not from a re-serialised copy.
+        """
+        m = onnx.load(str(path), load_external_data=False)
+        if not any(backend._is_external(t) for t in external_data_helper._get_all_tensors(m)):
+            onnx.checker.check_model(m, full_check=True)
+            return m
+        onnx.checker.check_model(str(path), full_check=True)
+        external_data_helper.load_external_data_for_model(m, str(Path(path).parent))
+        self.on_disk = (m, Path(path))
         return m
+
+    def session(self, model: onnx.ModelProto) -> Any:
+        """An onnxruntime session: from the file for a model :meth:`reload` read with external data."""
+        on_disk = self.on_disk
+        if on_disk is not None and on_disk[0] is model:
+            import onnxruntime as ort
+
+            h = self.handle
+            return ort.InferenceSession(str(on_disk[1]), backend._options(h), providers=backend._providers(h))
+        return backend.session_for(self.handle, model)
 
     def written_slopes(self, model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
         return written_slopes(model)
