@@ -41,17 +41,30 @@ def test_out_of_memory_suggests_batch_size(tmp_path) -> None:
 
 
 SLOW_LOADER = """
+import os
 import time
 import numpy as np
 
 def batches():
     for i in range(200):
+        if i == 3:  # the audit is under way: tell the test it may interrupt now
+            open(os.environ["ACTAUDIT_TEST_STARTED"], "w").close()
         time.sleep(0.05)
         yield np.zeros((2, 3, 8, 8), dtype=np.float32)
 """
 
 
-def test_ctrl_c_exits_130_and_leaves_nothing(small, tmp_path) -> None:
+def _wait_for(path, p, limit: float = 120.0) -> None:
+    """Wait until the audit has drawn a few batches (start-up time varies with the machine's load)."""
+    deadline = time.monotonic() + limit
+    while not path.exists():
+        assert p.poll() is None, p.communicate()
+        assert time.monotonic() < deadline, "the audit never started drawing batches"
+        time.sleep(0.05)
+
+
+def test_ctrl_c_exits_130_and_leaves_nothing(small, tmp_path, tmp_path_factory) -> None:
+    started = tmp_path_factory.mktemp("signal") / "started"
     loader = tmp_path / "slow.py"
     loader.write_text(SLOW_LOADER)
     out = tmp_path / "report.json"
@@ -71,8 +84,9 @@ def test_ctrl_c_exits_130_and_leaves_nothing(small, tmp_path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "ACTAUDIT_TEST_STARTED": str(started)},
     )
-    time.sleep(4.0)  # torch import plus a few batches
+    _wait_for(started, p)
     assert p.poll() is None, p.communicate()
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=60)
