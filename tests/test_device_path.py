@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from actaudit.backends.torch import capture
+from actaudit.backends.torch import kernel as capture
 from tests.test_stats_kernel import RELU, RELU6, TANH, _batches, check, reference, run_kernel
 
 

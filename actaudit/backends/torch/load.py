@@ -23,7 +23,7 @@ import torch
 from ...data import InputSpec, import_callable
 from ...detect import EXPORT, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT, detect_format
 from ...errors import InputError, UntrustedPickleError
-from .capture import GraphSite, export_graph_sites, torchscript_graph_sites
+from .graphsites import GraphSite, export_graph_sites, torchscript_graph_sites
 from .trust import check_torchscript, guarded_export_load
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
