@@ -9,19 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...rewrite.plan import SitePlan, bias_shift, float32_up, unit_shape
+from ...rewrite.plan import SitePlan, float32_up, unit_shape
 
 LEAKY = "leaky"
 PRELU = "prelu"
 TARGETS = (LEAKY, PRELU)
-
-
-def _fold_into(
-    weight: torch.Tensor, bias: torch.Tensor, kind: str, shift: np.ndarray, groups: int, repeat: int
-) -> None:
-    delta = bias_shift(kind, weight.detach().cpu().numpy(), shift, groups=groups, repeat=repeat)
-    with torch.no_grad():
-        bias.sub_(torch.as_tensor(delta, dtype=bias.dtype, device=bias.device))
 
 
 class AxisPReLU(nn.Module):

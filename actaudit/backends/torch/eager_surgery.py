@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from ...rewrite import fold
 from ...rewrite.plan import SitePlan, SurgeryResult
-from .activations import LEAKY, TARGETS, _activation_for, _fold_into, _ints, _is_relu_module
+from .activations import LEAKY, TARGETS, _activation_for, _ints, _is_relu_module
+from .folding import module_consumer
 
 _RELU_FUNCS: set[Any] = {F.relu, torch.relu, torch.relu_, F.relu_}
 _RELU_METHODS = {"relu", "relu_"}
@@ -284,7 +284,7 @@ def _site_nodes(gm: fx.GraphModule, owner_path: str, sites: list[_EagerSite]) ->
 
 
 def _fold_eager(
-    owner: nn.Module,
+    home: nn.Module,
     gm: fx.GraphModule,
     nodes: dict[str, fx.Node],
     sites: list[_EagerSite],
@@ -297,40 +297,18 @@ def _fold_eager(
         if node is None or p.neg_mean is None:
             res.not_compensated.setdefault(p.name, "site not found in the traced graph")
             continue
-        found = _eager_consumer(gm, node, p)
-        if isinstance(found, str):
-            res.not_compensated[p.name] = found
-            continue
-        target, kind, groups, repeat = found
-        _fold_module(
-            owner.get_submodule(target) if target else owner,
-            _join(prefix, target),
-            kind,
-            groups,
-            repeat,
-            p,
-            res,
-        )
+        _fold_at(gm, home, node, p, res, prefix)
 
 
-def _fold_module(
-    mod: nn.Module, where: str, kind: str, groups: int, repeat: int, p: SitePlan, res: SurgeryResult
+def _fold_at(
+    gm: fx.GraphModule, home: nn.Module, node: fx.Node, p: SitePlan, res: SurgeryResult, prefix: str
 ) -> None:
-    assert p.neg_mean is not None
-    shift = p.shift()
-    weight = mod.weight
-    assert isinstance(weight, torch.Tensor)
-    if getattr(mod, "bias", None) is None:
-        mod.bias = nn.Parameter(torch.zeros(weight.shape[0], dtype=weight.dtype, device=weight.device))
-    bias = mod.bias
-    assert isinstance(bias, torch.Tensor)
-    _fold_into(weight, bias, kind, shift, groups, repeat)
-    pad = getattr(mod, "padding", 0)
-    padded = kind == "conv" and (
-        pad == "same" or (not isinstance(pad, str) and any(int(x) for x in np.atleast_1d(pad)))
-    )
-    res.compensated[p.name] = f"{where} bias" + (" (approximate at zero-padded borders)" if padded else "")
-    res.not_compensated.pop(p.name, None)
+    """Fold site ``p`` (at ``node`` of ``gm``) into a consumer that lives in ``home`` under the same path."""
+
+    def step(cur: fx.Node) -> tuple[fold.Link, fx.Node]:
+        return _eager_link(gm, home, cur, prefix)
+
+    fold.settle(res, p.name, fold.fold(p.shift(), p.unit_axis, p.sample_shape, node, step))
 
 
 def _fold_global(original: nn.Module, root: nn.Module, plans: list[SitePlan], res: SurgeryResult) -> None:
@@ -357,67 +335,54 @@ def _fold_global(original: nn.Module, root: nn.Module, plans: list[SitePlan], re
             if k is None and len(calls) == 1
             else (calls[k] if k is not None and k < len(calls) else None)
         )
-        if node is None or p.neg_mean is None:
-            continue
-        found = _eager_consumer(gm, node, p)
-        if isinstance(found, str):
-            res.not_compensated[p.name] = found
-            continue
-        target, kind, groups, repeat = found
-        try:
-            mod = root.get_submodule(target)
-        except AttributeError:
-            continue
-        _fold_module(mod, target, kind, groups, repeat, p, res)
+        if node is not None and p.neg_mean is not None:
+            _fold_at(gm, root, node, p, res, "")
 
 
-def _eager_consumer(gm: fx.GraphModule, node: fx.Node, p: SitePlan) -> tuple[str, str, int, int] | str:
-    repeat, flat = 1, False
-    spatial = math.prod(p.sample_shape[1:]) if p.sample_shape else 1
-    cur = node
-    for _ in range(8):
-        users = list(cur.users)
-        if len(users) != 1:
-            return f"its output feeds {len(users)} ops; the fold needs exactly one linear consumer"
-        u = users[0]
-        if u.op == "call_module":
-            mod = gm.get_submodule(str(u.target))
-            if isinstance(mod, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-                if p.unit_axis != 1 or repeat != 1:
-                    return "the next Conv does not take this site's units as input channels"
-                return str(u.target), "conv", int(mod.groups), 1
-            if isinstance(mod, nn.Linear):
-                if not flat and p.unit_axis != len(p.sample_shape):
-                    return "the next Linear does not take this site's units as input features"
-                return str(u.target), "linear", 1, repeat
-            if isinstance(mod, nn.Flatten):
-                if mod.start_dim != 1 or p.unit_axis != 1 or mod.end_dim != -1:
-                    return "a Flatten other than flatten(1) sits before the next Linear"
-                repeat, flat = spatial, True
-            elif (
-                isinstance(mod, (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d))
-                and p.unit_axis == 1
-            ):
-                if any(int(o) != 1 for o in _ints(mod.output_size) if o is not None):
-                    return "an adaptive pool to more than one position sits before the next op"
-                spatial = 1  # the mean of a per-channel constant is that constant
-            elif not isinstance(mod, _TRANSPARENT_MODULES):
-                return f"the next op is {type(mod).__name__}, not a Conv or Linear"
-        elif (u.op == "call_function" and u.target in (torch.flatten,)) or (
-            u.op == "call_method" and u.target == "flatten"
-        ):
-            start = u.args[1] if len(u.args) > 1 else u.kwargs.get("start_dim", 0)
-            if start != 1 or p.unit_axis != 1:
-                return "a flatten other than flatten(x, 1) sits before the next Linear"
-            repeat, flat = spatial, True
-        elif u.op == "call_method" and u.target in ("view", "reshape"):
-            return f"a {u.target} sits before the next op; its layout is not followed"
-        elif u.op == "call_method" and u.target == "contiguous":
-            pass
-        else:
-            what = u.target if u.op != "output" else f"the output of {type(gm).__name__}"
-            return (
-                f"the next op is {getattr(what, '__name__', what)}, not a Conv or Linear in the same module"
-            )
-        cur = u
-    return "no Conv or Linear within a few ops"
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_AVG_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
+
+
+def _eager_link(gm: fx.GraphModule, home: nn.Module, cur: fx.Node, prefix: str) -> tuple[fold.Link, fx.Node]:
+    """The one op of a traced forward that reads ``cur``, in the fold's terms."""
+    users = [u for u in cur.users if not _shape_only(u)]
+    if len(users) != 1:
+        return fold.Fanout(len(users)), cur
+    u = users[0]
+    if u.op == "call_module":
+        target = str(u.target)
+        mod = gm.get_submodule(target)
+        if isinstance(mod, (*_CONVS, nn.Linear)):
+            try:
+                consumer = home.get_submodule(target)
+            except AttributeError:
+                return fold.Stop(f"the next op {target} is not in the rewritten model"), u
+            kind = "linear" if isinstance(mod, nn.Linear) else "conv"
+            return module_consumer(consumer, kind, f"{_join(prefix, target)} bias"), u
+        if isinstance(mod, nn.Flatten):
+            return fold.Flatten("Flatten", bool(mod.start_dim == 1 and mod.end_dim == -1)), u
+        if isinstance(mod, _AVG_POOLS):
+            return fold.Pool(type(mod).__name__, all(o == 1 for o in _ints(mod.output_size))), u
+        if isinstance(mod, _TRANSPARENT_MODULES):
+            return fold.Pass(), u
+        return fold.Other(type(mod).__name__), u
+    if (u.op == "call_function" and u.target is torch.flatten) or (
+        u.op == "call_method" and u.target == "flatten"
+    ):
+        start = u.args[1] if len(u.args) > 1 else u.kwargs.get("start_dim", 0)
+        end = u.args[2] if len(u.args) > 2 else u.kwargs.get("end_dim", -1)
+        return fold.Flatten("flatten", bool(start == 1 and end == -1)), u
+    if u.op == "call_method" and u.target in ("view", "reshape"):
+        dims = u.args[1] if len(u.args) == 2 and isinstance(u.args[1], (tuple, list)) else u.args[1:]
+        return fold.Reshape(str(u.target), tuple(d if isinstance(d, int) else None for d in dims)), u
+    if u.op == "call_method" and u.target == "contiguous":
+        return fold.Pass(), u
+    what = u.target if u.op != "output" else f"the output of {type(gm).__name__}"
+    return fold.Other(str(getattr(what, "__name__", what))), u
+
+
+def _shape_only(u: fx.Node) -> bool:
+    """``x.size(0)``, ``x.dim()``, ``x.shape``: reads no values (``x.view(x.size(0), -1)``)."""
+    if u.op == "call_method":
+        return u.target in ("size", "dim")
+    return u.op == "call_function" and u.target is getattr and len(u.args) > 1 and u.args[1] == "shape"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -11,9 +10,11 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from ...rewrite import fold
 from ...rewrite.plan import SitePlan, SurgeryResult, assign_names, float32_up, unit_shape
-from .activations import LEAKY, _any, _fold_into, _ints, _plan_rank
+from .activations import LEAKY, _any, _ints, _plan_rank
 from .files import clone_export
+from .folding import array_of, tensor_writer
 from .graphsites import export_site_nodes, relu_named
 from .ops import op_name
 
@@ -237,76 +238,56 @@ def _fold_export(ep: Any, node: fx.Node, p: SitePlan, res: SurgeryResult) -> Non
     if p.neg_mean is None:
         return
     inputs = {s.arg.name: s.target for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
-    cur = node
-    repeat, flat = 1, False
-    spatial = math.prod(p.sample_shape[1:]) if p.sample_shape else 1
-    for _ in range(8):
-        users = list(cur.users)
-        if len(users) != 1:
-            res.not_compensated[p.name] = (
-                f"its output feeds {len(users)} ops; the fold needs exactly one linear consumer"
-            )
-            return
-        u = users[0]
-        op = op_name(u.target) if u.op == "call_function" else u.op
-        if op in ("dropout", "contiguous", "clone", "alias") and u.args[0] is cur:
-            cur = u
-            continue
-        if (
-            op in ("adaptive_avg_pool2d", "adaptive_avg_pool1d", "adaptive_avg_pool3d")
-            and p.unit_axis == 1
-            and u.args[0] is cur
-        ):
-            if any(int(x) != 1 for x in _ints(u.args[1])):
-                res.not_compensated[p.name] = (
-                    "an adaptive pool to more than one position sits before the next op"
-                )
-                return
-            spatial = 1
-            cur = u
-            continue
-        if op == "flatten" and p.unit_axis == 1 and (u.args[1] if len(u.args) > 1 else 0) == 1:
-            repeat, flat = spatial, True
-            cur = u
-            continue
-        if op in ("conv1d", "conv2d", "conv3d", "linear") and u.args[0] is cur:
-            w_node = u.args[1]
-            b_node = u.args[2] if len(u.args) > 2 else None
-            if (
-                not isinstance(b_node, fx.Node)
-                or b_node.name not in inputs
-                or not isinstance(w_node, fx.Node)
-            ):
-                res.not_compensated[p.name] = f"the next op aten.{op} has no bias parameter to fold into"
-                return
-            weight = ep.state_dict.get(inputs.get(w_node.name))
-            bias = ep.state_dict.get(inputs[b_node.name])
-            if weight is None or bias is None:
-                res.not_compensated[p.name] = f"the next op aten.{op} takes its weights from a non-parameter"
-                return
-            if op == "linear":
-                if not flat and p.unit_axis != len(p.sample_shape):
-                    res.not_compensated[p.name] = (
-                        "the next linear does not take this site's units as input features"
-                    )
-                    return
-                _fold_into(weight, bias, "linear", p.shift(), 1, repeat)
-                res.compensated[p.name] = f"{inputs[b_node.name]}"
-                return
-            if p.unit_axis != 1 or repeat != 1:
-                res.not_compensated[p.name] = "the next conv does not take this site's units as channels"
-                return
-            groups = int(_any(u.args[6])) if len(u.args) > 6 else 1
-            padding: Any = u.args[4] if len(u.args) > 4 else 0
-            _fold_into(weight, bias, "conv", p.shift(), groups, 1)
-            padded = padding == "same" or any(int(x) for x in _ints(padding)) if padding != "valid" else False
-            res.compensated[p.name] = inputs[b_node.name] + (
-                " (approximate at zero-padded borders)" if padded else ""
-            )
-            return
-        res.not_compensated[p.name] = f"the next op is {op}, not a conv or linear"
-        return
-    res.not_compensated[p.name] = "no conv or linear within a few ops"
+
+    def step(cur: fx.Node) -> tuple[fold.Link, fx.Node]:
+        return _export_link(ep, inputs, cur)
+
+    fold.settle(res, p.name, fold.fold(p.shift(), p.unit_axis, p.sample_shape, node, step))
+
+
+_EXPORT_PASS = {"dropout", "contiguous", "clone", "alias"}
+_EXPORT_POOLS = {"adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d"}
+
+
+def _export_link(ep: Any, inputs: dict[str, str], cur: fx.Node) -> tuple[fold.Link, fx.Node]:
+    """The one node of a program's graph that reads ``cur``, in the fold's terms."""
+    users = list(cur.users)
+    if len(users) != 1:
+        return fold.Fanout(len(users)), cur
+    u = users[0]
+    op = op_name(u.target) if u.op == "call_function" else u.op
+    if not u.args or u.args[0] is not cur:
+        return fold.Other(op), u
+    if op in _EXPORT_PASS:
+        return fold.Pass(), u
+    if op in _EXPORT_POOLS:
+        return fold.Pool(op, all(int(x) == 1 for x in _ints(u.args[1]))), u
+    if op == "flatten":
+        start, end = (u.args[1] if len(u.args) > 1 else 0), (u.args[2] if len(u.args) > 2 else -1)
+        return fold.Flatten(op, bool(start == 1 and end == -1)), u
+    if op in ("view", "reshape") and len(u.args) > 1:
+        return fold.Reshape(op, tuple(d if isinstance(d, int) else None for d in _ints(u.args[1]))), u
+    if op in ("conv1d", "conv2d", "conv3d", "linear"):
+        return _export_consumer(ep, inputs, u, op), u
+    return fold.Other(op), u
+
+
+def _export_consumer(ep: Any, inputs: dict[str, str], u: fx.Node, op: str) -> fold.Link:
+    w_node = u.args[1]
+    b_node = u.args[2] if len(u.args) > 2 else None
+    if not isinstance(b_node, fx.Node) or b_node.name not in inputs or not isinstance(w_node, fx.Node):
+        return fold.Stop(f"the next op aten.{op} has no bias parameter to fold into")
+    weight = ep.state_dict.get(inputs.get(w_node.name))
+    bias = ep.state_dict.get(inputs[b_node.name])
+    if weight is None or bias is None:
+        return fold.Stop(f"the next op aten.{op} takes its weights from a non-parameter")
+    w, b, write, label = array_of(weight), array_of(bias), tensor_writer(bias), inputs[b_node.name]
+    if op == "linear":
+        return fold.Consumer(label, "linear", w, b, write)
+    groups = int(_any(u.args[6])) if len(u.args) > 6 else 1
+    padding: Any = u.args[4] if len(u.args) > 4 else 0
+    padded = padding == "same" or any(int(x) for x in _ints(padding)) if padding != "valid" else False
+    return fold.Consumer(label, "conv", w, b, write, groups, padded)
 
 
 def export_slopes(ep: Any) -> list[tuple[str, str, Any]]:

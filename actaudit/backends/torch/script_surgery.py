@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import torch
 
+from ...rewrite import fold
 from ...rewrite.plan import SitePlan, SurgeryResult, assign_names, float32_up, unit_shape
-from .activations import LEAKY, PRELU, _fold_into, _plan_rank
+from .activations import LEAKY, PRELU, _plan_rank
 from .files import clone_script
+from .folding import array_of, tensor_writer
 from .graphsites import canon, relu_named, torchscript_site_nodes
 
 
@@ -152,17 +153,19 @@ def _ts_leaky(graph: Any, node: Any, alpha: float) -> Any:
 
 _TS_TRANSPARENT = {"aten::dropout", "aten::contiguous", "aten::feature_dropout"}
 _TS_CONV = {"aten::conv1d", "aten::conv2d", "aten::conv3d"}
+_TS_POOLS = {"aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d", "aten::adaptive_avg_pool3d"}
 _TS_SHAPE_ONLY = {"aten::size", "aten::dim", "aten::len", "prim::device", "prim::dtype", "prim::shape"}
 
 
 def _ts_attr(m: Any, value: Any) -> Any:
-    """Follow a prim::GetAttr chain back to %self and return the Python-side object."""
+    """Follow a prim::GetAttr chain back to the module itself (``forward``'s first input, whatever
+    its name) and return the Python-side object."""
     names = []
     v = value
     while v.node().kind() == "prim::GetAttr":
         names.append(v.node().s("name"))
         v = v.node().input()
-    if v.debugName() != "self" and not v.debugName().startswith("self"):
+    if v.node().kind() != "prim::Param" or v.offset() != 0:
         return None
     obj = m
     for n in reversed(names):
@@ -173,78 +176,65 @@ def _ts_attr(m: Any, value: Any) -> Any:
 def _fold_ts(m: Any, node: Any, p: SitePlan, res: SurgeryResult) -> None:
     if p.neg_mean is None:
         return
-    cur = node.output()
-    repeat, flat = 1, False
-    spatial = math.prod(p.sample_shape[1:]) if p.sample_shape else 1
-    for _ in range(8):
-        uses = [x for x in cur.uses() if x.user.kind() not in _TS_SHAPE_ONLY]
-        if len(uses) != 1:
-            res.not_compensated[p.name] = (
-                f"its output feeds {len(uses)} ops; the fold needs exactly one linear consumer"
-            )
-            return
-        u = uses[0].user
-        k = u.kind()
-        if k == "prim::Return" and u.owningBlock().owningNode() is not None:
-            owner = u.owningBlock().owningNode()
-            if owner.kind() != "prim::If":
-                res.not_compensated[p.name] = f"the site is inside a {owner.kind()} body"
-                return
-            cur = owner.outputsAt(uses[0].offset)  # F.relu's `if inplace:` branches meet here
-            continue
-        if k in _TS_TRANSPARENT and uses[0].offset == 0:
-            cur = u.output()
-            continue
-        if k == "aten::adaptive_avg_pool2d" and p.unit_axis == 1 and uses[0].offset == 0:
-            size = _ts_list(u.inputsAt(1))
-            if size is None or any(int(x) != 1 for x in size):
-                res.not_compensated[p.name] = (
-                    "an adaptive pool to more than one position sits before the next op"
-                )
-                return
-            spatial = 1
-            cur = u.output()
-            continue
-        if k == "aten::flatten" and p.unit_axis == 1:
-            start = u.inputsAt(1).toIValue() if u.inputsAt(1).node().kind() == "prim::Constant" else None
-            if start != 1:
-                res.not_compensated[p.name] = "a flatten other than flatten(x, 1) sits before the next op"
-                return
-            repeat, flat = spatial, True
-            cur = u.output()
-            continue
-        if (k in _TS_CONV or k == "aten::linear") and uses[0].offset == 0:
-            weight = _ts_attr(m, u.inputsAt(1))
-            bias = _ts_attr(m, u.inputsAt(2)) if u.inputsAt(2).node().kind() == "prim::GetAttr" else None
-            if not isinstance(weight, torch.Tensor) or not isinstance(bias, torch.Tensor):
-                res.not_compensated[p.name] = f"the next op {k} has no bias parameter to fold into"
-                return
-            if k in _TS_CONV:
-                if p.unit_axis != 1 or repeat != 1:
-                    res.not_compensated[p.name] = "the next conv does not take this site's units as channels"
-                    return
-                groups = u.inputsAt(6).toIValue() if u.inputsAt(6).node().kind() == "prim::Constant" else None
-                pad = u.inputsAt(4).node()
-                if groups is None:
-                    res.not_compensated[p.name] = "the next conv has a non-constant group count"
-                    return
-                _fold_into(weight, bias, "conv", p.shift(), int(groups), 1)
-                padded = _ts_padded(pad)
-                res.compensated[p.name] = f"{k} bias" + (
-                    " (approximate at zero-padded borders)" if padded else ""
-                )
-                return
-            if not flat and p.unit_axis != len(p.sample_shape):
-                res.not_compensated[p.name] = (
-                    "the next linear does not take this site's units as input features"
-                )
-                return
-            _fold_into(weight, bias, "linear", p.shift(), 1, repeat)
-            res.compensated[p.name] = f"{k} bias"
-            return
-        res.not_compensated[p.name] = f"the next op is {k}, not a conv or linear"
-        return
-    res.not_compensated[p.name] = "no conv or linear within a few ops"
+
+    def step(cur: Any) -> tuple[fold.Link, Any]:
+        return _ts_link(m, cur)
+
+    fold.settle(res, p.name, fold.fold(p.shift(), p.unit_axis, p.sample_shape, node.output(), step))
+
+
+def _ts_link(m: Any, cur: Any) -> tuple[fold.Link, Any]:
+    """The one node of an inlined graph that reads value ``cur``, in the fold's terms, and its output."""
+    uses = [x for x in cur.uses() if x.user.kind() not in _TS_SHAPE_ONLY]
+    if len(uses) != 1:
+        return fold.Fanout(len(uses)), cur
+    u, first = uses[0].user, uses[0].offset == 0
+    k = u.kind()
+    if k == "prim::Return" and u.owningBlock().owningNode() is not None:
+        owner = u.owningBlock().owningNode()
+        if owner.kind() != "prim::If":
+            return fold.Stop(f"the site is inside a {owner.kind()} body"), cur
+        return fold.Pass(), owner.outputsAt(uses[0].offset)  # F.relu's `if inplace:` branches meet here
+    if k in _TS_TRANSPARENT and first:
+        return fold.Pass(), u.output()
+    if k in _TS_POOLS and first:
+        size = _ts_list(u.inputsAt(1))
+        return fold.Pool(k, size is not None and all(int(x) == 1 for x in size)), u.output()
+    if k == "aten::flatten" and first:
+        dims = [_ts_const(u.inputsAt(i)) for i in (1, 2)]
+        return fold.Flatten(k, dims == [1, -1]), u.output()
+    if k in ("aten::view", "aten::reshape") and first:
+        return fold.Reshape(k, _ts_dims(u.inputsAt(1))), u.output()
+    if (k in _TS_CONV or k == "aten::linear") and first:
+        return _ts_consumer(m, u, k), u.output()
+    return fold.Other(k), u.output()
+
+
+def _ts_consumer(m: Any, u: Any, k: str) -> fold.Link:
+    weight = _ts_attr(m, u.inputsAt(1))
+    bias = _ts_attr(m, u.inputsAt(2)) if u.inputsAt(2).node().kind() == "prim::GetAttr" else None
+    if not isinstance(weight, torch.Tensor) or not isinstance(bias, torch.Tensor):
+        return fold.Stop(f"the next op {k} has no bias parameter to fold into")
+    w, b, write = array_of(weight), array_of(bias), tensor_writer(bias)
+    if k == "aten::linear":
+        return fold.Consumer(f"{k} bias", "linear", w, b, write)
+    groups = _ts_const(u.inputsAt(6))
+    if not isinstance(groups, int):
+        return fold.Stop("the next conv has a non-constant group count")
+    return fold.Consumer(f"{k} bias", "conv", w, b, write, groups, _ts_padded(u.inputsAt(4).node()))
+
+
+def _ts_const(v: Any) -> Any:
+    return v.toIValue() if v.node().kind() == "prim::Constant" else None
+
+
+def _ts_dims(v: Any) -> tuple[int | None, ...] | None:
+    """A size list: constants as ints, other entries (``x.size(0)``) as None."""
+    n = v.node()
+    if n.kind() == "prim::ListConstruct":
+        return tuple(c if isinstance(c := _ts_const(i), int) else None for i in n.inputs())
+    got = _ts_list(v)
+    return None if got is None else tuple(got)
 
 
 def _ts_list(v: Any) -> list[int] | None:
