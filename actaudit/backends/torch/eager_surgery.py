@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -152,7 +152,6 @@ def _rewrite_owner(
     root: nn.Module, owner_path: str, sites: list[_EagerSite], to: str, compensate: bool, res: SurgeryResult
 ) -> nn.Module:
     owner = root.get_submodule(owner_path) if owner_path else root
-    where = owner_path or type(owner).__name__
     # A name without "#k" is a module called once: swap it. Anything else (a module
     # called at several sites, a functional call) needs the owner's forward as a graph.
     simple = all(s.child is not None and s.plan.index is None for s in sites) and not (
@@ -160,20 +159,7 @@ def _rewrite_owner(
     )
     gm, why = (None, None) if simple and not compensate else _trace(owner)
     if simple or gm is None:
-        for s in sites:
-            p = s.plan
-            if s.child is None:
-                res.skipped[p.name] = f"functional relu in {where} not rewritten: {why}"
-                continue
-            calls = [x for x in sites if x.child == s.child]
-            alpha = min(x.plan.alpha for x in calls)
-            setattr(owner, s.child, _activation_for(p, to, alpha, _inplace(owner, s.child)))
-            res.rewritten[p.name] = "module swap"
-            if p.index is not None:
-                res.notes.append(
-                    f"{_join(owner_path, s.child)} is one module called at several sites, but {why}: it was swapped "
-                    f"as a whole (α={alpha:g} at every call, including calls not selected)"
-                )
+        _swap_children(owner, owner_path, sites, to, why, res)
         if compensate and gm is not None:
             _fold_eager(owner, gm, _site_nodes(gm, owner_path, sites), sites, res, owner_path)
         elif compensate:
@@ -181,12 +167,49 @@ def _rewrite_owner(
                 res.not_compensated[s.plan.name] = f"cannot find the next op: {why}"
         return root
     nodes = _site_nodes(gm, owner_path, sites)
-    module_calls: dict[str, int] = defaultdict(int)
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            module_calls[str(node.target)] += 1
-    split: set[str] = set()
-    edited = False
+    edited = _edit_graph(gm, owner, owner_path, sites, nodes, to, res)
+    gm.graph.lint()
+    gm.recompile()
+    if compensate:
+        _fold_eager(gm, gm, nodes, sites, res, owner_path)
+    if not edited:
+        return root  # only swaps: keep the original module, now with its children swapped
+    return _set_submodule(root, owner_path, gm)
+
+
+def _swap_children(
+    owner: nn.Module, owner_path: str, sites: list[_EagerSite], to: str, why: str | None, res: SurgeryResult
+) -> None:
+    """Swap each named ReLU child as a whole; functional calls stay (``why``: the forward could not be traced)."""
+    where = owner_path or type(owner).__name__
+    for s in sites:
+        p = s.plan
+        if s.child is None:
+            res.skipped[p.name] = f"functional relu in {where} not rewritten: {why}"
+            continue
+        calls = [x for x in sites if x.child == s.child]
+        alpha = min(x.plan.alpha for x in calls)
+        setattr(owner, s.child, _activation_for(p, to, alpha, _inplace(owner, s.child)))
+        res.rewritten[p.name] = "module swap"
+        if p.index is not None:
+            res.notes.append(
+                f"{_join(owner_path, s.child)} is one module called at several sites, but {why}: it was swapped "
+                f"as a whole (α={alpha:g} at every call, including calls not selected)"
+            )
+
+
+def _edit_graph(
+    gm: fx.GraphModule,
+    owner: nn.Module,
+    owner_path: str,
+    sites: list[_EagerSite],
+    nodes: dict[str, fx.Node],
+    to: str,
+    res: SurgeryResult,
+) -> bool:
+    """Rewrite each site's call in the traced forward; ``nodes`` follows the new calls. True if the graph changed."""
+    where = owner_path or type(owner).__name__
+    module_calls = Counter(str(n.target) for n in gm.graph.nodes if n.op == "call_module")
     groups: dict[fx.Node, list[_EagerSite]] = defaultdict(list)
     for s in sites:
         node = nodes.get(s.plan.name)
@@ -194,8 +217,9 @@ def _rewrite_owner(
             res.skipped[s.plan.name] = f"the traced {where}.forward has no such call"
         else:
             groups[node].append(s)
+    split: set[str] = set()
+    edited = False
     for node, group in groups.items():
-        p = group[0].plan
         alpha = min(x.plan.alpha for x in group)
         if len(group) > 1:
             names = ", ".join(x.plan.name for x in group)
@@ -203,10 +227,9 @@ def _rewrite_owner(
                 f"{where} runs more than once per forward, so one relu call serves several sites ({names}): "
                 f"it gets the smallest of their slopes, α={alpha:g}"
             )
-        is_module = node.op == "call_module"
-        child = str(node.target) if is_module else None
+        child = str(node.target) if node.op == "call_module" else None
         if child is not None and module_calls[child] == 1:
-            act = _activation_for(p, to, alpha, _inplace(owner, child))
+            act = _activation_for(group[0].plan, to, alpha, _inplace(owner, child))
             setattr(gm, child, act)
             setattr(owner, child, act)
             for x in group:
@@ -214,21 +237,8 @@ def _rewrite_owner(
             continue
         if child is not None:
             split.add(child)
-            stem, inplace = f"{child}_{p.index or 0}", _inplace(owner, child)
-        else:
-            stem = "relu_site" if p.index is None else f"relu_site{p.index}"
-            inplace = bool(node.kwargs.get("inplace", False)) or node.target in (
-                "relu_",
-                torch.relu_,
-                F.relu_,
-            )
-        new_name = _unique(gm, stem)
+        new_name, new = _own_module(gm, owner, node, group[0].plan, child, to, alpha)
         edited = True
-        gm.add_submodule(new_name, _activation_for(p, to, alpha, inplace))
-        with gm.graph.inserting_before(node):
-            new = gm.graph.call_module(new_name, (node.args[0],))
-        node.replace_all_uses_with(new)
-        gm.graph.erase_node(node)
         for x in group:
             nodes[x.plan.name] = new
             res.rewritten[x.plan.name] = (
@@ -243,13 +253,25 @@ def _rewrite_owner(
         res.notes.append(
             f"{where} was traced with torch.fx and replaced by a GraphModule (its children are unchanged)"
         )
-    gm.graph.lint()
-    gm.recompile()
-    if compensate:
-        _fold_eager(gm, gm, nodes, sites, res, owner_path)
-    if not edited:
-        return root  # only swaps: keep the original module, now with its children swapped
-    return _set_submodule(root, owner_path, gm)
+    return edited
+
+
+def _own_module(
+    gm: fx.GraphModule, owner: nn.Module, node: fx.Node, p: SitePlan, child: str | None, to: str, alpha: float
+) -> tuple[str, fx.Node]:
+    """Replace one call (of a reused child, or a functional relu) by a call of a new module of its own."""
+    if child is not None:
+        stem, inplace = f"{child}_{p.index or 0}", _inplace(owner, child)
+    else:
+        stem = "relu_site" if p.index is None else f"relu_site{p.index}"
+        inplace = bool(node.kwargs.get("inplace", False)) or node.target in ("relu_", torch.relu_, F.relu_)
+    new_name = _unique(gm, stem)
+    gm.add_submodule(new_name, _activation_for(p, to, alpha, inplace))
+    with gm.graph.inserting_before(node):
+        new = gm.graph.call_module(new_name, (node.args[0],))
+    node.replace_all_uses_with(new)
+    gm.graph.erase_node(node)
+    return new_name, new
 
 
 def _join(path: str, name: str) -> str:
