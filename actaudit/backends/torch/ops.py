@@ -59,7 +59,6 @@ CANDIDATES = frozenset(
         "softplus",
     ]
 )
-INPLACE = frozenset(n for n in CANDIDATES if n.endswith("_"))
 
 CONV = "conv"
 LINEAR = "linear"
@@ -308,10 +307,6 @@ def activation_of(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
     if name == "softplus":
         return Activation("softplus", {"beta": float(_arg(args, kwargs, 1, "beta", 1.0))}), None
     return None
-
-
-def is_inplace(name: str, kwargs: dict[str, Any]) -> bool:
-    return name in INPLACE or bool(kwargs.get("inplace", False))
 
 
 # Fused ops that run an activation inside them, where no capture can see its pre-activation.
