@@ -33,7 +33,10 @@ from ...fileio import _same as fileio_same
 from ...fileio import atomic_pair, atomic_path
 from ...rewrite import fold
 from ...rewrite.plan import SitePlan, SurgeryResult, float32_up, unit_shape
-from . import backend
+from . import capture as onnx_capture
+from .feeds import _split_fixed_batch, batches_for, bind
+from .load import _is_external, over_limit
+from .session import _options, _providers, save_external, session_for
 from .sites import find_sites
 
 LEAKY = "leaky"
@@ -395,7 +398,7 @@ def _input_files(source: str) -> list[Path]:
     names = {
         e.value
         for t in external_data_helper._get_all_tensors(m)
-        if backend._is_external(t)
+        if _is_external(t)
         for e in t.external_data
         if e.key == "location"
     }
@@ -403,7 +406,7 @@ def _input_files(source: str) -> list[Path]:
 
 
 def _too_large(model: onnx.ModelProto) -> bool:
-    return backend.over_limit(model)
+    return over_limit(model)
 
 
 def data_name(out: Path) -> str:
@@ -430,7 +433,7 @@ def stage_onnx(
         return
     data = data_name(out)
     with atomic_pair(out, data, force=force) as tmp:
-        backend.save_external(model, str(tmp), data)
+        save_external(model, str(tmp), data)
         notes.append(f"the model is over 2 GB: its weights are written to {data} beside {out.name}")
         yield tmp
 
@@ -447,7 +450,7 @@ class OnnxSurgeon:
         "calibration re-run",
     )
 
-    def __init__(self, handle: Any) -> None:  # backend.OnnxModel
+    def __init__(self, handle: Any) -> None:  # an OnnxModel (.load)
         self.handle = handle
         self.output_names: list[str] | None = None
         self.written_data: Path | None = None  # the external data file of the last write, if any
@@ -456,7 +459,7 @@ class OnnxSurgeon:
     def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
         from ...api import parse_axis_overrides
 
-        cap = backend.capture(
+        cap = onnx_capture.capture(
             self.handle,
             source,
             samples=opts.samples,
@@ -477,11 +480,11 @@ class OnnxSurgeon:
         sess = self.session(model)
         names = [o.name for o in sess.get_outputs()]
         warns: list[str] = []
-        for i, batch in enumerate(backend.batches_for(self.handle, source, samples)):
+        for i, batch in enumerate(batches_for(self.handle, source, samples)):
             if batches is not None and i >= batches:
                 return
-            feeds = backend.bind(self.handle, batch)
-            chunks = backend._split_fixed_batch(self.handle, feeds, warns)
+            feeds = bind(self.handle, batch)
+            chunks = _split_fixed_batch(self.handle, feeds, warns)
             per_chunk = []
             for c in chunks:
                 got = dict(zip(names, sess.run(None, c), strict=True))
@@ -516,7 +519,7 @@ class OnnxSurgeon:
         Its session is then built from that file (:meth:`outputs`), not from a re-serialised copy.
         """
         m = onnx.load(str(path), load_external_data=False)
-        if not any(backend._is_external(t) for t in external_data_helper._get_all_tensors(m)):
+        if not any(_is_external(t) for t in external_data_helper._get_all_tensors(m)):
             onnx.checker.check_model(m, full_check=True)
             return m
         onnx.checker.check_model(str(path), full_check=True)
@@ -531,8 +534,8 @@ class OnnxSurgeon:
             import onnxruntime as ort
 
             h = self.handle
-            return ort.InferenceSession(str(on_disk[1]), backend._options(h), providers=backend._providers(h))
-        return backend.session_for(self.handle, model)
+            return ort.InferenceSession(str(on_disk[1]), _options(h), providers=_providers(h))
+        return session_for(self.handle, model)
 
     def written_slopes(self, model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
         return written_slopes(model)
