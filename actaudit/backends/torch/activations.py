@@ -47,7 +47,9 @@ class UnitPReLU(nn.Module):
     ``aten::prelu``'s weight, so any runtime reads it back.
     """
 
-    def __init__(self, slopes: Any, shift: Any, axis: int, rank: int, cap: float | None = None) -> None:
+    def __init__(
+        self, slopes: np.ndarray, shift: np.ndarray, axis: int, rank: int, cap: float | None = None
+    ) -> None:
         super().__init__()
         w = torch.as_tensor(np.asarray(slopes), dtype=torch.float32).reshape(-1)
         self.weight = nn.Parameter(w.clone())
@@ -78,7 +80,9 @@ class UnitPReLU(nn.Module):
 class ShiftedLeakyReLU(nn.Module):
     """LeakyReLU(α) (capped for ReLU6) minus a constant per unit: one α per site, the mean kept."""
 
-    def __init__(self, alpha: float, shift: Any, axis: int, rank: int, cap: float | None = None) -> None:
+    def __init__(
+        self, alpha: float, shift: np.ndarray, axis: int, rank: int, cap: float | None = None
+    ) -> None:
         super().__init__()
         self.negative_slope = float(alpha)
         sh = np.asarray(shift).reshape(-1)
@@ -111,7 +115,7 @@ def _activation_for(p: SitePlan, to: str, alpha: float, inplace: bool) -> nn.Mod
     )
 
 
-def _is_relu_module(mod: Any) -> bool:
+def _is_relu_module(mod: nn.Module) -> bool:
     """nn.ReLU, or a ReLU6 / Hardtanh(0, 6) (rewritten with its cap kept)."""
     if isinstance(mod, nn.ReLU):
         return True

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import fx, nn
+from torch.export import ExportedProgram
 
 from ...rewrite import fold
 from ...rewrite.plan import SitePlan, SurgeryResult, assign_names, float32_up, unit_shape
@@ -28,7 +29,7 @@ def export_sites(gm: fx.GraphModule, *, as_relu: bool = False) -> dict[str, fx.N
 
 
 def rewrite_export(
-    ep: Any, plans: Iterable[SitePlan], to: str = LEAKY, *, compensate: bool = False
+    ep: ExportedProgram, plans: Iterable[SitePlan], to: str = LEAKY, *, compensate: bool = False
 ) -> SurgeryResult:
     """Retarget ``aten.relu`` nodes of a copy of an ExportedProgram."""
     ep = clone_export(ep)
@@ -86,7 +87,7 @@ def rewrite_export(
 _EXPORT_RELU6 = {"relu6", "relu6_", "hardtanh", "hardtanh_", "clamp", "clamp_"}
 
 
-def _export_input(ep: Any, kind: Any, target: str, value: torch.Tensor) -> fx.Node:
+def _export_input(ep: ExportedProgram, kind: Any, target: str, value: torch.Tensor) -> fx.Node:
     """A new parameter or buffer placeholder in the program, at its place in the signature."""
     from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
 
@@ -129,7 +130,7 @@ def _fake_like(example: Any, value: torch.Tensor) -> Any:
     return mode.from_tensor(value.detach())
 
 
-def _export_unit(ep: Any, node: fx.Node, p: SitePlan, to: str) -> str | fx.Node:
+def _export_unit(ep: ExportedProgram, node: fx.Node, p: SitePlan, to: str) -> str | fx.Node:
     """relu/relu6 node → [transpose] prelu [transpose] [clamp_max 6] sub(shift), in place of the node."""
     from torch.export.graph_signature import InputKind
 
@@ -197,7 +198,7 @@ def _export_unit(ep: Any, node: fx.Node, p: SitePlan, to: str) -> str | fx.Node:
     return cur
 
 
-def _export_prelu(ep: Any, node: fx.Node, p: SitePlan) -> str | None:
+def _export_prelu(ep: ExportedProgram, node: fx.Node, p: SitePlan) -> str | None:
     from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
 
     if p.unit_axis != 1 and p.units != 1:
@@ -234,7 +235,7 @@ def _export_prelu(ep: Any, node: fx.Node, p: SitePlan) -> str | None:
     return None
 
 
-def _fold_export(ep: Any, node: fx.Node, p: SitePlan, res: SurgeryResult) -> None:
+def _fold_export(ep: ExportedProgram, node: fx.Node, p: SitePlan, res: SurgeryResult) -> None:
     if p.neg_mean is None:
         return
     inputs = {s.arg.name: s.target for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
@@ -249,7 +250,7 @@ _EXPORT_PASS = {"dropout", "contiguous", "clone", "alias"}
 _EXPORT_POOLS = {"adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d"}
 
 
-def _export_link(ep: Any, inputs: dict[str, str], cur: fx.Node) -> tuple[fold.Link, fx.Node]:
+def _export_link(ep: ExportedProgram, inputs: dict[str, str], cur: fx.Node) -> tuple[fold.Link, fx.Node]:
     """The one node of a program's graph that reads ``cur``, in the fold's terms."""
     users = list(cur.users)
     if len(users) != 1:
@@ -272,7 +273,7 @@ def _export_link(ep: Any, inputs: dict[str, str], cur: fx.Node) -> tuple[fold.Li
     return fold.Other(op), u
 
 
-def _export_consumer(ep: Any, inputs: dict[str, str], u: fx.Node, op: str) -> fold.Link:
+def _export_consumer(ep: ExportedProgram, inputs: dict[str, str], u: fx.Node, op: str) -> fold.Link:
     w_node = u.args[1]
     b_node = u.args[2] if len(u.args) > 2 else None
     if not isinstance(b_node, fx.Node) or b_node.name not in inputs or not isinstance(w_node, fx.Node):
@@ -290,7 +291,7 @@ def _export_consumer(ep: Any, inputs: dict[str, str], u: fx.Node, op: str) -> fo
     return fold.Consumer(label, "conv", w, b, write, groups, padded)
 
 
-def export_slopes(ep: Any) -> list[tuple[str, str, Any]]:
+def export_slopes(ep: ExportedProgram) -> list[tuple[str, str, Any]]:
     """(site, op, slope) for every rectifier node of an ExportedProgram; PReLU slopes as lists."""
     inputs = {s.arg.name: s.target for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
     out: list[tuple[str, str, Any]] = []

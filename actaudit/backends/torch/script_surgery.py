@@ -30,7 +30,7 @@ def rewrite_torchscript(
     """Edit a copy of a ScriptModule's inlined ``forward`` graph, node by node."""
     m = clone_script(module)
     res = SurgeryResult(m)
-    graph = m.forward.graph
+    graph = m.graph
     torch._C._jit_pass_inline(graph)
     sites = torchscript_sites(graph, m)
     new_nodes: dict[str, Any] = {}

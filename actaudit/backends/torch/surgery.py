@@ -44,6 +44,7 @@ from .activations import AxisPReLU, ShiftedLeakyReLU, UnitPReLU
 from .eager_surgery import rewrite_eager
 from .export_surgery import export_slopes, rewrite_export
 from .files import save_export, save_torchscript
+from .load import TorchModel
 from .script_surgery import rewrite_torchscript, torchscript_slopes
 
 TS = "ts"
@@ -80,7 +81,7 @@ class TorchSurgeon:
 
     backend = "torch"
 
-    def __init__(self, tm: Any, writer: str) -> None:
+    def __init__(self, tm: TorchModel, writer: str) -> None:
         from .backend import float_dtype, model_device
 
         self.tm = tm
@@ -127,6 +128,7 @@ class TorchSurgeon:
             return rewrite_torchscript(fresh, plans, to, compensate=compensate)
         if tm.fmt == "torch.export":
             return rewrite_export(tm.exported, plans, to, compensate=compensate)
+        assert tm.eager is not None  # every other format is an eager module
         res = rewrite_eager(tm.eager, plans, to, compensate=compensate)
         res.model.eval()
         untraceable = [n for n, why in res.skipped.items() if "torch.fx cannot trace" in why]
