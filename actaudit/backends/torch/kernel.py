@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -218,16 +219,8 @@ class Observer(Protocol):
 
     def hidden_activation(self, name: str) -> None: ...
     def graph_base(self, name: str, x: Any = None) -> tuple[str, str, str]: ...
-    def observe(
-        self,
-        base: str,
-        module: str,
-        op: str,
-        act: Activation,
-        weight: Any,
-        x: torch.Tensor,
-        merge: bool = False,
-    ) -> tuple[str, int] | None: ...
+    @property
+    def observe(self) -> Callable[..., tuple[str, int] | None]: ...  # see Recorder.observe
     def is_softsign(self, args: tuple[Any, ...]) -> bool: ...
     def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None: ...
     def tag(
