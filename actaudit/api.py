@@ -141,6 +141,15 @@ def check_axis_overrides(overrides: Sequence[AxisOverride], cap: Capture) -> Non
             )
 
 
+def _read_pt(p: Path) -> DataSource:
+    from .backends.torch.data import load_pt_batches
+
+    return load_pt_batches(p)
+
+
+CALIB_READERS = {".pt": _read_pt, ".pth": _read_pt}
+
+
 def _backend_module(name: str) -> Any:
     if name == "torch":
         from .backends.torch import backend as torch_backend
@@ -246,7 +255,7 @@ def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSourc
     if opts.samples is not None and opts.samples < 1:
         raise InputError(f"--samples must be at least 1, got {opts.samples}")
     if opts.calib is not None:
-        return load_calib_file(opts.calib, opts.batch_size)
+        return load_calib_file(opts.calib, opts.batch_size, CALIB_READERS)
     if opts.data_loader is not None:
         return from_loader(opts.data_loader)
     if data is None:
@@ -270,7 +279,7 @@ def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSourc
             val_range=opts.val_range,
         )
     if isinstance(data, (str, os.PathLike)):
-        return load_calib_file(data, opts.batch_size)
+        return load_calib_file(data, opts.batch_size, CALIB_READERS)
     if isinstance(data, np.ndarray) or type(data).__name__ == "Tensor":
         return from_arrays([data], opts.batch_size, f"in-memory {type(data).__name__} {tuple(data.shape)}")
     if isinstance(data, dict):

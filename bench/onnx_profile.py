@@ -31,6 +31,8 @@ def profile(name: str, threads: int, batch: int, batches: int, top: int, tmp: Pa
     import torch
 
     from actaudit.backends.onnx import backend as ob
+    from actaudit.backends.onnx import capture as oc
+    from actaudit.backends.onnx import session as osess
     from bench.models import SPECS
     from bench.run_bench import export_onnx
 
@@ -42,19 +44,19 @@ def profile(name: str, threads: int, batch: int, batches: int, top: int, tmp: Pa
     made: dict[str, ort.InferenceSession] = {}
 
     def profiled(h: ob.OnnxModel, model: onnx.ModelProto) -> ort.InferenceSession:
-        so = ob._options(h)
+        so = osess._options(h)
         so.enable_profiling = True
         so.profile_file_prefix = str(tmp / f"{name}_{len(made)}")
-        return ort.InferenceSession(model.SerializeToString(), so, providers=ob._providers(h))
+        return ort.InferenceSession(model.SerializeToString(), so, providers=osess._providers(h))
 
     made["plain"] = profiled(handle, handle.model)
-    saved = ob.session_for
-    ob.session_for = lambda h, m: made.setdefault("audit", profiled(h, m))  # type: ignore[assignment]
+    saved = oc.session_for
+    oc.session_for = lambda h, m: made.setdefault("audit", profiled(h, m))  # type: ignore[assignment]
     try:
-        runner = ob._Runner(handle, 0.01, [])
+        runner = oc._Runner(handle, 0.01, [])
         sess, outs, _ = runner.session(False)
     finally:
-        ob.session_for = saved
+        oc.session_for = saved
     names = [n for o in outs.values() for n in o.names.values()]
     inp = made["plain"].get_inputs()[0].name
     for _ in range(2):

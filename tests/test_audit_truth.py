@@ -456,7 +456,7 @@ def test_failure_of_the_instrumented_graph_is_an_internal_error(tmp_path, monkey
     """Exit 3 and a message about actaudit, not the model, when only the instrumented graph fails."""
     from click.testing import CliRunner
 
-    from actaudit.backends.onnx import backend
+    from actaudit.backends.onnx import capture as onnx_capture
     from actaudit.cli import cli
 
     m = SqueezeGelu().eval()
@@ -469,7 +469,7 @@ def test_failure_of_the_instrumented_graph_is_an_internal_error(tmp_path, monkey
     def broken(self, sess, outs, feeds):  # stands for a reduction onnxruntime rejects at run time
         raise RuntimeError("axis 2 is not in valid range [-2,1]")
 
-    monkeypatch.setattr(backend._Runner, "_run", broken)
+    monkeypatch.setattr(onnx_capture._Runner, "_run", broken)
     r = CliRunner().invoke(cli, ["audit", str(path), "--calib", str(data)])
     assert r.exit_code == 3
     assert "internal error" in r.stderr and "where the model itself runs" in r.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from actaudit.backends.torch import capture
+from actaudit.backends.torch import kernel as capture
 from tests.test_stats_kernel import RELU, RELU6, TANH, _batches, check, reference, run_kernel
 
 
@@ -53,11 +53,12 @@ def test_host_kernel_is_chosen_by_device_type() -> None:
 def test_onnx_ranks_pick_their_gpu_by_local_rank() -> None:
     """Under torchrun a GPU provider gets ``device_id=LOCAL_RANK``; the CPU provider takes no options."""
     from actaudit.backends.onnx import backend
+    from actaudit.backends.onnx.session import _providers
 
     h = backend.load(Path(__file__).resolve().parent.parent / "fixtures" / "models" / "cnn_dead.onnx")
     h.device_id = 1
-    assert backend._providers(h) == ["CPUExecutionProvider"]
+    assert _providers(h) == ["CPUExecutionProvider"]
     h.provider = "CUDAExecutionProvider"
-    assert backend._providers(h) == [("CUDAExecutionProvider", {"device_id": "1"}), "CPUExecutionProvider"]
+    assert _providers(h) == [("CUDAExecutionProvider", {"device_id": "1"}), "CPUExecutionProvider"]
     h.device_id = None
-    assert backend._providers(h) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert _providers(h) == ["CUDAExecutionProvider", "CPUExecutionProvider"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import actaudit
-from actaudit.backends.onnx import backend
+from actaudit.backends.onnx import load as onnx_load
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures"
 
@@ -21,7 +21,7 @@ FIX = Path(__file__).resolve().parent.parent / "fixtures"
 def test_over_the_protobuf_limit_audits_like_below_it(monkeypatch: pytest.MonkeyPatch) -> None:
     model, data = FIX / "models" / "cnn_dead.onnx", FIX / "data" / "cnn_images.npy"
     small = actaudit.audit(str(model), str(data), batch_size=32)
-    monkeypatch.setattr(backend, "_PROTOBUF_LIMIT", 1024)
+    monkeypatch.setattr(onnx_load, "_PROTOBUF_LIMIT", 1024)
     large = actaudit.audit(str(model), str(data), batch_size=32)
     assert any("over 2 GB" in w for w in large.warnings)
     assert [s.info.name for s in large.sites] == [s.info.name for s in small.sites]

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from actaudit import fileio
-from actaudit.backends.onnx import backend
+from actaudit.backends.onnx import load as onnx_load
+from actaudit.backends.onnx import session as onnx_session
 from actaudit.cli import cli
 
 UNITS, DEAD = 300, 40  # 300 float32 slopes = 1200 bytes: above onnx's 1024-byte external threshold
@@ -117,7 +118,7 @@ def _check_published(out: Path, rep: dict[str, Any], src: Path, x: np.ndarray) -
 def test_rewrite_over_the_limit_writes_external_data(
     files: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backend, "_PROTOBUF_LIMIT", 1024)
+    monkeypatch.setattr(onnx_load, "_PROTOBUF_LIMIT", 1024)
     before = files["onnx"].read_bytes()
     out = tmp_path / "pub" / "leaky.onnx"
     out.parent.mkdir()
@@ -158,7 +159,7 @@ def test_input_with_external_data_rewrites(files: dict[str, Any], tmp_path: Path
 def test_input_with_external_data_over_the_limit(
     files: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backend, "_PROTOBUF_LIMIT", 1024)
+    monkeypatch.setattr(onnx_load, "_PROTOBUF_LIMIT", 1024)
     out = tmp_path / "big.onnx"
     r = _rewrite(files["ext"], out, files["x"])
     assert r.exit_code == 0, r.output
@@ -168,7 +169,7 @@ def test_input_with_external_data_over_the_limit(
 def test_prune_over_the_limit_writes_external_data(
     files: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(backend, "_PROTOBUF_LIMIT", 1024)
+    monkeypatch.setattr(onnx_load, "_PROTOBUF_LIMIT", 1024)
     out = tmp_path / "small.onnx"
     r = CliRunner().invoke(
         cli, ["prune", str(files["onnx"]), "-o", str(out), "--calib", str(files["x"]), "--format", "json"]
@@ -194,7 +195,7 @@ def test_a_failed_verification_leaves_no_pair(
         seen.append(sorted(os.listdir(Path(path).parent)))  # the temporary pair, complete
         raise onnx.checker.ValidationError("simulated")
 
-    monkeypatch.setattr(backend, "_PROTOBUF_LIMIT", 1024)
+    monkeypatch.setattr(onnx_load, "_PROTOBUF_LIMIT", 1024)
     monkeypatch.setattr(surgery.OnnxSurgeon, "reload", broken)
     r = _rewrite(files["onnx"], tmp_path / "x.onnx", files["x"])
     assert r.exit_code == 1 and "does not reload" in r.stderr
@@ -249,7 +250,7 @@ def test_saving_with_external_data_leaves_the_model_whole(tmp_path: Path) -> Non
     before = {t.name: numpy_helper.to_array(t).copy() for t in model.graph.initializer}
     for k in (1, 2):  # a second save of the same proto once wrote a data file without the weights
         (tmp_path / str(k)).mkdir()
-        backend.save_external(model, str(tmp_path / str(k) / "m.onnx"), "w.bin")
+        onnx_session.save_external(model, str(tmp_path / str(k) / "m.onnx"), "w.bin")
         assert all(t.data_location != TensorProto.EXTERNAL for t in model.graph.initializer)
         after = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
         assert after.keys() == before.keys()
@@ -271,7 +272,7 @@ def test_the_data_file_never_overwrites_the_inputs(
         location="out.onnx.data",
     )
     before = (tmp_path / "out.onnx.data").read_bytes()
-    monkeypatch.setattr(backend, "_PROTOBUF_LIMIT", 1024)
+    monkeypatch.setattr(onnx_load, "_PROTOBUF_LIMIT", 1024)
     r = CliRunner().invoke(
         cli,
         [
@@ -298,5 +299,5 @@ def test_a_model_protobuf_cannot_size_counts_as_over_the_limit() -> None:
         def ByteSize(self) -> int:
             raise EncodeError("Failed to serialize proto")
 
-    assert backend.over_limit(Huge()) is True  # type: ignore[arg-type]
-    assert backend.over_limit(_model()) is False
+    assert onnx_load.over_limit(Huge()) is True  # type: ignore[arg-type]
+    assert onnx_load.over_limit(_model()) is False

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from actaudit.backends.torch import capture
+from actaudit.backends.torch import kernel as capture
 from actaudit.backends.torch.backend import capture as run
 from actaudit.backends.torch.backend import from_module
-from actaudit.backends.torch.capture import _Acc, unit_view
+from actaudit.backends.torch.kernel import _Acc, unit_view
 from actaudit.data import from_arrays
 from actaudit.kinds import Thresholds
 

@@ -19,6 +19,7 @@ from test_onnx_reference import assert_matches, reference, run_tensors
 
 import actaudit
 from actaudit.backends.onnx import backend
+from actaudit.backends.onnx import capture as onnx_capture
 from actaudit.backends.onnx.sites import find_sites
 from actaudit.data import from_arrays
 from actaudit.errors import CalibrationError, InputError
@@ -517,7 +518,7 @@ def test_careful_variant_gives_the_same_counters(monkeypatch: pytest.MonkeyPatch
     model = cnn(17)
     x = images(16)
     fast = run(model, x)
-    monkeypatch.setattr(backend, "_EXACT_FLOAT_COUNT", 10)
+    monkeypatch.setattr(onnx_capture, "_EXACT_FLOAT_COUNT", 10)
     seen: list[int] = []
     careful = run(model, x, progress=seen.append)
     assert seen == [8, 8]
@@ -531,7 +532,7 @@ def test_careful_variant_gives_the_same_counters(monkeypatch: pytest.MonkeyPatch
 def test_only_per_unit_vectors_leave_the_graph() -> None:
     """The instrumented session adds a few numbers per unit as outputs, never an activation tensor."""
     handle = backend.load(cnn(17))
-    runner = backend._Runner(handle, 0.01, [])
+    runner = onnx_capture._Runner(handle, 0.01, [])
     sess, outs, _ = runner.session(False)
     added = [n for o in outs.values() for n in o.names.values()]
     assert sorted(o.name for o in sess.get_outputs()) == sorted([*added, "y"])  # y: the model's own output

@@ -14,7 +14,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from actaudit.backends.onnx.backend import thresholds_for
+from actaudit.backends.onnx.capture import thresholds_for
 from actaudit.kinds import Activation
 from actaudit.stats import SiteStats
 

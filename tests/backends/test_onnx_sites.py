@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from actaudit.backends.onnx.sites import CONV, LINEAR, find_sites
+from actaudit.backends.onnx.axes import CONV, LINEAR
+from actaudit.backends.onnx.sites import find_sites
 
 
 def graph(

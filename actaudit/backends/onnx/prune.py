@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -179,174 +180,217 @@ def _computed(node: onnx.NodeProto, c: _Consts) -> list[str]:
     return [i for i in node.input if i and c.value(i) is None]
 
 
+class _At:
+    """One node being translated, with what every translator reads."""
+
+    def __init__(
+        self, node: onnx.NodeProto, c: _Consts, readers: dict[str, list[onnx.NodeProto]], fused: set[int]
+    ) -> None:
+        self.node, self.c, self.readers, self.fused = node, c, readers, fused
+        self.name = _name(node)
+        self.x = node.input[0] if node.input else ""
+        self.out = node.output[0] if node.output else ""
+
+    def input(self, i: int) -> str:
+        """Input ``i``'s name, "" when it is absent."""
+        return self.node.input[i] if len(self.node.input) > i else ""
+
+    def op(self, kind: str, attrs: dict[str, Any], params: dict[str, Param] | None = None) -> Op:
+        return Op(self.name, kind, [self.x], [self.out], {"op": self.node.op_type} | attrs, params or {})
+
+
+def _auto_pad(node: onnx.NodeProto) -> str:
+    auto = attr(node, "auto_pad", b"NOTSET")
+    return auto.decode() if isinstance(auto, bytes) else str(auto)
+
+
+def _conv(t: _At) -> Op | None:
+    node, c = t.node, t.c
+    w = c.param(node.input[1])
+    if w is None or c.value(t.x) is not None or _auto_pad(node) not in ("NOTSET", "VALID"):
+        return None
+    nd = w.value.ndim - 2
+    params = {"weight": w}
+    if t.input(2):
+        b = c.param(t.input(2))
+        if b is None:
+            return None
+        params["bias"] = b
+    attrs: dict[str, Any] = {
+        "strides": list(attr(node, "strides", [1] * nd)),
+        "pads": list(attr(node, "pads", [0] * (2 * nd))),
+        "dilations": list(attr(node, "dilations", [1] * nd)),
+        "groups": int(attr(node, "group", 1)),
+        "can_add_bias": True,
+    }
+    return t.op("conv", attrs, params)
+
+
+def _gemm(t: _At) -> Op | None:
+    node, c = t.node, t.c
+    w = c.param(node.input[1])
+    if w is None or attr(node, "transA", 0) or c.value(t.x) is not None:
+        return None
+    params = {"weight": w}
+    beta = float(attr(node, "beta", 1.0))
+    if t.input(2):
+        b = c.param(t.input(2))
+        if b is None:
+            return None
+        if beta != 0:
+            params["bias"] = b
+    attrs = {
+        "layout": "oi" if attr(node, "transB", 0) else "io",
+        "alpha": float(attr(node, "alpha", 1.0)),
+        "beta": beta if beta != 0 else 1.0,
+        "can_add_bias": beta != 0,
+    }
+    return t.op("linear", attrs, params)
+
+
+def _matmul(t: _At) -> Op | None:
+    """A MatMul by a constant; an Add of a per-feature constant after it is its bias (one op)."""
+    c = t.c
+    w = c.param(t.node.input[1])
+    if w is None or w.value.ndim != 2 or c.value(t.x) is not None:
+        return None
+    params = {"weight": w}
+    users = t.readers.get(t.out, [])
+    if len(users) == 1 and users[0].op_type == "Add" and t.out not in c.outputs:
+        add = users[0]
+        b = c.param(add.input[1 if add.input[0] == t.out else 0])
+        if b is not None and b.value.size == w.value.shape[1] and b.value.shape[-1] == w.value.shape[1]:
+            params["bias"] = b
+            t.fused.add(id(add))
+            t.out = add.output[0]
+    return t.op("linear", {"layout": "io"}, params)
+
+
+def _bn(t: _At) -> Op | None:
+    node = t.node
+    ps = [t.c.param(i) for i in node.input[1:5]]
+    if any(p is None for p in ps) or (len(node.output) > 1 and any(node.output[1:])):
+        return None
+    params = {k: p for k, p in zip(("scale", "bias", "mean", "var"), ps, strict=True) if p is not None}
+    return t.op("bn", {"eps": float(attr(node, "epsilon", 1e-5))}, params)
+
+
+_FORMS = {"Add": ("add", "add"), "Mul": ("mul", "mul"), "Sub": ("sub", "rsub"), "Div": ("div", None)}
+
+
+def _binary(t: _At) -> Op | None:
+    """Add/Mul of two computed values; Add/Sub/Mul/Div by a float constant (a scale)."""
+    node, c = t.node, t.c
+    if len(node.input) != 2:
+        return None
+    a, b = node.input
+    ca, cb = c.value(a), c.value(b)
+    if ca is None and cb is None:
+        # Mul: gates, hardswish: bounded by interval products, never pruned through
+        kind = {"Add": "add", "Mul": "mul"}.get(node.op_type)
+        return None if kind is None else Op(t.name, kind, [a, b], [t.out], {"op": node.op_type})
+    cv = ca if ca is not None else cb
+    if (ca is not None and cb is not None) or cv is None or not np.issubdtype(cv.dtype, np.floating):
+        return None
+    var, const = (a, b) if cb is not None else (b, a)
+    form = _FORMS[node.op_type][0 if cb is not None else 1]
+    p = c.param(const)
+    if form is None or p is None:
+        return None
+    return Op(t.name, "scale", [var], [t.out], {"op": node.op_type, "form": form}, {"c": p})
+
+
+def _act(t: _At) -> Op | None:
+    node = t.node
+    attrs: dict[str, Any] = {"act": _ACTS[node.op_type]}
+    if node.op_type == "Clip":
+        bounds = []
+        for i, key, default in ((1, "min", -math.inf), (2, "max", math.inf)):
+            v = t.c.value(t.input(i)) if t.input(i) else None
+            if t.input(i) and v is None:
+                return None
+            bounds.append(float(v.reshape(())) if v is not None else float(attr(node, key, default)))
+        attrs["lo"], attrs["hi"] = bounds
+    for k in ("alpha", "beta"):
+        if any(a.name == k for a in node.attribute):
+            attrs[k] = float(attr(node, k, 0.0))
+    defaults = {"LeakyRelu": {"alpha": 0.01}, "HardSigmoid": {"alpha": 0.2, "beta": 0.5}}
+    return t.op("act", defaults.get(node.op_type, {}) | attrs)
+
+
+def _concat(t: _At) -> Op | None:
+    ins = [i for i in t.node.input if i]
+    if any(t.c.value(i) is not None for i in ins):
+        return None
+    return Op(t.name, "concat", ins, [t.out], {"op": "Concat", "axis": int(attr(t.node, "axis", 0))})
+
+
+def _reshape(t: _At) -> Op | None:
+    """Flatten, a Reshape to ``[N, -1]`` (a flatten), other shape-only ops."""
+    kind = t.node.op_type
+    if kind == "Flatten":
+        return t.op("flatten", {"axis": int(attr(t.node, "axis", 1))})
+    shape = t.c.value(t.input(1)) if kind == "Reshape" and t.input(1) else None
+    if shape is not None and shape.size == 2 and int(shape[0]) in (0, 1) and int(shape[1]) == -1:
+        return t.op("flatten", {"axis": 1})
+    return t.op("reshape", {"pure_reshape": kind != "Transpose"})
+
+
+def _pool(t: _At) -> Op | None:
+    node = t.node
+    if _auto_pad(node) not in ("NOTSET", "VALID") or (node.op_type == "MaxPool" and _out(node, 1)):
+        return None
+    kernel = list(attr(node, "kernel_shape", []))
+    attrs = {
+        "kernel": kernel,
+        "strides": list(attr(node, "strides", kernel)),
+        "pads": list(attr(node, "pads", [0] * (2 * len(kernel)))),
+        "dilations": list(attr(node, "dilations", [1] * len(kernel))),
+        "ceil_mode": int(attr(node, "ceil_mode", 0)),
+        "count_include_pad": int(attr(node, "count_include_pad", 0)),
+    }
+    return t.op("maxpool" if node.op_type == "MaxPool" else "avgpool", attrs)
+
+
+def _out(node: onnx.NodeProto, i: int) -> str:
+    return node.output[i] if len(node.output) > i else ""
+
+
+def _identity(t: _At) -> Op | None:
+    if t.node.op_type == "Cast" and int(attr(t.node, "to", 0)) != onnx.TensorProto.FLOAT:
+        return None
+    return t.op("identity", {})
+
+
+_TRANSLATORS: dict[str, Callable[[_At], Op | None]] = {
+    "Conv": _conv,
+    "Gemm": _gemm,
+    "MatMul": _matmul,
+    "BatchNormalization": _bn,
+    **dict.fromkeys(("Add", "Sub", "Mul", "Div"), _binary),
+    **dict.fromkeys(_ACTS, _act),
+    "Concat": _concat,
+    **dict.fromkeys(("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"), _reshape),
+    **dict.fromkeys(("MaxPool", "AveragePool"), _pool),
+    "GlobalAveragePool": lambda t: t.op("gap", {"keepdims": True}),
+    **dict.fromkeys(("Identity", "Dropout", "Cast"), _identity),
+}
+
+
 def _translate(
     node: onnx.NodeProto, c: _Consts, readers: dict[str, list[onnx.NodeProto]], fused: set[int]
 ) -> Op:
+    """One node as an IR op (:data:`_TRANSLATORS`, one per op type); ``other`` when none applies."""
     t = node.op_type
-    name = _name(node)
-    other = Op(
-        name, "other", [i for i in node.input if i and c.value(i) is None], list(node.output[:1]), {"op": t}
-    )
+    other = Op(_name(node), "other", _computed(node, c), list(node.output[:1]), {"op": t})
     if node.domain not in DEFAULT_DOMAINS or any(
         a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
     ):
         other.attrs["op"] = f"{node.domain + '.' if node.domain else ''}{t}"
         return other
-    x = node.input[0] if node.input else ""
-    if t == "Conv":
-        w = c.param(node.input[1])
-        if w is None or c.value(x) is not None:
-            return other
-        auto = attr(node, "auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
-        if auto not in ("NOTSET", "VALID"):
-            return other
-        nd = w.value.ndim - 2
-        params = {"weight": w}
-        b = c.param(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if b is not None:
-            params["bias"] = b
-        elif len(node.input) > 2 and node.input[2]:
-            return other
-        attrs: dict[str, Any] = {
-            "op": "Conv",
-            "strides": list(attr(node, "strides", [1] * nd)),
-            "pads": list(attr(node, "pads", [0] * (2 * nd))),
-            "dilations": list(attr(node, "dilations", [1] * nd)),
-            "groups": int(attr(node, "group", 1)),
-            "can_add_bias": True,
-        }
-        return Op(name, "conv", [x], [node.output[0]], attrs, params)
-    if t == "Gemm":
-        w = c.param(node.input[1])
-        if w is None or attr(node, "transA", 0) or c.value(x) is not None:
-            return other
-        params = {"weight": w}
-        if len(node.input) > 2 and node.input[2]:
-            b = c.param(node.input[2])
-            if b is None:
-                return other
-            params["bias"] = b
-        attrs = {
-            "op": "Gemm",
-            "layout": "oi" if attr(node, "transB", 0) else "io",
-            "alpha": float(attr(node, "alpha", 1.0)),
-            "beta": float(attr(node, "beta", 1.0)),
-            "can_add_bias": float(attr(node, "beta", 1.0)) != 0,
-        }
-        if attrs["beta"] == 0:
-            params.pop("bias", None)
-            attrs["beta"] = 1.0
-        return Op(name, "linear", [x], [node.output[0]], attrs, params)
-    if t == "MatMul":
-        w = c.param(node.input[1])
-        if w is None or w.value.ndim != 2 or c.value(x) is not None:
-            return other
-        params = {"weight": w}
-        out = node.output[0]
-        users = readers.get(out, [])
-        if len(users) == 1 and users[0].op_type == "Add" and out not in c.outputs:
-            add = users[0]
-            bi = 1 if add.input[0] == out else 0
-            b = c.param(add.input[bi])
-            if b is not None and b.value.size == w.value.shape[1] and b.value.shape[-1] == w.value.shape[1]:
-                params["bias"] = b
-                fused.add(id(add))
-                out = add.output[0]
-        return Op(name, "linear", [x], [out], {"op": "MatMul", "layout": "io"}, params)
-    if t == "BatchNormalization":
-        ps = [c.param(i) for i in node.input[1:5]]
-        if any(p is None for p in ps) or (len(node.output) > 1 and any(node.output[1:])):
-            return other
-        params = {k: p for k, p in zip(("scale", "bias", "mean", "var"), ps, strict=True) if p is not None}
-        return Op(
-            name, "bn", [x], [node.output[0]], {"op": t, "eps": float(attr(node, "epsilon", 1e-5))}, params
-        )
-    if t in ("Add", "Sub", "Mul", "Div") and len(node.input) == 2:
-        a, b = node.input
-        ca, cb = c.value(a), c.value(b)
-        if ca is None and cb is None:
-            if t == "Add":
-                return Op(name, "add", [a, b], [node.output[0]], {"op": t})
-            if t == "Mul":  # gates, hardswish: bounded by interval products, never pruned through
-                return Op(name, "mul", [a, b], [node.output[0]], {"op": t})
-            return other
-        cv = ca if ca is not None else cb
-        if (ca is None) == (cb is None) or cv is None or not np.issubdtype(cv.dtype, np.floating):
-            return other
-        var, const = (a, b) if cb is not None else (b, a)
-        form = {
-            "Add": "add",
-            "Mul": "mul",
-            "Sub": "sub" if cb is not None else "rsub",
-            "Div": "div" if cb is not None else None,
-        }[t]
-        if form is None:
-            return other
-        p = c.param(const)
-        assert p is not None
-        return Op(name, "scale", [var], [node.output[0]], {"op": t, "form": form}, {"c": p})
-    if t in _ACTS:
-        attrs = {"op": t, "act": _ACTS[t]}
-        if t == "Clip":
-            lo = c.value(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-            hi = c.value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-            if (len(node.input) > 1 and node.input[1] and lo is None) or (
-                len(node.input) > 2 and node.input[2] and hi is None
-            ):
-                return other
-            attrs["lo"] = float(lo.reshape(())) if lo is not None else float(attr(node, "min", -math.inf))
-            attrs["hi"] = float(hi.reshape(())) if hi is not None else float(attr(node, "max", math.inf))
-        for k in ("alpha", "beta"):
-            if any(a.name == k for a in node.attribute):
-                attrs[k] = float(attr(node, k, 0.0))
-        if t == "LeakyRelu":
-            attrs.setdefault("alpha", 0.01)
-        if t == "HardSigmoid":
-            attrs.setdefault("alpha", 0.2)
-            attrs.setdefault("beta", 0.5)
-        return Op(name, "act", [x], [node.output[0]], attrs)
-    if t == "Concat":
-        ins = [i for i in node.input if i]
-        if any(c.value(i) is not None for i in ins):
-            return other
-        return Op(name, "concat", ins, [node.output[0]], {"op": t, "axis": int(attr(node, "axis", 0))})
-    if t == "Flatten":
-        return Op(name, "flatten", [x], [node.output[0]], {"op": t, "axis": int(attr(node, "axis", 1))})
-    if t in ("Reshape", "Squeeze", "Unsqueeze", "Transpose"):
-        shape = c.value(node.input[1]) if t == "Reshape" and len(node.input) > 1 else None
-        if (
-            t == "Reshape"
-            and shape is not None
-            and shape.size == 2
-            and int(shape[0]) in (0, 1)
-            and int(shape[1]) == -1
-        ):
-            return Op(name, "flatten", [x], [node.output[0]], {"op": t, "axis": 1})
-        return Op(name, "reshape", [x], [node.output[0]], {"op": t, "pure_reshape": t != "Transpose"})
-    if t in ("MaxPool", "AveragePool"):
-        auto = attr(node, "auto_pad", b"NOTSET")
-        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
-        if auto not in ("NOTSET", "VALID") or (t == "MaxPool" and len(node.output) > 1 and node.output[1]):
-            return other
-        kernel = list(attr(node, "kernel_shape", []))
-        attrs = {
-            "op": t,
-            "kernel": kernel,
-            "strides": list(attr(node, "strides", kernel)),
-            "pads": list(attr(node, "pads", [0] * (2 * len(kernel)))),
-            "dilations": list(attr(node, "dilations", [1] * len(kernel))),
-            "ceil_mode": int(attr(node, "ceil_mode", 0)),
-            "count_include_pad": int(attr(node, "count_include_pad", 0)),
-        }
-        return Op(name, "maxpool" if t == "MaxPool" else "avgpool", [x], [node.output[0]], attrs)
-    if t == "GlobalAveragePool":
-        return Op(name, "gap", [x], [node.output[0]], {"op": t, "keepdims": True})
-    if t in ("Identity", "Dropout"):
-        return Op(name, "identity", [x], [node.output[0]], {"op": t})
-    if t == "Cast" and int(attr(node, "to", 0)) == onnx.TensorProto.FLOAT:
-        return Op(name, "identity", [x], [node.output[0]], {"op": t})
-    return other
+    fn = _TRANSLATORS.get(t)
+    op = fn(_At(node, c, readers, fused)) if fn is not None else None
+    return other if op is None else op
 
 
 def site_values(model: onnx.ModelProto) -> dict[str, tuple[str, str] | str]:

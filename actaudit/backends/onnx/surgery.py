@@ -19,7 +19,6 @@ padding breaks exactness: padded positions are zeros, not shifted activations.
 from __future__ import annotations
 
 import contextlib
-import math
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,8 +31,12 @@ from onnx import external_data_helper, helper, numpy_helper
 from ...errors import InputError
 from ...fileio import _same as fileio_same
 from ...fileio import atomic_pair, atomic_path
-from ...rewrite.plan import SitePlan, SurgeryResult, bias_shift, float32_up, unit_shape
-from . import backend
+from ...rewrite import fold
+from ...rewrite.plan import SitePlan, SurgeryResult, float32_up, unit_shape
+from . import capture as onnx_capture
+from .feeds import _split_fixed_batch, batches_for, bind
+from .load import _is_external, over_limit
+from .session import _options, _providers, save_external, session_for
 from .sites import find_sites
 
 LEAKY = "leaky"
@@ -255,121 +258,81 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
 def _fold(
     m: onnx.ModelProto, graph: onnx.GraphProto, node: onnx.NodeProto, p: SitePlan, res: SurgeryResult
 ) -> None:
+    """Fold the site's shift into its consumer's bias (the rule: :func:`actaudit.rewrite.fold.fold`)."""
     if p.neg_mean is None:
         return
     if graph is not m.graph:
         res.not_compensated[p.name] = "the site is inside a subgraph"
         return
-    shift = p.shift()
-    cur = node.output[0]
-    repeat, flat = 1, False
-    spatial = math.prod(p.sample_shape[1:]) if p.sample_shape else 1
     outputs = {o.name for o in m.graph.output}
-    for _ in range(6):
-        users = _consumers(graph, cur)
-        if cur in outputs or len(users) != 1:
-            res.not_compensated[p.name] = (
-                f"its output feeds {len(users) + (cur in outputs)} consumers; the fold needs exactly one linear op"
-            )
-            return
-        u = users[0]
-        if u.op_type in ("Identity", "Dropout") and u.input[0] == cur:
-            cur = u.output[0]
-            continue
-        if p.unit_axis == 1 and (
-            u.op_type == "GlobalAveragePool" or _spatial_mean(m, graph, u, len(p.sample_shape) + 1)
-        ):
-            spatial = 1  # the mean of a per-channel constant is that constant
-            cur = u.output[0]
-            continue
-        if u.op_type == "Reshape" and p.unit_axis == 1 and u.input[0] == cur:
-            shape = _const(m, graph, u.input[1])
-            if shape is None or shape.size != 2 or int(shape[1]) not in (-1, p.units * spatial):
-                res.not_compensated[p.name] = "a Reshape other than [N, C·H·W] sits before the next op"
-                return
-            repeat, flat = spatial, True
-            cur = u.output[0]
-            continue
-        if u.op_type == "Flatten" and p.unit_axis == 1 and _attr(u, "axis", 1) == 1:
-            repeat, flat = spatial, True
-            cur = u.output[0]
-            continue
-        if u.op_type == "Conv" and u.input[0] == cur:
-            if p.unit_axis != 1 or repeat != 1:
-                res.not_compensated[p.name] = "the next Conv does not take this site's units as channels"
-                return
-            w = _init(m, u.input[1])
-            if w is None:
-                res.not_compensated[p.name] = "the next Conv's weight is not an initializer"
-                return
-            wa = numpy_helper.to_array(w)
-            got = _writable(m, u, 2, [wa.shape[0]], wa.dtype)
-            if got is None:
-                res.not_compensated[p.name] = "the next Conv's bias is not an initializer"
-                return
-            b, set_b = got
-            set_b(b - bias_shift("conv", wa, shift, groups=int(_attr(u, "group", 1))).astype(b.dtype))
-            pads = _attr(u, "pads", [])
-            auto = _attr(u, "auto_pad", b"NOTSET")
-            auto = auto.decode() if isinstance(auto, bytes) else str(auto)
-            padded = any(int(x) for x in pads) or auto in ("SAME_UPPER", "SAME_LOWER")
-            res.compensated[p.name] = f"Conv {u.name or u.output[0]} bias" + (
-                " (approximate at zero-padded borders)" if padded else ""
-            )
-            return
-        if u.op_type == "Gemm" and u.input[0] == cur:
-            if _attr(u, "transA", 0):
-                res.not_compensated[p.name] = "the next Gemm transposes its input"
-                return
-            w = _init(m, u.input[1])
-            if w is None:
-                res.not_compensated[p.name] = "the next Gemm's weight is not an initializer"
-                return
-            wa = numpy_helper.to_array(w)
-            kind = "linear" if _attr(u, "transB", 0) else "matmul"
-            out_f = wa.shape[0] if kind == "linear" else wa.shape[1]
-            got = _writable(m, u, 2, [out_f], wa.dtype)
-            if got is None:
-                res.not_compensated[p.name] = "the next Gemm's C is not an initializer"
-                return
-            c, set_c = got
-            alpha, beta = float(_attr(u, "alpha", 1.0)), float(_attr(u, "beta", 1.0))
-            if beta == 0 or c.size not in (1, out_f):
-                res.not_compensated[p.name] = "the next Gemm's C does not hold one bias per output"
-                return
-            if c.size == 1:
-                c = np.full([out_f], c.reshape(()), dtype=c.dtype)
-            delta = alpha * bias_shift(kind, wa, shift, repeat=repeat) / beta
-            set_c((c.reshape(-1) - delta).reshape(c.shape if c.ndim else [out_f]).astype(c.dtype))
-            res.compensated[p.name] = f"Gemm {u.name or u.output[0]} C"
-            return
-        if u.op_type == "MatMul" and u.input[0] == cur:
-            w = _init(m, u.input[1])
-            adds = _consumers(graph, u.output[0])
-            if w is None or len(adds) != 1 or adds[0].op_type != "Add":
-                res.not_compensated[p.name] = "the next MatMul is not followed by an Add of a constant bias"
-                return
-            if not flat and p.unit_axis != len(p.sample_shape):
-                res.not_compensated[p.name] = (
-                    "the next MatMul does not take this site's units as input features"
-                )
-                return
-            add = adds[0]
-            bi = 1 if add.input[0] == u.output[0] else 0
-            wa = numpy_helper.to_array(w)
-            got = _writable(m, add, bi, None, wa.dtype)
-            if got is None or got[0].size != wa.shape[-1]:
-                res.not_compensated[p.name] = (
-                    "the Add after the next MatMul does not add a per-feature constant"
-                )
-                return
-            b, set_b = got
-            set_b((b.reshape(-1) - bias_shift("matmul", wa, shift, repeat=repeat)).reshape(b.shape))
-            res.compensated[p.name] = f"Add {add.name or add.output[0]} bias"
-            return
-        res.not_compensated[p.name] = f"the next op is {u.op_type}, not Conv, Gemm or MatMul+Add"
-        return
-    res.not_compensated[p.name] = "no linear op within a few nodes"
+    rank = len(p.sample_shape) + 1
+
+    def step(v: str) -> tuple[fold.Link, str]:
+        return _link(m, v, outputs, rank)
+
+    fold.settle(res, p.name, fold.fold(p.shift(), p.unit_axis, p.sample_shape, node.output[0], step))
+
+
+def _link(m: onnx.ModelProto, cur: str, outputs: set[str], rank: int) -> tuple[fold.Link, str]:
+    """The one node that reads ``cur``, in the fold's terms, and its output."""
+    graph = m.graph
+    users = _consumers(graph, cur)
+    if cur in outputs or len(users) != 1:
+        return fold.Fanout(len(users) + (cur in outputs)), cur
+    u = users[0]
+    nxt = u.output[0] if u.output else cur
+    first = bool(u.input) and u.input[0] == cur
+    if u.op_type in ("Identity", "Dropout") and first:
+        return fold.Pass(), nxt
+    if u.op_type == "GlobalAveragePool" or _spatial_mean(m, graph, u, rank):
+        return fold.Pool(u.op_type, to_one=True), nxt
+    if u.op_type == "Reshape" and first:
+        shape = _const(m, graph, u.input[1])
+        target = None if shape is None else tuple(int(d) for d in shape.reshape(-1))
+        return fold.Reshape("Reshape", target), nxt
+    if u.op_type == "Flatten" and first:
+        return fold.Flatten("Flatten", from_axis_1=_attr(u, "axis", 1) == 1), nxt
+    if u.op_type in ("Conv", "Gemm", "MatMul") and first:
+        return _linear_consumer(m, u), nxt
+    return fold.Other(u.op_type), nxt
+
+
+def _linear_consumer(m: onnx.ModelProto, u: onnx.NodeProto) -> fold.Link:
+    """A Conv, Gemm or MatMul(+Add) whose weight is an initializer and whose bias the fold may write."""
+    w = _init(m, u.input[1]) if len(u.input) > 1 else None
+    if w is None:
+        return fold.Stop(f"the next {u.op_type}'s weight is not an initializer")
+    wa = numpy_helper.to_array(w)
+    label = u.name or u.output[0]
+    if u.op_type == "Conv":
+        got = _writable(m, u, 2, [wa.shape[0]], wa.dtype)
+        if got is None:
+            return fold.Stop("the next Conv's bias is not an initializer")
+        auto = _attr(u, "auto_pad", b"NOTSET")
+        auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        padded = any(int(x) for x in _attr(u, "pads", [])) or auto in ("SAME_UPPER", "SAME_LOWER")
+        return fold.Consumer(
+            f"Conv {label} bias", "conv", wa, got[0], got[1], int(_attr(u, "group", 1)), padded
+        )
+    if u.op_type == "Gemm":
+        if _attr(u, "transA", 0):
+            return fold.Stop("the next Gemm transposes its input")
+        kind = "linear" if _attr(u, "transB", 0) else "matmul"
+        got = _writable(m, u, 2, [wa.shape[0] if kind == "linear" else wa.shape[1]], wa.dtype)
+        if got is None:
+            return fold.Stop("the next Gemm's C is not an initializer")
+        alpha, beta = float(_attr(u, "alpha", 1.0)), float(_attr(u, "beta", 1.0))
+        if beta == 0:
+            return fold.Stop("the next Gemm's C does not hold one bias per output")
+        return fold.Consumer(f"Gemm {label} C", kind, wa, got[0], got[1], scale=alpha / beta)
+    adds = _consumers(m.graph, u.output[0])
+    if len(adds) != 1 or adds[0].op_type != "Add":
+        return fold.Stop("the next MatMul is not followed by an Add of a constant bias")
+    add = adds[0]
+    got = _writable(m, add, 1 if add.input[0] == u.output[0] else 0, None, wa.dtype)
+    if got is None or got[0].size != wa.shape[-1]:
+        return fold.Stop("the Add after the next MatMul does not add a per-feature constant")
+    return fold.Consumer(f"Add {add.name or add.output[0]} bias", "matmul", wa, got[0], got[1])
 
 
 def _const(m: onnx.ModelProto, graph: onnx.GraphProto, name: str) -> np.ndarray | None:
@@ -435,7 +398,7 @@ def _input_files(source: str) -> list[Path]:
     names = {
         e.value
         for t in external_data_helper._get_all_tensors(m)
-        if backend._is_external(t)
+        if _is_external(t)
         for e in t.external_data
         if e.key == "location"
     }
@@ -443,7 +406,7 @@ def _input_files(source: str) -> list[Path]:
 
 
 def _too_large(model: onnx.ModelProto) -> bool:
-    return backend.over_limit(model)
+    return over_limit(model)
 
 
 def data_name(out: Path) -> str:
@@ -470,7 +433,7 @@ def stage_onnx(
         return
     data = data_name(out)
     with atomic_pair(out, data, force=force) as tmp:
-        backend.save_external(model, str(tmp), data)
+        save_external(model, str(tmp), data)
         notes.append(f"the model is over 2 GB: its weights are written to {data} beside {out.name}")
         yield tmp
 
@@ -487,7 +450,7 @@ class OnnxSurgeon:
         "calibration re-run",
     )
 
-    def __init__(self, handle: Any) -> None:  # backend.OnnxModel
+    def __init__(self, handle: Any) -> None:  # an OnnxModel (.load)
         self.handle = handle
         self.output_names: list[str] | None = None
         self.written_data: Path | None = None  # the external data file of the last write, if any
@@ -496,7 +459,7 @@ class OnnxSurgeon:
     def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
         from ...api import parse_axis_overrides
 
-        cap = backend.capture(
+        cap = onnx_capture.capture(
             self.handle,
             source,
             samples=opts.samples,
@@ -517,11 +480,11 @@ class OnnxSurgeon:
         sess = self.session(model)
         names = [o.name for o in sess.get_outputs()]
         warns: list[str] = []
-        for i, batch in enumerate(backend.batches_for(self.handle, source, samples)):
+        for i, batch in enumerate(batches_for(self.handle, source, samples)):
             if batches is not None and i >= batches:
                 return
-            feeds = backend.bind(self.handle, batch)
-            chunks = backend._split_fixed_batch(self.handle, feeds, warns)
+            feeds = bind(self.handle, batch)
+            chunks = _split_fixed_batch(self.handle, feeds, warns)
             per_chunk = []
             for c in chunks:
                 got = dict(zip(names, sess.run(None, c), strict=True))
@@ -556,7 +519,7 @@ class OnnxSurgeon:
         Its session is then built from that file (:meth:`outputs`), not from a re-serialised copy.
         """
         m = onnx.load(str(path), load_external_data=False)
-        if not any(backend._is_external(t) for t in external_data_helper._get_all_tensors(m)):
+        if not any(_is_external(t) for t in external_data_helper._get_all_tensors(m)):
             onnx.checker.check_model(m, full_check=True)
             return m
         onnx.checker.check_model(str(path), full_check=True)
@@ -571,8 +534,8 @@ class OnnxSurgeon:
             import onnxruntime as ort
 
             h = self.handle
-            return ort.InferenceSession(str(on_disk[1]), backend._options(h), providers=backend._providers(h))
-        return backend.session_for(self.handle, model)
+            return ort.InferenceSession(str(on_disk[1]), _options(h), providers=_providers(h))
+        return session_for(self.handle, model)
 
     def written_slopes(self, model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
         return written_slopes(model)

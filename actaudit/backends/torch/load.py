@@ -23,7 +23,7 @@ import torch
 from ...data import InputSpec, import_callable
 from ...detect import EXPORT, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT, detect_format
 from ...errors import InputError, UntrustedPickleError
-from .capture import GraphSite, export_graph_sites, torchscript_graph_sites
+from .graphsites import GraphSite, export_graph_sites, torchscript_graph_sites
 from .trust import check_torchscript, guarded_export_load
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
@@ -305,8 +305,31 @@ def _from_dict(
     if non_strict:
         sd = _matching_keys(p, model, sd, notes)
     _check_keys(p, model, sd)
-    model.load_state_dict(sd, strict=True)
+    _load_weights(model, sd)
     return _eager("state_dict", model, dev, notes)
+
+
+def _load_weights(model: torch.nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    """The checkpoint's tensors become the model's own where that is safe, so the model's initial
+    weights are freed instead of overwritten: a memory-mapped ``.safetensors`` file then costs
+    one copy of the weights (its pages, read as they are used), not two.
+
+    Copied instead when the model ties weights (assigning would untie them) or when two checkpoint
+    tensors share memory (an edit of one would change the other); a tensor whose dtype differs
+    from the model's is converted, as a copy would have done.
+    """
+    current = model.state_dict(keep_vars=True)
+    if _shared([*current.values()]) or _shared([*sd.values()]):
+        model.load_state_dict(sd, strict=True)
+        return
+    fitted = {k: v if v.dtype == current[k].dtype else v.to(current[k].dtype) for k, v in sd.items()}
+    model.load_state_dict(fitted, strict=True, assign=True)
+
+
+def _shared(tensors: list[torch.Tensor]) -> bool:
+    """Do any two of ``tensors`` use the same memory?"""
+    ptrs = [t.untyped_storage().data_ptr() for t in tensors if t.untyped_storage().nbytes()]
+    return len(set(ptrs)) < len(ptrs)
 
 
 def _no_arch(p: Path, arch: str | None) -> None:
@@ -322,7 +345,7 @@ def _load_safetensors(
 ) -> TorchModel:
     """A ``.safetensors`` state_dict: raw tensors behind a JSON header, read without unpickling."""
     try:
-        from safetensors.torch import load_file
+        from safetensors import safe_open
     except ImportError:
         raise InputError(
             f"{p} is a safetensors file and the safetensors package is not installed",
@@ -331,7 +354,10 @@ def _load_safetensors(
     if state_key is not None:
         raise InputError(f"--state-key applies to training checkpoints; {p} is a flat safetensors state_dict")
     try:
-        sd = load_file(str(p), device=str(dev))
+        # Tensors on a CPU device are views of a private memory map of the file: no copy is
+        # made here, pages are read as they are used, and writes never reach the file.
+        with safe_open(str(p), framework="pt", device=str(dev)) as f:
+            sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
     except Exception as e:
         raise InputError(f"cannot read safetensors file {p}: {_short(e)}") from None
     if not sd:

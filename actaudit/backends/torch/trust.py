@@ -26,7 +26,7 @@ import pickletools
 import re
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -310,12 +310,17 @@ def _short_member(name: str) -> str:
     return name.split("/", 1)[1] if "/" in name else name
 
 
+def _scan(problems_of: Callable[[Path], list[str]], path: Path, what: str) -> list[str]:
+    """``problems_of(path)``; a damaged zip archive is the user's mistake, said in one line."""
+    try:
+        return problems_of(path)
+    except _ZIP_ERRORS as e:
+        raise InputError(f"cannot load {what} {path}: damaged zip archive ({e})") from None
+
+
 def check_torchscript(path: Path) -> None:
     """Raise :class:`UntrustedCodeError` naming the calls that keep the archive off the allowlist."""
-    try:
-        problems = torchscript_problems(path)
-    except _ZIP_ERRORS as e:
-        raise InputError(f"cannot load TorchScript archive {path}: damaged zip archive ({e})") from None
+    problems = _scan(torchscript_problems, path, "TorchScript archive")
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise UntrustedCodeError(
@@ -385,10 +390,7 @@ def export_archive_problems(path: Path) -> list[str]:
 
 def guarded_export_load(path: Path) -> Any:
     """``torch.export.load`` with nothing unpickled outside the ``weights_only`` allowlist."""
-    try:
-        problems = export_archive_problems(path)
-    except _ZIP_ERRORS as e:
-        raise InputError(f"cannot load torch.export program {path}: damaged zip archive ({e})") from None
+    problems = _scan(export_archive_problems, path, "torch.export program")
     if problems:
         raise _export_refusal(path, problems)
     with guarded_unpickling() as refused:

@@ -1,6 +1,6 @@
 """Audit time against plain onnxruntime inference on the same batches.
 
-``python -m actaudit.backends.onnx.timing`` times a small generated CNN and, when the
+``python -m bench.onnx_timing`` times a small generated CNN and, when the
 packages are installed, the ONNX models shipped by ``silero-vad`` and
 ``rapidocr-onnxruntime``. Session building is timed apart from running: it is paid
 once per audit, not per batch.
@@ -18,9 +18,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ...data import Batch
-from ...verdicts import Settings, classify
-from .backend import _Runner, _split_fixed_batch, bind, load, plain_session
+from actaudit.backends.onnx.capture import _Runner
+from actaudit.backends.onnx.feeds import _split_fixed_batch, bind
+from actaudit.backends.onnx.load import load
+from actaudit.backends.onnx.session import plain_session
+from actaudit.data import Batch
+from actaudit.verdicts import Settings, classify
 
 
 def measure(

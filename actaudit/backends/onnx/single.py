@@ -1,0 +1,154 @@
+"""Activation sites that are one ONNX op (``Relu``, ``Clip``, ``HardSigmoid``, com.microsoft ``Gelu``, ...)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+
+from ...kinds import Activation, classify_clamp
+from .graph import DEFAULT_DOMAINS, Scope, attr
+from .site import OnnxSite, _site
+
+_RECURRENT = {"LSTM": "Sigmoid, Tanh, Tanh", "GRU": "Sigmoid, Tanh", "RNN": "Tanh"}
+
+_TORCH_HARDSIGMOID = (1.0 / 6.0, 0.5)
+_ONNX_SELU = (1.67326319217681884765625, 1.05070102214813232421875)
+
+
+def _f32(v: float) -> float:
+    """A float32 attribute as the decimal a user wrote (0.30000001192092896 → 0.3)."""
+    return float(str(np.float32(v)))
+
+
+def _single(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
+    op = node.op_type
+    if not node.input or not node.input[0]:
+        return None
+    if node.domain == "com.microsoft":
+        return _ms_single(scope, node, i)
+    if node.domain not in DEFAULT_DOMAINS:
+        return None
+    if op in _RECURRENT:
+        gates = attr(node, "activations", None)
+        names = (
+            ", ".join(g.decode() if isinstance(g, bytes) else str(g) for g in gates)
+            if gates
+            else _RECURRENT[op]
+        )
+        return OnnxSite(
+            base=node.name or node.output[0],
+            op=op,
+            act=Activation("sigmoid"),
+            x=node.input[0],
+            scope=scope,
+            order=(*scope.order, i),
+            uncovered=f"its gate activations ({names}) run inside the {op} op; their pre-activations are never tensors",
+        )
+    act: Activation | None = None
+    slopes = None
+    if op == "Relu":
+        act = Activation("relu")
+    elif op == "LeakyRelu":
+        act = Activation("leaky_relu", {"negative_slope": _f32(attr(node, "alpha", 0.01))})
+    elif op == "PRelu":
+        act = Activation("prelu")
+        w = scope.const(node.input[1]) if len(node.input) > 1 else None
+        if w is not None:
+            slopes = [float(v) for v in np.asarray(w, dtype=np.float64).ravel()]
+    elif op == "Elu":
+        act = Activation("elu", {"alpha": _f32(attr(node, "alpha", 1.0))})
+    elif op == "Selu":
+        alpha, gamma = float(attr(node, "alpha", _ONNX_SELU[0])), float(attr(node, "gamma", _ONNX_SELU[1]))
+        if math.isclose(alpha, _ONNX_SELU[0], rel_tol=1e-6) and math.isclose(
+            gamma, _ONNX_SELU[1], rel_tol=1e-6
+        ):
+            act = Activation("selu")
+        else:
+            act = Activation("selu", {"alpha": _f32(alpha), "scale": _f32(gamma)})
+    elif op == "Celu":
+        act = Activation("celu", {"alpha": _f32(attr(node, "alpha", 1.0))})
+    elif op == "Gelu":
+        act = Activation("gelu")
+    elif op == "Mish":
+        act = Activation("mish")
+    elif op == "Softplus":
+        act = Activation("softplus")
+    elif op == "HardSwish":
+        act = Activation("hardswish")
+    elif op == "Sigmoid":
+        act = Activation("sigmoid")
+    elif op == "Tanh":
+        act = Activation("tanh")
+    elif op == "Softsign":
+        act = Activation("softsign")
+    elif op == "HardSigmoid":
+        act = hardsigmoid(float(attr(node, "alpha", 0.2)), float(attr(node, "beta", 0.5)))
+    elif op == "Clip":
+        act = _clip(scope, node)
+    if act is None:
+        return None
+    site = _site(scope, node, i, op, act, node.input[0])
+    site.unit_slopes = slopes
+    if op == "Relu":
+        site.relu_out = node.output[0]
+    return site
+
+
+def hardsigmoid(alpha: float, beta: float) -> Activation:
+    if math.isclose(alpha, _TORCH_HARDSIGMOID[0], rel_tol=1e-6) and math.isclose(beta, 0.5, rel_tol=1e-6):
+        return Activation("hardsigmoid")
+    return Activation("hardsigmoid", {"alpha": _f32(alpha), "beta": _f32(beta)})
+
+
+def _clip(scope: Scope, node: onnx.NodeProto) -> Activation | None:
+    if len(node.input) > 1 or not any(a.name in ("min", "max") for a in node.attribute):
+        lo = _bound(scope, node, 1)
+        hi = _bound(scope, node, 2)
+    else:  # opset < 11: bounds are attributes
+        lo = float(attr(node, "min", -math.inf))
+        hi = float(attr(node, "max", math.inf))
+    if (lo is not None and math.isnan(lo)) or (hi is not None and math.isnan(hi)):
+        return None  # a bound computed at run time: not a constant activation
+    return classify_clamp(None if lo == -math.inf else lo, None if hi == math.inf else hi)
+
+
+def _bound(scope: Scope, node: onnx.NodeProto, k: int) -> float | None:
+    if len(node.input) <= k or not node.input[k]:
+        return None
+    v = scope.scalar(node.input[k])
+    return math.nan if v is None else v
+
+
+def _ms_single(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
+    """onnxruntime's contrib ops (com.microsoft) that are activations."""
+    op = node.op_type
+    if op in ("Gelu", "FastGelu", "BiasGelu", "QuickGelu"):
+        if op == "QuickGelu":
+            # x·sigmoid(alpha·x) inside one op: SiLU-family, but alpha·x is never a tensor.
+            alpha = _f32(attr(node, "alpha", 1.702))
+            site = _site(
+                scope, node, i, f"com.microsoft.{op}", Activation("silu", {"beta": alpha}), node.input[0]
+            )
+            site.uncovered = f"{op} computes x·sigmoid({alpha}·x) inside the op; its pre-activation {alpha}·x is never a tensor"
+            return site
+        site = _site(scope, node, i, f"com.microsoft.{op}", Activation("gelu"), node.input[0])
+        if op == "BiasGelu" or (op == "FastGelu" and len(node.input) > 1 and node.input[1]):
+            site.uncovered = f"{op} adds its bias inside the op, so the pre-activation is never a tensor"
+        return site
+    if op in ("FusedConv", "FusedGemm", "FusedMatMul"):
+        activation = attr(node, "activation", b"")
+        activation = activation.decode() if isinstance(activation, bytes) else str(activation)
+        if activation:
+            return OnnxSite(
+                base=node.name or node.output[0],
+                op=f"com.microsoft.{op}",
+                act=Activation("relu"),
+                x=node.output[0],
+                scope=scope,
+                order=(*scope.order, i),
+                uncovered=f"{activation} is fused into {op}; its pre-activation is never a tensor "
+                "(export without onnxruntime's graph optimisations to audit it)",
+            )
+    return None

@@ -1,0 +1,237 @@
+"""Activation-candidate nodes of compiled graphs (TorchScript, torch.export), in graph order.
+
+The capture aligns the ops it sees at dispatch with these lists to name each call after its
+module; the surgery walks the same lists so that a rewrite finds the sites the audit reported.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ...kinds import ACTIVATION_MODULES
+from .ops import CANDIDATES, op_name
+
+_CANON = {
+    "relu6": "hardtanh",
+    "selu": "elu",
+    "celu": "elu",
+    "_prelu_kernel": "prelu",
+    "clip": "clamp",
+    "clamp_min": "clamp",
+}
+
+
+def canon(name: str) -> str:
+    """One name per activation op, whether seen in a graph or at dispatch (``relu_`` → ``relu``)."""
+    base = name[:-1] if name.endswith("_") and not name.startswith("_") else name
+    return _CANON.get(base, base)
+
+
+CANON_CANDIDATES = frozenset(canon(n) for n in CANDIDATES)
+
+
+@dataclass(frozen=True)
+class GraphSite:
+    """An activation-candidate node of a compiled graph, in graph order."""
+
+    op: str  # the node's op name, e.g. "relu_" or "relu6"
+    module: str  # module path, "" at top level
+    module_type: str  # class name of the innermost module, "" if unknown
+    optional: bool = False  # inside a branch or loop body: may not run
+    gate: str = ""  # a recurrent cell's gate ("input_gate"), or FUSED for a fused recurrent op
+
+    @property
+    def base_name(self) -> str:
+        if self.gate:
+            return f"{self.module}.{self.gate}" if self.module else self.gate
+        if self.module and self.module_type in ACTIVATION_MODULES:
+            return self.module
+        op = self.op.rstrip("_") if not self.op.startswith("_") else self.op
+        return f"{self.module}/{op}" if self.module else op
+
+
+# -- graph site lists ------------------------------------------------------------------
+_HIER_RE = re.compile(r"([^.()]*)\(([^()]*)\)")
+
+
+FUSED = "<fused>"
+# The candidate ops a recurrent cell's ATen decomposition runs, in order, with their gates.
+_CELL_OPS = {
+    "lstm_cell": [
+        ("sigmoid_", "input_gate"),
+        ("sigmoid_", "forget_gate"),
+        ("tanh_", "cell_gate"),
+        ("sigmoid_", "output_gate"),
+        ("tanh", "cell_tanh"),
+    ],
+    "gru_cell": [("sigmoid_", "reset_gate"), ("sigmoid_", "update_gate"), ("tanh_", "new_gate")],
+}
+_FUSED_RNN = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def _recurrent_sites(op: str, path: str, mtype: str, optional: bool) -> list[GraphSite]:
+    """A recurrent node of a compiled graph as graph sites: one per gate, or one FUSED marker."""
+    if op in _CELL_OPS:
+        return [GraphSite(o, path, mtype, optional, gate) for o, gate in _CELL_OPS[op]]
+    return [GraphSite(op, path, mtype, True, FUSED)]
+
+
+def torchscript_graph_sites(module: Any) -> list[GraphSite]:
+    """The capture's site list: activation sites plus recurrent nodes (per gate, or FUSED markers)."""
+    graph = module.graph.copy()
+    torch._C._jit_pass_inline(graph)
+    return [site for site, _ in torchscript_site_nodes(graph, module, recurrent=True)]
+
+
+def torchscript_site_nodes(
+    graph: Any, module: Any, recurrent: bool = False
+) -> list[tuple[GraphSite, list[Any]]]:
+    """Sites of an inlined TorchScript graph in graph order, each with its node(s): a site
+    compiled as ``if inplace: relu_ else: relu`` has one node per branch. ``recurrent`` adds
+    the recurrent nodes' gate sites (the capture's list; rewriting never sees them)."""
+    sites = _block_sites(graph, optional=False, recurrent=recurrent)
+    try:
+        paths = {
+            name: str(getattr(mod, "original_name", type(mod).__name__))
+            for name, mod in module.named_modules()
+            if name
+        }
+    except Exception:
+        return sites
+    return [
+        (GraphSite(g.op, _full_path(g.module, g.module_type, paths), g.module_type, g.optional, g.gate), n)
+        for g, n in sites
+    ]
+
+
+def _full_path(path: str, mtype: str, paths: dict[str, str]) -> str:
+    """TorchScript drops a ModuleList's own name from loop-unrolled calls (``0.act`` for
+    ``layers.0.act``): restore it where exactly one module path of that class ends that way."""
+    if not path or path in paths:
+        return path
+    matches = [p for p, t in paths.items() if p.endswith("." + path) and (not mtype or t == mtype)]
+    return matches[0] if len(matches) == 1 else path
+
+
+def _block_sites(block: Any, optional: bool, recurrent: bool = False) -> list[tuple[GraphSite, list[Any]]]:
+    sites: list[tuple[GraphSite, list[Any]]] = []
+    for node in block.nodes():
+        kind = node.kind()
+        if recurrent and kind.startswith("aten::") and kind[6:] in (*_CELL_OPS, *_FUSED_RNN):
+            path, mtype = _parse_hierarchy(node)
+            sites.extend((g, [node]) for g in _recurrent_sites(kind[6:], path, mtype, optional))
+            continue
+        if kind == "aten::div" and _ts_is_softsign(node):
+            path, mtype = _parse_hierarchy(node)
+            sites.append((GraphSite("softsign", path, mtype, optional), [node]))
+            continue
+        if kind.startswith("aten::"):
+            op = kind.split("::", 1)[1]
+            if canon(op) in CANON_CANDIDATES:
+                path, mtype = _parse_hierarchy(node)
+                sites.append((GraphSite(op, path, mtype, optional), [node]))
+            continue
+        branches = [_block_sites(b, optional=True, recurrent=recurrent) for b in node.blocks()]
+        if kind == "prim::If" and len(branches) == 2:
+            a, b = ([(canon(g.op), g.module) for g, _ in br] for br in branches)
+            if a == b:
+                # F.relu(x, inplace) compiles to `if inplace: relu_ else: relu`: one site either way.
+                sites.extend(
+                    (GraphSite(g.op, g.module, g.module_type, optional, g.gate), [*na, *nb])
+                    for (g, na), (_, nb) in zip(branches[0], branches[1], strict=True)
+                )
+                continue
+        for br in branches:
+            sites.extend(br)
+    return sites
+
+
+def _ts_is_softsign(div: Any) -> bool:
+    """``x / (1 + |x|)`` in a TorchScript graph."""
+    try:
+        x, den = list(div.inputs())[:2]
+        add = den.node()
+        if add.kind() != "aten::add":
+            return False
+        a, one = list(add.inputs())[:2]
+        ab = a.node()
+        return bool(ab.kind() == "aten::abs" and next(ab.inputs()) is x and one.toIValue() == 1)
+    except Exception:
+        return False
+
+
+def _fx_is_softsign(node: Any) -> bool:
+    """``x / (1 + |x|)`` in a torch.export graph."""
+    if op_name(node.target) != "div" or len(node.args) != 2:
+        return False
+    x, den = node.args
+    if getattr(den, "op", None) != "call_function" or op_name(den.target) != "add" or len(den.args) < 2:
+        return False
+    a, one = den.args[:2]
+    return bool(
+        getattr(a, "op", None) == "call_function"
+        and op_name(a.target) == "abs"
+        and a.args[0] is x
+        and one == 1
+    )
+
+
+def _parse_hierarchy(node: Any) -> tuple[str, str]:
+    try:
+        text = node.getModuleHierarchy()
+    except Exception:  # older torch: no hierarchy on nodes
+        return "", ""
+    parts = [(n, t) for n, t in _HIER_RE.findall(text) if n and n != "UNKNOWN_INSTANCE"]
+    if not parts:
+        return "", ""
+    return ".".join(n for n, _ in parts), parts[-1][1]
+
+
+def export_site_nodes(gm: Any) -> list[tuple[GraphSite, Any]]:
+    """Activation-candidate nodes of a torch.export graph with their sites, in graph order."""
+    out = []
+    for node in gm.graph.nodes:
+        if node.op != "call_function":
+            continue
+        op = "softsign" if _fx_is_softsign(node) else op_name(node.target)
+        if canon(op) not in CANON_CANDIDATES:
+            continue
+        stack = list((node.meta.get("nn_module_stack") or {}).values())
+        if stack:
+            path, type_str = stack[-1]
+            path = re.sub(r"@\d+$", "", str(path))
+            mtype = str(type_str).rsplit(".", 1)[-1]
+        else:
+            path, mtype = "", ""
+        out.append((GraphSite(op, path, mtype), node))
+    return out
+
+
+def export_graph_sites(gm: Any) -> list[GraphSite]:
+    by_node = {id(node): site for site, node in export_site_nodes(gm)}
+    out: list[GraphSite] = []
+    for node in gm.graph.nodes:
+        if id(node) in by_node:
+            out.append(by_node[id(node)])
+            continue
+        op = op_name(node.target) if node.op == "call_function" else ""
+        if op in _CELL_OPS or op in _FUSED_RNN:
+            stack = list((node.meta.get("nn_module_stack") or {}).values())
+            path, mtype = (
+                (re.sub(r"@\d+$", "", str(stack[-1][0])), str(stack[-1][1]).rsplit(".", 1)[-1])
+                if stack
+                else ("", "")
+            )
+            out.extend(_recurrent_sites(op, path, mtype, False))
+    return out
+
+
+def relu_named(g: GraphSite, as_relu: bool) -> str:
+    """A rewritten site keeps the name it had as a ReLU (functional sites are named after their op)."""
+    if as_relu and canon(g.op) in ("leaky_relu", "prelu"):
+        return GraphSite("relu", g.module, g.module_type).base_name
+    return g.base_name

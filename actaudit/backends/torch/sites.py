@@ -1,0 +1,502 @@
+"""Site bookkeeping shared by both capture modes: names, unit axes, accumulators, results."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils.weak import WeakIdKeyDictionary
+
+from ... import unitaxis as ua
+from ...errors import InputError
+from ...kinds import Activation, Thresholds
+from ...naming import site_names
+from ...stats import AxisOverride, SiteInfo, SiteResult, Uncovered
+from .graphsites import FUSED, GraphSite, canon
+from .kernel import _Acc
+from .ops import (
+    CARRIERS,
+    CONV,
+    HIDDEN_ACTIVATIONS,
+    LINEAR,
+    PRODUCERS,
+    RECURRENT_PRODUCERS,
+    SAME_AXES,
+    SPATIAL,
+)
+from .recurrent import GRU_GATES, Unsupported, gates_of, mkldnn_layer_gates
+from .tags import follow, tensors_of
+
+
+@dataclass
+class _Site:
+    info: SiteInfo
+    thr: Thresholds
+    acc: _Acc
+    base: str
+    index: int
+    broken: str | None = None
+    held: tuple[torch.Tensor, int] | None = None  # first call, while a consumer may decide the axis
+    swish: float | None = None  # β when the sigmoid's output was multiplied by its input (a SiLU)
+    decided: int | None = None  # the axis a consumer decided
+
+
+class Recorder:
+    """Site bookkeeping shared by both capture modes."""
+
+    def __init__(
+        self,
+        stuck_fraction: float,
+        axis_overrides: list[AxisOverride],
+        graph_sites: list[GraphSite] | None = None,
+    ) -> None:
+        self.f = stuck_fraction
+        self.overrides = axis_overrides
+        self.graph_sites = graph_sites
+        self.sites: dict[tuple[str, int], _Site] = {}
+        self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        # Outputs of sites whose axis is still open, followed through axis-keeping ops to a consumer.
+        self.pending_out: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.sigmoid_out: WeakIdKeyDictionary = WeakIdKeyDictionary()  # held sigmoid output -> (key, input)
+        self.scaled_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # β·x -> (x, β)
+        # Compiled graphs: the module whose parameters produced a tensor (by storage), carried like tags.
+        self.param_owner: dict[int, str] = {}
+        self.owners: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.module_stack: list[tuple[str, str]] = []
+        self.batch_samples = 0
+        self.last_site: str | None = None
+        self.unmatched_graph_ops = 0
+        self.interrupted = False
+        self.option_error: InputError | None = None  # a --unit-axis mistake found inside the forward
+        # softsign has no ATen op: it runs as x / (1 + |x|); these map |x| and 1 + |x| back to x.
+        self._abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._one_plus_abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._counts: dict[str, int] = defaultdict(int)
+        self._graph_ptr = 0
+        from .heads import OutputOrigins
+
+        self.origins = OutputOrigins()  # which sites' values reach the model's outputs
+        self.last_key: tuple[str, int] | None = None
+        self.output_sites: set[tuple[str, int]] = set()
+        self.suspended = False  # while actaudit runs its own ops (a written-out recurrent cell)
+        self.extra_uncovered: dict[str, Uncovered] = {}
+        self._hidden_now: dict[str, int] = defaultdict(int)  # fused-activation ops in this forward
+        self._gru_steps: dict[str, int] = defaultdict(int)  # gate ops seen per GRU layer, this forward
+        self.gru_done: set[str] = set()
+        self._merged_now: set[str] = set()
+        self.hidden_ops: dict[str, int] = {}  # the most calls of each seen in one forward
+        self._lstm_ptr = self._lstm_calls = 0  # position among the graph's fused aten::lstm nodes
+        self.lstm_done: set[str] = set()
+        self.lstm_failed: dict[str, str] = {}
+
+    # -- per forward ----------------------------------------------------------------
+    def begin_forward(self, samples: int) -> None:
+        self.batch_samples = samples
+        self._counts.clear()
+        self._hidden_now.clear()
+        self._gru_steps.clear()
+        self._merged_now.clear()
+        self._graph_ptr = 0
+        self._lstm_ptr = self._lstm_calls = 0
+        self.module_stack.clear()
+
+    # -- provenance ---------------------------------------------------------------
+    def tag(self, name: str, args: tuple[Any, ...], out: Any, kwargs: dict[str, Any] | None = None) -> None:
+        """Attach the unit tag that ``name(*args)`` gives its output(s) (:mod:`actaudit.unitaxis`)."""
+        kwargs = kwargs or {}
+        outs = tensors_of(out)
+        if not outs:
+            return
+        if name in _MULS and len(args) >= 2:
+            self._mul(args, outs[0])
+        if self.param_owner:
+            self._own(name, args, outs)
+        if name in PRODUCERS or name in RECURRENT_PRODUCERS:
+            origin = PRODUCERS.get(name, LINEAR)
+            for t in outs if name in RECURRENT_PRODUCERS else outs[:1]:
+                tag = ua.produced(origin, t.ndim)
+                if tag is not None:
+                    self.tags[t] = tag
+            self._consumed(name, args)
+            return
+        src = next((a for a in tensors_of(list(args)) if a in self.tags or a in self.pending_out), None)
+        if src is None:
+            return
+        for t in outs:
+            tag = follow(name, args, kwargs, src, self.tags.get(src), t)
+            if tag is not None:
+                self.tags[t] = tag
+        key = self.pending_out.get(src)
+        if key is not None and (name in CARRIERS or name in SAME_AXES or name in SPATIAL):
+            for t in outs:
+                if t.ndim == src.ndim:
+                    self.pending_out[t] = key
+
+    def _own(self, name: str, args: tuple[Any, ...], outs: list[torch.Tensor]) -> None:
+        # An op's own weights name it; otherwise its input's owner carries through.
+        tensors = tensors_of(list(args))
+        owner = next(
+            (self.param_owner[a.data_ptr()] for a in tensors if a.data_ptr() in self.param_owner), None
+        )
+        if owner is None:
+            owner = next((self.owners[a] for a in tensors if a in self.owners), None)
+        if owner is not None:
+            for t in outs:
+                self.owners[t] = owner
+
+    def _consumed(self, name: str, args: tuple[Any, ...]) -> None:
+        """The consumer decides a pending site's axis: a Conv input is [N, C, ...], a Linear's [..., F]."""
+        if not self.pending_out or not args or not isinstance(args[0], torch.Tensor):
+            return
+        key = self.pending_out.get(args[0])
+        site = self.sites.get(key) if key is not None else None
+        if site is None or site.decided is not None:
+            return
+        rank = args[0].ndim
+        origin = PRODUCERS.get(name)
+        axis = 1 if origin == CONV else rank - 1 if origin == LINEAR else None
+        if axis is not None and 1 <= axis < rank:
+            site.decided = axis
+
+    def track_softsign(self, name: str, args: tuple[Any, ...], out: Any) -> None:
+        if not isinstance(out, torch.Tensor) or not args or not isinstance(args[0], torch.Tensor):
+            return
+        if name == "abs" and args[0].is_floating_point():
+            self._abs_of[out] = args[0]
+        elif name == "add" and args[0] in self._abs_of and len(args) > 1 and _is_one(args[1]):
+            self._one_plus_abs_of[out] = self._abs_of[args[0]]
+
+    def is_softsign(self, args: tuple[Any, ...]) -> bool:
+        return (
+            len(args) == 2
+            and isinstance(args[1], torch.Tensor)
+            and args[1] in self._one_plus_abs_of
+            and self._one_plus_abs_of[args[1]] is args[0]
+        )
+
+    # -- observation ----------------------------------------------------------------
+    def observe(
+        self,
+        base: str,
+        module: str,
+        op: str,
+        act: Activation,
+        weight: Any,
+        x: torch.Tensor,
+        merge: bool = False,
+    ) -> tuple[str, int] | None:
+        """Reduce one call; returns the site's key while its axis waits for a consumer to decide it.
+
+        ``merge``: every call in a forward is the same site (a recurrent gate, once per time step);
+        the batch's samples count once.
+        """
+        if merge:
+            k = 0
+            samples = 0 if base in self._merged_now else self.batch_samples
+            self._merged_now.add(base)
+        else:
+            k = self._counts[base]
+            self._counts[base] = k + 1
+            samples = self.batch_samples
+        key = (base, k)
+        site = self.sites.get(key)
+        if site is None:
+            axis, source = self._axis(base, k, x)
+            units = 1 if axis >= x.ndim else int(x.shape[axis])
+            info = SiteInfo(
+                name=base,
+                op=op,
+                kind=act.kind,
+                params=dict(act.params),
+                unit_axis=axis,
+                units=units,
+                sample_shape=tuple(int(d) for d in x.shape[1:]),
+                module=module,
+                unit_axis_source=source,
+            )
+            if act.kind == "prelu" and isinstance(weight, torch.Tensor):
+                info.unit_slopes = [float(w) for w in weight.detach().flatten().cpu()]
+            site = _Site(info, act.thresholds(self.f), _Acc(units, x.device), base, k)
+            self.sites[key] = site
+            if (source == ua.GUESSED or act.kind == "sigmoid") and not merge:
+                # Hold this first call until the forward ends: a consumer may still decide the
+                # axis, and a sigmoid multiplied by its own input is a SiLU (x·σ(x), x·σ(βx)).
+                site.held = (x.detach().clone(), self.batch_samples)
+                self.last_site = f"{base}#{k}"
+                self.last_key = key  # the output heads are traced from this call too
+                return key
+        self.last_site = f"{base}#{k}"
+        self.last_key = key
+        if site.broken:
+            return None
+        self._add(site, x.detach(), samples)
+        return None
+
+    def _add(self, site: _Site, x: torch.Tensor, samples: int) -> None:
+        info = site.info
+        if info.unit_axis_source == ua.WHOLE:
+            site.acc.add(x, x.ndim, site.thr, samples)  # one unit at any rank
+            return
+        axis = info.unit_axis
+        if samples == 1 and tuple(x.shape) == info.sample_shape and x.ndim == len(info.sample_shape):
+            x = x.unsqueeze(0)  # a batch of 1 whose batch axis the model squeezed away (x.squeeze())
+        if axis >= x.ndim or int(x.shape[axis]) != info.units:
+            site.broken = f"its unit count changed between batches (shape {tuple(x.shape)}, axis {axis})"
+            return
+        site.acc.add(x, axis, site.thr, samples)
+
+    def end_forward(self) -> None:
+        """Settle the sites whose axis waited for a consumer (the first batch only)."""
+        for site in self.sites.values():
+            if site.held is None:
+                continue
+            x, samples = site.held
+            site.held = None
+            info = site.info
+            if site.decided is not None:
+                info.unit_axis, info.unit_axis_source = site.decided, ua.CONSUMER
+            if site.swish is not None:
+                info.kind, info.op = "silu", f"{info.op}*mul"
+                info.params = {"beta": site.swish} if site.swish != 1.0 else {}
+                site.thr = Activation(info.kind, dict(info.params)).thresholds(self.f)
+            info.units = 1 if info.unit_axis >= x.ndim else int(x.shape[info.unit_axis])
+            site.acc = _Acc(info.units, x.device)
+            self._add(site, x, samples)
+        self.pending_out = WeakIdKeyDictionary()
+        self.sigmoid_out = WeakIdKeyDictionary()
+
+    def mark_output(self, key: tuple[str, int], x: Any, out: Any) -> None:
+        """Follow a held site's output: to the consumer that decides its axis, or to a Mul by its input."""
+        site = self.sites.get(key)
+        if site is None or not isinstance(out, torch.Tensor):
+            return
+        if site.info.unit_axis_source == ua.GUESSED:
+            self.pending_out[out] = key
+        if site.info.kind == "sigmoid":
+            self.sigmoid_out[out] = (key, x)
+
+    def _mul(self, args: tuple[Any, ...], out: torch.Tensor) -> None:
+        """``x * sigmoid(x)`` (or ``x * sigmoid(β·x)``, β a positive constant): the sigmoid site is a SiLU."""
+        a, b = args[0], args[1]
+        for t, c in ((a, b), (b, a)):
+            if isinstance(t, torch.Tensor) and t.is_floating_point():
+                beta = _scalar_value(c)
+                if beta is not None:
+                    self.scaled_of[out] = (t, beta)
+        if not self.sigmoid_out:
+            return
+        for g, other in ((a, b), (b, a)):
+            if not isinstance(g, torch.Tensor) or g not in self.sigmoid_out:
+                continue
+            key, z = self.sigmoid_out[g]
+            site = self.sites.get(key)
+            if site is None or site.held is None:
+                continue
+            if other is z:
+                site.swish = 1.0
+            elif isinstance(other, torch.Tensor) and z in self.scaled_of and self.scaled_of[z][0] is other:
+                beta = self.scaled_of[z][1]
+                if beta > 0:
+                    site.swish = beta
+
+    def _axis(self, base: str, k: int, x: torch.Tensor) -> tuple[int, str]:
+        """(unit axis, source); an axis equal to the rank means the whole activation is one unit."""
+        names = (base, f"{base}#{k}")
+        for o in self.overrides:
+            if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
+                axis = o.axis if o.axis >= 0 else x.ndim + o.axis
+                if not 0 <= axis < max(x.ndim, 1):
+                    # Kept for run_capture: TorchScript turns an exception raised in the mode into a bare RuntimeError.
+                    self.option_error = o.out_of_range(base, tuple(x.shape))
+                    raise self.option_error
+                return axis, ua.OVERRIDE
+        found, source = ua.resolve(self.tags.get(x), x.ndim)
+        return (x.ndim if found is None else found), source
+
+    def graph_base(self, name: str, x: Any = None) -> tuple[str, str, str]:
+        """(base name, module path, op label) for the next executed candidate op of a graph.
+
+        Greedy alignment in graph order; ops the graph does not list (inside composite ops)
+        keep a generic name and do not move the pointer. Among the sites a branch makes
+        possible, the one nearest to the module whose weights produced ``x`` wins: two arms
+        of an ``If`` with the same ops (silero-vad's ``_model`` and ``_model_8k``) are told
+        apart by what ran, not by which comes first in the graph.
+        """
+        gs = self.graph_sites or []
+        c = canon(name)
+        gru = self._gru_gate(c, x)
+        if gru is not None:
+            return gru
+        j = self._graph_ptr
+        found: list[int] = []
+        while j < len(gs):
+            if canon(gs[j].op) == c and gs[j].gate != FUSED:
+                found.append(j)
+                if not gs[j].optional:
+                    break
+            elif not gs[j].optional:
+                break
+            j += 1  # a branch that may not have run
+        if found:
+            owner = self.owners.get(x) if isinstance(x, torch.Tensor) else None
+            pick = found[0]
+            if owner is not None and len(found) > 1:
+                pick = max(found, key=lambda i: (_shared_prefix(gs[i].module, owner), -i))
+            self._graph_ptr = pick + 1
+            g = gs[pick]
+            return g.base_name, g.module, f"aten::{g.op}"
+        self.unmatched_graph_ops += 1
+        return c, "", f"aten::{name}"
+
+    # -- results --------------------------------------------------------------------
+    def results(self) -> tuple[list[SiteResult], list[Uncovered]]:
+        out, uncovered = [], []
+        names = site_names(base for base, _ in self.sites)  # keys hold k = 0, 1, … per base in order
+        for ((base, k), site), name in zip(self.sites.items(), names, strict=True):
+            site.info.name = name
+            site.info.model_output = (base, k) in self.output_sites
+            if site.broken:
+                uncovered.append(Uncovered(site.info.name, site.info.op, site.broken))
+                continue
+            out.append(SiteResult(site.info, site.acc.to_stats()))
+        for g in self.graph_sites or []:
+            if g.gate == FUSED and g.op == "lstm" and (g.module or "lstm") in self.lstm_done:
+                continue
+            if g.gate == FUSED and g.op == "gru" and g.module in self.gru_done:
+                continue
+            if g.gate == FUSED and (g.module or g.op) in self.lstm_failed:
+                name = g.module or g.op
+                reason = f"its gates were not audited: {self.lstm_failed[name]}"
+                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
+                continue
+            if g.gate == FUSED:
+                name = g.module or g.op
+                reason = (
+                    f"its gates run inside aten::{g.op}, which the compiled graph does not list one by one"
+                    + (
+                        " (on CPU one fused oneDNN op that no capture sees)"
+                        if g.op == "lstm"
+                        else "; they are reported by op (sigmoid#k, tanh#k), not by gate"
+                    )
+                    + "; audit the eager module (state_dict + --arch) for one site per gate"
+                )
+                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
+        for op, n in self.hidden_ops.items():
+            for k in range(n):
+                name = op.lstrip("_") + (f"#{k}" if n > 1 else "")
+                reason = f"{HIDDEN_ACTIVATIONS[op]}: its pre-activation is never a tensor"
+                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{op}", reason))
+        return out, [*uncovered, *self.extra_uncovered.values()]
+
+    def _gru_gate(self, c: str, x: Any) -> tuple[str, str, str] | None:
+        """A gate of a compiled aten::gru, which runs as visible ops: named by the GRU weights that
+        produced its input (``gru.weight_hh_l1_reverse`` → layer 1, reverse) and its place in the
+        cycle reset, update, new of each step."""
+        if c not in ("sigmoid", "tanh") or not isinstance(x, torch.Tensor) or x not in self.owners:
+            return None
+        owner = str(self.owners[x])
+        module, _, param = owner.rpartition(".")
+        m = re.match(r"(?:weight|bias)_(?:ih|hh)_(l\d+(?:_reverse)?)$", param)
+        fused = {g.module for g in self.graph_sites or [] if g.gate == FUSED and g.op == "gru"}
+        if m is None or module not in fused:
+            return None
+        label = f"{module}.{m.group(1)}"
+        k = self._gru_steps[label]
+        gate, kind = GRU_GATES[k % 3]
+        if kind != c:
+            return None
+        self._gru_steps[label] = k + 1
+        self.gru_done.add(module)
+        return f"{label}.{gate}", module, f"aten::gru.{gate}"
+
+    def hidden_activation(self, name: str) -> None:
+        """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
+        self._hidden_now[name] += 1
+        self.hidden_ops[name] = max(self.hidden_ops.get(name, 0), self._hidden_now[name])
+
+    def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None:
+        """One layer and direction of a compiled graph's aten::lstm, which oneDNN runs as one op."""
+        entries = [g for g in self.graph_sites or [] if g.gate == FUSED and g.op == "lstm"]
+        if self._lstm_ptr >= len(entries):
+            return  # an LSTM the graph does not list: nothing to name it after
+        entry = entries[self._lstm_ptr]
+        path = entry.module or "lstm"
+        try:
+            gates, reverse, layers, dirs = mkldnn_layer_gates(args, output)
+        except Unsupported as e:
+            self.lstm_failed[path] = str(e)
+            return
+        layer = self._lstm_calls // dirs
+        self._lstm_calls += 1
+        if self._lstm_calls >= layers * dirs:
+            self._lstm_ptr, self._lstm_calls = self._lstm_ptr + 1, 0
+        self.lstm_done.add(path)
+        label = f"l{layer}" + ("_reverse" if reverse else "")
+        for g in gates:
+            self.tags[g.x] = ua.Tag(g.x.ndim - 1, LINEAR)
+            self.observe(
+                f"{path}.{label}.{g.suffix}", path, f"aten::lstm.{g.suffix}", Activation(g.kind), None, g.x
+            )
+
+    def recurrent_call(self, path: str, module: Any, args: tuple[Any, ...], output: Any) -> None:
+        """Audit the gates of one call of an eager recurrent module, from its own weights."""
+        mtype = type(module).__name__
+        self.suspended = True
+        try:
+            for t in tensors_of(output):
+                tag = ua.produced(LINEAR, t.ndim)
+                if tag is not None:
+                    self.tags[t] = tag
+            if path in self.extra_uncovered:
+                return
+            try:
+                with torch.no_grad():
+                    gates = gates_of(module, args, output)
+            except Unsupported as e:
+                self.extra_uncovered[path] = Uncovered(
+                    path or mtype, f"nn.{mtype}", f"its gates were not audited: {e}"
+                )
+                return
+            for g in gates:
+                if g.x.ndim >= 2:
+                    self.tags[g.x] = ua.Tag(g.x.ndim - 1, LINEAR)
+                base = f"{path}.{g.suffix}" if path else g.suffix
+                self.observe(
+                    base, path, f"nn.{mtype}.{g.suffix.rsplit('.', 1)[-1]}", Activation(g.kind), None, g.x
+                )
+        finally:
+            self.suspended = False
+
+
+_MULS = frozenset(["mul", "mul_", "__mul__", "__rmul__", "__imul__"])
+
+
+def _scalar_value(c: Any) -> float | None:
+    """A Python number or a one-element tensor that is not a graph activation (a constant)."""
+    if isinstance(c, bool):
+        return None
+    if isinstance(c, (int, float)):
+        return float(c)
+    if isinstance(c, torch.Tensor) and c.numel() == 1 and c.ndim == 0:
+        return float(c.item())
+    return None
+
+
+def _shared_prefix(a: str, b: str) -> int:
+    """How many leading dotted components two module paths share."""
+    n = 0
+    for p, q in zip(a.split("."), b.split("."), strict=False):
+        if p != q:
+            break
+        n += 1
+    return n
+
+
+def _is_one(x: Any) -> bool:
+    if isinstance(x, torch.Tensor):
+        return x.numel() == 1 and float(x.item()) == 1.0
+    return isinstance(x, (int, float)) and float(x) == 1.0
