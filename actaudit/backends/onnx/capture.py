@@ -10,7 +10,7 @@ import contextlib
 import fnmatch
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,12 +18,11 @@ import onnx
 import onnxruntime as ort
 
 from ... import unitaxis as ua
-from ...data import DataSource
+from ...data import Batch, DataSource, cap_samples
 from ...errors import CalibrationError, InputError, ModelRunError
-from ...kinds import Activation, Thresholds
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
 from .axes import consumer_axis
-from .feeds import _check_shapes, _chunk_samples, _split_fixed_batch, batches_for, bind
+from .feeds import _check_shapes, _chunk_samples, bound_batches
 from .instrument import AxisRule, SiteOutputs, SitePlan, instrument
 from .interrupt import run_interruptible
 from .load import OnnxModel, _short
@@ -31,18 +30,9 @@ from .pack import Pack, PackAcc, instrument_packed
 from .session import appended, grown_session, plain_session, session_for
 from .sites import OnnxSite, find_sites
 
-__all__ = ["InternalCaptureError", "capture", "thresholds_for"]
+__all__ = ["InternalCaptureError", "capture"]
 
 _EXACT_FLOAT_COUNT = 2**24  # float32 counts are exact below this
-
-
-def thresholds_for(act: Activation, f: float) -> Thresholds:
-    """As :meth:`Activation.thresholds`, plus ONNX HardSigmoid's own slope and offset."""
-    if act.kind == "hardsigmoid" and "alpha" in act.params:
-        alpha, beta = act.params["alpha"], act.params.get("beta", 0.5)
-        if alpha > 0:
-            return Thresholds(low=-beta / alpha, high=(1.0 - beta) / alpha)
-    return act.thresholds(f)
 
 
 def _axis_rule(site: OnnxSite, overrides: list[AxisOverride]) -> tuple[AxisRule, int | None]:
@@ -118,6 +108,11 @@ class _Runner:
         self.careful_batches = 0
         self.calls = 0
         self.warnings: list[str] = []
+        # Keep the model's own outputs of every run (the same session computes them).
+        self.keep_outputs = False
+        self.outputs: list[list[np.ndarray]] = []
+        self.output_names: list[str] | None = None
+        self.last_outputs: list[np.ndarray] = []
 
     def _build(self, careful: bool) -> _Built:
         model = self.handle.model
@@ -138,7 +133,7 @@ class _Runner:
                 uncovered.append(Uncovered(site.name, site.op, site.uncovered))
                 continue
             rule, asked = _axis_rule(site, self.overrides)
-            thr = thresholds_for(site.act, self.f)
+            thr = site.act.thresholds(self.f)
             plan = SitePlan(site, rule, thr.low, thr.high)
             lives.append(_Live(site, plan, asked))
             plans.append(plan)
@@ -206,6 +201,8 @@ class _Runner:
         else:
             for k, acc in enumerate(self.accs):
                 self._fold_pack(k, acc, values[-1 - k], samples)
+        if self.keep_outputs:
+            self.outputs.append(self.last_outputs)
         for i, live in enumerate(self.live):
             if careful or live.packed is None:
                 self._fold(live, values.get(i), samples, careful)
@@ -238,10 +235,19 @@ class _Runner:
         self, sess: ort.InferenceSession, outs: dict[int, SiteOutputs], feeds: dict[str, np.ndarray]
     ) -> dict[int, dict[str, np.ndarray]]:
         names = [n for o in outs.values() for n in o.names.values()]
-        if not names:
+        model_outputs = [o.name for o in self.handle.model.graph.output] if self.keep_outputs else []
+        if not names and not model_outputs:
             run_interruptible(sess, None, feeds)
             return {}
-        arrays = run_interruptible(sess, names, feeds)
+        arrays = run_interruptible(sess, model_outputs + names, feeds)
+        if model_outputs:
+            from ...rewrite.drift import flatten_outputs, output_names
+
+            produced = dict(zip(model_outputs, arrays[: len(model_outputs)], strict=True))
+            self.last_outputs = flatten_outputs(produced)
+            if self.output_names is None:
+                self.output_names = output_names(produced)
+            arrays = arrays[len(model_outputs) :]
         got = dict(zip(names, arrays, strict=True))
         return {i: {stat: got[n] for stat, n in o.names.items()} for i, o in outs.items()}
 
@@ -377,34 +383,41 @@ def capture(
     stuck_fraction: float,
     axis_overrides: list[AxisOverride],
     progress: Callable[[int], None] | None = None,
+    keep_outputs: bool = False,
 ) -> Capture:
+    """Per-site statistics; with ``keep_outputs`` the model's outputs of the same runs too."""
     t0 = time.perf_counter()
     runner = _Runner(handle, stuck_fraction, axis_overrides)
+    runner.keep_outputs = keep_outputs
     runner.session(False)
     t_build = time.perf_counter()
-    total = n_batches = 0
+    total = 0
+    drawn = [0]  # batches the source yielded (a fixed batch re-cuts them into chunks)
     warnings: list[str] = []
-    for i, batch in enumerate(batches_for(handle, source, samples)):
-        feeds = bind(handle, batch)
-        chunks = _split_fixed_batch(handle, feeds, warnings)
-        for chunk in chunks:
-            _check_shapes(handle, chunk)
-            n = _chunk_samples(handle, chunk, 1)
-            try:
-                runner.run(chunk, n)
-            except (InputError, KeyboardInterrupt):
-                raise
-            except Exception as e:
-                if _plain_runs(handle, chunk):
-                    # The model runs without actaudit's reductions: the fault is ours, not the model's.
-                    raise InternalCaptureError(
-                        f"actaudit's instrumented graph failed on batch {i} where the model itself runs: {_short(e, 300)}"
-                    ) from e
-                raise _run_error(e, i, total, n) from None
-            total += n
-        n_batches += 1
+
+    def counted() -> Iterator[Batch]:
+        for b in cap_samples(source.batches(), samples):
+            drawn[0] += 1
+            yield b
+
+    for i, (_, chunk) in enumerate(bound_batches(handle, counted(), warnings)):
+        _check_shapes(handle, chunk)
+        n = _chunk_samples(handle, chunk, 1)
+        try:
+            runner.run(chunk, n)
+        except (InputError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if _plain_runs(handle, chunk):
+                # The model runs without actaudit's reductions: the fault is ours, not the model's.
+                raise InternalCaptureError(
+                    f"actaudit's instrumented graph failed on batch {i} where the model itself runs: {_short(e, 300)}"
+                ) from e
+            raise _run_error(e, i, total, n) from None
+        total += n
         if progress is not None:
-            progress(sum(_chunk_samples(handle, c, 1) for c in chunks))
+            progress(n)
+    n_batches = drawn[0]
     if n_batches == 0:
         raise CalibrationError("the calibration data yielded no batches")
     runner.flush()
@@ -429,6 +442,8 @@ def capture(
     if guessed:
         cap.warnings.append(guessed)
     cap.inputs = [s.to_dict() for s in handle.inputs]
+    if keep_outputs:
+        cap.outputs, cap.output_names = runner.outputs, runner.output_names
     return cap
 
 

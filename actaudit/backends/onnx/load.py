@@ -18,7 +18,7 @@ import onnxruntime as ort
 from google.protobuf.message import EncodeError
 from onnx import external_data_helper
 
-from ...data import InputSpec
+from ...data import InputSpec, declared_fixed_batch
 from ...errors import InputError
 
 __all__ = ["OnnxModel", "available_providers", "load", "over_limit", "resolve_provider"]
@@ -43,6 +43,8 @@ class OnnxModel:
     # them (variant, stuck fraction, axis overrides): a second audit does not rebuild.
     built: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
     device_id: int | None = None  # under torchrun: this rank's GPU (LOCAL_RANK) for a GPU provider
+    fixed_batch: int | None = None  # the batch size the declared shapes fix (no free batch axis)
+    unbatched: frozenset[str] = frozenset()  # inputs fed whole with every chunk of a fixed batch
     # The file whose bytes are ``model`` (nothing inlined or converted; weights inside it or
     # in external data beside it): sessions are built from those bytes, never re-serialised.
     file: Path | None = None
@@ -114,7 +116,10 @@ def load(
         notes.append("model is over 2 GB: onnxruntime reads its weights from external data")
     _with_shapes(model)
     inputs, types, declared = _input_specs(model)
-    handle = OnnxModel(model, inputs, chosen, threads, source, notes, types, declared)
+    fixed, unbatched = declared_fixed_batch(inputs)
+    handle = OnnxModel(
+        model, inputs, chosen, threads, source, notes, types, declared, fixed_batch=fixed, unbatched=unbatched
+    )
     handle.file, handle.external, handle.size = file, external and file is not None, size
     return handle
 
