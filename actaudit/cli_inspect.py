@@ -91,12 +91,12 @@ def inspect_model(
         val_range=val_range,
         **load_options,
     )
-    from .api import _backend_module
+    from .assemble import model_section
     from .errors import InputError
 
     loaded = load_model(model, opts)
-    facts = _backend_module(loaded.backend).model_facts(loaded.handle)
-    fixed = getattr(loaded.handle, "fixed_batch", None)
+    facts = loaded.handle.model_facts()
+    fixed = loaded.handle.fixed_batch
     if fixed:
         opts.samples = opts.batch_size = int(fixed)
     try:
@@ -128,7 +128,7 @@ def inspect_model(
         )
     inputs = cap.inputs or [spec.to_dict() for spec in loaded.inputs]
     return Inspection(
-        model={"path": loaded.path, "format": loaded.fmt, "sha256": loaded.sha256},
+        model=model_section(loaded),
         inputs=inputs,
         sites=sites,
         uncovered=[u.to_dict() for u in cap.uncovered],

@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from actaudit.backends.onnx.capture import _Runner
-from actaudit.backends.onnx.feeds import _split_fixed_batch, bind
+from actaudit.backends.onnx.feeds import bound_batches
 from actaudit.backends.onnx.load import load
 from actaudit.backends.onnx.session import plain_session
 from actaudit.data import Batch
@@ -31,7 +31,7 @@ def measure(
 ) -> dict[str, Any]:
     """Best-of-``reps`` seconds for plain inference and for the audit's instrumented runs."""
     handle = load(model, threads=threads)
-    feeds = [c for b in batches for c in _split_fixed_batch(handle, bind(handle, b), [])]
+    feeds = [c for _, c in bound_batches(handle, batches, [])]
     plain = plain_session(handle)
     t0 = time.perf_counter()
     runner = _Runner(handle, Settings().stuck_fraction, [])

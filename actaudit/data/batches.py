@@ -6,11 +6,13 @@ A batch is ``(args, kwargs)``: positional and keyword inputs, each a NumPy array
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ..errors import CalibrationError
 
 Batch = tuple[list[Any], dict[str, Any]]
 DEFAULT_BATCH_SIZE = 32
@@ -86,31 +88,68 @@ def cap_samples(batches: Iterable[Batch], cap: int | None) -> Iterator[Batch]:
         yield args, kwargs
 
 
-def rechunk(batches: Iterable[Batch], size: int) -> Iterator[Batch]:
+def rechunk(
+    batches: Iterable[Batch],
+    size: int,
+    *,
+    whole: Collection[str] = (),
+    warnings: list[str] | None = None,
+) -> Iterator[Batch]:
     """Re-slice batches into exactly ``size`` samples (a model with a fixed batch dimension).
 
-    A last partial chunk is dropped only if it cannot be fed; callers report how many
-    samples were used.
+    Samples carry over from one batch to the next; keyword inputs named in ``whole`` are
+    not batched (a recurrent state) and go as they are with every chunk. A last partial
+    chunk cannot be fed: it is reported in ``warnings``; data with fewer than ``size``
+    samples in all is an error.
     """
     pending: list[Batch] = []
-    have = 0
+    have = fed = 0
     for b in batches:
         pending.append(b)
-        have += batch_samples(b)
+        have += _batched_samples(b, whole)
         while have >= size:
-            merged = _concat(pending)
-            yield _take(merged, 0, size)
-            rest = _take(merged, size, have)
+            merged = _concat(pending, whole)
+            yield _take(merged, 0, size, whole)
+            fed += size
+            rest = _take(merged, size, have, whole)
             have -= size
             pending = [rest] if have else []
+    if have and not fed:
+        raise CalibrationError(
+            f"the model's batch dimension is fixed at {size} but the calibration data has {have} sample(s)",
+            hint=f"give at least {size} samples",
+        )
+    if have and warnings is not None:
+        warnings.append(f"the model's batch dimension is fixed at {size}: {have} sample(s) were not used")
 
 
-def _concat(batches: list[Batch]) -> Batch:
+def declared_fixed_batch(specs: Sequence[InputSpec]) -> tuple[int | None, frozenset[str]]:
+    """The batch size a graph's declared input shapes fix (None if free), and the inputs not batched.
+
+    An input with a free leading dimension is the batch axis: then nothing is fixed, and a
+    fixed leading dimension elsewhere (a recurrent state ``[1, 1, 128]``) is not a batch.
+    Otherwise the largest declared leading dimension is the batch; inputs declaring
+    another one, no axes or no shape at all go whole with every chunk.
+    """
+    ranked = [s for s in specs if s.shape]
+    if not ranked or any(s.shape[0] is None for s in ranked if s.shape):
+        return None, frozenset()
+    size = max(int(s.shape[0]) for s in ranked if s.shape and s.shape[0] is not None)
+    whole = {s.name for s in specs if not s.shape or s.shape[0] != size}
+    return size, frozenset(whole)
+
+
+def _batched_samples(b: Batch, whole: Collection[str]) -> int:
+    args, kwargs = b
+    return batch_samples((args, {k: v for k, v in kwargs.items() if k not in whole}))
+
+
+def _concat(batches: list[Batch], whole: Collection[str]) -> Batch:
     if len(batches) == 1:
         return batches[0]
     first_args, first_kwargs = batches[0]
     args = [_cat([b[0][i] for b in batches]) for i in range(len(first_args))]
-    kwargs = {k: _cat([b[1][k] for b in batches]) for k in first_kwargs}
+    kwargs = {k: v if k in whole else _cat([b[1][k] for b in batches]) for k, v in first_kwargs.items()}
     return args, kwargs
 
 
@@ -122,9 +161,9 @@ def _cat(xs: list[Any]) -> Any:
     return np.concatenate([np.asarray(x) for x in xs], 0)
 
 
-def _take(b: Batch, start: int, stop: int) -> Batch:
+def _take(b: Batch, start: int, stop: int, whole: Collection[str]) -> Batch:
     args, kwargs = b
-    return [x[start:stop] for x in args], {k: v[start:stop] for k, v in kwargs.items()}
+    return [x[start:stop] for x in args], {k: v if k in whole else v[start:stop] for k, v in kwargs.items()}
 
 
 def _slice0(x: Any, n: int) -> Any:

@@ -14,12 +14,16 @@ from __future__ import annotations
 from typing import Any
 
 from .capture import capture
+from .feeds import batches_for, bind, bound_batches
 from .load import OnnxModel, available_providers, load, resolve_provider
 from .session import plain_session
 
 __all__ = [
     "OnnxModel",
     "available_providers",
+    "batches_for",
+    "bind",
+    "bound_batches",
     "capture",
     "load",
     "model_facts",

@@ -6,10 +6,11 @@ The fast statistics run on every batch; a batch whose fast sums come back non-fi
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,30 +18,21 @@ import onnx
 import onnxruntime as ort
 
 from ... import unitaxis as ua
-from ...data import DataSource
+from ...data import Batch, DataSource, cap_samples
 from ...errors import CalibrationError, InputError, ModelRunError
-from ...kinds import Activation, Thresholds
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
 from .axes import consumer_axis
-from .feeds import _check_shapes, _chunk_samples, _split_fixed_batch, batches_for, bind
+from .feeds import _check_shapes, _chunk_samples, bound_batches
 from .instrument import AxisRule, SiteOutputs, SitePlan, instrument
 from .interrupt import run_interruptible
 from .load import OnnxModel, _short
-from .session import plain_session, session_for
+from .pack import Pack, PackAcc, instrument_packed
+from .session import appended, grown_session, plain_session, session_for
 from .sites import OnnxSite, find_sites
 
-__all__ = ["InternalCaptureError", "capture", "thresholds_for"]
+__all__ = ["InternalCaptureError", "capture"]
 
 _EXACT_FLOAT_COUNT = 2**24  # float32 counts are exact below this
-
-
-def thresholds_for(act: Activation, f: float) -> Thresholds:
-    """As :meth:`Activation.thresholds`, plus ONNX HardSigmoid's own slope and offset."""
-    if act.kind == "hardsigmoid" and "alpha" in act.params:
-        alpha, beta = act.params["alpha"], act.params.get("beta", 0.5)
-        if alpha > 0:
-            return Thresholds(low=-beta / alpha, high=(1.0 - beta) / alpha)
-    return act.thresholds(f)
 
 
 def _axis_rule(site: OnnxSite, overrides: list[AxisOverride]) -> tuple[AxisRule, int | None]:
@@ -90,26 +82,50 @@ class _Live:
     stats: SiteStats | None = None
     broken: str | None = None
     first_call: int = -1  # index of the run that first reached it (first-execution order)
+    packed: tuple[int, int] | None = None  # (pack, member) when measured in a pack (fast variant)
+
+
+_Session = tuple[ort.InferenceSession, dict[int, SiteOutputs], list[_Live]]
+_Built = tuple[ort.InferenceSession, dict[int, SiteOutputs], list[_Live], list[Pack]]
 
 
 class _Runner:
     """Both instrumented sessions (the careful one built on first need) and the run loop."""
 
-    def __init__(self, handle: OnnxModel, stuck_fraction: float, overrides: list[AxisOverride]) -> None:
+    def __init__(
+        self, handle: OnnxModel, stuck_fraction: float, overrides: list[AxisOverride], *, pack: bool = True
+    ) -> None:
         self.handle = handle
         self.f = stuck_fraction
         self.overrides = overrides
-        self.sessions: dict[bool, tuple[ort.InferenceSession, dict[int, SiteOutputs], list[_Live]]] = {}
+        self.pack = pack  # small sites of one shape measured together (:mod:`.pack`)
+        self.grow = True  # sessions from the file's bytes plus the instrumentation (:func:`appended`)
+        self.sessions: dict[bool, _Session] = {}
+        self.accs: list[PackAcc] = []
+        self.pack_lives: list[list[_Live]] = []
         self.uncovered: list[Uncovered] = []
         self.live: list[_Live] = []
         self.careful_batches = 0
         self.calls = 0
         self.warnings: list[str] = []
+        # Keep the model's own outputs of every run (the same session computes them).
+        self.keep_outputs = False
+        self.outputs: list[list[np.ndarray]] = []
+        self.output_names: list[str] | None = None
+        self.last_outputs: list[np.ndarray] = []
 
-    def _build(self, careful: bool) -> tuple[ort.InferenceSession, dict[int, SiteOutputs], list[_Live]]:
-        model = onnx.ModelProto()
-        model.CopyFrom(self.handle.model)
+    def _build(self, careful: bool) -> _Built:
+        model = self.handle.model
         found = find_sites(model.graph)
+        grow = (
+            self.grow
+            and self.handle.file is not None
+            and all(s.scope.owner is None for s in found.sites if not s.uncovered)
+        )
+        if not grow:  # statistics leave subgraphs through edited If/Loop nodes: edit a copy
+            model = onnx.ModelProto()
+            model.CopyFrom(self.handle.model)
+            found = find_sites(model.graph)
         lives, plans = [], []
         uncovered = []
         for site in found.sites:
@@ -117,74 +133,136 @@ class _Runner:
                 uncovered.append(Uncovered(site.name, site.op, site.uncovered))
                 continue
             rule, asked = _axis_rule(site, self.overrides)
-            thr = thresholds_for(site.act, self.f)
+            thr = site.act.thresholds(self.f)
             plan = SitePlan(site, rule, thr.low, thr.high)
             lives.append(_Live(site, plan, asked))
             plans.append(plan)
-        outputs = instrument(model, plans, careful)
+        packs: list[Pack] = []
+        with appended(model) if grow else contextlib.nullcontext(model) as delta:
+            if careful or not self.pack:
+                outputs = instrument(model, plans, careful)
+            else:
+                outputs, packs = instrument_packed(model, plans)
+                for k, p in enumerate(packs):
+                    outputs[-1 - k] = SiteOutputs(dict(p.names))
+                    for j, m in enumerate(p.members):
+                        lives[m.plan].packed = (k, j)
         try:
-            sess = session_for(self.handle, model)
+            sess = grown_session(self.handle, delta) if grow else session_for(self.handle, model)
         except Exception as e:
+            if grow:  # e.g. an onnxruntime too old to find external data beside bytes: re-serialise
+                self.grow = False
+                return self._build(careful)
             plain_session(self.handle)  # raises InputError when the model itself does not load
             raise RuntimeError(f"onnxruntime rejected the instrumented model: {_short(e, 600)}") from e
         if not careful:
             self.uncovered = uncovered
             self.live = lives
-        return sess, outputs, lives
+        return sess, outputs, lives, packs
 
-    def session(self, careful: bool) -> tuple[ort.InferenceSession, dict[int, SiteOutputs], list[_Live]]:
+    def session(self, careful: bool) -> _Session:
+        """(session, output names per plan index (packs at -1, -2, …), sites) of one variant."""
         if careful not in self.sessions:
-            key = (careful, self.f, tuple((o.glob, o.axis) for o in self.overrides))
+            key = (careful, self.pack, self.f, tuple((o.glob, o.axis) for o in self.overrides))
             cached = self.handle.built.get(key)
             if cached is None:
                 uncovered_before = self.uncovered
-                sess, outputs, lives = self._build(careful)
-                cached = self.handle.built[key] = (sess, outputs, lives, list(self.uncovered))
+                sess, outputs, lives, packs = self._build(careful)
+                cached = self.handle.built[key] = (sess, outputs, lives, packs, list(self.uncovered))
                 self.uncovered = uncovered_before
-            sess, outputs, template, uncovered = cached
+            sess, outputs, template, packs, uncovered = cached
             # Fresh per-capture state; the session and the site plans are shared.
-            lives = [_Live(lv.site, lv.plan, lv.asked_axis) for lv in template]
+            lives = [_Live(lv.site, lv.plan, lv.asked_axis, packed=lv.packed) for lv in template]
             if not careful:
                 self.uncovered = list(uncovered)
                 self.live = lives
+                self.accs = [PackAcc(p) for p in packs]
+                self.pack_lives = [[lives[m.plan] for m in p.members] for p in packs]
             self.sessions[careful] = (sess, outputs, lives)
         return self.sessions[careful]
 
     def run(self, feeds: dict[str, np.ndarray], samples: int) -> None:
         sess, outs, _ = self.session(False)
-        values = self._run(sess, outs, feeds)
-        if not self._finite(values):
+        try:
+            values = self._run(sess, outs, feeds)
+        except Exception:
+            if not self.accs or self.calls:
+                raise
+            # A Concat of sites whose leading dimensions differ after all (stale static shapes).
+            self.pack = False
+            self.sessions.clear()
+            sess, outs, _ = self.session(False)
+            values = self._run(sess, outs, feeds)
+        careful = not self._finite(values, self.accs)
+        if careful:
             sess, outs, _ = self.session(True)
             values = self._run(sess, outs, feeds)
             self.careful_batches += 1
-            careful = True
         else:
-            careful = False
+            for k, acc in enumerate(self.accs):
+                self._fold_pack(k, acc, values[-1 - k], samples)
+        if self.keep_outputs:
+            self.outputs.append(self.last_outputs)
         for i, live in enumerate(self.live):
-            self._fold(live, values.get(i), samples, careful)
+            if careful or live.packed is None:
+                self._fold(live, values.get(i), samples, careful)
             if live.first_call < 0 and live.info is not None:
                 live.first_call = self.calls
         self.calls += 1
+
+    def _fold_pack(self, k: int, acc: PackAcc, v: dict[str, np.ndarray], samples: int) -> None:
+        members = self.pack_lives[k]
+        if acc.broken:
+            return
+        if members[0].info is None:
+            shape = [int(d) for d in v["shape"]]
+            for lv, m in zip(members, acc.pack.members, strict=True):
+                shape[acc.pack.axis] = m.units
+                self._start(lv, tuple(shape), acc.pack.axis)
+        acc.broken = acc.fold(v, samples)
+        if acc.broken is not None:
+            for lv in members:
+                lv.broken = acc.broken
+
+    def flush(self) -> None:
+        """Hand each packed site its counters (after the last batch)."""
+        for lv in self.live:
+            if lv.packed is not None and lv.stats is not None and not lv.broken:
+                elements, samples, vec = self.accs[lv.packed[0]].vectors(lv.packed[1])
+                lv.stats.add_batch(elements, samples, vec)
 
     def _run(
         self, sess: ort.InferenceSession, outs: dict[int, SiteOutputs], feeds: dict[str, np.ndarray]
     ) -> dict[int, dict[str, np.ndarray]]:
         names = [n for o in outs.values() for n in o.names.values()]
-        if not names:
+        model_outputs = [o.name for o in self.handle.model.graph.output] if self.keep_outputs else []
+        if not names and not model_outputs:
             run_interruptible(sess, None, feeds)
             return {}
-        arrays = run_interruptible(sess, names, feeds)
+        arrays = run_interruptible(sess, model_outputs + names, feeds)
+        if model_outputs:
+            from ...rewrite.drift import flatten_outputs, output_names
+
+            produced = dict(zip(model_outputs, arrays[: len(model_outputs)], strict=True))
+            self.last_outputs = flatten_outputs(produced)
+            if self.output_names is None:
+                self.output_names = output_names(produced)
+            arrays = arrays[len(model_outputs) :]
         got = dict(zip(names, arrays, strict=True))
         return {i: {stat: got[n] for stat, n in o.names.items()} for i, o in outs.items()}
 
     @staticmethod
-    def _finite(values: dict[int, dict[str, np.ndarray]]) -> bool:
+    def _finite(values: dict[int, dict[str, np.ndarray]], accs: list[PackAcc]) -> bool:
         """Fast results are usable: finite sums, and counts small enough to be exact in float32."""
-        for v in values.values():
+        for key, v in values.items():
             for stat in ("min", "max", "sum", "sq", "pos_sum", "pos_sq"):
                 a = v.get(stat)
                 if a is not None and a.size and not np.isfinite(a).all():
                     return False
+            if key < 0:
+                if accs[-1 - key].per_unit_elements(v["shape"]) >= _EXACT_FLOAT_COUNT:
+                    return False
+                continue
             shape, axis = v["shape"], v["axis"]
             if shape.ndim == 1 and axis.size:
                 k = int(axis.reshape(-1)[0])
@@ -234,7 +312,10 @@ class _Runner:
             else:
                 elements = math.prod(shape) // max(units, 1)
             vec = _vectors(row, elements, careful)
-            live.stats.add_batch(elements, samples if first else 0, vec)
+            if live.packed is not None:  # a careful batch of a packed site: into the pack's counters
+                self.accs[live.packed[0]].add(live.packed[1], elements, samples if first else 0, vec)
+            else:
+                live.stats.add_batch(elements, samples if first else 0, vec)
             first = False
 
     def _start(self, live: _Live, shape: tuple[int, ...], axis: int) -> None:
@@ -302,36 +383,44 @@ def capture(
     stuck_fraction: float,
     axis_overrides: list[AxisOverride],
     progress: Callable[[int], None] | None = None,
+    keep_outputs: bool = False,
 ) -> Capture:
+    """Per-site statistics; with ``keep_outputs`` the model's outputs of the same runs too."""
     t0 = time.perf_counter()
     runner = _Runner(handle, stuck_fraction, axis_overrides)
+    runner.keep_outputs = keep_outputs
     runner.session(False)
     t_build = time.perf_counter()
-    total = n_batches = 0
+    total = 0
+    drawn = [0]  # batches the source yielded (a fixed batch re-cuts them into chunks)
     warnings: list[str] = []
-    for i, batch in enumerate(batches_for(handle, source, samples)):
-        feeds = bind(handle, batch)
-        chunks = _split_fixed_batch(handle, feeds, warnings)
-        for chunk in chunks:
-            _check_shapes(handle, chunk)
-            n = _chunk_samples(handle, chunk, 1)
-            try:
-                runner.run(chunk, n)
-            except (InputError, KeyboardInterrupt):
-                raise
-            except Exception as e:
-                if _plain_runs(handle, chunk):
-                    # The model runs without actaudit's reductions: the fault is ours, not the model's.
-                    raise InternalCaptureError(
-                        f"actaudit's instrumented graph failed on batch {i} where the model itself runs: {_short(e, 300)}"
-                    ) from e
-                raise _run_error(e, i, total, n) from None
-            total += n
-        n_batches += 1
+
+    def counted() -> Iterator[Batch]:
+        for b in cap_samples(source.batches(), samples):
+            drawn[0] += 1
+            yield b
+
+    for i, (_, chunk) in enumerate(bound_batches(handle, counted(), warnings)):
+        _check_shapes(handle, chunk)
+        n = _chunk_samples(handle, chunk, 1)
+        try:
+            runner.run(chunk, n)
+        except (InputError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if _plain_runs(handle, chunk):
+                # The model runs without actaudit's reductions: the fault is ours, not the model's.
+                raise InternalCaptureError(
+                    f"actaudit's instrumented graph failed on batch {i} where the model itself runs: {_short(e, 300)}"
+                ) from e
+            raise _run_error(e, i, total, n) from None
+        total += n
         if progress is not None:
-            progress(sum(_chunk_samples(handle, c, 1) for c in chunks))
+            progress(n)
+    n_batches = drawn[0]
     if n_batches == 0:
         raise CalibrationError("the calibration data yielded no batches")
+    runner.flush()
     handle.last_run = {"build_s": t_build - t0, "run_s": time.perf_counter() - t_build}
     results, uncovered = [], list(runner.uncovered)
     # First-execution order, as the PyTorch backend reports: graph order within a run, and a
@@ -353,6 +442,8 @@ def capture(
     if guessed:
         cap.warnings.append(guessed)
     cap.inputs = [s.to_dict() for s in handle.inputs]
+    if keep_outputs:
+        cap.outputs, cap.output_names = runner.outputs, runner.output_names
     return cap
 
 

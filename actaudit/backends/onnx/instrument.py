@@ -162,16 +162,26 @@ class _Out:
     key: tuple[int, str]  # (site index, stat)
 
 
-def instrument(model: onnx.ModelProto, plans: list[SitePlan], careful: bool) -> dict[int, SiteOutputs]:
+def instrument(
+    model: onnx.ModelProto,
+    plans: list[SitePlan],
+    careful: bool,
+    *,
+    skip: frozenset[int] = frozenset(),
+    fresh: _Names | None = None,
+) -> dict[int, SiteOutputs]:
     """Add reductions for ``plans`` to ``model`` in place; returns output names per plan index.
 
-    ``model`` must be the copy the plans' sites were found in.
+    ``model`` must be the copy the plans' sites were found in; plans whose index is in
+    ``skip`` are measured elsewhere (:mod:`.pack`), with names from the same ``fresh``.
     """
     opset = opset_version(model)
-    fresh = _Names(model)
+    fresh = fresh or _Names(model)
     emitters: dict[int, _Emitter] = {}
     pending: dict[int, tuple[Scope, list[_Out]]] = {}
     for idx, plan in enumerate(plans):
+        if idx in skip:
+            continue
         scope = plan.site.scope
         em = emitters.get(id(scope.graph))
         if em is None:

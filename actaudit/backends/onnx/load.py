@@ -6,6 +6,7 @@ in-memory copy.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ import onnxruntime as ort
 from google.protobuf.message import EncodeError
 from onnx import external_data_helper
 
-from ...data import InputSpec
+from ...data import InputSpec, declared_fixed_batch
 from ...errors import InputError
 
 __all__ = ["OnnxModel", "available_providers", "load", "over_limit", "resolve_provider"]
@@ -42,6 +43,17 @@ class OnnxModel:
     # them (variant, stuck fraction, axis overrides): a second audit does not rebuild.
     built: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
     device_id: int | None = None  # under torchrun: this rank's GPU (LOCAL_RANK) for a GPU provider
+    fixed_batch: int | None = None  # the batch size the declared shapes fix (no free batch axis)
+    unbatched: frozenset[str] = frozenset()  # inputs fed whole with every chunk of a fixed batch
+    # The file whose bytes are ``model`` (nothing inlined or converted; weights inside it or
+    # in external data beside it): sessions are built from those bytes, never re-serialised.
+    file: Path | None = None
+    external: bool = False  # ``file`` keeps weights in external data (read by onnxruntime itself)
+    size: int = 0  # bytes of the serialised model, weights included (from the file sizes when read)
+
+    def over_limit(self) -> bool:
+        """Too large for one protobuf message (``_PROTOBUF_LIMIT``, read at call time)."""
+        return self.size > _PROTOBUF_LIMIT
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -81,11 +93,14 @@ def load(
                 hint="load it with onnx.load(path) (external data next to the file are then read) or pass the path",
             )
         source = "in-memory ModelProto"
+        file, external, size = None, False, _byte_size(model)
     else:
-        model = _load_path(Path(path))
+        file = Path(path)
+        model, external, size = _load_path(file)
         source = str(path)
     notes: list[str] = []
     if model.functions:
+        file = None
         try:
             from onnx import inliner
 
@@ -94,10 +109,27 @@ def load(
             notes.append(
                 f"could not inline the model's local functions ({_short(e)}); activations inside them are not audited"
             )
-    model = _upgrade_old_opset(model, source, notes)
-    model = _with_shapes(model, notes)
+    upgraded = _upgrade_old_opset(model, source, notes)
+    if upgraded is not model:
+        model, file = upgraded, None
+    if size > _PROTOBUF_LIMIT:
+        notes.append("model is over 2 GB: onnxruntime reads its weights from external data")
+    _with_shapes(model)
     inputs, types, declared = _input_specs(model)
-    return OnnxModel(model, inputs, chosen, threads, source, notes, types, declared)
+    fixed, unbatched = declared_fixed_batch(inputs)
+    handle = OnnxModel(
+        model, inputs, chosen, threads, source, notes, types, declared, fixed_batch=fixed, unbatched=unbatched
+    )
+    handle.file, handle.external, handle.size = file, external and file is not None, size
+    return handle
+
+
+def _byte_size(model: onnx.ModelProto) -> int:
+    """Above 2 GiB protobuf refuses even to size the message: ``ByteSize`` raises EncodeError."""
+    try:
+        return int(model.ByteSize())
+    except EncodeError:
+        return 2**62
 
 
 # The appended statistics nodes need Slice with inputs and IsInf (opset 10); 11 is the
@@ -136,9 +168,11 @@ def _is_external(t: onnx.TensorProto) -> bool:
     return t.HasField("data_location") and t.data_location == onnx.TensorProto.EXTERNAL
 
 
-def _load_path(p: Path) -> onnx.ModelProto:
+def _load_path(p: Path) -> tuple[onnx.ModelProto, bool, int]:
+    """The model with its external data loaded, whether it had any, and its size with the data files."""
     try:
         model = onnx.load(str(p), load_external_data=False)
+        size = p.stat().st_size
     except Exception as e:
         raise InputError(f"cannot read {p} as an ONNX model: {_short(e)}") from None
     external = [t for t in external_data_helper._get_all_tensors(model) if _is_external(t)]
@@ -158,11 +192,13 @@ def _load_path(p: Path) -> onnx.ModelProto:
                 f"that are not in {base}",
                 hint="ONNX looks for external data next to the model file: copy them there",
             )
+        locations = {next((e.value for e in t.external_data if e.key == "location"), "") for t in external}
+        size += sum((base / loc).stat().st_size for loc in locations)
         try:
             external_data_helper.load_external_data_for_model(model, str(base))
         except Exception as e:
             raise InputError(f"cannot read the external data of {p}: {_short(e)}") from None
-    return model
+    return model, bool(external), size
 
 
 def over_limit(model: onnx.ModelProto) -> bool:
@@ -176,15 +212,63 @@ def over_limit(model: onnx.ModelProto) -> bool:
         return True
 
 
-def _with_shapes(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
-    """Static shape inference (ranks and dtypes for the unit axis); without it sites fall back to run-time rules."""
-    if over_limit(model):
-        notes.append("model is over 2 GB: static shape inference skipped, unit axes are chosen at run time")
-        return model
+_SMALL_TENSOR = 4096  # bytes: initializers up to this size keep their values for shape inference
+
+
+def _with_shapes(model: onnx.ModelProto) -> None:
+    """Static shape inference (ranks and dtypes for the unit axis), added to ``model``'s value_info.
+
+    Inference runs on a skeleton that has the graph and every initializer's type and dims but
+    the values of small ones only (shape arithmetic reads those): the weights are neither
+    copied nor serialised, and a model over 2 GB is inferred like any other. Without
+    inferred shapes sites fall back to run-time rules.
+    """
     try:
-        return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(_skeleton(model), strict_mode=False, data_prop=True)
     except Exception:
-        return model
+        return
+    _copy_value_info(inferred.graph, model.graph)
+
+
+def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
+    light = onnx.ModelProto()
+    light.ir_version = model.ir_version
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    g, src = light.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    g.sparse_initializer.extend(src.sparse_initializer)
+    for t in src.initializer:
+        if math.prod(t.dims) * _itemsize(t.data_type) <= _SMALL_TENSOR:
+            g.initializer.append(t)
+        else:
+            bare = g.initializer.add()
+            bare.name, bare.data_type = t.name, t.data_type
+            bare.dims.extend(t.dims)
+    return light
+
+
+def _itemsize(data_type: int) -> int:
+    try:
+        return int(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).itemsize)
+    except Exception:  # strings, unknown types: treated as large
+        return _SMALL_TENSOR
+
+
+def _copy_value_info(src: onnx.GraphProto, dst: onnx.GraphProto) -> None:
+    """The inferred types of ``src`` (the skeleton's graph) into ``dst``, subgraphs included."""
+    known = {v.name for v in dst.value_info}
+    dst.value_info.extend(v for v in src.value_info if v.name not in known)
+    for a, b in zip(src.node, dst.node, strict=False):
+        for x, y in zip(a.attribute, b.attribute, strict=False):
+            if x.type == onnx.AttributeProto.GRAPH:
+                _copy_value_info(x.g, y.g)
+            for gx, gy in zip(x.graphs, y.graphs, strict=False):
+                _copy_value_info(gx, gy)
 
 
 def _input_specs(model: onnx.ModelProto) -> tuple[list[InputSpec], dict[str, np.dtype[Any]], dict[str, Any]]:

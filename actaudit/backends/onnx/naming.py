@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import ast
-from collections import defaultdict
 from collections.abc import Sequence
 from typing import Protocol
 
 import onnx
 
 from ...kinds import ACTIVATION_MODULES, Activation
+from ...naming import site_names
 
 
 class _Named(Protocol):
@@ -48,13 +48,5 @@ def _torch_name(node: onnx.NodeProto, act: Activation) -> tuple[str, str]:
 
 
 def _dedupe(sites: Sequence[_Named]) -> None:
-    count: dict[str, int] = defaultdict(int)
-    for s in sites:
-        count[s.base] += 1
-    k: dict[str, int] = defaultdict(int)
-    for s in sites:
-        if count[s.base] > 1:
-            s.name = f"{s.base}#{k[s.base]}"
-            k[s.base] += 1
-        else:
-            s.name = s.base
+    for s, name in zip(sites, site_names(s.base for s in sites), strict=True):
+        s.name = name

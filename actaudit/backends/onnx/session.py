@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import onnx
@@ -73,6 +74,47 @@ def save_external(model: onnx.ModelProto, path: str, location: str) -> None:
 def plain_session(handle: OnnxModel) -> ort.InferenceSession:
     """The model as given, for comparisons (and to tell a bad model from a bad instrumentation)."""
     try:
+        if handle.file is not None:
+            return ort.InferenceSession(str(handle.file), _options(handle), providers=_providers(handle))
         return session_for(handle, handle.model)
     except Exception as e:
         raise InputError(f"onnxruntime cannot load {handle.source}: {_short(e)}") from None
+
+
+# Resolves a model's external data when onnxruntime reads the model from bytes (onnxruntime >= 1.18).
+_DATA_FOLDER = "session.model_external_initializers_file_folder_path"
+
+
+@contextlib.contextmanager
+def appended(model: onnx.ModelProto) -> Iterator[onnx.ModelProto]:
+    """Nodes, outputs and initializers appended to ``model``'s main graph inside the block, as a delta.
+
+    On exit ``model`` is back as it was and the yielded ``ModelProto`` holds only what was
+    appended. Protobuf merges repeated fields of concatenated messages, so the file's bytes
+    followed by the delta's bytes are the grown model: the weights are never re-serialised.
+    """
+    g = model.graph
+    counts = len(g.node), len(g.output), len(g.initializer)
+    delta = onnx.ModelProto()
+    try:
+        yield delta
+        delta.graph.node.extend(g.node[counts[0] :])
+        delta.graph.output.extend(g.output[counts[1] :])
+        delta.graph.initializer.extend(g.initializer[counts[2] :])
+    finally:
+        del g.node[counts[0] :]
+        del g.output[counts[1] :]
+        del g.initializer[counts[2] :]
+
+
+def grown_session(handle: OnnxModel, delta: onnx.ModelProto) -> ort.InferenceSession:
+    """A session of ``handle.file``'s bytes followed by ``delta`` (see :func:`appended`).
+
+    External data stays where it is: onnxruntime reads it from the file's folder.
+    """
+    assert handle.file is not None
+    so = _options(handle)
+    if handle.external:
+        so.add_session_config_entry(_DATA_FOLDER, str(handle.file.resolve().parent))
+    raw = handle.file.read_bytes() + delta.SerializeToString()
+    return ort.InferenceSession(raw, so, providers=_providers(handle))
