@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from .cli import _emit, data_options, model_options, threshold_options
-from .errors import EXIT_GATE
+from ..errors import EXIT_GATE
+from . import _emit, data_options, model_options, threshold_options
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -90,10 +90,10 @@ def prune(**kw: Any) -> None:
       actaudit prune model.pt2 -o small.pt2 --calib images.npy --format json
       actaudit prune weights.pt --arch net.py:build -o small.ts --calib x.npy
     """
-    from .cli import audit_options
-    from .prune.core import PruneOptions
-    from .prune.core import prune as run_prune
-    from .rewrite.core import check_output
+    from ..prune.core import PruneOptions
+    from ..prune.core import prune as run_prune
+    from ..rewrite.core import check_output
+    from . import audit_options
 
     audit = audit_options(kw)
     opts = PruneOptions(

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
-from .sanitize import text
+from ..sanitize import text
 
 if TYPE_CHECKING:
-    from .report import Report
-    from .verdicts import SiteVerdict
+    from ..verdicts import SiteVerdict
+    from .audit import Report
 
 BAR_WIDTH = 10
 
@@ -149,7 +149,7 @@ def _footer(report: Report, fmt: str) -> str:
     dead_sites = [v for v in report.sites if v.dead_units]
     if dead_sites:
         n = min(v.stats.samples for v in dead_sites)
-        from .verdicts import upper_bound_95
+        from ..verdicts import upper_bound_95
 
         ub = upper_bound_95(n)
         lines.append(
@@ -300,7 +300,7 @@ def render(report: Report, fmt: str, *, color: bool = False, width: int | None =
     if fmt == "json":
         return report.to_json()
     if fmt == "csv":
-        from .report import rows_for_csv
+        from .audit import rows_for_csv
 
         return rows_for_csv(report)
     if fmt in ("table", "markdown"):

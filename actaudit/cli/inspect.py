@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from .sanitize import csv_writer, text
+from ..sanitize import csv_writer, text
 
 INSPECT_SCHEMA = "actaudit.inspect/1"
 FORMATS = (
@@ -41,7 +41,7 @@ class Inspection:
     facts: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        from . import __version__
+        from .._version import __version__
 
         return {
             "schema": INSPECT_SCHEMA,
@@ -79,8 +79,8 @@ def inspect_model(
     ``load_options`` are the loading fields of :class:`actaudit.api.AuditOptions`
     (``arch``, ``state_key``, ``trust_pickle``, ``device``, ``provider``, ``threads``).
     """
-    from .api import AuditOptions, data_source, load_model
-    from .kinds import family
+    from ..api import AuditOptions, data_source, load_model
+    from ..kinds import family
 
     opts = AuditOptions(
         samples=1,
@@ -91,8 +91,8 @@ def inspect_model(
         val_range=val_range,
         **load_options,
     )
-    from .api import _backend_module
-    from .errors import InputError
+    from ..api import _backend_module
+    from ..errors import InputError
 
     loaded = load_model(model, opts)
     facts = _backend_module(loaded.backend).model_facts(loaded.handle)
@@ -236,7 +236,7 @@ def inspect_command(model_options: Callable[[Callable[..., Any]], Callable[..., 
     without an import cycle (``cli.py`` imports this module; this module needs its options).
     """
 
-    from .cli import _val_range as _val_range_option
+    from . import _val_range as _val_range_option
 
     @click.command("inspect")
     @click.argument("model", type=click.Path(dir_okay=True))
@@ -281,7 +281,7 @@ def inspect_command(model_options: Callable[[Callable[..., Any]], Callable[..., 
           actaudit inspect model.ts --input-shape 1x3x224x224
           actaudit inspect model.onnx --format json | jq '.sites[].name'
         """
-        from .cli import _check_output, _emit
+        from . import _check_output, _emit
 
         _check_output(kw["output"], kw["force"], kw["model"])
         ins = inspect_model(

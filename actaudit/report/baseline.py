@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .gates import Gate, GateResult
-from .report import SCHEMA
+from ..errors import InputError
+from ..gates import Gate, GateResult
+from .audit import SCHEMA
 
 GATE_NEW_DEAD = "against:new-dead>{n}"
 GATE_RISE = "against:dead-fraction-rise>{x:g}"

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from ..verdicts import SiteVerdict
+    from .audit import Report
     from .baseline import Comparison
-    from .report import Report
-    from .verdicts import SiteVerdict
 
 HIST_BINS = 10
 DEPTH_W, DEPTH_H = 960, 220
@@ -82,19 +82,19 @@ footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 
 
 def _elide(name: str, width: int) -> str:
-    from .render import elide
+    from .text import elide
 
     return elide(name, width)
 
 
 def _is_head(v: SiteVerdict) -> bool:
-    from .render import expected_saturation
+    from .text import expected_saturation
 
     return expected_saturation(v)
 
 
 def _bad(v: SiteVerdict) -> float:
-    from .render import bad_fraction
+    from .text import bad_fraction
 
     return bad_fraction(v)
 
@@ -408,7 +408,7 @@ def _flagged(s: dict[str, Any]) -> str:
 
 def _worst_first(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
     """The sites with dead or saturated units, worst first, with their unit indices: where to look."""
-    from .render import worst_sites
+    from .text import worst_sites
 
     bad = worst_sites(verdicts, n=len(verdicts))
     if not bad:
@@ -466,7 +466,7 @@ def _table(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
         f'<td class="n">{sm["units"]}</td><td class="n">{sm["dead"]}</td><td class="n">{sm["saturated"]}</td>'
         f'<td class="n">{sm["rarely_firing"]}</td><td></td><td></td><td></td><td></td></tr></tfoot>'
     )
-    from .render import worst_sites
+    from .text import worst_sites
 
     by_name = {s["name"]: s for s in d["sites"]}
     worst = [v for v in worst_sites(verdicts) if not _is_head(v)]

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from .gates import GateResult
-from .sanitize import csv_writer
-from .stats import Uncovered
-from .verdicts import Settings, SiteVerdict, upper_bound_95
+from ..gates import GateResult
+from ..sanitize import csv_writer
+from ..stats import Uncovered
+from ..verdicts import Settings, SiteVerdict, upper_bound_95
 
 SCHEMA = "actaudit.report/1"
 FORMATS = ("table", "json", "csv", "markdown")
@@ -139,7 +139,7 @@ class Report:
         return d
 
     def to_dict(self) -> dict[str, Any]:
-        from . import __version__
+        from .._version import __version__
 
         return {
             "schema": SCHEMA,
@@ -167,13 +167,13 @@ class Report:
         return json.dumps(d, indent=2, sort_keys=False, allow_nan=False) + "\n"
 
     def render(self, fmt: str = "table", *, color: bool = False, width: int | None = None) -> str:
-        from .render import render
+        from .text import render
 
         return render(self, fmt, color=color, width=width)
 
 
 def _thresholds(v: SiteVerdict, s: Settings) -> tuple[float | None, float | None]:
-    from .kinds import Activation
+    from ..kinds import Activation
 
     t = Activation(v.info.kind, v.info.params).thresholds(s.stuck_fraction)
     return (t.low if math.isfinite(t.low) else None, t.high if math.isfinite(t.high) else None)

@@ -14,10 +14,10 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__
+from .._version import __version__
+from ..errors import EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ActauditError
+from ..fileio import Terminated
 from .config import config_option
-from .errors import EXIT_GATE, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ActauditError
-from .fileio import Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 FORMATS = ("table", "json", "csv", "markdown")
@@ -242,7 +242,7 @@ def output_options(f: F) -> F:
 
 def _emit(text: str, output: str | None, force: bool) -> None:
     if output:
-        from .fileio import write_text_atomic
+        from ..fileio import write_text_atomic
 
         write_text_atomic(output, text, force=force)
     else:
@@ -338,13 +338,13 @@ def audit(**kw: Any) -> None:
       actaudit audit model.onnx --input-shape input=1x3x224x224 --format json
       actaudit audit ckpt.pt --arch models.py:resnet --calib val.npz --fail-on 'dead>0'
     """
-    from .api import audit as run_audit
+    from ..api import audit as run_audit
 
     opts = audit_options(kw)
     opts.fail_on = kw["fail_on"]
     opts.input_range = kw["input_range"]
     opts.per_unit = kw["per_unit"]
-    from .distributed import from_env
+    from ..distributed import from_env
 
     opts.dist = from_env(kw["dist_timeout"])
     main_rank = opts.dist is None or opts.dist.is_main
@@ -359,7 +359,7 @@ def audit(**kw: Any) -> None:
         kw.update(quiet=True, output=None, html=None, junit=None, against=None)
     _check_output(kw["output"], kw["force"], kw["model"])
     _check_output(kw["html"], kw["force"], kw["model"])
-    from .fileio import refuse_collisions
+    from ..fileio import refuse_collisions
 
     refuse_collisions(
         [("-o/--output", kw["output"]), ("--html", kw["html"]), ("--junit", kw["junit"])],
@@ -380,10 +380,10 @@ def audit(**kw: Any) -> None:
         )
     baseline = None
     if kw["against"]:
-        from .baseline import load_baseline
+        from ..report.baseline import load_baseline
 
         baseline = load_baseline(kw["against"])  # fail before the slow run
-    from .progress import progress_for
+    from ..progress import progress_for
 
     progress = progress_for(None, quiet=kw["quiet"])
     opts.progress = progress
@@ -394,7 +394,7 @@ def audit(**kw: Any) -> None:
     if not main_rank:
         return
     if baseline is not None:
-        from .baseline import compare
+        from ..report.baseline import compare
 
         comparison = compare(
             report.to_dict(),
@@ -415,22 +415,22 @@ def audit(**kw: Any) -> None:
             click.echo(f"actaudit: note: {n}", err=True)
         for w in report.warnings:
             click.echo(f"actaudit: warning: {w}", err=True)
-    from .render import table_width
+    from ..report.text import table_width
 
     width = table_width(kw["wide"], bool(kw["output"]))
     _emit(report.render(kw["fmt"], color=_use_color(kw["output"]), width=width), kw["output"], kw["force"])
     if kw["html"]:
-        from .fileio import write_text_atomic
-        from .html import render_html
+        from ..fileio import write_text_atomic
+        from ..report.html import render_html
 
         write_text_atomic(kw["html"], render_html(report, comparison), force=kw["force"])
     if kw["junit"]:
-        from .fileio import write_text_atomic
-        from .junit import render_junit
+        from ..fileio import write_text_atomic
+        from ..junit import render_junit
 
         write_text_atomic(kw["junit"], render_junit(report), force=kw["force"])
     if report.gates:
-        from .junit import ci_summary
+        from ..junit import ci_summary
 
         for line in ci_summary(report):
             click.echo(line, err=True)
@@ -441,8 +441,8 @@ def audit(**kw: Any) -> None:
 
 
 def _shard_checks(kw: dict[str, Any], opts: Any) -> None:
-    from .errors import InputError
-    from .shard import parse_shard
+    from ..errors import InputError
+    from ..shard import parse_shard
 
     opts.shard = parse_shard(kw["shard"])
     if opts.dist is not None:
@@ -459,8 +459,8 @@ def _shard_checks(kw: dict[str, Any], opts: Any) -> None:
 
 def audit_options(kw: dict[str, Any]) -> Any:
     """:class:`actaudit.api.AuditOptions` from the model, data and threshold option bundles."""
-    from .api import AuditOptions
-    from .verdicts import Settings
+    from ..api import AuditOptions
+    from ..verdicts import Settings
 
     settings = Settings(
         stuck_fraction=kw["stuck_fraction"],
@@ -502,8 +502,8 @@ def _check_output(output: str | None, force: bool, *inputs: str) -> None:
 
     if not output:
         return
-    from .errors import InputError
-    from .fileio import check_target
+    from ..errors import InputError
+    from ..fileio import check_target
 
     check_target(output, True)  # a FIFO or device is refused whatever --force says
 
@@ -528,21 +528,21 @@ def main(argv: list[str] | None = None) -> None:
 __all__ = ["EXIT_USAGE", "cli", "main"]
 
 # inspect command
-from .cli_inspect import inspect_command  # noqa: E402
+from .inspect import inspect_command  # noqa: E402
 
 cli.add_command(config_option(inspect_command(model_options)), "inspect")
 
 # rewrite command
-from .cli_rewrite import rewrite as _rewrite  # noqa: E402
+from .rewrite import rewrite as _rewrite  # noqa: E402
 
 cli.add_command(_rewrite)
 
 # prune command
-from .cli_prune import prune as _prune  # noqa: E402
+from .prune import prune as _prune  # noqa: E402
 
 cli.add_command(_prune)
 
 # merge command
-from .cli_merge import merge as _merge  # noqa: E402
+from .merge import merge as _merge  # noqa: E402
 
 cli.add_command(_merge)

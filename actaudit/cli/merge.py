@@ -48,9 +48,9 @@ def merge(**kw: Any) -> None:
       actaudit audit model.onnx --calib val.npy --shard 2/2 --format json -o s2.json
       actaudit merge s1.json s2.json --format json -o report.json
     """
-    from .cli import _check_output, _emit, _use_color
-    from .errors import EXIT_GATE
-    from .merge import merge_reports
+    from ..errors import EXIT_GATE
+    from ..merge import merge_reports
+    from . import _check_output, _emit, _use_color
 
     _check_output(kw["output"], kw["force"], *kw["reports"])
     _check_output(kw["html"], kw["force"], *kw["reports"])
@@ -60,8 +60,8 @@ def merge(**kw: Any) -> None:
             click.echo(f"actaudit: warning: {w}", err=True)
     _emit(report.render(kw["fmt"], color=_use_color(kw["output"])), kw["output"], kw["force"])
     if kw["html"]:
-        from .fileio import write_text_atomic
-        from .html import render_html
+        from ..fileio import write_text_atomic
+        from ..report.html import render_html
 
         write_text_atomic(kw["html"], render_html(report, None), force=kw["force"])
     if not report.passed:

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from .cli import _emit, data_options, model_options, threshold_options
-from .errors import EXIT_GATE
+from ..errors import EXIT_GATE
+from . import _emit, data_options, model_options, threshold_options
 
 FORMATS = ("table", "json", "csv", "markdown")  # as for audit
 
@@ -63,8 +63,8 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
     """
     import os
 
-    from .detect import ONNX, detect_format
-    from .errors import InputError
+    from ..detect import ONNX, detect_format
+    from ..errors import InputError
 
     if not os.path.isfile(model):
         return  # the loader reports a missing model with its own message
@@ -209,9 +209,9 @@ def rewrite(**kw: Any) -> None:
       actaudit rewrite weights.pt --arch net.py:build -o net.ts --calib x.npy --to prelu
       actaudit rewrite model.ts -o fixed.ts --calib x.npy --alpha 0.01 --format json
     """
-    from .cli import audit_options
-    from .rewrite.core import RewriteOptions, check_output
-    from .rewrite.core import rewrite as run_rewrite
+    from ..rewrite.core import RewriteOptions, check_output
+    from ..rewrite.core import rewrite as run_rewrite
+    from . import audit_options
 
     audit = audit_options(kw)
     opts = RewriteOptions(
@@ -236,8 +236,8 @@ def rewrite(**kw: Any) -> None:
     check_output_extension(kw["model"], kw["output"], kw["output_format"])
     if kw["report"]:
         check_output(kw["report"], True, kw["model"])
-    from .fileio import check_target, refuse_collisions
-    from .progress import progress_for
+    from ..fileio import check_target, refuse_collisions
+    from ..progress import progress_for
 
     check_target(kw["output"], True)  # a FIFO or device is refused whatever --force says
     if kw["report"]:

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .errors import InputError
+from ..errors import InputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -85,7 +85,7 @@ def _table(path: Path) -> dict[str, Any]:
 
 
 def _audit_command() -> click.Command:
-    from .cli import cli
+    from . import cli
 
     cmd = cli.commands.get("audit")
     if cmd is None:  # pragma: no cover - the CLI always has it

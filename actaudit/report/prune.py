@@ -1,0 +1,178 @@
+"""The prune report: per site what was cut, folded or kept (and why), sizes before and after, drift.
+
+``PruneReport.to_dict()`` is the schema ``actaudit.prune/1``. ``render()`` returns a string;
+only the CLI prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabulate import tabulate
+
+from ..rewrite.drift import Drift
+
+SCHEMA = "actaudit.prune/1"
+
+
+@dataclass
+class SiteRow:
+    name: str
+    op: str
+    kind: str
+    units: int
+    removed: list[int] = field(default_factory=list)
+    folded: list[int] = field(default_factory=list)
+    kept: dict[int, str] = field(default_factory=dict)
+    approximate: list[int] = field(default_factory=list)
+    producer: str | None = None
+    consumers: list[str] = field(default_factory=list)
+    proven: list[int] | None = None  # proven dead for every input in the box (with --input-range)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "op": self.op,
+            "kind": self.kind,
+            "units": self.units,
+            "removed_units": list(self.removed),
+            "folded_units": list(self.folded),
+            "approximate_units": list(self.approximate),
+            "kept_units": [{"unit": u, "reason": r} for u, r in sorted(self.kept.items())],
+            "producer": self.producer,
+            "consumers": list(self.consumers),
+        }
+        if self.proven is not None:
+            d["proven_dead_units"] = list(self.proven)
+        return d
+
+
+def _pct(a: int, b: int) -> str:
+    return f"{100 * (b - a) / b:.1f}%" if b else "-"
+
+
+@dataclass
+class PruneReport:
+    model: dict[str, Any]
+    calibration: dict[str, Any]
+    options: dict[str, Any]
+    sites: list[SiteRow]
+    before: dict[str, int]
+    after: dict[str, int]
+    drift: Drift | None = None
+    drift_fresh: Drift | None = None
+    drift_verified: Drift | None = None
+    fresh: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+    model_out: Any = None
+
+    @property
+    def passed(self) -> bool:
+        d = self.drift_verified or self.drift
+        return d is None or d.rel_l2 <= float(self.options["max_drift"])
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "units_removed": sum(len(s.removed) for s in self.sites),
+            "units_folded": sum(len(s.folded) for s in self.sites),
+            "units_kept": sum(len(s.kept) for s in self.sites),
+            "parameters_before": self.before["parameters"],
+            "parameters_after": self.after["parameters"],
+            "parameters_removed": self.before["parameters"] - self.after["parameters"],
+            "macs_before": self.before["macs"],
+            "macs_after": self.after["macs"],
+            "macs_removed": self.before["macs"] - self.after["macs"],
+            "drift": self.drift.to_dict() if self.drift else None,
+            "drift_fresh": self.drift_fresh.to_dict() if self.drift_fresh else None,
+            "drift_verified": self.drift_verified.to_dict() if self.drift_verified else None,
+            "passed": self.passed,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        from .._version import __version__
+
+        return {
+            "schema": SCHEMA,
+            "tool": {"name": "actaudit", "version": __version__},
+            "model": self.model,
+            "calibration": self.calibration,
+            "fresh": self.fresh,
+            "options": self.options,
+            "summary": self.summary(),
+            "sites": [s.to_dict() for s in self.sites],
+            "output": self.output,
+            "notes": list(self.notes),
+            "warnings": list(self.warnings),
+            "run": self.run,
+        }
+
+    def _rows(self) -> list[list[Any]]:
+        proven = any(s.proven is not None for s in self.sites)
+        rows = []
+        for s in self.sites:
+            reasons = sorted(set(s.kept.values()))
+            row = [s.name, s.kind, s.units, len(s.removed), len(s.folded), len(s.kept)]
+            if proven:
+                row.append("-" if s.proven is None else len(s.proven))
+            row.append("; ".join(reasons)[:120] if reasons else "")
+            rows.append(row)
+        return rows
+
+    def _headers(self) -> list[str]:
+        h = ["site", "kind", "units", "removed", "folded", "kept"]
+        if any(s.proven is not None for s in self.sites):
+            h.append("proven dead")
+        return [*h, "why kept"]
+
+    def render(self, fmt: str = "table") -> str:
+        if fmt == "json":
+            return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        if fmt == "csv":
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(self._headers())
+            w.writerows(self._rows())
+            return buf.getvalue()
+        tf = "github" if fmt == "markdown" else "simple"
+        s = self.summary()
+        lines = [
+            f"{self.model.get('path') or 'in-memory model'} [{self.model.get('format')}] — prune on "
+            f"{self.calibration.get('samples')} samples from {self.calibration.get('source')}",
+            tabulate(self._rows(), headers=self._headers(), tablefmt=tf),
+            "",
+        ]
+        lines.append(
+            f"units: {s['units_removed']} removed, {s['units_folded']} folded into biases, {s['units_kept']} kept"
+        )
+        lines.append(
+            f"parameters: {s['parameters_before']:,} -> {s['parameters_after']:,} "
+            f"(-{_pct(s['parameters_after'], s['parameters_before'])}); multiply-adds per sample: "
+            f"{s['macs_before']:,} -> {s['macs_after']:,} (-{_pct(s['macs_after'], s['macs_before'])})"
+        )
+        for label, d in (
+            ("calibration", self.drift),
+            ("fresh seeded batch", self.drift_fresh),
+            ("written file", self.drift_verified),
+        ):
+            if d is not None:
+                lines.append(
+                    f"drift on {label} ({d.samples} samples): relative {_g(d.rel_l2)}, max abs {_g(d.max_abs)}"
+                )
+        lines.append(
+            f"gate --max-drift {self.options['max_drift']:g}: {'passed' if self.passed else 'FAILED'}"
+        )
+        for n in self.notes:
+            lines.append(f"note: {n}")
+        return "\n".join(lines) + "\n"
+
+
+def _g(x: float) -> str:
+    return "inf" if not math.isfinite(x) else f"{x:.3g}"

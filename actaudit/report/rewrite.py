@@ -1,0 +1,287 @@
+"""The rewrite report: what was rewritten with which slope, and what it did to the outputs.
+
+``RewriteReport.to_dict()`` is the schema ``actaudit.rewrite/1``. ``render()`` returns a
+string; only the CLI prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from tabulate import tabulate
+
+from ..rewrite.drift import Drift
+
+SCHEMA = "actaudit.rewrite/1"
+# Context, not defaults: Maas et al. 2013 (PyTorch's default), the test-time slope of
+# RReLU in Xu et al. 2015, and PReLU's initial slope in He et al. 2015.
+REFERENCE_SLOPES = {"leaky_relu_default": 0.01, "rrelu_test_time": 1 / 5.5, "prelu_init": 0.25}
+
+
+def _r(x: float | None, digits: int = 6) -> float | None:
+    if x is None or not math.isfinite(x):
+        return None
+    return float(f"{x:.{digits}g}")
+
+
+@dataclass
+class SiteRewrite:
+    name: str
+    op: str
+    units: int
+    unit_axis: int
+    dead: int
+    status: str  # rewritten | skipped | unchanged
+    alpha: float | None = None
+    revived: int = 0
+    how: str | None = None
+    reason: str | None = None  # why skipped
+    gain: float | None = None
+    predicted_drift: float | None = None
+    measured_drift: Drift | None = None  # this site alone at its slope
+    compensation: str | None = None  # where it was folded, or why not
+    alpha_min: float | None = None  # the smallest per-unit slope at this site
+    unit_slopes: dict[int, float] | None = None  # revived unit → slope (per-unit default)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "op": self.op,
+            "units": self.units,
+            "unit_axis": self.unit_axis,
+            "dead": self.dead,
+            "status": self.status,
+            "alpha": _r(self.alpha),
+            "revived": self.revived,
+            "how": self.how,
+            "reason": self.reason,
+            "gain": _r(self.gain),
+            "predicted_drift": _r(self.predicted_drift),
+            "measured_drift": self.measured_drift.to_dict() if self.measured_drift else None,
+            "compensation": self.compensation,
+            "alpha_min": _r(self.alpha_min if self.alpha_min is not None else self.alpha),
+            "unit_slopes": {str(u): _r(a) for u, a in self.unit_slopes.items()} if self.unit_slopes else None,
+        }
+
+
+@dataclass
+class RewriteReport:
+    model: dict[str, Any]
+    calibration: dict[str, Any]
+    options: dict[str, Any]
+    sites: list[SiteRewrite]
+    drift: Drift | None = None
+    drift_uncompensated: Drift | None = None
+    drift_verified: Drift | None = None
+    output: dict[str, Any] = field(default_factory=dict)
+    search: dict[str, Any] = field(default_factory=dict)
+    audit_summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    run: dict[str, Any] = field(default_factory=dict)
+    model_out: Any = None  # the rewritten model (in-memory), for the Python API
+    expected_slopes: list[Any] = field(default_factory=list)  # what the verification must read back
+
+    @property
+    def rewritten(self) -> list[SiteRewrite]:
+        return [s for s in self.sites if s.status == "rewritten"]
+
+    @property
+    def drift_ok(self) -> bool:
+        """The final measured drift is within --max-drift."""
+        d = self.drift_verified or self.drift
+        return d is not None and d.rel_l2 <= float(self.options["max_drift"])
+
+    @property
+    def revived(self) -> int:
+        return sum(s.revived for s in self.rewritten)
+
+    @property
+    def passed(self) -> bool:
+        """Within the drift budget and at least one dead unit revived (with ``--slope-units all``:
+        at least one site rewritten)."""
+        if not self.drift_ok:
+            return False
+        if self.options.get("slope_units") == "all":
+            return bool(self.rewritten)
+        return self.revived > 0
+
+    @property
+    def slopes(self) -> dict[str, float]:
+        return {s.name: float(s.alpha) for s in self.rewritten if s.alpha is not None}
+
+    def summary(self) -> dict[str, Any]:
+        rw = self.rewritten
+        return {
+            "sites_rewritten": len(rw),
+            "sites_skipped": sum(1 for s in self.sites if s.status == "skipped"),
+            "dead_units": sum(s.dead for s in self.sites),
+            "revived_units": sum(s.revived for s in rw),
+            "alpha_min": _r(
+                min(
+                    (s.alpha_min if s.alpha_min is not None else s.alpha for s in rw if s.alpha is not None),
+                    default=math.nan,
+                )
+            ),
+            "alpha_max": _r(max((s.alpha for s in rw if s.alpha is not None), default=math.nan)),
+            "drift": self.drift.to_dict() if self.drift else None,
+            "drift_uncompensated": self.drift_uncompensated.to_dict() if self.drift_uncompensated else None,
+            "drift_verified": self.drift_verified.to_dict() if self.drift_verified else None,
+            "passed": self.passed,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        from .._version import __version__
+
+        return {
+            "schema": SCHEMA,
+            "tool": {"name": "actaudit", "version": __version__},
+            "model": self.model,
+            "output": self.output,
+            "calibration": self.calibration,
+            "options": self.options,
+            "summary": self.summary(),
+            "passed": self.passed,
+            "sites": [s.to_dict() for s in self.sites],
+            "search": self.search,
+            "reference_slopes": {k: _r(v) for k, v in REFERENCE_SLOPES.items()},
+            "audit_summary": self.audit_summary,
+            "notes": list(self.notes),
+            "warnings": list(self.warnings),
+            "run": self.run,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    def render(self, fmt: str = "table") -> str:
+        if fmt == "json":
+            return self.to_json()
+        if fmt == "csv":
+            return _csv(self)
+        if fmt in ("table", "markdown"):
+            return _table(self, fmt)
+        raise ValueError(f"unknown format {fmt!r}")
+
+
+def _f(x: float | None, spec: str = ".4g") -> str:
+    return "-" if x is None or not math.isfinite(x) else format(x, spec)
+
+
+def _table(rep: RewriteReport, fmt: str) -> str:
+    headers = ["site", "units", "dead", "revived", "α", "pred. drift", "meas. drift", "status"]
+    rows = []
+    for s in rep.sites:
+        status = s.status if s.status != "skipped" else f"skipped: {s.reason}"
+        if s.status == "rewritten" and s.how and s.how not in ("module swap", "graph node"):
+            status = f"rewritten ({s.how})"
+        rows.append(
+            [
+                s.name,
+                s.units,
+                s.dead,
+                s.revived if s.status == "rewritten" else "-",
+                _f(s.alpha)
+                if s.alpha_min is None or s.alpha_min == s.alpha
+                else f"{_f(s.alpha_min)}–{_f(s.alpha)}",
+                _f(s.predicted_drift),
+                _f(s.measured_drift.rel_l2 if s.measured_drift else None),
+                status,
+            ]
+        )
+    tablefmt = "github" if fmt == "markdown" else "simple"
+    m, o = rep.model, rep.options
+    head = f"{m.get('path')} [{m.get('format')}] → {rep.output.get('path') or '(not written)'}"
+    if rep.output.get("format"):
+        head += f" [{rep.output['format']}]"
+    head += f" — {o['to']}, α {o['alpha']}, max drift {o['max_drift']:g}, {rep.calibration.get('samples')} samples"
+    lines = [
+        f"**{head}**" if fmt == "markdown" else head,
+        tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True),
+    ]
+    foot = []
+    d = rep.drift_verified or rep.drift
+    if d is not None:
+        top1 = f", top-1 agreement {100 * d.top1:.2f}%" if d.top1 is not None else ""
+        which = "written file" if rep.drift_verified else "in memory"
+        foot.append(f"output drift ({which}): relative L2 {d.rel_l2:.4g}, max |Δ| {d.max_abs:.4g}{top1}")
+        for name, rel in d.per_output.items():
+            share = d.energy_share.get(name, 0.0)
+            counted = name in (o.get("drift_outputs") or [name])
+            foot.append(
+                f"  output {name}: relative L2 {rel:.4g}, {100 * share:.3g}% of ‖y‖²"
+                + ("" if counted else " (not counted: --drift-outputs)")
+            )
+    k, n = rep.revived, sum(s.dead for s in rep.sites)
+    foot.append(
+        f"revived {k} of {n} dead unit(s)" + (f" (slope >= {o['min_slope']:g})" if "min_slope" in o else "")
+    )
+    if rep.drift_uncompensated is not None:
+        foot.append(
+            f"without compensation: relative L2 {rep.drift_uncompensated.rel_l2:.4g}, max |Δ| {rep.drift_uncompensated.max_abs:.4g}"
+        )
+    comp = [s for s in rep.rewritten if s.compensation]
+    for s in comp:
+        foot.append(f"compensation at {s.name}: {s.compensation}")
+    srch = rep.search
+    if srch:
+        foot.append(
+            f"search: {srch.get('method')}, {srch.get('passes')} passes over the calibration data "
+            f"({', '.join(f'{k} {v:g}' for k, v in srch.get('passes_by_purpose', {}).items())})"
+        )
+    gate = "passed" if rep.passed else "FAILED"
+    foot.append(f"gate relative-drift<={o['max_drift']:g}: {gate}")
+    foot.append(
+        "reference slopes (context, not defaults): 0.01 (Maas 2013), 1/5.5≈0.18 (RReLU test time), 0.25 (PReLU init)"
+    )
+    foot.extend(f"note: {n}" for n in rep.notes)
+    foot.extend(f"warning: {w}" for w in rep.warnings)
+    if fmt == "markdown":
+        lines.append("\n".join(f"- {x}" for x in foot))
+    else:
+        lines.append("\n".join(foot))
+    return "\n".join(lines) + "\n"
+
+
+def _csv(rep: RewriteReport) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(
+        [
+            "name",
+            "op",
+            "units",
+            "unit_axis",
+            "dead",
+            "status",
+            "alpha",
+            "revived",
+            "predicted_drift",
+            "measured_drift",
+            "compensation",
+            "reason",
+        ]
+    )
+    for s in rep.sites:
+        w.writerow(
+            [
+                s.name,
+                s.op,
+                s.units,
+                s.unit_axis,
+                s.dead,
+                s.status,
+                _r(s.alpha),
+                s.revived,
+                _r(s.predicted_drift),
+                _r(s.measured_drift.rel_l2) if s.measured_drift else None,
+                s.compensation or "",
+                s.reason or "",
+            ]
+        )
+    return buf.getvalue()
