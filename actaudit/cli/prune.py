@@ -12,37 +12,34 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
-from . import _emit, data_options, model_options, threshold_options
-
-FORMATS = ("table", "json", "csv", "markdown")
-
-
-@click.command()
-@click.argument("model", type=click.Path(dir_okay=True))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Where to write the pruned model (atomically, after it is reloaded and re-measured).",
+from .common import audit_options, check_model_outputs, echo_remarks, echo_written, emit
+from .config import config_option
+from .options import (
+    data_options,
+    force_option,
+    input_range_option,
+    max_drift_option,
+    model_options,
+    model_output_option,
+    output_format_option,
+    report_file_options,
+    threshold_options,
 )
+
+
+@click.command("prune")
+@click.argument("model", type=click.Path(dir_okay=True))
+@model_output_option("pruned")
 @model_options
 @data_options
 @threshold_options
-@click.option(
-    "--max-drift",
-    type=click.FloatRange(0, min_open=True),
-    default=1e-5,
-    show_default=True,
-    help="Budget for ‖y′−y‖/‖y‖ over all outputs of the calibration set; above 1e-5 nearly constant "
+@max_drift_option(
+    1e-5,
+    "Budget for ‖y′−y‖/‖y‖ over all outputs of the calibration set; above 1e-5 nearly constant "
     "saturated tanh/sigmoid units may be folded too.",
 )
-@click.option(
-    "--input-range",
-    "input_range",
-    multiple=True,
-    metavar="[NAME=]LOW,HIGH",
-    help="Box of valid inputs (repeatable, per input with NAME=): units proven dead for every input "
+@input_range_option(
+    "Box of valid inputs (repeatable, per input with NAME=): units proven dead for every input "
     "in it by interval bounds are listed; '-inf,inf' gives the weights-only facts.",
 )
 @click.option(
@@ -50,10 +47,8 @@ FORMATS = ("table", "json", "csv", "markdown")
     is_flag=True,
     help="Remove only units proven dead for every input in --input-range (not merely dead on the data).",
 )
-@click.option(
-    "--output-format",
-    type=click.Choice(["ts", "pt2"]),
-    help="For eager inputs (state_dict + --arch, pickled modules): TorchScript or torch.export. Default: from the -o extension.",
+@output_format_option(
+    "For eager inputs (state_dict + --arch, pickled modules): TorchScript or torch.export. Default: from the -o extension.",
 )
 @click.option(
     "--fresh-seed",
@@ -62,17 +57,9 @@ FORMATS = ("table", "json", "csv", "markdown")
     show_default=True,
     help="Seed of the fresh uniform batch (same shape and range as the calibration data) whose drift is reported.",
 )
-@click.option(
-    "--force", is_flag=True, help="Overwrite an existing output; write even when the drift gate fails."
-)
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option(
-    "--report",
-    type=click.Path(dir_okay=False),
-    help="Write the report here instead of stdout (atomically, overwriting).",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No warnings on stderr.")
-@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@force_option("Overwrite an existing output; write even when the drift gate fails.")
+@report_file_options
+@config_option
 def prune(**kw: Any) -> None:
     """Remove dead units of MODEL and fold constant ones into the next layer's bias.
 
@@ -92,10 +79,7 @@ def prune(**kw: Any) -> None:
     """
     from ..prune.core import PruneOptions
     from ..prune.core import prune as run_prune
-    from ..rewrite.core import check_output
-    from . import audit_options
 
-    audit = audit_options(kw)
     opts = PruneOptions(
         output=kw["output"],
         max_drift=kw["max_drift"],
@@ -104,21 +88,13 @@ def prune(**kw: Any) -> None:
         output_format=kw["output_format"],
         fresh_seed=kw["fresh_seed"],
         force=kw["force"],
-        audit=audit,
+        audit=audit_options(kw),
     )
-    check_output(kw["output"], kw["force"], kw["model"])
-    if kw["report"]:
-        check_output(kw["report"], True, kw["model"])
+    check_model_outputs(kw)
     report = run_prune(kw["model"], options=opts)
-    if not kw["quiet"] and kw["fmt"] != "table":
-        for w in report.warnings:
-            click.echo(f"actaudit: warning: {w}", err=True)
-    _emit(report.render(kw["fmt"]), kw["report"], True)
-    out = report.output
-    if out.get("written"):
-        click.echo(f"actaudit: wrote {out['path']} [{out['format']}]", err=True)
-    elif out.get("reason") and not kw["quiet"]:
-        click.echo(f"actaudit: nothing written to {out['path']}: {out['reason']}", err=True)
+    echo_remarks(kw, warnings=report.warnings)
+    emit(report.render(kw["fmt"]), kw["report"], True)
+    echo_written(report, kw["quiet"])
     if not report.passed:
         d = report.drift
         value = f"{d.rel_l2:.4g}" if d is not None else "?"

@@ -6,16 +6,15 @@ only the CLI prints.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tabulate import tabulate
-
+from .._version import __version__
 from ..rewrite.drift import Drift
+from ..sanitize import text
+from .draw import Document, Lines, Table
+from .draw import render as draw_render
 
 SCHEMA = "actaudit.prune/1"
 
@@ -97,8 +96,6 @@ class PruneReport:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        from .._version import __version__
-
         return {
             "schema": SCHEMA,
             "tool": {"name": "actaudit", "version": __version__},
@@ -114,49 +111,39 @@ class PruneReport:
             "run": self.run,
         }
 
-    def _rows(self) -> list[list[Any]]:
+    def document(self) -> Document:
+        """Per site what was removed, folded and kept (and why), then sizes, drifts and the gate."""
+        m, c = self.model, self.calibration
+        title = (
+            f"{m.get('path') or 'in-memory model'} [{m.get('format')}] — prune on "
+            f"{c.get('samples')} samples from {c.get('source')}"
+        )
+        return Document(title, [self._table(), "", Lines(self._remarks())])
+
+    def render(self, fmt: str = "table") -> str:
+        return draw_render(self, fmt)
+
+    def _table(self) -> Table:
         proven = any(s.proven is not None for s in self.sites)
+        headers = ["site", "kind", "units", "removed", "folded", "kept"]
         rows = []
         for s in self.sites:
             reasons = sorted(set(s.kept.values()))
-            row = [s.name, s.kind, s.units, len(s.removed), len(s.folded), len(s.kept)]
+            row: list[Any] = [text(s.name), s.kind, s.units, len(s.removed), len(s.folded), len(s.kept)]
             if proven:
                 row.append("-" if s.proven is None else len(s.proven))
             row.append("; ".join(reasons)[:120] if reasons else "")
             rows.append(row)
-        return rows
+        return Table([*headers, *(["proven dead"] if proven else []), "why kept"], rows)
 
-    def _headers(self) -> list[str]:
-        h = ["site", "kind", "units", "removed", "folded", "kept"]
-        if any(s.proven is not None for s in self.sites):
-            h.append("proven dead")
-        return [*h, "why kept"]
-
-    def render(self, fmt: str = "table") -> str:
-        if fmt == "json":
-            return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        if fmt == "csv":
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\n")
-            w.writerow(self._headers())
-            w.writerows(self._rows())
-            return buf.getvalue()
-        tf = "github" if fmt == "markdown" else "simple"
+    def _remarks(self) -> list[str]:
         s = self.summary()
         lines = [
-            f"{self.model.get('path') or 'in-memory model'} [{self.model.get('format')}] — prune on "
-            f"{self.calibration.get('samples')} samples from {self.calibration.get('source')}",
-            tabulate(self._rows(), headers=self._headers(), tablefmt=tf),
-            "",
-        ]
-        lines.append(
-            f"units: {s['units_removed']} removed, {s['units_folded']} folded into biases, {s['units_kept']} kept"
-        )
-        lines.append(
+            f"units: {s['units_removed']} removed, {s['units_folded']} folded into biases, {s['units_kept']} kept",
             f"parameters: {s['parameters_before']:,} -> {s['parameters_after']:,} "
             f"(-{_pct(s['parameters_after'], s['parameters_before'])}); multiply-adds per sample: "
-            f"{s['macs_before']:,} -> {s['macs_after']:,} (-{_pct(s['macs_after'], s['macs_before'])})"
-        )
+            f"{s['macs_before']:,} -> {s['macs_after']:,} (-{_pct(s['macs_after'], s['macs_before'])})",
+        ]
         for label, d in (
             ("calibration", self.drift),
             ("fresh seeded batch", self.drift_fresh),
@@ -169,9 +156,7 @@ class PruneReport:
         lines.append(
             f"gate --max-drift {self.options['max_drift']:g}: {'passed' if self.passed else 'FAILED'}"
         )
-        for n in self.notes:
-            lines.append(f"note: {n}")
-        return "\n".join(lines) + "\n"
+        return lines + [f"note: {n}" for n in self.notes]
 
 
 def _g(x: float) -> str:

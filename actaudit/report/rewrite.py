@@ -6,27 +6,21 @@ string; only the CLI prints.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from tabulate import tabulate
-
+from .._version import __version__
 from ..rewrite.drift import Drift
+from ..rounding import json_float as _r
+from ..sanitize import text
+from .draw import Document, Lines, Table, to_json
+from .draw import render as draw_render
 
 SCHEMA = "actaudit.rewrite/1"
 # Context, not defaults: Maas et al. 2013 (PyTorch's default), the test-time slope of
 # RReLU in Xu et al. 2015, and PReLU's initial slope in He et al. 2015.
 REFERENCE_SLOPES = {"leaky_relu_default": 0.01, "rrelu_test_time": 1 / 5.5, "prelu_init": 0.25}
-
-
-def _r(x: float | None, digits: int = 6) -> float | None:
-    if x is None or not math.isfinite(x):
-        return None
-    return float(f"{x:.{digits}g}")
 
 
 @dataclass
@@ -136,8 +130,6 @@ class RewriteReport:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        from .._version import __version__
-
         return {
             "schema": SCHEMA,
             "tool": {"name": "actaudit", "version": __version__},
@@ -157,131 +149,133 @@ class RewriteReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        return to_json(self.to_dict())
+
+    def document(self) -> Document:
+        """The sites with their slopes and drifts, then the drift, compensation, search and gate."""
+        return Document(_title(self), [_site_table(self), Lines(_remarks(self))], _csv(self))
 
     def render(self, fmt: str = "table") -> str:
-        if fmt == "json":
-            return self.to_json()
-        if fmt == "csv":
-            return _csv(self)
-        if fmt in ("table", "markdown"):
-            return _table(self, fmt)
-        raise ValueError(f"unknown format {fmt!r}")
+        return draw_render(self, fmt)
 
 
 def _f(x: float | None, spec: str = ".4g") -> str:
     return "-" if x is None or not math.isfinite(x) else format(x, spec)
 
 
-def _table(rep: RewriteReport, fmt: str) -> str:
+def _site_table(rep: RewriteReport) -> Table:
     headers = ["site", "units", "dead", "revived", "α", "pred. drift", "meas. drift", "status"]
     rows = []
     for s in rep.sites:
         status = s.status if s.status != "skipped" else f"skipped: {s.reason}"
         if s.status == "rewritten" and s.how and s.how not in ("module swap", "graph node"):
             status = f"rewritten ({s.how})"
+        alpha = (
+            _f(s.alpha)
+            if s.alpha_min is None or s.alpha_min == s.alpha
+            else f"{_f(s.alpha_min)}–{_f(s.alpha)}"
+        )
         rows.append(
             [
-                s.name,
+                text(s.name),  # names come from the file: no terminal escapes
                 s.units,
                 s.dead,
                 s.revived if s.status == "rewritten" else "-",
-                _f(s.alpha)
-                if s.alpha_min is None or s.alpha_min == s.alpha
-                else f"{_f(s.alpha_min)}–{_f(s.alpha)}",
+                alpha,
                 _f(s.predicted_drift),
                 _f(s.measured_drift.rel_l2 if s.measured_drift else None),
-                status,
+                text(status),
             ]
         )
-    tablefmt = "github" if fmt == "markdown" else "simple"
+    return Table(headers, rows)
+
+
+def _title(rep: RewriteReport) -> str:
     m, o = rep.model, rep.options
     head = f"{m.get('path')} [{m.get('format')}] → {rep.output.get('path') or '(not written)'}"
     if rep.output.get("format"):
         head += f" [{rep.output['format']}]"
-    head += f" — {o['to']}, α {o['alpha']}, max drift {o['max_drift']:g}, {rep.calibration.get('samples')} samples"
-    lines = [
-        f"**{head}**" if fmt == "markdown" else head,
-        tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True),
-    ]
-    foot = []
+    return (
+        head
+        + f" — {o['to']}, α {o['alpha']}, max drift {o['max_drift']:g}, {rep.calibration.get('samples')} samples"
+    )
+
+
+def _drift_lines(rep: RewriteReport) -> list[str]:
     d = rep.drift_verified or rep.drift
-    if d is not None:
-        top1 = f", top-1 agreement {100 * d.top1:.2f}%" if d.top1 is not None else ""
-        which = "written file" if rep.drift_verified else "in memory"
-        foot.append(f"output drift ({which}): relative L2 {d.rel_l2:.4g}, max |Δ| {d.max_abs:.4g}{top1}")
-        for name, rel in d.per_output.items():
-            share = d.energy_share.get(name, 0.0)
-            counted = name in (o.get("drift_outputs") or [name])
-            foot.append(
-                f"  output {name}: relative L2 {rel:.4g}, {100 * share:.3g}% of ‖y‖²"
-                + ("" if counted else " (not counted: --drift-outputs)")
-            )
+    if d is None:
+        return []
+    top1 = f", top-1 agreement {100 * d.top1:.2f}%" if d.top1 is not None else ""
+    which = "written file" if rep.drift_verified else "in memory"
+    out = [f"output drift ({which}): relative L2 {d.rel_l2:.4g}, max |Δ| {d.max_abs:.4g}{top1}"]
+    for name, rel in d.per_output.items():
+        share = d.energy_share.get(name, 0.0)
+        counted = name in (rep.options.get("drift_outputs") or [name])
+        out.append(
+            f"  output {name}: relative L2 {rel:.4g}, {100 * share:.3g}% of ‖y‖²"
+            + ("" if counted else " (not counted: --drift-outputs)")
+        )
+    return out
+
+
+def _remarks(rep: RewriteReport) -> list[str]:
+    o = rep.options
+    foot = _drift_lines(rep)
     k, n = rep.revived, sum(s.dead for s in rep.sites)
     foot.append(
         f"revived {k} of {n} dead unit(s)" + (f" (slope >= {o['min_slope']:g})" if "min_slope" in o else "")
     )
     if rep.drift_uncompensated is not None:
-        foot.append(
-            f"without compensation: relative L2 {rep.drift_uncompensated.rel_l2:.4g}, max |Δ| {rep.drift_uncompensated.max_abs:.4g}"
-        )
-    comp = [s for s in rep.rewritten if s.compensation]
-    for s in comp:
-        foot.append(f"compensation at {s.name}: {s.compensation}")
+        u = rep.drift_uncompensated
+        foot.append(f"without compensation: relative L2 {u.rel_l2:.4g}, max |Δ| {u.max_abs:.4g}")
+    foot += [f"compensation at {s.name}: {s.compensation}" for s in rep.rewritten if s.compensation]
     srch = rep.search
     if srch:
         foot.append(
             f"search: {srch.get('method')}, {srch.get('passes')} passes over the calibration data "
             f"({', '.join(f'{k} {v:g}' for k, v in srch.get('passes_by_purpose', {}).items())})"
         )
-    gate = "passed" if rep.passed else "FAILED"
-    foot.append(f"gate relative-drift<={o['max_drift']:g}: {gate}")
+    foot.append(f"gate relative-drift<={o['max_drift']:g}: {'passed' if rep.passed else 'FAILED'}")
     foot.append(
         "reference slopes (context, not defaults): 0.01 (Maas 2013), 1/5.5≈0.18 (RReLU test time), 0.25 (PReLU init)"
     )
     foot.extend(f"note: {n}" for n in rep.notes)
     foot.extend(f"warning: {w}" for w in rep.warnings)
-    if fmt == "markdown":
-        lines.append("\n".join(f"- {x}" for x in foot))
-    else:
-        lines.append("\n".join(foot))
-    return "\n".join(lines) + "\n"
+    return foot
 
 
-def _csv(rep: RewriteReport) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
+CSV_COLUMNS = (
+    "name",
+    "op",
+    "units",
+    "unit_axis",
+    "dead",
+    "status",
+    "alpha",
+    "revived",
+    "predicted_drift",
+    "measured_drift",
+    "compensation",
+    "reason",
+)
+
+
+def _csv(rep: RewriteReport) -> Table:
+    rows: list[list[Any]] = [
         [
-            "name",
-            "op",
-            "units",
-            "unit_axis",
-            "dead",
-            "status",
-            "alpha",
-            "revived",
-            "predicted_drift",
-            "measured_drift",
-            "compensation",
-            "reason",
+            s.name,
+            s.op,
+            s.units,
+            s.unit_axis,
+            s.dead,
+            s.status,
+            _r(s.alpha),
+            s.revived,
+            _r(s.predicted_drift),
+            _r(s.measured_drift.rel_l2) if s.measured_drift else None,
+            s.compensation or "",
+            s.reason or "",
         ]
-    )
-    for s in rep.sites:
-        w.writerow(
-            [
-                s.name,
-                s.op,
-                s.units,
-                s.unit_axis,
-                s.dead,
-                s.status,
-                _r(s.alpha),
-                s.revived,
-                _r(s.predicted_drift),
-                _r(s.measured_drift.rel_l2) if s.measured_drift else None,
-                s.compensation or "",
-                s.reason or "",
-            ]
-        )
-    return buf.getvalue()
+        for s in rep.sites
+    ]
+    return Table(CSV_COLUMNS, rows)

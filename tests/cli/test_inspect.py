@@ -14,7 +14,7 @@ from torch import nn
 
 import actaudit
 from actaudit.cli import cli
-from actaudit.cli.inspect import inspect_model
+from actaudit.inspection import inspect_model
 
 
 class Net(nn.Module):

@@ -29,7 +29,7 @@ from onnx import TensorProto, helper
 import actaudit
 from actaudit.cli import cli
 from actaudit.errors import ActauditError
-from actaudit.report.text import elide
+from actaudit.report.terminal import elide
 
 FIX = Path(__file__).resolve().parents[2] / "fixtures"
 TS, ONNX, PT2 = (FIX / "models" / f"cnn_dead.{e}" for e in ("ts", "onnx", "pt2"))
@@ -579,7 +579,7 @@ def test_html_site_table_keeps_its_header_and_tags_heads(ocr_page: tuple[actaudi
 
 
 def test_table_width_follows_the_terminal_unless_wide_or_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    from actaudit.report.text import table_width
+    from actaudit.report.terminal import table_width
 
     class _Tty:
         def isatty(self) -> bool:
