@@ -19,7 +19,7 @@ Definitions (the README repeats them):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -35,12 +35,7 @@ class Settings:
     rare_rate: float = 0.01
 
     def to_dict(self) -> dict[str, float]:
-        return {
-            "stuck_fraction": self.stuck_fraction,
-            "dead_rate": self.dead_rate,
-            "saturation_rate": self.saturation_rate,
-            "rare_rate": self.rare_rate,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def upper_bound_95(samples: int) -> float | None:

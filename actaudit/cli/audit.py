@@ -20,6 +20,7 @@ from .config import config_option
 from .options import (
     data_options,
     debug_option,
+    defaulted,
     fail_on_option,
     force_option,
     format_option,
@@ -42,19 +43,14 @@ baseline_options = group(
         help="Compare with a previous --format json report; exit 1 on regressions (newly dead units, "
         "sites whose dead fraction rose by more than --max-dead-fraction-rise).",
     ),
-    click.option(
+    defaulted(
         "--max-dead-fraction-rise",
-        type=click.FloatRange(0, 1),
-        default=0.0,
-        show_default=True,
+        click.FloatRange(0, 1),
+        0.0,
         help="With --against: allowed rise of a site's dead fraction (0.05 = 5 points).",
     ),
-    click.option(
-        "--max-new-dead",
-        type=click.IntRange(min=0),
-        default=0,
-        show_default=True,
-        help="With --against: allowed number of newly dead units.",
+    defaulted(
+        "--max-new-dead", click.IntRange(min=0), 0, help="With --against: allowed number of newly dead units."
     ),
     click.option(
         "--allow-renamed-sites",
@@ -88,13 +84,12 @@ extra_options = group(
         help="Audit only the K-th of N parts of the data (batch i goes to part i mod N) and write a JSON "
         "report with exact counters; combine the N reports with 'actaudit merge'.",
     ),
-    click.option(
+    defaulted(
         "--dist-timeout",
-        type=click.FloatRange(min=1),
-        default=1800,
-        show_default=True,
-        metavar="SECONDS",
+        click.FloatRange(min=1),
+        1800,
         help="Under torchrun: how long a rank waits for the others at each collective.",
+        metavar="SECONDS",
     ),
 )
 

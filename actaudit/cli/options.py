@@ -31,6 +31,11 @@ def group(*options: Callable[[Any], Any]) -> Callable[[F], F]:
     return apply
 
 
+def defaulted(flag: str, type: Any, default: Any, help: str, **kw: Any) -> Callable[[F], F]:
+    """An option whose ``--help`` shows its default."""
+    return click.option(flag, type=type, default=default, show_default=True, help=help, **kw)
+
+
 def format_option(f: F) -> F:
     return click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)(f)
 
@@ -72,9 +77,7 @@ def unit_axis_option(help: str) -> Callable[[F], F]:
 
 
 def max_drift_option(default: float, help: str) -> Callable[[F], F]:
-    return click.option(
-        "--max-drift", type=click.FloatRange(0, min_open=True), default=default, show_default=True, help=help
-    )
+    return defaulted("--max-drift", click.FloatRange(0, min_open=True), default, help=help)
 
 
 def output_format_option(help: str) -> Callable[[F], F]:
@@ -162,11 +165,10 @@ data_options = group(
         "inputs only, not (inputs, labels) pairs. Runs that code.",
     ),
     click.option("--samples", type=click.IntRange(min=1), help="Use at most N samples."),
-    click.option(
+    defaulted(
         "--batch-size",
-        type=click.IntRange(min=1),
-        default=32,
-        show_default=True,
+        click.IntRange(min=1),
+        32,
         help="Samples per forward pass for .npy/.npz/synthetic data (.pt files and loaders keep their own "
         "batches; a torch.export program with a fixed batch uses that).",
     ),
@@ -185,38 +187,34 @@ data_options = group(
         help="Draw synthetic values uniformly from [LOW, HIGH] (integers for integer inputs, e.g. token "
         "ids 0,30521). Default: standard normal floats, 0/1 integers.",
     ),
-    click.option("--seed", type=int, default=0, show_default=True, help="Seed for synthetic inputs."),
+    defaulted("--seed", int, 0, help="Seed for synthetic inputs."),
 )
 
 
 # When a unit counts as dead, saturated or rarely firing.
 threshold_options = group(
-    click.option(
+    defaulted(
         "--stuck-fraction",
-        type=click.FloatRange(0, 1, min_open=True, max_open=True),
-        default=0.01,
-        show_default=True,
+        click.FloatRange(0, 1, min_open=True, max_open=True),
+        0.01,
         help="An element is stuck where the local derivative is below this fraction of its maximum.",
     ),
-    click.option(
+    defaulted(
         "--dead-rate",
-        type=click.FloatRange(0, 1),
-        default=0.0,
-        show_default=True,
+        click.FloatRange(0, 1),
+        0.0,
         help="A rectifier unit firing on at most this fraction of elements is dead.",
     ),
-    click.option(
+    defaulted(
         "--saturation-rate",
-        type=click.FloatRange(0, 1),
-        default=0.99,
-        show_default=True,
+        click.FloatRange(0, 1),
+        0.99,
         help="A bounded unit stuck on at least this fraction of elements is saturated.",
     ),
-    click.option(
+    defaulted(
         "--rare-rate",
-        type=click.FloatRange(0, 1),
-        default=0.01,
-        show_default=True,
+        click.FloatRange(0, 1),
+        0.01,
         help="A live rectifier unit firing on fewer than this fraction of elements is rarely firing.",
     ),
     unit_axis_option(

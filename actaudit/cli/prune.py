@@ -16,6 +16,7 @@ from .common import audit_options, check_model_outputs, echo_remarks, echo_writt
 from .config import config_option
 from .options import (
     data_options,
+    defaulted,
     force_option,
     input_range_option,
     max_drift_option,
@@ -50,11 +51,10 @@ from .options import (
 @output_format_option(
     "For eager inputs (state_dict + --arch, pickled modules): TorchScript or torch.export. Default: from the -o extension.",
 )
-@click.option(
+@defaulted(
     "--fresh-seed",
-    type=int,
-    default=1234,
-    show_default=True,
+    int,
+    1234,
     help="Seed of the fresh uniform batch (same shape and range as the calibration data) whose drift is reported.",
 )
 @force_option("Overwrite an existing output; write even when the drift gate fails.")

@@ -16,6 +16,7 @@ from .common import audit_options, check_model_outputs, echo_remarks, echo_writt
 from .config import config_option
 from .options import (
     data_options,
+    defaulted,
     force_option,
     max_drift_option,
     model_options,
@@ -99,19 +100,17 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 @model_options
 @data_options
 @threshold_options
-@click.option(
+@defaulted(
     "--alpha",
-    type=_Alpha(),
-    default="auto",
-    show_default=True,
+    _Alpha(),
+    "auto",
     help="'auto': slopes chosen on the calibration data within --max-drift (per dead unit by default, per site "
     "with --to leaky or --slope-units all). A number: that slope everywhere it goes (a drift over budget fails).",
 )
-@click.option(
+@defaulted(
     "--alpha-range",
-    type=_Range(),
-    default="0.01,0.3",
-    show_default=True,
+    _Range(),
+    "0.01,0.3",
     help="Search range of the automatic slope; HIGH is also the cap of per-unit slopes.",
 )
 @max_drift_option(0.01, "Budget for ‖y′−y‖/‖y‖ over all outputs of the calibration set.")
@@ -138,18 +137,16 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
     help="With --to prelu: 'dead' (default) gives slopes to dead units only, live units keep slope 0 (plain ReLU); "
     "'all' gives every unit of a selected site one α. --to leaky is always 'all'.",
 )
-@click.option(
+@defaulted(
     "--min-slope",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.01,
-    show_default=True,
+    click.FloatRange(0, 1, min_open=True, max_open=True),
+    0.01,
     help="Smallest slope that counts as revived (the audit's stuck fraction: a smaller slope still counts as dead).",
 )
-@click.option(
+@defaulted(
     "--shift",
-    type=click.Choice(["exact", "fold", "none"]),
-    default="exact",
-    show_default=True,
+    click.Choice(["exact", "fold", "none"]),
+    "exact",
     help="exact: subtract slope·E[min(z,0)] per unit right after the activation (keeps the mean for any consumer); "
     "fold: into the next layer's bias (same as --compensate); none: no correction.",
 )
@@ -172,11 +169,10 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 @output_format_option(
     "For eager inputs (state_dict + --arch, pickled modules): write TorchScript or torch.export. Default: from the -o extension."
 )
-@click.option(
+@defaulted(
     "--max-passes",
-    type=click.FloatRange(3),
-    default=20,
-    show_default=True,
+    click.FloatRange(3),
+    20,
     help="Budget of passes over the calibration data, verification included.",
 )
 @force_option()

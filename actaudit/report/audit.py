@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .._version import __version__
 from ..gates import GateResult
-from ..rounding import json_float as _r
+from ..jsonform import envelope, picked
+from ..jsonform import json_float as _r
 from ..sanitize import text
 from ..stats import Uncovered
 from ..verdicts import Settings, SiteVerdict, bad_fraction, expected_saturation, upper_bound_95, worst_sites
@@ -136,11 +136,8 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
-            "tool": {"name": "actaudit", "version": __version__},
-            "model": self.model,
-            "calibration": self.calibration,
-            "inputs": self.inputs,
+            **envelope(SCHEMA),
+            **picked(self, "model", "calibration", "inputs"),
             "settings": self.settings.to_dict(),
             "summary": self.summary(),
             "gates": [g.to_dict() for g in self.gates],

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..gates import Gate, GateResult
+from ..jsonform import picked
 from .audit import SCHEMA
 from .draw import Document, Lines, Table, capped, gate_line
 from .draw import render as draw_render
@@ -25,6 +26,17 @@ from .draw import render as draw_render
 GATE_NEW_DEAD = "against:new-dead>{n}"
 GATE_RISE = "against:dead-fraction-rise>{x:g}"
 _EPS = 1e-9  # fractions are rounded to 6 digits in the JSON; do not gate on that noise
+
+
+_COUNTS = (
+    "name",
+    "units",
+    "baseline_units",
+    "dead",
+    "baseline_dead",
+    "dead_fraction",
+    "baseline_dead_fraction",
+)
 
 
 @dataclass
@@ -64,13 +76,7 @@ class SiteChange:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "units": self.units,
-            "baseline_units": self.baseline_units,
-            "dead": self.dead,
-            "baseline_dead": self.baseline_dead,
-            "dead_fraction": self.dead_fraction,
-            "baseline_dead_fraction": self.baseline_dead_fraction,
+            **picked(self, *_COUNTS),
             "dead_fraction_rise": round(self.dead_fraction_rise, 6),
             "new_dead_units": self.new_dead_units,
             "revived_units": self.revived_units,
@@ -111,11 +117,7 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         """The ``baseline`` section of the JSON report (see ``report.schema.json``)."""
         return {
-            "path": self.path,
-            "max_dead_fraction_rise": self.max_dead_fraction_rise,
-            "max_new_dead": self.max_new_dead,
-            "new_dead": self.new_dead,
-            "revived": self.revived,
+            **picked(self, "path", "max_dead_fraction_rise", "max_new_dead", "new_dead", "revived"),
             "sites": [
                 s.to_dict() for s in self.sites if s.new_dead_units or s.revived_units or s.dead_fraction_rise
             ],

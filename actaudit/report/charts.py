@@ -62,22 +62,19 @@ def depth_chart(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
         i = s["index"]
         x0 = left + band * i + (band - 2 * bw) / 2
         tip = f"#{i} {s['name']} ({s['kind']}): "
-        if v.can_die:
-            h = ph * (s["dead_fraction"] or 0.0) / ymax
+        for cls, key, shown, x in (
+            ("dead", "dead", v.can_die, x0),
+            ("sat", "saturated", v.can_saturate, x0 + bw),
+        ):
+            if not shown:
+                continue
+            frac = s[f"{key}_fraction"]
+            h = ph * (frac or 0.0) / ymax
             parts.append(
-                f'<rect class="dead" x="{x0:.2f}" y="{top + ph - h:.2f}" width="{bw:.2f}" height="{h:.2f}" '
-                f'data-index="{i}" data-site="{_e(s["name"])}" data-dead="{s["dead"]}" '
-                f'data-value="{_num(s["dead_fraction"])}">'
-                f"<title>{_e(tip)}{s['dead']} of {s['units']} dead ({_pct(s['dead_fraction'])})</title></rect>"
-            )
-        if v.can_saturate:
-            h = ph * (s["saturated_fraction"] or 0.0) / ymax
-            parts.append(
-                f'<rect class="sat" x="{x0 + bw:.2f}" y="{top + ph - h:.2f}" width="{bw:.2f}" height="{h:.2f}" '
-                f'data-index="{i}" data-site="{_e(s["name"])}" data-saturated="{s["saturated"]}" '
-                f'data-value="{_num(s["saturated_fraction"])}">'
-                f"<title>{_e(tip)}{s['saturated']} of {s['units']} saturated "
-                f"({_pct(s['saturated_fraction'])})</title></rect>"
+                f'<rect class="{cls}" x="{x:.2f}" y="{top + ph - h:.2f}" width="{bw:.2f}" height="{h:.2f}" '
+                f'data-index="{i}" data-site="{_e(s["name"])}" data-{key}="{s[key]}" '
+                f'data-value="{_num(frac)}">'
+                f"<title>{_e(tip)}{s[key]} of {s['units']} {key} ({_pct(frac)})</title></rect>"
             )
         if i % label_step == 0:
             # Names, not only indices: rotated so that 40–80 sites stay readable at the chart's width.

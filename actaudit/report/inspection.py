@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._version import __version__
+from ..jsonform import envelope, picked
 from ..sanitize import text
 from .draw import Block, Document, Lines, Table
 from .draw import render as draw_render
@@ -32,15 +32,8 @@ class Inspection:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": INSPECT_SCHEMA,
-            "tool": {"name": "actaudit", "version": __version__},
-            "model": self.model,
-            "inputs": self.inputs,
-            "sites": self.sites,
-            "uncovered": self.uncovered,
-            "notes": self.notes,
-            "probe": self.probe,
-            "facts": self.facts,
+            **envelope(INSPECT_SCHEMA),
+            **picked(self, "model", "inputs", "sites", "uncovered", "notes", "probe", "facts"),
         }
 
     def document(self) -> Document:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._version import __version__
+from ..jsonform import envelope, picked
 from ..rewrite.drift import Drift
 from ..sanitize import text
 from .draw import Document, Lines, Table
@@ -35,10 +35,7 @@ class SiteRow:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "name": self.name,
-            "op": self.op,
-            "kind": self.kind,
-            "units": self.units,
+            **picked(self, "name", "op", "kind", "units"),
             "removed_units": list(self.removed),
             "folded_units": list(self.folded),
             "approximate_units": list(self.approximate),
@@ -97,12 +94,8 @@ class PruneReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
-            "tool": {"name": "actaudit", "version": __version__},
-            "model": self.model,
-            "calibration": self.calibration,
-            "fresh": self.fresh,
-            "options": self.options,
+            **envelope(SCHEMA),
+            **picked(self, "model", "calibration", "fresh", "options"),
             "summary": self.summary(),
             "sites": [s.to_dict() for s in self.sites],
             "output": self.output,

@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .._version import __version__
+from ..jsonform import envelope, picked
+from ..jsonform import json_float as _r
 from ..rewrite.drift import Drift
-from ..rounding import json_float as _r
 from ..sanitize import text
 from .draw import Document, Lines, Table, to_json
 from .draw import render as draw_render
@@ -44,12 +44,7 @@ class SiteRewrite:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "op": self.op,
-            "units": self.units,
-            "unit_axis": self.unit_axis,
-            "dead": self.dead,
-            "status": self.status,
+            **picked(self, "name", "op", "units", "unit_axis", "dead", "status"),
             "alpha": _r(self.alpha),
             "revived": self.revived,
             "how": self.how,
@@ -131,12 +126,8 @@ class RewriteReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA,
-            "tool": {"name": "actaudit", "version": __version__},
-            "model": self.model,
-            "output": self.output,
-            "calibration": self.calibration,
-            "options": self.options,
+            **envelope(SCHEMA),
+            **picked(self, "model", "output", "calibration", "options"),
             "summary": self.summary(),
             "passed": self.passed,
             "sites": [s.to_dict() for s in self.sites],
