@@ -24,5 +24,10 @@ def envelope(schema: str) -> dict[str, Any]:
 
 
 def picked(obj: Any, *names: str) -> dict[str, Any]:
-    """``{name: obj.name}`` for ``names``, in that order."""
-    return {n: getattr(obj, n) for n in names}
+    """``{name: obj.name}`` for ``names``, in that order; lists are copied, so the dict is the caller's."""
+    return {n: list(v) if isinstance(v := getattr(obj, n), list) else v for n in names}
+
+
+def dicts(obj: Any, *names: str) -> dict[str, Any]:
+    """``{name: obj.name.to_dict()}`` for ``names``, ``None`` where the attribute is ``None``."""
+    return {n: None if (v := getattr(obj, n)) is None else v.to_dict() for n in names}

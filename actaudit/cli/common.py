@@ -95,12 +95,14 @@ def exit_on_failed_gates(report: Any) -> None:
         sys.exit(EXIT_GATE)
 
 
-def echo_written(report: Any, quiet: bool) -> None:
-    """Where rewrite or prune wrote the model, or why they wrote nothing."""
+def publish(report: Any, kw: dict[str, Any]) -> None:
+    """rewrite and prune: warnings, the report (stdout or ``--report``), and where the model went."""
+    echo_remarks(kw, warnings=report.warnings)
+    emit(report.render(kw["fmt"]), kw["report"], True)
     out = report.output
     if out.get("written"):
         click.echo(f"actaudit: wrote {out['path']} [{out['format']}]", err=True)
-    elif out.get("reason") and not quiet:
+    elif out.get("reason") and not kw["quiet"]:
         click.echo(f"actaudit: nothing written to {out['path']}: {out['reason']}", err=True)
 
 

@@ -223,6 +223,18 @@ threshold_options = group(
 )
 
 
+def writer_options(what: str) -> Callable[[F], F]:
+    """What ``rewrite`` and ``prune`` (commands that write a model) start with: ``-o`` and the audit's groups."""
+    return group(model_output_option(what), model_options, data_options, threshold_options)
+
+
+def writer_outputs(force: str = "Overwrite an existing output file.") -> Callable[[F], F]:
+    """What they end with: ``--force``, the report's format and file, ``-q``, ``--debug``, ``--config``."""
+    from .config import config_option
+
+    return group(force_option(force), report_file_options, config_option)
+
+
 def report_file_options(f: F) -> F:
     """``--format`` and ``--report FILE`` of rewrite and prune, then ``-q`` and ``--debug``."""
     return group(

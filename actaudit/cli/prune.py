@@ -1,7 +1,7 @@
-"""``actaudit prune``: cut dead units and fold constant ones, with the outputs verified unchanged.
+"""``actaudit prune MODEL -o OUT``: cut dead units and fold constant ones, outputs verified unchanged.
 
-A thin layer over :func:`actaudit.prune.core.prune`. stdout carries only the report
-(unless ``--report FILE``); warnings go to stderr.
+Planning, surgery and the re-measured drift are :func:`actaudit.prune.core.prune`; this
+module maps the flags onto :class:`~actaudit.prune.core.PruneOptions`.
 """
 
 from __future__ import annotations
@@ -12,28 +12,20 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
-from .common import audit_options, check_model_outputs, echo_remarks, echo_written, emit
-from .config import config_option
+from .common import audit_options, check_model_outputs, publish
 from .options import (
-    data_options,
     defaulted,
-    force_option,
     input_range_option,
     max_drift_option,
-    model_options,
-    model_output_option,
     output_format_option,
-    report_file_options,
-    threshold_options,
+    writer_options,
+    writer_outputs,
 )
 
 
 @click.command("prune")
 @click.argument("model", type=click.Path(dir_okay=True))
-@model_output_option("pruned")
-@model_options
-@data_options
-@threshold_options
+@writer_options("pruned")
 @max_drift_option(
     1e-5,
     "Budget for ‖y′−y‖/‖y‖ over all outputs of the calibration set; above 1e-5 nearly constant "
@@ -57,9 +49,7 @@ from .options import (
     1234,
     help="Seed of the fresh uniform batch (same shape and range as the calibration data) whose drift is reported.",
 )
-@force_option("Overwrite an existing output; write even when the drift gate fails.")
-@report_file_options
-@config_option
+@writer_outputs(force="Overwrite an existing output; write even when the drift gate fails.")
 def prune(**kw: Any) -> None:
     """Remove dead units of MODEL and fold constant ones into the next layer's bias.
 
@@ -92,9 +82,7 @@ def prune(**kw: Any) -> None:
     )
     check_model_outputs(kw)
     report = run_prune(kw["model"], options=opts)
-    echo_remarks(kw, warnings=report.warnings)
-    emit(report.render(kw["fmt"]), kw["report"], True)
-    echo_written(report, kw["quiet"])
+    publish(report, kw)
     if not report.passed:
         d = report.drift
         value = f"{d.rel_l2:.4g}" if d is not None else "?"

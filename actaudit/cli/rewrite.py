@@ -1,7 +1,7 @@
-"""``actaudit rewrite``: ReLU → LeakyReLU/PReLU with a slope verified against a drift budget.
+"""``actaudit rewrite MODEL -o OUT``: ReLU → LeakyReLU/PReLU, slopes verified against a drift budget.
 
-A thin layer over :func:`actaudit.rewrite.core.rewrite`. stdout carries only the report
-(unless ``--report FILE``); warnings go to stderr.
+The slope search, the rewrite and its verification are :func:`actaudit.rewrite.core.rewrite`;
+this module parses the slope options and refuses an ``-o`` whose extension names another format.
 """
 
 from __future__ import annotations
@@ -12,19 +12,8 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
-from .common import audit_options, check_model_outputs, echo_remarks, echo_written, emit
-from .config import config_option
-from .options import (
-    data_options,
-    defaulted,
-    force_option,
-    max_drift_option,
-    model_options,
-    model_output_option,
-    output_format_option,
-    report_file_options,
-    threshold_options,
-)
+from .common import audit_options, check_model_outputs, publish
+from .options import defaulted, max_drift_option, output_format_option, writer_options, writer_outputs
 
 
 class _Alpha(click.ParamType):
@@ -96,10 +85,7 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 
 @click.command("rewrite")
 @click.argument("model", type=click.Path(dir_okay=True))
-@model_output_option("rewritten")
-@model_options
-@data_options
-@threshold_options
+@writer_options("rewritten")
 @defaulted(
     "--alpha",
     _Alpha(),
@@ -175,9 +161,7 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
     20,
     help="Budget of passes over the calibration data, verification included.",
 )
-@force_option()
-@report_file_options
-@config_option
+@writer_outputs()
 def rewrite(**kw: Any) -> None:
     """Rewrite ReLU in MODEL into LeakyReLU or PReLU so that dead units get a gradient again.
 
@@ -202,9 +186,7 @@ def rewrite(**kw: Any) -> None:
     opts.audit.progress = progress_for(None, quiet=kw["quiet"])
     with opts.audit.progress:
         report = run_rewrite(kw["model"], options=opts)
-    echo_remarks(kw, warnings=report.warnings)
-    emit(report.render(kw["fmt"]), kw["report"], True)
-    echo_written(report, kw["quiet"])
+    publish(report, kw)
     if not report.passed:
         _explain_failure(report, opts.max_drift)
         sys.exit(EXIT_GATE)

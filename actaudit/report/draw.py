@@ -10,6 +10,7 @@ through :func:`actaudit.sanitize.csv_cell`. ``render()`` returns a string; only 
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..sanitize import csv_writer, text
+from ..sanitize import csv_cell, text
 
 if TYPE_CHECKING:
     from ..gates import GateResult
@@ -109,12 +110,15 @@ def text_form(doc: Document, markdown: bool) -> str:
     return "\n".join(out) + "\n"
 
 
+NO_VALUE = "-"  # what a table cell shows for "does not apply"; alone it is no formula, so CSV keeps it
+
+
 def csv_text(table: Table) -> str:
+    """The CSV: every cell neutralised (no formulas, no control characters), except the bare ``-``."""
     buf = io.StringIO()
-    w = csv_writer(buf)  # names neutralised: no formulas, no control characters
-    w.writerow(list(table.headers))
-    for row in table.rows:
-        w.writerow(row)
+    w = csv.writer(buf, lineterminator="\n")
+    for row in [list(table.headers), *table.rows]:
+        w.writerow([c if c == NO_VALUE else csv_cell(c) for c in row])
     return buf.getvalue()
 
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..jsonform import envelope, picked
+from ..jsonform import dicts, envelope, picked
 from ..rewrite.drift import Drift
 from ..sanitize import text
 from .draw import Document, Lines, Table
@@ -86,9 +86,7 @@ class PruneReport:
             "macs_before": self.before["macs"],
             "macs_after": self.after["macs"],
             "macs_removed": self.before["macs"] - self.after["macs"],
-            "drift": self.drift.to_dict() if self.drift else None,
-            "drift_fresh": self.drift_fresh.to_dict() if self.drift_fresh else None,
-            "drift_verified": self.drift_verified.to_dict() if self.drift_verified else None,
+            **dicts(self, "drift", "drift_fresh", "drift_verified"),
             "passed": self.passed,
         }
 
@@ -98,10 +96,7 @@ class PruneReport:
             **picked(self, "model", "calibration", "fresh", "options"),
             "summary": self.summary(),
             "sites": [s.to_dict() for s in self.sites],
-            "output": self.output,
-            "notes": list(self.notes),
-            "warnings": list(self.warnings),
-            "run": self.run,
+            **picked(self, "output", "notes", "warnings", "run"),
         }
 
     def document(self) -> Document:

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..jsonform import envelope, picked
+from ..jsonform import dicts, envelope, picked
 from ..jsonform import json_float as _r
 from ..rewrite.drift import Drift
 from ..sanitize import text
@@ -118,9 +118,7 @@ class RewriteReport:
                 )
             ),
             "alpha_max": _r(max((s.alpha for s in rw if s.alpha is not None), default=math.nan)),
-            "drift": self.drift.to_dict() if self.drift else None,
-            "drift_uncompensated": self.drift_uncompensated.to_dict() if self.drift_uncompensated else None,
-            "drift_verified": self.drift_verified.to_dict() if self.drift_verified else None,
+            **dicts(self, "drift", "drift_uncompensated", "drift_verified"),
             "passed": self.passed,
         }
 
@@ -134,9 +132,7 @@ class RewriteReport:
             "search": self.search,
             "reference_slopes": {k: _r(v) for k, v in REFERENCE_SLOPES.items()},
             "audit_summary": self.audit_summary,
-            "notes": list(self.notes),
-            "warnings": list(self.warnings),
-            "run": self.run,
+            **picked(self, "notes", "warnings", "run"),
         }
 
     def to_json(self) -> str:
