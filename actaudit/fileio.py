@@ -11,7 +11,7 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +23,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
-    return h.hexdigest()
-
-
-def sha256_tree(path: str | os.PathLike[str]) -> str:
-    """Hash of a file, or of a directory's files in sorted order (for directory checkpoints)."""
-    p = Path(path)
-    if p.is_file():
-        return sha256_file(p)
-    h = hashlib.sha256()
-    for f in sorted(q for q in p.rglob("*") if q.is_file()):
-        h.update(str(f.relative_to(p)).encode())
-        h.update(sha256_file(f).encode())
     return h.hexdigest()
 
 
@@ -253,18 +241,8 @@ def atomic_pair(target: str | os.PathLike[str], companion: str, *, force: bool =
 
 
 @contextlib.contextmanager
-def staged_model(writer: Any, model: Any, notes: list[str], target: Path, *, force: bool) -> Iterator[Path]:
-    """The temporary path of ``model`` written for ``target``, published when the block succeeds.
-
-    A writer with a ``stage`` method writes the file(s) itself (an ONNX model over 2 GB
-    needs a data file beside it); otherwise its ``serialize`` bytes go through :func:`atomic_path`.
-    """
-    stage = getattr(writer, "stage", None)
-    if stage is not None:
-        with stage(model, notes, target, force) as tmp:
-            yield tmp
-        return
-    blob = writer.serialize(model, notes)
+def atomic_bytes(blob: bytes, target: str | os.PathLike[str], *, force: bool = False) -> Iterator[Path]:
+    """``blob`` in a temporary file beside ``target`` (see :func:`atomic_path`), published when the block succeeds."""
     with atomic_path(target, force=force) as tmp:
         tmp.write_bytes(blob)
         yield tmp
@@ -273,13 +251,6 @@ def staged_model(writer: Any, model: Any, notes: list[str], target: Path, *, for
 def write_text_atomic(target: str | os.PathLike[str], text: str, *, force: bool = True) -> None:
     with atomic_path(target, force=force) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-def write_atomic(
-    target: str | os.PathLike[str], writer: Callable[[Path], None], *, force: bool = False
-) -> None:
-    with atomic_path(target, force=force) as tmp:
-        writer(tmp)
 
 
 def _code_file(spec: str | None) -> str | None:

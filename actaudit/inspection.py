@@ -32,7 +32,10 @@ def inspect_model(
     ``load_options`` are the loading fields of :class:`actaudit.api.AuditOptions`
     (``arch``, ``state_key``, ``trust_pickle``, ``device``, ``provider``, ``threads``).
     """
-    from .api import AuditOptions, _backend_module, data_source, load_model
+    from .assemble import model_section
+    from .calibration import data_source
+    from .loading import load_model
+    from .options import AuditOptions
 
     opts = AuditOptions(
         samples=1,
@@ -44,8 +47,8 @@ def inspect_model(
         **load_options,
     )
     loaded = load_model(model, opts)
-    facts = _backend_module(loaded.backend).model_facts(loaded.handle)
-    fixed = getattr(loaded.handle, "fixed_batch", None)
+    facts = loaded.handle.model_facts()
+    fixed = loaded.handle.fixed_batch
     if fixed:
         opts.samples = opts.batch_size = int(fixed)
     try:
@@ -59,7 +62,7 @@ def inspect_model(
         raise
     plural = "" if cap.samples == 1 else "s"
     return Inspection(
-        model={"path": loaded.path, "format": loaded.fmt, "sha256": loaded.sha256},
+        model=model_section(loaded),
         inputs=cap.inputs or [spec.to_dict() for spec in loaded.inputs],
         sites=[_site(i, s.info) for i, s in enumerate(cap.sites)],
         uncovered=[u.to_dict() for u in cap.uncovered],

@@ -146,8 +146,9 @@ def merge_reports(
     per_unit: bool | None = None,
 ) -> Report:
     """The report a single run over all shards' data would have written."""
-    from .api import AuditOptions, build_report
+    from .assemble import build_report
     from .gates import parse_gate
+    from .options import AuditOptions
 
     if not paths:
         raise InputError("merge needs at least one shard report")
@@ -190,6 +191,6 @@ def merge_reports(
     loaded = _Loaded(first.report["model"], first.counters["backend"], notes)
     gates = [parse_gate(g) for g in opts.fail_on]
     capture_s = sum(float(s.counters.get("capture_s", 0.0)) for s in shards)
-    report = build_report(loaded, source, cap, opts, gates, {"capture_s": capture_s})  # type: ignore[arg-type]
+    report = build_report(loaded, source, cap, opts, gates, {"capture_s": capture_s})
     report.run["shards"] = len(shards)
     return report

@@ -13,11 +13,11 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .data import Batch, DataSource, cap_samples, rechunk
+from .data import Batch, DataSource, cap_samples
 from .errors import CalibrationError, InputError
 
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -55,7 +55,12 @@ def take_shard(batches: Iterable[Batch], shard: Shard) -> Iterator[Batch]:
             yield b
 
 
-def sharded(source: DataSource, shard: Shard, samples: int | None, fixed_batch: Any = None) -> DataSource:
+def sharded(
+    source: DataSource,
+    shard: Shard,
+    samples: int | None,
+    recut: Callable[[Iterable[Batch], list[str]], Iterator[Batch]] | None = None,
+) -> DataSource:
     """The part of ``source`` that ``shard`` runs.
 
     The cap and the fixed-batch re-slicing happen here, before the split, so that the
@@ -65,8 +70,8 @@ def sharded(source: DataSource, shard: Shard, samples: int | None, fixed_batch: 
 
     def batches() -> Iterator[Batch]:
         stream: Iterable[Batch] = cap_samples(source.batches(), samples)
-        if isinstance(fixed_batch, int) and fixed_batch > 0:
-            stream = rechunk(stream, fixed_batch)
+        if recut is not None:  # the model's binding and fixed-batch re-slicing (ModelHandle.batches)
+            stream = recut(stream, [])
         n = 0
         for b in take_shard(stream, shard):
             n += 1

@@ -115,10 +115,6 @@ class SiteStats:
     def finite_elements(self) -> np.ndarray:
         return np.int64(self.elements) - self.nonfinite
 
-    def fire_counts(self) -> np.ndarray:
-        """Finite elements not stuck low, per unit."""
-        return self.finite_elements - self.low
-
     def neg_mean(self) -> np.ndarray:
         """E[min(x, 0)] per unit over finite elements."""
         n = np.maximum(self.finite_elements, 1)
@@ -186,3 +182,7 @@ class Capture:
     uncovered: list[Uncovered] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    # With ``CaptureOptions.keep_outputs``: the model's floating-point outputs of the same pass,
+    # one list per batch fed (rewrite and prune measure drift against them), and their names.
+    outputs: list[list[np.ndarray]] | None = None
+    output_names: list[str] | None = None

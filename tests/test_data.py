@@ -37,14 +37,14 @@ def test_npz_stored_members_are_memory_mapped(tmp_path, monkeypatch) -> None:
     a = np.random.default_rng(0).standard_normal((7, 2)).astype(np.float32)
     b = np.arange(7, dtype=np.int64)
     np.savez(tmp_path / "d.npz", image=a, ids=b)
-    from actaudit import data as data_mod
+    from actaudit.data import arrays as data_mod
 
-    members = data_mod._npz_members(tmp_path / "d.npz")
+    members = data_mod.npz_members(tmp_path / "d.npz")
     assert isinstance(members["image"], np.memmap)
     np.testing.assert_array_equal(members["image"], a)
     np.testing.assert_array_equal(members["ids"], b)
     np.savez_compressed(tmp_path / "c.npz", image=a)
-    np.testing.assert_array_equal(data_mod._npz_members(tmp_path / "c.npz")["image"], a)
+    np.testing.assert_array_equal(data_mod.npz_members(tmp_path / "c.npz")["image"], a)
     src = load_calib_file(tmp_path / "d.npz", batch_size=5)
     first = _collect(src)[0]
     assert set(first[1]) == {"image", "ids"} and first[1]["image"].shape == (5, 2)

@@ -36,7 +36,7 @@ def load_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
 
 def audit_options(kw: dict[str, Any]) -> Any:
     """:class:`actaudit.api.AuditOptions` from the model, data and threshold option bundles."""
-    from ..api import AuditOptions
+    from ..options import AuditOptions
     from ..verdicts import Settings
 
     return AuditOptions(

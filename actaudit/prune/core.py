@@ -13,32 +13,39 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..api import AuditOptions, LoadedModel, build_report, data_source, load_model
-from ..data import DataSource
-from ..errors import EXIT_GATE, ActauditError, CalibrationError, InputError
-from ..fileio import sha256_file, staged_model
+from ..api import AuditOptions, load_model
+from ..assemble import model_section
+from ..backends.base import Pruner
+from ..data import DataSource, batch_samples
+from ..errors import InputError
 from ..rewrite.drift import Drift, Reference
-from .fresh import data_ranges, fresh_batches, parse_input_ranges
-from .interval import propagate, unit_upper
+from ..variants import (
+    Original,
+    VerificationError,
+    check_output,
+    measure_original,
+    options_from,
+    variant_drift,
+    write_verified,
+)
+from ..verdicts import SiteVerdict
+from .fresh import InputRange, data_ranges, fresh_batches, parse_input_ranges
+from .ir import Graph
 from .plan import Candidate, SitePlan, macs, plan
+from .proofs import check_box, prove
 from .report import PruneReport, SiteRow
+
+__all__ = ["PruneOptions", "VerificationError", "prune"]
 
 DEFAULT_MAX_DRIFT = 1e-5
 DEFAULT_FRESH_SEED = 1234
 # How far a nearly constant tanh/sigmoid unit may move (output range) to be a fold candidate.
 APPROX_SPAN = 1e-3
-
-
-class VerificationError(ActauditError):
-    """The written file did not reload, check or reproduce the measured outputs; nothing was written."""
-
-    exit_code = EXIT_GATE
 
 
 @dataclass
@@ -53,31 +60,11 @@ class PruneOptions:
     audit: AuditOptions = field(default_factory=AuditOptions)
 
 
-def options_from(kw: dict[str, Any]) -> PruneOptions:
-    mine = {f.name for f in fields(PruneOptions)} - {"audit"}
-    theirs = {f.name for f in fields(AuditOptions)}
-    unknown = set(kw) - mine - theirs
-    if unknown:
-        raise TypeError(f"unknown prune option(s): {', '.join(sorted(unknown))}")
-    audit = kw.get("audit") or AuditOptions(**{k: v for k, v in kw.items() if k in theirs})
-    return PruneOptions(**{k: v for k, v in kw.items() if k in mine}, audit=audit)
+def prune_options(kw: dict[str, object]) -> PruneOptions:
+    return options_from(PruneOptions, kw, "prune")
 
 
-def pruner_for(loaded: LoadedModel, opts: PruneOptions) -> Any:
-    if loaded.backend == "onnx":
-        if opts.output_format:
-            raise InputError(
-                "--output-format applies to PyTorch eager models; an ONNX model is written as ONNX"
-            )
-        from ..backends.onnx.prune import OnnxPruner
-
-        return OnnxPruner(loaded.handle)
-    from ..backends.torch.prune import TorchPruner
-
-    return TorchPruner(loaded, opts.output, opts.output_format)
-
-
-def _constants(v: Any, stuck: float) -> tuple[dict[int, float], set[int]]:
+def _constants(v: SiteVerdict, stuck: float) -> tuple[dict[int, float], set[int]]:
     """Units that output one value on every calibration element, and the nearly constant ones."""
     kind, p = v.info.kind, v.info.params
     st = v.stats
@@ -116,62 +103,196 @@ def _constants(v: Any, stuck: float) -> tuple[dict[int, float], set[int]]:
     return out, approx
 
 
-def prove(
-    pruner: Any,
-    model: Any,
-    ranges: dict[str, tuple[float, float]],
-    shapes: dict[str, tuple[int, ...]],
-    sites: list[Any],
-    stuck: float,
-) -> dict[str, list[int] | str]:
-    """Per site: units whose pre-activation is at or below the dead threshold for every input in the box."""
-    from ..kinds import Activation
+@dataclass
+class _Session:
+    """A prune in progress: the original measured once, its pruner, and the graph it is planned on."""
 
-    graph = pruner.graph(model, shapes)
-    env = propagate(graph, ranges, {n: (1, *s) for n, s in shapes.items()})
-    where = pruner.site_values(model, sites)
-    out: dict[str, list[int] | str] = {}
-    for v in sites:
+    opts: PruneOptions
+    original: Original
+    pruner: Pruner
+    base: object  # the original model, as the pruner edits it
+    graph: Graph
+    shapes: dict[str, tuple[int, ...]]
+    ranges: list[InputRange]
+    sizes: list[int]  # the calibration batches' sizes, which the fresh batch repeats
+    kw_names: list[str]
+    notes: list[str] = field(default_factory=list)
+    rows: dict[str, SiteRow] = field(default_factory=dict)
+
+    def variant(self, cs: list[Candidate]) -> tuple[list[SitePlan], object, Drift]:
+        """The plan for ``cs``, the edited model, and its drift on the calibration data."""
+        plans, edits = plan(self.graph, cs)
+        new = self.pruner.apply(self.base, self.graph, edits)
+        produced = self.pruner.outputs(new, self.original.source, self.opts.audit.samples)
+        return plans, new, variant_drift(self.original.ref, produced)
+
+
+def _start(model: object, data: object, opts: PruneOptions) -> _Session:
+    loaded = load_model(model, opts.audit)
+    out = Path(opts.output) if opts.output is not None else None
+    pruner = loaded.handle.pruner(out, opts.output_format)
+    original = measure_original(loaded, data, opts.audit)
+    pruner.prepare(original.source, opts.audit.samples)
+    ranges, sizes, kw_names = data_ranges(original.source, opts.audit.samples)
+    shapes = pruner.sample_shapes(ranges)
+    base = pruner.original()
+    graph = pruner.graph(base, shapes)
+    return _Session(opts, original, pruner, base, graph, shapes, ranges, sizes, kw_names, list(pruner.notes))
+
+
+def _candidates(s: _Session) -> list[Candidate]:
+    """Per site: its constant units (proven ones only with ``--only-proven``) where the graph can cut them."""
+    o, audit = s.opts, s.original.audit
+    stuck = o.audit.settings.stuck_fraction
+    proven: dict[str, list[int] | str] = {}
+    if o.input_range:
+        box = parse_input_ranges(list(o.input_range), list(s.shapes))
+        check_box(s.ranges, s.pruner, box, s.notes)
+        proven = prove(s.pruner, s.base, box, s.shapes, audit.sites, stuck)
+    where = s.pruner.site_values(s.base, audit.sites)
+    cands: list[Candidate] = []
+    for v in audit.sites:
         name = v.info.name
+        consts, approx = _constants(v, stuck)
+        row = s.rows[name] = SiteRow(name, v.info.op, v.info.kind, v.info.units)
+        if o.input_range:
+            pv = proven.get(name, [])
+            row.proven = pv if isinstance(pv, list) else None
+            if o.only_proven:
+                keep_only = set(pv) if isinstance(pv, list) else set()
+                for u in [u for u in consts if u not in keep_only]:
+                    row.kept[u] = "dead or constant on the data, but not proven for every input in the box"
+                    del consts[u]
+                approx = set()
+        if not consts:
+            continue
         got = where.get(name)
         if not isinstance(got, tuple):
-            out[name] = got or "not found in the analysed graph"
+            for u in consts:
+                row.kept[u] = f"the site is not prunable here: {got or 'not found in the graph'}"
             continue
-        box = env.get(got[0])
-        if box is None:
-            out[name] = "no bound reaches this site"
-            continue
-        try:
-            low = Activation(v.info.kind, v.info.params).thresholds(stuck)
-        except KeyError:
-            out[name] = f"no dead threshold for {v.info.kind}"
-            continue
-        if low.leaky or low.low is None or not math.isfinite(low.low):
-            out[name] = []
-            continue
-        ub = unit_upper(box, v.info.unit_axis)
-        if ub.shape[0] != v.info.units:
-            out[name] = "bound shape does not match the site's units"
-            continue
-        out[name] = [int(u) for u in np.flatnonzero(ub <= low.low)]
-    return out
+        rank = len(v.info.sample_shape) + 1
+        cands.append(Candidate(name, got[0], got[1], v.info.units, v.info.unit_axis, rank, consts, approx))
+    for unc in audit.uncovered:
+        s.notes.append(f"not audited, so not pruned: {unc.name} ({unc.op}): {unc.reason}")
+    return cands
 
 
-def _source_of(batches: list[Any], what: str) -> DataSource:
-    return DataSource(lambda: iter(batches), what, total_samples=sum(_n(b) for b in batches))
+def _choose(s: _Session, cands: list[Candidate]) -> tuple[object, Drift]:
+    """The variant cutting every candidate; without the nearly constant units when they cost the budget."""
+    plans, new, drift = s.variant(cands)
+    if drift.rel_l2 > s.opts.max_drift and any(c.approximate for c in cands):
+        s.notes.append(
+            f"folding nearly constant tanh/sigmoid units drifted {drift.rel_l2:.3g} > --max-drift: kept them"
+        )
+        for c in cands:
+            for u in c.approximate:
+                s.rows[c.site].kept[u] = (
+                    f"nearly constant (output span <= {APPROX_SPAN:g}); folding it exceeds --max-drift"
+                )
+                c.constants.pop(u, None)
+            c.approximate = set()
+        plans, new, drift = s.variant([c for c in cands if c.constants])
+    for sp in plans:
+        r = s.rows[sp.site]
+        r.removed, r.folded, r.producer, r.consumers = sp.removed, sp.folded, sp.producer, sp.consumers
+        r.kept.update(sp.kept)
+        r.approximate = sp.approximate
+    return new, drift
 
 
-def _n(b: Any) -> int:
-    from ..data import batch_samples
+def _fresh_drift(s: _Session, new: object) -> tuple[Drift, DataSource, Reference]:
+    """The drift on a seeded uniform batch of the data's shapes and ranges: units that never fired may on it."""
+    o = s.opts
+    fresh = fresh_batches(s.ranges, s.sizes, s.kw_names, o.fresh_seed)
+    src = DataSource(
+        lambda: iter(fresh),
+        f"fresh uniform batch, seed {o.fresh_seed}",
+        total_samples=sum(batch_samples(b) for b in fresh),
+    )
+    ref = Reference(list(s.pruner.outputs(s.base, src, None)))
+    d = ref.compare(s.pruner.outputs(new, src, None))
+    if d.rel_l2 > o.max_drift and not o.only_proven:
+        s.notes.append(
+            f"the fresh seeded batch drifted {d.rel_l2:.3g} > --max-drift: units that never fired on the "
+            "calibration data fire on other inputs of the same range; --only-proven with --input-range removes only "
+            "units dead for every input in a box"
+        )
+    return d, src, ref
 
-    return batch_samples(b)
+
+def _report(s: _Session, new: object, drift: Drift) -> PruneReport:
+    o = s.opts
+    drift_fresh, fresh_src, fresh_ref = _fresh_drift(s, new)
+    g_after = s.pruner.graph(new, s.shapes)
+    return PruneReport(
+        model=model_section(s.original.loaded),
+        calibration={**s.original.audit.calibration},
+        options={
+            "max_drift": o.max_drift,
+            "only_proven": o.only_proven,
+            "input_range": list(o.input_range),
+            "fresh_seed": o.fresh_seed,
+        },
+        sites=list(s.rows.values()),
+        before={"parameters": s.pruner.count_params(s.base), "macs": macs(s.graph)},
+        after={"parameters": s.pruner.count_params(new), "macs": macs(g_after)},
+        drift=drift,
+        drift_fresh=drift_fresh,
+        fresh={
+            "source": fresh_src.description,
+            "samples": fresh_ref.samples,
+            "ranges": {r.key: [r.low, r.high] for r in s.ranges},
+        },
+        notes=s.notes,
+        warnings=list(s.original.audit.warnings),
+    )
 
 
-def prune(model: Any, data: Any = None, *, options: PruneOptions | None = None, **kw: Any) -> PruneReport:
+def _write(s: _Session, new: object, report: PruneReport) -> None:
+    """Publish the pruned model once its reloaded copy reproduces the drift and the parameter count."""
+    o = s.opts
+    if o.output is None:
+        return
+    changed = any(r.removed or r.folded for r in s.rows.values())
+    if not changed or not (report.passed or o.force):
+        reason = (
+            "nothing to prune" if not changed else "drift over --max-drift (pass --force to write anyway)"
+        )
+        report.output = {"path": str(o.output), "written": False, "reason": reason}
+        return
+    want = report.after["parameters"]
+
+    def same_size(reloaded: object) -> None:
+        n = s.pruner.count_params(reloaded)
+        if n != want:
+            raise VerificationError(
+                f"the reloaded file holds {n} parameters, the pruned model {want}; nothing was written"
+            )
+
+    expect = report.drift.rel_l2 if report.drift else 0.0
+    done = write_verified(
+        s.pruner,
+        new,
+        s.original,
+        Path(o.output),
+        force=o.force,
+        notes=report.notes,
+        rerun=lambda m: s.pruner.outputs(m, s.original.source, o.audit.samples),
+        expect=expect,
+        tolerance=0.05 * max(expect, o.max_drift),
+        what="pruned",
+        check=same_size,
+    )
+    report.drift_verified = done.drift
+    report.output = done.output
+
+
+def prune(
+    model: object, data: object = None, *, options: PruneOptions | None = None, **kw: object
+) -> PruneReport:
     """Prune ``model`` on ``data``; keyword arguments are :class:`PruneOptions` or ``AuditOptions`` fields."""
-    from ..rewrite.core import check_output
-
-    opts = options or options_from(kw)
+    opts = options or prune_options(kw)
     if not opts.max_drift > 0:
         raise InputError(f"--max-drift {opts.max_drift:g}: must be positive")
     if opts.only_proven and not opts.input_range:
@@ -181,230 +302,13 @@ def prune(model: Any, data: Any = None, *, options: PruneOptions | None = None, 
         )
     check_output(opts.output, opts.force, model)
     t0 = time.perf_counter()
-    loaded = load_model(model, opts.audit)
-    pruner = pruner_for(loaded, opts)
-    source = data_source(data, loaded, opts.audit)
-    cap, ref_batches = pruner.capture(source, opts.audit)
-    audit = build_report(loaded, source, cap, opts.audit, [], {})
-    if not ref_batches:
-        raise CalibrationError("the model produced no outputs on the calibration data")
-    ref = Reference(ref_batches)
-    if ref.norm() == 0:
-        raise InputError(
-            "the model's outputs are all zero on the calibration data: relative drift is undefined"
-        )
-    ranges, sizes, kw_names = data_ranges(source, opts.audit.samples)
-    shapes = pruner.sample_shapes(ranges)
-    base = pruner.original()
-    graph = pruner.graph(base, shapes)
-    stuck = opts.audit.settings.stuck_fraction
-    notes: list[str] = list(pruner.notes)
-    proven: dict[str, list[int] | str] = {}
-    if opts.input_range:
-        box = parse_input_ranges(list(opts.input_range), list(shapes))
-        _check_box(ranges, pruner, box, notes)
-        proven = prove(pruner, base, box, shapes, audit.sites, stuck)
-    where = pruner.site_values(base, audit.sites)
-    cands: list[Candidate] = []
-    rows: dict[str, SiteRow] = {}
-    for v in audit.sites:
-        name = v.info.name
-        consts, approx = _constants(v, stuck)
-        row = SiteRow(name, v.info.op, v.info.kind, v.info.units)
-        rows[name] = row
-        if opts.input_range:
-            pv = proven.get(name, [])
-            row.proven = pv if isinstance(pv, list) else None
-            if opts.only_proven:
-                keep_only = set(pv) if isinstance(pv, list) else set()
-                for u in list(consts):
-                    if u not in keep_only:
-                        row.kept[u] = (
-                            "dead or constant on the data, but not proven for every input in the box"
-                        )
-                        del consts[u]
-                approx = set()
-        if not consts:
-            continue
-        got = where.get(name)
-        if not isinstance(got, tuple):
-            for u in consts:
-                row.kept[u] = f"the site is not prunable here: {got or 'not found in the graph'}"
-            continue
-        x, y = got
-        rank = len(v.info.sample_shape) + 1
-        cands.append(Candidate(name, x, y, v.info.units, v.info.unit_axis, rank, consts, approx))
-    for unc in audit.uncovered:
-        notes.append(f"not audited, so not pruned: {unc.name} ({unc.op}): {unc.reason}")
-
-    def build(cs: list[Candidate]) -> tuple[list[SitePlan], Any, Drift]:
-        plans, edits = plan(graph, cs)
-        new = pruner.apply(base, graph, edits)
-        try:
-            d = ref.compare(pruner.outputs(new, source, opts.audit.samples))
-        except ValueError as e:
-            raise CalibrationError(
-                f"re-running the calibration data failed: {e}",
-                hint="calibration data given in memory must be re-iterable (a list, not a generator)",
-            ) from None
-        return plans, new, d
-
-    plans, new, drift = build(cands)
-    if drift.rel_l2 > opts.max_drift and any(c.approximate for c in cands):
-        notes.append(
-            f"folding nearly constant tanh/sigmoid units drifted {drift.rel_l2:.3g} > --max-drift: kept them"
-        )
-        for c in cands:
-            for u in c.approximate:
-                rows[c.site].kept[u] = (
-                    f"nearly constant (output span <= {APPROX_SPAN:g}); folding it exceeds --max-drift"
-                )
-                c.constants.pop(u, None)
-            c.approximate = set()
-        plans, new, drift = build([c for c in cands if c.constants])
-    for sp in plans:
-        r = rows[sp.site]
-        r.removed, r.folded, r.producer, r.consumers = sp.removed, sp.folded, sp.producer, sp.consumers
-        r.kept.update(sp.kept)
-        r.approximate = sp.approximate
-    fresh = fresh_batches(ranges, sizes, kw_names, opts.fresh_seed)
-    fresh_src = _source_of(fresh, f"fresh uniform batch, seed {opts.fresh_seed}")
-    fresh_ref = Reference(list(pruner.outputs(base, fresh_src, None)))
-    drift_fresh = fresh_ref.compare(pruner.outputs(new, fresh_src, None))
-    if drift_fresh.rel_l2 > opts.max_drift and not opts.only_proven:
-        notes.append(
-            f"the fresh seeded batch drifted {drift_fresh.rel_l2:.3g} > --max-drift: units that never fired on the "
-            "calibration data fire on other inputs of the same range; --only-proven with --input-range removes only "
-            "units dead for every input in a box"
-        )
-    g_after = pruner.graph(new, shapes)
-    before = {"parameters": pruner.count_params(base), "macs": macs(graph)}
-    after = {"parameters": pruner.count_params(new), "macs": macs(g_after)}
-    report = PruneReport(
-        model={"path": loaded.path, "format": loaded.fmt, "sha256": loaded.sha256},
-        calibration={**audit.calibration},
-        options={
-            "max_drift": opts.max_drift,
-            "only_proven": opts.only_proven,
-            "input_range": list(opts.input_range),
-            "fresh_seed": opts.fresh_seed,
-        },
-        sites=list(rows.values()),
-        before=before,
-        after=after,
-        drift=drift,
-        drift_fresh=drift_fresh,
-        fresh={
-            "source": fresh_src.description,
-            "samples": fresh_ref.samples,
-            "ranges": {r.key: [r.low, r.high] for r in ranges},
-        },
-        notes=notes,
-        warnings=list(audit.warnings),
-    )
+    s = _start(model, data, opts)
+    new, drift = _choose(s, _candidates(s))
+    report = _report(s, new, drift)
     report.model_out = new
     t_plan = time.perf_counter()
-    changed = any(r.removed or r.folded for r in rows.values())
-    if opts.output is not None and changed and (report.passed or opts.force):
-        _write_verified(pruner, new, ref, source, opts, report, after)
-    elif opts.output is not None:
-        report.output = {
-            "path": str(opts.output),
-            "written": False,
-            "reason": "nothing to prune"
-            if not changed
-            else "drift over --max-drift (pass --force to write anyway)",
-        }
+    _write(s, new, report)
     report.run = {
         "timings_s": {"prune_s": round(t_plan - t0, 4), "write_s": round(time.perf_counter() - t_plan, 4)}
     }
     return report
-
-
-def _check_box(ranges: list[Any], pruner: Any, box: dict[str, tuple[float, float]], notes: list[str]) -> None:
-    names = pruner.range_names(ranges)
-    for r, name in zip(ranges, names, strict=True):
-        lo, hi = box.get(name, (-math.inf, math.inf))
-        if r.low < lo or r.high > hi:
-            notes.append(
-                f"calibration input {name} spans [{r.low:g}, {r.high:g}], outside --input-range [{lo:g}, {hi:g}]: proofs cover the box, not that data"
-            )
-
-
-def _write_verified(
-    pruner: Any,
-    new: Any,
-    ref: Reference,
-    source: Any,
-    opts: PruneOptions,
-    report: PruneReport,
-    after: dict[str, int],
-) -> None:
-    assert opts.output is not None
-    out = Path(opts.output)
-    with staged_model(pruner, new, report.notes, out, force=opts.force) as tmp:
-        try:
-            reloaded = pruner.reload(tmp)
-        except ActauditError:
-            raise
-        except Exception as e:
-            raise VerificationError(
-                f"the pruned model does not reload from disk: {type(e).__name__}: {e}; nothing was written"
-            ) from None
-        try:
-            d = ref.compare(pruner.outputs(reloaded, source, opts.audit.samples))
-        except Exception as e:
-            raise VerificationError(
-                f"the reloaded model failed on the calibration data: {type(e).__name__}: {e}; nothing was written"
-            ) from None
-        expect = report.drift.rel_l2 if report.drift else 0.0
-        if abs(d.rel_l2 - expect) > 1e-6 + 0.05 * max(expect, opts.max_drift):
-            raise VerificationError(
-                f"the reloaded file drifts {d.rel_l2:.4g}, but the in-memory model measured {expect:.4g}; nothing was written"
-            )
-        n = pruner.count_params(reloaded)
-        if n != after["parameters"]:
-            raise VerificationError(
-                f"the reloaded file holds {n} parameters, the pruned model {after['parameters']}; nothing was written"
-            )
-        report.drift_verified = d
-    report.output = {
-        "path": str(out),
-        "written": True,
-        "format": pruner.output_format,
-        "sha256": sha256_file(out),
-        "checks": list(pruner.checks),
-    }
-    data = getattr(pruner, "written_data", None)  # weights written beside the model (over 2 GB)
-    if data is not None:
-        report.output["external_data"] = {"path": str(data), "sha256": sha256_file(data)}
-
-
-def attach_proofs(report: Any, loaded: LoadedModel, source: DataSource, opts: AuditOptions) -> None:
-    """Mark ``proven_dead_units`` on an audit report's sites from interval bounds over the input box.
-
-    A proof that contradicts the data (a proven unit that fired on a calibration sample
-    inside the box) is a bug of the analysis: an internal error, never a silent report.
-    """
-    pruner = pruner_for(loaded, PruneOptions(audit=opts))
-    pruner.prepare(source, opts.samples)
-    ranges, _, _ = data_ranges(source, opts.samples)
-    shapes = pruner.sample_shapes(ranges)
-    box = parse_input_ranges(list(opts.input_range), list(shapes))
-    notes: list[str] = []
-    _check_box(ranges, pruner, box, notes)
-    proofs = prove(pruner, pruner.original(), box, shapes, report.sites, opts.settings.stuck_fraction)
-    inside = not notes
-    report.warnings.extend(notes)
-    for v in report.sites:
-        got = proofs.get(v.info.name, "not analysed")
-        if isinstance(got, str):
-            v.proven_dead_units, v.proof_note = [], got
-            continue
-        v.proven_dead_units = got
-        fired = sorted(set(got) - set(v.dead_units))
-        if fired and inside:
-            raise RuntimeError(
-                f"interval bounds proved units {fired[:8]} of {v.info.name} dead on the box, but they fired on "
-                "calibration data inside it: the bound propagation is unsound here"
-            )

@@ -13,18 +13,26 @@ import fnmatch
 import math
 import os
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from ..api import AuditOptions, LoadedModel, build_report, data_source, load_model
-from ..errors import EXIT_GATE, ActauditError, CalibrationError, InputError
-from ..fileio import sha256_file, staged_model
-from .drift import Drift, Ledger, Reference
+from ..api import AuditOptions, load_model
+from ..assemble import model_section
+from ..backends.base import Surgery
+from ..errors import InputError
+from ..naming import base_of
+from ..variants import Original, VerificationError, check_output, measure_original, options_from
+from ..verdicts import SiteVerdict
+from .drift import Drift, Ledger
+from .plan import SitePlan, SurgeryResult, float32_up
 from .report import RewriteReport, SiteRewrite
-from .search import DEFAULT_RANGE, SearchResult, SearchSite, auto_slopes, fixed_slopes
+from .search import DEFAULT_RANGE, Measure, SearchResult, SearchSite, auto_slopes, fixed_slopes
+from .units import UnitSite, centered_energy, search_units
+from .verify import expected_slopes, publish
+
+__all__ = ["RewriteOptions", "VerificationError", "check_output", "rewrite", "validate"]
 
 DEFAULT_MAX_DRIFT = 0.01
 DEFAULT_MAX_PASSES = 20.0
@@ -33,13 +41,6 @@ TARGETS = ("leaky", "prelu")
 SHIFTS = ("exact", "fold", "none")
 REWRITABLE_KINDS = ("relu", "relu6")
 OUTPUT_FORMATS = ("ts", "pt2")
-_TS_SUFFIXES = (".ts", ".pt", ".pth", ".jit", ".torchscript")
-
-
-class VerificationError(ActauditError):
-    """The written file did not reload, check or reproduce the measured outputs; nothing was written."""
-
-    exit_code = EXIT_GATE
 
 
 @dataclass
@@ -64,14 +65,8 @@ class RewriteOptions:
     audit: AuditOptions = field(default_factory=AuditOptions)
 
 
-def options_from(kw: dict[str, Any]) -> RewriteOptions:
-    mine = {f.name for f in fields(RewriteOptions)} - {"audit"}
-    theirs = {f.name for f in fields(AuditOptions)}
-    unknown = set(kw) - mine - theirs
-    if unknown:
-        raise TypeError(f"unknown rewrite option(s): {', '.join(sorted(unknown))}")
-    audit = kw.get("audit") or AuditOptions(**{k: v for k, v in kw.items() if k in theirs})
-    return RewriteOptions(**{k: v for k, v in kw.items() if k in mine}, audit=audit)
+def rewrite_options(kw: dict[str, object]) -> RewriteOptions:
+    return options_from(RewriteOptions, kw, "rewrite")
 
 
 def validate(opts: RewriteOptions) -> None:
@@ -113,79 +108,7 @@ def validate(opts: RewriteOptions) -> None:
         raise InputError("max_passes must be at least 3 (audit, one measurement, verification)")
 
 
-def check_output(output: str | os.PathLike[str] | None, force: bool, model: Any) -> None:
-    """Refuse before the (slow) run, not after it."""
-    if output is None:
-        return
-    out = Path(output)
-    if isinstance(model, (str, os.PathLike)):
-        src = Path(model)
-        if src.exists() and (out.resolve() == src.resolve() or (out.exists() and os.path.samefile(src, out))):
-            raise InputError(
-                f"output {out} is the input model", hint="the input is never modified; write to another path"
-            )
-    if out.is_dir():
-        raise InputError(f"output {out} is a directory", hint="give a file path")
-    if out.exists() and not force:
-        raise InputError(f"output {out} already exists", hint="pass --force to overwrite it")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output directory {parent} does not exist", hint="create it first")
-
-
-def _writer(loaded: LoadedModel, opts: RewriteOptions, notes: list[str]) -> str:
-    if loaded.backend == "onnx":
-        if opts.output_format:
-            raise InputError(
-                "--output-format applies to PyTorch eager models; an ONNX model is written as ONNX"
-            )
-        return "onnx"
-    fmt = loaded.fmt
-    want = opts.output_format
-    suffix = Path(opts.output).suffix.lower() if opts.output else ""
-    if fmt == "torchscript":
-        if want == "pt2":
-            raise InputError(
-                "a TorchScript model is rewritten as TorchScript; --output-format pt2 needs an eager model"
-            )
-        return "ts"
-    if fmt == "torch.export":
-        if want == "ts":
-            raise InputError(
-                "a torch.export program is rewritten as .pt2; --output-format ts needs an eager model"
-            )
-        return "pt2"
-    if want is None and suffix == ".pt2":
-        want = "pt2"
-    if fmt == "state_dict":
-        if want is None and suffix in _TS_SUFFIXES:
-            want = "ts"
-        if want is None:
-            if opts.output is None:
-                return "ts"
-            raise InputError(
-                f"a state_dict cannot carry a new activation, and {opts.output} does not say which format to write",
-                hint="pass --output-format ts|pt2, or name the output .ts or .pt2",
-            )
-        notes.append(
-            "a state_dict holds weights only and cannot carry a new activation: wrote "
-            + ("TorchScript" if want == "ts" else "a torch.export program (.pt2)")
-        )
-        return want
-    return want or "pickle"
-
-
-def _surgeon(loaded: LoadedModel, writer: str) -> Any:
-    if loaded.backend == "onnx":
-        from ..backends.onnx.surgery import OnnxSurgeon
-
-        return OnnxSurgeon(loaded.handle)
-    from ..backends.torch.surgery import TorchSurgeon
-
-    return TorchSurgeon(loaded.handle, writer)
-
-
-def _select(relu_sites: list[Any], spec: str) -> list[Any]:
+def _select(relu_sites: list[SiteVerdict], spec: str) -> list[SiteVerdict]:
     if not relu_sites:
         raise InputError(
             "the model has no ReLU / ReLU6 site to rewrite",
@@ -200,8 +123,7 @@ def _select(relu_sites: list[Any], spec: str) -> list[Any]:
         v
         for v in relu_sites
         if any(
-            fnmatch.fnmatchcase(v.info.name, g) or fnmatch.fnmatchcase(v.info.name.split("#")[0], g)
-            for g in globs
+            fnmatch.fnmatchcase(v.info.name, g) or fnmatch.fnmatchcase(base_of(v.info.name), g) for g in globs
         )
     ]
     if not chosen:
@@ -210,59 +132,26 @@ def _select(relu_sites: list[Any], spec: str) -> list[Any]:
     return chosen
 
 
-def rewrite(
-    model: Any, data: Any = None, *, options: RewriteOptions | None = None, **kw: Any
-) -> RewriteReport:
-    """Rewrite ReLU sites of ``model`` into LeakyReLU/PReLU under a drift budget.
+# -- one rewrite: the original measured once, variants built and measured against it ------------
+@dataclass
+class _Session:
+    """A rewrite in progress: the options, the original, its surgeon and the pass ledger."""
 
-    ``model`` and ``data`` are as for :func:`actaudit.audit`. Keyword arguments are
-    :class:`RewriteOptions` fields or :class:`actaudit.api.AuditOptions` fields. The
-    rewritten model is in ``report.model_out``; it is written only when ``output`` is
-    set and the drift gate passed (or ``force``).
-    """
-    opts = options or options_from(kw)
-    validate(opts)
-    check_output(opts.output, opts.force, model)
-    t0 = time.perf_counter()
-    notes: list[str] = []
-    loaded = load_model(model, opts.audit)
-    writer = _writer(loaded, opts, notes)
-    surgeon = _surgeon(loaded, writer)
-    source = data_source(data, loaded, opts.audit)
-    cap, ref_batches = surgeon.capture(source, opts.audit)
-    t_audit = time.perf_counter()
-    audit = build_report(loaded, source, cap, opts.audit, [], {})
-    if not ref_batches:
-        raise CalibrationError("the model produced no outputs on the calibration data")
-    names = getattr(surgeon, "output_names", None)
-    ref = Reference(ref_batches, names, _drift_select(opts.drift_outputs, names, ref_batches))
-    if not any(len(b) for b in ref.batches):
-        raise InputError("the model has no floating-point outputs: drift cannot be measured")
-    ynorm = ref.norm()
-    if ynorm == 0:
-        raise InputError(
-            "the model's outputs are all zero on the calibration data: relative drift is undefined"
-        )
-    ledger = Ledger(ref.samples)
-    if getattr(surgeon, "capture_passes", 1) == 2:
-        ledger.add("audit", ref.samples)
-        ledger.add("reference outputs", ref.samples)
-    else:
-        ledger.add("audit + reference outputs", ref.samples)
+    opts: RewriteOptions
+    original: Original
+    surgeon: Surgery
+    ledger: Ledger
+    notes: list[str]
+    by_name: dict[str, SiteVerdict] = field(default_factory=dict)  # the selected sites
 
-    relu = [v for v in audit.sites if v.info.kind in REWRITABLE_KINDS]
-    selected = _select(relu, opts.sites)
-    lo, hi = opts.alpha_range
-    lo = max(lo, min(opts.min_slope, hi))
-    from .plan import SitePlan, float32_up
+    @property
+    def unit_mode(self) -> bool:
+        """Per-unit slopes on dead units (the default), not one slope per site."""
+        o = self.opts
+        return o.to == "prelu" and o.slope_units == "dead" and o.alpha is None
 
-    fold = opts.shift == "fold"
-    unit_mode = opts.to == "prelu" and opts.slope_units == "dead" and opts.alpha is None
-    progress = opts.audit.progress
-    if progress is not None and hasattr(progress, "label"):
-        progress.label = "searching slopes"
-
-    def plan(v: Any, alpha: float, unit: dict[int, float] | None = None) -> Any:
+    def plan(self, v: SiteVerdict, alpha: float, unit: dict[int, float] | None = None) -> SitePlan:
+        o = self.opts
         vec = None
         if unit is not None:
             vec = np.zeros(v.info.units, dtype=np.float64)
@@ -276,260 +165,366 @@ def rewrite(
             unit_axis=v.info.unit_axis,
             sample_shape=tuple(v.info.sample_shape),
             neg_mean=v.stats.neg_mean(),
-            only_units=list(v.dead_units) if opts.slope_units == "dead" else None,
+            only_units=list(v.dead_units) if o.slope_units == "dead" else None,
             unit_slopes=vec,
-            exact_shift=opts.shift == "exact",
+            exact_shift=o.shift == "exact",
             kind=v.info.kind,
         )
 
-    by_name = {v.info.name: v for v in selected}
-    dry = surgeon.build([plan(v, hi) for v in selected], opts.to, False) if selected else None
-    ok = [n for n in by_name if dry is not None and n in dry.rewritten]
-    if unit_mode:
-        ok = [n for n in ok if by_name[n].dead_units]
+    def site_plans(self, slopes: dict[str, float]) -> list[SitePlan]:
+        return [self.plan(self.by_name[n], a) for n, a in slopes.items()]
+
+    def unit_plans(self, unit_slopes: dict[str, dict[int, float]]) -> list[SitePlan]:
+        return [self.plan(self.by_name[n], max(us.values()), us) for n, us in unit_slopes.items() if us]
+
+    def build(self, plans: list[SitePlan], compensate: bool = False) -> SurgeryResult:
+        return self.surgeon.build(plans, self.opts.to, compensate)
+
+    def run_variant(self, res: SurgeryResult, samples: int | None, purpose: str) -> Drift:
+        from ..variants import variant_drift
+
+        ref = self.original.ref
+        nb = ref.batches_for(samples)
+        produced = self.surgeon.outputs(res.model, self.original.source, self.opts.audit.samples, nb)
+        d = variant_drift(ref, produced, nb)
+        self.ledger.add(purpose, d.samples)
+        progress = self.opts.audit.progress
+        if progress is not None:
+            progress(d.samples)
+        return d
+
+    def measure_sites(self, compensate: bool) -> Measure:
+        def measure(slopes: dict[str, float], samples: int | None, purpose: str) -> Drift:
+            return self.run_variant(self.build(self.site_plans(slopes), compensate), samples, purpose)
+
+        return measure
+
+    def measure_units(
+        self, unit_slopes: dict[str, dict[int, float]], samples: int | None, purpose: str
+    ) -> Drift:
+        return self.run_variant(self.build(self.unit_plans(unit_slopes)), samples, purpose)
+
+
+@dataclass
+class _Outcome:
+    """What the search chose: the drift it measured, the variant to write and the plans behind it."""
+
+    search: SearchResult | None = None
+    final: SurgeryResult | None = None
+    plans: list[SitePlan] = field(default_factory=list)
+    uncompensated: Drift | None = None
+
+
+def _start(model: object, data: object, opts: RewriteOptions) -> _Session:
+    """Load, choose the writer (refusing a wrong ``--output-format`` before the run), one audit pass."""
+    notes: list[str] = []
+    loaded = load_model(model, opts.audit)
+    out = Path(opts.output) if opts.output is not None else None
+    surgeon = loaded.handle.surgery(loaded.handle.writer(loaded.fmt, out, opts.output_format, notes))
+    original = measure_original(loaded, data, opts.audit, opts.drift_outputs)
+    ledger = Ledger(original.ref.samples)
+    ledger.add("audit + reference outputs", original.ref.samples)
+    return _Session(opts, original, surgeon, ledger, notes)
+
+
+def _dry_run(
+    s: _Session, relu: list[SiteVerdict], selected: list[SiteVerdict]
+) -> tuple[list[str], dict[str, SiteRewrite]]:
+    """Every selected site rewritten at the cap once: which sites the surgeon can rewrite, one row each."""
+    hi = s.opts.alpha_range[1]
+    s.by_name = {v.info.name: v for v in selected}
+    dry = s.build([s.plan(v, hi) for v in selected]) if selected else None
+    ok = [n for n in s.by_name if dry is not None and n in dry.rewritten]
+    if s.unit_mode:
+        ok = [n for n in ok if s.by_name[n].dead_units]
     rows: dict[str, SiteRewrite] = {}
     for v in relu:
         n = v.info.name
         row = SiteRewrite(n, v.info.op, v.info.units, v.info.unit_axis, len(v.dead_units), "unchanged")
-        if n in by_name and dry is not None:
+        if n in s.by_name and dry is not None:
             if n in dry.rewritten:
                 row.status, row.how = "rewritten", dry.rewritten[n]
             else:
                 row.status, row.reason = "skipped", dry.skipped.get(n, "not rewritten")
         rows[n] = row
     if dry is not None:
-        notes.extend(dry.notes)
-    for u in audit.uncovered:
-        notes.append(f"not audited, so not rewritten: {u.name} ({u.op}): {u.reason}")
+        s.notes.extend(dry.notes)
+    for u in s.original.audit.uncovered:
+        s.notes.append(f"not audited, so not rewritten: {u.name} ({u.op}): {u.reason}")
+    return ok, rows
 
-    def run_variant(res: Any, samples: int | None, purpose: str) -> Drift:
-        nb = ref.batches_for(samples)
-        try:
-            d = ref.compare(surgeon.outputs(res.model, source, opts.audit.samples, nb), nb)
-        except ValueError as e:
-            raise CalibrationError(
-                f"re-running the calibration data failed: {e}",
-                hint="calibration data given in memory must be re-iterable (a list, not a generator)",
-            ) from None
-        ledger.add(purpose, d.samples)
-        if progress is not None:
-            progress(d.samples)
-        return d
 
-    def measure_with(compensate: bool) -> Any:
-        def measure(slopes: dict[str, float], samples: int | None, purpose: str) -> Drift:
-            res = surgeon.build([plan(by_name[n], a) for n, a in slopes.items()], opts.to, compensate)
-            return run_variant(res, samples, purpose)
+def _unit_search(s: _Session, ok: list[str], rows: dict[str, SiteRewrite]) -> _Outcome:
+    """Per-unit slopes on dead units (:mod:`.units`), cheapest first, under the drift budget."""
+    o = s.opts
+    ynorm = s.original.ref.norm()
+    usites = []
+    for n in ok:
+        v = s.by_name[n]
+        dead, st = list(v.dead_units), v.stats
+        e = centered_energy(st.neg_sq, st.neg_mean(), st.finite_elements)[dead] / (ynorm**2)
+        usites.append(UnitSite(n, dead, e))
+    hi = o.alpha_range[1]
+    ures = search_units(
+        usites,
+        s.measure_units,
+        budget=o.max_drift,
+        total_samples=s.original.ref.samples,
+        passes=max(1.0, o.max_passes - s.ledger.passes - (1.0 if o.output else 0.0)),
+        min_slope=o.min_slope,
+        cap=hi,
+    )
+    over = ures.best_infeasible if not ures.feasible else None
+    use = ures.slopes if ures.feasible else (over[0] if over else {})
+    search = SearchResult(
+        slopes={n: max(us.values()) for n, us in use.items() if us},
+        drift=ures.drift,
+        feasible=ures.feasible,
+        gains=ures.gains,
+        gain_source=ures.gain_source,
+        predicted={},
+        predicted_total=ures.predicted_total,
+        steps=ures.steps,
+    )
+    final = s.build(s.unit_plans(use)) if use else None
+    if final is not None:
+        s.notes.extend(x for x in final.notes if x not in s.notes)
+    for n in ok:
+        r, us = rows[n], use.get(n, {})
+        if not us:
+            r.status, r.how = "unchanged", None
+            r.reason = "no dead unit of this site fits the drift budget"
+            continue
+        r.alpha, r.alpha_min = max(us.values()), min(us.values())
+        r.unit_slopes = {int(u): float(float32_up(np.array([a]))[0]) for u, a in sorted(us.items())}
+        r.revived = sum(1 for a in us.values() if a >= o.min_slope)
+        r.gain = ures.gains.get(n)
+        if final is not None and n in final.skipped:
+            r.status, r.reason = "skipped", final.skipped[n]
+    if not ures.feasible:
+        s.notes.append(_nothing_fits(o, over, sum(len(s.by_name[n].dead_units) for n in ok)))
+    return _Outcome(search, final, s.unit_plans(use))
 
-        return measure
 
-    def unit_plans(unit_slopes: dict[str, dict[int, float]]) -> list[Any]:
-        return [plan(by_name[n], max(us.values()), us) for n, us in unit_slopes.items() if us]
+def _nothing_fits(
+    o: RewriteOptions, over: tuple[dict[str, dict[int, float]], Drift] | None, dead: int
+) -> str:
+    what = (
+        f"the cheapest change measured drifts {over[1].rel_l2:.4g} "
+        f"({sum(len(x) for x in over[0].values())} unit(s) at slope {o.min_slope:g}: "
+        + ", ".join(f"{n} unit {u}" for n, us in over[0].items() for u in list(us)[:3])
+        + ")"
+        if over
+        else "no variant could be measured within the pass budget"
+    )
+    return (
+        f"no dead unit fits --max-drift {o.max_drift:g}: {what}; of {dead} dead unit(s) none was "
+        "revived. What would fit: a larger --max-drift (at least the drift above), a smaller --min-slope "
+        "(the unit then still counts as dead), or --drift-outputs to measure only the outputs you care about"
+    )
 
-    def measure_units(unit_slopes: dict[str, dict[int, float]], samples: int | None, purpose: str) -> Drift:
-        return run_variant(surgeon.build(unit_plans(unit_slopes), opts.to, False), samples, purpose)
 
-    search: SearchResult | None = None
-    final = None
-    d_nocomp = None
-    chosen_units: dict[str, dict[int, float]] = {}
-    over_budget: Any = None
-    if ok and unit_mode:
-        from .units import UnitSite, centered_energy, search_units
-
-        usites = []
-        for n in ok:
-            v = by_name[n]
-            dead = list(v.dead_units)
-            st = v.stats
-            e = centered_energy(st.neg_sq, st.neg_mean(), st.finite_elements)[dead] / (ynorm**2)
-            usites.append(UnitSite(n, dead, e))
-        passes = max(1.0, opts.max_passes - ledger.passes - (1.0 if opts.output else 0.0))
-        ures = search_units(
-            usites,
-            measure_units,
-            budget=opts.max_drift,
-            total_samples=ref.samples,
-            passes=passes,
-            min_slope=opts.min_slope,
-            cap=hi,
-        )
-        chosen_units = ures.slopes
-        if not ures.feasible and ures.best_infeasible is not None:
-            over_budget = ures.best_infeasible
-        use = chosen_units if ures.feasible else (over_budget[0] if over_budget else {})
-        site_alpha = {n: max(us.values()) for n, us in use.items() if us}
-        drift = ures.drift
-        search = SearchResult(
-            slopes=site_alpha,
-            drift=drift,
-            feasible=ures.feasible,
-            gains=ures.gains,
-            gain_source=ures.gain_source,
-            predicted={},
-            predicted_total=ures.predicted_total,
-            steps=ures.steps,
-        )
-        final = surgeon.build(unit_plans(use), opts.to, False) if use else None
-        if final is not None:
-            notes.extend(x for x in final.notes if x not in notes)
-        for n in ok:
-            r = rows[n]
-            us = use.get(n, {})
-            if not us:
-                r.status, r.how = "unchanged", None
-                r.reason = "no dead unit of this site fits the drift budget"
-                continue
-            r.alpha = max(us.values())
-            r.alpha_min = min(us.values())
-            r.unit_slopes = {int(u): float(float32_up(np.array([a]))[0]) for u, a in sorted(us.items())}
-            r.revived = sum(1 for a in us.values() if a >= opts.min_slope)
-            r.gain = ures.gains.get(n)
-            if final is not None and n in final.skipped:
-                r.status, r.reason = "skipped", final.skipped[n]
-        if not ures.feasible:
-            total_dead = sum(len(by_name[n].dead_units) for n in ok)
-            what = (
-                f"the cheapest change measured drifts {over_budget[1].rel_l2:.4g} "
-                f"({sum(len(x) for x in over_budget[0].values())} unit(s) at slope {opts.min_slope:g}: "
-                + ", ".join(f"{n} unit {u}" for n, us in over_budget[0].items() for u in list(us)[:3])
-                + ")"
-                if over_budget
-                else "no variant could be measured within the pass budget"
-            )
-            notes.append(
-                f"no dead unit fits --max-drift {opts.max_drift:g}: {what}; of {total_dead} dead unit(s) none was "
-                "revived. What would fit: a larger --max-drift (at least the drift above), a smaller --min-slope "
-                "(the unit then still counts as dead), or --drift-outputs to measure only the outputs you care about"
-            )
-    elif ok:
-        ssites = [
-            SearchSite(n, max(1.0, float(len(by_name[n].dead_units))), _energy(by_name[n], opts) / ynorm)
-            for n in ok
-        ]
-        reserve = 1.0 + (1.0 if fold else 0.0) + (1.0 if opts.output else 0.0)
-        passes = max(1.0, opts.max_passes - ledger.passes - reserve)
-        measure = measure_with(fold)
-        if opts.alpha is None:
-            search = auto_slopes(
-                ssites, measure, budget=opts.max_drift, total_samples=ref.samples, passes=passes, lo=lo, hi=hi
-            )
-        else:
-            search = fixed_slopes(
-                ssites, opts.alpha, measure, total_samples=ref.samples, passes=passes, budget=opts.max_drift
-            )
-        final = surgeon.build([plan(by_name[n], a) for n, a in search.slopes.items()], opts.to, fold)
-        notes.extend(x for x in final.notes if x not in notes)
-        if fold:
-            d_nocomp = measure_with(False)(search.slopes, None, "without compensation")
-            if d_nocomp.rel_l2 < search.drift.rel_l2:
-                notes.append(
-                    f"compensation made the drift worse here ({search.drift.rel_l2:.4g} with, {d_nocomp.rel_l2:.4g} "
-                    "without): folds next to zero padding over-correct at the borders; consider running without --compensate"
-                )
-        stuck = opts.audit.settings.stuck_fraction
-        for n in ok:
-            r = rows[n]
-            r.alpha = search.slopes[n]
-            r.gain = search.gains.get(n)
-            r.predicted_drift = search.predicted.get(n)
-            r.measured_drift = search.site_drift.get(n)
-            r.revived = len(by_name[n].dead_units) if r.alpha >= opts.min_slope else 0
-            if n in final.skipped:  # should not happen after the dry run
-                r.status, r.reason = "skipped", final.skipped[n]
-            if fold:
-                r.compensation = (
-                    final.compensated.get(n)
-                    or f"not compensated: {final.not_compensated.get(n, 'no linear op found')}"
-                )
-        if opts.shift == "exact":
-            for n in ok:
-                rows[n].compensation = "exact shift after the activation"
-        low = [n for n in ok if search.slopes[n] < stuck]
-        if low:
-            notes.append(
-                f"{len(low)} site(s) got α below the stuck fraction {stuck:g} ({', '.join(low[:5])}): a unit with so "
-                "small a slope still counts as dead in an audit, though it does get a gradient"
-            )
-        if search.gain_source == "probe" and not search.site_drift and len(ok) > 1:
-            notes.append("per-site drift was not measured alone: the pass budget was spent on the search")
-    elif not selected or (unit_mode and not any(by_name[n].dead_units for n in by_name)):
-        notes.append(
-            "no ReLU / ReLU6 site has dead units: nothing to revive (use --sites all --slope-units all to add "
-            "slopes anyway)"
-            if opts.sites == "dead" or unit_mode
-            else "no site selected"
+def _site_search(s: _Session, ok: list[str], rows: dict[str, SiteRewrite]) -> _Outcome:
+    """One slope per site (:mod:`.search`): searched, or ``--alpha`` measured; ``--shift fold`` compared."""
+    o = s.opts
+    fold = o.shift == "fold"
+    ynorm = s.original.ref.norm()
+    ssites = [
+        SearchSite(n, max(1.0, float(len(s.by_name[n].dead_units))), _energy(s.by_name[n], o) / ynorm)
+        for n in ok
+    ]
+    reserve = 1.0 + (1.0 if fold else 0.0) + (1.0 if o.output else 0.0)
+    passes = max(1.0, o.max_passes - s.ledger.passes - reserve)
+    measure, total = s.measure_sites(fold), s.original.ref.samples
+    if o.alpha is None:
+        lo, hi = _slope_range(o)
+        search = auto_slopes(
+            ssites, measure, budget=o.max_drift, total_samples=total, passes=passes, lo=lo, hi=hi
         )
     else:
-        why = "; ".join(f"{r.name}: {r.reason}" for r in rows.values() if r.status == "skipped")
-        raise InputError(f"none of the selected ReLU sites can be rewritten: {why}")
+        search = fixed_slopes(
+            ssites, o.alpha, measure, total_samples=total, passes=passes, budget=o.max_drift
+        )
+    final = s.build(s.site_plans(search.slopes), fold)
+    s.notes.extend(x for x in final.notes if x not in s.notes)
+    d_nocomp = None
+    if fold:
+        d_nocomp = s.measure_sites(False)(search.slopes, None, "without compensation")
+        if d_nocomp.rel_l2 < search.drift.rel_l2:
+            s.notes.append(
+                f"compensation made the drift worse here ({search.drift.rel_l2:.4g} with, {d_nocomp.rel_l2:.4g} "
+                "without): folds next to zero padding over-correct at the borders; consider running without --compensate"
+            )
+    _site_rows(s, ok, rows, search, final)
+    return _Outcome(search, final, s.site_plans(search.slopes), d_nocomp)
 
+
+def _site_rows(
+    s: _Session, ok: list[str], rows: dict[str, SiteRewrite], search: SearchResult, final: SurgeryResult
+) -> None:
+    o = s.opts
+    for n in ok:
+        r = rows[n]
+        r.alpha = search.slopes[n]
+        r.gain = search.gains.get(n)
+        r.predicted_drift = search.predicted.get(n)
+        r.measured_drift = search.site_drift.get(n)
+        r.revived = len(s.by_name[n].dead_units) if r.alpha >= o.min_slope else 0
+        if n in final.skipped:  # should not happen after the dry run
+            r.status, r.reason = "skipped", final.skipped[n]
+        if o.shift == "fold":
+            r.compensation = (
+                final.compensated.get(n)
+                or f"not compensated: {final.not_compensated.get(n, 'no linear op found')}"
+            )
+        elif o.shift == "exact":
+            r.compensation = "exact shift after the activation"
+    stuck = o.audit.settings.stuck_fraction
+    low = [n for n in ok if search.slopes[n] < stuck]
+    if low:
+        s.notes.append(
+            f"{len(low)} site(s) got α below the stuck fraction {stuck:g} ({', '.join(low[:5])}): a unit with so "
+            "small a slope still counts as dead in an audit, though it does get a gradient"
+        )
+    if search.gain_source == "probe" and not search.site_drift and len(ok) > 1:
+        s.notes.append("per-site drift was not measured alone: the pass budget was spent on the search")
+
+
+def _slope_range(o: RewriteOptions) -> tuple[float, float]:
+    """``--alpha-range`` with its floor raised to ``--min-slope`` (below the cap)."""
+    lo, hi = o.alpha_range
+    return max(lo, min(o.min_slope, hi)), hi
+
+
+def _nothing_to_search(s: _Session, selected: list[SiteVerdict], rows: dict[str, SiteRewrite]) -> None:
+    """No site to search: a note when nothing has dead units, an error when nothing can be rewritten."""
+    o = s.opts
+    if not selected or (s.unit_mode and not any(s.by_name[n].dead_units for n in s.by_name)):
+        s.notes.append(
+            "no ReLU / ReLU6 site has dead units: nothing to revive (use --sites all --slope-units all to add "
+            "slopes anyway)"
+            if o.sites == "dead" or s.unit_mode
+            else "no site selected"
+        )
+        return
+    why = "; ".join(f"{r.name}: {r.reason}" for r in rows.values() if r.status == "skipped")
+    raise InputError(f"none of the selected ReLU sites can be rewritten: {why}")
+
+
+_METHODS = {
+    "probe": "per-site probes + confirmation",
+    "statistics": "statistics + confirmation",
+    "fixed": "fixed α",
+}
+
+
+def _report(s: _Session, rows: dict[str, SiteRewrite], out: _Outcome) -> RewriteReport:
+    o, audit, search = s.opts, s.original.audit, out.search
     report = RewriteReport(
-        model={"path": loaded.path, "format": loaded.fmt, "sha256": loaded.sha256},
+        model=model_section(s.original.loaded),
         calibration={**audit.calibration},
         options={
-            "to": opts.to,
-            "alpha": "auto" if opts.alpha is None else opts.alpha,
-            "alpha_range": [lo, hi],
-            "max_drift": opts.max_drift,
-            "sites": opts.sites,
-            "compensate": opts.compensate,
-            "shift": opts.shift,
-            "slope_units": opts.slope_units,
-            "min_slope": opts.min_slope,
-            "drift_outputs": [ref.names[i] for i in ref.select],
-            "max_passes": opts.max_passes,
+            "to": o.to,
+            "alpha": "auto" if o.alpha is None else o.alpha,
+            "alpha_range": list(_slope_range(o)),
+            "max_drift": o.max_drift,
+            "sites": o.sites,
+            "compensate": o.compensate,
+            "shift": o.shift,
+            "slope_units": o.slope_units,
+            "min_slope": o.min_slope,
+            "drift_outputs": [s.original.ref.names[i] for i in s.original.ref.select],
+            "max_passes": o.max_passes,
         },
         sites=list(rows.values()),
         drift=search.drift if search else None,
-        drift_uncompensated=d_nocomp,
+        drift_uncompensated=out.uncompensated,
         audit_summary=audit.summary(),
-        notes=notes,
+        notes=s.notes,
         warnings=list(audit.warnings),
     )
     if search is not None:
         report.search = {
-            "method": {
-                "probe": "per-site probes + confirmation",
-                "statistics": "statistics + confirmation",
-                "fixed": "fixed α",
-            }[search.gain_source],
+            "method": _METHODS[search.gain_source],
             "feasible": search.feasible,
             "predicted_drift": search.predicted_total,
-            "steps": [s.to_dict() for s in search.steps],
+            "steps": [st.to_dict() for st in search.steps],
         }
-    report.model_out = final.model if final is not None else None
-    if final is not None:
-        final_plans = (
-            unit_plans(chosen_units if chosen_units else (over_budget[0] if over_budget else {}))
-            if unit_mode
-            else [plan(by_name[n], a) for n, a in search.slopes.items()]
-            if search
-            else []
+    report.model_out = out.final.model if out.final is not None else None
+    if out.final is not None:
+        report.expected_slopes = expected_slopes(out.plans, out.final, o.to)
+    return report
+
+
+def _write(s: _Session, report: RewriteReport, out: _Outcome, searched: bool) -> None:
+    """Publish the variant when it passed (or ``--write-over-budget``); otherwise say why not."""
+    o = s.opts
+    if o.output is None:
+        return
+    if out.final is not None and out.search is not None and (report.passed or o.write_over_budget):
+        d = publish(
+            s.surgeon,
+            out.final,
+            out.search.drift,
+            s.original,
+            Path(o.output),
+            force=o.force,
+            samples=o.audit.samples,
+            max_drift=o.max_drift,
+            report=report,
+            notes=s.notes,
         )
-        report.expected_slopes = _expected_slopes(final_plans, final, opts.to)
-    t_search = time.perf_counter()
-    if progress is not None and hasattr(progress, "label"):
-        progress.label = "verifying"
-    if opts.output is not None and final is not None and (report.passed or opts.write_over_budget):
-        _write_verified(surgeon, final, search, ref, source, opts, ledger, report, notes)
-    elif opts.output is not None and final is not None:
+        s.ledger.add("verify written file", d.samples)
+        report.drift_verified = d
+        return
+    if out.final is not None:
         why = (
             "drift over --max-drift (pass --write-over-budget to write it anyway)"
             if not report.drift_ok
-            else f"no dead unit got a slope of at least --min-slope {opts.min_slope:g}"
+            else f"no dead unit got a slope of at least --min-slope {o.min_slope:g}"
         )
-        report.output = {"path": str(opts.output), "written": False, "reason": why}
-    elif opts.output is not None:
-        report.output = {
-            "path": str(opts.output),
-            "written": False,
-            "reason": "nothing revived: "
-            + ("no unit fits the drift budget" if ok else "no dead unit to revive"),
-        }
+    else:
+        why = "nothing revived: " + (
+            "no unit fits the drift budget" if searched else "no dead unit to revive"
+        )
+    report.output = {"path": str(o.output), "written": False, "reason": why}
+
+
+def rewrite(
+    model: object, data: object = None, *, options: RewriteOptions | None = None, **kw: object
+) -> RewriteReport:
+    """Rewrite ReLU sites of ``model`` into LeakyReLU/PReLU under a drift budget.
+
+    ``model`` and ``data`` are as for :func:`actaudit.audit`. Keyword arguments are
+    :class:`RewriteOptions` fields or :class:`actaudit.api.AuditOptions` fields. The
+    rewritten model is in ``report.model_out``; it is written only when ``output`` is
+    set and the drift gate passed (or ``force``).
+    """
+    opts = options or rewrite_options(kw)
+    validate(opts)
+    check_output(opts.output, opts.force, model)
+    t0 = time.perf_counter()
+    s = _start(model, data, opts)
+    t_audit = time.perf_counter()
+    relu = [v for v in s.original.audit.sites if v.info.kind in REWRITABLE_KINDS]
+    selected = _select(relu, opts.sites)
+    progress = opts.audit.progress
+    if progress is not None and hasattr(progress, "label"):
+        progress.label = "searching slopes"
+    ok, rows = _dry_run(s, relu, selected)
+    if ok:
+        out = _unit_search(s, ok, rows) if s.unit_mode else _site_search(s, ok, rows)
+    else:
+        _nothing_to_search(s, selected, rows)
+        out = _Outcome()
+    report = _report(s, rows, out)
+    t_search = time.perf_counter()
+    if progress is not None and hasattr(progress, "label"):
+        progress.label = "verifying"
+    _write(s, report, out, bool(ok))
     if report.search:
-        report.search["passes"] = round(ledger.passes, 3)
-        report.search["passes_by_purpose"] = _group(ledger.by_purpose())
+        report.search["passes"] = round(s.ledger.passes, 3)
+        report.search["passes_by_purpose"] = _group(s.ledger.by_purpose())
     report.run = {
         "timings_s": {
             "audit_s": round(t_audit - t0, 4),
@@ -540,7 +535,7 @@ def rewrite(
     return report
 
 
-def _energy(v: Any, opts: RewriteOptions) -> float:
+def _energy(v: SiteVerdict, opts: RewriteOptions) -> float:
     """sqrt(Σ min(z, 0)²) over the units that get a slope: the first-order size of the change."""
     sq = np.asarray(v.stats.neg_sq, dtype=np.float64)
     if opts.slope_units == "dead":
@@ -554,134 +549,3 @@ def _group(by: dict[str, float]) -> dict[str, float]:
         key = k.split(" ", 1)[0] if k.startswith(("probe ", "attribute ")) else k
         out[key] = round(out.get(key, 0.0) + v, 3)
     return out
-
-
-def _write_verified(
-    surgeon: Any,
-    final: Any,
-    search: Any,
-    ref: Reference,
-    source: Any,
-    opts: RewriteOptions,
-    ledger: Ledger,
-    report: RewriteReport,
-    notes: list[str],
-) -> None:
-    assert opts.output is not None
-    out = Path(opts.output)
-    with staged_model(surgeon, final.model, notes, out, force=opts.force) as tmp:
-        try:
-            reloaded = surgeon.reload(tmp)
-        except ActauditError:
-            raise
-        except Exception as e:
-            raise VerificationError(
-                f"the rewritten model does not reload from disk: {type(e).__name__}: {e}; nothing was written"
-            ) from None
-        try:
-            d = ref.compare(surgeon.outputs(reloaded, source, opts.audit.samples, None))
-        except Exception as e:
-            raise VerificationError(
-                f"the reloaded model failed on the calibration data: {type(e).__name__}: {e}; nothing was written"
-            ) from None
-        ledger.add("verify written file", d.samples)
-        expect = search.drift.rel_l2
-        if abs(d.rel_l2 - expect) > 1e-6 + 0.02 * max(expect, opts.max_drift):
-            raise VerificationError(
-                f"the reloaded file drifts {d.rel_l2:.4g} from the original, but the in-memory rewrite measured {expect:.4g}; nothing was written"
-            )
-        written = surgeon.written_slopes(reloaded)
-        got = _minus(_flat_slopes(written), _flat_slopes(surgeon.original_slopes()))
-        want = sorted(report.expected_slopes)
-        if not _same_multiset(got, want):
-            raise VerificationError(
-                f"the reloaded file's slopes {got[:8]} do not match the chosen ones {want[:8]}; nothing was written"
-            )
-        if not surgeon.trainable(reloaded) and surgeon.trainable(surgeon.original()):
-            notes.append("the reloaded model's parameters are not all trainable, though the input's were")
-        frozen: list[str] = getattr(surgeon, "frozen_parameters", lambda m: [])(reloaded)
-        if frozen:
-            report.warnings.append(
-                f"{len(frozen)} parameter(s) in the written file are frozen (requires_grad=False), e.g. "
-                f"{', '.join(frozen[:4])}: revived units get a gradient, but frozen weights feeding them will not "
-                "train until you unfreeze them (module.requires_grad_(True))"
-            )
-        report.drift_verified = d
-    report.output = {
-        "path": str(out),
-        "written": True,
-        "format": surgeon.output_format,
-        "sha256": sha256_file(out),
-        "checks": list(getattr(surgeon, "checks", ("fresh load from disk", "calibration re-run"))),
-        "slopes_in_file": [
-            {
-                "site": s,
-                "op": op,
-                "slope": slope if not isinstance(slope, list) else f"{len(slope)} per-unit values",
-            }
-            for s, op, slope in written
-        ],
-    }
-    data = getattr(surgeon, "written_data", None)  # weights written beside the model (over 2 GB)
-    if data is not None:
-        report.output["external_data"] = {"path": str(data), "sha256": sha256_file(data)}
-
-
-def _key(values: Any) -> tuple[float, ...]:
-    return tuple(float(f"{float(x):.5g}") for x in np.asarray(values, dtype=np.float64).reshape(-1))
-
-
-def _flat_slopes(written: list[tuple[str, str, Any]]) -> list[tuple[float, ...]]:
-    """One key per slope-carrying node of a file: its slope(s), rounded."""
-    return [
-        _key(slope if isinstance(slope, list) else [slope]) for _, _op, slope in written if slope is not None
-    ]
-
-
-def _minus(a: list[Any], b: list[Any]) -> list[Any]:
-    """Multiset difference: the slopes the rewrite added (the model may have had leaky units already)."""
-    rest = list(a)
-    for x in b:
-        if x in rest:
-            rest.remove(x)
-    return sorted(rest)
-
-
-def _expected_slopes(plans: list[Any], final: Any, to: str) -> list[tuple[float, ...]]:
-    """One key per rewritten site (a site may be several nodes, or share one: compared as sets)."""
-    from .plan import float32_up
-
-    out = []
-    for p in plans:
-        if p.name not in final.rewritten:
-            continue
-        if to == "leaky":
-            out.append(_key([p.alpha]))
-        elif p.per_unit() or p.exact_shift or p.cap is not None:
-            out.append(_key(float32_up(p.slopes() if p.unit_slopes is not None else p.slopes(p.alpha))))
-        else:
-            out.append(_key(p.slopes(p.alpha)))
-    return sorted(out)
-
-
-def _drift_select(spec: str | None, names: list[str] | None, batches: list[Any]) -> list[int] | None:
-    """Indices of the outputs named in ``--drift-outputs`` (all when None)."""
-    if not spec:
-        return None
-    n_out = len(batches[0]) if batches else 0
-    have = list(names) if names is not None and len(names) == n_out else [f"output{i}" for i in range(n_out)]
-    want = [w.strip() for w in spec.split(",") if w.strip()]
-    missing = [w for w in want if w not in have]
-    if missing or not want:
-        raise InputError(
-            f"--drift-outputs {spec!r}: no floating-point output named {', '.join(missing) or '(empty)'}",
-            hint=f"the model's outputs are: {', '.join(have)}",
-        )
-    return [have.index(w) for w in want]
-
-
-def _same_multiset(got: list[Any], want: list[Any]) -> bool:
-    # A module called at several sites with one slope appears once in the file; compare the sets then.
-    if got == want:
-        return True
-    return sorted(set(got)) == sorted(set(want)) and len(got) <= len(want)

@@ -8,12 +8,13 @@ outputs are recorded once (during the audit pass) and kept in memory as float32.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ..errors import InputError
 from ..jsonform import json_float as _r
 
 Outputs = list[np.ndarray]  # the floating-point outputs of one batch, in a fixed order
@@ -123,6 +124,19 @@ class Reference:
         self.samples = sum(self.samples_per_batch)
         self.class_scores = looks_like_class_scores(batches[0])
 
+    def keep_only(self, spec: str | None) -> None:
+        """``--drift-outputs NAME[,NAME]``: measure the drift over these outputs only (all when None)."""
+        if not spec:
+            return
+        want = [w.strip() for w in spec.split(",") if w.strip()]
+        missing = [w for w in want if w not in self.names]
+        if missing or not want:
+            raise InputError(
+                f"--drift-outputs {spec!r}: no floating-point output named {', '.join(missing) or '(empty)'}",
+                hint=f"the model's outputs are: {', '.join(self.names)}",
+            )
+        self.select = [self.names.index(w) for w in want]
+
     def norm(self, n_batches: int | None = None) -> float:
         bs = self.batches[:n_batches] if n_batches is not None else self.batches
         return math.sqrt(
@@ -213,10 +227,3 @@ class Ledger:
         for purpose, s in self.entries:
             out[purpose] = out.get(purpose, 0.0) + s / max(self.total_samples, 1)
         return {k: round(v, 3) for k, v in out.items()}
-
-
-def take_batches(it: Iterator[Any], n: int) -> Iterator[Any]:
-    for i, x in enumerate(it):
-        if i >= n:
-            return
-        yield x

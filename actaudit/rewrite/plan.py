@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ..naming import site_names
 
 _SITE_RE = re.compile(r"^(?P<base>.*?)(?:#(?P<k>\d+))?$")
 
@@ -118,17 +119,9 @@ def split_name(name: str) -> tuple[str, int | None]:
 
 
 def assign_names(sites: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """Audit names for graph candidates in execution order: ``base`` or ``base#k`` when a base repeats."""
-    counts: dict[str, int] = defaultdict(int)
-    for base, _ in sites:
-        counts[base] += 1
-    seen: dict[str, int] = defaultdict(int)
-    out = []
-    for base, item in sites:
-        k = seen[base]
-        seen[base] += 1
-        out.append((base if counts[base] == 1 else f"{base}#{k}", item))
-    return out
+    """Audit names for graph candidates in execution order (:func:`actaudit.naming.site_names`)."""
+    names = site_names(base for base, _ in sites)
+    return [(name, item) for name, (_, item) in zip(names, sites, strict=True)]
 
 
 # -- the fold --------------------------------------------------------------------------

@@ -189,7 +189,7 @@ def auto_slopes(
             break
         if not history:
             break  # the rewrite changes nothing measurable: nothing to calibrate
-        value = _next_value(history, target)
+        value = next_value(history, target)
     if best is None:
         floor = dict.fromkeys(names, lo)
         if floor != last_slopes and run.left() >= 1:
@@ -223,7 +223,7 @@ def _calibration(history: list[tuple[float, float]]) -> float:
     return math.exp(lm - lp)
 
 
-def _next_value(history: list[tuple[float, float]], target: float) -> float:
+def next_value(history: list[tuple[float, float]], target: float) -> float:
     """Secant step on log D against log prediction: the prediction value expected to measure ``target``."""
     lp, lm = history[-1]
     slope = 1.0

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .drift import Drift
-from .search import TARGET, Step, probe_samples
+from .search import TARGET, Step, next_value, probe_samples
 
 # Stop once the measured drift is within [ACCEPT, 1] × budget: units are discrete, so a
 # tighter window than the per-site search's buys revived units (silero-vad .jit: 51 → more).
@@ -126,6 +126,52 @@ def count(slopes: UnitSlopes) -> int:
     return sum(len(v) for v in slopes.values())
 
 
+class _Ledger:
+    """Runs ``measure`` and books each run: its share of a pass and a step for the report."""
+
+    def __init__(self, measure: UnitMeasure, total_samples: int, progress: Any) -> None:
+        self.measure = measure
+        self.total = max(total_samples, 1)
+        self.progress = progress
+        self.spent = 0.0
+        self.steps: list[Step] = []
+
+    def run(self, slopes: UnitSlopes, samples: int | None, purpose: str, pred: float | None) -> Drift:
+        d = self.measure(slopes, samples, purpose)
+        self.spent += d.samples / self.total
+        flat = {f"{n}[{u}]": a for n, us in slopes.items() for u, a in us.items()}
+        self.steps.append(Step(purpose, flat, pred, d))
+        if self.progress is not None:
+            self.progress(1)
+        return d
+
+
+def _probe_gains(
+    sites: list[UnitSite], run: _Ledger, passes: float, min_slope: float
+) -> tuple[dict[str, float], str]:
+    """Per-site gains from one probe each (every dead unit at ``min_slope``) when the passes allow."""
+    m = probe_samples(len(sites), run.total)
+    gains = {s.name: 1.0 for s in sites}
+    if len(sites) <= 1 or passes - len(sites) * m / run.total < 2:
+        return gains, "statistics"
+    for s in sites:
+        probe = {s.name: dict.fromkeys(s.dead, min_slope)}
+        d = run.run(probe, m, f"probe {s.name}", None)
+        p = predicted(probe, sites, {s.name: 1.0})
+        gains[s.name] = d.rel_l2 / p if p > 0 else (0.0 if d.rel_l2 == 0 else 1e6)
+    return gains, "probe"
+
+
+def _widened(value: float, floor: float, k: int, allocate_at: Callable[[float], UnitSlopes]) -> float:
+    """A prediction target large enough to take more than ``k`` units (no drift to calibrate against)."""
+    value = max(value, floor)
+    for _ in range(40):
+        value *= 10.0
+        if count(allocate_at(value)) > k:
+            break
+    return value
+
+
 def search_units(
     sites: list[UnitSite],
     measure: UnitMeasure,
@@ -138,30 +184,12 @@ def search_units(
     progress: Any = None,
 ) -> UnitResult:
     """Choose per-unit slopes; ``measure(slopes, samples, purpose)`` runs the rewritten model."""
-    steps: list[Step] = []
-    spent = 0.0
-    total = max(total_samples, 1)
+    run = _Ledger(measure, total_samples, progress)
+    gains, source = _probe_gains(sites, run, passes, min_slope)
 
-    def run(slopes: UnitSlopes, samples: int | None, purpose: str, pred: float | None) -> Drift:
-        nonlocal spent
-        d = measure(slopes, samples, purpose)
-        spent += d.samples / total
-        flat = {f"{n}[{u}]": a for n, us in slopes.items() for u, a in us.items()}
-        steps.append(Step(purpose, flat, pred, d))
-        if progress is not None:
-            progress(1)
-        return d
+    def allocate_at(v: float) -> UnitSlopes:
+        return allocate(sites, gains, v, min_slope, cap)
 
-    m = probe_samples(len(sites), total_samples)
-    gains = {s.name: 1.0 for s in sites}
-    source = "statistics"
-    if len(sites) > 1 and passes - len(sites) * m / total >= 2:
-        for s in sites:
-            probe = {s.name: dict.fromkeys(s.dead, min_slope)}
-            d = run(probe, m, f"probe {s.name}", None)
-            p = predicted(probe, sites, {s.name: 1.0})
-            gains[s.name] = d.rel_l2 / p if p > 0 else (0.0 if d.rel_l2 == 0 else 1e6)
-        source = "probe"
     target = TARGET * budget
     value = target
     history: list[tuple[float, float]] = []
@@ -170,12 +198,11 @@ def search_units(
     tried: set[tuple[Any, ...]] = set()
     all_units = sum(len(s.dead) for s in sites)
     stale = 0  # confirms since the best choice last improved
-    while passes - spent >= 1 and stale < PATIENCE:
-        slopes = allocate(sites, gains, value, min_slope, cap)
+    while passes - run.spent >= 1 and stale < PATIENCE:
+        slopes = allocate_at(value)
         if not slopes:
             # even the cheapest unit at the floor is predicted over: measure it once to know
-            cheapest = allocate(sites, gains, math.inf, min_slope, min_slope)
-            first = _cheapest(cheapest, sites, gains)
+            first = _cheapest(allocate(sites, gains, math.inf, min_slope, min_slope), sites, gains)
             if not first or ("floor",) in tried:
                 break
             tried.add(("floor",))
@@ -185,7 +212,7 @@ def search_units(
             break
         tried.add(key)
         p = predicted(slopes, sites, gains)
-        d = run(slopes, None, "confirm", p)
+        d = run.run(slopes, None, "confirm", p)
         if p > 0 and d.rel_l2 > 0:
             history.append((math.log(p), math.log(d.rel_l2)))
         k = count(slopes)
@@ -204,18 +231,14 @@ def search_units(
             # nothing to calibrate against, so widen the target until more units are taken.
             if k == all_units:
                 break
-            value = max(value, p, target)
-            for _ in range(40):
-                value *= 10.0
-                if count(allocate(sites, gains, value, min_slope, cap)) > k:
-                    break
+            value = _widened(value, max(p, target), k, allocate_at)
             continue
-        value = _next_value(history, target)
+        value = next_value(history, target)
     if best is None:
         d0 = over[1] if over else Drift(math.inf, math.inf, 0)
-        return UnitResult({}, d0, False, gains, source, None, steps, over)
+        return UnitResult({}, d0, False, gains, source, None, run.steps, over)
     _, p, slopes, d = best
-    return UnitResult(slopes, d, True, gains, source, p, steps, over)
+    return UnitResult(slopes, d, True, gains, source, p, run.steps, over)
 
 
 def _cheapest(slopes: UnitSlopes, sites: list[UnitSite], gains: dict[str, float]) -> UnitSlopes:
@@ -229,14 +252,3 @@ def _cheapest(slopes: UnitSlopes, sites: list[UnitSite], gains: dict[str, float]
         return {}
     a = next(iter(next(iter(slopes.values())).values())) if slopes else 0.01
     return {best[1]: {best[2]: a}}
-
-
-def _next_value(history: list[tuple[float, float]], target: float) -> float:
-    """Secant step on log D against log prediction."""
-    lp, lm = history[-1]
-    slope = 1.0
-    if len(history) >= 2:
-        lp0, lm0 = history[-2]
-        if abs(lp - lp0) > 1e-9:
-            slope = min(3.0, max(0.5, (lm - lm0) / (lp - lp0)))
-    return math.exp(lp + (math.log(target) - lm) / slope)

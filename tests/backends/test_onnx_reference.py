@@ -14,7 +14,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from actaudit.backends.onnx.backend import thresholds_for
 from actaudit.kinds import Activation
 from actaudit.stats import SiteStats
 
@@ -47,7 +46,7 @@ def reference(
     xs: list[np.ndarray], axis: int, kind: str, params: dict[str, float] | None = None, f: float = 0.01
 ) -> dict[str, Any]:
     """PyTorch-backend semantics in NumPy: counts in float32 comparisons, NaN/Inf excluded and counted."""
-    thr = thresholds_for(Activation(kind, dict(params or {})), f)
+    thr = Activation(kind, dict(params or {})).thresholds(f)
     out: dict[str, Any] = {"elements": 0}
     acc: dict[str, np.ndarray] = {}
     for x in xs:

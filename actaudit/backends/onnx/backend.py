@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +26,9 @@ from google.protobuf.message import EncodeError
 from onnx import external_data_helper
 
 from ... import unitaxis as ua
-from ...data import Batch, DataSource, InputSpec, cap_samples
+from ...data import Batch, DataSource, InputSpec, cap_samples, declared_fixed_batch, rechunk
+from ...data.binding import describe_inputs, feeds_by_name
 from ...errors import CalibrationError, InputError, ModelRunError
-from ...kinds import Activation, Thresholds
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
 from .instrument import AxisRule, SiteOutputs, SitePlan, instrument
 from .interrupt import run_interruptible
@@ -37,7 +37,6 @@ from .sites import OnnxSite, consumer_axis, find_sites
 __all__ = ["OnnxModel", "available_providers", "capture", "load"]
 
 _PROTOBUF_LIMIT = 2**31 - 2**26  # leave headroom under protobuf's 2 GiB message limit
-_ARR_PREFIX = "arr_"
 _EXACT_FLOAT_COUNT = 2**24  # float32 counts are exact below this
 
 
@@ -58,6 +57,8 @@ class OnnxModel:
     # them (variant, stuck fraction, axis overrides): a second audit does not rebuild.
     built: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False, compare=False)
     device_id: int | None = None  # under torchrun: this rank's GPU (LOCAL_RANK) for a GPU provider
+    fixed_batch: int | None = None  # the batch size the declared shapes fix (no free batch axis)
+    unbatched: frozenset[str] = frozenset()  # inputs fed whole with every chunk of a fixed batch
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -113,7 +114,10 @@ def load(
     model = _upgrade_old_opset(model, source, notes)
     model = _with_shapes(model, notes)
     inputs, types, declared = _input_specs(model)
-    return OnnxModel(model, inputs, chosen, threads, source, notes, types, declared)
+    fixed, unbatched = declared_fixed_batch(inputs)
+    return OnnxModel(
+        model, inputs, chosen, threads, source, notes, types, declared, fixed_batch=fixed, unbatched=unbatched
+    )
 
 
 # The appended statistics nodes need Slice with inputs and IsInf (opset 10); 11 is the
@@ -242,45 +246,16 @@ def _to_numpy(x: Any) -> np.ndarray:
 
 
 def bind(handle: OnnxModel, batch: Batch) -> dict[str, np.ndarray]:
-    """Positional inputs in model order, keyword inputs by name (``arr_N`` means position N)."""
-    args, kwargs = batch
-    names = [s.name for s in handle.inputs]
-    feeds: dict[str, Any] = {}
-    extra = dict(kwargs)
-    if (
-        extra
-        and all(k.startswith(_ARR_PREFIX) and k[len(_ARR_PREFIX) :].isdigit() for k in extra)
-        and not set(extra) & set(names)
-    ):
-        args = [*args, *(extra[k] for k in sorted(extra, key=lambda k: int(k[len(_ARR_PREFIX) :])))]
-        extra = {}
-    if len(extra) == 1 and len(names) == 1 and not args and next(iter(extra)) not in names:
-        args, extra = [next(iter(extra.values()))], {}
-    if len(args) > len(names):
-        raise CalibrationError(
-            f"the batch has {len(args)} positional inputs but the model takes {len(names)}: {names}"
-        )
-    for name, value in zip(names, args, strict=False):
-        feeds[name] = value
-    unknown = [k for k in extra if k not in names]
-    if unknown:
-        raise CalibrationError(
-            f"calibration inputs {sorted(unknown)} are not inputs of the model",
-            hint=f"the model's inputs are {_describe(handle.inputs)}",
-        )
-    twice = [k for k in extra if k in feeds]
-    if twice:
-        raise CalibrationError(f"inputs {twice} are given both by position and by name")
-    feeds.update(extra)
-    missing = [n for n in names if n not in feeds]
-    if missing:
-        given = ", ".join(f"{k} {_shape_dtype(v)}" for k, v in feeds.items()) or "nothing"
-        raise CalibrationError(
-            f"the model needs inputs {_describe([s for s in handle.inputs if s.name in missing])} "
-            f"but the batch gives {given}",
-            hint="give one array per model input, by position or by name",
-        )
-    return {n: _cast(n, _to_numpy(feeds[n]), handle) for n in names}
+    """Every input by name (:func:`actaudit.data.binding.feeds_by_name`), as arrays of the graph's dtypes."""
+    return {n: _cast(n, _to_numpy(v), handle) for n, v in feeds_by_name(batch, handle.inputs).items()}
+
+
+def bound_batches(handle: OnnxModel, stream: Iterable[Batch], warnings: list[str]) -> Iterator[Batch]:
+    """Batches bound by name, re-cut to the declared fixed batch size (the one path, as for torch)."""
+    bound: Iterator[Batch] = (([], bind(handle, b)) for b in stream)
+    if handle.fixed_batch is None:
+        return bound
+    return rechunk(bound, handle.fixed_batch, whole=handle.unbatched, warnings=warnings)
 
 
 def _cast(name: str, x: np.ndarray, handle: OnnxModel) -> np.ndarray:
@@ -307,24 +282,8 @@ def _cast(name: str, x: np.ndarray, handle: OnnxModel) -> np.ndarray:
         return np.asarray(x != 0, order="C")
     raise CalibrationError(
         f"input {name!r} is {x.dtype} {list(x.shape)} but the model expects {want}",
-        hint=f"the model's inputs are {_describe(handle.inputs)}",
+        hint=f"the model's inputs are {describe_inputs(handle.inputs)}",
     )
-
-
-def _shape_dtype(x: Any) -> str:
-    shape = getattr(x, "shape", None)
-    dtype = getattr(x, "dtype", type(x).__name__)
-    return f"{list(shape) if shape is not None else '?'} {dtype}"
-
-
-def _describe(specs: list[InputSpec]) -> str:
-    parts = []
-    for s in specs:
-        shape = (
-            "?" if s.shape is None else "x".join("?" if d is None else str(d) for d in s.shape) or "scalar"
-        )
-        parts.append(f"{s.name} {shape} {s.dtype}")
-    return ", ".join(parts)
 
 
 def _check_shapes(handle: OnnxModel, feeds: dict[str, np.ndarray]) -> None:
@@ -340,52 +299,8 @@ def _check_shapes(handle: OnnxModel, feeds: dict[str, np.ndarray]) -> None:
             raise CalibrationError(
                 f"input {name!r} has shape {list(x.shape)} but the model expects "
                 f"{['?' if d is None else d for d in want]}",
-                hint=(f"{fix}; " if fix else "") + f"the model's inputs are {_describe(handle.inputs)}",
+                hint=(f"{fix}; " if fix else "") + f"the model's inputs are {describe_inputs(handle.inputs)}",
             )
-
-
-def _split_fixed_batch(
-    handle: OnnxModel, feeds: dict[str, np.ndarray], warnings: list[str]
-) -> list[dict[str, np.ndarray]]:
-    """Chunks that fit a fixed batch dimension; other inputs go whole with every chunk.
-
-    Only when no input has a free leading dimension: if one has, that is the batch axis,
-    and a fixed leading dimension elsewhere (a recurrent state ``[1, 1, 128]``) is not.
-    """
-    free = [s.name for s in handle.inputs if s.shape and s.shape[0] is None and feeds[s.name].ndim > 0]
-    if free:
-        return [feeds]
-    fixed = {}
-    for name, x in feeds.items():
-        want = handle.declared.get(name)
-        if want and x.ndim == len(want) and want[0] is not None and x.shape[0] != want[0]:
-            fixed[name] = want[0]
-    if not fixed:
-        return [feeds]
-    sizes = {int(feeds[n].shape[0]) for n in fixed}
-    steps = set(fixed.values())
-    if len(sizes) != 1 or len(steps) != 1:
-        bad = {n: (list(feeds[n].shape), handle.declared[n]) for n in fixed}
-        raise CalibrationError(f"inputs do not fit the model's fixed dimensions: given/expected {bad}")
-    n, step = sizes.pop(), steps.pop()
-    if n < step or n % step:
-        usable = n - n % step
-        if usable == 0:
-            raise CalibrationError(
-                f"the model's batch dimension is fixed at {step} but a batch has {n} samples",
-                hint=f"use --batch-size {step} (or a multiple of it)",
-            )
-        warnings.append(
-            f"the model's batch dimension is fixed at {step}: {n - usable} sample(s) of a batch of {n} were not used"
-        )
-        n = usable
-    out = []
-    for start in range(0, n, step):
-        chunk = dict(feeds)
-        for name in fixed:
-            chunk[name] = feeds[name][start : start + step]
-        out.append(chunk)
-    return out
 
 
 # -- sessions -----------------------------------------------------------------------------------
@@ -447,15 +362,6 @@ def plain_session(handle: OnnxModel) -> ort.InferenceSession:
 
 
 # -- capture ------------------------------------------------------------------------------------
-def thresholds_for(act: Activation, f: float) -> Thresholds:
-    """As :meth:`Activation.thresholds`, plus ONNX HardSigmoid's own slope and offset."""
-    if act.kind == "hardsigmoid" and "alpha" in act.params:
-        alpha, beta = act.params["alpha"], act.params.get("beta", 0.5)
-        if alpha > 0:
-            return Thresholds(low=-beta / alpha, high=(1.0 - beta) / alpha)
-    return act.thresholds(f)
-
-
 def _axis_rule(site: OnnxSite, overrides: list[AxisOverride]) -> tuple[AxisRule, int | None]:
     """The site's axis rule (and where it came from), and the override's axis (checked at run time)."""
     names = (site.name, site.base)
@@ -518,6 +424,11 @@ class _Runner:
         self.careful_batches = 0
         self.calls = 0
         self.warnings: list[str] = []
+        # Keep the model's own outputs of every run (the same session computes them).
+        self.keep_outputs = False
+        self.outputs: list[list[np.ndarray]] = []
+        self.output_names: list[str] | None = None
+        self.last_outputs: list[np.ndarray] = []
 
     def _build(self, careful: bool) -> tuple[ort.InferenceSession, dict[int, SiteOutputs], list[_Live]]:
         model = onnx.ModelProto()
@@ -530,7 +441,7 @@ class _Runner:
                 uncovered.append(Uncovered(site.name, site.op, site.uncovered))
                 continue
             rule, asked = _axis_rule(site, self.overrides)
-            thr = thresholds_for(site.act, self.f)
+            thr = site.act.thresholds(self.f)
             plan = SitePlan(site, rule, thr.low, thr.high)
             lives.append(_Live(site, plan, asked))
             plans.append(plan)
@@ -573,6 +484,8 @@ class _Runner:
             careful = True
         else:
             careful = False
+        if self.keep_outputs:
+            self.outputs.append(self.last_outputs)
         for i, live in enumerate(self.live):
             self._fold(live, values.get(i), samples, careful)
             if live.first_call < 0 and live.info is not None:
@@ -583,10 +496,19 @@ class _Runner:
         self, sess: ort.InferenceSession, outs: dict[int, SiteOutputs], feeds: dict[str, np.ndarray]
     ) -> dict[int, dict[str, np.ndarray]]:
         names = [n for o in outs.values() for n in o.names.values()]
-        if not names:
+        model_outputs = [o.name for o in self.handle.model.graph.output] if self.keep_outputs else []
+        if not names and not model_outputs:
             run_interruptible(sess, None, feeds)
             return {}
-        arrays = run_interruptible(sess, names, feeds)
+        arrays = run_interruptible(sess, model_outputs + names, feeds)
+        if model_outputs:
+            from ...rewrite.drift import flatten_outputs, output_names
+
+            produced = dict(zip(model_outputs, arrays[: len(model_outputs)], strict=True))
+            self.last_outputs = flatten_outputs(produced)
+            if self.output_names is None:
+                self.output_names = output_names(produced)
+            arrays = arrays[len(model_outputs) :]
         got = dict(zip(names, arrays, strict=True))
         return {i: {stat: got[n] for stat, n in o.names.items()} for i, o in outs.items()}
 
@@ -707,8 +629,10 @@ def _vectors(row: dict[str, np.ndarray], elements: int, careful: bool) -> dict[s
     return out
 
 
-def batches_for(handle: OnnxModel, source: DataSource, samples: int | None) -> Iterator[Batch]:
-    yield from cap_samples(source.batches(), samples)
+def batches_for(
+    handle: OnnxModel, source: DataSource, samples: int | None, warnings: list[str] | None = None
+) -> Iterator[Batch]:
+    return bound_batches(handle, cap_samples(source.batches(), samples), [] if warnings is None else warnings)
 
 
 def capture(
@@ -719,34 +643,41 @@ def capture(
     stuck_fraction: float,
     axis_overrides: list[AxisOverride],
     progress: Callable[[int], None] | None = None,
+    keep_outputs: bool = False,
 ) -> Capture:
+    """Per-site statistics; with ``keep_outputs`` the model's outputs of the same runs too."""
     t0 = time.perf_counter()
     runner = _Runner(handle, stuck_fraction, axis_overrides)
+    runner.keep_outputs = keep_outputs
     runner.session(False)
     t_build = time.perf_counter()
-    total = n_batches = 0
+    total = 0
+    drawn = [0]  # batches the source yielded (a fixed batch re-cuts them into chunks)
     warnings: list[str] = []
-    for i, batch in enumerate(batches_for(handle, source, samples)):
-        feeds = bind(handle, batch)
-        chunks = _split_fixed_batch(handle, feeds, warnings)
-        for chunk in chunks:
-            _check_shapes(handle, chunk)
-            n = _chunk_samples(handle, chunk, 1)
-            try:
-                runner.run(chunk, n)
-            except (InputError, KeyboardInterrupt):
-                raise
-            except Exception as e:
-                if _plain_runs(handle, chunk):
-                    # The model runs without actaudit's reductions: the fault is ours, not the model's.
-                    raise InternalCaptureError(
-                        f"actaudit's instrumented graph failed on batch {i} where the model itself runs: {_short(e, 300)}"
-                    ) from e
-                raise _run_error(e, i, total, n) from None
-            total += n
-        n_batches += 1
+
+    def counted() -> Iterator[Batch]:
+        for b in cap_samples(source.batches(), samples):
+            drawn[0] += 1
+            yield b
+
+    for i, (_, chunk) in enumerate(bound_batches(handle, counted(), warnings)):
+        _check_shapes(handle, chunk)
+        n = _chunk_samples(handle, chunk, 1)
+        try:
+            runner.run(chunk, n)
+        except (InputError, KeyboardInterrupt):
+            raise
+        except Exception as e:
+            if _plain_runs(handle, chunk):
+                # The model runs without actaudit's reductions: the fault is ours, not the model's.
+                raise InternalCaptureError(
+                    f"actaudit's instrumented graph failed on batch {i} where the model itself runs: {_short(e, 300)}"
+                ) from e
+            raise _run_error(e, i, total, n) from None
+        total += n
         if progress is not None:
-            progress(sum(_chunk_samples(handle, c, 1) for c in chunks))
+            progress(n)
+    n_batches = drawn[0]
     if n_batches == 0:
         raise CalibrationError("the calibration data yielded no batches")
     handle.last_run = {"build_s": t_build - t0, "run_s": time.perf_counter() - t_build}
@@ -770,6 +701,8 @@ def capture(
     if guessed:
         cap.warnings.append(guessed)
     cap.inputs = [s.to_dict() for s in handle.inputs]
+    if keep_outputs:
+        cap.outputs, cap.output_names = runner.outputs, runner.output_names
     return cap
 
 

@@ -475,9 +475,6 @@ class OnnxPruner:
         self.surgeon = OnnxSurgeon(handle)
         self.notes: list[str] = []
 
-    def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
-        return self.surgeon.capture(source, opts)
-
     def prepare(self, source: Any, samples: int | None) -> None:
         """Nothing to bind: the graph is the file."""
 

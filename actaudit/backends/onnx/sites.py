@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import ast
 import math
-from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,6 +24,7 @@ import onnx
 
 from ... import unitaxis as ua
 from ...kinds import ACTIVATION_MODULES, Activation, classify_clamp
+from ...naming import site_names
 from .graph import DEFAULT_DOMAINS, Scope, attr, subgraphs
 
 CONV = "conv"
@@ -810,13 +810,5 @@ def default_axis(tag: str | None, rank: int) -> int:
 
 
 def _dedupe(sites: list[OnnxSite]) -> None:
-    count: dict[str, int] = defaultdict(int)
-    for s in sites:
-        count[s.base] += 1
-    k: dict[str, int] = defaultdict(int)
-    for s in sites:
-        if count[s.base] > 1:
-            s.name = f"{s.base}#{k[s.base]}"
-            k[s.base] += 1
-        else:
-            s.name = s.base
+    for s, name in zip(sites, site_names(s.base for s in sites), strict=True):
+        s.name = name

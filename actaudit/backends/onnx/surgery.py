@@ -480,7 +480,6 @@ class OnnxSurgeon:
 
     backend = "onnx"
     output_format = "onnx"
-    capture_passes = 2  # the audit's instrumented run does not return the model outputs
     checks = (
         "onnx.checker.check_model(full_check=True)",
         "onnxruntime session from the file",
@@ -493,19 +492,6 @@ class OnnxSurgeon:
         self.written_data: Path | None = None  # the external data file of the last write, if any
         self.on_disk: tuple[onnx.ModelProto, Path] | None = None  # the last reload, when it had external data
 
-    def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
-        from ...api import parse_axis_overrides
-
-        cap = backend.capture(
-            self.handle,
-            source,
-            samples=opts.samples,
-            stuck_fraction=opts.settings.stuck_fraction,
-            axis_overrides=parse_axis_overrides(opts.unit_axis),
-            progress=opts.progress,
-        )
-        return cap, list(self.outputs(self.handle.model, source, opts.samples, None))
-
     def build(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult:
         return rewrite_onnx(self.handle.model, plans, to, compensate=compensate)
 
@@ -516,22 +502,13 @@ class OnnxSurgeon:
 
         sess = self.session(model)
         names = [o.name for o in sess.get_outputs()]
-        warns: list[str] = []
-        for i, batch in enumerate(backend.batches_for(self.handle, source, samples)):
+        for i, (_, feeds) in enumerate(backend.batches_for(self.handle, source, samples)):
             if batches is not None and i >= batches:
                 return
-            feeds = backend.bind(self.handle, batch)
-            chunks = backend._split_fixed_batch(self.handle, feeds, warns)
-            per_chunk = []
-            for c in chunks:
-                got = dict(zip(names, sess.run(None, c), strict=True))
-                if self.output_names is None:
-                    self.output_names = output_names(got)
-                per_chunk.append(flatten_outputs(got))
-            if len(per_chunk) == 1:
-                yield per_chunk[0]
-            else:
-                yield [np.concatenate(parts, axis=0) for parts in zip(*per_chunk, strict=True)]
+            got = dict(zip(names, sess.run(None, feeds), strict=True))
+            if self.output_names is None:
+                self.output_names = output_names(got)
+            yield flatten_outputs(got)
 
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ...data import Batch
 from ...verdicts import Settings, classify
-from .backend import _Runner, _split_fixed_batch, bind, load, plain_session
+from .backend import _Runner, bound_batches, load, plain_session
 
 
 def measure(
@@ -28,7 +28,7 @@ def measure(
 ) -> dict[str, Any]:
     """Best-of-``reps`` seconds for plain inference and for the audit's instrumented runs."""
     handle = load(model, threads=threads)
-    feeds = [c for b in batches for c in _split_fixed_batch(handle, bind(handle, b), [])]
+    feeds = [c for _, c in bound_batches(handle, batches, [])]
     plain = plain_session(handle)
     t0 = time.perf_counter()
     runner = _Runner(handle, Settings().stuck_fraction, [])

@@ -36,6 +36,7 @@ from torch.utils.weak import WeakIdKeyDictionary
 from ... import unitaxis as ua
 from ...errors import CalibrationError, InputError, ModelRunError
 from ...kinds import ACTIVATION_MODULES, Activation, Thresholds
+from ...naming import site_names
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
 from .ops import (
     CANDIDATES,
@@ -602,12 +603,10 @@ class Recorder:
 
     # -- results --------------------------------------------------------------------
     def results(self) -> tuple[list[SiteResult], list[Uncovered]]:
-        per_base: dict[str, int] = defaultdict(int)
-        for base, _ in self.sites:
-            per_base[base] += 1
         out, uncovered = [], []
-        for (base, k), site in self.sites.items():
-            site.info.name = base if per_base[base] == 1 else f"{base}#{k}"
+        names = site_names(base for base, _ in self.sites)  # keys hold k = 0, 1, … per base in order
+        for ((base, k), site), name in zip(self.sites.items(), names, strict=True):
+            site.info.name = name
             site.info.model_output = (base, k) in self.output_sites
             if site.broken:
                 uncovered.append(Uncovered(site.info.name, site.info.op, site.broken))

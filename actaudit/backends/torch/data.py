@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +9,8 @@ import numpy as np
 import torch
 
 from ...data import Batch, DataSource, InputSpec, batch_samples, normalize_batch
+from ...data.binding import match_inputs
 from ...errors import CalibrationError
-
-_ARR_RE = re.compile(r"^arr_(\d+)$")
 
 
 def load_pt_batches(p: Path) -> DataSource:
@@ -60,23 +58,11 @@ def _to_tensor(x: Any, device: torch.device, float_dtype: torch.dtype | None) ->
 def bind(
     batch: Batch, inputs: list[InputSpec], device: torch.device, float_dtype: torch.dtype | None
 ) -> Batch:
-    """Match a batch to the model's inputs: names, ``arr_N`` positions, or a single input."""
-    args, kwargs = batch
-    names = [s.name for s in inputs]
-    if kwargs:
-        keys = list(kwargs)
-        positions = [_ARR_RE.match(k) for k in keys]
-        if all(positions):
-            order = sorted(range(len(keys)), key=lambda i: int(positions[i].group(1)))  # type: ignore[union-attr]
-            args, kwargs = [*args, *(kwargs[keys[i]] for i in order)], {}
-        elif names and not set(keys) <= set(names):
-            if len(keys) == 1 and len(names) >= 1 and not args:
-                args, kwargs = [kwargs[keys[0]]], {}
-            else:
-                raise CalibrationError(
-                    f"calibration inputs {sorted(keys)} do not match the model's inputs {names}",
-                    hint="name the arrays after the model's forward() arguments",
-                )
+    """Match a batch to the model's inputs (:func:`actaudit.data.binding.match_inputs`), as tensors.
+
+    A ``forward()`` may have optional arguments: inputs may be left out.
+    """
+    args, kwargs = match_inputs(batch, inputs, all_required=False)
     return (
         [_to_tensor(a, device, float_dtype) for a in args],
         {k: _to_tensor(v, device, float_dtype) for k, v in kwargs.items()},

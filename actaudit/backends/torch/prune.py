@@ -675,11 +675,10 @@ def export_again(gm: nn.Module, example: tuple[list[Any], dict[str, Any]]) -> An
 class TorchPruner:
     """The prune command's view of a PyTorch model; runs and files go through the rewrite surgeon."""
 
-    def __init__(self, loaded: Any, output: Any, output_format: str | None) -> None:
+    def __init__(self, tm: Any, output: Any, output_format: str | None) -> None:
         from ...errors import InputError
         from .surgery import PICKLE, PT2, TS, TorchSurgeon
 
-        tm = loaded.handle
         self.tm = tm
         suffix = str(output or "").lower().rsplit(".", 1)[-1] if output else ""
         if tm.fmt == "torchscript":
@@ -709,11 +708,6 @@ class TorchPruner:
         self.checks = ("fresh load from disk", "calibration re-run", "parameter count")
 
     # -- runs --------------------------------------------------------------------------------
-    def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
-        cap, ref = self.surgeon.capture(source, opts)
-        self.prepare(source, opts.samples)
-        return cap, ref
-
     def prepare(self, source: Any, samples: int | None) -> None:
         """Bind the first calibration batch: the example the graph is exported or traced with."""
         from ...data import cap_samples

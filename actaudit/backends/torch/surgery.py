@@ -1252,30 +1252,6 @@ PT2 = "pt2"
 PICKLE = "pickle"
 
 
-class _Recording:
-    """Calls the model and keeps its floating-point outputs; looks like the model to the backend."""
-
-    def __init__(self, fn: Any, sink: list[Any]) -> None:
-        self.fn = fn
-        self.sink = sink
-        self.names: list[str] | None = None
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from ...rewrite.drift import flatten_outputs, output_names
-
-        out = self.fn(*args, **kwargs)
-        self.sink.append(flatten_outputs(out))
-        if self.names is None:
-            self.names = output_names(out)
-        return out
-
-    def parameters(self) -> Any:
-        return self.fn.parameters()
-
-    def buffers(self) -> Any:
-        return self.fn.buffers()
-
-
 class TorchSurgeon:
     """Capture with outputs, build rewritten variants, run them, write and reload them."""
 
@@ -1297,28 +1273,6 @@ class TorchSurgeon:
     @property
     def output_format(self) -> str:
         return {TS: "torchscript", PT2: "torch.export", PICKLE: "pickled-module"}[self.writer]
-
-    def capture(self, source: Any, opts: Any) -> tuple[Any, list[Any]]:
-        import dataclasses
-
-        from ...api import parse_axis_overrides
-        from . import backend
-
-        sink: list[Any] = []
-        rec = _Recording(self.tm.module, sink)
-        tm = dataclasses.replace(self.tm, module=rec)
-        cap = backend.capture(
-            tm,
-            source,
-            samples=opts.samples,
-            stuck_fraction=opts.settings.stuck_fraction,
-            axis_overrides=parse_axis_overrides(opts.unit_axis),
-            progress=opts.progress,
-        )
-        self.output_names = rec.names
-        return cap, sink
-
-    output_names: list[str] | None = None
 
     def build(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult:
         tm = self.tm

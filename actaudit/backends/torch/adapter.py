@@ -1,0 +1,117 @@
+"""The PyTorch backend behind :mod:`actaudit.backends.base`: :data:`BACKEND` and :class:`TorchHandle`.
+
+The work is in :mod:`.backend` (load, bind, capture), :mod:`.surgery` and :mod:`.prune`;
+this module only presents them as the protocols the pipeline uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import torch
+
+from ...data import Batch, DataSource, InputSpec
+from ...errors import InputError
+from ...stats import Capture
+from ..base import Backend, CaptureOptions, LoadOptions, ModelHandle, Pruner, Surgery
+from .backend import (
+    TorchModel,
+    bound_batches,
+    capture,
+    from_exported_program,
+    from_module,
+    model_facts,
+    rewrite_writer,
+)
+from .data import load_pt_batches
+from .load import load_torch
+
+__all__ = ["BACKEND", "TorchBackend", "TorchHandle"]
+
+
+class TorchHandle:
+    """A loaded PyTorch model behind :class:`actaudit.backends.base.ModelHandle`."""
+
+    backend: str = "torch"
+
+    def __init__(self, tm: TorchModel) -> None:
+        self.tm = tm
+
+    @property
+    def inputs(self) -> list[InputSpec]:
+        return self.tm.inputs
+
+    @property
+    def notes(self) -> list[str]:
+        return self.tm.notes
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self.tm.fixed_batch
+
+    def batches(self, stream: Iterable[Batch], warnings: list[str]) -> Iterator[Batch]:
+        return bound_batches(self.tm, stream, warnings)
+
+    def capture(self, source: DataSource, opts: CaptureOptions) -> Capture:
+        return capture(
+            self.tm,
+            source,
+            samples=opts.samples,
+            stuck_fraction=opts.stuck_fraction,
+            axis_overrides=opts.axis_overrides,
+            progress=opts.progress,
+            keep_outputs=opts.keep_outputs,
+        )
+
+    def model_facts(self) -> dict[str, object]:
+        return model_facts(self.tm)
+
+    def use_local_device(self, local_rank: int) -> None:
+        """Nothing to do: ``--device`` already names the rank's device (torchrun sets it per rank)."""
+
+    def writer(self, fmt: str, output: Path | None, output_format: str | None, notes: list[str]) -> str:
+        return rewrite_writer(fmt, output, output_format, notes)
+
+    def surgery(self, writer: str) -> Surgery:
+        from .editing import TorchSurgery
+
+        return TorchSurgery(self.tm, writer)
+
+    def pruner(self, output: Path | None, output_format: str | None) -> Pruner:
+        from .editing import TorchPruning
+
+        return TorchPruning(self.tm, output, output_format)
+
+
+class TorchBackend:
+    """Loads TorchScript, torch.export, torch.save pickles, state_dicts and safetensors."""
+
+    def load(self, path: Path, fmt: str, opts: LoadOptions) -> tuple[ModelHandle, str]:
+        if opts.provider:
+            raise InputError("--provider applies to ONNX models; use --device for PyTorch checkpoints")
+        tm = load_torch(
+            path,
+            arch=opts.arch,
+            state_key=opts.state_key,
+            trust_pickle=opts.trust_pickle,
+            trust_code=opts.trust_code,
+            device=opts.device,
+            strip_prefixes=opts.strip_prefixes,
+            non_strict=opts.non_strict,
+        )
+        return TorchHandle(tm), tm.fmt
+
+    def wrap(self, model: object, opts: LoadOptions) -> tuple[ModelHandle, str] | None:
+        if isinstance(model, torch.nn.Module):
+            tm = from_module(model)
+            return TorchHandle(tm), "in-memory" if tm.fmt != "torchscript" else "in-memory torchscript"
+        if isinstance(model, getattr(torch.export, "ExportedProgram", ())):
+            return TorchHandle(from_exported_program(model)), "in-memory torch.export"
+        return None
+
+    def read_calibration(self, path: Path) -> DataSource:
+        return load_pt_batches(path)
+
+
+BACKEND: Backend = TorchBackend()

@@ -1,0 +1,28 @@
+"""The torch rewrite and prune editors as :mod:`actaudit.backends.base` ``Surgery`` / ``Pruner``.
+
+A PyTorch model is always one file, written whole from its serialised bytes.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from ...fileio import atomic_bytes
+from .prune import TorchPruner
+from .surgery import TorchSurgeon
+
+
+class TorchSurgery(TorchSurgeon):
+    checks = ("fresh load from disk", "calibration re-run")
+    written_data: Path | None = None
+
+    def stage(self, model: object, notes: list[str], out: Path, force: bool) -> AbstractContextManager[Path]:
+        return atomic_bytes(self.serialize(model, notes), out, force=force)
+
+
+class TorchPruning(TorchPruner):
+    written_data: Path | None = None
+
+    def stage(self, model: object, notes: list[str], out: Path, force: bool) -> AbstractContextManager[Path]:
+        return atomic_bytes(self.serialize(model, notes), out, force=force)
