@@ -241,7 +241,7 @@ def _check_outputs(kw: dict[str, Any]) -> None:
 
 
 def _explain_failure(report: Any, max_drift: float) -> None:
-    d = report.drift_verified or report.drift
+    d = report.final_drift
     if d is not None and not report.drift_ok:
         click.echo(
             f"actaudit: gate failed: relative drift {d.rel_l2:.4g} > --max-drift {max_drift:g}; "

@@ -13,6 +13,7 @@ from typing import Any
 from ..jsonform import dicts, envelope, picked
 from ..rewrite.drift import Drift
 from ..sanitize import text
+from .change import ModelChange
 from .draw import Document, Lines, Table
 from .draw import render as draw_render
 
@@ -53,26 +54,16 @@ def _pct(a: int, b: int) -> str:
 
 
 @dataclass
-class PruneReport:
-    model: dict[str, Any]
-    calibration: dict[str, Any]
-    options: dict[str, Any]
+class PruneReport(ModelChange):
     sites: list[SiteRow]
-    before: dict[str, int]
+    before: dict[str, int]  # parameters and multiply-adds per sample
     after: dict[str, int]
-    drift: Drift | None = None
-    drift_fresh: Drift | None = None
-    drift_verified: Drift | None = None
+    drift_fresh: Drift | None = None  # on a fresh seeded batch, not the calibration data
     fresh: dict[str, Any] = field(default_factory=dict)
-    output: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    run: dict[str, Any] = field(default_factory=dict)
-    model_out: Any = None
 
     @property
     def passed(self) -> bool:
-        d = self.drift_verified or self.drift
+        d = self.final_drift
         return d is None or d.rel_l2 <= float(self.options["max_drift"])
 
     def summary(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from ..jsonform import dicts, envelope, picked
 from ..jsonform import json_float as _r
 from ..rewrite.drift import Drift
 from ..sanitize import text
+from .change import ModelChange
 from .draw import Document, Lines, Table, to_json
 from .draw import render as draw_render
 
@@ -59,21 +60,11 @@ class SiteRewrite:
 
 
 @dataclass
-class RewriteReport:
-    model: dict[str, Any]
-    calibration: dict[str, Any]
-    options: dict[str, Any]
+class RewriteReport(ModelChange):
     sites: list[SiteRewrite]
-    drift: Drift | None = None
     drift_uncompensated: Drift | None = None
-    drift_verified: Drift | None = None
-    output: dict[str, Any] = field(default_factory=dict)
     search: dict[str, Any] = field(default_factory=dict)
     audit_summary: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    run: dict[str, Any] = field(default_factory=dict)
-    model_out: Any = None  # the rewritten model (in-memory), for the Python API
     expected_slopes: list[Any] = field(default_factory=list)  # what the verification must read back
 
     @property
@@ -83,7 +74,7 @@ class RewriteReport:
     @property
     def drift_ok(self) -> bool:
         """The final measured drift is within --max-drift."""
-        d = self.drift_verified or self.drift
+        d = self.final_drift
         return d is not None and d.rel_l2 <= float(self.options["max_drift"])
 
     @property
@@ -189,7 +180,7 @@ def _title(rep: RewriteReport) -> str:
 
 
 def _drift_lines(rep: RewriteReport) -> list[str]:
-    d = rep.drift_verified or rep.drift
+    d = rep.final_drift
     if d is None:
         return []
     top1 = f", top-1 agreement {100 * d.top1:.2f}%" if d.top1 is not None else ""
