@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import check_output, echo_remarks, emit, exit_on_failed_gates, use_color
+from .common import check_output, config_file, echo_remarks, emit, exit_on_failed_gates, use_color
 from .config import config_option
 from .options import (
     debug_option,
@@ -48,7 +48,10 @@ def merge(**kw: Any) -> None:
 
     check_output(kw["output"], kw["force"], *kw["reports"])
     check_output(kw["html"], kw["force"], *kw["reports"])
+    config = config_file(kw["quiet"])
     report = merge_reports(kw["reports"], fail_on=kw["fail_on"] or None, per_unit=kw["per_unit"])
+    if config:
+        report.run["config_file"] = config
     echo_remarks(kw, warnings=report.warnings)
     emit(report.render(kw["fmt"], color=use_color(kw["output"])), kw["output"], kw["force"])
     if kw["html"]:

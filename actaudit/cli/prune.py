@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
-from .common import audit_options, check_model_outputs, publish
+from .common import audit_options, check_model_outputs, config_file, publish
 from .options import (
     defaulted,
     input_range_option,
@@ -81,7 +81,10 @@ def prune(**kw: Any) -> None:
         audit=audit_options(kw),
     )
     check_model_outputs(kw)
+    config = config_file(kw["quiet"])
     report = run_prune(kw["model"], options=opts)
+    if config:
+        report.run["config_file"] = config
     publish(report, kw)
     if not report.passed:
         d = report.drift

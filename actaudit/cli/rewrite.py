@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
-from .common import audit_options, check_model_outputs, publish
+from .common import audit_options, check_model_outputs, config_file, publish
 from .options import defaulted, max_drift_option, output_format_option, writer_options, writer_outputs
 
 
@@ -183,9 +183,12 @@ def rewrite(**kw: Any) -> None:
 
     opts = _options(kw)
     _check_outputs(kw)
+    config = config_file(kw["quiet"])
     opts.audit.progress = progress_for(None, quiet=kw["quiet"])
     with opts.audit.progress:
         report = run_rewrite(kw["model"], options=opts)
+    if config:
+        report.run["config_file"] = config
     publish(report, kw)
     if not report.passed:
         _explain_failure(report, opts.max_drift)

@@ -83,3 +83,24 @@ def test_an_unknown_key_names_every_command(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         load_config(tmp_path)
     assert "is not an option of actaudit audit, inspect, rewrite, prune or merge" in info.value.one_line()
+
+
+def test_prune_reads_the_found_file_and_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+    import shutil
+
+    fix = Path(__file__).resolve().parents[2] / "fixtures"
+    shutil.copy(fix / "models" / "cnn_dead.onnx", tmp_path / "m.onnx")
+    shutil.copy(fix / "data" / "cnn_images.npy", tmp_path / "x.npy")
+    f = _write(tmp_path / "actaudit.toml", 'format = "json"\ncalib = "x.npy"\nsamples = 8\n')
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["prune", "m.onnx", "-o", "small.onnx"])
+    assert r.exit_code in (0, 1), r.stderr  # 1: the drift gate; the file's options still applied
+    assert f"actaudit: using config file {f}" in r.stderr
+    d = json.loads(r.stdout)  # --format json came from the file
+    assert d["schema"] == "actaudit.prune/1" and d["calibration"]["samples"] == 8
+    assert d["run"]["config_file"] == str(f)
+    r = CliRunner().invoke(
+        cli, ["prune", "m.onnx", "-o", "small2.onnx", "--config", "", "--calib", "x.npy", "-q"]
+    )
+    assert not r.stdout.startswith("{")  # --config '' reads nothing: the table again
