@@ -97,7 +97,7 @@ def shard_report(report: Any, loaded: Any, source: DataSource, cap: Any, opts: A
     Gates are parsed and their site globs checked here (a typo fails early, on every
     shard), but evaluated only on the merged report: a shard's share decides nothing.
     """
-    from .merge import counters_section
+    from .counters import counters_section
 
     offered = source.total_samples
     if offered is not None and opts.samples is not None:

@@ -19,7 +19,7 @@ Definitions (the README repeats them):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -35,12 +35,7 @@ class Settings:
     rare_rate: float = 0.01
 
     def to_dict(self) -> dict[str, float]:
-        return {
-            "stuck_fraction": self.stuck_fraction,
-            "dead_rate": self.dead_rate,
-            "saturation_rate": self.saturation_rate,
-            "rare_rate": self.rare_rate,
-        }
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 def upper_bound_95(samples: int) -> float | None:
@@ -93,6 +88,24 @@ class SiteVerdict:
     @property
     def rarely_firing_fraction(self) -> float:
         return len(self.rarely_firing_units) / self.units if self.units else 0.0
+
+
+def bad_fraction(v: SiteVerdict) -> float:
+    """Fraction of a site's units that are dead or saturated (their union, not the larger of the two)."""
+    if not v.info.units:
+        return 0.0
+    return len(set(v.dead_units) | set(v.saturated_units)) / v.info.units
+
+
+def expected_saturation(v: SiteVerdict) -> bool:
+    """A bounded activation that produces a model output (a probability or score head) saturates by design."""
+    return bool(v.info.model_output) and bool(v.saturated_units) and not v.dead_units
+
+
+def worst_sites(sites: list[SiteVerdict], n: int = 3) -> list[SiteVerdict]:
+    """Sites with dead or saturated units, worst first; output heads saturating by design come last."""
+    bad = [v for v in sites if v.dead_units or v.saturated_units]
+    return sorted(bad, key=lambda v: (expected_saturation(v), -bad_fraction(v)))[:n]
 
 
 def _indices(mask: np.ndarray) -> list[int]:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..jsonform import json_float as _r
 
 Outputs = list[np.ndarray]  # the floating-point outputs of one batch, in a fixed order
 
@@ -98,12 +99,6 @@ class Drift:
                 for k, v in self.per_output.items()
             }
         return d
-
-
-def _r(x: float | None, digits: int = 6) -> float | None:
-    if x is None or not math.isfinite(x):
-        return None
-    return float(f"{x:.{digits}g}")
 
 
 def looks_like_class_scores(out: Outputs) -> bool:

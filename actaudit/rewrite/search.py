@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..jsonform import json_float as _r
 from .drift import Drift
 
 DEFAULT_RANGE = (0.01, 0.3)
@@ -81,12 +82,6 @@ class SearchResult:
     predicted_total: float | None
     site_drift: dict[str, Drift] = field(default_factory=dict)  # each site alone at its slope
     steps: list[Step] = field(default_factory=list)
-
-
-def _r(x: float | None) -> float | None:
-    if x is None or not math.isfinite(x):
-        return None
-    return float(f"{x:.6g}")
 
 
 class _Runner:

@@ -8,95 +8,21 @@ it with any XML parser; elements carry ``data-*`` attributes with the raw number
 
 from __future__ import annotations
 
-import json
-import math
-from html import escape
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
+from ..verdicts import bad_fraction, expected_saturation, worst_sites
+from .charts import HIST_BINS, depth_chart, histograms
+from .markup import CSS
+from .markup import esc as _e
+from .markup import num as _num
+from .markup import pct as _pct
 
 if TYPE_CHECKING:
+    from ..verdicts import SiteVerdict
+    from .audit import Report
     from .baseline import Comparison
-    from .report import Report
-    from .verdicts import SiteVerdict
 
-HIST_BINS = 10
-DEPTH_W, DEPTH_H = 960, 220
-DEPTH_LABELS = 110  # extra height for the rotated site names under the depth chart
-DEPTH_NAME_CHARS = 22
-HIST_W, HIST_H = 230, 96
-
-_CSS = """
-:root { --fg: #1d2330; --muted: #5b6475; --bg: #ffffff; --card: #f4f6f9; --line: #d9dee7;
-  --dead: #d62728; --sat: #f28e2b; --ok: #4c78a8; --rare: #bcbd22; --pass: #2e7d32; --fail: #c62828; }
-@media (prefers-color-scheme: dark) {
-  :root { --fg: #e6e9ef; --muted: #9aa3b5; --bg: #161a22; --card: #202633; --line: #343c4d; --ok: #6f9fd8; }
-}
-* { box-sizing: border-box; }
-body { margin: 0; padding: 24px 32px 48px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
-  color: var(--fg); background: var(--bg); max-width: 1280px; }
-h1 { font-size: 22px; margin: 0 0 4px; }
-h2 { font-size: 17px; margin: 32px 0 8px; border-bottom: 1px solid var(--line); padding-bottom: 4px; }
-.muted, figcaption { color: var(--muted); }
-code, .mono { font-family: ui-monospace, "SF Mono", Menlo, Consolas, monospace; font-size: 12.5px; }
-dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 12px 0; }
-dl.meta dt { color: var(--muted); }
-dl.meta dd { margin: 0; overflow-wrap: anywhere; }
-.banner { padding: 8px 12px; border-radius: 6px; margin: 8px 0; border-left: 4px solid; }
-.banner.warn { background: rgba(242, 142, 43, 0.12); border-color: var(--sat); }
-.banner.fail { background: rgba(198, 40, 40, 0.10); border-color: var(--fail); }
-.banner.pass { background: rgba(46, 125, 50, 0.10); border-color: var(--pass); }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(100px, 1fr)); gap: 10px; margin: 16px 0; }
-.card { background: var(--card); border-radius: 8px; padding: 10px 12px; }
-.card .v { font-size: 22px; font-weight: 600; }
-.card .l { color: var(--muted); font-size: 12px; }
-.card.dead .v { color: var(--dead); } .card.sat .v { color: var(--sat); }
-.card.zero .v { color: var(--fg); }
-svg { display: block; max-width: 100%; height: auto; }
-#depth-chart, .hist { width: 100%; }
-svg text { fill: var(--muted); font: 11px system-ui, sans-serif; }
-svg .grid { stroke: var(--line); stroke-width: 1; }
-svg .dead { fill: var(--dead); } svg .sat { fill: var(--sat); } svg .live { fill: var(--ok); }
-.legend span { display: inline-block; width: 10px; height: 10px; margin: 0 4px 0 14px; border-radius: 2px; }
-.hists { display: grid; grid-template-columns: repeat(auto-fill, minmax(240px, 1fr)); gap: 12px; }
-.hists figure { margin: 0; background: var(--card); border-radius: 8px; padding: 8px; }
-.hists figcaption { font-size: 12px; overflow-wrap: anywhere; }
-.hists figcaption b { color: var(--fg); }
-table { border-collapse: collapse; width: 100%; font-size: 13px; }
-th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
-th { color: var(--muted); font-weight: 600; }
-td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
-tr.bad td.name { font-weight: 600; }
-tfoot td { font-weight: 600; border-top: 2px solid var(--line); }
-.bar { display: inline-block; width: 90px; height: 9px; background: var(--line); border-radius: 2px;
-  vertical-align: middle; margin-right: 6px; position: relative; overflow: hidden; }
-.bar i { position: absolute; left: 0; top: 0; bottom: 0; }
-.bar i.dead { background: var(--dead); } .bar i.sat { background: var(--sat); }
-.pass { color: var(--pass); font-weight: 600; } .fail { color: var(--fail); font-weight: 600; }
-.tag { font: 11px system-ui, sans-serif; color: var(--muted); border: 1px solid var(--line); border-radius: 3px;
-  padding: 0 4px; margin-left: 4px; }
-.nowrap { white-space: nowrap; }
-td.units { font-size: 11.5px; overflow-wrap: anywhere; max-width: 320px; }
-footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
-"""
-
-
-def _elide(name: str, width: int) -> str:
-    from .render import elide
-
-    return elide(name, width)
-
-
-def _is_head(v: SiteVerdict) -> bool:
-    from .render import expected_saturation
-
-    return expected_saturation(v)
-
-
-def _bad(v: SiteVerdict) -> float:
-    from .render import bad_fraction
-
-    return bad_fraction(v)
+__all__ = ["HIST_BINS", "render_html"]
 
 
 def _units_text(units: list[int], limit: int = 24) -> str:
@@ -104,32 +30,8 @@ def _units_text(units: list[int], limit: int = 24) -> str:
     return shown + (f", … ({len(units) - limit} more)" if len(units) > limit else "")
 
 
-def _e(x: Any) -> str:
-    return escape(str(x), quote=True)
-
-
-def _pct(x: float | None, digits: int = 1) -> str:
-    return "–" if x is None else f"{100 * x:.{digits}f}%"
-
-
-def _num(x: Any) -> str:
-    """A number for a data attribute: the JSON value as JSON writes it."""
-    return "" if x is None else json.dumps(x)
-
-
 def _fmt(x: Any) -> str:
     return "–" if x is None else f"{x:g}"
-
-
-# y-axis maxima of the depth chart and how many gridline steps each gets (whole percents)
-_TICKS = {0.05: 5, 0.1: 5, 0.25: 5, 0.5: 5, 1.0: 4}
-
-
-def _nice_ceiling(x: float) -> float:
-    for c in _TICKS:
-        if x <= c:
-            return c
-    return 1.0
 
 
 def _header(d: dict[str, Any]) -> str:
@@ -217,175 +119,11 @@ def _cards(d: dict[str, Any]) -> str:
     return '<section id="summary"><div class="cards">' + "".join(cards) + "</div></section>"
 
 
-def _depth_chart(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
-    sites = d["sites"]
-    n = len(sites)
-    if n == 0:
-        return '<section id="depth"><h2>Along the network</h2><p class="muted">No activation sites.</p></section>'
-    left, right, top, bottom = 52, 12, 14, 38 + DEPTH_LABELS
-    height = DEPTH_H + DEPTH_LABELS
-    pw, ph = DEPTH_W - left - right, height - top - bottom
-    worst = max([s["dead_fraction"] or 0.0 for s in sites] + [s["saturated_fraction"] or 0.0 for s in sites])
-    ymax = _nice_ceiling(worst)
-    band = pw / n
-    bw = max(band * 0.38, 0.6)
-    parts = [
-        f'<svg id="depth-chart" viewBox="0 0 {DEPTH_W} {height}" '
-        f'width="{DEPTH_W}" height="{height}" role="img" data-sites="{n}" data-ymax="{ymax}">',
-        "<title>Dead and saturated fraction of units per activation site, in execution order</title>",
-    ]
-    ticks = _TICKS[ymax]
-    for k in range(ticks + 1):
-        frac = ymax * k / ticks
-        y = top + ph - ph * k / ticks
-        parts.append(f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_pct(frac, 0)}</text>')
-    label_step = max(1, math.ceil(n / 96))
-    font = 11 if n <= 40 else 9 if n <= 70 else 8
-    for s, v in zip(sites, verdicts, strict=True):
-        i = s["index"]
-        x0 = left + band * i + (band - 2 * bw) / 2
-        tip = f"#{i} {s['name']} ({s['kind']}): "
-        if v.can_die:
-            h = ph * (s["dead_fraction"] or 0.0) / ymax
-            parts.append(
-                f'<rect class="dead" x="{x0:.2f}" y="{top + ph - h:.2f}" width="{bw:.2f}" height="{h:.2f}" '
-                f'data-index="{i}" data-site="{_e(s["name"])}" data-dead="{s["dead"]}" '
-                f'data-value="{_num(s["dead_fraction"])}">'
-                f"<title>{_e(tip)}{s['dead']} of {s['units']} dead ({_pct(s['dead_fraction'])})</title></rect>"
-            )
-        if v.can_saturate:
-            h = ph * (s["saturated_fraction"] or 0.0) / ymax
-            parts.append(
-                f'<rect class="sat" x="{x0 + bw:.2f}" y="{top + ph - h:.2f}" width="{bw:.2f}" height="{h:.2f}" '
-                f'data-index="{i}" data-site="{_e(s["name"])}" data-saturated="{s["saturated"]}" '
-                f'data-value="{_num(s["saturated_fraction"])}">'
-                f"<title>{_e(tip)}{s['saturated']} of {s['units']} saturated "
-                f"({_pct(s['saturated_fraction'])})</title></rect>"
-            )
-        if i % label_step == 0:
-            # Names, not only indices: rotated so that 40–80 sites stay readable at the chart's width.
-            cx, cy = left + band * (i + 0.5), top + ph + 8
-            head = " ⇥" if _is_head(v) else ""
-            parts.append(
-                f'<text class="site-label" x="{cx:.1f}" y="{cy:.1f}" text-anchor="end" font-size="{font}" '
-                f'transform="rotate(-60 {cx:.1f} {cy:.1f})" data-index="{i}">'
-                f"{_e(_elide(s['name'], DEPTH_NAME_CHARS))}{head}<title>#{i} {_e(s['name'])}</title></text>"
-            )
-    parts.append(f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}"/>')
-    parts.append(
-        f'<text x="{left + pw / 2:.1f}" y="{height - 4}" text-anchor="middle">'
-        "activation sites in execution order: input → output (⇥ marks a model output)</text>"
-    )
-    parts.append("</svg>")
-    legend = (
-        '<p class="legend muted"><span class="swatch" style="background: var(--dead)"></span>dead fraction '
-        '(rectifiers)<span class="swatch" style="background: var(--sat)"></span>saturated fraction '
-        f"(bounded and capped activations); y axis up to {_pct(ymax, 0)}. Hover a bar for the site.</p>"
-    )
-    return (
-        '<section id="depth"><h2>Dead and saturated units along the network</h2>'
-        + legend
-        + "\n".join(parts)
-        + "</section>"
-    )
-
-
-def _hist_data(v: SiteVerdict) -> tuple[str, str, list[int], int, list[int]]:
-    """(metric label, flag label, flagged units, units without data, counts per bin) for one site."""
-    if v.can_die:
-        values = np.asarray(v.fire_rate, dtype=np.float64)
-        flagged, label, flag = v.dead_units, "unit fire rate", "dead"
-    else:
-        values = 1.0 - np.asarray(v.low_rate, dtype=np.float64) - np.asarray(v.high_rate, dtype=np.float64)
-        flagged, label, flag = v.saturated_units, "unit rate off the flat tails", "saturated"
-    mask = np.isfinite(values)
-    nodata = int((~mask).sum())
-    keep = mask.copy()
-    keep[np.asarray(flagged, dtype=np.int64)] = False
-    counts, _ = np.histogram(np.clip(values[keep], 0.0, 1.0), bins=HIST_BINS, range=(0.0, 1.0))
-    return label, flag, list(flagged), nodata, [int(c) for c in counts]
-
-
-def _histogram(s: dict[str, Any], v: SiteVerdict) -> str:
-    label, flag, flagged, nodata, counts = _hist_data(v)
-    bars = [len(flagged), *counts]
-    top_count = max(max(bars), 1)
-    left, bottom, top = 24, 18, 8  # left margin holds the count scale
-    pw, ph = HIST_W - left - 6, HIST_H - bottom - top
-    gap = 8  # between the flagged bar and the bins
-    bw = (pw - gap) / (HIST_BINS + 1)
-    i = s["index"]
-    parts = [
-        f'<svg class="hist" viewBox="0 0 {HIST_W} {HIST_H}" width="{HIST_W}" '
-        f'height="{HIST_H}" data-index="{i}" data-site="{_e(s["name"])}" data-units="{s["units"]}" '
-        f'data-flag="{flag}" data-flagged="{len(flagged)}" data-nodata="{nodata}" '
-        f'data-counts="{" ".join(map(str, counts))}">',
-        f"<title>{_e(s['name'])}: distribution of {label} over {s['units']} units</title>",
-    ]
-    for frac in (0.0, 0.5, 1.0):  # the count scale: 0, half and the tallest bar
-        y0 = top + ph - ph * frac
-        value = top_count * frac
-        text = f"{value:g}" if value == int(value) else f"{value:.1f}"
-        parts.append(f'<line class="grid" x1="{left}" x2="{left + pw:.1f}" y1="{y0:.1f}" y2="{y0:.1f}"/>')
-        parts.append(
-            f'<text class="y-tick" x="{left - 3}" y="{y0 + 3.5:.1f}" text-anchor="end">{text}</text>'
-        )
-    for b, count in enumerate(bars):
-        x = left + b * bw + (gap if b else 0)
-        h = ph * count / top_count
-        cls = flag if b == 0 else "live"
-        cls = "sat" if cls == "saturated" else cls
-        what = (
-            f"{count} {flag}"
-            if b == 0
-            else f"{count} units with {label} in [{(b - 1) / 10:.1f}, {b / 10:.1f}"
-        )
-        what += "" if b == 0 else ("]" if b == HIST_BINS else ")")
-        parts.append(
-            f'<rect class="{cls}" x="{x + 0.5:.2f}" y="{top + ph - h:.2f}" width="{max(bw - 1, 0.5):.2f}" '
-            f'height="{h:.2f}"><title>{_e(what)}</title></rect>'
-        )
-    y = HIST_H - 5
-    parts.append(
-        f'<text x="{left + bw / 2:.1f}" y="{y}" text-anchor="middle">{"sat" if flag == "saturated" else flag}</text>'
-    )
-    parts.append(f'<text x="{left + bw + gap:.1f}" y="{y}">0</text>')
-    parts.append(
-        f'<text x="{left + gap + bw * (1 + HIST_BINS / 2):.1f}" y="{y}" text-anchor="middle">0.5</text>'
-    )
-    parts.append(f'<text x="{left + pw:.1f}" y="{y}" text-anchor="end">1</text>')
-    parts.append("</svg>")
-    note = f", {nodata} without data" if nodata else ""
-    head = "; a model output: saturation is expected" if _is_head(v) else ""
-    caption = (
-        f"<figcaption><b>#{i} {_e(s['name'])}</b> {_e(s['kind'])}, {s['units']} units: "
-        f"{len(flagged)} {flag}{note}{head}; x: {label}, y: units</figcaption>"
-    )
-    return f'<figure id="hist-{i}">' + "".join(parts) + caption + "</figure>"
-
-
-def _histograms(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
-    if not verdicts:
-        return ""
-    pairs = list(zip(d["sites"], verdicts, strict=True))
-    # Worst first, output heads after the problems, healthy sites in execution order last.
-    pairs.sort(key=lambda p: (not _bad(p[1]) or _is_head(p[1]), _is_head(p[1]), -_bad(p[1]), p[0]["index"]))
-    figs = [_histogram(s, v) for s, v in pairs]
-    return (
-        '<section id="distributions"><h2>Per-site distribution of unit fire rates</h2>'
-        '<p class="muted">Worst sites first, then model outputs, then healthy sites in execution order. Rectifiers: the share of inputs on which each unit fires; the red bar counts dead '
-        "units. Bounded activations (tanh, sigmoid, …): the share of inputs on which a unit is off its flat "
-        "tails; the orange bar counts saturated units.</p>"
-        '<div class="hists">' + "\n".join(figs) + "</div></section>"
-    )
-
-
 def _mini_bar(s: dict[str, Any], v: SiteVerdict) -> str:
     """The union of dead and saturated units, coloured by the larger part."""
     dead = s["dead_fraction"] or 0.0
     sat = s["saturated_fraction"] or 0.0
-    frac = _bad(v)
+    frac = bad_fraction(v)
     cls = "dead" if dead >= sat else "sat"
     bar = f'<span class="bar"><i class="{cls}" style="width: {100 * frac:.1f}%"></i></span>{_pct(frac)}'
     return f'<span class="nowrap">{bar}</span>'
@@ -408,8 +146,6 @@ def _flagged(s: dict[str, Any]) -> str:
 
 def _worst_first(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
     """The sites with dead or saturated units, worst first, with their unit indices: where to look."""
-    from .render import worst_sites
-
     bad = worst_sites(verdicts, n=len(verdicts))
     if not bad:
         return ""
@@ -417,9 +153,9 @@ def _worst_first(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
     rows = []
     for rank, v in enumerate(bad, 1):
         s = by_name[v.info.name]
-        note = " (model output: expected)" if _is_head(v) else ""
+        note = " (model output: expected)" if expected_saturation(v) else ""
         rows.append(
-            f'<tr class="worst" data-rank="{rank}" data-site="{_e(s["name"])}" data-bad="{_num(round(_bad(v), 6))}">'
+            f'<tr class="worst" data-rank="{rank}" data-site="{_e(s["name"])}" data-bad="{_num(round(bad_fraction(v), 6))}">'
             f'<td class="n">{rank}</td><td class="mono">#{s["index"]} {_e(s["name"])}{_e(note)}</td>'
             f'<td>{_e(s["kind"])}</td><td class="n">{s["units"]}</td><td>{_mini_bar(s, v)}</td>'
             f'<td class="mono units">{_flagged(s)}</td></tr>'
@@ -445,7 +181,11 @@ def _table(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
     for s, v in zip(d["sites"], verdicts, strict=True):
         bad = " bad" if (s["dead"] or s["saturated"]) else ""
         fire = _pct(s["fire_rate"]["mean"]) if v.can_die else "–"
-        tag = ' <span class="tag" title="produces a model output">output</span>' if _is_head(v) else ""
+        tag = (
+            ' <span class="tag" title="produces a model output">output</span>'
+            if expected_saturation(v)
+            else ""
+        )
         rows.append(
             f'<tr class="site{bad}" data-index="{s["index"]}" data-site="{_e(s["name"])}" '
             f'data-units="{s["units"]}" data-dead="{s["dead"]}" data-saturated="{s["saturated"]}" '
@@ -466,18 +206,16 @@ def _table(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
         f'<td class="n">{sm["units"]}</td><td class="n">{sm["dead"]}</td><td class="n">{sm["saturated"]}</td>'
         f'<td class="n">{sm["rarely_firing"]}</td><td></td><td></td><td></td><td></td></tr></tfoot>'
     )
-    from .render import worst_sites
-
     by_name = {s["name"]: s for s in d["sites"]}
-    worst = [v for v in worst_sites(verdicts) if not _is_head(v)]
+    worst = [v for v in worst_sites(verdicts) if not expected_saturation(v)]
     worst_text = ""
     if worst:
         worst_text = (
             '<p id="worst">Worst sites: '
-            + ", ".join(f"<code>{_e(v.info.name)}</code> ({_pct(_bad(v))})" for v in worst)
+            + ", ".join(f"<code>{_e(v.info.name)}</code> ({_pct(bad_fraction(v))})" for v in worst)
             + "</p>"
         )
-    heads = [v for v in verdicts if _is_head(v)]
+    heads = [v for v in verdicts if expected_saturation(v)]
     if heads:
         worst_text += (
             '<p id="heads" class="muted">Model outputs, saturated by design and not ranked: '
@@ -613,9 +351,9 @@ def render_html(report: Report, comparison: Comparison | None = None) -> str:
             _cards(d),
             _gates(d),
             _baseline(comparison),
-            _depth_chart(d, verdicts),
+            depth_chart(d, verdicts),
             _worst_first(d, verdicts),
-            _histograms(d, verdicts),
+            histograms(d, verdicts),
             _table(d, verdicts),
             _warnings(d),
             _footer(d),
@@ -628,6 +366,6 @@ def render_html(report: Report, comparison: Comparison | None = None) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1"/>'
         f'<meta name="generator" content="actaudit {_e(d["tool"]["version"])}"/>'
         f"<title>actaudit: {_e(_short_name(name))}</title>"
-        f"<style>{_CSS}</style></head>\n"
+        f"<style>{CSS}</style></head>\n"
         f'<body data-schema="{_e(d["schema"])}" data-passed="{str(d["passed"]).lower()}">\n{body}\n</body></html>\n'
     )

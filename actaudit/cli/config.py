@@ -1,6 +1,6 @@
 """Defaults and gates from ``[tool.actaudit]`` in ``pyproject.toml`` or from ``actaudit.toml``.
 
-Keys are the long option names of ``actaudit audit``, with dashes or underscores::
+Keys are the long option names of the ``actaudit`` commands, with dashes or underscores::
 
     [tool.actaudit]
     fail-on = ["dead-fraction>0.2", "encoder.*:saturated-fraction>0.1"]
@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import click
 
-from .errors import InputError
+from ..errors import InputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -36,7 +36,9 @@ else:  # Python 3.10: the same parser, published as "tomli" (a dependency there)
 CONFIG_FILE = "actaudit.toml"
 PYPROJECT = "pyproject.toml"
 # Options that describe one run rather than a project's policy: not read from a file.
-NOT_CONFIGURABLE = frozenset({"model", "output", "force", "debug", "help", "version", "config"})
+NOT_CONFIGURABLE = frozenset(
+    {"model", "reports", "output", "report", "force", "debug", "help", "version", "config"}
+)
 # Consent to run code from a checkpoint is given per run, on the command line: a file
 # checked into a repository must not be able to give it for whoever runs actaudit there.
 # The same holds for options that name code to import and run (--arch, --data-loader).
@@ -84,27 +86,38 @@ def _table(path: Path) -> dict[str, Any]:
     return table
 
 
-def _audit_command() -> click.Command:
-    from .cli import cli
-
-    cmd = cli.commands.get("audit")
-    if cmd is None:  # pragma: no cover - the CLI always has it
-        raise RuntimeError("the audit command is missing")
-    return cmd
+_COMMANDS: list[click.Command] = []  # every subcommand, set by actaudit.cli when it builds its group
 
 
-def _options(command: click.Command) -> dict[str, click.Parameter]:
-    """Long option name with underscores (``batch_size``) → its click parameter."""
+def register_commands(group: click.Group) -> None:
+    """Check config keys against the options of ``group``'s commands (the package's CLI calls this)."""
+    _COMMANDS[:] = list(group.commands.values())
+
+
+def _reference() -> list[click.Command]:
+    if not _COMMANDS:  # pragma: no cover - importing this module runs actaudit/cli/__init__.py first
+        raise RuntimeError("actaudit.cli has not registered its commands")
+    return _COMMANDS
+
+
+def _options(*commands: click.Command) -> dict[str, click.Parameter]:
+    """Long option name with underscores (``batch_size``) → its click parameter (the first command's wins)."""
     out: dict[str, click.Parameter] = {}
-    for p in command.params:
-        if not isinstance(p, click.Option):
-            continue
-        for opt in p.opts:
-            if opt.startswith("--"):
-                key = opt[2:].replace("-", "_")
-                if key not in NOT_CONFIGURABLE | COMMAND_LINE_ONLY and p.name not in NOT_CONFIGURABLE:
-                    out[key] = p
+    for command in reversed(commands):
+        for p in command.params:
+            if not isinstance(p, click.Option):
+                continue
+            for opt in p.opts:
+                if opt.startswith("--"):
+                    key = opt[2:].replace("-", "_")
+                    if key not in NOT_CONFIGURABLE | COMMAND_LINE_ONLY and p.name not in NOT_CONFIGURABLE:
+                        out[key] = p
     return out
+
+
+def _names(commands: list[click.Command]) -> str:
+    names = [str(c.name) for c in commands]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
 def load_config(
@@ -117,7 +130,8 @@ def load_config(
 
     ``explicit_path`` (``--config``) wins over the search from ``start_dir`` (default:
     the working directory). The result also holds the file's path under ``"__file__"``.
-    Values are checked against ``command``'s options (default: ``actaudit audit``).
+    Values are checked against ``command``'s options (default: those of every ``actaudit``
+    command, so that one file serves them all; each command takes the keys it has).
     """
     if explicit_path is not None:
         path = Path(explicit_path)
@@ -129,7 +143,8 @@ def load_config(
             return {}
         path = found
     table = _table(path)
-    options = _options(command or _audit_command())
+    commands = [command] if command is not None else _reference()
+    options = _options(*commands)
     out: dict[str, Any] = {SOURCE_KEY: str(path)}
     for raw_key, value in table.items():
         key = raw_key.replace("-", "_")
@@ -142,7 +157,9 @@ def load_config(
             )
         if param is None:
             known = ", ".join(sorted(k.replace("_", "-") for k in options))
-            raise InputError(f"{where} is not an option of actaudit audit", hint=f"known keys: {known}")
+            raise InputError(
+                f"{where} is not an option of actaudit {_names(commands)}", hint=f"known keys: {known}"
+            )
         if key in out:
             raise InputError(f"{where} is given twice (with dashes and with underscores)")
         value = _check(where, param, value)
@@ -208,8 +225,8 @@ def _resolve(base: Path, value: Any) -> Any:
 def default_map(config: dict[str, Any], command: click.Command) -> dict[str, Any]:
     """click's ``default_map`` for ``command``: parameter names → values, for the options it has.
 
-    Keys that ``command`` lacks are left out, so one file can serve ``audit`` and
-    ``inspect``, which share some options.
+    Keys that ``command`` lacks are left out, so one file can serve ``audit``, ``inspect``,
+    ``rewrite``, ``prune`` and ``merge``, which share some options.
     """
     options = _options(command)
     return {options[k].name: v for k, v in config.items() if k in options and options[k].name}
@@ -221,7 +238,7 @@ def _apply(ctx: click.Context, _param: click.Parameter, value: str | None) -> No
     if value == "":  # --config '' turns the search off (a CI job that must ignore a stray file)
         return
     try:
-        cfg = load_config(Path.cwd(), value, command=_audit_command())
+        cfg = load_config(Path.cwd(), value)
     except InputError as e:
         raise click.BadParameter(e.one_line(), ctx=ctx, param_hint="--config") from None
     if cfg:

@@ -13,10 +13,9 @@ import torch
 from torch import nn
 
 import actaudit
-from actaudit import schema
-from actaudit.baseline import compare
 from actaudit.errors import InputError
-from actaudit.report import SCHEMA
+from actaudit.report import SCHEMA, schema
+from actaudit.report.baseline import compare
 
 
 def _model() -> nn.Module:

@@ -14,7 +14,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 SCHEMA_FILE = "report.schema.json"
 _IGNORED = frozenset({"$schema", "$id", "$defs", "title", "description"})

@@ -14,7 +14,7 @@ from torch import nn
 
 import actaudit
 from actaudit.cli import cli
-from actaudit.cli_inspect import inspect_model
+from actaudit.inspection import inspect_model
 
 
 class Net(nn.Module):
@@ -144,8 +144,8 @@ def test_output_file_and_force(pt2: Path, tmp_path: Path) -> None:
 
 
 def test_same_formats_as_audit() -> None:
-    from actaudit import cli_inspect
     from actaudit.cli import FORMATS
+    from actaudit.cli import inspect as cli_inspect
 
     assert cli_inspect.FORMATS == FORMATS
 

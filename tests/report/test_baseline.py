@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import actaudit
-from actaudit.baseline import compare, load_baseline
 from actaudit.errors import InputError
 from actaudit.report import Report
+from actaudit.report.baseline import compare, load_baseline
 
 X = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
 
@@ -149,7 +149,7 @@ def test_gate_results_join_the_report(base: dict[str, Any]) -> None:
     d = r.to_dict()
     assert not r.passed and d["passed"] is False
     assert [g["gate"] for g in d["gates"]] == ["against:new-dead>0", "against:dead-fraction-rise>0"]
-    from actaudit.schema import validate
+    from actaudit.report.schema import validate
 
     d["baseline"] = c.to_dict()
     validate(d)

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from actaudit.cli import cli
-from actaudit.config import SOURCE_KEY, config_option, default_map, find_config, load_config
+from actaudit.cli.config import SOURCE_KEY, config_option, default_map, find_config, load_config
 from actaudit.errors import InputError
 
 

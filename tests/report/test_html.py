@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 import actaudit
-from actaudit.html import HIST_BINS, render_html
 from actaudit.report import Report
+from actaudit.report.html import HIST_BINS, render_html
 
 VOID = {"meta", "br", "hr", "img", "input", "link", "col", "area", "base", "source", "track", "wbr"}
 DEAD_RGB = (0xD6, 0x27, 0x28)  # --dead in the stylesheet
@@ -294,7 +294,7 @@ def test_headless_chromium_draws_the_report(
 
 
 def test_baseline_section(report: Report) -> None:
-    from actaudit.baseline import compare
+    from actaudit.report.baseline import compare
 
     before = report.to_dict()
     before["sites"][0]["dead_units"] = before["sites"][0]["dead_units"][1:]  # one unit was alive before

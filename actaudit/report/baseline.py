@@ -16,13 +16,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .gates import Gate, GateResult
-from .report import SCHEMA
+from ..errors import InputError
+from ..gates import Gate, GateResult
+from ..jsonform import picked
+from .audit import SCHEMA
+from .draw import Document, Lines, Table, capped, gate_line
+from .draw import render as draw_render
 
 GATE_NEW_DEAD = "against:new-dead>{n}"
 GATE_RISE = "against:dead-fraction-rise>{x:g}"
 _EPS = 1e-9  # fractions are rounded to 6 digits in the JSON; do not gate on that noise
+
+
+_COUNTS = (
+    "name",
+    "units",
+    "baseline_units",
+    "dead",
+    "baseline_dead",
+    "dead_fraction",
+    "baseline_dead_fraction",
+)
 
 
 @dataclass
@@ -45,15 +59,24 @@ class SiteChange:
     def dead_fraction_rise(self) -> float:
         return self.dead_fraction - self.baseline_dead_fraction
 
+    @property
+    def changed(self) -> bool:
+        return bool(self.new_dead_units or self.revived_units or abs(self.dead_fraction_rise) > _EPS)
+
+    def change_text(self) -> str:
+        """``dead 1 → 3 of 8 (+25.0 points); newly dead units 4, 5``."""
+        parts = [
+            f"dead {self.baseline_dead} → {self.dead} of {self.units} ({100 * self.dead_fraction_rise:+.1f} points)"
+        ]
+        if self.new_dead_units:
+            parts.append(f"newly dead units {capped(self.new_dead_units, 12)}")
+        if self.revived_units:
+            parts.append(f"revived {capped(self.revived_units, 12)}")
+        return "; ".join(parts)
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name,
-            "units": self.units,
-            "baseline_units": self.baseline_units,
-            "dead": self.dead,
-            "baseline_dead": self.baseline_dead,
-            "dead_fraction": self.dead_fraction,
-            "baseline_dead_fraction": self.baseline_dead_fraction,
+            **picked(self, *_COUNTS),
             "dead_fraction_rise": round(self.dead_fraction_rise, 6),
             "new_dead_units": self.new_dead_units,
             "revived_units": self.revived_units,
@@ -94,11 +117,7 @@ class Comparison:
     def to_dict(self) -> dict[str, Any]:
         """The ``baseline`` section of the JSON report (see ``report.schema.json``)."""
         return {
-            "path": self.path,
-            "max_dead_fraction_rise": self.max_dead_fraction_rise,
-            "max_new_dead": self.max_new_dead,
-            "new_dead": self.new_dead,
-            "revived": self.revived,
+            **picked(self, "path", "max_dead_fraction_rise", "max_new_dead", "new_dead", "revived"),
             "sites": [
                 s.to_dict() for s in self.sites if s.new_dead_units or s.revived_units or s.dead_fraction_rise
             ],
@@ -108,45 +127,44 @@ class Comparison:
             "gates": [g.to_dict() for g in self.gate_results],
         }
 
-    def render(self) -> str:
-        """A few lines for the terminal: regressions first, then improvements and unmatched sites."""
-        where = f" {self.path}" if self.path else ""
-        lines = [
-            f"against baseline{where}: {self.new_dead} new dead units, {self.revived} revived, "
-            f"{len(self.risen)} sites with dead fraction up by more than {100 * self.max_dead_fraction_rise:.1f} points"
-        ]
-        for s in self.sites:
-            if not (s.new_dead_units or s.revived_units or abs(s.dead_fraction_rise) > _EPS):
-                continue
-            parts = [f"dead {s.baseline_dead} → {s.dead} of {s.units} ({_signed_pct(s.dead_fraction_rise)})"]
-            if s.new_dead_units:
-                parts.append(f"newly dead units {_units(s.new_dead_units)}")
-            if s.revived_units:
-                parts.append(f"revived {_units(s.revived_units)}")
-            lines.append(f"  {s.name}: " + "; ".join(parts))
+    def document(self) -> Document:
+        """A few lines: the counts first, then per site what changed, unmatched sites, warnings, gates."""
+        title = (
+            f"against baseline{f' {self.path}' if self.path else ''}: {self.new_dead} new dead units, "
+            f"{self.revived} revived, {len(self.risen)} sites with dead fraction up by more than "
+            f"{100 * self.max_dead_fraction_rise:.1f} points"
+        )
+        lines = [f"  {s.name}: {s.change_text()}" for s in self.sites if s.changed]
         if self.added_sites:
-            lines.append(f"  not in the baseline: {_names(self.added_sites)}")
+            lines.append(f"  not in the baseline: {capped(self.added_sites, 8)}")
         if self.removed_sites:
-            lines.append(f"  only in the baseline: {_names(self.removed_sites)}")
-        for w in self.warnings:
-            lines.append(f"  warning: {w}")
-        for g in self.gate_results:
-            status = "FAILED" if g.failed else "passed"
-            at = f" at {', '.join(g.failing_sites[:5])}" if g.failing_sites else ""
-            lines.append(f"gate {g.gate.text}: {status} (value {g.value:g}){at}")
-        return "\n".join(lines) + "\n"
+            lines.append(f"  only in the baseline: {capped(self.removed_sites, 8)}")
+        lines += [f"  warning: {w}" for w in self.warnings]
+        lines += [gate_line(g) for g in self.gate_results]
+        rows = [
+            [
+                s.name,
+                s.baseline_dead,
+                s.dead,
+                round(s.dead_fraction_rise, 6),
+                _joined(s.new_dead_units),
+                _joined(s.revived_units),
+            ]
+            for s in self.sites
+            if s.changed
+        ]
+        return Document(title, [Lines(lines)], Table(_CSV_COLUMNS, rows))
+
+    def render(self, fmt: str = "table") -> str:
+        """The terminal form (the CLI prints it on stderr); also markdown, csv and json."""
+        return draw_render(self, fmt)
 
 
-def _signed_pct(x: float) -> str:
-    return f"{100 * x:+.1f} points"
+_CSV_COLUMNS = ("name", "baseline_dead", "dead", "dead_fraction_rise", "new_dead_units", "revived_units")
 
 
-def _units(units: list[int], limit: int = 12) -> str:
-    return ", ".join(map(str, units[:limit])) + (f" … ({len(units)} in all)" if len(units) > limit else "")
-
-
-def _names(names: list[str], limit: int = 8) -> str:
-    return ", ".join(names[:limit]) + (f" … ({len(names)} in all)" if len(names) > limit else "")
+def _joined(units: list[int]) -> str:
+    return " ".join(map(str, units))
 
 
 def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -196,83 +214,85 @@ def compare(
     _check_report(baseline, f"baseline report {baseline_path}" if baseline_path else "the baseline")
     now = _by_name(report["sites"])
     before = _by_name(baseline["sites"])
-    changes: list[SiteChange] = []
-    warnings: list[str] = []
     where = f"--against {baseline_path}" if baseline_path else "the baseline"
-    renamed: dict[str, str] = {}
-    if now and before and not set(now) & set(before):
-        if not allow_renamed:
-            raise InputError(
-                f"{where} is not comparable: none of its {len(before)} site names matches one of the "
-                f"{len(now)} sites of this report (another model, exporter or naming?)",
-                hint="compare reports of the same model, or pass --allow-renamed-sites to pair sites by position",
-            )
-        renamed = _pair_by_position(now, before)
-        if not renamed:
-            raise InputError(
-                f"{where} is not comparable: no site matches by name, nor by position, kind and unit count"
-            )
-        warnings.append(
-            f"no site name matches the baseline: {len(renamed)} site(s) paired by position, kind and unit count"
-        )
+    renamed, warnings = _renamed(now, before, where, allow_renamed)
+    changes: list[SiteChange] = []
     for name, s in now.items():
         b = before.get(renamed.get(name, name))
-        if b is None:
-            continue
-        c = SiteChange(
-            name=name,
-            units=int(s["units"]),
-            baseline_units=int(b["units"]),
-            dead=int(s["dead"]),
-            baseline_dead=int(b["dead"]),
-            dead_fraction=float(s["dead_fraction"] or 0.0),
-            baseline_dead_fraction=float(b["dead_fraction"] or 0.0),
-        )
-        if c.units_changed:
-            # Unit indices mean nothing across a resized layer; compare fractions only.
-            warnings.append(
-                f"{name} has {c.units} units, {c.baseline_units} in the baseline: only its dead fraction is compared"
-            )
-        else:
-            dead_now, dead_before = set(s["dead_units"]), set(b["dead_units"])
-            c.new_dead_units = sorted(dead_now - dead_before)
-            c.revived_units = sorted(dead_before - dead_now)
-        changes.append(c)
-    added = [n for n in now if renamed.get(n, n) not in before]
+        if b is not None:
+            changes.append(_site_change(name, s, b, warnings))
     paired = set(renamed.values())
-    removed = [n for n in before if n not in now and n not in paired]
-    warnings += _setting_warnings(report, baseline)
-
-    new_dead_sites = [c.name for c in changes if c.new_dead_units]
-    n_new = sum(len(c.new_dead_units) for c in changes)
-    risen = [c for c in changes if c.dead_fraction_rise > max_dead_fraction_rise + _EPS]
-    worst_rise = max((c.dead_fraction_rise for c in changes), default=0.0)
-    gates = [
-        GateResult(
-            Gate(GATE_NEW_DEAD.format(n=max_new_dead), "new-dead", ">", float(max_new_dead)),
-            n_new > max_new_dead,
-            float(n_new),
-            new_dead_sites if n_new > max_new_dead else [],
-        ),
-        GateResult(
-            Gate(
-                GATE_RISE.format(x=max_dead_fraction_rise), "dead-fraction-rise", ">", max_dead_fraction_rise
-            ),
-            bool(risen),
-            round(max(worst_rise, 0.0), 6),
-            [c.name for c in risen],
-        ),
-    ]
     return Comparison(
         sites=changes,
-        added_sites=added,
-        removed_sites=removed,
+        added_sites=[n for n in now if renamed.get(n, n) not in before],
+        removed_sites=[n for n in before if n not in now and n not in paired],
         max_dead_fraction_rise=max_dead_fraction_rise,
         max_new_dead=max_new_dead,
-        gate_results=gates,
-        warnings=warnings,
+        gate_results=_gates(changes, max_dead_fraction_rise, max_new_dead),
+        warnings=warnings + _setting_warnings(report, baseline),
         path=baseline_path,
     )
+
+
+def _renamed(
+    now: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]], where: str, allow: bool
+) -> tuple[dict[str, str], list[str]]:
+    """Site name now → baseline name where no name matches (``allow``), and the warning that says so."""
+    if not (now and before and not set(now) & set(before)):
+        return {}, []
+    if not allow:
+        raise InputError(
+            f"{where} is not comparable: none of its {len(before)} site names matches one of the "
+            f"{len(now)} sites of this report (another model, exporter or naming?)",
+            hint="compare reports of the same model, or pass --allow-renamed-sites to pair sites by position",
+        )
+    renamed = _pair_by_position(now, before)
+    if not renamed:
+        raise InputError(
+            f"{where} is not comparable: no site matches by name, nor by position, kind and unit count"
+        )
+    return renamed, [
+        f"no site name matches the baseline: {len(renamed)} site(s) paired by position, kind and unit count"
+    ]
+
+
+def _site_change(name: str, s: dict[str, Any], b: dict[str, Any], warnings: list[str]) -> SiteChange:
+    c = SiteChange(
+        name=name,
+        units=int(s["units"]),
+        baseline_units=int(b["units"]),
+        dead=int(s["dead"]),
+        baseline_dead=int(b["dead"]),
+        dead_fraction=float(s["dead_fraction"] or 0.0),
+        baseline_dead_fraction=float(b["dead_fraction"] or 0.0),
+    )
+    if c.units_changed:
+        # Unit indices mean nothing across a resized layer; compare fractions only.
+        warnings.append(
+            f"{name} has {c.units} units, {c.baseline_units} in the baseline: only its dead fraction is compared"
+        )
+    else:
+        dead_now, dead_before = set(s["dead_units"]), set(b["dead_units"])
+        c.new_dead_units = sorted(dead_now - dead_before)
+        c.revived_units = sorted(dead_before - dead_now)
+    return c
+
+
+def _gates(changes: list[SiteChange], max_rise: float, max_new_dead: int) -> list[GateResult]:
+    n_new = sum(len(c.new_dead_units) for c in changes)
+    risen = [c for c in changes if c.dead_fraction_rise > max_rise + _EPS]
+    worst_rise = max((c.dead_fraction_rise for c in changes), default=0.0)
+    new_dead = Gate(GATE_NEW_DEAD.format(n=max_new_dead), "new-dead", ">", float(max_new_dead))
+    rise = Gate(GATE_RISE.format(x=max_rise), "dead-fraction-rise", ">", max_rise)
+    return [
+        GateResult(
+            new_dead,
+            n_new > max_new_dead,
+            float(n_new),
+            [c.name for c in changes if c.new_dead_units] if n_new > max_new_dead else [],
+        ),
+        GateResult(rise, bool(risen), round(max(worst_rise, 0.0), 6), [c.name for c in risen]),
+    ]
 
 
 def _pair_by_position(now: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]]) -> dict[str, str]:

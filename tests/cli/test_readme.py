@@ -10,7 +10,7 @@ import pytest
 
 from actaudit.cli import cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _sections() -> dict[str, str]:

@@ -29,9 +29,9 @@ from onnx import TensorProto, helper
 import actaudit
 from actaudit.cli import cli
 from actaudit.errors import ActauditError
-from actaudit.render import elide
+from actaudit.report.terminal import elide
 
-FIX = Path(__file__).resolve().parent.parent / "fixtures"
+FIX = Path(__file__).resolve().parents[2] / "fixtures"
 TS, ONNX, PT2 = (FIX / "models" / f"cnn_dead.{e}" for e in ("ts", "onnx", "pt2"))
 IMAGES = FIX / "data" / "cnn_images.npy"
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -436,7 +436,7 @@ def test_saturated_output_head_is_expected_not_worst(tmp_path: Path) -> None:
     heads = next(line for line in text.splitlines() if line.startswith("output heads saturate by design"))
     inner, head = (s.info.name for s in r.sites)
     assert inner in worst and head not in worst and head in heads
-    from actaudit.html import render_html
+    from actaudit.report.html import render_html
 
     page = ET.fromstring(render_html(r))
     ranks = [tr.get("data-site") for tr in page.iter("tr") if tr.get("class") == "worst"]
@@ -458,7 +458,7 @@ def _ocr_detector() -> Path:
 
 @pytest.fixture(scope="module")
 def ocr_page(tmp_path_factory: pytest.TempPathFactory) -> tuple[actaudit.Report, Path]:
-    from actaudit.html import render_html
+    from actaudit.report.html import render_html
 
     x = np.random.default_rng(3).standard_normal((4, 3, 64, 64)).astype(np.float32)
     r = actaudit.audit(str(_ocr_detector()), x, batch_size=2)
@@ -579,7 +579,7 @@ def test_html_site_table_keeps_its_header_and_tags_heads(ocr_page: tuple[actaudi
 
 
 def test_table_width_follows_the_terminal_unless_wide_or_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
-    from actaudit.render import table_width
+    from actaudit.report.terminal import table_width
 
     class _Tty:
         def isatty(self) -> bool:

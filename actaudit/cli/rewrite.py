@@ -1,7 +1,7 @@
-"""``actaudit rewrite``: ReLU → LeakyReLU/PReLU with a slope verified against a drift budget.
+"""``actaudit rewrite MODEL -o OUT``: ReLU → LeakyReLU/PReLU, slopes verified against a drift budget.
 
-A thin layer over :func:`actaudit.rewrite.core.rewrite`. stdout carries only the report
-(unless ``--report FILE``); warnings go to stderr.
+The slope search, the rewrite and its verification are :func:`actaudit.rewrite.core.rewrite`;
+this module parses the slope options and refuses an ``-o`` whose extension names another format.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from typing import Any
 
 import click
 
-from .cli import _emit, data_options, model_options, threshold_options
-from .errors import EXIT_GATE
-
-FORMATS = ("table", "json", "csv", "markdown")  # as for audit
+from ..errors import EXIT_GATE
+from .common import audit_options, check_model_outputs, config_file, publish
+from .options import defaulted, max_drift_option, output_format_option, writer_options, writer_outputs
 
 
 class _Alpha(click.ParamType):
@@ -63,8 +62,8 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
     """
     import os
 
-    from .detect import ONNX, detect_format
-    from .errors import InputError
+    from ..detect import ONNX, detect_format
+    from ..errors import InputError
 
     if not os.path.isfile(model):
         return  # the loader reports a missing model with its own message
@@ -84,40 +83,23 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
         )
 
 
-@click.command()
+@click.command("rewrite")
 @click.argument("model", type=click.Path(dir_okay=True))
-@click.option(
-    "-o",
-    "--output",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Where to write the rewritten model (atomically, after it is verified).",
-)
-@model_options
-@data_options
-@threshold_options
-@click.option(
+@writer_options("rewritten")
+@defaulted(
     "--alpha",
-    type=_Alpha(),
-    default="auto",
-    show_default=True,
+    _Alpha(),
+    "auto",
     help="'auto': slopes chosen on the calibration data within --max-drift (per dead unit by default, per site "
     "with --to leaky or --slope-units all). A number: that slope everywhere it goes (a drift over budget fails).",
 )
-@click.option(
+@defaulted(
     "--alpha-range",
-    type=_Range(),
-    default="0.01,0.3",
-    show_default=True,
+    _Range(),
+    "0.01,0.3",
     help="Search range of the automatic slope; HIGH is also the cap of per-unit slopes.",
 )
-@click.option(
-    "--max-drift",
-    type=click.FloatRange(0, min_open=True),
-    default=0.01,
-    show_default=True,
-    help="Budget for ‖y′−y‖/‖y‖ over all outputs of the calibration set.",
-)
+@max_drift_option(0.01, "Budget for ‖y′−y‖/‖y‖ over all outputs of the calibration set.")
 @click.option(
     "--to",
     "to",
@@ -141,18 +123,16 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
     help="With --to prelu: 'dead' (default) gives slopes to dead units only, live units keep slope 0 (plain ReLU); "
     "'all' gives every unit of a selected site one α. --to leaky is always 'all'.",
 )
-@click.option(
+@defaulted(
     "--min-slope",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.01,
-    show_default=True,
+    click.FloatRange(0, 1, min_open=True, max_open=True),
+    0.01,
     help="Smallest slope that counts as revived (the audit's stuck fraction: a smaller slope still counts as dead).",
 )
-@click.option(
+@defaulted(
     "--shift",
-    type=click.Choice(["exact", "fold", "none"]),
-    default="exact",
-    show_default=True,
+    click.Choice(["exact", "fold", "none"]),
+    "exact",
     help="exact: subtract slope·E[min(z,0)] per unit right after the activation (keeps the mean for any consumer); "
     "fold: into the next layer's bias (same as --compensate); none: no correction.",
 )
@@ -172,27 +152,16 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
     help="Fold α·E[min(z,0)] per unit into the next Conv/Linear/Gemm/MatMul+Add bias so that mean outputs are "
     "preserved (exact without zero padding; approximate at padded borders).",
 )
-@click.option(
-    "--output-format",
-    type=click.Choice(["ts", "pt2"]),
-    help="For eager inputs (state_dict + --arch, pickled modules): write TorchScript or torch.export. Default: from the -o extension.",
+@output_format_option(
+    "For eager inputs (state_dict + --arch, pickled modules): write TorchScript or torch.export. Default: from the -o extension."
 )
-@click.option(
+@defaulted(
     "--max-passes",
-    type=click.FloatRange(3),
-    default=20,
-    show_default=True,
+    click.FloatRange(3),
+    20,
     help="Budget of passes over the calibration data, verification included.",
 )
-@click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option(
-    "--report",
-    type=click.Path(dir_okay=False),
-    help="Write the report here instead of stdout (atomically, overwriting).",
-)
-@click.option("-q", "--quiet", is_flag=True, help="No warnings on stderr.")
-@click.option("--debug", is_flag=True, help="Show tracebacks of internal errors.")
+@writer_outputs()
 def rewrite(**kw: Any) -> None:
     """Rewrite ReLU in MODEL into LeakyReLU or PReLU so that dead units get a gradient again.
 
@@ -209,71 +178,20 @@ def rewrite(**kw: Any) -> None:
       actaudit rewrite weights.pt --arch net.py:build -o net.ts --calib x.npy --to prelu
       actaudit rewrite model.ts -o fixed.ts --calib x.npy --alpha 0.01 --format json
     """
-    from .cli import audit_options
-    from .rewrite.core import RewriteOptions, check_output
-    from .rewrite.core import rewrite as run_rewrite
+    from ..progress import progress_for
+    from ..rewrite.core import rewrite as run_rewrite
 
-    audit = audit_options(kw)
-    opts = RewriteOptions(
-        alpha=kw["alpha"],
-        alpha_range=kw["alpha_range"],
-        max_drift=kw["max_drift"],
-        to=kw["to"],
-        sites=kw["sites"],
-        compensate=kw["compensate"],
-        slope_units=kw["slope_units"],
-        min_slope=kw["min_slope"],
-        shift=kw["shift"],
-        drift_outputs=kw["drift_outputs"],
-        write_over_budget=kw["write_over_budget"],
-        output=kw["output"],
-        output_format=kw["output_format"],
-        force=kw["force"],
-        max_passes=kw["max_passes"],
-        audit=audit,
-    )
-    check_output(kw["output"], kw["force"], kw["model"])
-    check_output_extension(kw["model"], kw["output"], kw["output_format"])
-    if kw["report"]:
-        check_output(kw["report"], True, kw["model"])
-    from .fileio import check_target, refuse_collisions
-    from .progress import progress_for
-
-    check_target(kw["output"], True)  # a FIFO or device is refused whatever --force says
-    if kw["report"]:
-        check_target(kw["report"], True)
-
-    refuse_collisions(
-        [("-o/--output", kw["output"]), ("--report", kw["report"])],
-        [("model", kw["model"]), ("--calib", kw["calib"])],
-        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
-    )
-    progress = progress_for(None, quiet=kw["quiet"])
-    audit.progress = progress
-    with progress:
+    opts = _options(kw)
+    _check_outputs(kw)
+    config = config_file(kw["quiet"])
+    opts.audit.progress = progress_for(None, quiet=kw["quiet"])
+    with opts.audit.progress:
         report = run_rewrite(kw["model"], options=opts)
-    if not kw["quiet"] and kw["fmt"] != "table":
-        for w in report.warnings:
-            click.echo(f"actaudit: warning: {w}", err=True)
-    _emit(report.render(kw["fmt"]), kw["report"], True)
-    out = report.output
-    if out.get("written"):
-        click.echo(f"actaudit: wrote {out['path']} [{out['format']}]", err=True)
-    elif out.get("reason") and not kw["quiet"]:
-        click.echo(f"actaudit: nothing written to {out['path']}: {out['reason']}", err=True)
+    if config:
+        report.run["config_file"] = config
+    publish(report, kw)
     if not report.passed:
-        d = report.drift_verified or report.drift
-        if d is not None and not report.drift_ok:
-            click.echo(
-                f"actaudit: gate failed: relative drift {d.rel_l2:.4g} > --max-drift {opts.max_drift:g}; "
-                "nothing revived within the budget",
-                err=True,
-            )
-        else:
-            click.echo(f"actaudit: nothing revived: {_why_nothing(report)}", err=True)
-        for n in report.notes:
-            if n.startswith("no dead unit fits"):
-                click.echo(f"actaudit: {n}", err=True)
+        _explain_failure(report, opts.max_drift)
         sys.exit(EXIT_GATE)
     s = report.summary()
     if not kw["quiet"]:
@@ -282,6 +200,62 @@ def rewrite(**kw: Any) -> None:
             f"slopes {s['alpha_min']:g}–{s['alpha_max']:g}",
             err=True,
         )
+
+
+_REWRITE_KEYS = (
+    "alpha",
+    "alpha_range",
+    "max_drift",
+    "to",
+    "sites",
+    "compensate",
+    "slope_units",
+    "min_slope",
+    "shift",
+    "drift_outputs",
+    "write_over_budget",
+    "output",
+    "output_format",
+    "force",
+    "max_passes",
+)
+
+
+def _options(kw: dict[str, Any]) -> Any:
+    from ..rewrite.core import RewriteOptions
+
+    return RewriteOptions(**{k: kw[k] for k in _REWRITE_KEYS}, audit=audit_options(kw))
+
+
+def _check_outputs(kw: dict[str, Any]) -> None:
+    """-o and --report: not an input, not a FIFO, not existing without --force, a format rewrite writes."""
+    from ..fileio import check_target, refuse_collisions
+
+    check_model_outputs(kw)
+    check_output_extension(kw["model"], kw["output"], kw["output_format"])
+    check_target(kw["output"], True)  # a FIFO or device is refused whatever --force says
+    if kw["report"]:
+        check_target(kw["report"], True)
+    refuse_collisions(
+        [("-o/--output", kw["output"]), ("--report", kw["report"])],
+        [("model", kw["model"]), ("--calib", kw["calib"])],
+        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
+    )
+
+
+def _explain_failure(report: Any, max_drift: float) -> None:
+    d = report.final_drift
+    if d is not None and not report.drift_ok:
+        click.echo(
+            f"actaudit: gate failed: relative drift {d.rel_l2:.4g} > --max-drift {max_drift:g}; "
+            "nothing revived within the budget",
+            err=True,
+        )
+    else:
+        click.echo(f"actaudit: nothing revived: {_why_nothing(report)}", err=True)
+    for n in report.notes:
+        if n.startswith("no dead unit fits"):
+            click.echo(f"actaudit: {n}", err=True)
 
 
 def _why_nothing(report: Any) -> str:

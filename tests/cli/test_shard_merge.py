@@ -11,11 +11,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from actaudit import schema
 from actaudit.cli import cli
+from actaudit.report import schema
 from tests import scaleout_models as som
 
-FIX = Path(__file__).resolve().parent.parent / "fixtures"
+FIX = Path(__file__).resolve().parents[2] / "fixtures"
 CNN_DATA = FIX / "data" / "cnn_images.npy"
 
 

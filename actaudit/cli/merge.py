@@ -1,0 +1,62 @@
+"""``actaudit merge A.json B.json ...``: shard reports combined into the report of one run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .common import check_output, config_file, echo_remarks, emit, exit_on_failed_gates, use_color
+from .config import config_option
+from .options import (
+    debug_option,
+    fail_on_option,
+    force_option,
+    format_option,
+    html_option,
+    output_option,
+    per_unit_option,
+    quiet_option,
+)
+
+
+@click.command("merge")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False, readable=False))
+@fail_on_option("Gates to evaluate on the merged report (default: the gates the shards were run with).")
+@format_option
+@output_option()
+@force_option()
+@per_unit_option(default=None)
+@html_option("Also write a self-contained HTML report to FILE.")
+@quiet_option()
+@debug_option
+@config_option
+def merge(**kw: Any) -> None:
+    """Combine the JSON reports of 'audit --shard K/N' into the report a single run writes.
+
+    The gates are evaluated again on the merged statistics; the exit code is the audit's
+    (1 when a gate fails). Reports of different models, settings, data or options, and
+    sets of shards with one given twice or missing, are refused (exit 2).
+
+    \b
+    Examples:
+      actaudit audit model.onnx --calib val.npy --shard 1/2 --format json -o s1.json
+      actaudit audit model.onnx --calib val.npy --shard 2/2 --format json -o s2.json
+      actaudit merge s1.json s2.json --format json -o report.json
+    """
+    from ..merge import merge_reports
+
+    check_output(kw["output"], kw["force"], *kw["reports"])
+    check_output(kw["html"], kw["force"], *kw["reports"])
+    config = config_file(kw["quiet"])
+    report = merge_reports(kw["reports"], fail_on=kw["fail_on"] or None, per_unit=kw["per_unit"])
+    if config:
+        report.run["config_file"] = config
+    echo_remarks(kw, warnings=report.warnings)
+    emit(report.render(kw["fmt"], color=use_color(kw["output"])), kw["output"], kw["force"])
+    if kw["html"]:
+        from ..fileio import write_text_atomic
+        from ..report.html import render_html
+
+        write_text_atomic(kw["html"], render_html(report, None), force=kw["force"])
+    exit_on_failed_gates(report)
