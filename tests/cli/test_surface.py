@@ -512,7 +512,7 @@ def test_html_names_sites_ranks_worst_first_and_marks_the_head(
 def test_headless_chromium_draws_a_47_site_report(
     ocr_page: tuple[actaudit.Report, Path], tmp_path: Path, screenshot: Any
 ) -> None:
-    from test_html import _png_rgb
+    from pngread import png_rgb as _png_rgb
 
     _, page = ocr_page
     shot = tmp_path / "shot.png"
