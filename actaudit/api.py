@@ -12,6 +12,7 @@ from typing import Any
 from .assemble import MIN_SAMPLES_FOR_CONFIDENCE, build_report, is_info
 from .calibration import data_source, labels_hint, synthetic_hint
 from .data import DataSource
+from .distributed import DistEnv
 from .errors import InputError
 from .gates import Gate, parse_gate
 from .loading import LoadedModel, check_axis_overrides, load_model, load_options
@@ -38,7 +39,7 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     opts = options or AuditOptions(**kw)
     gates = [parse_gate(g) for g in opts.fail_on]
     if opts.dist is not None:
-        return _audit_distributed(model, data, opts, gates)
+        return _audit_distributed(model, data, opts, opts.dist, gates)
     t0 = time.perf_counter()
     stage = getattr(opts.progress, "stage", None)
     if stage is not None:
@@ -77,7 +78,7 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     return report
 
 
-def _audit_distributed(model: Any, data: Any, opts: AuditOptions, gates: list[Gate]) -> Report:
+def _audit_distributed(model: Any, data: Any, opts: AuditOptions, env: DistEnv, gates: list[Gate]) -> Report:
     """One rank of a torchrun job: its shard of the data, then the counters of all ranks added up.
 
     Every rank reaches the same collective whether it succeeded or failed, so one rank's
@@ -87,7 +88,6 @@ def _audit_distributed(model: Any, data: Any, opts: AuditOptions, gates: list[Ga
     from .errors import EXIT_INTERNAL, ActauditError
     from .shard import Shard, sharded
 
-    env = opts.dist
     t0 = time.perf_counter()
     group = Group(env, opts.device)
     try:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from ..data import Batch, DataSource, InputSpec
 from ..detect import EXPORT, ONNX, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT
@@ -215,6 +215,67 @@ class Backend(Protocol):
     def read_calibration(self, path: Path) -> DataSource:
         """A calibration file only this family can read (``.pt`` batches for torch)."""
         ...
+
+
+# -- what both backends' handles share ------------------------------------------------------
+class LoadedRecord(Protocol):
+    """What each backend's record of a loaded model carries (``TorchModel``, ``OnnxModel``)."""
+
+    inputs: list[InputSpec]
+    notes: list[str]
+    fixed_batch: int | None
+
+
+R = TypeVar("R", bound=LoadedRecord)
+R_contra = TypeVar("R_contra", bound=LoadedRecord, contravariant=True)
+
+
+class CaptureFn(Protocol[R_contra]):
+    """A backend's capture function over its own record of the model."""
+
+    def __call__(
+        self,
+        raw: R_contra,
+        source: DataSource,
+        /,
+        *,
+        samples: int | None,
+        stuck_fraction: float,
+        axis_overrides: list[AxisOverride],
+        progress: Callable[[int], None] | None = None,
+        keep_outputs: bool = False,
+    ) -> Capture: ...
+
+
+class HandleBase(Generic[R]):
+    """The parts of a :class:`ModelHandle` that read the backend's record or call its capture."""
+
+    def __init__(self, raw: R, capture: CaptureFn[R]) -> None:
+        self.raw = raw
+        self._capture = capture
+
+    @property
+    def inputs(self) -> list[InputSpec]:
+        return self.raw.inputs
+
+    @property
+    def notes(self) -> list[str]:
+        return self.raw.notes
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self.raw.fixed_batch
+
+    def capture(self, source: DataSource, opts: CaptureOptions) -> Capture:
+        return self._capture(
+            self.raw,
+            source,
+            samples=opts.samples,
+            stuck_fraction=opts.stuck_fraction,
+            axis_overrides=opts.axis_overrides,
+            progress=opts.progress,
+            keep_outputs=opts.keep_outputs,
+        )
 
 
 # -- the registry -------------------------------------------------------------------------------
