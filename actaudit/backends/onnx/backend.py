@@ -14,10 +14,10 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -30,6 +30,7 @@ from ...data import Batch, DataSource, InputSpec, cap_samples, declared_fixed_ba
 from ...data.binding import describe_inputs, feeds_by_name
 from ...errors import CalibrationError, InputError, ModelRunError
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
+from ..base import CaptureKwargs, CaptureOptions
 from .instrument import AxisRule, SiteOutputs, SitePlan, instrument
 from .interrupt import run_interruptible
 from .sites import OnnxSite, consumer_axis, find_sites
@@ -38,6 +39,9 @@ __all__ = ["OnnxModel", "available_providers", "capture", "load"]
 
 _PROTOBUF_LIMIT = 2**31 - 2**26  # leave headroom under protobuf's 2 GiB message limit
 _EXACT_FLOAT_COUNT = 2**24  # float32 counts are exact below this
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 @dataclass
@@ -635,19 +639,12 @@ def batches_for(
     return bound_batches(handle, cap_samples(source.batches(), samples), [] if warnings is None else warnings)
 
 
-def capture(
-    handle: OnnxModel,
-    source: DataSource,
-    *,
-    samples: int | None,
-    stuck_fraction: float,
-    axis_overrides: list[AxisOverride],
-    progress: Callable[[int], None] | None = None,
-    keep_outputs: bool = False,
-) -> Capture:
+def capture(handle: OnnxModel, source: DataSource, **kw: Unpack[CaptureKwargs]) -> Capture:
     """Per-site statistics; with ``keep_outputs`` the model's outputs of the same runs too."""
+    o = CaptureOptions(**kw)
+    samples, progress, keep_outputs = o.samples, o.progress, o.keep_outputs
     t0 = time.perf_counter()
-    runner = _Runner(handle, stuck_fraction, axis_overrides)
+    runner = _Runner(handle, o.stuck_fraction, o.axis_overrides)
     runner.keep_outputs = keep_outputs
     runner.session(False)
     t_build = time.perf_counter()
