@@ -14,7 +14,6 @@ from .verdicts import Settings
 
 if TYPE_CHECKING:
     from .distributed import DistEnv
-    from .shard import Shard
 
 
 @dataclass
@@ -45,7 +44,9 @@ class AuditOptions:
     # Maps each item a loader yields to the model's inputs, e.g. ``lambda b: b[0]`` for (inputs, labels).
     input_fn: Callable[[Any], Any] | None = None
     val_range: tuple[float, float] | None = None  # synthetic values drawn from [LOW, HIGH]
-    shard: Shard | None = None  # run only that part of the data, report exact counters
+    # An actaudit.shard.Shard: run only that part of the data, report exact counters. Typed here as
+    # object so that the options do not import the shard module (it reaches the report assembly).
+    shard: object | None = None
     dist: DistEnv | None = None  # this process is one rank of a torchrun job
 
 
