@@ -7,16 +7,20 @@ report. The CLI is a thin layer over this module.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .assemble import MIN_SAMPLES_FOR_CONFIDENCE, build_report, is_info
 from .calibration import data_source, labels_hint, synthetic_hint
 from .data import DataSource
+from .distributed import DistEnv
 from .errors import InputError
 from .gates import Gate, parse_gate
 from .loading import LoadedModel, check_axis_overrides, load_model, load_options
 from .options import AuditOptions, parse_axis_overrides
 from .report import Report
+
+if TYPE_CHECKING:
+    from .shard import Shard
 
 __all__ = [
     "MIN_SAMPLES_FOR_CONFIDENCE",
@@ -38,7 +42,7 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     opts = options or AuditOptions(**kw)
     gates = [parse_gate(g) for g in opts.fail_on]
     if opts.dist is not None:
-        return _audit_distributed(model, data, opts, gates)
+        return _audit_distributed(model, data, opts, opts.dist, gates)
     t0 = time.perf_counter()
     stage = getattr(opts.progress, "stage", None)
     if stage is not None:
@@ -49,17 +53,18 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     t = source.total_samples
     total = min(t, opts.samples) if t and opts.samples else (t or opts.samples)
     set_total = getattr(opts.progress, "set_total", None)
-    if total and opts.shard is not None:
-        total = -(-total // opts.shard.count)
+    shard = _shard(opts)
+    if total and shard is not None:
+        total = -(-total // shard.count)
     if stage is not None:
         stage("calibrating", total)
     elif set_total is not None:
         set_total(total)
     part = source
-    if opts.shard is not None:
+    if shard is not None:
         from .shard import sharded
 
-        part = sharded(source, opts.shard, opts.samples, loaded.handle.batches)
+        part = sharded(source, shard, opts.samples, loaded.handle.batches)
     try:
         cap = loaded.capture(part, opts)
     except InputError as e:
@@ -70,14 +75,24 @@ def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, 
     )
     if opts.input_range:
         _attach_proofs(report, loaded, source, opts)
-    if opts.shard is not None:
+    if shard is not None:
         from .shard import shard_report
 
         return shard_report(report, loaded, source, cap, opts, t_cap - t_load)
     return report
 
 
-def _audit_distributed(model: Any, data: Any, opts: AuditOptions, gates: list[Gate]) -> Report:
+def _shard(opts: AuditOptions) -> Shard | None:
+    if opts.shard is None:
+        return None
+    from .shard import Shard
+
+    if not isinstance(opts.shard, Shard):
+        raise TypeError(f"shard must be an actaudit.shard.Shard, not {type(opts.shard).__name__}")
+    return opts.shard
+
+
+def _audit_distributed(model: Any, data: Any, opts: AuditOptions, env: DistEnv, gates: list[Gate]) -> Report:
     """One rank of a torchrun job: its shard of the data, then the counters of all ranks added up.
 
     Every rank reaches the same collective whether it succeeded or failed, so one rank's
@@ -87,7 +102,6 @@ def _audit_distributed(model: Any, data: Any, opts: AuditOptions, gates: list[Ga
     from .errors import EXIT_INTERNAL, ActauditError
     from .shard import Shard, sharded
 
-    env = opts.dist
     t0 = time.perf_counter()
     group = Group(env, opts.device)
     try:

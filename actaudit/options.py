@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .data import DEFAULT_BATCH_SIZE, DEFAULT_SEED
 from .errors import InputError
 from .stats import AxisOverride
 from .verdicts import Settings
+
+if TYPE_CHECKING:
+    from .distributed import DistEnv
 
 
 @dataclass
@@ -41,8 +44,10 @@ class AuditOptions:
     # Maps each item a loader yields to the model's inputs, e.g. ``lambda b: b[0]`` for (inputs, labels).
     input_fn: Callable[[Any], Any] | None = None
     val_range: tuple[float, float] | None = None  # synthetic values drawn from [LOW, HIGH]
-    shard: Any = None  # actaudit.shard.Shard: run only that part of the data, report exact counters
-    dist: Any = None  # actaudit.distributed.DistEnv: this process is one rank of a torchrun job
+    # An actaudit.shard.Shard: run only that part of the data, report exact counters. Typed here as
+    # object so that the options do not import the shard module (it reaches the report assembly).
+    shard: object | None = None
+    dist: DistEnv | None = None  # this process is one rank of a torchrun job
 
 
 def parse_axis_overrides(specs: Iterable[str]) -> list[AxisOverride]:

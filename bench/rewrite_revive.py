@@ -24,7 +24,7 @@ import onnxruntime as ort
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "rewrite"))
 from test_rewrite_realmodels import LOADERS, _text_images  # noqa: E402  (the tests' seeded data)
 
 ACTAUDIT = str(Path(sys.executable).parent / "actaudit")

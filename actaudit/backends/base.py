@@ -23,15 +23,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypedDict, TypeVar
 
 from ..data import Batch, DataSource, InputSpec
 from ..detect import EXPORT, ONNX, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT
 from ..errors import InputError
+from ..kinds import DEFAULT_STUCK_FRACTION
 from ..stats import AxisOverride, Capture
 
 if TYPE_CHECKING:
     import numpy as np
+    from typing_extensions import Unpack
 
     from ..prune.fresh import InputRange
     from ..prune.ir import Graph
@@ -58,17 +60,36 @@ class LoadOptions:
     threads: int | None = None
 
 
-@dataclass
-class CaptureOptions:
-    """One capture pass over the calibration data."""
+class CaptureKwargs(TypedDict, total=False):
+    """The knobs of one capture pass, as keyword arguments of a backend's ``capture`` function."""
 
-    samples: int | None = None
-    stuck_fraction: float = 0.01
-    axis_overrides: list[AxisOverride] = field(default_factory=list)
-    progress: Callable[[int], None] | None = None
+    samples: int | None  # stop after this many samples (all when None)
+    stuck_fraction: float
+    axis_overrides: list[AxisOverride]
+    progress: Callable[[int], None] | None  # called with the samples of every batch fed
     # Keep the model's own outputs of this pass in ``Capture.outputs`` (rewrite and prune
     # compare their variants against them): no second pass over the data for a reference.
+    keep_outputs: bool
+
+
+@dataclass
+class CaptureOptions:
+    """One capture pass over the calibration data (:class:`CaptureKwargs` with their defaults)."""
+
+    samples: int | None = None
+    stuck_fraction: float = DEFAULT_STUCK_FRACTION
+    axis_overrides: list[AxisOverride] = field(default_factory=list)
+    progress: Callable[[int], None] | None = None
     keep_outputs: bool = False
+
+    def kwargs(self) -> CaptureKwargs:
+        return CaptureKwargs(
+            samples=self.samples,
+            stuck_fraction=self.stuck_fraction,
+            axis_overrides=self.axis_overrides,
+            progress=self.progress,
+            keep_outputs=self.keep_outputs,
+        )
 
 
 # -- the protocols ------------------------------------------------------------------------------
@@ -215,6 +236,48 @@ class Backend(Protocol):
     def read_calibration(self, path: Path) -> DataSource:
         """A calibration file only this family can read (``.pt`` batches for torch)."""
         ...
+
+
+# -- what both backends' handles share ------------------------------------------------------
+class LoadedRecord(Protocol):
+    """What each backend's record of a loaded model carries (``TorchModel``, ``OnnxModel``)."""
+
+    inputs: list[InputSpec]
+    notes: list[str]
+    fixed_batch: int | None
+
+
+R = TypeVar("R", bound=LoadedRecord)
+R_contra = TypeVar("R_contra", bound=LoadedRecord, contravariant=True)
+
+
+class CaptureFn(Protocol[R_contra]):
+    """A backend's capture function over its own record of the model."""
+
+    def __call__(self, raw: R_contra, source: DataSource, /, **kw: Unpack[CaptureKwargs]) -> Capture: ...
+
+
+class HandleBase(Generic[R]):
+    """The parts of a :class:`ModelHandle` that read the backend's record or call its capture."""
+
+    def __init__(self, raw: R, capture: CaptureFn[R]) -> None:
+        self.raw = raw
+        self._capture = capture
+
+    @property
+    def inputs(self) -> list[InputSpec]:
+        return self.raw.inputs
+
+    @property
+    def notes(self) -> list[str]:
+        return self.raw.notes
+
+    @property
+    def fixed_batch(self) -> int | None:
+        return self.raw.fixed_batch
+
+    def capture(self, source: DataSource, opts: CaptureOptions) -> Capture:
+        return self._capture(self.raw, source, **opts.kwargs())
 
 
 # -- the registry -------------------------------------------------------------------------------

@@ -63,7 +63,10 @@ def npz_members(path: Path) -> dict[str, Any]:
     return out
 
 
-def _memmap_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+def _member_header(
+    path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo
+) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
+    """An ``.npz`` member's shape, Fortran order, dtype and header length (in the uncompressed member)."""
     with zf.open(info) as f:
         try:
             version = np.lib.format.read_magic(f)
@@ -76,6 +79,11 @@ def _memmap_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np
         header_len = f.tell()
     if dtype.hasobject:
         raise CalibrationError(f"{path}: member {info.filename!r} holds Python objects, which are not loaded")
+    return shape, fortran, dtype, header_len
+
+
+def _memmap_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    shape, fortran, dtype, header_len = _member_header(path, zf, info)
     # The member's data start after the zip local header (30 bytes + name + extra).
     with open(path, "rb") as raw:
         raw.seek(info.header_offset + 26)
@@ -217,17 +225,7 @@ class _FortranBlocks(RowSource):
 
 
 def _compressed_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray | RowSource:
-    with zf.open(info) as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        except ValueError as e:
-            raise CalibrationError(f"{path}: member {info.filename!r} is not a plain array: {e}") from None
-    if dtype.hasobject:
-        raise CalibrationError(f"{path}: member {info.filename!r} holds Python objects, which are not loaded")
+    shape, fortran, dtype, _ = _member_header(path, zf, info)
     if len(shape) == 0 or int(np.prod(shape)) == 0:
         return np.zeros(shape, dtype=dtype)
     if not fortran or len(shape) == 1:

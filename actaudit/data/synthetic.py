@@ -54,26 +54,12 @@ def parse_input_shapes(specs: Iterable[str]) -> dict[str | None, tuple[int, ...]
     return out
 
 
-def synthetic(
-    specs: list[InputSpec],
-    shapes: dict[str | None, tuple[int, ...]],
-    *,
-    samples: int,
-    batch_size: int,
-    seed: int,
-    val_range: tuple[float, float] | None = None,
-) -> DataSource:
-    """Standard-normal floats (integers in [0, 2) for integer inputs), reproducible from ``seed``.
+# (name, shape, dtype, batched): one drawn array per model input
+_Resolved = list[tuple[str, tuple[int, ...], str, bool]]
 
-    ``val_range`` (``--val-range LOW,HIGH``) draws uniformly from that range instead:
-    integers in [LOW, HIGH] (token ids below a vocabulary size), floats in [LOW, HIGH).
 
-    The leading dimension of a shape given with ``--input-shape`` is the batch axis and is
-    set by ``batch_size``. Shapes the model declares keep what it fixes: a scalar input stays
-    a scalar, and an input whose first dimension is fixed while another input's is free
-    (a recurrent state, say) is fed as declared in every batch.
-    """
-    # (name, shape, dtype, batched)
+def _resolve(specs: list[InputSpec], shapes: dict[str | None, tuple[int, ...]]) -> _Resolved:
+    """Each input's shape: from ``--input-shape`` (batched), else as the model declares it."""
     resolved: list[tuple[str, tuple[int, ...], str, bool]] = []
     unnamed = shapes.get(None)
     any_dynamic = any(s.shape is not None and len(s.shape) > 0 and s.shape[0] is None for s in specs)
@@ -104,6 +90,29 @@ def synthetic(
         raise InputError(
             f"--input-shape names unknown input(s) {unknown}", hint=f"inputs are {[s.name for s in specs]}"
         )
+    return resolved
+
+
+def synthetic(
+    specs: list[InputSpec],
+    shapes: dict[str | None, tuple[int, ...]],
+    *,
+    samples: int,
+    batch_size: int,
+    seed: int,
+    val_range: tuple[float, float] | None = None,
+) -> DataSource:
+    """Standard-normal floats (integers in [0, 2) for integer inputs), reproducible from ``seed``.
+
+    ``val_range`` (``--val-range LOW,HIGH``) draws uniformly from that range instead:
+    integers in [LOW, HIGH] (token ids below a vocabulary size), floats in [LOW, HIGH).
+
+    The leading dimension of a shape given with ``--input-shape`` is the batch axis and is
+    set by ``batch_size``. Shapes the model declares keep what it fixes: a scalar input stays
+    a scalar, and an input whose first dimension is fixed while another input's is free
+    (a recurrent state, say) is fed as declared in every batch.
+    """
+    resolved = _resolve(specs, shapes)
     per_batch = sum(
         int(np.prod(s[1:] if b else s)) * (batch_size if b else 1) * np.dtype(d).itemsize
         for _, s, d, b in resolved

@@ -12,55 +12,31 @@ from pathlib import Path
 
 import onnx
 
-from ...data import Batch, DataSource, InputSpec
+from ...data import Batch, DataSource
 from ...errors import InputError
-from ...stats import Capture
-from ..base import Backend, CaptureOptions, LoadOptions, ModelHandle, Pruner, Surgery
+from ..base import Backend, HandleBase, LoadOptions, ModelHandle, Pruner, Surgery
 from . import backend
 from .backend import OnnxModel
 
 __all__ = ["BACKEND", "OnnxBackend", "OnnxHandle"]
 
 
-class OnnxHandle:
+class OnnxHandle(HandleBase[OnnxModel]):
     """A loaded ONNX model behind :class:`actaudit.backends.base.ModelHandle`."""
 
     backend: str = "onnx"
 
-    def __init__(self, model: OnnxModel) -> None:
-        self.model = model
-
-    @property
-    def inputs(self) -> list[InputSpec]:
-        return self.model.inputs
-
-    @property
-    def notes(self) -> list[str]:
-        return self.model.notes
-
-    @property
-    def fixed_batch(self) -> int | None:
-        return self.model.fixed_batch
+    def __init__(self, raw: OnnxModel) -> None:
+        super().__init__(raw, backend.capture)
 
     def batches(self, stream: Iterable[Batch], warnings: list[str]) -> Iterator[Batch]:
-        return backend.bound_batches(self.model, stream, warnings)
-
-    def capture(self, source: DataSource, opts: CaptureOptions) -> Capture:
-        return backend.capture(
-            self.model,
-            source,
-            samples=opts.samples,
-            stuck_fraction=opts.stuck_fraction,
-            axis_overrides=opts.axis_overrides,
-            progress=opts.progress,
-            keep_outputs=opts.keep_outputs,
-        )
+        return backend.bound_batches(self.raw, stream, warnings)
 
     def model_facts(self) -> dict[str, object]:
-        return backend.model_facts(self.model)
+        return backend.model_facts(self.raw)
 
     def use_local_device(self, local_rank: int) -> None:
-        self.model.device_id = local_rank  # read by GPU execution providers only
+        self.raw.device_id = local_rank  # read by GPU execution providers only
 
     def writer(self, fmt: str, output: Path | None, output_format: str | None, notes: list[str]) -> str:
         if output_format:
@@ -72,13 +48,13 @@ class OnnxHandle:
     def surgery(self, writer: str) -> Surgery:
         from .editing import OnnxSurgery
 
-        return OnnxSurgery(self.model)
+        return OnnxSurgery(self.raw)
 
     def pruner(self, output: Path | None, output_format: str | None) -> Pruner:
         self.writer("onnx", output, output_format, [])
         from .editing import OnnxPruning
 
-        return OnnxPruning(self.model)
+        return OnnxPruning(self.raw)
 
 
 class OnnxBackend:

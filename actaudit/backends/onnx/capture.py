@@ -10,8 +10,9 @@ import contextlib
 import fnmatch
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -21,6 +22,7 @@ from ... import unitaxis as ua
 from ...data import Batch, DataSource, cap_samples
 from ...errors import CalibrationError, InputError, ModelRunError
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
+from ..base import CaptureKwargs, CaptureOptions
 from .axes import consumer_axis
 from .feeds import _check_shapes, _chunk_samples, bound_batches
 from .instrument import AxisRule, SiteOutputs, SitePlan, instrument
@@ -29,6 +31,9 @@ from .load import OnnxModel, _short
 from .pack import Pack, PackAcc, instrument_packed
 from .session import appended, grown_session, plain_session, session_for
 from .sites import OnnxSite, find_sites
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["InternalCaptureError", "capture"]
 
@@ -375,19 +380,12 @@ def _vectors(row: dict[str, np.ndarray], elements: int, careful: bool) -> dict[s
     return out
 
 
-def capture(
-    handle: OnnxModel,
-    source: DataSource,
-    *,
-    samples: int | None,
-    stuck_fraction: float,
-    axis_overrides: list[AxisOverride],
-    progress: Callable[[int], None] | None = None,
-    keep_outputs: bool = False,
-) -> Capture:
+def capture(handle: OnnxModel, source: DataSource, **kw: Unpack[CaptureKwargs]) -> Capture:
     """Per-site statistics; with ``keep_outputs`` the model's outputs of the same runs too."""
+    o = CaptureOptions(**kw)
+    samples, progress, keep_outputs = o.samples, o.progress, o.keep_outputs
     t0 = time.perf_counter()
-    runner = _Runner(handle, stuck_fraction, axis_overrides)
+    runner = _Runner(handle, o.stuck_fraction, o.axis_overrides)
     runner.keep_outputs = keep_outputs
     runner.session(False)
     t_build = time.perf_counter()

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import torch
 
-from ...data import Batch, DataSource, InputSpec
+from ...data import Batch, DataSource
 from ...errors import InputError
-from ...stats import Capture
-from ..base import Backend, CaptureOptions, LoadOptions, ModelHandle, Pruner, Surgery
+from ..base import Backend, HandleBase, LoadOptions, ModelHandle, Pruner, Surgery
 from .backend import (
     TorchModel,
     bound_batches,
@@ -30,42 +29,19 @@ from .load import load_torch
 __all__ = ["BACKEND", "TorchBackend", "TorchHandle"]
 
 
-class TorchHandle:
+class TorchHandle(HandleBase[TorchModel]):
     """A loaded PyTorch model behind :class:`actaudit.backends.base.ModelHandle`."""
 
     backend: str = "torch"
 
-    def __init__(self, tm: TorchModel) -> None:
-        self.tm = tm
-
-    @property
-    def inputs(self) -> list[InputSpec]:
-        return self.tm.inputs
-
-    @property
-    def notes(self) -> list[str]:
-        return self.tm.notes
-
-    @property
-    def fixed_batch(self) -> int | None:
-        return self.tm.fixed_batch
+    def __init__(self, raw: TorchModel) -> None:
+        super().__init__(raw, capture)
 
     def batches(self, stream: Iterable[Batch], warnings: list[str]) -> Iterator[Batch]:
-        return bound_batches(self.tm, stream, warnings)
-
-    def capture(self, source: DataSource, opts: CaptureOptions) -> Capture:
-        return capture(
-            self.tm,
-            source,
-            samples=opts.samples,
-            stuck_fraction=opts.stuck_fraction,
-            axis_overrides=opts.axis_overrides,
-            progress=opts.progress,
-            keep_outputs=opts.keep_outputs,
-        )
+        return bound_batches(self.raw, stream, warnings)
 
     def model_facts(self) -> dict[str, object]:
-        return model_facts(self.tm)
+        return model_facts(self.raw)
 
     def use_local_device(self, local_rank: int) -> None:
         """Nothing to do: ``--device`` already names the rank's device (torchrun sets it per rank)."""
@@ -76,12 +52,12 @@ class TorchHandle:
     def surgery(self, writer: str) -> Surgery:
         from .editing import TorchSurgery
 
-        return TorchSurgery(self.tm, writer)
+        return TorchSurgery(self.raw, writer)
 
     def pruner(self, output: Path | None, output_format: str | None) -> Pruner:
         from .editing import TorchPruning
 
-        return TorchPruning(self.tm, output, output_format)
+        return TorchPruning(self.raw, output, output_format)
 
 
 class TorchBackend:

@@ -6,7 +6,7 @@ These are the steps on a :class:`TorchModel`; :mod:`.adapter` presents them as t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,13 +14,14 @@ import torch
 
 from ...data import Batch, DataSource, cap_samples, rechunk
 from ...errors import CalibrationError, InputError
-from ...stats import AxisOverride, Capture
+from ...stats import Capture
+from ..base import CaptureKwargs, CaptureOptions
 from .capture import run_capture
 from .data import bind
 from .load import TorchModel, _eager, load_torch
 
 if TYPE_CHECKING:
-    pass
+    from typing_extensions import Unpack
 
 __all__ = ["TorchModel", "bound_batches", "capture", "from_module", "load", "model_facts"]
 
@@ -118,19 +119,11 @@ class _Recording:
         return self.fn.buffers()
 
 
-def capture(
-    tm: TorchModel,
-    source: DataSource,
-    *,
-    samples: int | None,
-    stuck_fraction: float,
-    axis_overrides: list[AxisOverride],
-    progress: Callable[[int], None] | None = None,
-    keep_outputs: bool = False,
-) -> Capture:
+def capture(tm: TorchModel, source: DataSource, **kw: Unpack[CaptureKwargs]) -> Capture:
     """Per-site statistics; with ``keep_outputs`` the model's outputs of the same pass too."""
+    o = CaptureOptions(**kw)
     modes = {}
-    rec = _Recording(tm.module) if keep_outputs else None
+    rec = _Recording(tm.module) if o.keep_outputs else None
     if tm.eager is not None:
         modes = {m: m.training for m in tm.eager.modules()}
         tm.eager.eval()
@@ -138,12 +131,12 @@ def capture(
     try:
         cap = run_capture(
             tm.module if rec is None else rec,
-            batches_for(tm, source, samples, warnings),
+            batches_for(tm, source, o.samples, warnings),
             eager_model=tm.eager,
             graph_sites=tm.graph_sites,
-            stuck_fraction=stuck_fraction,
-            axis_overrides=axis_overrides,
-            progress=progress,
+            stuck_fraction=o.stuck_fraction,
+            axis_overrides=o.axis_overrides,
+            progress=o.progress,
         )
     finally:
         for m, training in modes.items():

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from actaudit.cli import cli
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent  # prune_models.py lies beside this file
 
 
 @pytest.fixture(scope="session")
