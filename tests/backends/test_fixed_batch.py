@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from actaudit.cli_inspect import inspect_model
 from test_onnx_capture import cnn, images
 
 import actaudit
+from actaudit.inspection import inspect_model
 
 
 def test_inspect_feeds_an_onnx_model_its_fixed_batch(tmp_path: Path) -> None:
