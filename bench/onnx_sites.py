@@ -27,9 +27,11 @@ import numpy as np
 
 PLAIN = """
 import sys, numpy as np, onnxruntime as ort
-path, data, bs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+path, data, bs, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 x = np.load(data, mmap_mode="r")
 so = ort.SessionOptions(); so.log_severity_level = 3
+if threads:
+    so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
 s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
 name = s.get_inputs()[0].name
 for i in range(0, len(x), bs):
@@ -124,16 +126,21 @@ def resnet_like(path: Path) -> None:
 
 def _time(cmd: list[str], env: dict[str, str] | None = None) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+    # cwd: a folder without an actaudit package, so that ``-m`` imports the installed (or BASE) one.
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env, cwd=tempfile.gettempdir())
     return time.perf_counter() - t
 
 
-def compare(label: str, model: Path, data: Path, batch: int, rounds: int, base: str | None) -> None:
+def compare(
+    label: str, model: Path, data: Path, batch: int, rounds: int, base: str | None, threads: int = 0
+) -> None:
     """Plain and audit alternated; with ``base``, a third process runs the audit of that checkout."""
     n = len(np.load(data, mmap_mode="r"))
-    plain = [sys.executable, "-c", PLAIN, str(model), str(data), str(batch)]
+    plain = [sys.executable, "-c", PLAIN, str(model), str(data), str(batch), str(threads)]
     audit = [sys.executable, "-m", "actaudit", "audit", str(model), "--calib", str(data)]
-    audit += ["--batch-size", str(batch), "--format", "json"]
+    audit += ["--batch-size", str(batch), "--format", "json", "-q"] + (
+        ["--threads", str(threads)] if threads else []
+    )
     env = {**os.environ, "PYTHONPATH": base} if base else None
     _time(plain), _time(audit)  # warm the page cache
     tp, ta, tb = [], [], []
@@ -158,6 +165,7 @@ def main() -> None:
     ap.add_argument("what", choices=["sites", "startup", "both"], nargs="?", default="both")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--layers", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=0, help="onnxruntime intra-op threads (0: its default)")
     ap.add_argument(
         "--base", help="also time the audit of another checkout (PYTHONPATH=BASE), e.g. before a change"
     )
@@ -168,7 +176,15 @@ def main() -> None:
             mlp(d / "mlp.onnx", args.layers)
             x = np.random.default_rng(1).standard_normal((4096, 64)).astype(np.float32)
             np.save(d / "mlp.npy", x)
-            compare(f"{args.layers}-site MLP", d / "mlp.onnx", d / "mlp.npy", 32, args.rounds, args.base)
+            compare(
+                f"{args.layers}-site MLP",
+                d / "mlp.onnx",
+                d / "mlp.npy",
+                32,
+                args.rounds,
+                args.base,
+                args.threads,
+            )
         if args.what in ("startup", "both"):
             resnet_like(d / "cnn.onnx")
             # One sample: the process is then almost all start-up (imports, load, session build).
@@ -182,6 +198,7 @@ def main() -> None:
                 32,
                 args.rounds,
                 args.base,
+                args.threads,
             )
 
 

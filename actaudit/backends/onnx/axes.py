@@ -32,40 +32,8 @@ _PRODUCERS = {
     "FusedGemm": LINEAR,
     "Einsum": LINEAR,
 }
-# Ops whose output keeps the unit layout of their first tagged input.
-_CARRIERS = frozenset(
+_POOLS = frozenset(
     [
-        "BatchNormalization",
-        "InstanceNormalization",
-        "GroupNormalization",
-        "LayerNormalization",
-        "Add",
-        "Sub",
-        "Mul",
-        "Div",
-        "Identity",
-        "Cast",
-        "Dropout",
-        "Neg",
-        "Relu",
-        "LeakyRelu",
-        "PRelu",
-        "Elu",
-        "Selu",
-        "Celu",
-        "Gelu",
-        "Mish",
-        "Softplus",
-        "HardSwish",
-        "Sigmoid",
-        "Tanh",
-        "HardSigmoid",
-        "Softsign",
-        "Clip",
-        "Max",
-        "Min",
-        "Where",
-        # Pooling, resampling and padding change the spatial axes, not the channels.
         "MaxPool",
         "AveragePool",
         "LpPool",
@@ -74,10 +42,47 @@ _CARRIERS = frozenset(
         "GlobalLpPool",
         "Resize",
         "Upsample",
-        "Pad",
-        "LRN",
     ]
 )
+# Ops whose output keeps the unit layout of their first tagged input.
+_CARRIERS = (
+    frozenset(
+        [
+            "BatchNormalization",
+            "InstanceNormalization",
+            "GroupNormalization",
+            "LayerNormalization",
+            "Add",
+            "Sub",
+            "Mul",
+            "Div",
+            "Identity",
+            "Cast",
+            "Dropout",
+            "Neg",
+            "Relu",
+            "LeakyRelu",
+            "PRelu",
+            "Elu",
+            "Selu",
+            "Celu",
+            "Gelu",
+            "Mish",
+            "Softplus",
+            "HardSwish",
+            "Sigmoid",
+            "Tanh",
+            "HardSigmoid",
+            "Softsign",
+            "Clip",
+            "Max",
+            "Min",
+            "Where",
+        ]
+    )
+    | _POOLS
+    | {"Pad", "LRN"}
+)  # pooling, resampling and padding change the spatial axes, not the channels
 _RESHAPES = frozenset(["Reshape", "Flatten", "Squeeze", "Unsqueeze"])
 
 
@@ -119,18 +124,6 @@ def unit_tag(scope: Scope, name: str, depth: int = 64) -> str | None:
     return None
 
 
-_POOLS = frozenset(
-    [
-        "MaxPool",
-        "AveragePool",
-        "LpPool",
-        "GlobalAveragePool",
-        "GlobalMaxPool",
-        "GlobalLpPool",
-        "Resize",
-        "Upsample",
-    ]
-)
 _SAME = frozenset(["Concat", "Split", "Slice", "Pad", "LRN", "Softmax", "LogSoftmax", "Expand", "Tile"])
 _REDUCE = frozenset(
     ["ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL2", "ReduceL1"]

@@ -302,14 +302,11 @@ def _lift(scope: Scope, outs: list[_Out], fresh: _Names) -> list[_Out]:
     return lifted
 
 
-def _emit_site(em: _Emitter, plan: SitePlan, careful: bool) -> dict[str, tuple[str, int]]:
-    site = plan.site
-    x = site.x
-    elem = site.elem_type
-    compute = _COMPUTE.get(int(elem), int(TensorProto.FLOAT))
-    np_compute = np.float64 if compute == TensorProto.DOUBLE else np.float32
-    shape = shape_out = em.node("Shape", [x])
-    view = _static_axis(site, plan.axis)
+def _view_target(
+    em: _Emitter, plan: SitePlan, shape_out: str, view: tuple[int, int] | None
+) -> tuple[str, str, tuple[int, ...]]:
+    """(unit axis as a tensor, the ``[A, C, B]``-like view's target shape, reduction stages)."""
+    shape = shape_out
     if view is not None:
         # Rank known before run time: the unit axis is a constant, and the view's sizes are
         # read from Shape(x) (not from static shape inference, which may be stale).
@@ -340,6 +337,18 @@ def _emit_site(em: _Emitter, plan: SitePlan, careful: bool) -> dict[str, tuple[s
         c = em.node("Slice", [shape, k, k1])
         target = em.node("Concat", [a, c, em.ints(-1)], axis=0)
         stages = (2, 0)
+    return k, target, stages
+
+
+def _emit_site(em: _Emitter, plan: SitePlan, careful: bool) -> dict[str, tuple[str, int]]:
+    site = plan.site
+    x = site.x
+    elem = site.elem_type
+    compute = _COMPUTE.get(int(elem), int(TensorProto.FLOAT))
+    np_compute = np.float64 if compute == TensorProto.DOUBLE else np.float32
+    shape_out = em.node("Shape", [x])
+    view = _static_axis(site, plan.axis)
+    k, target, stages = _view_target(em, plan, shape_out, view)
     xs = em.node("Reshape", [x, target])
     if elem != compute:
         xs = em.node("Cast", [xs], to=compute)

@@ -297,3 +297,20 @@ def _input_specs(model: onnx.ModelProto) -> tuple[list[InputSpec], dict[str, np.
 def _short(e: BaseException, limit: int = 200) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     return text if len(text) <= limit else text[:limit] + " …"
+
+
+INLINE_EXTERNAL = 1 << 24  # bytes: external tensors up to this size are read into a proto by _inline_small
+
+
+def _inline_small(m: onnx.ModelProto, base: Path) -> None:
+    """External tensors up to ``INLINE_EXTERNAL`` bytes read into ``m``; the weights stay references."""
+    for t in external_data_helper._get_all_tensors(m):
+        if _is_external(t) and _external_length(t) <= INLINE_EXTERNAL:
+            external_data_helper.load_external_data_for_tensor(t, str(base))
+            t.data_location = onnx.TensorProto.DEFAULT
+            del t.external_data[:]
+
+
+def _external_length(t: onnx.TensorProto) -> int:
+    length = next((e.value for e in t.external_data if e.key == "length"), "")
+    return int(length) if length.isdigit() else 1 << 62

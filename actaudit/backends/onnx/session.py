@@ -10,11 +10,11 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import onnx
 import onnxruntime as ort
-from onnx import external_data_helper
 
 from ...errors import InputError
 from .load import OnnxModel, _short, over_limit
@@ -43,32 +43,97 @@ def _providers(handle: OnnxModel) -> list[Any]:
 
 
 def session_for(handle: OnnxModel, model: onnx.ModelProto) -> ort.InferenceSession:
-    """An onnxruntime session; models over the protobuf limit go through a temporary directory."""
+    """An onnxruntime session; models over the protobuf limit go through a temporary directory.
+
+    A model that still refers to the input's external data (a rewrite candidate built from
+    the input file's proto) finds it in the input's folder.
+    """
     so, providers = _options(handle), _providers(handle)
+    base = handle.file.resolve().parent if handle.external and handle.file is not None else None
     if not over_limit(model):
+        if base is not None:
+            so.add_session_config_entry(_DATA_FOLDER, str(base))
         return ort.InferenceSession(model.SerializeToString(), so, providers=providers)
     with tempfile.TemporaryDirectory(prefix="actaudit-") as tmp:
         path = os.path.join(tmp, "model.onnx")
-        save_external(model, path, "weights.bin")
+        save_external(model, path, "weights.bin", base=base)
         return ort.InferenceSession(path, so, providers=providers)
 
 
-def save_external(model: onnx.ModelProto, path: str, location: str) -> None:
-    """``onnx.save`` with every weight in ``location`` beside ``path``; ``model`` is left as it was.
+_EXTERNAL_MIN = 1024  # bytes: smaller tensors stay inside the proto (onnx's own threshold)
+_ALIGN = 4096  # larger tensors start on a page boundary, so onnxruntime can map them
 
-    ``onnx.save_model(save_as_external_data=True)`` moves the tensors' bytes out of the
-    proto it is given: a second save of the same proto would then write an almost empty
-    data file. The bytes are read back from the file just written.
+
+def save_external(model: onnx.ModelProto, path: str, location: str, *, base: Path | None = None) -> None:
+    """``model`` written to ``path`` with every weight of the main graph in ``location`` beside it.
+
+    ``model`` is left as it was and is never copied: each initializer's bytes go to the
+    data file one tensor at a time, and only a light proto (the graph, small tensors and
+    references into the data file) is serialised. ``onnx.save_model(save_as_external_data=True)``
+    instead empties the proto it is given, which then had to be read back whole. Tensors
+    that ``model`` itself keeps as external data are copied from their files in ``base``.
     """
-    try:
-        onnx.save_model(
-            model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=location
-        )
-    except BaseException:
-        with contextlib.suppress(Exception):  # best effort: the save's own error is the one to report
-            external_data_helper.load_external_data_for_model(model, os.path.dirname(path))
-        raise
-    external_data_helper.load_external_data_for_model(model, os.path.dirname(path))
+    light = onnx.ModelProto()
+    _copy_fields(model, light, skip="graph")
+    g, src = light.graph, model.graph
+    _copy_fields(src, g, skip="initializer")
+    with open(os.path.join(os.path.dirname(path), location), "wb") as data:
+        for t in src.initializer:
+            raw = _raw_bytes(t, base)
+            if raw is None or len(raw) < _EXTERNAL_MIN:
+                kept = g.initializer.add()
+                kept.CopyFrom(t)
+                if raw is not None and t.data_location == onnx.TensorProto.EXTERNAL:  # back inline
+                    kept.data_location = onnx.TensorProto.DEFAULT
+                    del kept.external_data[:]
+                    kept.raw_data = raw
+                continue
+            if data.tell() % _ALIGN:
+                data.write(b"\0" * (_ALIGN - data.tell() % _ALIGN))
+            offset = data.tell()
+            data.write(raw)
+            del raw
+            ref = g.initializer.add()
+            ref.name, ref.data_type = t.name, t.data_type
+            ref.dims.extend(t.dims)
+            ref.doc_string = t.doc_string
+            for key, value in (("location", location), ("offset", offset), ("length", data.tell() - offset)):
+                entry = ref.external_data.add()
+                entry.key, entry.value = key, str(value)
+            ref.data_location = onnx.TensorProto.EXTERNAL
+    with open(path, "wb") as f:
+        f.write(light.SerializeToString())
+
+
+def _copy_fields(src: Any, dst: Any, skip: str) -> None:
+    """Every field of one protobuf message into another of its type, except ``skip``."""
+    for f, v in src.ListFields():
+        if f.name == skip:
+            continue
+        if f.is_repeated:
+            getattr(dst, f.name).extend(v)
+        elif f.message_type is not None:
+            getattr(dst, f.name).CopyFrom(v)
+        else:
+            setattr(dst, f.name, v)
+
+
+def _raw_bytes(t: onnx.TensorProto, base: Path | None) -> bytes | None:
+    """The tensor's little-endian bytes as external data holds them; None for strings (kept inline)."""
+    if t.data_type == onnx.TensorProto.STRING:
+        return None
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        info = {e.key: e.value for e in t.external_data}
+        if base is None or "location" not in info:
+            raise ValueError(f"tensor {t.name!r} refers to external data that is not loaded")
+        with open(base / info["location"], "rb") as f:
+            f.seek(int(info.get("offset", 0)))
+            return f.read(int(info["length"])) if "length" in info else f.read()
+    if t.HasField("raw_data"):
+        return t.raw_data
+    from onnx import numpy_helper
+
+    return numpy_helper.to_array(t).tobytes()
 
 
 def plain_session(handle: OnnxModel) -> ort.InferenceSession:

@@ -13,6 +13,23 @@ from .site import OnnxSite, _site
 
 _RECURRENT = {"LSTM": "Sigmoid, Tanh, Tanh", "GRU": "Sigmoid, Tanh", "RNN": "Tanh"}
 
+# Ops that are one activation kind without parameters, and those with one ``alpha``.
+_PLAIN = {
+    "Relu": "relu",
+    "Gelu": "gelu",
+    "Mish": "mish",
+    "Softplus": "softplus",
+    "HardSwish": "hardswish",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Softsign": "softsign",
+}
+_ALPHA = {
+    "LeakyRelu": ("leaky_relu", "negative_slope", 0.01),
+    "Elu": ("elu", "alpha", 1.0),
+    "Celu": ("celu", "alpha", 1.0),
+}
+
 _TORCH_HARDSIGMOID = (1.0 / 6.0, 0.5)
 _ONNX_SELU = (1.67326319217681884765625, 1.05070102214813232421875)
 
@@ -48,17 +65,16 @@ def _single(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
         )
     act: Activation | None = None
     slopes = None
-    if op == "Relu":
-        act = Activation("relu")
-    elif op == "LeakyRelu":
-        act = Activation("leaky_relu", {"negative_slope": _f32(attr(node, "alpha", 0.01))})
+    if op in _PLAIN:
+        act = Activation(_PLAIN[op])
+    elif op in _ALPHA:
+        kind, key, default = _ALPHA[op]
+        act = Activation(kind, {key: _f32(attr(node, "alpha", default))})
     elif op == "PRelu":
         act = Activation("prelu")
         w = scope.const(node.input[1]) if len(node.input) > 1 else None
         if w is not None:
             slopes = [float(v) for v in np.asarray(w, dtype=np.float64).ravel()]
-    elif op == "Elu":
-        act = Activation("elu", {"alpha": _f32(attr(node, "alpha", 1.0))})
     elif op == "Selu":
         alpha, gamma = float(attr(node, "alpha", _ONNX_SELU[0])), float(attr(node, "gamma", _ONNX_SELU[1]))
         if math.isclose(alpha, _ONNX_SELU[0], rel_tol=1e-6) and math.isclose(
@@ -67,22 +83,6 @@ def _single(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
             act = Activation("selu")
         else:
             act = Activation("selu", {"alpha": _f32(alpha), "scale": _f32(gamma)})
-    elif op == "Celu":
-        act = Activation("celu", {"alpha": _f32(attr(node, "alpha", 1.0))})
-    elif op == "Gelu":
-        act = Activation("gelu")
-    elif op == "Mish":
-        act = Activation("mish")
-    elif op == "Softplus":
-        act = Activation("softplus")
-    elif op == "HardSwish":
-        act = Activation("hardswish")
-    elif op == "Sigmoid":
-        act = Activation("sigmoid")
-    elif op == "Tanh":
-        act = Activation("tanh")
-    elif op == "Softsign":
-        act = Activation("softsign")
     elif op == "HardSigmoid":
         act = hardsigmoid(float(attr(node, "alpha", 0.2)), float(attr(node, "beta", 0.5)))
     elif op == "Clip":

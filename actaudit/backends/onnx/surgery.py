@@ -34,7 +34,7 @@ from ...fileio import atomic_pair, atomic_path
 from ...rewrite import fold
 from ...rewrite.plan import SitePlan, SurgeryResult, float32_up, unit_shape
 from .feeds import batches_for
-from .load import _is_external, over_limit
+from .load import _inline_small, _is_external, over_limit
 from .session import _options, _providers, save_external, session_for
 from .sites import find_sites
 
@@ -415,14 +415,15 @@ def data_name(out: Path) -> str:
 
 @contextlib.contextmanager
 def stage_onnx(
-    model: onnx.ModelProto, notes: list[str], out: Path, force: bool, large: bool
+    model: onnx.ModelProto, notes: list[str], out: Path, force: bool, large: bool, base: Path | None = None
 ) -> Iterator[Path]:
     """The temporary path of ``model`` written for ``out``, published (atomically) when the block succeeds.
 
     Below protobuf's limit: one file. Above it (or when the input was), the weights go to
     ``out.name + ".data"`` beside it, through :func:`atomic_pair`: the temporary pair sits
     in a private folder with the final names, so the file that is checked and re-run is
-    byte for byte the one published; ``model`` itself is left whole.
+    byte for byte the one published; ``model`` itself is left whole. Tensors ``model`` keeps
+    as external data are read from ``base`` (the input's folder).
     """
     if not large:
         blob = model.SerializeToString()
@@ -432,9 +433,22 @@ def stage_onnx(
         return
     data = data_name(out)
     with atomic_pair(out, data, force=force) as tmp:
-        save_external(model, str(tmp), data)
+        save_external(model, str(tmp), data, base=base)
         notes.append(f"the model is over 2 GB: its weights are written to {data} beside {out.name}")
         yield tmp
+
+
+def check_data_file(handle: Any, out: Path) -> None:
+    """Refuse (exit 2) an ``-o`` whose data file (``out.name + ".data"``) is an input file: up front and at write."""
+    data = out.parent / data_name(out)
+    if not data.exists():
+        return
+    for f in _input_files(handle.source):
+        if fileio_same(str(data), str(f)):
+            raise InputError(
+                f"the external data file {data} that -o {out} needs is the input's {f}",
+                hint="inputs are never overwritten; write to another path or folder",
+            )
 
 
 class OnnxSurgeon:
@@ -453,9 +467,27 @@ class OnnxSurgeon:
         self.output_names: list[str] | None = None
         self.written_data: Path | None = None  # the external data file of the last write, if any
         self.on_disk: tuple[onnx.ModelProto, Path] | None = None  # the last reload, when it had external data
+        self.skeleton: onnx.ModelProto | None = None  # the input file's proto, weights left external
 
     def build(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult:
+        """A rewritten copy; of the input file's own proto (weights left as references into its
+        data file, read there by onnxruntime and the writer) when it has external data, so a
+        candidate costs kilobytes. The fold (``--shift fold``) reads weights: it edits a full copy.
+        """
+        self.handle.built.clear()  # the audit's instrumented sessions are done with
+        if self.handle.external and not compensate:
+            return rewrite_onnx(self._skeleton(), plans, to, compensate=compensate)
         return rewrite_onnx(self.handle.model, plans, to, compensate=compensate)
+
+    def _skeleton(self) -> onnx.ModelProto:
+        if self.skeleton is None:
+            h = self.handle
+            assert h.file is not None
+            m = onnx.load(str(h.file), load_external_data=False)
+            _inline_small(m, h.file.resolve().parent)
+            m.graph.value_info.extend(h.model.graph.value_info[len(m.graph.value_info) :])
+            self.skeleton = m
+        return self.skeleton
 
     def outputs(
         self, model: onnx.ModelProto, source: Any, samples: int | None, batches: int | None
@@ -477,17 +509,13 @@ class OnnxSurgeon:
 
     def stage(self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool) -> Any:
         """Write ``model`` for ``out`` (see :func:`stage_onnx`); remembers the data file it published."""
-        large = _too_large(model) or _too_large(self.handle.model)
+        large = self.handle.over_limit() or _too_large(model)
         data = Path(out).parent / data_name(Path(out))
-        if large and data.exists():
-            for f in _input_files(self.handle.source):
-                if fileio_same(str(data), str(f)):
-                    raise InputError(
-                        f"the external data file {data} that -o {out} needs is the input's {f}",
-                        hint="inputs are never overwritten; write to another path or folder",
-                    )
+        if large:
+            check_data_file(self.handle, Path(out))
         self.written_data = data if large else None
-        return stage_onnx(model, notes, Path(out), force, large)
+        base = self.handle.file.resolve().parent if self.handle.external and self.handle.file else None
+        return stage_onnx(model, notes, Path(out), force, large, base)
 
     def reload(self, path: Any) -> onnx.ModelProto:
         """The written file, checked; a model with external data is checked by path (protobuf's 2 GB).
@@ -499,7 +527,9 @@ class OnnxSurgeon:
             onnx.checker.check_model(m, full_check=True)
             return m
         onnx.checker.check_model(str(path), full_check=True)
-        external_data_helper.load_external_data_for_model(m, str(Path(path).parent))
+        # Small tensors (PRelu slopes, shifts, biases) are read back for the checks; the weights
+        # stay on disk, where the file's own session reads them (:meth:`session`).
+        _inline_small(m, Path(path).parent)
         self.on_disk = (m, Path(path))
         return m
 
