@@ -43,10 +43,10 @@ class OnnxHandle(HandleBase[OnnxModel]):
             raise InputError(
                 "--output-format applies to PyTorch eager models; an ONNX model is written as ONNX"
             )
-        if output is not None and self.model.over_limit():
+        if output is not None and self.raw.over_limit():
             from .surgery import check_data_file
 
-            check_data_file(self.model, Path(output))  # up front, not after the calibration passes
+            check_data_file(self.raw, Path(output))  # up front, not after the calibration passes
         return "onnx"
 
     def surgery(self, writer: str) -> Surgery:
