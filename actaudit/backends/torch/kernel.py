@@ -16,6 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ...kinds import Activation, Thresholds
 from ...stats import SiteStats
+from . import native
 from .ops import CANDIDATES, HIDDEN_ACTIVATIONS, activation_of, first_tensor, op_name
 
 if TYPE_CHECKING:
@@ -33,6 +34,15 @@ _INNER_MIN = 128
 _NSTAT = 6
 _SUM, _NEG, _SQ, _NEGSQ, _LOW, _HIGH = range(_NSTAT)
 _scratch = threading.local()
+
+
+# The compiled one-pass kernel (.native) reads these; other dtypes take the ATen path below.
+_NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}
+
+
+def _native_kernel() -> native.KernelFn | None:
+    """The compiled kernel, or None when it cannot build or load (tests switch paths here)."""
+    return native.kernel()
 
 
 def _host_kernel(device: torch.device) -> bool:
@@ -115,6 +125,11 @@ class _Acc:
         self.samples += samples
         if v.numel() == 0:
             return
+        if v.dtype in _NATIVE_DTYPES and _host_kernel(v.device):
+            fn = _native_kernel()
+            if fn is not None:
+                self._add_native(fn, v, thr)
+                return
         wd = torch.float64 if v.dtype == torch.float64 else torch.float32
         lo, hi = math.isfinite(thr.low), math.isfinite(thr.high)
         nstat = 4 + lo + hi  # rows: sum, neg, sq, negsq, [low], [high]
@@ -179,6 +194,27 @@ class _Acc:
             torch.maximum(self.max, part[nstat + 1].amax(0), out=self.max)
         self.elements += a * b
 
+    def _add_native(self, fn: native.KernelFn, v: torch.Tensor, thr: Thresholds) -> None:
+        """One pass of the compiled kernel over ``[A, U, B]``, added into the same accumulators."""
+        a, u, b = (int(d) for d in v.shape)
+        rc = fn(
+            v.data_ptr(),
+            _NATIVE_DTYPES[v.dtype],
+            a,
+            u,
+            b,
+            thr.low,
+            thr.high,
+            self.sums.data_ptr(),
+            self.nonfinite.data_ptr(),
+            self.min.data_ptr(),
+            self.max.data_ptr(),
+            torch.get_num_threads(),
+        )
+        if rc != 0:
+            raise MemoryError("the statistics kernel could not allocate its per-thread partials")
+        self.elements += a * b
+
     def _add_nonfinite(self, v: torch.Tensor, thr: Thresholds) -> None:
         """The plain masked path over ``[A, U, B]``, for batches that hold NaN, Inf or overflow float32 squares."""
         dims = [0, 2]
@@ -239,6 +275,14 @@ class Observer(Protocol):
 
 class DispatchCapture(TorchDispatchMode):
     """Graph capture: ATen activation ops inside TorchScript / torch.export programs."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # TorchDispatchMode.__init_subclass__ (torch 2.13) wraps __torch_dispatch__ in
+        # torch._disable_dynamo when this is True: the first dispatch then imports torch._dynamo
+        # (~1.15 s, more than importing torch) and every call pays the wrapper. Nothing here runs
+        # under torch.compile, so there is nothing for dynamo to skip.
+        return False
 
     def __init__(self, rec: Observer) -> None:
         super().__init__()
