@@ -118,6 +118,7 @@ class _Acc:
         self.max = torch.full((units,), -math.inf, dtype=torch.float64, device=device)
         self.elements = 0
         self.samples = 0
+        self._ptrs: tuple[int, int, int, int] | None = None  # for the compiled kernel; updates are in place
 
     def add(self, x: torch.Tensor, axis: int, thr: Thresholds, samples: int) -> None:
         v = unit_view(x, axis)
@@ -197,6 +198,13 @@ class _Acc:
     def _add_native(self, fn: native.KernelFn, v: torch.Tensor, thr: Thresholds) -> None:
         """One pass of the compiled kernel over ``[A, U, B]``, added into the same accumulators."""
         a, u, b = (int(d) for d in v.shape)
+        if self._ptrs is None:
+            self._ptrs = (
+                self.sums.data_ptr(),
+                self.nonfinite.data_ptr(),
+                self.min.data_ptr(),
+                self.max.data_ptr(),
+            )
         rc = fn(
             v.data_ptr(),
             _NATIVE_DTYPES[v.dtype],
@@ -205,10 +213,7 @@ class _Acc:
             b,
             thr.low,
             thr.high,
-            self.sums.data_ptr(),
-            self.nonfinite.data_ptr(),
-            self.min.data_ptr(),
-            self.max.data_ptr(),
+            *self._ptrs,
             torch.get_num_threads(),
         )
         if rc != 0:
@@ -273,6 +278,10 @@ class Observer(Protocol):
     def track_softsign(self, name: str, args: tuple[Any, ...], out: Any) -> None: ...
 
 
+# ATen overload -> op name, filled as ops run (a few hundred distinct overloads at most).
+_OP_NAMES: dict[Any, str] = {}
+
+
 class DispatchCapture(TorchDispatchMode):
     """Graph capture: ATen activation ops inside TorchScript / torch.export programs."""
 
@@ -287,6 +296,9 @@ class DispatchCapture(TorchDispatchMode):
     def __init__(self, rec: Observer) -> None:
         super().__init__()
         self.rec = rec
+        # Which sites reach the model's outputs is read after the first batch only: later
+        # batches skip that bookkeeping (a mode is made per batch; no sites yet = first batch).
+        self.trace_outputs = not getattr(rec, "sites", None)
 
     def __torch_dispatch__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
@@ -294,7 +306,9 @@ class DispatchCapture(TorchDispatchMode):
         return self._dispatch(func, args, kwargs or {})
 
     def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        name = op_name(func)
+        name = _OP_NAMES.get(func)
+        if name is None:
+            name = _OP_NAMES[func] = op_name(func)
         observed = None
         pending = None
         if name in HIDDEN_ACTIVATIONS:
@@ -319,7 +333,8 @@ class DispatchCapture(TorchDispatchMode):
         self.rec.tag(name, args, out, kwargs)
         if pending is not None and isinstance(out, torch.Tensor):
             self.rec.mark_output(pending, x, out)
-        self.rec.origins.after(name, args, out, observed)
+        if self.trace_outputs:
+            self.rec.origins.after(name, args, out, observed)
         if name in ("abs", "add"):
             self.rec.track_softsign(name, args, out)
         return out
