@@ -6,9 +6,9 @@
  * keeps them: sums[6][U] (float64; rows sum, neg, sq, negsq, low, high), nonfinite[U]
  * (int64), min[U] and max[U] (float64).
  *
- * Each tensor is read once. Sums run in the input precision over segments of at most
- * SEG elements per unit (vectorised; `omp simd` reductions need no -ffast-math) and are
- * carried in float64 across segments; counts are integers. Work is split over
+ * Each tensor is read once. Contiguous rows sum in the input precision over ROW_SEG
+ * elements (vectorised; `omp simd` reductions need no -ffast-math), carried in float64
+ * across segments; strided units (units last) sum in float64; counts are exact. Work is split over
  * rows (or over row groups) between the threads of the OpenMP runtime already loaded
  * by torch, so the kernel shares torch's pool instead of competing with it.
  * Plain C99; built by actaudit/backends/torch/native.py with the machine's compiler.
@@ -21,6 +21,10 @@
 #include <omp.h>
 #endif
 
+/* Rows are summed in the input precision over ROW_SEG elements (a few per SIMD lane), then in
+ * float64: short float runs keep the sums of squares of units far from zero accurate enough for
+ * the centred energies derived from them (E[z^2] - E[z]^2). Strided units sum in float64. */
+#define ROW_SEG 128
 #define SEG 1024
 /* Below this many elements per thread a parallel region costs more than it saves. */
 #define MIN_PER_THREAD (1 << 15)
@@ -63,16 +67,16 @@ static void part_merge(const part_t *p, int64_t U, double *sums, int64_t *nonfin
 
 /* One element of unit u into the segment partials of the vectorised-across-units kernel. */
 #define VEC_BODY(T, INF, LOAD)                                                                      \
-    T v = LOAD;                                                                                     \
-    int fin = (v - v) == (T)0;                                                                      \
-    T f = fin ? v : (T)0;                                                                           \
-    T d = f < (T)0 ? f : (T)0;                                                                      \
+    double v = (double)(LOAD);                                                                      \
+    int fin = (v - v) == 0.0;                                                                       \
+    double f = fin ? v : 0.0;                                                                       \
+    double d = f < 0.0 ? f : 0.0;                                                                   \
     s[u] += f; q[u] += f * f; ng[u] += d; nq[u] += d * d;                                           \
-    cl[u] += fin & (v <= lo);                                                                       \
-    ch[u] += fin & (v >= hi);                                                                       \
-    nf[u] += !fin;                                                                                  \
-    T a = fin ? v : INF; mn[u] = a < mn[u] ? a : mn[u];                                             \
-    T b = fin ? v : -INF; mx[u] = b > mx[u] ? b : mx[u];
+    cl[u] += (fin && v <= (double)lo) ? 1.0 : 0.0;                                                  \
+    ch[u] += (fin && v >= (double)hi) ? 1.0 : 0.0;                                                  \
+    nf[u] += fin ? 0.0 : 1.0;                                                                       \
+    double a = fin ? v : (double)INFINITY; mn[u] = a < mn[u] ? a : mn[u];                           \
+    double b = fin ? v : -(double)INFINITY; mx[u] = b > mx[u] ? b : mx[u];
 
 /* The kernels are written once per element type T (float, double). */
 #define DEFINE_KERNELS(T, SUFFIX, INF)                                                              \
@@ -82,8 +86,8 @@ static void part_merge(const part_t *p, int64_t U, double *sums, int64_t *nonfin
         double S = 0, N = 0, Q = 0, NQ = 0;                                                         \
         int64_t CL = 0, CH = 0, NF = 0;                                                             \
         T mn = (T)p->mn[u], mx = (T)p->mx[u];                                                       \
-        for (int64_t i0 = 0; i0 < n; i0 += SEG) {                                                   \
-            int64_t i1 = n - i0 < SEG ? n : i0 + SEG;                                               \
+        for (int64_t i0 = 0; i0 < n; i0 += ROW_SEG) {                                               \
+            int64_t i1 = n - i0 < ROW_SEG ? n : i0 + ROW_SEG;                                       \
             T s = 0, ng = 0, q = 0, nq = 0;                                                         \
             int32_t cl = 0, ch = 0, nf = 0;                                                         \
             _Pragma("omp simd reduction(+:s,ng,q,nq,cl,ch,nf) reduction(min:mn) reduction(max:mx)") \
@@ -120,16 +124,15 @@ static void part_merge(const part_t *p, int64_t U, double *sums, int64_t *nonfin
                                                                                                     \
     /* Units strided by B (short rows, units last when B == 1): vectorised across units. */         \
     static void vec_##SUFFIX(const T *x, int64_t r0, int64_t r1, int64_t U, int64_t B, T lo, T hi,  \
-                             part_t *p, T *seg, int32_t *cseg)                                      \
+                             part_t *p, double *seg)                                                \
     {                                                                                               \
-        T *s = seg, *ng = seg + U, *q = seg + 2 * U, *nq = seg + 3 * U, *mn = seg + 4 * U,          \
-          *mx = seg + 5 * U;                                                                        \
-        int32_t *cl = cseg, *ch = cseg + U, *nf = cseg + 2 * U;                                     \
-        for (int64_t u = 0; u < U; u++) { mn[u] = (T)p->mn[u]; mx[u] = (T)p->mx[u]; }                \
+        double *s = seg, *ng = seg + U, *q = seg + 2 * U, *nq = seg + 3 * U, *mn = seg + 4 * U,     \
+               *mx = seg + 5 * U, *cl = seg + 6 * U, *ch = seg + 7 * U, *nf = seg + 8 * U;          \
+        for (int64_t u = 0; u < U; u++) { mn[u] = p->mn[u]; mx[u] = p->mx[u]; }                     \
         for (int64_t g0 = r0; g0 < r1; g0 += SEG) {                                                 \
             int64_t g1 = r1 - g0 < SEG ? r1 : g0 + SEG;                                             \
-            memset(s, 0, sizeof(T) * 4 * (size_t)U);                                                \
-            memset(cseg, 0, sizeof(int32_t) * 3 * (size_t)U);                                       \
+            memset(s, 0, sizeof(double) * 4 * (size_t)U);                                           \
+            memset(cl, 0, sizeof(double) * 3 * (size_t)U);                                          \
             for (int64_t r = g0; r < g1; r++) {                                                     \
                 const T *xr = x + (r / B) * U * B + (r % B);                                        \
                 if (B == 1) {                                                                       \
@@ -153,7 +156,7 @@ static void part_merge(const part_t *p, int64_t U, double *sums, int64_t *nonfin
                     p->sum[u] += s2; p->neg[u] += ng2; p->sq[u] += q2; p->negsq[u] += nq2;          \
                 }                                                                                   \
                 p->sum[u] += s[u]; p->neg[u] += ng[u]; p->sq[u] += q[u]; p->negsq[u] += nq[u];      \
-                p->lo[u] += cl[u]; p->hi[u] += ch[u]; p->nf[u] += nf[u];                            \
+                p->lo[u] += (int64_t)cl[u]; p->hi[u] += (int64_t)ch[u]; p->nf[u] += (int64_t)nf[u]; \
             }                                                                                       \
         }                                                                                           \
         for (int64_t u = 0; u < U; u++) { p->mn[u] = mn[u]; p->mx[u] = mx[u]; }                     \
@@ -183,11 +186,10 @@ static void part_merge(const part_t *p, int64_t U, double *sums, int64_t *nonfin
                     for (int64_t i = i0; i < i1; i++)                                               \
                         run_##SUFFIX(x + i * B, B, lo, hi, &p, i % U);                              \
                 } else {                                                                            \
-                    T *seg = (T *)malloc(sizeof(T) * 6 * (size_t)U);                                \
-                    int32_t *cseg = (int32_t *)malloc(sizeof(int32_t) * 3 * (size_t)U);             \
-                    if (!seg || !cseg) err = 1;                                                     \
-                    else vec_##SUFFIX(x, i0, i1, U, B, lo, hi, &p, seg, cseg);                      \
-                    free(seg); free(cseg);                                                          \
+                    double *seg = (double *)malloc(sizeof(double) * 9 * (size_t)U);                 \
+                    if (!seg) err = 1;                                                              \
+                    else vec_##SUFFIX(x, i0, i1, U, B, lo, hi, &p, seg);                            \
+                    free(seg);                                                                      \
                 }                                                                                   \
                 if (!err) {                                                                         \
                     _Pragma("omp critical") part_merge(&p, U, sums, nonfinite, mn, mx);             \
