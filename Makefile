@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: help install demo test lint fixtures docs bench clean
+.PHONY: help install native demo test lint fixtures docs bench clean
 
 help:
 	@echo "make demo      audit a bundled fixture checkpoint and print its table"
@@ -14,6 +14,7 @@ help:
 	@echo "make fixtures  regenerate fixtures/ from fixtures/make_fixtures.py"
 	@echo "make docs      regenerate the README's demo table and docs/html-report.png"
 	@echo "make bench     run the benchmark; writes bench/RESULTS.md"
+	@echo "make native    (re)build the compiled statistics kernel into the user cache"
 	@echo "make clean     remove the virtual environment and caches"
 
 $(STAMP): pyproject.toml requirements/constraints.txt
@@ -21,6 +22,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 	$(PY) -m pip install $(PIP_FLAGS) --upgrade pip
 	$(PY) -m pip install $(PIP_FLAGS) -c requirements/constraints.txt -e '.[dev]'
 	$(PY) -m pip install $(PIP_FLAGS) --no-deps -c requirements/constraints.txt silero-vad rapidocr-onnxruntime resemblyzer magika
+	$(PY) -m actaudit.backends.torch.native
 	touch $@
 
 install: $(STAMP)
@@ -41,6 +43,10 @@ fixtures: $(STAMP)
 
 docs: $(STAMP)
 	$(PY) docs/make_docs.py
+
+# The C statistics kernel is also built on first use; without a C compiler the pure-torch path runs.
+native: $(STAMP)
+	$(PY) -c "from actaudit.backends.torch import native; import torch; print(native.build(force=True)[1])"
 
 bench: $(STAMP)
 	$(PY) bench/run_bench.py --out bench/RESULTS.md

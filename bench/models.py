@@ -4,6 +4,8 @@
   batch norm, residual adds, and one ``self.relu`` reused twice per block, as in
   torchvision. 17 ReLU call sites on 3×112×112 inputs.
 * ``mlp``: five Linear + ReLU layers on flat 1,024-feature inputs.
+* ``deep``: 1,000 Linear(64, 64) + ReLU layers on 64 features: 1,000 sites of 64 units,
+  where the fixed cost per site and per call, not the bytes, decides the audit time.
 * ``transformer``: a pre-norm encoder (4 layers, d=256, 4 heads, ReLU feed-forward of
   1,024) on ``[batch, tokens, features]`` with 128 tokens.
 
@@ -75,6 +77,23 @@ class MLP(nn.Module):
         return self.head(x)
 
 
+class DeepNarrow(nn.Module):
+    """Many narrow layers; weights scaled so activations neither vanish nor blow up over 1,000 layers."""
+
+    def __init__(self, features: int = 64, depth: int = 1000, classes: int = 10) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList([nn.Linear(features, features) for _ in range(depth)])
+        for layer in self.layers:
+            nn.init.orthogonal_(layer.weight, gain=2**0.5)
+            nn.init.normal_(layer.bias, 0.0, 0.05)
+        self.head = nn.Linear(features, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = torch.relu(layer(x))
+        return self.head(x)
+
+
 class EncoderLayer(nn.Module):
     def __init__(self, d: int, heads: int, ff: int) -> None:
         super().__init__()
@@ -142,6 +161,7 @@ SPECS = {
         "resnet18", _seeded(ResNet18Like), (3, 112, 112), "ResNet-18-like CNN, 3×112×112, 17 ReLU sites"
     ),
     "mlp": Spec("mlp", _seeded(MLP), (1024,), "MLP 1024→5×2048→100, 5 ReLU sites"),
+    "deep": Spec("deep", _seeded(DeepNarrow), (64,), "deep narrow MLP 1,000×(64→64), 1,000 ReLU sites"),
     "transformer": Spec(
         "transformer",
         _seeded(Transformer),
@@ -149,3 +169,20 @@ SPECS = {
         "encoder 4×(d=256, ff=1024), 128 tokens, 4 ReLU sites",
     ),
 }
+
+
+# Zero-argument builders for ``actaudit audit weights.pt --arch bench/models.py:NAME``.
+def resnet18() -> nn.Module:
+    return SPECS["resnet18"].build()
+
+
+def mlp() -> nn.Module:
+    return SPECS["mlp"].build()
+
+
+def deep() -> nn.Module:
+    return SPECS["deep"].build()
+
+
+def transformer() -> nn.Module:
+    return SPECS["transformer"].build()

@@ -1,11 +1,13 @@
 """Benchmark: what an audit costs next to plain inference, its peers, memory and start-up.
 
-    python bench/run_bench.py --out bench/RESULTS.md           # full, ~10 min on 2 cores
-    python bench/run_bench.py --out /tmp/r.md --quick          # ~1-2 min, smaller data
+    python bench/run_bench.py --out bench/RESULTS.md           # full, ~15 min on 2 idle cores
+    python bench/run_bench.py --out /tmp/r.md --quick          # a few minutes, smaller data
 
 Plain inference and the audit run alternately (A B A B …) on the same seeded batches,
 batch size and thread count; each row gives medians and the median of the per-round
-ratios. Wall-clock ratios suffer when other processes share the machine, so the
+ratios. Whole-process rows (bench/wholeproc.py) time a fresh ``python -m actaudit audit``
+against a fresh plain-inference process, alternated, and start-up to the first batch the
+same way with one batch. Wall-clock ratios suffer when other processes share the machine, so the
 process-CPU-time ratio is reported next to them, with the load average. The ONNX rows
 need ``actaudit.backends.onnx``; without it they read "n/a". This is not a test: nothing
 here asserts on timings.
@@ -42,7 +44,9 @@ import numpy as np  # noqa: E402
 
 SEED = 0
 STUCK = 0.01
-TARGETS = {"resnet18": 1.15, "mlp": 1.3, "transformer": 1.3}
+# Audit time / plain inference time, in-process (steady state) and whole process.
+TARGETS = {"resnet18": 1.10, "mlp": 1.15, "transformer": 1.15, "deep": 1.5}
+STARTUP_GAP_S = 0.3  # start-up to the first batch: at most this much more than plain inference
 
 
 @dataclass(frozen=True)
@@ -54,14 +58,35 @@ class Config:
     mem_samples: tuple[int, int]
     mem_hw: int  # input side of the ResNet in the memory test
     startup_runs: int
-    models: tuple[str, ...] = ("resnet18", "mlp", "transformer")
+    whole_samples: dict[str, int]  # samples of a whole-process run, per model
+    whole_pairs: int
+    deep_samples: int  # the 1,000-site model's in-process pass (its per-call cost needs many batches)
+    models: tuple[str, ...] = ("resnet18", "mlp", "transformer", "deep")
 
 
 FULL = Config(
-    samples=128, batch=32, rounds=5, peer_rounds=2, mem_samples=(256, 4096), mem_hw=112, startup_runs=7
+    samples=128,
+    batch=32,
+    rounds=5,
+    peer_rounds=2,
+    mem_samples=(256, 4096),
+    mem_hw=112,
+    startup_runs=7,
+    whole_samples={"resnet18": 768, "mlp": 4096, "transformer": 512, "deep": 4096},
+    whole_pairs=3,
+    deep_samples=4096,
 )
 QUICK = Config(
-    samples=64, batch=32, rounds=3, peer_rounds=1, mem_samples=(256, 4096), mem_hw=32, startup_runs=3
+    samples=64,
+    batch=32,
+    rounds=3,
+    peer_rounds=1,
+    mem_samples=(256, 4096),
+    mem_hw=32,
+    startup_runs=3,
+    whole_samples={"resnet18": 64, "mlp": 256, "transformer": 64, "deep": 128},
+    whole_pairs=1,
+    deep_samples=256,
 )
 
 
@@ -108,6 +133,7 @@ class Prepared:
     x: np.ndarray
     ts_path: Path
     onnx_path: Path | None
+    sd_path: Path
     onnx_error: str | None = None
 
 
@@ -119,16 +145,19 @@ def prepare(name: str, cfg: Config, tmp: Path) -> Prepared:
     spec = SPECS[name]
     m = spec.build()
     rng = np.random.default_rng(SEED)
-    x = rng.standard_normal((cfg.samples, *spec.sample_shape), dtype=np.float32)
+    n = cfg.deep_samples if name == "deep" else cfg.samples
+    x = rng.standard_normal((n, *spec.sample_shape), dtype=np.float32)
     ts_path = tmp / f"{name}.ts"
     torch.jit.save(torch.jit.script(m), str(ts_path))
+    sd_path = tmp / f"{name}_sd.pt"
+    torch.save(m.state_dict(), sd_path)
     onnx_path: Path | None = tmp / f"{name}.onnx"
     err = None
     try:
         export_onnx(m, torch.from_numpy(x[:2]), onnx_path)  # type: ignore[arg-type]
     except Exception as e:  # the ONNX rows say why they are missing
         onnx_path, err = None, f"export failed: {type(e).__name__}: {e}"[:200]
-    return Prepared(name, spec.description, m, x, ts_path, onnx_path, err)
+    return Prepared(name, spec.description, m, x, ts_path, onnx_path, sd_path, err)
 
 
 def export_onnx(m: Any, example: Any, path: Path) -> None:
@@ -213,7 +242,7 @@ def onnx_session_pair(p: Prepared, threads: int) -> tuple[Any, Any, Any]:
     return ob, h, sess
 
 
-def onnx_rows(p: Prepared, cfg: Config, threads: int) -> list[Row]:
+def onnx_rows(p: Prepared, cfg: Config, threads: int, peers: bool = True) -> list[Row]:
     if p.onnx_path is None:
         return [Row(p.name, "ONNX", note=f"n/a ({p.onnx_error})", target=TARGETS[p.name])]
     try:
@@ -241,7 +270,8 @@ def onnx_rows(p: Prepared, cfg: Config, threads: int) -> list[Row]:
     except Exception as e:
         return [Row(p.name, "ONNX", note=f"n/a (audit failed: {type(e).__name__}: {e})"[:200])]
     rows = [Row(p.name, "ONNX", sites[0], t, target=TARGETS[p.name])]
-    rows.append(minmax_row(p, cfg, plain, name))
+    if peers:
+        rows.append(minmax_row(p, cfg, plain, name))
     return rows
 
 
@@ -329,6 +359,99 @@ def hooks_row(p: Prepared, cfg: Config) -> Row:
         t,
         note="vs plain eager; misses functional calls",
     )
+
+
+# -- whole processes -------------------------------------------------------------------------------
+@dataclass
+class WholeRow:
+    model: str
+    fmt: str
+    samples: int
+    pairs: Any  # wholeproc.Pairs
+    target: float | None
+    startup: bool = False
+
+
+def whole_rows(p: Prepared, cfg: Config, tmp: Path, skip: set[str]) -> list[WholeRow]:
+    """Fresh audit processes against fresh plain-inference processes, then start-up to the first batch."""
+    from bench import wholeproc
+
+    n = cfg.whole_samples[p.name]
+    spec_shape = p.x.shape[1:]
+    npy = tmp / f"{p.name}_whole.npy"
+    write_npy(npy, n, tuple(int(d) for d in spec_shape))
+    files: list[tuple[str, Path | None, str]] = [
+        ("eager", p.sd_path, f"bench/models.py:{p.name}"),
+        ("TorchScript", p.ts_path, ""),
+    ]
+    if "onnx" not in skip:
+        files.append(("ONNX", p.onnx_path, ""))
+    rows = []
+    for fmt, model, arch in files:
+        if model is None:
+            continue
+        log(f"{p.name} {fmt} whole process ({n} samples, {cfg.whole_pairs} pairs)")
+        pr = wholeproc.alternate(fmt, model, npy, cfg.batch, n, cfg.whole_pairs, arch)
+        rows.append(WholeRow(p.name, fmt, n, pr, TARGETS[p.name]))
+        log(f"{p.name} {fmt} start-up to the first batch")
+        pr = wholeproc.alternate(fmt, model, npy, cfg.batch, cfg.batch, cfg.whole_pairs, arch)
+        rows.append(WholeRow(p.name, fmt, cfg.batch, pr, STARTUP_GAP_S, startup=True))
+    return rows
+
+
+def render_whole(rows: list[WholeRow], cfg: Config) -> list[str]:
+    out = [
+        "## Whole process, as a user runs it",
+        "",
+        "A fresh `python -m actaudit audit MODEL --calib data.npy --batch-size "
+        f"{cfg.batch} --format json` process against a fresh plain-inference process "
+        "(`bench/wholeproc.py plain`: load the model, run every batch) on the same file, data and "
+        f"thread count; {cfg.whole_pairs} alternated pairs after one warm-up pair, medians of the "
+        "per-pair ratios. Eager models are a state_dict with `--arch bench/models.py:NAME`. CPU time "
+        "is the child's user + system time.",
+        "",
+        "| Model | Format | Samples | Plain (s) | Audit (s) | Ratio | CPU ratio | Target | Met |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if r.startup:
+            continue
+        pr = r.pairs
+        if pr.error or not pr.plain:
+            out.append(f"| {r.model} | {r.fmt} | {r.samples} | | | failed: {pr.error} | | | |")
+            continue
+        ratio, cratio = pr.ratio(), pr.ratio(cpu=True)
+        met = "yes" if ratio <= r.target else ("CPU only" if cratio <= r.target else "no")
+        out.append(
+            f"| {r.model} | {r.fmt} | {r.samples} | {statistics.median(pr.plain):.2f} | "
+            f"{statistics.median(pr.audit):.2f} | **{ratio:.2f}×** | {cratio:.2f}× | ≤ {r.target:.2f}× | {met} |"
+        )
+    out += [
+        "",
+        "### Start-up to the first batch",
+        "",
+        f"The same pairs with one batch ({cfg.batch} samples): interpreter start, imports, loading, "
+        "instrumentation and one batch. *Gap* is the median over pairs of audit minus plain wall time.",
+        "",
+        "| Model | Format | Plain (s) | Audit (s) | Gap (s) | CPU plain / audit (s) | Target | Met |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        if not r.startup:
+            continue
+        pr = r.pairs
+        if pr.error or not pr.plain:
+            out.append(f"| {r.model} | {r.fmt} | | | failed: {pr.error} | | | |")
+            continue
+        gap = pr.gap()
+        cgap = statistics.median(a - b for a, b in zip(pr.audit_cpu, pr.plain_cpu, strict=True))
+        met = "yes" if gap <= r.target else ("CPU only" if cgap <= r.target else "no")
+        out.append(
+            f"| {r.model} | {r.fmt} | {statistics.median(pr.plain):.2f} | {statistics.median(pr.audit):.2f} | "
+            f"**{gap:+.2f}** | {statistics.median(pr.plain_cpu):.2f} / {statistics.median(pr.audit_cpu):.2f} | "
+            f"≤ +{r.target:.1f} s | {met} |"
+        )
+    return [*out, ""]
 
 
 # -- memory ---------------------------------------------------------------------------------------
@@ -496,11 +619,18 @@ def machine(threads: int) -> list[tuple[str, str]]:
         ("CPU", cpu),
         ("cores (os.cpu_count)", str(os.cpu_count())),
         ("threads (torch intra-op = onnxruntime intra-op)", str(threads)),
+        ("PyTorch statistics kernel", kernel_status()),
         ("python", platform.python_version()),
         ("torch", torch.__version__),
         ("onnxruntime", onnxruntime.__version__),
         ("platform", platform.platform()),
     ]
+
+
+def kernel_status() -> str:
+    from actaudit.backends.torch import native
+
+    return native.status()
 
 
 def fmt_s(x: float) -> str:
@@ -512,6 +642,7 @@ def render(
     quick: bool,
     mach: list[tuple[str, str]],
     rows: list[Row],
+    whole: list[WholeRow],
     mem: list[dict[str, Any]],
     start: list[dict[str, Any]],
     rewrite: str,
@@ -532,7 +663,8 @@ def render(
         f"(peers: {cfg.peer_rounds}). Times are medians of one pass over the data; *ratio* is the median "
         "of the per-round ratios audit/plain; *CPU ratio* is the same with process CPU time, which "
         "other processes on the machine disturb less. The audit times the capture loop (data "
-        "conversion included), not model loading.",
+        "conversion included), not model loading. The 1,000-site model runs "
+        f"{cfg.deep_samples} samples per pass.",
         "",
         "| Model | Format / tool | Sites | Plain (s) | Audit (s) | Ratio | CPU ratio | Ratio range | Target | Met |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -554,6 +686,7 @@ def render(
             f"{fmt_s(statistics.median(t.audit))} | **{ratio:.2f}×** | {cratio:.2f}× | "
             f"{min(t.ratios):.2f}–{max(t.ratios):.2f} | {tgt} | {met} |"
         )
+    out += ["", *render_whole(whole, cfg)] if whole else []
     out += ["", "## Peak memory against calibration-set size", ""]
     out += [
         "Each audit runs in its own process through `actaudit.audit(model, calib=file.npy, samples=N)` "
@@ -612,9 +745,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
     ap.add_argument("--quick", action="store_true", help="small data and few rounds (~1-2 minutes)")
-    ap.add_argument("--models", default=None, help="comma-separated subset of resnet18,mlp,transformer")
+    ap.add_argument("--models", default=None, help="comma-separated subset of resnet18,mlp,transformer,deep")
     ap.add_argument(
-        "--skip", default="", help="comma-separated sections to skip: onnx,peers,memory,startup,rewrite"
+        "--skip", default="", help="comma-separated sections to skip: onnx,peers,memory,startup,rewrite,whole"
     )
     ap.add_argument("--child-memory", nargs=3, metavar=("MODEL", "NPY", "SAMPLES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -631,6 +764,7 @@ def main() -> int:
     t_start = time.perf_counter()
     load_start = os.getloadavg()
     rows: list[Row] = []
+    whole: list[WholeRow] = []
     with tempfile.TemporaryDirectory(prefix="actaudit-bench-") as d:
         tmp = Path(d)
         # Memory first, while this process is small (see child_memory).
@@ -640,10 +774,11 @@ def main() -> int:
             p = prepare(name, cfg, tmp)
             rows += torch_rows(p, cfg)
             if "onnx" not in skip:
-                orows = onnx_rows(p, cfg, threads)
-                rows += [r for r in orows if "peers" not in skip or not r.fmt.startswith("peer")]
-            if "peers" not in skip:
+                rows += onnx_rows(p, cfg, threads, peers="peers" not in skip and name != "deep")
+            if "peers" not in skip and name != "deep":  # peers on 1,000 sites would take minutes
                 rows.append(hooks_row(p, cfg))
+            if "whole" not in skip:
+                whole += whole_rows(p, cfg, tmp, skip)
         start = [] if "startup" in skip else startup_rows(cfg)
         try:
             rewrite = "skipped" if "rewrite" in skip else rewrite_row(tmp)
@@ -652,7 +787,16 @@ def main() -> int:
             rewrite = f"n/a ({type(e).__name__}: {e})"[:200]
     took = time.perf_counter() - t_start
     text = render(
-        cfg, args.quick, machine(threads), rows, mem, start, rewrite, (load_start, os.getloadavg()), took
+        cfg,
+        args.quick,
+        machine(threads),
+        rows,
+        whole,
+        mem,
+        start,
+        rewrite,
+        (load_start, os.getloadavg()),
+        took,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

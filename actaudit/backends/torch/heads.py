@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
+from .idmap import TensorMap
 from .ops import RESHAPES
 
 SiteKey = tuple[str, int]
@@ -56,7 +56,7 @@ class OutputOrigins:
     """Tensor → the sites whose values it carries, for activation outputs and their pass-through copies."""
 
     def __init__(self) -> None:
-        self._origin: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self._origin: TensorMap[set[SiteKey]] = TensorMap()
 
     def after(self, name: str, args: tuple[Any, ...], out: Any, site: SiteKey | None) -> None:
         """Record ``out`` of one op: an activation's own output, or a pass-through of tracked tensors."""

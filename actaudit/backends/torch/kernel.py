@@ -17,6 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from ...kinds import Activation, Thresholds
 from ...stats import SiteStats
+from . import native
 from .ops import CANDIDATES, HIDDEN_ACTIVATIONS, activation_of, first_tensor, op_name
 
 if TYPE_CHECKING:
@@ -34,6 +35,15 @@ _INNER_MIN = 128
 _NSTAT = 6
 _SUM, _NEG, _SQ, _NEGSQ, _LOW, _HIGH = range(_NSTAT)
 _scratch = threading.local()
+
+
+# The compiled one-pass kernel (.native) reads these; other dtypes take the ATen path below.
+_NATIVE_DTYPES = {torch.float32: 0, torch.float64: 1}
+
+
+def _native_kernel() -> native.KernelFn | None:
+    """The compiled kernel, or None when it cannot build or load (tests switch paths here)."""
+    return native.kernel()
 
 
 def _host_kernel(device: torch.device) -> bool:
@@ -109,6 +119,7 @@ class _Acc:
         self.max = torch.full((units,), -math.inf, dtype=torch.float64, device=device)
         self.elements = 0
         self.samples = 0
+        self._ptrs: tuple[int, int, int, int] | None = None  # for the compiled kernel; updates are in place
 
     def add(self, x: torch.Tensor, axis: int, thr: Thresholds, samples: int) -> None:
         v = unit_view(x, axis)
@@ -116,6 +127,11 @@ class _Acc:
         self.samples += samples
         if v.numel() == 0:
             return
+        if v.dtype in _NATIVE_DTYPES and _host_kernel(v.device):
+            fn = _native_kernel()
+            if fn is not None:
+                self._add_native(fn, v, thr)
+                return
         wd = torch.float64 if v.dtype == torch.float64 else torch.float32
         lo, hi = math.isfinite(thr.low), math.isfinite(thr.high)
         nstat = 4 + lo + hi  # rows: sum, neg, sq, negsq, [low], [high]
@@ -180,6 +196,31 @@ class _Acc:
             torch.maximum(self.max, part[nstat + 1].amax(0), out=self.max)
         self.elements += a * b
 
+    def _add_native(self, fn: native.KernelFn, v: torch.Tensor, thr: Thresholds) -> None:
+        """One pass of the compiled kernel over ``[A, U, B]``, added into the same accumulators."""
+        a, u, b = (int(d) for d in v.shape)
+        if self._ptrs is None:
+            self._ptrs = (
+                self.sums.data_ptr(),
+                self.nonfinite.data_ptr(),
+                self.min.data_ptr(),
+                self.max.data_ptr(),
+            )
+        rc = fn(
+            v.data_ptr(),
+            _NATIVE_DTYPES[v.dtype],
+            a,
+            u,
+            b,
+            thr.low,
+            thr.high,
+            *self._ptrs,
+            torch.get_num_threads(),
+        )
+        if rc != 0:
+            raise MemoryError("the statistics kernel could not allocate its per-thread partials")
+        self.elements += a * b
+
     def _add_nonfinite(self, v: torch.Tensor, thr: Thresholds) -> None:
         """The plain masked path over ``[A, U, B]``, for batches that hold NaN, Inf or overflow float32 squares."""
         dims = [0, 2]
@@ -230,12 +271,27 @@ class Observer(Protocol):
     def track_softsign(self, name: str, args: tuple[Any, ...], out: Any) -> None: ...
 
 
+# ATen overload -> op name, filled as ops run (a few hundred distinct overloads at most).
+_OP_NAMES: dict[Any, str] = {}
+
+
 class DispatchCapture(TorchDispatchMode):
     """Graph capture: ATen activation ops inside TorchScript / torch.export programs."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # TorchDispatchMode.__init_subclass__ (torch 2.13) wraps __torch_dispatch__ in
+        # torch._disable_dynamo when this is True: the first dispatch then imports torch._dynamo
+        # (~1.15 s, more than importing torch) and every call pays the wrapper. Nothing here runs
+        # under torch.compile, so there is nothing for dynamo to skip.
+        return False
 
     def __init__(self, rec: Observer) -> None:
         super().__init__()
         self.rec = rec
+        # Which sites reach the model's outputs is read after the first batch only: later
+        # batches skip that bookkeeping (a mode is made per batch; no sites yet = first batch).
+        self.trace_outputs = not getattr(rec, "sites", None)
 
     def __torch_dispatch__(
         self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
@@ -243,7 +299,9 @@ class DispatchCapture(TorchDispatchMode):
         return self._dispatch(func, args, kwargs or {})
 
     def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-        name = op_name(func)
+        name = _OP_NAMES.get(func)
+        if name is None:
+            name = _OP_NAMES[func] = op_name(func)
         observed = None
         pending = None
         if name in HIDDEN_ACTIVATIONS:
@@ -268,7 +326,8 @@ class DispatchCapture(TorchDispatchMode):
         self.rec.tag(name, args, out, kwargs)
         if pending is not None and isinstance(out, torch.Tensor):
             self.rec.mark_output(pending, x, out)
-        self.rec.origins.after(name, args, out, observed)
+        if self.trace_outputs:
+            self.rec.origins.after(name, args, out, observed)
         if name in ("abs", "add"):
             self.rec.track_softsign(name, args, out)
         return out

@@ -17,6 +17,7 @@ from ...kinds import Activation, Thresholds
 from ...naming import site_names
 from ...stats import AxisOverride, SiteInfo, SiteResult, Uncovered
 from .graphsites import FUSED, GraphSite, canon
+from .idmap import TensorMap
 from .kernel import _Acc
 from .ops import (
     CARRIERS,
@@ -58,14 +59,14 @@ class Recorder:
         self.overrides = axis_overrides
         self.graph_sites = graph_sites
         self.sites: dict[tuple[str, int], _Site] = {}
-        self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.tags: TensorMap[ua.Tag] = TensorMap()
         # Outputs of sites whose axis is still open, followed through axis-keeping ops to a consumer.
-        self.pending_out: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.pending_out: TensorMap[tuple[str, int]] = TensorMap()
         self.sigmoid_out: WeakIdKeyDictionary = WeakIdKeyDictionary()  # held sigmoid output -> (key, input)
         self.scaled_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # β·x -> (x, β)
         # Compiled graphs: the module whose parameters produced a tensor (by storage), carried like tags.
         self.param_owner: dict[int, str] = {}
-        self.owners: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.owners: TensorMap[str] = TensorMap()
         self.module_stack: list[tuple[str, str]] = []
         self.batch_samples = 0
         self.last_site: str | None = None
@@ -266,7 +267,7 @@ class Recorder:
             info.units = 1 if info.unit_axis >= x.ndim else int(x.shape[info.unit_axis])
             site.acc = _Acc(info.units, x.device)
             self._add(site, x, samples)
-        self.pending_out = WeakIdKeyDictionary()
+        self.pending_out = TensorMap()
         self.sigmoid_out = WeakIdKeyDictionary()
 
     def mark_output(self, key: tuple[str, int], x: Any, out: Any) -> None:
