@@ -107,12 +107,25 @@ def publish(report: Any, kw: dict[str, Any]) -> None:
 
 
 def check_model_outputs(kw: dict[str, Any]) -> None:
-    """rewrite and prune: refuse ``-o`` and ``--report`` targets before the run."""
+    """rewrite and prune: refuse ``-o`` and ``--report`` before the run.
+
+    Neither may be an input (the model, ``--calib``, the ``--data-loader`` or ``--arch`` file),
+    the other output, a FIFO or device, or an existing file without ``--force``.
+    """
+    from ..fileio import check_target, refuse_collisions
     from ..rewrite.core import check_output as check_model_output
 
     check_model_output(kw["output"], kw["force"], kw["model"])
     if kw["report"]:
         check_model_output(kw["report"], True, kw["model"])
+    for target in (kw["output"], kw["report"]):
+        if target:
+            check_target(target, True)  # a FIFO or device is refused whatever --force says
+    refuse_collisions(
+        [("-o/--output", kw["output"]), ("--report", kw["report"])],
+        [("model", kw["model"]), ("--calib", kw["calib"])],
+        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
+    )
 
 
 def config_file(quiet: bool) -> str | None:

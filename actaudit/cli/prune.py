@@ -70,6 +70,7 @@ def prune(**kw: Any) -> None:
     from ..prune.core import PruneOptions
     from ..prune.core import prune as run_prune
 
+    check_model_outputs(kw)  # before the run: an input is never overwritten, --force or not
     opts = PruneOptions(
         output=kw["output"],
         max_drift=kw["max_drift"],
@@ -80,7 +81,6 @@ def prune(**kw: Any) -> None:
         force=kw["force"],
         audit=audit_options(kw),
     )
-    check_model_outputs(kw)
     config = config_file(kw["quiet"])
     report = run_prune(kw["model"], options=opts)
     if config:

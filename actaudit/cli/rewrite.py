@@ -228,19 +228,9 @@ def _options(kw: dict[str, Any]) -> Any:
 
 
 def _check_outputs(kw: dict[str, Any]) -> None:
-    """-o and --report: not an input, not a FIFO, not existing without --force, a format rewrite writes."""
-    from ..fileio import check_target, refuse_collisions
-
+    """-o and --report: what every model-writing command refuses, and a format rewrite writes."""
     check_model_outputs(kw)
     check_output_extension(kw["model"], kw["output"], kw["output_format"])
-    check_target(kw["output"], True)  # a FIFO or device is refused whatever --force says
-    if kw["report"]:
-        check_target(kw["report"], True)
-    refuse_collisions(
-        [("-o/--output", kw["output"]), ("--report", kw["report"])],
-        [("model", kw["model"]), ("--calib", kw["calib"])],
-        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
-    )
 
 
 def _explain_failure(report: Any, max_drift: float) -> None:
