@@ -14,13 +14,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TypeVar
 
-from .api import AuditOptions, LoadedModel, build_report, data_source
+from .assemble import build_report
 from .backends.base import Pruner, Surgery
+from .calibration import data_source
 from .data import DataSource
+from .edit.drift import Drift, Outputs, Reference
 from .errors import EXIT_GATE, ActauditError, CalibrationError, InputError
 from .fileio import sha256_file
+from .loading import LoadedModel
+from .options import AuditOptions
 from .report import Report
-from .rewrite.drift import Drift, Outputs, Reference
 
 T = TypeVar("T")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from actaudit.edit.slopes import assign_names
 from actaudit.naming import base_of, site_name, site_names
-from actaudit.rewrite.plan import assign_names
 
 
 def test_a_base_seen_once_keeps_its_name() -> None:

@@ -1,12 +1,12 @@
-"""The format-neutral bias fold (actaudit.rewrite.fold), on chains described by hand; numbers worked out by hand."""
+"""The format-neutral bias fold (actaudit.edit.fold), on chains described by hand; numbers worked out by hand."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from actaudit.rewrite import fold
-from actaudit.rewrite.plan import SurgeryResult
+from actaudit.edit import fold
+from actaudit.edit.slopes import SurgeryResult
 
 
 def _chain(links: list[fold.Link]) -> fold.Folded | fold.Refused:
@@ -177,8 +177,6 @@ def test_the_rule_imports_neither_torch_nor_onnx() -> None:
     import subprocess
     import sys
 
-    code = (
-        "import sys, actaudit.rewrite.fold; print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))"
-    )
+    code = "import sys, actaudit.edit.fold; print(sorted(m for m in ('torch', 'onnx') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -12,7 +12,7 @@ from torch import nn
 from actaudit.backends.torch.eager_surgery import rewrite_eager
 from actaudit.backends.torch.export_surgery import rewrite_export
 from actaudit.backends.torch.script_surgery import rewrite_torchscript
-from actaudit.rewrite.plan import SitePlan
+from actaudit.edit.slopes import SitePlan
 
 
 class ViewNet(nn.Module):

@@ -9,7 +9,7 @@ protocols:
   model's facts, and hands out the two editors below;
 - a :class:`Surgery` builds rewritten variants, runs them, writes and reloads them;
 - a :class:`Pruner` does the same for pruned variants, over the graph IR of
-  :mod:`actaudit.prune.ir`.
+  :mod:`actaudit.edit.graph`.
 
 Nothing here imports torch or onnx: :func:`backend_for` imports a backend module the first
 time its format is asked for.
@@ -35,10 +35,10 @@ if TYPE_CHECKING:
     import numpy as np
     from typing_extensions import Unpack
 
-    from ..prune.fresh import InputRange
-    from ..prune.ir import Graph
-    from ..prune.plan import Edits
-    from ..rewrite.plan import SitePlan, SurgeryResult
+    from ..edit.cuts import Edits
+    from ..edit.graph import Graph
+    from ..edit.ranges import InputRange
+    from ..edit.slopes import SitePlan, SurgeryResult
     from ..verdicts import SiteVerdict
 
     Outputs = list[np.ndarray]  # the floating-point outputs of one batch, in a fixed order

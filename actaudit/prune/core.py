@@ -3,7 +3,7 @@
 Data flows one way: load → one audit pass that also records the original outputs →
 constant units per site (from each unit's pre-activation range on the data, or from
 interval bounds with ``only_proven``) → a plan over the backend's graph
-(:mod:`actaudit.prune.plan`) → edited weights → drift on the calibration data and on a
+(:mod:`actaudit.edit.cuts`) → edited weights → drift on the calibration data and on a
 fresh seeded batch of the same shape and range → written beside the output, reloaded,
 checked and re-measured → renamed. The input is only read.
 """
@@ -18,12 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import AuditOptions, load_model
 from ..assemble import model_section
 from ..backends.base import Pruner
 from ..data import DataSource, batch_samples
+from ..edit.cuts import Candidate, SitePlan, macs, plan
+from ..edit.drift import Drift, Reference
+from ..edit.graph import Graph
+from ..edit.ranges import InputRange, parse_input_ranges
 from ..errors import InputError
-from ..rewrite.drift import Drift, Reference
+from ..loading import load_model
+from ..options import AuditOptions
 from ..variants import (
     Original,
     VerificationError,
@@ -34,9 +38,7 @@ from ..variants import (
     write_verified,
 )
 from ..verdicts import SiteVerdict
-from .fresh import InputRange, data_ranges, fresh_batches, parse_input_ranges
-from .ir import Graph
-from .plan import Candidate, SitePlan, macs, plan
+from .fresh import data_ranges, fresh_batches
 from .proofs import check_box, prove
 from .report import PruneReport, SiteRow
 

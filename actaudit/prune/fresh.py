@@ -8,25 +8,14 @@ with the same batch structure. Nothing here imports torch: tensors are read thro
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ..data import Batch, DataSource, batch_samples, cap_samples
-from ..errors import InputError
+from ..edit.ranges import InputRange
 
 MAX_FRESH_SAMPLES = 512
-
-
-@dataclass
-class InputRange:
-    key: str  # "0", "1", … for positional inputs, the name for keyword inputs
-    shape: tuple[int, ...]
-    dtype: np.dtype[Any]
-    low: float
-    high: float
 
 
 def _walk(batch: Batch) -> list[tuple[str, Any]]:
@@ -83,33 +72,4 @@ def fresh_batches(ranges: list[InputRange], sizes: list[int], kw_names: list[str
             else:
                 args.append(a)
         out.append((args, kwargs))
-    return out
-
-
-def parse_input_ranges(
-    specs: list[str] | tuple[str, ...], names: list[str]
-) -> dict[str, tuple[float, float]]:
-    """``LOW,HIGH`` (every input) or ``NAME=LOW,HIGH`` (one input) -> {input name: (low, high)}."""
-    out: dict[str, tuple[float, float]] = {}
-    for spec in specs:
-        name, sep, rest = spec.rpartition("=")
-        text = rest if sep else spec
-        try:
-            lo, hi = (float(x) for x in text.split(","))
-        except ValueError:
-            raise InputError(
-                f"--input-range {spec!r} is not [NAME=]LOW,HIGH (e.g. 0,1 or image=-1,1)"
-            ) from None
-        if math.isnan(lo) or math.isnan(hi) or lo > hi:
-            raise InputError(f"--input-range {spec!r}: need LOW <= HIGH")
-        if sep:
-            if name not in names:
-                raise InputError(
-                    f"--input-range {spec!r}: the model has no input {name!r}",
-                    hint=f"its inputs are {', '.join(names)}",
-                )
-            out[name] = (lo, hi)
-        else:
-            for n in names:
-                out.setdefault(n, (lo, hi))
     return out

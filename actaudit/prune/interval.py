@@ -1,4 +1,4 @@
-"""Sound interval bounds through a :class:`~actaudit.prune.ir.Graph`, for one sample of an input box.
+"""Sound interval bounds through a :class:`~actaudit.edit.graph.Graph`, for one sample of an input box.
 
 Each value gets elementwise bounds ``lo <= v <= hi`` (float64, batch axis of 1) that hold
 for every input in the box. Affine ops (Conv, Gemm/MatMul, BatchNorm, per-channel scale)
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .ir import Graph, Op
+from ..edit.graph import Graph, Op
 
 EPS32 = 2.0**-23
 MONOTONE = ("relu", "clip", "leaky", "tanh", "sigmoid", "elu", "softplus", "hardsigmoid", "identity")

@@ -12,9 +12,10 @@ import numpy as np
 
 from ..backends.base import ModelHandle, Pruner
 from ..data import DataSource
+from ..edit.ranges import InputRange, parse_input_ranges
 from ..kinds import Activation
 from ..verdicts import SiteVerdict
-from .fresh import InputRange, data_ranges, parse_input_ranges
+from .fresh import data_ranges
 from .interval import propagate, unit_upper
 
 

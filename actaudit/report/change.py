@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
-from ..rewrite.drift import Drift
+from ..edit.drift import Drift
 
 
 @dataclass

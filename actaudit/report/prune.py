@@ -10,8 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..edit.drift import Drift
 from ..jsonform import dicts, envelope, picked
-from ..rewrite.drift import Drift
 from ..sanitize import text
 from .change import ModelChange
 from .draw import Document, Lines, Table

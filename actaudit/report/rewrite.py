@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..edit.drift import Drift
 from ..jsonform import dicts, envelope, picked
 from ..jsonform import json_float as _r
-from ..rewrite.drift import Drift
 from ..sanitize import text
 from .change import ModelChange
 from .draw import Document, Lines, Table, to_json

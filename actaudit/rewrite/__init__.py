@@ -60,8 +60,8 @@ def apply_slopes(
     import numpy as np
 
     from ..backends.torch.surgery import rewrite_eager
+    from ..edit.slopes import SitePlan
     from ..errors import InputError
-    from .plan import SitePlan
 
     units = units or {}
     shifts = shifts or {}

@@ -18,15 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..api import AuditOptions, load_model
 from ..assemble import model_section
 from ..backends.base import Surgery
+from ..edit.drift import Drift, Ledger
+from ..edit.slopes import SitePlan, SurgeryResult, float32_up
 from ..errors import InputError
+from ..loading import load_model
 from ..naming import base_of
+from ..options import AuditOptions
 from ..variants import Original, VerificationError, check_output, measure_original, options_from
 from ..verdicts import SiteVerdict
-from .drift import Drift, Ledger
-from .plan import SitePlan, SurgeryResult, float32_up
 from .report import RewriteReport, SiteRewrite
 from .search import DEFAULT_RANGE, Measure, SearchResult, SearchSite, auto_slopes, fixed_slopes
 from .units import UnitSite, centered_energy, search_units

@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..edit.drift import Drift
 from ..jsonform import json_float as _r
-from .drift import Drift
 
 DEFAULT_RANGE = (0.01, 0.3)
 PROBE_ALPHA = 0.01  # small: the first-order regime; a large probe saturates downstream ops

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .drift import Drift
+from ..edit.drift import Drift
 from .search import TARGET, Step, next_value, probe_samples
 
 # Stop once the measured drift is within [ACCEPT, 1] × budget: units are discrete, so a

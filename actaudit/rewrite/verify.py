@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from ..backends.base import Surgery
+from ..edit.drift import Drift
+from ..edit.slopes import SitePlan, SurgeryResult, float32_up
 from ..variants import Original, VerificationError, write_verified
-from .drift import Drift
-from .plan import SitePlan, SurgeryResult, float32_up
 from .report import RewriteReport
 
 SlopeKey = tuple[float, ...]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from actaudit.edit.cuts import Candidate, plan
+from actaudit.edit.graph import Graph, Op, Param
 from actaudit.prune.interval import propagate, unit_upper
-from actaudit.prune.ir import Graph, Op, Param
-from actaudit.prune.plan import Candidate, plan
 
 
 def _conv(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from actaudit.edit.drift import Ledger, Reference
 from actaudit.errors import InputError
-from actaudit.rewrite.drift import Ledger, Reference
 
 
 def test_relative_l2_max_abs_and_top1() -> None:

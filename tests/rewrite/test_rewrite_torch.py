@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from torch import nn
 
 from actaudit.cli import cli
+from actaudit.edit.slopes import bias_shift
 from actaudit.rewrite import apply_slopes
 from actaudit.rewrite import rewrite as _rewrite
-from actaudit.rewrite.plan import bias_shift
 
 # Three ReLU sites, named by the audit as relu#0 / relu#1 (one module called twice) and
 # relu#2 (a functional call at the top level): dead units are forced with bias −4.

@@ -246,7 +246,7 @@ class _Runner:
             return {}
         arrays = run_interruptible(sess, model_outputs + names, feeds)
         if model_outputs:
-            from ...rewrite.drift import flatten_outputs, output_names
+            from ...edit.drift import flatten_outputs, output_names
 
             produced = dict(zip(model_outputs, arrays[: len(model_outputs)], strict=True))
             self.last_outputs = flatten_outputs(produced)

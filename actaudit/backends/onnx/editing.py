@@ -14,8 +14,8 @@ import numpy as np
 import onnx
 
 from ...data import DataSource
-from ...prune.ir import Graph
-from ...prune.plan import Edits
+from ...edit.cuts import Edits
+from ...edit.graph import Graph
 from ...verdicts import SiteVerdict
 from .prune import OnnxPruner
 from .surgery import OnnxSurgeon

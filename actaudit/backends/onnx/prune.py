@@ -1,4 +1,4 @@
-"""ONNX side of ``actaudit prune`` and of interval bounds: the graph as :mod:`actaudit.prune.ir`, and edits back.
+"""ONNX side of ``actaudit prune`` and of interval bounds: the graph as :mod:`actaudit.edit.graph`, and edits back.
 
 Weights are initializers or ``Constant`` nodes (both are read and written). A ``MatMul``
 whose only reader is an ``Add`` of a per-feature constant becomes one linear op with that
@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from ...prune.ir import Graph, Op, Param
-from ...prune.plan import Edits
+from ...edit.cuts import Edits
+from ...edit.graph import Graph, Op, Param
 from .graph import DEFAULT_DOMAINS, attr, constant_node_value
 from .sites import find_sites
 

@@ -28,11 +28,11 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper, numpy_helper
 
+from ...edit import fold
+from ...edit.slopes import SitePlan, SurgeryResult, float32_up, unit_shape
 from ...errors import InputError
 from ...fileio import _same as fileio_same
 from ...fileio import atomic_pair, atomic_path
-from ...rewrite import fold
-from ...rewrite.plan import SitePlan, SurgeryResult, float32_up, unit_shape
 from .feeds import batches_for
 from .load import _inline_small, _is_external, over_limit
 from .session import _options, _providers, save_external, session_for
@@ -257,7 +257,7 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
 def _fold(
     m: onnx.ModelProto, graph: onnx.GraphProto, node: onnx.NodeProto, p: SitePlan, res: SurgeryResult
 ) -> None:
-    """Fold the site's shift into its consumer's bias (the rule: :func:`actaudit.rewrite.fold.fold`)."""
+    """Fold the site's shift into its consumer's bias (the rule: :func:`actaudit.edit.fold.fold`)."""
     if p.neg_mean is None:
         return
     if graph is not m.graph:
@@ -492,7 +492,7 @@ class OnnxSurgeon:
     def outputs(
         self, model: onnx.ModelProto, source: Any, samples: int | None, batches: int | None
     ) -> Iterator[Any]:
-        from ...rewrite.drift import flatten_outputs, output_names
+        from ...edit.drift import flatten_outputs, output_names
 
         sess = self.session(model)
         names = [o.name for o in sess.get_outputs()]

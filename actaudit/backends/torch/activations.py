@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...rewrite.plan import SitePlan, float32_up, unit_shape
+from ...edit.slopes import SitePlan, float32_up, unit_shape
 
 LEAKY = "leaky"
 PRELU = "prelu"

@@ -104,7 +104,7 @@ class _Recording:
         self.names: list[str] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        from ...rewrite.drift import flatten_outputs, output_names
+        from ...edit.drift import flatten_outputs, output_names
 
         out = self.fn(*args, **kwargs)
         self.sink.append(flatten_outputs(out))

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from ...rewrite import fold
-from ...rewrite.plan import SitePlan, SurgeryResult
+from ...edit import fold
+from ...edit.slopes import SitePlan, SurgeryResult
 from .activations import LEAKY, TARGETS, _activation_for, _ints, _is_relu_module
 from .folding import module_consumer
 

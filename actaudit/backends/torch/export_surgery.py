@@ -11,8 +11,8 @@ import torch
 from torch import fx, nn
 from torch.export import ExportedProgram
 
-from ...rewrite import fold
-from ...rewrite.plan import SitePlan, SurgeryResult, assign_names, float32_up, unit_shape
+from ...edit import fold
+from ...edit.slopes import SitePlan, SurgeryResult, assign_names, float32_up, unit_shape
 from .activations import LEAKY, _any, _ints, _plan_rank
 from .files import clone_export
 from .folding import array_of, tensor_writer

@@ -1,4 +1,4 @@
-"""PyTorch's side of the bias fold (:mod:`actaudit.rewrite.fold`): reading weights, writing the new bias."""
+"""PyTorch's side of the bias fold (:mod:`actaudit.edit.fold`): reading weights, writing the new bias."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...rewrite import fold
+from ...edit import fold
 
 
 def array_of(t: torch.Tensor) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""PyTorch side of ``actaudit prune`` and interval bounds: an aten graph as :mod:`actaudit.prune.ir`, and edits back.
+"""PyTorch side of ``actaudit prune`` and interval bounds: an aten graph as :mod:`actaudit.edit.graph`, and edits back.
 
 One graph form serves eager modules, pickled modules, state_dict + ``--arch`` and
 ``.pt2`` programs: the unlifted ``GraphModule`` of a ``torch.export`` program (for an
@@ -28,8 +28,8 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ...prune.ir import Graph
-from ...prune.plan import Edits
+from ...edit.cuts import Edits
+from ...edit.graph import Graph
 from .prune_ir import _P, _Node, _Val, translate
 
 

@@ -1,4 +1,4 @@
-"""aten calls (from an export graph or a traced TorchScript run) as :mod:`actaudit.prune.ir` ops.
+"""aten calls (from an export graph or a traced TorchScript run) as :mod:`actaudit.edit.graph` ops.
 
 Both graph forms of :mod:`.prune` first describe each call as a :class:`_Node` whose
 arguments are computed values (:class:`_Val`), parameters by state-dict key (:class:`_P`)
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...prune.ir import Graph, Op, Param
+from ...edit.graph import Graph, Op, Param
 
 _SITE_KINDS = {
     "relu": "relu",

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ...rewrite import fold
-from ...rewrite.plan import SitePlan, SurgeryResult, assign_names, float32_up, unit_shape
+from ...edit import fold
+from ...edit.slopes import SitePlan, SurgeryResult, assign_names, float32_up, unit_shape
 from .activations import LEAKY, PRELU, _plan_rank
 from .files import clone_script
 from .folding import array_of, tensor_writer

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...rewrite.plan import SitePlan, SurgeryResult
+from ...edit.slopes import SitePlan, SurgeryResult
 from .activations import AxisPReLU, ShiftedLeakyReLU, UnitPReLU
 from .eager_surgery import rewrite_eager
 from .export_surgery import export_slopes, rewrite_export
@@ -125,7 +125,7 @@ class TorchSurgeon:
         return model
 
     def outputs(self, model: Any, source: Any, samples: int | None, batches: int | None) -> Any:
-        from ...rewrite.drift import flatten_outputs
+        from ...edit.drift import flatten_outputs
         from . import backend
 
         fn = self._callable(model)

@@ -2,7 +2,7 @@
 
 Backends translate their graph (ONNX nodes, ``torch.export`` aten calls) into :class:`Op`
 records in topological order. Weights travel as numpy arrays with the backend's own key,
-so the planner (:mod:`actaudit.prune.plan`) and the bound propagation
+so the planner (:mod:`actaudit.edit.cuts`) and the bound propagation
 (:mod:`actaudit.prune.interval`) never import torch or onnx. Anything a backend does not
 translate becomes an ``other`` op: it blocks pruning through it and makes bounds infinite.
 """

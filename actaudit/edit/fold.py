@@ -30,7 +30,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from .plan import SurgeryResult, bias_shift
+from .slopes import SurgeryResult, bias_shift
 
 LOOKAHEAD = 8  # ops followed from the activation to its linear consumer
 APPROXIMATE = " (approximate at zero-padded borders)"

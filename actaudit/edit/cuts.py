@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .ir import Graph, Op, Param, unit_count
+from .graph import Graph, Op, Param, unit_count
 
 
 @dataclass
