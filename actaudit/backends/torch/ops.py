@@ -201,7 +201,8 @@ SPATIAL = frozenset(
 )
 
 
-def op_name(func: Any) -> str:
+def op_name(func: Callable[..., object] | str) -> str:
+    """The bare op name of a torch function, an ATen overload or an FX node target."""
     packet = getattr(func, "overloadpacket", None)
     if packet is not None:
         return str(packet.__name__)
