@@ -8,7 +8,7 @@ PIP_FLAGS := --quiet --disable-pip-version-check
 .PHONY: help install native demo test lint fixtures docs bench clean
 
 help:
-	@echo "make demo      audit a bundled fixture checkpoint and print its table"
+	@echo "make demo      audit a bundled torch.export fixture (.pt2) and print its table"
 	@echo "make test      run the test suite (creates $(VENV) on first use)"
 	@echo "make lint      ruff + mypy"
 	@echo "make fixtures  regenerate fixtures/ from fixtures/make_fixtures.py"
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml requirements/constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/actaudit audit fixtures/models/cnn_dead.ts --calib fixtures/data/cnn_images.npy
+	$(VENV)/bin/actaudit audit fixtures/models/cnn_dead.pt2 --calib fixtures/data/cnn_images.npy
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -32,57 +32,72 @@ class Family(str, Enum):
     CAPPED = "capped"  # a rectifier with an upper cap (ReLU6): can die and saturate
 
 
-RECTIFIERS = (
-    "relu",
-    "leaky_relu",
-    "prelu",
-    "elu",
-    "selu",
-    "celu",
-    "gelu",
-    "silu",
-    "mish",
-    "hardswish",
-    "softplus",
-)
-BOUNDED = ("sigmoid", "tanh", "hardtanh", "hardsigmoid", "softsign", "clip")
-CAPPED = ("relu6",)
-ALL_KINDS = RECTIFIERS + CAPPED + BOUNDED
+@dataclass(frozen=True)
+class Kind:
+    """One row of the activation table: a kind, how it fails, and how each front end spells it.
 
+    Adding a kind is a row here plus its thresholds in :func:`thresholds`; a kind whose call
+    carries parameters (``params``) also needs the code that reads them in each backend.
+    """
+
+    name: str
+    family: Family
+    module: str | None  # the torch.nn class (a call inside one is named after the module)
+    torch: tuple[str, ...] = ()  # op names: torch functions / methods and ATen packets, in-place included
+    onnx: tuple[str, ...] = ()  # ai.onnx op types that are this kind on their own
+    params: tuple[str, ...] = ()  # parameters that move its thresholds, read from each call
+
+
+_R, _B, _C = Family.RECTIFIER, Family.BOUNDED, Family.CAPPED
+TABLE: tuple[Kind, ...] = (
+    Kind("relu", _R, "ReLU", ("relu", "relu_"), ("Relu",)),
+    Kind("leaky_relu", _R, "LeakyReLU", ("leaky_relu", "leaky_relu_"), ("LeakyRelu",), ("negative_slope",)),
+    Kind("prelu", _R, "PReLU", ("prelu", "_prelu_kernel"), ("PRelu",), ("negative_slope",)),
+    Kind("elu", _R, "ELU", ("elu", "elu_"), ("Elu",), ("alpha",)),
+    Kind("selu", _R, "SELU", ("selu", "selu_"), ("Selu",), ("alpha", "scale")),
+    Kind("celu", _R, "CELU", ("celu", "celu_"), ("Celu",), ("alpha",)),
+    Kind("gelu", _R, "GELU", ("gelu", "gelu_"), ("Gelu",)),
+    Kind("silu", _R, "SiLU", ("silu", "silu_")),
+    Kind("mish", _R, "Mish", ("mish", "mish_"), ("Mish",)),
+    Kind("hardswish", _R, "Hardswish", ("hardswish", "hardswish_"), ("HardSwish",)),
+    Kind("softplus", _R, "Softplus", ("softplus",), ("Softplus",), ("beta",)),
+    Kind("relu6", _C, "ReLU6", ("relu6",)),
+    Kind("sigmoid", _B, "Sigmoid", ("sigmoid", "sigmoid_"), ("Sigmoid",)),
+    Kind("tanh", _B, "Tanh", ("tanh", "tanh_"), ("Tanh",)),
+    Kind("hardtanh", _B, "Hardtanh", ("hardtanh", "hardtanh_"), (), ("min", "max")),
+    Kind(
+        "hardsigmoid", _B, "Hardsigmoid", ("hardsigmoid", "hardsigmoid_"), ("HardSigmoid",), ("alpha", "beta")
+    ),
+    Kind("softsign", _B, "Softsign", ("softsign",), ("Softsign",)),
+    # a clamp with constant bounds: relu, relu6 or hardtanh when its bounds say so (classify_clamp)
+    Kind(
+        "clip",
+        _B,
+        None,
+        ("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_"),
+        ("Clip",),
+        ("min", "max"),
+    ),
+)
+KINDS: dict[str, Kind] = {k.name: k for k in TABLE}
+
+RECTIFIERS = tuple(k.name for k in TABLE if k.family is Family.RECTIFIER)
+BOUNDED = tuple(k.name for k in TABLE if k.family is Family.BOUNDED)
+CAPPED = tuple(k.name for k in TABLE if k.family is Family.CAPPED)
+ALL_KINDS = RECTIFIERS + CAPPED + BOUNDED
 
 # torch.nn activation classes: both backends name a call inside one of these after the
 # module itself (``layer1.0.relu``), a functional call after its caller (``enc/relu``).
-ACTIVATION_MODULES = frozenset(
-    [
-        "ReLU",
-        "ReLU6",
-        "LeakyReLU",
-        "PReLU",
-        "ELU",
-        "SELU",
-        "CELU",
-        "GELU",
-        "SiLU",
-        "Mish",
-        "Hardswish",
-        "Softplus",
-        "Sigmoid",
-        "Tanh",
-        "Hardtanh",
-        "Hardsigmoid",
-        "Softsign",
-    ]
-)
+ACTIVATION_MODULES = frozenset(k.module for k in TABLE if k.module)
+# Op name → kind, as each front end spells the op.
+TORCH_OPS: dict[str, str] = {op: k.name for k in TABLE for op in k.torch}
+ONNX_OPS: dict[str, str] = {op: k.name for k in TABLE for op in k.onnx}
 
 
 def family(kind: str) -> Family:
-    if kind in CAPPED:
-        return Family.CAPPED
-    if kind in BOUNDED:
-        return Family.BOUNDED
-    if kind in RECTIFIERS:
-        return Family.RECTIFIER
-    raise KeyError(f"unknown activation kind {kind!r}")
+    if kind not in KINDS:
+        raise KeyError(f"unknown activation kind {kind!r}")
+    return KINDS[kind].family
 
 
 @dataclass(frozen=True)
@@ -222,6 +237,13 @@ def thresholds(kind: str, params: tuple[tuple[str, float], ...], f: float) -> Th
 # A one-sided clamp whose bound is this close to zero is a numeric guard (max(x, 1e-10)),
 # not an activation.
 GUARD_EPSILON = 1e-4
+
+
+def classify_hardtanh(lo: float, hi: float) -> Activation:
+    """What ``hardtanh(x, lo, hi)`` is: relu6 for (0, 6), else hardtanh with its bounds."""
+    if lo == 0.0 and hi == 6.0:
+        return Activation("relu6")
+    return Activation("hardtanh", {"min": lo, "max": hi})
 
 
 def classify_clamp(lo: float | None, hi: float | None) -> Activation | None:

@@ -15,9 +15,61 @@ import numpy as np
 
 from .errors import InputError
 
-# The names and order of the per-unit vectors a backend produces for one batch.
-VECTOR_FIELDS = ("low", "high", "nonfinite", "min", "max", "neg_sum", "neg_sq", "pos_sum", "pos_sq")
-INT_FIELDS = ("low", "high", "nonfinite")
+
+@dataclass(frozen=True)
+class Field:
+    """One per-unit counter: its name, how two partial runs combine, and its dtype."""
+
+    name: str
+    merge: str  # "sum", "min" or "max": exact across batches, shards and ranks
+    integer: bool = False  # a count (int64); otherwise float64
+
+    @property
+    def dtype(self) -> type[np.signedinteger[Any]] | type[np.floating[Any]]:
+        return np.int64 if self.integer else np.float64
+
+    def empty(self, units: int) -> np.ndarray:
+        """The value before any batch: 0, +inf for a minimum, -inf for a maximum."""
+        start = {"sum": 0, "min": np.inf, "max": -np.inf}[self.merge]
+        return np.full(units, start, dtype=self.dtype)
+
+    def fold(self, acc: np.ndarray, v: np.ndarray) -> None:
+        """Combine ``v`` into ``acc`` in place (``acc`` may be a view)."""
+        if self.merge == "min":
+            np.minimum(acc, v, out=acc)
+        elif self.merge == "max":
+            np.maximum(acc, v, out=acc)
+        else:
+            acc += np.asarray(v).astype(self.dtype)
+
+
+# The per-unit counters of a site, in the order a backend hands them on: the one table that
+# capture, packing, the distributed exchange, shard counters and merge read. Adding a statistic is
+# a row here, its attribute on SiteStats, and the code in each backend that computes it.
+FIELDS: tuple[Field, ...] = (
+    Field("low", "sum", integer=True),  # values at or below the stuck-low threshold
+    Field("high", "sum", integer=True),  # values at or above the stuck-high threshold
+    Field("nonfinite", "sum", integer=True),  # NaN / Inf values
+    Field("min", "min"),  # smallest finite value
+    Field("max", "max"),  # largest finite value
+    Field("neg_sum", "sum"),  # Σ min(x, 0) over finite values
+    Field("neg_sq", "sum"),  # Σ min(x, 0)²
+    Field("pos_sum", "sum"),  # Σ max(x, 0)
+    Field("pos_sq", "sum"),  # Σ max(x, 0)²
+)
+VECTOR_FIELDS = tuple(f.name for f in FIELDS)
+INT_FIELDS = tuple(f.name for f in FIELDS if f.integer)
+
+
+def empty_vectors(units: int) -> dict[str, np.ndarray]:
+    """Every counter of ``units`` units before any batch."""
+    return {f.name: f.empty(units) for f in FIELDS}
+
+
+def fold_vectors(acc: dict[str, np.ndarray], vectors: dict[str, np.ndarray], at: slice = slice(None)) -> None:
+    """Combine one batch's per-unit ``vectors`` into ``acc[name][at]`` in place, field by field."""
+    for f in FIELDS:
+        f.fold(acc[f.name][at], np.asarray(vectors[f.name]))
 
 
 @dataclass
@@ -76,39 +128,25 @@ class SiteStats:
     pos_sq: np.ndarray = field(init=False)
 
     def __post_init__(self) -> None:
-        u = self.units
-        for name in VECTOR_FIELDS:
-            if name in INT_FIELDS:
-                setattr(self, name, np.zeros(u, dtype=np.int64))
-            elif name == "min":
-                setattr(self, name, np.full(u, np.inf))
-            elif name == "max":
-                setattr(self, name, np.full(u, -np.inf))
-            else:
-                setattr(self, name, np.zeros(u, dtype=np.float64))
+        self.__dict__.update(empty_vectors(self.units))
+
+    def vectors(self) -> dict[str, np.ndarray]:
+        """The counters by name (the arrays themselves, not copies)."""
+        return {name: self.__dict__[name] for name in VECTOR_FIELDS}
 
     def add_batch(self, elements: int, samples: int, vectors: dict[str, np.ndarray]) -> None:
         """Fold one batch's per-unit vectors in. ``elements`` is per unit."""
         self.elements += int(elements)
         self.samples += int(samples)
-        for name in VECTOR_FIELDS:
-            v = np.asarray(vectors[name])
-            if name == "min":
-                np.minimum(self.min, v, out=self.min)
-            elif name == "max":
-                np.maximum(self.max, v, out=self.max)
-            elif name in INT_FIELDS:
-                self.__dict__[name] += v.astype(np.int64)
-            else:
-                self.__dict__[name] += v.astype(np.float64)
+        fold_vectors(self.vectors(), vectors)
 
     def merge(self, other: SiteStats) -> SiteStats:
         """Combine two partial runs over disjoint data."""
         if other.units != self.units:
             raise ValueError(f"cannot merge statistics of {self.units} and {other.units} units")
         out = SiteStats(self.units, self.elements, self.samples)
-        out.add_batch(0, 0, {n: getattr(self, n) for n in VECTOR_FIELDS})
-        out.add_batch(other.elements, other.samples, {n: getattr(other, n) for n in VECTOR_FIELDS})
+        out.add_batch(0, 0, self.vectors())
+        out.add_batch(other.elements, other.samples, other.vectors())
         return out
 
     @property
@@ -129,9 +167,8 @@ class SiteStats:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SiteStats:
         s = cls(int(d["units"]), int(d["elements"]), int(d["samples"]))
-        for name in VECTOR_FIELDS:
-            dtype = np.int64 if name in INT_FIELDS else np.float64
-            setattr(s, name, np.asarray(d[name], dtype=dtype))
+        for f in FIELDS:
+            setattr(s, f.name, np.asarray(d[f.name], dtype=f.dtype))
         return s
 
 

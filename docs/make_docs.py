@@ -20,7 +20,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 SCREENSHOT = REPO / "docs" / "html-report.png"
-DEMO = ["audit", "fixtures/models/cnn_dead.ts", "--calib", "fixtures/data/cnn_images.npy"]
+DEMO = ["audit", "fixtures/models/cnn_dead.pt2", "--calib", "fixtures/data/cnn_images.npy"]
 BLOCK = re.compile(r"(<!-- demo:start -->\n```text\n)(.*?)(```\n<!-- demo:end -->)", re.S)
 
 

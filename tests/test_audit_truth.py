@@ -19,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 import actaudit
 from actaudit import unitaxis as ua
 
-SIG_STUCK = 5.987  # |x| beyond which sigmoid' < 1 % of its maximum (README)
+SIG_STUCK = 5.987  # |x| beyond which sigmoid' < 1 % of its maximum (docs/statistics.md)
 
 
 def _sites(report: actaudit.Report) -> dict[str, dict]:

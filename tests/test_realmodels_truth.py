@@ -27,7 +27,8 @@ from actaudit.cli import cli
 
 pytestmark = pytest.mark.realmodel
 HERE = Path(__file__).resolve().parent
-SIG, TANH, GELU = 5.987, 2.993, -3.02  # stuck thresholds at 1 % of the maximum derivative (README)
+# stuck thresholds at 1 % of the maximum derivative (docs/statistics.md)
+SIG, TANH, GELU = 5.987, 2.993, -3.02
 
 
 def _package_dir(name: str) -> Path:

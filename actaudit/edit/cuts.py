@@ -43,7 +43,9 @@ class Candidate:
 
 
 @dataclass
-class SitePlan:
+class SiteCut:
+    """What prune does at one audit site: the units it removes, folds and keeps (with why)."""
+
     site: str
     units: int
     removed: list[int] = field(default_factory=list)  # constant 0: cut, nothing to fold
@@ -109,11 +111,11 @@ class _Leaf:
     padded: str | None  # why a non-zero constant cannot be folded exactly, if so
 
 
-def plan(graph: Graph, candidates: list[Candidate]) -> tuple[list[SitePlan], Edits]:
+def plan(graph: Graph, candidates: list[Candidate]) -> tuple[list[SiteCut], Edits]:
     edits = Edits()
     plans = []
     for c in candidates:
-        sp = SitePlan(c.site, c.units)
+        sp = SiteCut(c.site, c.units)
         plans.append(sp)
         if not c.constants:
             continue
@@ -364,3 +366,7 @@ def macs(graph: Graph) -> int:
             fan_in = w.value.shape[1] if op.attrs.get("layout") == "oi" else w.value.shape[0]
             total += n_out * int(fan_in)
     return int(total)
+
+
+# The former name, kept while importers move to SiteCut (remove once none is left).
+SitePlan = SiteCut

@@ -2,7 +2,7 @@
 
 A rewrite that lets a ReLU leak changes each unit's mean output by ``shift = slope·E[min(z, 0)]``.
 The exact correction subtracts ``shift`` right after the activation (a separate shift node,
-:meth:`SitePlan.shift_for`). The fold instead subtracts ``W·shift`` from the bias of the
+:meth:`SlopePlan.shift_for`). The fold instead subtracts ``W·shift`` from the bias of the
 op that consumes the activation, which is the same only when that op sees every shifted
 value and nothing else:
 

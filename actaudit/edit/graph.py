@@ -21,7 +21,7 @@ KINDS = {
     "linear": "x @ W' * alpha + bias * beta; weight layout 'oi' ([O, I]) or 'io' ([I, O]); units on the last axis",
     "bn": "inference batch norm on axis 1; params scale, bias, mean, var; attr eps",
     "scale": "x + c, x - c, c - x, x * c or x / c with a constant c (param c; attr form add|sub|rsub|mul|div)",
-    "act": "elementwise activation; attr act: relu, clip(lo, hi), leaky(alpha), tanh, sigmoid, or another name",
+    "act": "elementwise activation; attr act: a kind of actaudit.kinds (relu, clip(lo, hi), leaky_relu(alpha), tanh, …)",
     "add": "sum of two computed tensors (residual)",
     "mul": "product of two computed tensors (a gate); only bounds use it",
     "concat": "concatenation along attr axis",

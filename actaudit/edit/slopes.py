@@ -14,8 +14,8 @@ _SITE_RE = re.compile(r"^(?P<base>.*?)(?:#(?P<k>\d+))?$")
 
 
 @dataclass
-class SitePlan:
-    """What to do at one audit site: the slope and what the fold needs."""
+class SlopePlan:
+    """What rewrite does at one audit site: the slope and what the fold needs."""
 
     name: str
     alpha: float
@@ -146,3 +146,7 @@ def bias_shift(
     if kind == "matmul":
         return s @ w
     raise ValueError(kind)
+
+
+# The former name, kept while importers move to SlopePlan (remove once none is left).
+SitePlan = SlopePlan

@@ -24,7 +24,7 @@ import numpy as np
 from ..edit.graph import Graph, Op
 
 EPS32 = 2.0**-23
-MONOTONE = ("relu", "clip", "leaky", "tanh", "sigmoid", "elu", "softplus", "hardsigmoid", "identity")
+MONOTONE = ("relu", "clip", "leaky_relu", "tanh", "sigmoid", "elu", "softplus", "hardsigmoid", "identity")
 
 
 @dataclass
@@ -194,7 +194,7 @@ def _monotone(op: Op, name: str) -> Any:
         lo = float(op.attrs.get("lo", -math.inf))
         hi = float(op.attrs.get("hi", math.inf))
         return lambda v: np.clip(v, lo, hi)
-    if name == "leaky":
+    if name == "leaky_relu":
         a = float(op.attrs.get("alpha", 0.01))
         if a < 0:
             raise _Unknown

@@ -1,6 +1,6 @@
 """The audit report: plain Python structures, a stable JSON form, and text renderings.
 
-``Report.to_dict()`` is the schema ``actaudit.report/1`` (see README). Everything in
+``Report.to_dict()`` is the schema ``actaudit.report/1`` (see docs/json.md). Everything in
 it is deterministic for the same checkpoint, data and flags, except the ``run``
 section (timings, host), which is kept apart so that CI can diff the rest.
 """

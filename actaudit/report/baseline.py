@@ -184,7 +184,7 @@ def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _check_report(d: Any, what: str) -> None:
+def _check_report(d: object, what: str) -> None:
     if not isinstance(d, dict) or not isinstance(d.get("sites"), list):
         raise InputError(f"{what} is not an actaudit report", hint="give a report from --format json")
     if d.get("schema") != SCHEMA:

@@ -150,7 +150,7 @@ def pct(x: float | None, digits: int = 1, none: str = "-") -> str:
     return none if x is None else f"{100 * x:.{digits}f}%"
 
 
-def capped(items: Sequence[Any], limit: int, sep: str = ", ") -> str:
+def capped(items: Sequence[object], limit: int, sep: str = ", ") -> str:
     """The first ``limit`` items joined, with ``… (N in all)`` when there are more."""
     more = f" … ({len(items)} in all)" if len(items) > limit else ""
     return sep.join(map(str, items[:limit])) + more

@@ -30,7 +30,7 @@ def _units_text(units: list[int], limit: int = 24) -> str:
     return shown + (f", … ({len(units) - limit} more)" if len(units) > limit else "")
 
 
-def _fmt(x: Any) -> str:
+def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:g}"
 
 

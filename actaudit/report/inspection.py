@@ -6,6 +6,7 @@ builds one.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,7 +86,7 @@ class Inspection:
         return draw_render(self, fmt)
 
 
-def _shape(shape: Any) -> str:
+def _shape(shape: Sequence[int | str | None] | None) -> str:
     return "?" if shape is None else "×".join("?" if d is None else str(d) for d in shape) or "scalar"
 
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 from html import escape
-from typing import Any
 
 from .draw import pct as _draw_pct
 
 
-def esc(x: Any) -> str:
+def esc(x: object) -> str:
     return escape(str(x), quote=True)
 
 
@@ -17,7 +16,7 @@ def pct(x: float | None, digits: int = 1) -> str:
     return _draw_pct(x, digits, none="–")
 
 
-def num(x: Any) -> str:
+def num(x: float | str | None) -> str:
     """A number for a data attribute: the JSON value as JSON writes it."""
     return "" if x is None else json.dumps(x)
 

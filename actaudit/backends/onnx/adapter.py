@@ -50,15 +50,15 @@ class OnnxHandle(HandleBase[OnnxModel]):
         return "onnx"
 
     def surgery(self, writer: str) -> Surgery:
-        from .editing import OnnxSurgery
+        from .editing import OnnxRewriteEditor
 
-        return OnnxSurgery(self.raw)
+        return OnnxRewriteEditor(self.raw)
 
     def pruner(self, output: Path | None, output_format: str | None) -> Pruner:
         self.writer("onnx", output, output_format, [])
-        from .editing import OnnxPruning
+        from .editing import OnnxPruneEditor
 
-        return OnnxPruning(self.raw)
+        return OnnxPruneEditor(self.raw)
 
 
 class OnnxBackend:

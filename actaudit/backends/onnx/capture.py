@@ -25,7 +25,7 @@ from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Unc
 from ..base import CaptureKwargs, CaptureOptions
 from .axes import consumer_axis
 from .feeds import _check_shapes, _chunk_samples, bound_batches
-from .instrument import AxisRule, SiteOutputs, SitePlan, instrument
+from .instrument import AxisRule, ReductionPlan, SiteOutputs, instrument
 from .interrupt import run_interruptible
 from .load import OnnxModel, _short
 from .pack import Pack, PackAcc, instrument_packed
@@ -79,7 +79,7 @@ def _axis_rule(site: OnnxSite, overrides: list[AxisOverride]) -> tuple[AxisRule,
 @dataclass
 class _Live:
     site: OnnxSite
-    plan: SitePlan
+    plan: ReductionPlan
     asked_axis: int | None
     fast: SiteOutputs | None = None
     careful: SiteOutputs | None = None
@@ -139,7 +139,7 @@ class _Runner:
                 continue
             rule, asked = _axis_rule(site, self.overrides)
             thr = site.act.thresholds(self.f)
-            plan = SitePlan(site, rule, thr.low, thr.high)
+            plan = ReductionPlan(site, rule, thr.low, thr.high)
             lives.append(_Live(site, plan, asked))
             plans.append(plan)
         packs: list[Pack] = []

@@ -27,7 +27,9 @@ def _proto(model: object) -> onnx.ModelProto:
     return model
 
 
-class OnnxSurgery(OnnxSurgeon):
+class OnnxRewriteEditor(OnnxSurgeon):
+    """The ONNX rewrite surgeon as the ``Surgery`` protocol."""
+
     def outputs(
         self, model: object, source: DataSource, samples: int | None, batches: int | None
     ) -> Iterator[list[np.ndarray]]:
@@ -51,7 +53,9 @@ class OnnxSurgery(OnnxSurgeon):
         return []
 
 
-class OnnxPruning(OnnxPruner):
+class OnnxPruneEditor(OnnxPruner):
+    """The ONNX pruner as the ``Pruner`` protocol."""
+
     @property
     def written_data(self) -> Path | None:
         data: Path | None = self.surgeon.written_data
@@ -76,3 +80,8 @@ class OnnxPruning(OnnxPruner):
 
     def count_params(self, model: object) -> int:
         return super().count_params(_proto(model))
+
+
+# Former names (remove once no importer is left).
+OnnxSurgery = OnnxRewriteEditor
+OnnxPruning = OnnxPruneEditor

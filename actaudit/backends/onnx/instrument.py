@@ -61,8 +61,8 @@ class AxisRule:
 
 
 @dataclass
-class SitePlan:
-    """What to reduce for one site."""
+class ReductionPlan:
+    """What the instrumented graph reduces for one site: its unit axis and stuck thresholds."""
 
     site: OnnxSite
     axis: AxisRule
@@ -164,7 +164,7 @@ class _Out:
 
 def instrument(
     model: onnx.ModelProto,
-    plans: list[SitePlan],
+    plans: list[ReductionPlan],
     careful: bool,
     *,
     skip: frozenset[int] = frozenset(),
@@ -303,7 +303,7 @@ def _lift(scope: Scope, outs: list[_Out], fresh: _Names) -> list[_Out]:
 
 
 def _view_target(
-    em: _Emitter, plan: SitePlan, shape_out: str, view: tuple[int, int] | None
+    em: _Emitter, plan: ReductionPlan, shape_out: str, view: tuple[int, int] | None
 ) -> tuple[str, str, tuple[int, ...]]:
     """(unit axis as a tensor, the ``[A, C, B]``-like view's target shape, reduction stages)."""
     shape = shape_out
@@ -340,7 +340,7 @@ def _view_target(
     return k, target, stages
 
 
-def _emit_site(em: _Emitter, plan: SitePlan, careful: bool) -> dict[str, tuple[str, int]]:
+def _emit_site(em: _Emitter, plan: ReductionPlan, careful: bool) -> dict[str, tuple[str, int]]:
     site = plan.site
     x = site.x
     elem = site.elem_type

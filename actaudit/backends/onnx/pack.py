@@ -26,8 +26,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from ...stats import empty_vectors, fold_vectors
 from .graph import opset_version
-from .instrument import SiteOutputs, SitePlan, _Emitter, _Names, _nonzero, _static_axis, instrument
+from .instrument import ReductionPlan, SiteOutputs, _Emitter, _Names, _nonzero, _static_axis, instrument
 
 _SITE_ELEMENTS = 1 << 14  # values per sample above which a site keeps its own reductions
 _PACK_ELEMENTS = 1 << 15  # values per sample of one pack: what the concatenation keeps alive
@@ -57,7 +58,7 @@ class Pack:
     high: np.ndarray | None = None
 
 
-def _key(plan: SitePlan) -> tuple[tuple[int, ...], int, int] | None:
+def _key(plan: ReductionPlan) -> tuple[tuple[int, ...], int, int] | None:
     """(the other dimensions, unit axis, units) when the site can join a pack, else None."""
     site = plan.site
     if site.scope.owner is not None or site.elem_type != TensorProto.FLOAT:
@@ -78,7 +79,7 @@ def _key(plan: SitePlan) -> tuple[tuple[int, ...], int, int] | None:
     return other, k, int(units)
 
 
-def plan_packs(plans: list[SitePlan]) -> list[Pack]:
+def plan_packs(plans: list[ReductionPlan]) -> list[Pack]:
     """Packs of at least ``MIN_SITES`` sites, in graph order within each shape."""
     open_: dict[tuple[tuple[int, ...], int], Pack] = {}
     sizes: dict[tuple[tuple[int, ...], int], int] = {}
@@ -110,7 +111,7 @@ def plan_packs(plans: list[SitePlan]) -> list[Pack]:
     return packs
 
 
-def emit_pack(em: _Emitter, pack: Pack, plans: list[SitePlan]) -> None:
+def emit_pack(em: _Emitter, pack: Pack, plans: list[ReductionPlan]) -> None:
     """Append the pack's concatenation and reductions to the main graph; fills ``pack.names``.
 
     Each site goes units-first (``Transpose``, ``[C, …]``) and the pack is viewed as
@@ -165,7 +166,7 @@ def emit_pack(em: _Emitter, pack: Pack, plans: list[SitePlan]) -> None:
 
 
 def instrument_packed(
-    model: onnx.ModelProto, plans: list[SitePlan]
+    model: onnx.ModelProto, plans: list[ReductionPlan]
 ) -> tuple[dict[int, SiteOutputs], list[Pack]]:
     """The fast instrumentation with packs: per-site outputs for the other sites, and the packs."""
     packs = plan_packs(plans)
@@ -181,9 +182,6 @@ def instrument_packed(
     return outputs, packs
 
 
-_FLOAT_FIELDS = ("min", "max", "neg_sum", "neg_sq", "pos_sum", "pos_sq")
-
-
 class PackAcc:
     """A pack's per-unit counters over the batches, kept as flat vectors (one numpy op per field).
 
@@ -195,12 +193,7 @@ class PackAcc:
     def __init__(self, pack: Pack) -> None:
         self.pack = pack
         u = pack.units
-        self.acc: dict[str, np.ndarray] = {
-            "min": np.full(u, np.inf),
-            "max": np.full(u, -np.inf),
-            **{f: np.zeros(u) for f in _FLOAT_FIELDS[2:]},
-            **{f: np.zeros(u, np.int64) for f in ("low", "high", "nonfinite")},
-        }
+        self.acc: dict[str, np.ndarray] = empty_vectors(u)
         self.elements = np.zeros(len(pack.members), np.int64)
         self.samples = np.zeros(len(pack.members), np.int64)
         self.broken: str | None = None
@@ -234,14 +227,7 @@ class PackAcc:
     def add(self, j: int, elements: int, samples: int, vec: dict[str, np.ndarray]) -> None:
         """Fold one member's own vectors in (a batch the careful per-site variant measured)."""
         m = self.pack.members[j]
-        sl = slice(m.offset, m.offset + m.units)
-        a = self.acc
-        np.minimum(a["min"][sl], vec["min"], out=a["min"][sl])
-        np.maximum(a["max"][sl], vec["max"], out=a["max"][sl])
-        for f in ("neg_sum", "neg_sq", "pos_sum", "pos_sq"):
-            a[f][sl] += vec[f].astype(np.float64)
-        for f in ("low", "high", "nonfinite"):
-            a[f][sl] += vec[f].astype(np.int64)
+        fold_vectors(self.acc, vec, slice(m.offset, m.offset + m.units))
         self.elements[j] += elements
         self.samples[j] += samples
 

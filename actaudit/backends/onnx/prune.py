@@ -20,18 +20,14 @@ from onnx import helper, numpy_helper
 
 from ...edit.cuts import Edits
 from ...edit.graph import Graph, Op, Param
+from ...kinds import ONNX_OPS
 from .graph import DEFAULT_DOMAINS, attr, constant_node_value
 from .sites import find_sites
 
+# The elementwise activations whose units prune can follow, named by the kinds table.
 _ACTS = {
-    "Relu": "relu",
-    "LeakyRelu": "leaky",
-    "Tanh": "tanh",
-    "Sigmoid": "sigmoid",
-    "Elu": "elu",
-    "Softplus": "softplus",
-    "HardSigmoid": "hardsigmoid",
-    "Clip": "clip",
+    op: ONNX_OPS[op]
+    for op in ("Relu", "LeakyRelu", "Tanh", "Sigmoid", "Elu", "Softplus", "HardSigmoid", "Clip")
 }
 _FLOAT = (
     onnx.TensorProto.FLOAT,

@@ -11,10 +11,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import onnx
 import onnxruntime as ort
+from google.protobuf.message import Message
 
 from ...errors import InputError
 from .load import OnnxModel, _short, over_limit
@@ -34,7 +34,7 @@ def _options(handle: OnnxModel) -> ort.SessionOptions:
 _GPU_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider", "TensorrtExecutionProvider")
 
 
-def _providers(handle: OnnxModel) -> list[Any]:
+def _providers(handle: OnnxModel) -> list[str | tuple[str, dict[str, str]]]:
     if handle.provider == "CPUExecutionProvider":
         return ["CPUExecutionProvider"]
     if handle.device_id is not None and handle.provider in _GPU_PROVIDERS:
@@ -105,7 +105,7 @@ def save_external(model: onnx.ModelProto, path: str, location: str, *, base: Pat
         f.write(light.SerializeToString())
 
 
-def _copy_fields(src: Any, dst: Any, skip: str) -> None:
+def _copy_fields(src: Message, dst: Message, skip: str) -> None:
     """Every field of one protobuf message into another of its type, except ``skip``."""
     for f, v in src.ListFields():
         if f.name == skip:

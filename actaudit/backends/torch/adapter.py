@@ -50,14 +50,14 @@ class TorchHandle(HandleBase[TorchModel]):
         return rewrite_writer(fmt, output, output_format, notes)
 
     def surgery(self, writer: str) -> Surgery:
-        from .editing import TorchSurgery
+        from .editing import TorchRewriteEditor
 
-        return TorchSurgery(self.raw, writer)
+        return TorchRewriteEditor(self.raw, writer)
 
     def pruner(self, output: Path | None, output_format: str | None) -> Pruner:
-        from .editing import TorchPruning
+        from .editing import TorchPruneEditor
 
-        return TorchPruning(self.raw, output, output_format)
+        return TorchPruneEditor(self.raw, output, output_format)
 
 
 class TorchBackend:

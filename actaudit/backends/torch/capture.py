@@ -21,6 +21,7 @@ import re
 import signal
 import threading
 from collections.abc import Callable, Iterable
+from types import FrameType
 from typing import Any
 
 import torch
@@ -45,8 +46,12 @@ class FunctionCapture(TorchFunctionMode):
         self.rec = rec
 
     def __torch_function__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Any:
+        self,
+        func: Callable[..., object],
+        types: Iterable[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> object:
         kwargs = kwargs or {}
         if self.rec.suspended:
             return func(*args, **kwargs)
@@ -104,7 +109,9 @@ def run_capture(
         for i, (args, kwargs) in enumerate(batches):
             n = _samples_of(args, kwargs)
             rec.begin_forward(n)
-            mode: Any = FunctionCapture(rec) if eager_model is not None else DispatchCapture(rec)
+            mode: FunctionCapture | DispatchCapture = (
+                FunctionCapture(rec) if eager_model is not None else DispatchCapture(rec)
+            )
             try:
                 with torch.no_grad(), mode:
                     result = call(*args, **kwargs)
@@ -168,7 +175,7 @@ def _watch_sigint(rec: Recorder) -> Callable[[], None]:
         return lambda: None
     previous = signal.getsignal(signal.SIGINT)
 
-    def handler(signum: int, frame: Any) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
         rec.interrupted = True
         raise KeyboardInterrupt
 
@@ -181,21 +188,21 @@ def _watch_sigint(rec: Recorder) -> Callable[[], None]:
 
 
 def _push(rec: Recorder, path: str, mtype: str) -> Callable[..., None]:
-    def hook(module: Any, args: Any) -> None:
+    def hook(module: torch.nn.Module, args: tuple[object, ...]) -> None:
         rec.module_stack.append((path, mtype))
 
     return hook
 
 
 def _recurrent(rec: Recorder, path: str) -> Callable[..., None]:
-    def hook(module: Any, args: Any, out: Any) -> None:
+    def hook(module: torch.nn.Module, args: tuple[object, ...], out: object) -> None:
         rec.recurrent_call(path, module, tuple(args), out)
 
     return hook
 
 
 def _pop(rec: Recorder) -> Callable[..., None]:
-    def hook(module: Any, args: Any, out: Any) -> None:
+    def hook(module: torch.nn.Module, args: tuple[object, ...], out: object) -> None:
         if rec.module_stack:
             rec.module_stack.pop()
 

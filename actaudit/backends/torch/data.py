@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +38,7 @@ def load_pt_batches(p: Path) -> DataSource:
     return DataSource(lambda: iter(batches), str(p), total_samples=total, details={"batches": len(batches)})
 
 
-def _to_tensor(x: Any, device: torch.device, float_dtype: torch.dtype | None) -> Any:
+def _to_tensor(x: object, device: torch.device, float_dtype: torch.dtype | None) -> object:
     if isinstance(x, np.ndarray):
         if x.dtype.hasobject:
             raise CalibrationError("calibration arrays must be numeric, not Python objects")

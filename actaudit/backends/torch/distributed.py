@@ -10,7 +10,7 @@ instead of hanging it (torchrun itself stops the job when a rank process dies).
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,9 +18,10 @@ import torch.distributed as dist
 
 from ...distributed import DistEnv, RankFailed
 from ...errors import EXIT_INTERNAL
-from ...stats import INT_FIELDS, Capture, SiteResult, SiteStats
+from ...stats import FIELDS, Capture, SiteResult, SiteStats
 
-_FLOAT_SUMS = ("neg_sum", "neg_sq", "pos_sum", "pos_sq")
+T = TypeVar("T")
+_OPS = {"sum": dist.ReduceOp.SUM, "min": dist.ReduceOp.MIN, "max": dist.ReduceOp.MAX}
 
 
 class Group:
@@ -52,8 +53,8 @@ class Group:
         if dist.is_initialized():
             dist.destroy_process_group()
 
-    def gather(self, obj: Any) -> list[Any]:
-        out: list[Any] = [None] * self.env.world_size
+    def gather(self, obj: T) -> list[T]:
+        out: list[T] = [obj] * self.env.world_size
         try:
             dist.all_gather_object(out, obj)
         except Exception as e:
@@ -93,39 +94,36 @@ class Group:
                     hint="audit this model in one process",
                     silent=not self.env.is_main,
                 )
-        ints = [np.array([cap.samples, cap.batches], dtype=np.int64)]
-        floats, mins, maxs = [], [], []
+        # one collective per (merge rule, dtype) of the counters table; the run's and each site's
+        # sample, batch and element counts ride at the head of the integer sums
+        counts = [
+            cap.samples,
+            cap.batches,
+            *(n for s in cap.sites for n in (s.stats.elements, s.stats.samples)),
+        ]
+        groups: dict[tuple[str, bool], list[np.ndarray]] = {(f.merge, f.integer): [] for f in FIELDS}
+        groups[("sum", True)].append(np.array(counts, dtype=np.int64))
         for s in cap.sites:
-            st = s.stats
-            ints.append(np.array([st.elements, st.samples], dtype=np.int64))
-            ints += [getattr(st, n).astype(np.int64) for n in INT_FIELDS]
-            floats += [getattr(st, n).astype(np.float64) for n in _FLOAT_SUMS]
-            mins.append(st.min.astype(np.float64))
-            maxs.append(st.max.astype(np.float64))
-        i_all = self._reduce(np.concatenate(ints), dist.ReduceOp.SUM)
-        f_all = self._reduce(_cat(floats), dist.ReduceOp.SUM)
-        lo_all = self._reduce(_cat(mins), dist.ReduceOp.MIN)
-        hi_all = self._reduce(_cat(maxs), dist.ReduceOp.MAX)
-        ii, fi, mi = 2, 0, 0
+            for f in FIELDS:
+                groups[(f.merge, f.integer)].append(getattr(s.stats, f.name).astype(f.dtype))
+        reduced = {key: self._reduce(_cat(parts), _OPS[key[0]]) for key, parts in groups.items()}
+        head = reduced[("sum", True)]
+        at = {key: 0 for key in groups} | {("sum", True): len(counts)}
         sites = []
-        for s in cap.sites:
+        for i, s in enumerate(cap.sites):
             u = s.info.units
-            st = SiteStats(u, int(i_all[ii]), int(i_all[ii + 1]))
-            ii += 2
-            for n in INT_FIELDS:
-                setattr(st, n, i_all[ii : ii + u].copy())
-                ii += u
-            for n in _FLOAT_SUMS:
-                setattr(st, n, f_all[fi : fi + u].copy())
-                fi += u
-            st.min, st.max = lo_all[mi : mi + u].copy(), hi_all[mi : mi + u].copy()
-            mi += u
+            st = SiteStats(u, int(head[2 + 2 * i]), int(head[3 + 2 * i]))
+            for f in FIELDS:
+                key = (f.merge, f.integer)
+                setattr(st, f.name, reduced[key][at[key] : at[key] + u].copy())
+                at[key] += u
             sites.append(SiteResult(s.info, st))
+        out_head = (int(head[0]), int(head[1]))
         warnings = list(dict.fromkeys(w for _, ws in gathered for w in ws))
-        out = Capture(sites, int(i_all[0]), int(i_all[1]), list(cap.uncovered), warnings, list(cap.inputs))
+        out = Capture(sites, *out_head, list(cap.uncovered), warnings, list(cap.inputs))
         return out
 
-    def _reduce(self, a: np.ndarray, op: Any) -> np.ndarray:
+    def _reduce(self, a: np.ndarray, op: dist.ReduceOp.RedOpType) -> np.ndarray:
         if a.size == 0:
             return a
         t = torch.from_numpy(a).to(self.device)

@@ -13,7 +13,9 @@ from .prune import TorchPruner
 from .surgery import TorchSurgeon
 
 
-class TorchSurgery(TorchSurgeon):
+class TorchRewriteEditor(TorchSurgeon):
+    """The rewrite surgeon as the ``Surgery`` protocol: writes the model as one file."""
+
     checks = ("fresh load from disk", "calibration re-run")
     written_data: Path | None = None
 
@@ -21,8 +23,15 @@ class TorchSurgery(TorchSurgeon):
         return atomic_bytes(self.serialize(model, notes), out, force=force)
 
 
-class TorchPruning(TorchPruner):
+class TorchPruneEditor(TorchPruner):
+    """The pruner as the ``Pruner`` protocol: writes the model as one file."""
+
     written_data: Path | None = None
 
     def stage(self, model: object, notes: list[str], out: Path, force: bool) -> AbstractContextManager[Path]:
         return atomic_bytes(self.serialize(model, notes), out, force=force)
+
+
+# Former names (remove once no importer is left).
+TorchSurgery = TorchRewriteEditor
+TorchPruning = TorchPruneEditor

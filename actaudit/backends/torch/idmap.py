@@ -13,9 +13,10 @@ site keys), never for values that hold tensors.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 V = TypeVar("V")
+D = TypeVar("D")
 _MIN_SWEEP = 4096
 
 
@@ -23,29 +24,29 @@ class TensorMap(Generic[V]):
     __slots__ = ("_d", "_limit")
 
     def __init__(self) -> None:
-        self._d: dict[int, tuple[weakref.ref[Any], V]] = {}
+        self._d: dict[int, tuple[weakref.ref[object], V]] = {}
         self._limit = _MIN_SWEEP
 
-    def __setitem__(self, key: Any, value: V) -> None:
+    def __setitem__(self, key: object, value: V) -> None:
         d = self._d
         d[id(key)] = (weakref.ref(key), value)
         if len(d) > self._limit:
             self._d = {k: e for k, e in d.items() if e[0]() is not None}
             self._limit = max(_MIN_SWEEP, 2 * len(self._d))
 
-    def get(self, key: Any, default: Any = None) -> Any:
+    def get(self, key: object, default: D = None) -> V | D:  # type: ignore[assignment]
         e = self._d.get(id(key))
         if e is None or e[0]() is not key:
             return default
         return e[1]
 
-    def __getitem__(self, key: Any) -> V:
+    def __getitem__(self, key: object) -> V:
         e = self._d.get(id(key))
         if e is None or e[0]() is not key:
             raise KeyError(key)
         return e[1]
 
-    def __contains__(self, key: Any) -> bool:
+    def __contains__(self, key: object) -> bool:
         e = self._d.get(id(key))
         return e is not None and e[0]() is key
 

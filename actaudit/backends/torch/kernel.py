@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -259,20 +259,20 @@ class Observer(Protocol):
     origins: OutputOrigins
 
     def hidden_activation(self, name: str) -> None: ...
-    def graph_base(self, name: str, x: Any = None) -> tuple[str, str, str]: ...
+    def graph_base(self, name: str, x: torch.Tensor | None = None) -> tuple[str, str, str]: ...
     @property
     def observe(self) -> Callable[..., tuple[str, int] | None]: ...  # see Recorder.observe
     def is_softsign(self, args: tuple[Any, ...]) -> bool: ...
-    def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None: ...
+    def fused_lstm_layer(self, args: tuple[Any, ...], output: object) -> None: ...
     def tag(
-        self, name: str, args: tuple[Any, ...], out: Any, kwargs: dict[str, Any] | None = None
+        self, name: str, args: tuple[Any, ...], out: object, kwargs: dict[str, Any] | None = None
     ) -> None: ...
-    def mark_output(self, key: tuple[str, int], x: Any, out: Any) -> None: ...
-    def track_softsign(self, name: str, args: tuple[Any, ...], out: Any) -> None: ...
+    def mark_output(self, key: tuple[str, int], x: torch.Tensor | None, out: object) -> None: ...
+    def track_softsign(self, name: str, args: tuple[Any, ...], out: object) -> None: ...
 
 
 # ATen overload -> op name, filled as ops run (a few hundred distinct overloads at most).
-_OP_NAMES: dict[Any, str] = {}
+_OP_NAMES: dict[torch._ops.OpOverload, str] = {}
 
 
 class DispatchCapture(TorchDispatchMode):
@@ -294,11 +294,15 @@ class DispatchCapture(TorchDispatchMode):
         self.trace_outputs = not getattr(rec, "sites", None)
 
     def __torch_dispatch__(
-        self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None
-    ) -> Any:
+        self,
+        func: torch._ops.OpOverload,
+        types: Iterable[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> object:
         return self._dispatch(func, args, kwargs or {})
 
-    def _dispatch(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def _dispatch(self, func: torch._ops.OpOverload, args: tuple[Any, ...], kwargs: dict[str, Any]) -> object:
         name = _OP_NAMES.get(func)
         if name is None:
             name = _OP_NAMES[func] = op_name(func)

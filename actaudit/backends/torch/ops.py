@@ -8,57 +8,15 @@ the overload packet's name for ATen ops (TorchScript and ``torch.export`` progra
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from ...kinds import Activation, classify_clamp
+from ...kinds import TORCH_OPS, Activation, classify_clamp, classify_hardtanh
 
-# Activation names seen at either level (in-place variants included).
-_SIMPLE = {
-    "relu": "relu",
-    "relu_": "relu",
-    "relu6": "relu6",
-    "gelu": "gelu",
-    "gelu_": "gelu",
-    "silu": "silu",
-    "silu_": "silu",
-    "mish": "mish",
-    "mish_": "mish",
-    "hardswish": "hardswish",
-    "hardswish_": "hardswish",
-    "sigmoid": "sigmoid",
-    "sigmoid_": "sigmoid",
-    "tanh": "tanh",
-    "tanh_": "tanh",
-    "hardsigmoid": "hardsigmoid",
-    "hardsigmoid_": "hardsigmoid",
-    "softsign": "softsign",
-}
-CANDIDATES = frozenset(
-    [
-        *_SIMPLE,
-        "hardtanh",
-        "hardtanh_",
-        "clamp",
-        "clamp_",
-        "clip",
-        "clip_",
-        "clamp_min",
-        "clamp_min_",
-        "leaky_relu",
-        "leaky_relu_",
-        "prelu",
-        "_prelu_kernel",
-        "elu",
-        "elu_",
-        "selu",
-        "selu_",
-        "celu",
-        "celu_",
-        "softplus",
-    ]
-)
+# Activation names seen at either level (in-place variants included): the kinds table's torch column.
+CANDIDATES = frozenset(TORCH_OPS)
 
 CONV = "conv"
 LINEAR = "linear"
@@ -243,7 +201,8 @@ SPATIAL = frozenset(
 )
 
 
-def op_name(func: Any) -> str:
+def op_name(func: Callable[..., object] | str) -> str:
+    """The bare op name of a torch function, an ATen overload or an FX node target."""
     packet = getattr(func, "overloadpacket", None)
     if packet is not None:
         return str(packet.__name__)
@@ -268,45 +227,66 @@ def _scalar(x: Any) -> float | None:
     return float(x)
 
 
+def _hardtanh(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+    return classify_hardtanh(
+        float(_arg(args, kwargs, 1, "min_val", -1.0)), float(_arg(args, kwargs, 2, "max_val", 1.0))
+    )
+
+
+def _clamp(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+    c_lo = _scalar(_arg(args, kwargs, 1, "min", None))
+    c_hi = None if name.startswith("clamp_min") else _scalar(_arg(args, kwargs, 2, "max", None))
+    if (c_lo is not None and math.isnan(c_lo)) or (c_hi is not None and math.isnan(c_hi)):
+        return None
+    return classify_clamp(c_lo, c_hi)
+
+
+def _leaky(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+    return Activation("leaky_relu", {"negative_slope": float(_arg(args, kwargs, 1, "negative_slope", 0.01))})
+
+
+def _elu(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+    alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
+    scale = float(_arg(args, kwargs, 2, "scale", 1.0))
+    input_scale = float(_arg(args, kwargs, 3, "input_scale", 1.0))
+    if not math.isclose(scale, 1.0):
+        return Activation("selu")
+    if not math.isclose(input_scale, 1.0):
+        return Activation("celu", {"alpha": alpha})
+    return Activation("elu", {"alpha": alpha})
+
+
+def _celu(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+    return Activation("celu", {"alpha": float(_arg(args, kwargs, 1, "alpha", 1.0))})
+
+
+def _softplus(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+    return Activation("softplus", {"beta": float(_arg(args, kwargs, 1, "beta", 1.0))})
+
+
+# Kinds whose calls carry parameters, and the code that reads them from a call; every other
+# kind of the table is its name alone (selu's torch calls always use the default constants).
+_Reader = Callable[[str, tuple[Any, ...], dict[str, Any]], "Activation | None"]
+_READERS: dict[str, _Reader] = {
+    "hardtanh": _hardtanh,
+    "clip": _clamp,
+    "leaky_relu": _leaky,
+    "elu": _elu,
+    "celu": _celu,
+    "softplus": _softplus,
+}
+
+
 def activation_of(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Activation, Any] | None:
     """The activation a call performs (kind and parameters) and the PReLU weight, or None."""
-    if name in _SIMPLE:
-        return Activation(_SIMPLE[name]), None
-    if name in ("hardtanh", "hardtanh_"):
-        lo = float(_arg(args, kwargs, 1, "min_val", -1.0))
-        hi = float(_arg(args, kwargs, 2, "max_val", 1.0))
-        if lo == 0.0 and hi == 6.0:
-            return Activation("relu6"), None
-        return Activation("hardtanh", {"min": lo, "max": hi}), None
-    if name in ("clamp", "clamp_", "clip", "clip_", "clamp_min", "clamp_min_"):
-        c_lo = _scalar(_arg(args, kwargs, 1, "min", None))
-        c_hi = None if name.startswith("clamp_min") else _scalar(_arg(args, kwargs, 2, "max", None))
-        if (c_lo is not None and math.isnan(c_lo)) or (c_hi is not None and math.isnan(c_hi)):
-            return None
-        act = classify_clamp(c_lo, c_hi)
-        return (act, None) if act is not None else None
-    if name in ("leaky_relu", "leaky_relu_"):
-        return Activation(
-            "leaky_relu", {"negative_slope": float(_arg(args, kwargs, 1, "negative_slope", 0.01))}
-        ), None
-    if name in ("prelu", "_prelu_kernel"):
-        return Activation("prelu"), _arg(args, kwargs, 1, "weight", None)
-    if name in ("elu", "elu_"):
-        alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
-        scale = float(_arg(args, kwargs, 2, "scale", 1.0))
-        input_scale = float(_arg(args, kwargs, 3, "input_scale", 1.0))
-        if not math.isclose(scale, 1.0):
-            return Activation("selu"), None
-        if not math.isclose(input_scale, 1.0):
-            return Activation("celu", {"alpha": alpha}), None
-        return Activation("elu", {"alpha": alpha}), None
-    if name in ("selu", "selu_"):
-        return Activation("selu"), None
-    if name in ("celu", "celu_"):
-        return Activation("celu", {"alpha": float(_arg(args, kwargs, 1, "alpha", 1.0))}), None
-    if name == "softplus":
-        return Activation("softplus", {"beta": float(_arg(args, kwargs, 1, "beta", 1.0))}), None
-    return None
+    kind = TORCH_OPS.get(name)
+    if kind is None:
+        return None
+    read = _READERS.get(kind)
+    act = Activation(kind) if read is None else read(name, args, kwargs)
+    if act is None:
+        return None
+    return act, (_arg(args, kwargs, 1, "weight", None) if kind == "prelu" else None)
 
 
 # Fused ops that run an activation inside them, where no capture can see its pre-activation.

@@ -199,7 +199,7 @@ def match_sites(graph: Graph, sites: list[Any]) -> dict[str, tuple[str, str] | s
     out: dict[str, tuple[str, str] | str] = {}
     i = 0
     for v in sites:
-        kind = {"hardtanh": "clip", "leaky_relu": "leaky"}.get(v.info.kind, v.info.kind)
+        kind = v.info.kind
         j = i
         while j < len(acts) and acts[j].attrs.get("site_kind", acts[j].attrs.get("act")) != kind:
             j += 1

@@ -15,37 +15,10 @@ import numpy as np
 import torch
 
 from ...edit.graph import Graph, Op, Param
+from ...kinds import TORCH_OPS, classify_clamp, classify_hardtanh
 
-_SITE_KINDS = {
-    "relu": "relu",
-    "relu_": "relu",
-    "relu6": "relu6",
-    "hardtanh": "clip",
-    "hardtanh_": "clip",
-    "clamp": "clip",
-    "clamp_": "clip",
-    "tanh": "tanh",
-    "tanh_": "tanh",
-    "sigmoid": "sigmoid",
-    "sigmoid_": "sigmoid",
-    "leaky_relu": "leaky",
-    "leaky_relu_": "leaky",
-    "elu": "elu",
-    "elu_": "elu",
-    "hardsigmoid": "hardsigmoid",
-    "hardsigmoid_": "hardsigmoid",
-    "softplus": "softplus",
-    "gelu": "gelu",
-    "silu": "silu",
-    "silu_": "silu",
-    "mish": "mish",
-    "hardswish": "hardswish",
-    "hardswish_": "hardswish",
-    "softsign": "softsign",
-    "prelu": "prelu",
-    "selu": "selu",
-    "celu": "celu",
-}
+# The kinds table's torch column (aten op → kind); a clamp's or hardtanh's kind follows its bounds.
+_SITE_KINDS = {op: kind for op, kind in TORCH_OPS.items() if op != "_prelu_kernel"}
 _IDENTITY = {
     "dropout",
     "clone",
@@ -212,19 +185,17 @@ def _act(c: _Ctx, n: _Node) -> Op | None:
     attrs: dict[str, Any] = {"op": op, "act": kind, "site_kind": kind}
     if kind == "relu6":
         attrs.update(act="clip", lo=0.0, hi=6.0)
-    elif kind == "clip":
-        ht = op.startswith("hardtanh")
+    elif kind in ("clip", "hardtanh"):
+        ht = kind == "hardtanh"
         lo = _arg(a, kw, 1, "min_val" if ht else "min", -1.0 if ht else None)
         hi = _arg(a, kw, 2, "max_val" if ht else "max", 1.0 if ht else None)
         if isinstance(lo, (_Val, _P)) or isinstance(hi, (_Val, _P)):
             return None
         attrs["lo"] = -math.inf if lo is None else float(lo)
         attrs["hi"] = math.inf if hi is None else float(hi)
-        bounds = (attrs["lo"], attrs["hi"])
-        attrs["site_kind"] = (
-            "relu6" if bounds == (0.0, 6.0) else "relu" if bounds == (0.0, math.inf) else "clip"
-        )
-    elif kind == "leaky":
+        site = classify_hardtanh(attrs["lo"], attrs["hi"]) if ht else classify_clamp(lo, hi)
+        attrs.update(act="clip", site_kind=site.kind if site is not None else "")
+    elif kind == "leaky_relu":
         attrs["alpha"] = float(_arg(a, kw, 1, "negative_slope", 0.01))
     elif kind == "hardsigmoid":
         attrs.update(alpha=1.0 / 6.0, beta=0.5)
