@@ -23,8 +23,10 @@ import torch
 from ...data import InputSpec, import_callable
 from ...detect import EXPORT, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT, detect_format
 from ...errors import InputError, UntrustedPickleError
+from .archive import read_once
+from .export_trust import guarded_export_load
 from .graphsites import GraphSite, export_graph_sites, torchscript_graph_sites
-from .trust import check_torchscript, guarded_export_load
+from .trust import check_torchscript
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
 _MAX_NAMES = 8
@@ -66,11 +68,12 @@ def load_torch(
     if fmt == SAFETENSORS:
         return _load_safetensors(p, arch, state_key, dev, **keys)
     if fmt == TORCHSCRIPT:
+        data = read_once(p)  # one read: the bytes checked are the bytes loaded
         if not trust_code:
-            check_torchscript(p)
-        return _load_torchscript(p, dev)
+            check_torchscript(data, p)
+        return _load_torchscript(data, p, dev)
     if fmt == EXPORT:
-        return _load_export(p, dev, trust_code)
+        return _load_export(read_once(p), p, dev, trust_code)
     if fmt == TORCH_SAVE:
         return _load_pickle(p, arch, state_key, trust_pickle, dev, **keys)
     raise InputError(f"{p} is an {fmt} model, not a PyTorch checkpoint")
@@ -88,9 +91,9 @@ def _device(device: str) -> torch.device:
     return dev
 
 
-def _load_torchscript(p: Path, dev: torch.device) -> TorchModel:
+def _load_torchscript(data: bytes, p: Path, dev: torch.device) -> TorchModel:
     try:
-        m = torch.jit.load(str(p), map_location=dev)
+        m = torch.jit.load(io.BytesIO(data), map_location=dev)
     except Exception as e:
         raise InputError(f"cannot load TorchScript archive {p}: {_short(e)}") from None
     return from_script(m)
@@ -110,11 +113,11 @@ def _script_input_names(m: Any) -> list[str]:
         return []
 
 
-def _load_export(p: Path, dev: torch.device, trust_code: bool = False) -> TorchModel:
+def _load_export(data: bytes, p: Path, dev: torch.device, trust_code: bool = False) -> TorchModel:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ep = torch.export.load(str(p)) if trust_code else guarded_export_load(p)
+            ep = torch.export.load(io.BytesIO(data)) if trust_code else guarded_export_load(data, p)
     except InputError:
         raise
     except Exception as e:
