@@ -92,7 +92,6 @@ class ArchiveView:
         if len(names) != len(infos):
             self._refuse("its zip directory lists a different number of members to each zip reader")
         seen: dict[bytes, str] = {}
-        inflated = 0
         for name, info in zip(names, infos, strict=True):
             raw = _raw_name(info)
             if b"\0" in raw or len(raw) > MAX_NAME_BYTES:
@@ -107,8 +106,11 @@ class ArchiveView:
                     "ignoring case, so either copy could be the one that runs)"
                 )
             seen[key] = info.orig_filename
+        inflated = 0
+        for name, info in zip(names, infos, strict=True):  # names are unique now: lookups are exact
             size = self._reader.get_record_size(name)
-            if size != info.file_size or self._reader.get_record_header_offset(name) != info.header_offset:
+            header = self._reader.get_record_header_offset(name)  # type: ignore[attr-defined]
+            if size != info.file_size or header != info.header_offset:
                 self._refuse(f"member {name!r} has a different size or offset to each zip reader")
             self.compressed[name] = info.compress_type != zipfile.ZIP_STORED
             if self.compressed[name]:

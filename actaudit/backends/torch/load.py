@@ -57,7 +57,7 @@ def load_torch(
     non_strict: bool = False,
 ) -> TorchModel:
     p = Path(path)
-    fmt = detect_format(p)
+    fmt = _as_torch_sees_it(p, detect_format(p))
     dev = _device(device)
     if arch is not None and fmt in (TORCHSCRIPT, EXPORT):
         raise InputError(
@@ -77,6 +77,24 @@ def load_torch(
     if fmt == TORCH_SAVE:
         return _load_pickle(p, arch, state_key, trust_pickle, dev, **keys)
     raise InputError(f"{p} is an {fmt} model, not a PyTorch checkpoint")
+
+
+def _as_torch_sees_it(p: Path, fmt: str) -> str:
+    """A zip that torch's loaders would run as TorchScript is TorchScript, whatever its names' case.
+
+    ``torch.load`` hands any archive holding ``constants.pkl`` to ``torch.jit.load``, and
+    torch's reader finds ``CODE/`` where ``code/`` is asked for: such a file must take the
+    TorchScript checks, not the pickle path.
+    """
+    if fmt != TORCH_SAVE:
+        return fmt
+    try:
+        names = torch._C.PyTorchFileReader(str(p)).get_all_records()
+    except Exception:
+        return fmt  # not a zip torch can read: a legacy pickle, or damaged (the loader says so)
+    if "constants.pkl" in names or any(n.lower().startswith("code/") for n in names):
+        return TORCHSCRIPT
+    return fmt
 
 
 def _device(device: str) -> torch.device:
