@@ -9,6 +9,7 @@ classes, hence a module of its own.
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -53,6 +54,18 @@ class FileReader(nn.Module):
         return torch.relu(self.lin(x) + secret)
 
 
+class Warner(nn.Module):
+    """A module whose forward writes its own text (with a terminal escape) through warnings.warn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        warnings.warn("\x1b[31mWARNED-BY-THE-PROGRAM")
+        return torch.relu(self.lin(x))
+
+
 class Plain(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -76,6 +89,12 @@ def ts_setstate(dirpath: Path, marker: Path) -> Path:
 def ts_from_file(dirpath: Path, secret: Path) -> Path:
     out = dirpath / "weights.pt"  # a TorchScript archive renamed like a state_dict
     torch.jit.script(_seeded(FileReader, str(secret))).save(str(out))
+    return out
+
+
+def ts_warner(dirpath: Path) -> Path:
+    out = dirpath / "warner.ts"
+    torch.jit.script(_seeded(Warner)).save(str(out))
     return out
 
 

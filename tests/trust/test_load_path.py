@@ -105,6 +105,12 @@ def test_a_flatbuffer_module_is_refused(tmp_path: Path, x4: Path) -> None:
     refused(model, x4, None, "flatbuffer")
 
 
+def test_a_program_that_writes_to_the_terminal_is_refused(tmp_path: Path, x4: Path) -> None:
+    """warnings.warn in TorchScript (torch.warn) would print the program's text, escapes and all."""
+    line = refused(hm.ts_warner(tmp_path), x4, None, "torch.warn")
+    assert "\x1b" not in line and "WARNED-BY-THE-PROGRAM" not in line
+
+
 # -- bounded parsing --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("code", "words"),
