@@ -92,7 +92,7 @@ def flatbuffer_magic(src: Path, dst: Path) -> Path:
 # -- a decompression bomb, built without compressing gigabytes ---------------------------------
 def _zero_stream(total: int) -> bytes:
     """A raw deflate stream of ``total`` zero bytes: identical fully flushed blocks, repeated."""
-    chunk = 64 << 20
+    chunk = 8 << 20
     c = zlib.compressobj(9, zlib.DEFLATED, -15)
     first = c.compress(bytes(chunk)) + c.flush(zlib.Z_FULL_FLUSH)
     again = c.compress(bytes(chunk)) + c.flush(zlib.Z_FULL_FLUSH)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import resource
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import torch
 from click.testing import CliRunner
 
 from actaudit.backends.torch import load as load_mod
-from actaudit.backends.torch.archive import MAX_INFLATED_TOTAL, MAX_PARSED_MEMBER, ArchiveView
+from actaudit.backends.torch.archive import MAX_CODE_MEMBER, MAX_INFLATED_TOTAL, ArchiveView
 from actaudit.cli import cli
 from tests import hostile_models as hm
 from tests.trust import hostile_archives as ha
@@ -111,6 +112,17 @@ def test_a_program_that_writes_to_the_terminal_is_refused(tmp_path: Path, x4: Pa
     assert "\x1b" not in line and "WARNED-BY-THE-PROGRAM" not in line
 
 
+def test_what_a_trusted_program_prints_never_reaches_stdout(tmp_path: Path, x4: Path) -> None:
+    model = hm.ts_talker(tmp_path)
+    r = CliRunner().invoke(cli, ["audit", str(model), "--calib", str(x4), "--format", "json"])
+    assert r.exit_code == 2 and "print()" in r.stderr  # refused without consent
+    r = CliRunner().invoke(cli, ["audit", str(model), "--calib", str(x4), "--format", "json", "--trust-code"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["summary"]["sites"] == 1  # stdout is the report alone
+    assert "\\x1b[2JLOADED" in r.stderr and "\\x1b[2JCALLED" in r.stderr  # on stderr, escaped
+    assert "\x1b" not in r.stderr
+
+
 # -- bounded parsing --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("code", "words"),
@@ -130,9 +142,9 @@ def test_code_that_nests_too_deep_is_refused_naming_the_limit(
 
 
 def test_an_oversized_code_member_is_refused_before_it_is_inflated(tmp_path: Path, x4: Path) -> None:
-    code = b"# a comment\n" * (MAX_PARSED_MEMBER // 12 + 10)
+    code = b"# a comment\n" * (MAX_CODE_MEMBER // 12 + 10)
     model = ha.ts_with_member(tmp_path, "code/__torch__/big.py", code)
-    refused(model, x4, None, "code/__torch__/big.py", f"over the limit of {MAX_PARSED_MEMBER} bytes")
+    refused(model, x4, None, "code/__torch__/big.py", f"over the limit of {MAX_CODE_MEMBER} bytes")
 
 
 def test_a_3_gib_deflated_member_is_never_inflated(tmp_path: Path, x4: Path) -> None:

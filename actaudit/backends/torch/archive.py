@@ -27,11 +27,14 @@ import torch
 
 from ...errors import InputError
 
-# A member the checks parse (code, pickles, JSON programs): real ones are tens of KiB, and
-# parsing costs ~200 bytes of memory per byte of adversarial code.
-MAX_PARSED_MEMBER = 1 << 20
-# All members the checks parse, together.
-MAX_PARSED_TOTAL = 16 << 20
+# A code member the checks parse: real ones are tens of KiB (a long traced forward, a few
+# hundred), and Python's parser costs up to ~200 bytes of memory per byte of adversarial code.
+MAX_CODE_MEMBER = 4 << 20
+# A pickle or JSON member the checks read (pickles are scanned as a stream of opcodes; a large
+# exported program's JSON runs to a few MiB).
+MAX_METADATA_MEMBER = 64 << 20
+# All members the checks read, together.
+MAX_PARSED_TOTAL = 256 << 20
 # Declared sizes of all deflated members: torch writes tensors uncompressed, so only code and
 # metadata are ever inflated; a member that expands past this is a decompression bomb.
 MAX_INFLATED_TOTAL = 256 << 20
@@ -79,7 +82,7 @@ class ArchiveView:
         self.names = names
         self.compressed: dict[str, bool] = {}
         self._agree(names, infos)
-        self._spent = 0
+        self._spent: dict[str, int] = {}
 
     def _refuse(self, why: str) -> NoReturn:
         raise InputError(
@@ -129,12 +132,11 @@ class ArchiveView:
     def read(self, name: str, role: str) -> bytes:
         """One member, as the loader would get it; its size checked before it is inflated."""
         size = self.size(name)
-        if size > MAX_PARSED_MEMBER:
-            self._refuse(
-                f"{role} member {name!r} holds {size} bytes, over the limit of {MAX_PARSED_MEMBER} bytes"
-            )
-        self._spent += size
-        if self._spent > MAX_PARSED_TOTAL:
+        limit = MAX_CODE_MEMBER if role == "code" else MAX_METADATA_MEMBER
+        if size > limit:
+            self._refuse(f"{role} member {name!r} holds {size} bytes, over the limit of {limit} bytes")
+        self._spent[name] = size
+        if sum(self._spent.values()) > MAX_PARSED_TOTAL:
             self._refuse(f"its code and metadata members exceed the limit of {MAX_PARSED_TOTAL} bytes in all")
         try:
             data = bytes(self._reader.get_record(name))

@@ -26,7 +26,7 @@ from ...errors import InputError, UntrustedPickleError
 from .archive import read_once
 from .export_trust import guarded_export_load
 from .graphsites import GraphSite, export_graph_sites, torchscript_graph_sites
-from .trust import check_torchscript
+from .trust import check_torchscript, program_output
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
 _MAX_NAMES = 8
@@ -111,7 +111,8 @@ def _device(device: str) -> torch.device:
 
 def _load_torchscript(data: bytes, p: Path, dev: torch.device) -> TorchModel:
     try:
-        m = torch.jit.load(io.BytesIO(data), map_location=dev)
+        with program_output():  # __setstate__ may print (only with --trust-code)
+            m = torch.jit.load(io.BytesIO(data), map_location=dev)
     except Exception as e:
         raise InputError(f"cannot load TorchScript archive {p}: {_short(e)}") from None
     return from_script(m)
@@ -133,7 +134,7 @@ def _script_input_names(m: Any) -> list[str]:
 
 def _load_export(data: bytes, p: Path, dev: torch.device, trust_code: bool = False) -> TorchModel:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), program_output():
             warnings.simplefilter("ignore")
             ep = torch.export.load(io.BytesIO(data)) if trust_code else guarded_export_load(data, p)
     except InputError:
@@ -260,7 +261,8 @@ def _load_pickle(
 
 def _load_untrusted(p: Path, dev: torch.device) -> Any:
     try:
-        return torch.load(str(p), map_location=dev, weights_only=False)
+        with program_output():
+            return torch.load(str(p), map_location=dev, weights_only=False)
     except (ModuleNotFoundError, AttributeError) as e:
         raise InputError(
             f"cannot unpickle {p}: {_short(e)}",

@@ -14,11 +14,14 @@ in :mod:`.export_trust`.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import io
 import pickletools
 import re
+import sys
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -365,3 +368,29 @@ def check_torchscript(data: bytes, path: Path) -> None:
             "and loading or running it would execute that",
             hint=TRUST_HINT,
         )
+
+
+# -- what a trusted program prints ---------------------------------------------------------------
+class _EscapedStderr(io.TextIOBase):
+    """Where a loaded program's ``print`` goes: stderr, control characters escaped; never stdout."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        sys.stderr.write(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s))
+        return len(s)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+@contextlib.contextmanager
+def program_output() -> Iterator[None]:
+    """While active, text a loaded program prints (TorchScript ``print`` writes to ``sys.stdout``)
+    lands on stderr, escaped: stdout carries only the report."""
+    with contextlib.redirect_stdout(_EscapedStderr()):
+        yield
