@@ -11,6 +11,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,11 +75,16 @@ def _loads_the_real_kernel(marker: Path) -> str:
 
 
 @needs_cc
-def test_library_in_a_group_writable_folder_is_never_loaded(tmp_path: Path, cache: Path) -> None:
+def test_library_in_a_group_writable_folder_is_never_loaded(
+    tmp_path: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     marker = tmp_path / "marker"
     target = _plant(cache, _evil_library(tmp_path, marker), folder_mode=0o777)
     status = _loads_the_real_kernel(marker)
     assert "privately" in status and "writable by group or others" in status
+    assert not list((tmp_path / "tmp").iterdir())  # the private build is gone once loaded
     assert target.read_bytes() == _evil_library(tmp_path, tmp_path / "marker")  # nothing published there
 
 

@@ -109,7 +109,9 @@ def build(force: bool = False) -> tuple[Path | None, str]:
     out = library_path(cc)
     unsafe = _make_private_folder(out.parent)
     if unsafe:
-        path, how = _compile(cc, Path(tempfile.mkdtemp(prefix="actaudit-native-")) / out.name)
+        private = Path(tempfile.mkdtemp(prefix="actaudit-native-"))
+        _state["private"] = private  # removed once loaded: a mapped library needs no name
+        path, how = _compile(cc, private / out.name)
         return path, how if path is None else f"{how}, privately ({unsafe})"
     if not force and _verified(out) is not None:
         return out, "cached"
@@ -289,6 +291,9 @@ def kernel() -> KernelFn | None:
                         fn, _state["why"] = None, f"{path} failed its self-check"
             except (OSError, AttributeError) as e:
                 fn, _state["why"] = None, f"cannot load {path}: {e}"
+    private = _state.pop("private", None)
+    if isinstance(private, Path):
+        shutil.rmtree(private, ignore_errors=True)
     _state["fn"] = fn
     return fn
 
