@@ -216,3 +216,12 @@ def pt2_duplicate_program(tmp: Path) -> Path:
     name, data = next((n, d) for n, d in entries if n.endswith("models/model.json"))
     entries.append((name.replace("models/", "MODELS/"), data))
     return write(tmp / "dup.pt2", entries)
+
+
+def pt2_nested_json(tmp: Path, depth: int) -> Path:
+    """The program's JSON replaced by lists nested ``depth`` deep."""
+    entries = [
+        (n, b"[" * depth + b"]" * depth if n.endswith("models/model.json") else d)
+        for n, d in members(pt2_dynamic(tmp))
+    ]
+    return write(tmp / f"nested{depth}.pt2", entries)

@@ -24,6 +24,7 @@ from click.testing import CliRunner
 
 from actaudit.backends.torch import load as load_mod
 from actaudit.backends.torch.archive import MAX_CODE_MEMBER, MAX_INFLATED_TOTAL, ArchiveView
+from actaudit.backends.torch.export_trust import expr_problem
 from actaudit.cli import cli
 from tests import hostile_models as hm
 from tests.trust import hostile_archives as ha
@@ -99,6 +100,24 @@ def test_the_loaded_bytes_are_the_checked_bytes(tmp_path: Path, monkeypatch: pyt
     torch.manual_seed(0)
     want = torch.relu(torch.nn.Linear(4, 4)(torch.ones(1, 4)))
     torch.testing.assert_close(tm.module(torch.ones(1, 4)), want)
+
+
+@pytest.mark.parametrize("where", ["prepended", "nul"])
+def test_directories_the_two_zip_readers_read_differently_are_refused(
+    tmp_path: Path, x4: Path, where: str
+) -> None:
+    """Bytes before the archive shift Python's offsets but not miniz's; a NUL ends a name for one reader only."""
+    plain = hm.ts_plain(tmp_path)
+    model = tmp_path / "differ.ts"
+    if where == "prepended":
+        model.write_bytes(b"PK\x03\x04" + bytes(60) + plain.read_bytes())
+    else:
+        entries = ha.members(plain)
+        name, code = next((n, d) for n, d in entries if n.endswith(".py"))
+        ha.write(model, [*entries, (name + "\0.txt", code)])
+    r = CliRunner().invoke(cli, ["audit", str(model), "--calib", str(x4)])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("actaudit: error: ") and len(r.stderr.strip().splitlines()) == 1
 
 
 def test_a_flatbuffer_module_is_refused(tmp_path: Path, x4: Path) -> None:
@@ -204,6 +223,51 @@ def test_a_denied_op_inside_a_higher_order_op_is_refused(tmp_path: Path, x4: Pat
 
 def test_pt2_with_a_repeated_program_member_is_refused(tmp_path: Path, x4: Path) -> None:
     refused(ha.pt2_duplicate_program(tmp_path), x4, None, "collides with")
+
+
+@pytest.mark.parametrize("depth", [100, 100_000])
+def test_pt2_json_nested_past_the_limit_is_refused(tmp_path: Path, x4: Path, depth: int) -> None:
+    refused(ha.pt2_nested_json(tmp_path, depth), x4, None, "models/model.json nests deeper than 64 levels")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Symbol('s77', positive=True, integer=True)",
+        "FloorDiv(Symbol('s77', positive=True, integer=True), Integer(2))",
+        "Mul(Integer(2), Symbol('s77', positive=True, integer=True))",
+        "Pow(Symbol('s0', integer=True), Integer(2))",
+        "Float('2.5', precision=53)",
+        "2*s0 + 1",
+        "Max(1, s0) // 2",
+        "Eq(Mod(s0, 4), 0)",
+    ],
+)
+def test_expressions_torch_writes_are_in_the_grammar(text: str) -> None:
+    assert expr_problem(text) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "__import__('os').system('true')",
+        "Symbol('s0').__class__",
+        "open('/etc/passwd')",
+        "eval",
+        "Symbol('s0')\n",
+        "[Symbol('s0')]",
+        "lambda: 0",
+        "Symbol(name='a b')",
+        "sympify('1')",
+        "Integer(10)**Integer(10**9)",
+        "LShift(1, 100000000)",
+        "Pow(Pow(Pow(Integer(99), 64), 64), 64)",
+        "Float('1', precision=100000000)",
+        "-" * 60 + "s0",
+    ],
+)
+def test_expressions_off_the_grammar_are_refused(text: str) -> None:
+    assert expr_problem(text) is not None
 
 
 def test_dynamic_program_still_loads(tmp_path: Path) -> None:
