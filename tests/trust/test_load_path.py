@@ -22,6 +22,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from actaudit.backends.torch import export_trust
 from actaudit.backends.torch import load as load_mod
 from actaudit.backends.torch.archive import MAX_CODE_MEMBER, MAX_INFLATED_TOTAL, ArchiveView
 from actaudit.backends.torch.export_trust import expr_problem
@@ -203,6 +204,24 @@ def test_pt2_expression_strings_never_reach_sympify(tmp_path: Path, x4: Path) ->
     model = ha.pt2_sympify_payload(tmp_path, marker)
     refused(model, x4, marker, "symbolic expression", "__import__")
     refused(model, x4, marker, "symbolic expression", command="inspect")
+
+
+def test_pt2_loaded_bytes_are_the_checked_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The .pt2 is swapped for the sympify payload right after its JSON was checked: the checked bytes load."""
+    marker = tmp_path / "marker"
+    hostile = ha.pt2_sympify_payload(tmp_path, marker).read_bytes()
+    model = ha.pt2_dynamic(tmp_path)
+    real = export_trust._json_problems
+
+    def check_then_swap(view: ArchiveView) -> list[str]:
+        found = real(view)
+        model.write_bytes(hostile)
+        return found
+
+    monkeypatch.setattr(export_trust, "_json_problems", check_then_swap)
+    tm = load_mod.load_torch(model)
+    assert model.read_bytes() == hostile and tm.fmt == "torch.export"
+    assert not marker.exists()
 
 
 def test_pt2_sympify_payload_is_live_without_the_check(tmp_path: Path) -> None:
