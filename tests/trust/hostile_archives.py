@@ -225,3 +225,26 @@ def pt2_nested_json(tmp: Path, depth: int) -> Path:
         for n, d in members(pt2_dynamic(tmp))
     ]
     return write(tmp / f"nested{depth}.pt2", entries)
+
+
+class CondNet(torch.nn.Module):
+    """A benign program with a higher-order operator (cond) and two subgraphs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cond(x.sum() > 0, torch.relu, torch.sigmoid, (self.lin(x),))
+
+
+def pt2_cond(tmp: Path) -> Path:
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ep = torch.export.export(CondNet().eval(), (torch.zeros(3, 4),))
+    out = tmp / "cond.pt2"
+    buf = io.BytesIO()
+    torch.export.save(ep, buf)
+    out.write_bytes(buf.getvalue())
+    return out

@@ -240,6 +240,13 @@ def test_a_denied_op_inside_a_higher_order_op_is_refused(tmp_path: Path, x4: Pat
     assert "PRINTED-BY-THE-PROGRAM" not in line
 
 
+def test_a_program_with_cond_passes_the_walk(tmp_path: Path) -> None:
+    ep = export_trust.guarded_export_load(ha.pt2_cond(tmp_path))
+    hops = [n.target.name() for n in ep.graph.nodes if isinstance(n.target, torch._ops.HigherOrderOperator)]
+    assert hops == ["cond"]
+    assert export_trust.export_graph_problems(ep.graph_module) == []
+
+
 def test_pt2_with_a_repeated_program_member_is_refused(tmp_path: Path, x4: Path) -> None:
     refused(ha.pt2_duplicate_program(tmp_path), x4, None, "collides with")
 
