@@ -247,6 +247,19 @@ def test_a_program_with_cond_passes_the_walk(tmp_path: Path) -> None:
     assert export_trust.export_graph_problems(ep.graph_module) == []
 
 
+def test_native_prints_of_a_trusted_program_never_reach_stdout(tmp_path: Path, x4: Path) -> None:
+    """aten._print writes to file descriptor 1 from C++: a real process, so the descriptor is real."""
+    model = ha.pt2_effects_print(tmp_path)
+    args = ["audit", str(model), "--calib", str(x4), "--format", "json", "--trust-code", "-q"]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "ACTAUDIT_NATIVE": "0"}
+    r = subprocess.run(
+        [sys.executable, "-m", "actaudit", *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["summary"]["sites"] == 1
+    assert "PRINTED-BY-THE-PROGRAM" in r.stderr
+
+
 def test_pt2_with_a_repeated_program_member_is_refused(tmp_path: Path, x4: Path) -> None:
     refused(ha.pt2_duplicate_program(tmp_path), x4, None, "collides with")
 

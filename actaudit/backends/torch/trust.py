@@ -17,6 +17,7 @@ import ast
 import contextlib
 import functools
 import io
+import os
 import pickletools
 import re
 import sys
@@ -390,7 +391,44 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 @contextlib.contextmanager
 def program_output() -> Iterator[None]:
-    """While active, text a loaded program prints (TorchScript ``print`` writes to ``sys.stdout``)
-    lands on stderr, escaped: stdout carries only the report."""
-    with contextlib.redirect_stdout(_EscapedStderr()):
-        yield
+    """While active, text a loaded program prints lands on stderr: stdout carries only the report.
+
+    TorchScript's ``print`` writes to ``sys.stdout`` (redirected, control characters
+    escaped); native code such as ``aten::_print`` writes to file descriptor 1, which points
+    at stderr meanwhile (unescaped: it never passes through Python).
+    """
+    saved = _point_stdout_at_stderr()
+    try:
+        with contextlib.redirect_stdout(_EscapedStderr()):
+            yield
+    finally:
+        if saved is not None:
+            _flush_c_stdio()  # what native code buffered for stdout still goes to stderr
+            with contextlib.suppress(OSError):
+                os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _flush_c_stdio() -> None:
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
+
+
+def _point_stdout_at_stderr() -> int | None:
+    """Make fd 1 a copy of fd 2; the saved original, or None where the descriptors cannot be used."""
+    for stream in (sys.stdout, sys.__stdout__):  # what is buffered for stdout goes there first
+        with contextlib.suppress(Exception):
+            stream.flush()  # type: ignore[union-attr]
+    _flush_c_stdio()
+    try:
+        saved = os.dup(1)
+    except (OSError, ValueError):
+        return None
+    try:
+        os.dup2(2, 1)
+    except OSError:
+        os.close(saved)
+        return None
+    return saved
