@@ -27,6 +27,7 @@ from actaudit.backends.torch import load as load_mod
 from actaudit.backends.torch.archive import MAX_CODE_MEMBER, MAX_INFLATED_TOTAL, ArchiveView
 from actaudit.backends.torch.export_trust import expr_problem
 from actaudit.cli import cli
+from actaudit.errors import InputError
 from tests import hostile_models as hm
 from tests.trust import hostile_archives as ha
 
@@ -119,6 +120,14 @@ def test_directories_the_two_zip_readers_read_differently_are_refused(
     r = CliRunner().invoke(cli, ["audit", str(model), "--calib", str(x4)])
     assert r.exit_code == 2, r.output
     assert r.stderr.startswith("actaudit: error: ") and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_members_outside_one_folder_are_refused(tmp_path: Path) -> None:
+    """torch's reader needs every member under one folder; torch.export.load's legacy path reads such a
+    zip with zipfile instead (every member inflated), so the guarded load refuses it outright."""
+    flat = ha.write(tmp_path / "flat.pt2", [("version", b"7.0"), ("serialized_exported_program.json", b"{}")])
+    with pytest.raises(InputError, match="not in one folder"):
+        ArchiveView(flat.read_bytes(), flat, "torch.export program")
 
 
 def test_a_flatbuffer_module_is_refused(tmp_path: Path, x4: Path) -> None:
@@ -281,6 +290,7 @@ def test_pt2_json_nested_past_the_limit_is_refused(tmp_path: Path, x4: Path, dep
         "Max(1, s0) // 2",
         "Eq(Mod(s0, 4), 0)",
     ],
+    ids=lambda t: "".join(c if c.isalnum() else "_" for c in t)[:40],
 )
 def test_expressions_torch_writes_are_in_the_grammar(text: str) -> None:
     assert expr_problem(text) is None
@@ -304,6 +314,7 @@ def test_expressions_torch_writes_are_in_the_grammar(text: str) -> None:
         "Float('1', precision=100000000)",
         "-" * 60 + "s0",
     ],
+    ids=lambda t: "".join(c if c.isalnum() else "_" for c in t)[:40],
 )
 def test_expressions_off_the_grammar_are_refused(text: str) -> None:
     assert expr_problem(text) is not None

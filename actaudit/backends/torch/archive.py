@@ -74,6 +74,11 @@ class ArchiveView:
             self._reader = torch._C.PyTorchFileReader(io.BytesIO(data))
             names = list(self._reader.get_all_records())
         except Exception as e:  # torch's reader raises RuntimeError for every damaged archive
+            if "not in a subdirectory" in str(e):
+                self._refuse(
+                    "its members are not in one folder, as torch's own writer puts them "
+                    "(an archive of another layout, e.g. a torch.export file from before torch 2.8)"
+                )
             raise InputError(f"cannot load {what} {path}: damaged zip archive ({_first_line(e)})") from None
         try:
             infos = zipfile.ZipFile(io.BytesIO(data)).infolist()
