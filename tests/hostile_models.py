@@ -9,6 +9,7 @@ classes, hence a module of its own.
 from __future__ import annotations
 
 import io
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -53,6 +54,40 @@ class FileReader(nn.Module):
         return torch.relu(self.lin(x) + secret)
 
 
+class Warner(nn.Module):
+    """A module whose forward writes its own text (with a terminal escape) through warnings.warn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        warnings.warn("\x1b[31mWARNED-BY-THE-PROGRAM", stacklevel=2)
+        return torch.relu(self.lin(x))
+
+
+class Talker(nn.Module):
+    """Prints from __setstate__ (at load) and from forward (at every call), with a terminal escape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.randn(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        print("\x1b[2JCALLED")
+        return torch.relu(x @ self.w)
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[bool, torch.Tensor]:
+        return (self.training, self.w)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[bool, torch.Tensor]) -> None:
+        self.training = state[0]
+        self.w = state[1]
+        print("\x1b[2JLOADED")
+
+
 class Plain(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -76,6 +111,18 @@ def ts_setstate(dirpath: Path, marker: Path) -> Path:
 def ts_from_file(dirpath: Path, secret: Path) -> Path:
     out = dirpath / "weights.pt"  # a TorchScript archive renamed like a state_dict
     torch.jit.script(_seeded(FileReader, str(secret))).save(str(out))
+    return out
+
+
+def ts_warner(dirpath: Path) -> Path:
+    out = dirpath / "warner.ts"
+    torch.jit.script(_seeded(Warner)).save(str(out))
+    return out
+
+
+def ts_talker(dirpath: Path) -> Path:
+    out = dirpath / "talker.ts"
+    torch.jit.script(_seeded(Talker)).save(str(out))
     return out
 
 

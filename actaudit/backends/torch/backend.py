@@ -19,6 +19,7 @@ from ..base import CaptureKwargs, CaptureOptions
 from .capture import run_capture
 from .data import bind
 from .load import TorchModel, _eager, load_torch
+from .trust import program_output
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -129,15 +130,16 @@ def capture(tm: TorchModel, source: DataSource, **kw: Unpack[CaptureKwargs]) -> 
         tm.eager.eval()
     warnings: list[str] = []
     try:
-        cap = run_capture(
-            tm.module if rec is None else rec,
-            batches_for(tm, source, o.samples, warnings),
-            eager_model=tm.eager,
-            graph_sites=tm.graph_sites,
-            stuck_fraction=o.stuck_fraction,
-            axis_overrides=o.axis_overrides,
-            progress=o.progress,
-        )
+        with program_output():  # a trusted program's print goes to stderr, escaped, never into the report
+            cap = run_capture(
+                tm.module if rec is None else rec,
+                batches_for(tm, source, o.samples, warnings),
+                eager_model=tm.eager,
+                graph_sites=tm.graph_sites,
+                stuck_fraction=o.stuck_fraction,
+                axis_overrides=o.axis_overrides,
+                progress=o.progress,
+            )
     finally:
         for m, training in modes.items():
             m.training = training

@@ -23,8 +23,10 @@ import torch
 from ...data import InputSpec, import_callable
 from ...detect import EXPORT, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT, detect_format
 from ...errors import InputError, UntrustedPickleError
+from .archive import read_once
+from .export_trust import guarded_export_load
 from .graphsites import GraphSite, export_graph_sites, torchscript_graph_sites
-from .trust import check_torchscript, guarded_export_load
+from .trust import check_torchscript, program_output
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
 _MAX_NAMES = 8
@@ -55,7 +57,7 @@ def load_torch(
     non_strict: bool = False,
 ) -> TorchModel:
     p = Path(path)
-    fmt = detect_format(p)
+    fmt = _as_torch_sees_it(p, detect_format(p))
     dev = _device(device)
     if arch is not None and fmt in (TORCHSCRIPT, EXPORT):
         raise InputError(
@@ -66,14 +68,33 @@ def load_torch(
     if fmt == SAFETENSORS:
         return _load_safetensors(p, arch, state_key, dev, **keys)
     if fmt == TORCHSCRIPT:
+        data = read_once(p)  # one read: the bytes checked are the bytes loaded
         if not trust_code:
-            check_torchscript(p)
-        return _load_torchscript(p, dev)
+            check_torchscript(data, p)
+        return _load_torchscript(data, p, dev)
     if fmt == EXPORT:
-        return _load_export(p, dev, trust_code)
+        return _load_export(read_once(p), p, dev, trust_code)
     if fmt == TORCH_SAVE:
         return _load_pickle(p, arch, state_key, trust_pickle, dev, **keys)
     raise InputError(f"{p} is an {fmt} model, not a PyTorch checkpoint")
+
+
+def _as_torch_sees_it(p: Path, fmt: str) -> str:
+    """A zip that torch's loaders would run as TorchScript is TorchScript, whatever its names' case.
+
+    ``torch.load`` hands any archive holding ``constants.pkl`` to ``torch.jit.load``, and
+    torch's reader finds ``CODE/`` where ``code/`` is asked for: such a file must take the
+    TorchScript checks, not the pickle path.
+    """
+    if fmt != TORCH_SAVE:
+        return fmt
+    try:
+        names = torch._C.PyTorchFileReader(str(p)).get_all_records()
+    except Exception:
+        return fmt  # not a zip torch can read: a legacy pickle, or damaged (the loader says so)
+    if "constants.pkl" in names or any(n.lower().startswith("code/") for n in names):
+        return TORCHSCRIPT
+    return fmt
 
 
 def _device(device: str) -> torch.device:
@@ -88,9 +109,10 @@ def _device(device: str) -> torch.device:
     return dev
 
 
-def _load_torchscript(p: Path, dev: torch.device) -> TorchModel:
+def _load_torchscript(data: bytes, p: Path, dev: torch.device) -> TorchModel:
     try:
-        m = torch.jit.load(str(p), map_location=dev)
+        with program_output():  # __setstate__ may print (only with --trust-code)
+            m = torch.jit.load(io.BytesIO(data), map_location=dev)
     except Exception as e:
         raise InputError(f"cannot load TorchScript archive {p}: {_short(e)}") from None
     return from_script(m)
@@ -110,11 +132,11 @@ def _script_input_names(m: Any) -> list[str]:
         return []
 
 
-def _load_export(p: Path, dev: torch.device, trust_code: bool = False) -> TorchModel:
+def _load_export(data: bytes, p: Path, dev: torch.device, trust_code: bool = False) -> TorchModel:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), program_output():
             warnings.simplefilter("ignore")
-            ep = torch.export.load(str(p)) if trust_code else guarded_export_load(p)
+            ep = torch.export.load(io.BytesIO(data)) if trust_code else guarded_export_load(data, p)
     except InputError:
         raise
     except Exception as e:
@@ -239,7 +261,8 @@ def _load_pickle(
 
 def _load_untrusted(p: Path, dev: torch.device) -> Any:
     try:
-        return torch.load(str(p), map_location=dev, weights_only=False)
+        with program_output():
+            return torch.load(str(p), map_location=dev, weights_only=False)
     except (ModuleNotFoundError, AttributeError) as e:
         raise InputError(
             f"cannot unpickle {p}: {_short(e)}",

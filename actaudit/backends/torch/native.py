@@ -6,7 +6,13 @@ per-user cache keyed by the source, the compiler and the CPU, then loaded after 
 that its OpenMP code runs on the runtime torch already loaded (one thread pool, not two).
 When no compiler is found, the build fails, the library does not load or its self-check
 disagrees with the known answer, :func:`kernel` returns ``None`` and the statistics take
-the pure-torch path; ``ACTAUDIT_NATIVE=0`` forces that path. Nothing here imports torch:
+the pure-torch path; ``ACTAUDIT_NATIVE=0`` forces that path.
+
+``dlopen`` runs a library's constructors, so a file is checked before it is loaded, never
+after: only a library this process compiled, or one whose folder and file belong to this
+user, are regular, are not writable by group or others and match the SHA-256 digest
+written beside it at build time (see :func:`build` and :func:`_verified`). Cache folders
+are created 0700 whatever the umask. Nothing here imports torch:
 the caller (:mod:`.kernel`) has.
 """
 
@@ -18,6 +24,7 @@ import math
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -88,32 +95,148 @@ def library_path(cc: str) -> Path:
 
 
 def build(force: bool = False) -> tuple[Path | None, str]:
-    """Compile the kernel into the cache if it is not there: (path, how) or (None, why not)."""
+    """Compile the kernel into the cache if no trusted copy is there: (path, how) or (None, why not).
+
+    A cached library is used only when :func:`_verified` accepts it; otherwise (or with
+    ``force``) it is compiled again in a fresh private folder and published atomically,
+    with its digest beside it. When the cache folder itself cannot be trusted (another
+    user's, or writable by group or others) nothing is published: the library is built in
+    a private temporary folder for this process alone.
+    """
     cc = _compiler()
     if cc is None:
         return None, "no C compiler found (set CC)"
     out = library_path(cc)
-    if out.exists() and not force:
+    unsafe = _make_private_folder(out.parent)
+    if unsafe:
+        private = Path(tempfile.mkdtemp(prefix="actaudit-native-"))
+        _state["private"] = private  # removed once loaded: a mapped library needs no name
+        path, how = _compile(cc, private / out.name)
+        return path, how if path is None else f"{how}, privately ({unsafe})"
+    if not force and _verified(out) is not None:
         return out, "cached"
-    out.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return _compile(cc, out)
+
+
+def _compile(cc: str, out: Path) -> tuple[Path | None, str]:
+    """Compile into a fresh 0700 folder beside ``out``, then move the library and its digest into place."""
     errors = []
-    for flags in _FLAG_SETS:
-        fd, tmp = tempfile.mkstemp(prefix=".stats-", suffix=".so", dir=out.parent)
-        os.close(fd)
-        cmd = [cc, *flags, *_COMMON, str(SOURCE), "-o", tmp, "-lm"]
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            r = None
-            errors.append(f"{' '.join(flags)}: {e}")
-        if r is not None and r.returncode == 0:
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, out)  # atomic: a concurrent build publishes the same bytes
-            return out, f"built with {os.path.basename(cc)} {' '.join(flags)}"
-        if r is not None:
+    work = Path(tempfile.mkdtemp(prefix=".build-", dir=out.parent))  # mkdtemp: mode 0700, ours alone
+    try:
+        for flags in _FLAG_SETS:
+            tmp = work / "stats.so"
+            cmd = [cc, *flags, *_COMMON, str(SOURCE), "-o", str(tmp), "-lm"]
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=_BUILD_TIMEOUT_S)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                errors.append(f"{' '.join(flags)}: {e}")
+                continue
+            if r.returncode == 0:
+                os.chmod(tmp, 0o700)
+                digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
+                side = work / "stats.sha256"
+                side.write_text(digest + "\n")
+                os.chmod(side, 0o600)
+                os.replace(tmp, out)  # atomic: a concurrent build publishes the same bytes
+                os.replace(side, _digest_path(out))
+                _built[str(out)] = digest
+                return out, f"built with {os.path.basename(cc)} {' '.join(flags)}"
             errors.append(f"{' '.join(flags)}: {(r.stderr.strip().splitlines() or ['failed'])[-1]}")
-        Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return None, "the C compiler failed: " + "; ".join(errors)[:400]
+
+
+# Digests of the libraries this process compiled, by path.
+_built: dict[str, str] = {}
+_MAX_LIBRARY_BYTES = 64 << 20
+
+
+def _digest_path(lib: Path) -> Path:
+    return lib.with_suffix(".sha256")
+
+
+def _make_private_folder(folder: Path) -> str | None:
+    """Create ``folder`` (and missing parents) with mode 0700 whatever the umask; why it is unsafe, or None."""
+    missing = []
+    p = folder
+    while not os.path.lexists(p) and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:
+            pass
+        else:
+            os.chmod(d, 0o700)  # mkdir's mode is masked by the umask; 0700 is never widened by it
+    return _unsafe(folder, want_dir=True)
+
+
+def _unsafe(p: Path, want_dir: bool) -> str | None:
+    """Why ``p`` cannot be trusted to hold code this user runs, or None: checked with lstat, never opened."""
+    try:
+        st = os.lstat(p)
+    except OSError as e:
+        return f"{p}: {e.strerror or e}"
+    kind = stat.S_ISDIR(st.st_mode) if want_dir else stat.S_ISREG(st.st_mode)
+    if not kind:
+        return f"{p} is not a {'folder' if want_dir else 'regular file'}"
+    if st.st_uid != os.geteuid():
+        return f"{p} belongs to another user"
+    if st.st_mode & 0o022:
+        return f"{p} is writable by group or others"
+    return None
+
+
+def _verified(lib: Path) -> int | None:
+    """An open descriptor of ``lib`` whose bytes match the digest recorded when it was built, or None.
+
+    The folder, the library and its digest file must be this user's, regular (checked before
+    opening, and opened without following links or blocking) and not writable by others.
+    The descriptor is what gets loaded, so the bytes checked are the bytes mapped.
+    """
+    want = _built.get(str(lib))
+    if want is None:
+        side = _digest_path(lib)
+        if _unsafe(lib.parent, want_dir=True) or _unsafe(side, want_dir=False):
+            return None
+        try:
+            want = side.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+    if _unsafe(lib, want_dir=False):
+        return None
+    try:
+        fd = os.open(lib, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_size > _MAX_LIBRARY_BYTES:
+            raise OSError("not a regular file of this user")
+        h = hashlib.sha256()
+        while chunk := os.read(fd, 1 << 20):
+            h.update(chunk)
+        if h.hexdigest() != want:
+            raise OSError("digest mismatch")
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _load(lib: Path) -> ctypes.CDLL | None:
+    """dlopen ``lib`` only after :func:`_verified` accepted it; through its checked descriptor where possible."""
+    fd = _verified(lib)
+    if fd is None:
+        return None
+    try:
+        via_fd = f"/proc/self/fd/{fd}"
+        return ctypes.CDLL(via_fd if os.path.exists(via_fd) else str(lib))
+    finally:
+        os.close(fd)
 
 
 def _bind(lib: ctypes.CDLL) -> KernelFn:
@@ -159,11 +282,18 @@ def kernel() -> KernelFn | None:
         _state["why"] = how
         if path is not None:
             try:
-                fn = _bind(ctypes.CDLL(str(path)))
-                if not _self_check(fn):
-                    fn, _state["why"] = None, f"{path} failed its self-check"
+                lib = _load(path)
+                if lib is None:
+                    _state["why"] = f"{path} is not the library built here (its digest, owner or mode differ)"
+                else:
+                    fn = _bind(lib)
+                    if not _self_check(fn):
+                        fn, _state["why"] = None, f"{path} failed its self-check"
             except (OSError, AttributeError) as e:
                 fn, _state["why"] = None, f"cannot load {path}: {e}"
+    private = _state.pop("private", None)
+    if isinstance(private, Path):
+        shutil.rmtree(private, ignore_errors=True)
     _state["fn"] = fn
     return fn
 

@@ -1,18 +1,14 @@
-"""Static checks of checkpoints that carry code, made before anything from them runs.
+"""Static checks of TorchScript archives, made on the bytes that will be loaded, before anything runs.
 
 A TorchScript archive is compiled and its ``__setstate__`` methods run inside
 ``torch.jit.load``; its code can read and write files (``torch.from_file``,
-``torch.save``). :func:`check_torchscript` reads the archive's ``code/*.py`` members
-and its pickles *without executing them* and refuses anything that is not on an
+``torch.save``) and print. :func:`check_torchscript` reads the archive's code members
+and its pickles *without executing them*, through torch's own zip reader and from the
+bytes the loader will be given (:mod:`.archive`), and refuses anything that is not on an
 allowlist of pure tensor operations, naming the offending call. The serialized code is
-Python syntax, so it is parsed with :mod:`ast`; a member that does not parse is
-refused too (fail closed).
-
-A ``torch.export`` program unpickles example inputs and constants marked "use pickle"
-with ``weights_only=False``, opaque constants with :func:`pickle.loads`, and
-dlopens AOTInductor shared libraries. :func:`guarded_export_load` loads one with every
-unpickling forced to ``weights_only=True`` and those other paths refused, and
-:func:`export_graph_problems` lists graphs that call operators off the allowlist.
+Python syntax, so it is parsed with :mod:`ast` under a size and a depth limit; a member
+that does not parse is refused too (fail closed). ``torch.export`` programs are checked
+in :mod:`.export_trust`.
 """
 
 from __future__ import annotations
@@ -21,21 +17,21 @@ import ast
 import contextlib
 import functools
 import io
-import pickle
+import os
 import pickletools
 import re
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator
+import sys
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from ...errors import InputError, UntrustedCodeError
+from .archive import ArchiveView, read_once
 
-# What reading a damaged zip archive raises (a user's broken file, not our bug).
-_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, NotImplementedError)
+# Real archives nest 13 to 23 levels (fixtures, silero-vad); the checker's visitor recurses.
+MAX_CODE_DEPTH = 100
 
 # Operator namespaces whose operators compute on tensors, lists, strings and numbers.
 # Anything else (custom C++ ops, profiler, distributed, debug loaders) is refused.
@@ -53,6 +49,7 @@ DENIED_OPS = frozenset(
         "prim::rpc_async",  # remote calls
         "prim::rpc_sync",
         "prim::rpc_remote",
+        "aten::warn",  # writes the program's text to the terminal (warnings.warn in TorchScript)
     }
 )
 # Names TorchScript's serializer emits as bare calls: casts, type helpers, builtins.
@@ -260,67 +257,111 @@ def _defined_and_assigned(tree: ast.AST) -> tuple[set[str], set[str]]:
 def pickle_globals_of(data: bytes) -> list[str]:
     """``module.name`` of every GLOBAL a pickle refers to, read from its opcodes (not executed)."""
     found: list[str] = []
-    strings: list[str] = []
+    strings: deque[str] = deque(maxlen=2)  # STACK_GLOBAL takes the last two strings pushed
     for op, arg, _ in pickletools.genops(io.BytesIO(data)):
         if op.name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
             strings.append(str(arg))
         elif op.name == "GLOBAL":
             found.append(str(arg).replace(" ", "."))
         elif op.name == "STACK_GLOBAL":
-            found.append(f"{strings[-2]}.{strings[-1]}" if len(strings) >= 2 else "?")
+            found.append(f"{strings[0]}.{strings[1]}" if len(strings) == 2 else "?")
     return found
 
 
-def torchscript_problems(path: Path) -> list[str]:
-    """Every refused construct of a TorchScript archive, as ``member: what``; empty when it passes."""
+def _is_code(name: str) -> bool:
+    """A member torch's importer could compile: it asks for ``code/<qualified path>.py``, case ignored.
+
+    Every other member under ``code/`` (any case, any suffix but the debug pickles) is
+    treated as code too, so nothing there escapes the check by its name.
+    """
+    low = name.lower()
+    return low.startswith("code/") and not low.endswith(".debug_pkl")
+
+
+def _is_pickle(name: str) -> bool:
+    return name.lower().endswith((".pkl", ".debug_pkl"))
+
+
+def _parse(view: ArchiveView, name: str, path: Path) -> ast.AST | str:
+    """The member's syntax tree, a reason it cannot be checked, or a refusal past a limit."""
+    try:
+        text = view.read(name, "code").decode("utf-8")
+        tree = ast.parse(text, filename=name)
+    except (SyntaxError, UnicodeDecodeError, ValueError) as e:
+        return f"code that cannot be checked ({type(e).__name__})"
+    except (RecursionError, MemoryError):
+        raise _limit(path, name, "nests deeper than Python's parser allows") from None
+    if _depth(tree) > MAX_CODE_DEPTH:
+        raise _limit(
+            path, name, f"nests deeper than {MAX_CODE_DEPTH} levels, the checker's parse depth limit"
+        )
+    return tree
+
+
+def _depth(tree: ast.AST) -> int:
+    """How deep the syntax tree goes, found without recursion (a deep tree would overflow the stack)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if d <= MAX_CODE_DEPTH:
+            stack.extend((c, d + 1) for c in ast.iter_child_nodes(node))
+    return deepest
+
+
+def _limit(path: Path, name: str, why: str) -> InputError:
+    return InputError(
+        f"refusing to load TorchScript archive {path}: {name} {why}",
+        hint="TorchScript's own serializer never writes such code; pass --trust-code only if you trust the file's origin",
+    )
+
+
+def torchscript_problems(source: Path | bytes, path: Path | None = None) -> list[str]:
+    """Every refused construct of a TorchScript archive, as ``member: what``; empty when it passes.
+
+    ``source`` is the archive's bytes (what the loader will be given) or a path read once.
+    Members are read through torch's own zip reader (:class:`.archive.ArchiveView`), so the
+    code checked is the code ``torch.jit.load`` would compile.
+    """
+    if isinstance(source, Path):
+        path, source = source, read_once(source)
+    path = path or Path("<bytes>")
+    view = ArchiveView(source, path, "TorchScript archive")
     problems: list[str] = []
-    with zipfile.ZipFile(path) as zf:
-        members = zf.namelist()
-        code = [n for n in members if "/code/" in f"/{n}" and n.endswith(".py")]
-        trees: dict[str, ast.AST] = {}
-        for name in code:
-            try:
-                trees[name] = ast.parse(zf.read(name).decode("utf-8"), filename=name)
-            except (SyntaxError, UnicodeDecodeError, ValueError) as e:
-                problems.append(f"{_short_member(name)}: code that cannot be checked ({type(e).__name__})")
-        defined: set[str] = set()
-        for tree in trees.values():
+    defined: set[str] = set()
+    code = [n for n in view.names if _is_code(n)]
+    for name in code:  # first pass: the archive's own functions and classes, trees dropped
+        tree = _parse(view, name, path)
+        if isinstance(tree, str):
+            problems.append(f"{name}: {tree}")
+        else:
             defined |= _defined_and_assigned(tree)[0]
-        for name, tree in trees.items():
-            checker = _Checker(defined, _defined_and_assigned(tree)[1])
-            checker.visit(tree)
-            for what in dict.fromkeys(checker.refused):
-                problems.append(f"{_short_member(name)}: {what}")
-        for name in members:
-            if not name.endswith(".pkl") or name.endswith(".debug_pkl"):
-                continue
-            try:
-                found = pickle_globals_of(zf.read(name))
-            except Exception:
-                problems.append(f"{_short_member(name)}: a pickle that cannot be read")
-                continue
-            for g in dict.fromkeys(found):
-                if not _PICKLE_GLOBALS.match(g):
-                    problems.append(f"{_short_member(name)}: pickled global {g}")
+    for name in code:
+        tree = _parse(view, name, path)
+        if isinstance(tree, str):
+            continue
+        checker = _Checker(defined, _defined_and_assigned(tree)[1])
+        checker.visit(tree)
+        problems.extend(f"{name}: {what}" for what in dict.fromkeys(checker.refused))
+    for name in view.names:
+        if not _is_pickle(name):
+            continue
+        try:
+            found = pickle_globals_of(view.read(name, "pickle"))
+        except InputError:
+            raise
+        except Exception:
+            problems.append(f"{name}: a pickle that cannot be read")
+            continue
+        problems.extend(
+            f"{name}: pickled global {g}" for g in dict.fromkeys(found) if not _PICKLE_GLOBALS.match(g)
+        )
     return problems
 
 
-def _short_member(name: str) -> str:
-    """``archive/code/__torch__/m.py`` → ``code/__torch__/m.py``."""
-    return name.split("/", 1)[1] if "/" in name else name
-
-
-def _scan(problems_of: Callable[[Path], list[str]], path: Path, what: str) -> list[str]:
-    """``problems_of(path)``; a damaged zip archive is the user's mistake, said in one line."""
-    try:
-        return problems_of(path)
-    except _ZIP_ERRORS as e:
-        raise InputError(f"cannot load {what} {path}: damaged zip archive ({e})") from None
-
-
-def check_torchscript(path: Path) -> None:
+def check_torchscript(data: bytes, path: Path) -> None:
     """Raise :class:`UntrustedCodeError` naming the calls that keep the archive off the allowlist."""
-    problems = _scan(torchscript_problems, path, "TorchScript archive")
+    problems = torchscript_problems(data, path)
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise UntrustedCodeError(
@@ -330,113 +371,64 @@ def check_torchscript(path: Path) -> None:
         )
 
 
-# -- torch.export -------------------------------------------------------------------------
-class _Refused(Exception):
-    """Raised inside torch.export.load where it would unpickle or run something off the allowlist."""
+# -- what a trusted program prints ---------------------------------------------------------------
+class _EscapedStderr(io.TextIOBase):
+    """Where a loaded program's ``print`` goes: stderr, control characters escaped; never stdout."""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        sys.stderr.write(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", s))
+        return len(s)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 @contextlib.contextmanager
-def guarded_unpickling() -> Iterator[list[str]]:
-    """While active, ``torch.load`` is forced to ``weights_only=True`` and other object loaders refuse.
+def program_output() -> Iterator[None]:
+    """While active, text a loaded program prints lands on stderr: stdout carries only the report.
 
-    Yields the list of refusals, so that a refusal that torch's own code swallows (it
-    retries, or falls back to a legacy format on ``RuntimeError``) is still seen.
+    TorchScript's ``print`` writes to ``sys.stdout`` (redirected, control characters
+    escaped); native code such as ``aten::_print`` writes to file descriptor 1, which points
+    at stderr meanwhile (unescaped: it never passes through Python).
     """
-    from torch.export.pt2_archive import _package
-
-    refused: list[str] = []
-    real_load = torch.load
-    real_obj = torch._C._pickle_load_obj
-    real_pickle = _package.pickle
-
-    def load(*args: Any, **kwargs: Any) -> Any:
-        kwargs["weights_only"] = True
-        try:
-            return real_load(*args, **kwargs)
-        except pickle.UnpicklingError as e:
-            m = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-            refused.append(f"pickled global {m.group(1)}" if m else "pickled Python objects")
-            raise _Refused(refused[-1]) from None
-
-    def pickle_obj(*_a: Any, **_k: Any) -> Any:
-        refused.append("a custom C++ object")
-        raise _Refused(refused[-1])
-
-    class _NoPickle:
-        def __getattr__(self, name: str) -> Any:
-            if name in ("loads", "load", "Unpickler"):
-                refused.append("an opaque pickled Python object")
-                raise _Refused(refused[-1])
-            return getattr(pickle, name)
-
-    torch.load = load
-    torch._C._pickle_load_obj = pickle_obj
-    _package.pickle = _NoPickle()  # type: ignore[assignment]
+    saved = _point_stdout_at_stderr()
     try:
-        yield refused
+        with contextlib.redirect_stdout(_EscapedStderr()):
+            yield
     finally:
-        torch.load = real_load
-        torch._C._pickle_load_obj = real_obj
-        _package.pickle = real_pickle
+        if saved is not None:
+            _flush_c_stdio()  # what native code buffered for stdout still goes to stderr
+            with contextlib.suppress(OSError):
+                os.dup2(saved, 1)
+            os.close(saved)
 
 
-def export_archive_problems(path: Path) -> list[str]:
-    """What a ``.pt2`` archive holds that would run native code on load (AOTInductor libraries)."""
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-    native = [n for n in names if "/aotinductor/" in f"/{n}" or n.endswith((".so", ".dll", ".dylib"))]
-    return [f"{_short_member(n)}: compiled native code (AOTInductor)" for n in native[:3]]
+def _flush_c_stdio() -> None:
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).fflush(None)
 
 
-def guarded_export_load(path: Path) -> Any:
-    """``torch.export.load`` with nothing unpickled outside the ``weights_only`` allowlist."""
-    problems = _scan(export_archive_problems, path, "torch.export program")
-    if problems:
-        raise _export_refusal(path, problems)
-    with guarded_unpickling() as refused:
-        try:
-            ep = torch.export.load(str(path))
-        except _Refused:
-            ep = None
-    if refused or ep is None:
-        raise _export_refusal(path, refused or ["pickled Python objects"])
-    graph_problems = export_graph_problems(ep.graph_module)
-    if graph_problems:
-        raise _export_refusal(path, graph_problems)
-    return ep
-
-
-def export_graph_problems(gm: Any) -> list[str]:
-    """Operators of an exported graph (and its submodules) that are not on the allowlist."""
-    import operator
-
-    bad: list[str] = []
-    allowed = allowed_ops()
-    for mod in gm.modules():
-        graph = getattr(mod, "graph", None)
-        if graph is None:
-            continue
-        for node in graph.nodes:
-            if node.op != "call_function":
-                continue
-            t = node.target
-            if t is operator.getitem or isinstance(t, torch._ops.HigherOrderOperator):
-                continue
-            if getattr(t, "__module__", None) in ("_operator", "operator", "math") or getattr(
-                t, "__name__", ""
-            ).startswith(("sym_", "_sym_")):
-                continue  # arithmetic on symbolic sizes
-            name = getattr(t, "name", None)
-            qual = name() if callable(name) else None
-            if isinstance(t, torch._ops.OpOverload) and qual and qual.split(".", 1)[0] in allowed:
-                continue
-            bad.append(f"call {qual or getattr(t, '__name__', repr(t))}")
-    return list(dict.fromkeys(bad))
-
-
-def _export_refusal(path: Path, problems: list[str]) -> UntrustedCodeError:
-    return UntrustedCodeError(
-        f"refusing to load torch.export program {path}: it holds {'; '.join(list(dict.fromkeys(problems))[:3])}, "
-        "which loading would unpickle or run",
-        hint=EXPORT_HINT,
-    )
+def _point_stdout_at_stderr() -> int | None:
+    """Make fd 1 a copy of fd 2; the saved original, or None where the descriptors cannot be used."""
+    for stream in (sys.stdout, sys.__stdout__):  # what is buffered for stdout goes there first
+        with contextlib.suppress(Exception):
+            stream.flush()  # type: ignore[union-attr]
+    _flush_c_stdio()
+    try:
+        saved = os.dup(1)
+    except (OSError, ValueError):
+        return None
+    try:
+        os.dup2(2, 1)
+    except OSError:
+        os.close(saved)
+        return None
+    return saved
