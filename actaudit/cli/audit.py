@@ -9,7 +9,7 @@ import click
 
 from .common import (
     audit_options,
-    check_output,
+    check_files,
     config_file,
     echo_remarks,
     emit,
@@ -129,7 +129,7 @@ def audit(**kw: Any) -> None:
     if not main_rank:
         # Every rank runs its share; rank 0 alone writes and decides the exit code.
         kw.update(quiet=True, output=None, html=None, junit=None, against=None)
-    _check_outputs(kw)
+    check_files(kw)
     config = config_file(kw["quiet"])
     if kw["per_unit"] and kw["fmt"] != "json" and not kw["quiet"]:
         click.echo(
@@ -167,19 +167,6 @@ def _options(kw: dict[str, Any]) -> Any:
     if kw["shard"]:
         _shard_checks(kw, opts)
     return opts
-
-
-def _check_outputs(kw: dict[str, Any]) -> None:
-    from ..fileio import refuse_collisions
-
-    check_output(kw["output"], kw["force"], kw["model"])
-    check_output(kw["html"], kw["force"], kw["model"])
-    refuse_collisions(
-        [("-o/--output", kw["output"]), ("--html", kw["html"]), ("--junit", kw["junit"])],
-        [("model", kw["model"]), ("--calib", kw["calib"]), ("--against", kw["against"])],
-        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
-    )
-    check_output(kw["junit"], kw["force"], kw["model"])
 
 
 def _shard_checks(kw: dict[str, Any], opts: Any) -> None:

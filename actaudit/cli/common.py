@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
+from .config import CONFIG_META
 
 # The option bundles' parameter names, as AuditOptions spells them.
 LOAD_KEYS = (
@@ -61,20 +62,33 @@ def use_color(output: str | None) -> bool:
     return not output and "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
 
-def check_output(output: str | None, force: bool, *inputs: str) -> None:
-    """Refuse before the (slow) run, not after it."""
-    if not output:
-        return
-    from ..errors import InputError
-    from ..fileio import check_target
+_OUTPUTS = (("output", "-o/--output"), ("report", "--report"), ("html", "--html"), ("junit", "--junit"))
 
-    check_target(output, True)  # a FIFO or device is refused whatever --force says
 
-    for i in inputs:
-        if i and os.path.exists(i) and os.path.exists(output) and os.path.samefile(i, output):
-            raise InputError(f"output {output} is the input file", hint="write to another path")
-    if os.path.exists(output) and not force:
-        raise InputError(f"output {output} already exists", hint="pass --force to overwrite it")
+def inventory(kw: dict[str, Any], *, writes_model: bool = False) -> Any:
+    """The :class:`~actaudit.inventory.Inventory` of a command: every file it reads and writes."""
+    from ..inventory import Inventory, onnx_companion
+
+    inv = Inventory().add_model("model", kw.get("model"))
+    for r in kw.get("reports") or ():
+        inv.add_input("shard report", r)
+    inv.add_input("--calib", kw.get("calib")).add_input("--against", kw.get("against"))
+    inv.add_code("--data-loader", kw.get("data_loader")).add_code("--arch", kw.get("arch"))
+    inv.add_input("config file", click.get_current_context().meta.get(CONFIG_META))
+    for key, label in _OUTPUTS:
+        inv.add_output(label, kw.get(key))
+    if writes_model and kw.get("output") and inv.model_format == "onnx":
+        inv.add_beside("-o/--output's external data", onnx_companion(kw["output"]))
+    return inv
+
+
+def check_files(kw: dict[str, Any], *, writes_model: bool = False) -> None:
+    """Refuse, before the (slow) run, any output that is an input, another output, or not replaceable.
+
+    One check for every command (see :mod:`actaudit.inventory`); every output needs
+    ``--force`` to replace an existing file.
+    """
+    inventory(kw, writes_model=writes_model).check(bool(kw.get("force")))
 
 
 def echo_remarks(kw: dict[str, Any], notes: Any = (), warnings: Any = ()) -> None:
@@ -98,7 +112,7 @@ def exit_on_failed_gates(report: Any) -> None:
 def publish(report: Any, kw: dict[str, Any]) -> None:
     """rewrite and prune: warnings, the report (stdout or ``--report``), and where the model went."""
     echo_remarks(kw, warnings=report.warnings)
-    emit(report.render(kw["fmt"]), kw["report"], True)
+    emit(report.render(kw["fmt"]), kw["report"], kw["force"])
     out = report.output
     if out.get("written"):
         click.echo(f"actaudit: wrote {out['path']} [{out['format']}]", err=True)
@@ -106,32 +120,8 @@ def publish(report: Any, kw: dict[str, Any]) -> None:
         click.echo(f"actaudit: nothing written to {out['path']}: {out['reason']}", err=True)
 
 
-def check_model_outputs(kw: dict[str, Any]) -> None:
-    """rewrite and prune: refuse ``-o`` and ``--report`` before the run.
-
-    Neither may be an input (the model, ``--calib``, the ``--data-loader`` or ``--arch`` file),
-    the other output, a FIFO or device, or an existing file without ``--force``.
-    """
-    from ..fileio import check_target, refuse_collisions
-    from ..rewrite.core import check_output as check_model_output
-
-    check_model_output(kw["output"], kw["force"], kw["model"])
-    if kw["report"]:
-        check_model_output(kw["report"], True, kw["model"])
-    for target in (kw["output"], kw["report"]):
-        if target:
-            check_target(target, True)  # a FIFO or device is refused whatever --force says
-    refuse_collisions(
-        [("-o/--output", kw["output"]), ("--report", kw["report"])],
-        [("model", kw["model"]), ("--calib", kw["calib"])],
-        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
-    )
-
-
 def config_file(quiet: bool) -> str | None:
     """The config file this command read (``--config`` or found), said on stderr unless ``quiet``."""
-    from .config import CONFIG_META
-
     found = click.get_current_context().meta.get(CONFIG_META)
     if found and not quiet:
         click.echo(f"actaudit: using config file {found}", err=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import check_output, config_file, echo_remarks, emit, exit_on_failed_gates, use_color
+from .common import check_files, config_file, echo_remarks, emit, exit_on_failed_gates, use_color
 from .config import config_option
 from .options import (
     debug_option,
@@ -46,8 +46,7 @@ def merge(**kw: Any) -> None:
     """
     from ..merge import merge_reports
 
-    check_output(kw["output"], kw["force"], *kw["reports"])
-    check_output(kw["html"], kw["force"], *kw["reports"])
+    check_files(kw)
     config = config_file(kw["quiet"])
     report = merge_reports(kw["reports"], fail_on=kw["fail_on"] or None, per_unit=kw["per_unit"])
     if config:

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
-from .common import audit_options, check_model_outputs, config_file, publish
+from .common import audit_options, check_files, config_file, publish
 from .options import defaulted, max_drift_option, output_format_option, writer_options, writer_outputs
 
 
@@ -229,7 +229,7 @@ def _options(kw: dict[str, Any]) -> Any:
 
 def _check_outputs(kw: dict[str, Any]) -> None:
     """-o and --report: what every model-writing command refuses, and a format rewrite writes."""
-    check_model_outputs(kw)
+    check_files(kw, writes_model=True)
     check_output_extension(kw["model"], kw["output"], kw["output_format"])
 
 
