@@ -18,6 +18,7 @@ from .common import (
 )
 from .config import config_option
 from .options import (
+    Finite,
     data_options,
     debug_option,
     defaulted,
@@ -45,7 +46,7 @@ baseline_options = group(
     ),
     defaulted(
         "--max-dead-fraction-rise",
-        click.FloatRange(0, 1),
+        Finite(0, 1),
         0.0,
         help="With --against: allowed rise of a site's dead fraction (0.05 = 5 points).",
     ),
@@ -86,7 +87,7 @@ extra_options = group(
     ),
     defaulted(
         "--dist-timeout",
-        click.FloatRange(min=1),
+        Finite(min=1),
         1800,
         help="Under torchrun: how long a rank waits for the others at each collective.",
         metavar="SECONDS",

@@ -13,7 +13,7 @@ import click
 
 from ..errors import EXIT_GATE
 from .common import audit_options, check_files, config_file, publish
-from .options import defaulted, max_drift_option, output_format_option, writer_options, writer_outputs
+from .options import Finite, defaulted, max_drift_option, output_format_option, writer_options, writer_outputs
 
 
 class _Alpha(click.ParamType):
@@ -125,7 +125,7 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 )
 @defaulted(
     "--min-slope",
-    click.FloatRange(0, 1, min_open=True, max_open=True),
+    Finite(0, 1, min_open=True, max_open=True),
     0.01,
     help="Smallest slope that counts as revived (the audit's stuck fraction: a smaller slope still counts as dead).",
 )
@@ -157,7 +157,7 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 )
 @defaulted(
     "--max-passes",
-    click.FloatRange(3),
+    Finite(3),
     20,
     help="Budget of passes over the calibration data, verification included.",
 )
