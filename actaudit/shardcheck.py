@@ -25,7 +25,7 @@ _NONFINITE = ("inf", "-inf", "nan")
 _STUCK = "stuck_fraction"
 
 
-class _Bad(Exception):
+class Bad(Exception):
     def __init__(self, where: str, problem: str) -> None:
         super().__init__(f"{where}: {problem}")
 
@@ -34,158 +34,158 @@ def _kind(v: Any) -> str:
     return "null" if v is None else type(v).__name__
 
 
-def _dict(v: Any, where: str) -> dict[str, Any]:
+def check_object(v: Any, where: str) -> dict[str, Any]:
     if not isinstance(v, dict):
-        raise _Bad(where, f"expected an object, found {_kind(v)}")
+        raise Bad(where, f"expected an object, found {_kind(v)}")
     return v
 
 
 def _key(d: dict[str, Any], key: str, where: str) -> Any:
     if key not in d:
-        raise _Bad(f"{where}.{key}" if where else key, "missing")
+        raise Bad(f"{where}.{key}" if where else key, "missing")
     return d[key]
 
 
-def _str(v: Any, where: str) -> str:
+def check_str(v: Any, where: str) -> str:
     if not isinstance(v, str):
-        raise _Bad(where, f"expected a string, found {_kind(v)}")
+        raise Bad(where, f"expected a string, found {_kind(v)}")
     return v
 
 
 def _bool(v: Any, where: str) -> bool:
     if not isinstance(v, bool):
-        raise _Bad(where, f"expected true or false, found {_kind(v)}")
+        raise Bad(where, f"expected true or false, found {_kind(v)}")
     return v
 
 
-def _int(v: Any, where: str, lo: int = 0, hi: int = MAX_COUNT) -> int:
+def check_int(v: Any, where: str, lo: int = 0, hi: int = MAX_COUNT) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
-        raise _Bad(where, f"expected an integer, found {_kind(v)}")
+        raise Bad(where, f"expected an integer, found {_kind(v)}")
     if not lo <= v <= hi:
         shown = str(v) if abs(v) < 10**30 else f"an integer of {len(str(abs(v)))} digits"
-        raise _Bad(where, f"{shown} is outside [{lo}, {hi}]")
+        raise Bad(where, f"{shown} is outside [{lo}, {hi}]")
     return v
 
 
-def _num(v: Any, where: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+def check_number(v: Any, where: str, lo: float = -math.inf, hi: float = math.inf) -> float:
     if not isinstance(v, (int, float)) or isinstance(v, bool):
-        raise _Bad(where, f"expected a number, found {_kind(v)}")
+        raise Bad(where, f"expected a number, found {_kind(v)}")
     x = float(v)
     if not (math.isfinite(x) and lo <= x <= hi):
-        raise _Bad(where, f"{v!r} is outside [{lo:g}, {hi:g}]")
+        raise Bad(where, f"{v!r} is outside [{lo:g}, {hi:g}]")
     return x
 
 
-def _list(v: Any, where: str, length: int | None = None) -> list[Any]:
+def check_list(v: Any, where: str, length: int | None = None) -> list[Any]:
     if not isinstance(v, list):
-        raise _Bad(where, f"expected a list, found {_kind(v)}")
+        raise Bad(where, f"expected a list, found {_kind(v)}")
     if length is not None and len(v) != length:
-        raise _Bad(where, f"has {len(v)} entries, expected {length}")
+        raise Bad(where, f"has {len(v)} entries, expected {length}")
     return v
 
 
 def _strings(v: Any, where: str) -> None:
-    for i, x in enumerate(_list(v, where)):
-        _str(x, f"{where}[{i}]")
+    for i, x in enumerate(check_list(v, where)):
+        check_str(x, f"{where}[{i}]")
 
 
 def _settings(v: Any) -> None:
-    d = _dict(v, "settings")
+    d = check_object(v, "settings")
     names = set(Settings().to_dict())
     for k in d:
         if k not in names:
-            raise _Bad(f"settings.{k}", "is not a setting of this actaudit")
+            raise Bad(f"settings.{k}", "is not a setting of this actaudit")
     for k in sorted(names):
-        x = _num(_key(d, k, "settings"), f"settings.{k}", 0.0, 1.0)
+        x = check_number(_key(d, k, "settings"), f"settings.{k}", 0.0, 1.0)
         if k == _STUCK and not 0 < x < 1:
-            raise _Bad(f"settings.{k}", f"{x!r} is not in (0, 1)")
+            raise Bad(f"settings.{k}", f"{x!r} is not in (0, 1)")
 
 
 def _top(d: dict[str, Any]) -> None:
-    model = _dict(_key(d, "model", ""), "model")
+    model = check_object(_key(d, "model", ""), "model")
     for k in ("path", "format", "sha256"):
-        _str(_key(model, k, "model"), f"model.{k}")
+        check_str(_key(model, k, "model"), f"model.{k}")
     _settings(_key(d, "settings", ""))
-    cal = _dict(_key(d, "calibration", ""), "calibration")
-    _str(_key(cal, "source", "calibration"), "calibration.source")
-    _int(_key(cal, "batch_size", "calibration"), "calibration.batch_size", 1)
+    cal = check_object(_key(d, "calibration", ""), "calibration")
+    check_str(_key(cal, "source", "calibration"), "calibration.source")
+    check_int(_key(cal, "batch_size", "calibration"), "calibration.batch_size", 1)
     _bool(_key(cal, "synthetic", "calibration"), "calibration.synthetic")
     if "seed" in cal:
-        _int(cal["seed"], "calibration.seed", -MAX_COUNT)
-    for i, inp in enumerate(_list(_key(d, "inputs", ""), "inputs")):
-        _str(_key(_dict(inp, f"inputs[{i}]"), "name", f"inputs[{i}]"), f"inputs[{i}].name")
-    for i, u in enumerate(_list(_key(d, "uncovered", ""), "uncovered")):
-        u = _dict(u, f"uncovered[{i}]")
+        check_int(cal["seed"], "calibration.seed", -MAX_COUNT)
+    for i, inp in enumerate(check_list(_key(d, "inputs", ""), "inputs")):
+        check_str(_key(check_object(inp, f"inputs[{i}]"), "name", f"inputs[{i}]"), f"inputs[{i}].name")
+    for i, u in enumerate(check_list(_key(d, "uncovered", ""), "uncovered")):
+        u = check_object(u, f"uncovered[{i}]")
         for k in ("name", "op", "reason"):
-            _str(_key(u, k, f"uncovered[{i}]"), f"uncovered[{i}].{k}")
+            check_str(_key(u, k, f"uncovered[{i}]"), f"uncovered[{i}].{k}")
 
 
 def _counters_top(c: dict[str, Any]) -> None:
-    shard = _dict(_key(c, "shard", "counters"), "counters.shard")
-    count = _int(_key(shard, "count", "counters.shard"), "counters.shard.count", 1, MAX_SHARDS)
-    _int(_key(shard, "index", "counters.shard"), "counters.shard.index", 1, count)
-    _str(_key(c, "backend", "counters"), "counters.backend")
+    shard = check_object(_key(c, "shard", "counters"), "counters.shard")
+    count = check_int(_key(shard, "count", "counters.shard"), "counters.shard.count", 1, MAX_SHARDS)
+    check_int(_key(shard, "index", "counters.shard"), "counters.shard.index", 1, count)
+    check_str(_key(c, "backend", "counters"), "counters.backend")
     offered = _key(c, "offered", "counters")
     if offered is not None:
-        _int(offered, "counters.offered")
-    o = _dict(_key(c, "options", "counters"), "counters.options")
+        check_int(offered, "counters.offered")
+    o = check_object(_key(c, "options", "counters"), "counters.options")
     if _key(o, "samples", "counters.options") is not None:
-        _int(o["samples"], "counters.options.samples", 1)
-    _int(_key(o, "seed", "counters.options"), "counters.options.seed", -MAX_COUNT)
+        check_int(o["samples"], "counters.options.samples", 1)
+    check_int(_key(o, "seed", "counters.options"), "counters.options.seed", -MAX_COUNT)
     _strings(_key(o, "unit_axis", "counters.options"), "counters.options.unit_axis")
     _strings(_key(o, "fail_on", "counters.options"), "counters.options.fail_on")
     _bool(_key(o, "per_unit", "counters.options"), "counters.options.per_unit")
     _strings(_key(c, "notes", "counters"), "counters.notes")
-    _int(_key(c, "samples", "counters"), "counters.samples")
-    _int(_key(c, "batches", "counters"), "counters.batches")
+    check_int(_key(c, "samples", "counters"), "counters.samples")
+    check_int(_key(c, "batches", "counters"), "counters.batches")
     if "capture_s" in c:
-        _num(c["capture_s"], "counters.capture_s", 0.0)
+        check_number(c["capture_s"], "counters.capture_s", 0.0)
 
 
 def _info(v: Any, where: str) -> int:
-    i = _dict(v, where)
+    i = check_object(v, where)
     for k in ("name", "op", "module"):
-        _str(_key(i, k, where), f"{where}.{k}")
-    kind = _str(_key(i, "kind", where), f"{where}.kind")
+        check_str(_key(i, k, where), f"{where}.{k}")
+    kind = check_str(_key(i, "kind", where), f"{where}.kind")
     if kind not in CAPPED and kind not in BOUNDED and kind not in RECTIFIERS:
-        raise _Bad(f"{where}.kind", f"{kind[:40]!r} is not an activation kind actaudit knows")
-    for k, x in _dict(_key(i, "params", where), f"{where}.params").items():
-        _num(x, f"{where}.params.{k}")
-    shape = _list(_key(i, "sample_shape", where), f"{where}.sample_shape")
+        raise Bad(f"{where}.kind", f"{kind[:40]!r} is not an activation kind actaudit knows")
+    for k, x in check_object(_key(i, "params", where), f"{where}.params").items():
+        check_number(x, f"{where}.params.{k}")
+    shape = check_list(_key(i, "sample_shape", where), f"{where}.sample_shape")
     if len(shape) > MAX_RANK:
-        raise _Bad(f"{where}.sample_shape", f"has {len(shape)} dimensions, over {MAX_RANK}")
+        raise Bad(f"{where}.sample_shape", f"has {len(shape)} dimensions, over {MAX_RANK}")
     for j, n in enumerate(shape):
-        _int(n, f"{where}.sample_shape[{j}]")
-    _int(_key(i, "unit_axis", where), f"{where}.unit_axis", 0, MAX_RANK)
-    units = _int(_key(i, "units", where), f"{where}.units", 1, MAX_UNITS)
+        check_int(n, f"{where}.sample_shape[{j}]")
+    check_int(_key(i, "unit_axis", where), f"{where}.unit_axis", 0, MAX_RANK)
+    units = check_int(_key(i, "units", where), f"{where}.units", 1, MAX_UNITS)
     slopes = i.get("unit_slopes")
     if slopes is not None:
-        for j, x in enumerate(_list(slopes, f"{where}.unit_slopes", units)):
-            _num(x, f"{where}.unit_slopes[{j}]")
+        for j, x in enumerate(check_list(slopes, f"{where}.unit_slopes", units)):
+            check_number(x, f"{where}.unit_slopes[{j}]")
     if "unit_axis_source" in i:
-        _str(i["unit_axis_source"], f"{where}.unit_axis_source")
+        check_str(i["unit_axis_source"], f"{where}.unit_axis_source")
     if "model_output" in i:
         _bool(i["model_output"], f"{where}.model_output")
     return units
 
 
 def _site(v: Any, where: str) -> None:
-    s = _dict(v, where)
+    s = check_object(v, where)
     units = _info(_key(s, "info", where), f"{where}.info")
-    elements = _int(_key(s, "elements", where), f"{where}.elements")
-    _int(_key(s, "samples", where), f"{where}.samples")
-    vectors = {name: _list(_key(s, name, where), f"{where}.{name}", units) for name in VECTOR_FIELDS}
+    elements = check_int(_key(s, "elements", where), f"{where}.elements")
+    check_int(_key(s, "samples", where), f"{where}.samples")
+    vectors = {name: check_list(_key(s, name, where), f"{where}.{name}", units) for name in VECTOR_FIELDS}
     for name in INT_FIELDS:
         v = vectors[name]
         if all(type(x) is int for x in v) and (not v or (min(v) >= 0 and max(v) <= elements)):
             continue
         for j, x in enumerate(v):
-            _int(x, f"{where}.{name}[{j}]", 0, elements)
+            check_int(x, f"{where}.{name}[{j}]", 0, elements)
     nonfinite = vectors["nonfinite"]
     for name in ("low", "high"):
         for j, (x, n) in enumerate(zip(vectors[name], nonfinite, strict=True)):
             if x + n > elements:
-                raise _Bad(
+                raise Bad(
                     f"{where}.{name}[{j}]",
                     f"{x} plus {n} non-finite values exceed the {elements} elements the site saw",
                 )
@@ -196,7 +196,7 @@ def _site(v: Any, where: str) -> None:
             if type(x) is float or (type(x) is int and abs(x) < MAX_COUNT):
                 continue
             if not (isinstance(x, str) and x in _NONFINITE):
-                raise _Bad(
+                raise Bad(
                     f"{where}.{name}[{j}]", f"expected a number or one of {_NONFINITE}, found {_kind(x)}"
                 )
 
@@ -207,13 +207,13 @@ def check_shard_report(path: str, d: Any) -> None:
     The report's ``schema`` and ``counters.schema`` are checked by the caller, first.
     """
     try:
-        d = _dict(d, "the top level")
+        d = check_object(d, "the top level")
         _top(d)
-        c = _dict(_key(d, "counters", ""), "counters")
+        c = check_object(_key(d, "counters", ""), "counters")
         _counters_top(c)
-        for i, site in enumerate(_list(_key(c, "sites", "counters"), "counters.sites")):
+        for i, site in enumerate(check_list(_key(c, "sites", "counters"), "counters.sites")):
             _site(site, f"counters.sites[{i}]")
-    except _Bad as e:
+    except Bad as e:
         raise InputError(
             f"shard report {path}: {e}",
             hint="give the unchanged JSON reports of audit --shard K/N --format json",

@@ -15,6 +15,7 @@ from .common import (
     emit,
     exit_on_failed_gates,
     use_color,
+    write_file,
 )
 from .config import config_option
 from .options import (
@@ -208,21 +209,25 @@ def _compare(report: Any, baseline: Any, kw: dict[str, Any]) -> Any:
 
 def _finish(report: Any, baseline: Any, kw: dict[str, Any]) -> None:
     """Compare, print, write the extra files, and exit 1 when a gate failed."""
-    from ..fileio import write_text_atomic
     from ..report.terminal import table_width
 
     comparison = _compare(report, baseline, kw) if baseline is not None else None
     echo_remarks(kw, report.notes, report.warnings)
     width = table_width(kw["wide"], bool(kw["output"]))
-    emit(report.render(kw["fmt"], color=use_color(kw["output"]), width=width), kw["output"], kw["force"])
+    emit(
+        report.render(kw["fmt"], color=use_color(kw["output"]), width=width),
+        kw["output"],
+        kw["force"],
+        kw["quiet"],
+    )
     if kw["html"]:
         from ..report.html import render_html
 
-        write_text_atomic(kw["html"], render_html(report, comparison), force=kw["force"])
+        write_file(kw["html"], render_html(report, comparison), kw["force"], kw["quiet"])
     if kw["junit"]:
         from ..junit import render_junit
 
-        write_text_atomic(kw["junit"], render_junit(report), force=kw["force"])
+        write_file(kw["junit"], render_junit(report), kw["force"], kw["quiet"])
     if report.gates:
         from ..junit import ci_summary
 

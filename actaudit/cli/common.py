@@ -49,13 +49,22 @@ def audit_options(kw: dict[str, Any]) -> Any:
     )
 
 
-def emit(text: str, output: str | None, force: bool) -> None:
+def emit(text: str, output: str | None, force: bool, quiet: bool = False) -> None:
+    """The report on stdout, or written to ``output`` (atomically) and named on stderr."""
     if output:
-        from ..fileio import write_text_atomic
-
-        write_text_atomic(output, text, force=force)
+        write_file(output, text, force, quiet)
     else:
         click.echo(text, nl=False)
+
+
+def write_file(path: str, text: str, force: bool, quiet: bool) -> None:
+    """``text`` written to ``path`` (atomically); stderr names every file written, unless ``quiet``."""
+    from ..fileio import write_text_atomic
+    from ..sanitize import text as safe
+
+    write_text_atomic(path, text, force=force)
+    if not quiet:
+        click.echo(f"actaudit: wrote {safe(path)}", err=True)
 
 
 def use_color(output: str | None) -> bool:
@@ -112,7 +121,7 @@ def exit_on_failed_gates(report: Any) -> None:
 def publish(report: Any, kw: dict[str, Any]) -> None:
     """rewrite and prune: warnings, the report (stdout or ``--report``), and where the model went."""
     echo_remarks(kw, warnings=report.warnings)
-    emit(report.render(kw["fmt"]), kw["report"], kw["force"])
+    emit(report.render(kw["fmt"]), kw["report"], kw["force"], kw["quiet"])
     out = report.output
     if out.get("written"):
         click.echo(f"actaudit: wrote {out['path']} [{out['format']}]", err=True)

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import check_files, config_file, echo_remarks, emit, exit_on_failed_gates, use_color
+from .common import check_files, config_file, echo_remarks, emit, exit_on_failed_gates, use_color, write_file
 from .config import config_option
 from .options import (
     debug_option,
@@ -52,10 +52,9 @@ def merge(**kw: Any) -> None:
     if config:
         report.run["config_file"] = config
     echo_remarks(kw, warnings=report.warnings)
-    emit(report.render(kw["fmt"], color=use_color(kw["output"])), kw["output"], kw["force"])
+    emit(report.render(kw["fmt"], color=use_color(kw["output"])), kw["output"], kw["force"], kw["quiet"])
     if kw["html"]:
-        from ..fileio import write_text_atomic
         from ..report.html import render_html
 
-        write_text_atomic(kw["html"], render_html(report, None), force=kw["force"])
+        write_file(kw["html"], render_html(report, None), kw["force"], kw["quiet"])
     exit_on_failed_gates(report)
