@@ -88,7 +88,9 @@ def test_an_existing_report_needs_force(ext) -> None:
     report.write_text("keep me")
     before = _digests(ext["dir"])
     out = ext["dir"] / "out.onnx"
-    r = _run("rewrite", ext["model"], "--calib", ext["calib"], "-o", out, "--report", report, "--alpha", "0.01")
+    r = _run(
+        "rewrite", ext["model"], "--calib", ext["calib"], "-o", out, "--report", report, "--alpha", "0.01"
+    )
     assert r.exit_code == 2, r.output
     assert "already exists" in _err(r) and "old.json" in _err(r)
     assert _digests(ext["dir"]) == before and not out.exists()
@@ -142,7 +144,9 @@ def test_a_location_outside_the_model_folder_is_never_listed(tmp_path) -> None:
     t2.CopyFrom(t)
     t2.name = "V"
     t2.external_data[0].value = str(tmp_path / "outside.bin")
-    graph = helper.make_graph([], "g", [], [helper.make_tensor_value_info("W", TensorProto.FLOAT, [4])], [t, t2])
+    graph = helper.make_graph(
+        [], "g", [], [helper.make_tensor_value_info("W", TensorProto.FLOAT, [4])], [t, t2]
+    )
     path = inner / "m.onnx"
     path.write_bytes(helper.make_model(graph).SerializeToString())
     assert external_locations(path) == ["../outside.bin", str(tmp_path / "outside.bin")]
