@@ -14,6 +14,7 @@ from .common import (
     echo_remarks,
     emit,
     exit_on_failed_gates,
+    say,
     use_color,
     write_file,
 )
@@ -134,10 +135,9 @@ def audit(**kw: Any) -> None:
     check_files(kw)
     config = config_file(kw["quiet"])
     if kw["per_unit"] and kw["fmt"] != "json" and not kw["quiet"]:
-        click.echo(
+        say(
             f"actaudit: warning: --per-unit adds per-unit vectors to JSON only; --format {kw['fmt']} ignores it "
             "(use --format json, or --html for per-site unit indices)",
-            err=True,
         )
     baseline = None
     if kw["against"]:
@@ -203,7 +203,7 @@ def _compare(report: Any, baseline: Any, kw: dict[str, Any]) -> Any:
     report.gates += comparison.gate_results
     report.baseline = comparison.to_dict()
     if not kw["quiet"]:
-        click.echo(comparison.render(), err=True, nl=False)
+        say(comparison.render(), nl=False)
     return comparison
 
 
@@ -232,5 +232,5 @@ def _finish(report: Any, baseline: Any, kw: dict[str, Any]) -> None:
         from ..junit import ci_summary
 
         for line in ci_summary(report):
-            click.echo(line, err=True)
+            say(line)
     exit_on_failed_gates(report)

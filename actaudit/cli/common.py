@@ -49,6 +49,18 @@ def audit_options(kw: dict[str, Any]) -> Any:
     )
 
 
+def say(message: object, nl: bool = True) -> None:
+    """One message on stderr, every line escaped (:func:`actaudit.sanitize.lines`).
+
+    Every line the command line prints on stderr goes through here: messages quote names
+    read from files (node, site and member names), and a terminal escape sequence, a
+    carriage return or a bidi override in one must not reach the terminal.
+    """
+    from ..sanitize import lines
+
+    click.echo(lines(message), err=True, nl=nl)
+
+
 def emit(text: str, output: str | None, force: bool, quiet: bool = False) -> None:
     """The report on stdout, or written to ``output`` (atomically) and named on stderr."""
     if output:
@@ -60,11 +72,10 @@ def emit(text: str, output: str | None, force: bool, quiet: bool = False) -> Non
 def write_file(path: str, text: str, force: bool, quiet: bool) -> None:
     """``text`` written to ``path`` (atomically); stderr names every file written, unless ``quiet``."""
     from ..fileio import write_text_atomic
-    from ..sanitize import text as safe
 
     write_text_atomic(path, text, force=force)
     if not quiet:
-        click.echo(f"actaudit: wrote {safe(path)}", err=True)
+        say(f"actaudit: wrote {path}")
 
 
 def use_color(output: str | None) -> bool:
@@ -105,16 +116,16 @@ def echo_remarks(kw: dict[str, Any], notes: Any = (), warnings: Any = ()) -> Non
     if kw["quiet"] or kw["fmt"] == "table":
         return
     for n in notes:
-        click.echo(f"actaudit: note: {n}", err=True)
+        say(f"actaudit: note: {n}")
     for w in warnings:
-        click.echo(f"actaudit: warning: {w}", err=True)
+        say(f"actaudit: warning: {w}")
 
 
 def exit_on_failed_gates(report: Any) -> None:
     """Name the failed ``--fail-on`` gates on stderr and exit 1; nothing when every gate passed."""
     if not report.passed:
         failed = [g.gate.text for g in report.gates if g.failed]
-        click.echo(f"actaudit: gate failed: {', '.join(failed)}", err=True)
+        say(f"actaudit: gate failed: {', '.join(failed)}")
         sys.exit(EXIT_GATE)
 
 
@@ -124,14 +135,14 @@ def publish(report: Any, kw: dict[str, Any]) -> None:
     emit(report.render(kw["fmt"]), kw["report"], kw["force"], kw["quiet"])
     out = report.output
     if out.get("written"):
-        click.echo(f"actaudit: wrote {out['path']} [{out['format']}]", err=True)
+        say(f"actaudit: wrote {out['path']} [{out['format']}]")
     elif out.get("reason") and not kw["quiet"]:
-        click.echo(f"actaudit: nothing written to {out['path']}: {out['reason']}", err=True)
+        say(f"actaudit: nothing written to {out['path']}: {out['reason']}")
 
 
 def config_file(quiet: bool) -> str | None:
     """The config file this command read (``--config`` or found), said on stderr unless ``quiet``."""
     found = click.get_current_context().meta.get(CONFIG_META)
     if found and not quiet:
-        click.echo(f"actaudit: using config file {found}", err=True)
+        say(f"actaudit: using config file {found}")
     return str(found) if found else None

@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
-from .common import audit_options, check_files, config_file, publish
+from .common import audit_options, check_files, config_file, publish, say
 from .options import Finite, defaulted, max_drift_option, output_format_option, writer_options, writer_outputs
 
 
@@ -195,10 +195,9 @@ def rewrite(**kw: Any) -> None:
         sys.exit(EXIT_GATE)
     s = report.summary()
     if not kw["quiet"]:
-        click.echo(
+        say(
             f"actaudit: revived {s['revived_units']} of {s['dead_units']} dead unit(s), "
             f"slopes {s['alpha_min']:g}–{s['alpha_max']:g}",
-            err=True,
         )
 
 
@@ -236,16 +235,15 @@ def _check_outputs(kw: dict[str, Any]) -> None:
 def _explain_failure(report: Any, max_drift: float) -> None:
     d = report.final_drift
     if d is not None and not report.drift_ok:
-        click.echo(
+        say(
             f"actaudit: gate failed: relative drift {d.rel_l2:.4g} > --max-drift {max_drift:g}; "
             "nothing revived within the budget",
-            err=True,
         )
     else:
-        click.echo(f"actaudit: nothing revived: {_why_nothing(report)}", err=True)
+        say(f"actaudit: nothing revived: {_why_nothing(report)}")
     for n in report.notes:
         if n.startswith("no dead unit fits"):
-            click.echo(f"actaudit: {n}", err=True)
+            say(f"actaudit: {n}")
 
 
 def _why_nothing(report: Any) -> str:
