@@ -21,6 +21,8 @@ from pathlib import Path
 from .errors import InputError
 from .fileio import check_target, code_file, same_file
 
+_EXTERNAL = "external data"
+
 
 def onnx_companion(out: str | os.PathLike[str]) -> Path:
     """The external-data file an ONNX writer puts beside ``out`` (``m.onnx`` → ``m.onnx.data``)."""
@@ -63,7 +65,7 @@ class Inventory:
         if path:
             self.model_format, files = model_files(path)
             self.inputs.append((label, files[0]))
-            self.inputs += [(f"{label}'s external data", f) for f in files[1:]]
+            self.inputs += [(f"{label}'s {_EXTERNAL}", f) for f in files[1:]]
         return self
 
     def add_code(self, label: str, spec: str | None) -> Inventory:
@@ -91,8 +93,13 @@ class Inventory:
         for i, (label, out) in enumerate(written):
             for other_label, other in self.inputs:
                 if same_file(out, other):
+                    what = (
+                        "the input's external data file"
+                        if other_label.endswith(_EXTERNAL)
+                        else "the input file"
+                    )
                     raise InputError(
-                        f"{label} {out} is the input file {other} (the {other_label} input)",
+                        f"{label} {out} is {what} {other} (the {other_label} input)",
                         hint="inputs are never overwritten; write to another path",
                     )
             for other_label, other in written[:i]:

@@ -218,16 +218,15 @@ def _finish(report: Any, baseline: Any, kw: dict[str, Any]) -> None:
         report.render(kw["fmt"], color=use_color(kw["output"]), width=width),
         kw["output"],
         kw["force"],
-        kw["quiet"],
     )
     if kw["html"]:
         from ..report.html import render_html
 
-        write_file(kw["html"], render_html(report, comparison), kw["force"], kw["quiet"])
+        write_file("html", render_html(report, comparison), kw)
     if kw["junit"]:
         from ..junit import render_junit
 
-        write_file(kw["junit"], render_junit(report), kw["force"], kw["quiet"])
+        write_file("junit", render_junit(report), kw)
     if report.gates:
         from ..junit import ci_summary
 

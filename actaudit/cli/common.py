@@ -61,21 +61,30 @@ def say(message: object, nl: bool = True) -> None:
     click.echo(lines(message), err=True, nl=nl)
 
 
-def emit(text: str, output: str | None, force: bool, quiet: bool = False) -> None:
-    """The report on stdout, or written to ``output`` (atomically) and named on stderr."""
+def emit(text: str, output: str | None, force: bool) -> None:
     if output:
-        write_file(output, text, force, quiet)
+        from ..fileio import write_text_atomic
+
+        write_text_atomic(output, text, force=force)
     else:
         click.echo(text, nl=False)
 
 
-def write_file(path: str, text: str, force: bool, quiet: bool) -> None:
-    """``text`` written to ``path`` (atomically); stderr names every file written, unless ``quiet``."""
+def write_file(key: str, text: str, kw: dict[str, Any]) -> None:
+    """``text`` written (atomically) to the path of option ``key`` (``html``, ``junit``).
+
+    A path that came from a config file rather than the command line is named on stderr,
+    ``-q`` or not: a file found in a parent folder must not write where nobody looked.
+    """
+    from click.core import ParameterSource
+
     from ..fileio import write_text_atomic
 
-    write_text_atomic(path, text, force=force)
-    if not quiet:
-        say(f"actaudit: wrote {path}")
+    path = kw[key]
+    write_text_atomic(path, text, force=kw["force"])
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source(key) == ParameterSource.DEFAULT_MAP:
+        say(f"actaudit: wrote {path} (--{key} from config file {ctx.meta.get(CONFIG_META)})")
 
 
 def use_color(output: str | None) -> bool:
@@ -132,7 +141,7 @@ def exit_on_failed_gates(report: Any) -> None:
 def publish(report: Any, kw: dict[str, Any]) -> None:
     """rewrite and prune: warnings, the report (stdout or ``--report``), and where the model went."""
     echo_remarks(kw, warnings=report.warnings)
-    emit(report.render(kw["fmt"]), kw["report"], kw["force"], kw["quiet"])
+    emit(report.render(kw["fmt"]), kw["report"], kw["force"])
     out = report.output
     if out.get("written"):
         say(f"actaudit: wrote {out['path']} [{out['format']}]")

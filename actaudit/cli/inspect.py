@@ -74,4 +74,4 @@ def inspect(**kw: Any) -> None:
         **load_kwargs(kw),
     )
     echo_remarks(kw, notes=ins.notes)
-    emit(ins.render(kw["fmt"]), kw["output"], kw["force"], kw["quiet"])
+    emit(ins.render(kw["fmt"]), kw["output"], kw["force"])

@@ -52,9 +52,9 @@ def merge(**kw: Any) -> None:
     if config:
         report.run["config_file"] = config
     echo_remarks(kw, warnings=report.warnings)
-    emit(report.render(kw["fmt"], color=use_color(kw["output"])), kw["output"], kw["force"], kw["quiet"])
+    emit(report.render(kw["fmt"], color=use_color(kw["output"])), kw["output"], kw["force"])
     if kw["html"]:
         from ..report.html import render_html
 
-        write_file(kw["html"], render_html(report, None), kw["force"], kw["quiet"])
+        write_file("html", render_html(report, None), kw)
     exit_on_failed_gates(report)

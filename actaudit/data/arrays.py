@@ -299,7 +299,9 @@ def _compressed_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -
         with zf.open(info) as f:
             return np.lib.format.read_array(f, allow_pickle=False)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as e:
-        raise CalibrationError(f"{path}: member {info.filename!r} cannot be inflated (truncated?): {e}") from None
+        raise CalibrationError(
+            f"{path}: member {info.filename!r} cannot be inflated (truncated?): {e}"
+        ) from None
 
 
 def _rows(a: np.ndarray | RowSource, start: int, stop: int) -> np.ndarray:
