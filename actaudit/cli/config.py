@@ -277,7 +277,9 @@ def _apply(ctx: click.Context, _param: click.Parameter, value: str | None) -> No
     try:
         cfg = load_config(Path.cwd(), value)
     except InputError as e:
-        raise click.BadParameter(e.one_line(), ctx=ctx, param_hint="--config") from None
+        from ..sanitize import lines
+
+        raise click.BadParameter(lines(e.one_line()), ctx=ctx, param_hint="--config") from None
     if cfg:
         ctx.meta[CONFIG_META] = cfg[SOURCE_KEY]  # the JSON run section and stderr name it
         ctx.default_map = {**default_map(cfg, ctx.command), **(ctx.default_map or {})}
