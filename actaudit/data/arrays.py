@@ -44,7 +44,31 @@ def batch_budget() -> int:
     return max(budget, 1 << 20)
 
 
+def _npy_declared(path: Path) -> None:
+    """The header's shape × dtype must fit the file: checked with Python integers before mapping it."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            held = os.fstat(f.fileno()).st_size - f.tell()
+    except (ValueError, OSError, EOFError) as e:
+        raise CalibrationError(f"calibration file {path} is not a plain .npy array: {e}") from None
+    if dtype.hasobject:
+        return  # refused by np.load(allow_pickle=False) with its own message
+    nbytes = dtype.itemsize * math.prod(shape)
+    if nbytes > held:
+        raise CalibrationError(
+            f"calibration file {path} declares shape {tuple(shape)} {dtype} ({nbytes} bytes) but holds "
+            f"{max(held, 0)} bytes (truncated or altered?)",
+            hint="write the file again with np.save",
+        )
+
+
 def open_npy(path: Path) -> np.ndarray:
+    _npy_declared(path)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:

@@ -301,6 +301,17 @@ def test_a_member_that_declares_more_rows_than_it_holds(net, tmp_path, compressi
     assert _digests(tmp_path) == before
 
 
+@pytest.mark.parametrize("shape", [(100_000, 8), (2**62, 2**62)])
+def test_an_npy_that_declares_more_than_it_holds(net, tmp_path, shape) -> None:
+    calib = tmp_path / "lie.npy"
+    calib.write_bytes(_npy(shape, bytes(4 * 8 * 10)))
+    before = _digests(tmp_path)
+    r = _run("audit", net["model"], "--calib", calib)
+    assert r.exit_code == 2, r.output
+    assert f"declares shape {shape}" in _err(r)
+    assert _digests(tmp_path) == before
+
+
 def test_a_corrupt_deflated_member(net, tmp_path) -> None:
     rows = np.random.default_rng(1).standard_normal((64, 8)).astype("<f4").tobytes()
     calib = _npz(tmp_path / "c.npz", _npy((64, 8), rows), zipfile.ZIP_DEFLATED)
