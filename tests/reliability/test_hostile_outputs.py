@@ -83,6 +83,15 @@ def test_no_output_lands_on_an_external_data_file(ext, extra) -> None:
     assert _digests(ext["dir"]) == before
 
 
+def test_an_honest_run_beside_external_data_writes_and_leaves_the_inputs(ext) -> None:
+    before = _digests(ext["dir"])
+    html, out = ext["dir"] / "r.html", ext["dir"] / "r.json"
+    r = _run("audit", ext["model"], "--calib", ext["calib"], "--html", html, "-o", out, "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert html.is_file() and out.is_file()
+    assert {k: v for k, v in _digests(ext["dir"]).items() if k not in ("r.html", "r.json")} == before
+
+
 def test_an_existing_report_needs_force(ext) -> None:
     report = ext["dir"] / "old.json"
     report.write_text("keep me")
