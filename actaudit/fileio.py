@@ -11,7 +11,7 @@ import signal
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,11 @@ def _existing(target: Path, force: bool) -> os.stat_result | None:
         st = target.lstat()
     except FileNotFoundError:
         return None
+    except NotADirectoryError:
+        raise InputError(
+            f"output {target}: {_file_above(target)} is a file, not a directory",
+            hint="give a path inside an existing directory",
+        ) from None
     kind = _kind(st.st_mode)
     if kind is not None:
         raise InputError(
@@ -69,6 +74,14 @@ def _existing(target: Path, force: bool) -> os.stat_result | None:
     if not force:
         raise InputError(f"output {target} already exists", hint="pass --force to overwrite it")
     return st
+
+
+def _file_above(target: Path) -> Path:
+    """The first component of ``target``'s folder that exists and is not a directory."""
+    for parent in reversed(target.parents):
+        if parent.exists() and not parent.is_dir():
+            return parent
+    return target.parent
 
 
 def _place_error(target: Path, parent: Path, e: BaseException) -> InputError | None:
@@ -253,7 +266,7 @@ def write_text_atomic(target: str | os.PathLike[str], text: str, *, force: bool 
         tmp.write_text(text, encoding="utf-8")
 
 
-def _code_file(spec: str | None) -> str | None:
+def code_file(spec: str | None) -> str | None:
     """The file part of ``FILE.py:NAME`` (``--arch``, ``--data-loader``); None for ``MODULE:NAME``."""
     if not spec:
         return None
@@ -261,40 +274,15 @@ def _code_file(spec: str | None) -> str | None:
     return head if sep and (head.endswith(".py") or os.sep in head) else None
 
 
-def _same(a: str, b: str) -> bool:
+def same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """One file under two names: the same path after resolving links, or the same inode (hard links)."""
     if os.path.realpath(a) == os.path.realpath(b):
         return True
     try:
-        return os.path.samefile(a, b)  # hard links
-    except OSError:
+        sa, sb = os.stat(a), os.stat(b)
+    except (OSError, ValueError):
         return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
-def refuse_collisions(
-    outputs: Sequence[tuple[str, str | None]],
-    inputs: Sequence[tuple[str, str | None]],
-    code: Sequence[tuple[str, str | None]] = (),
-) -> None:
-    """Refuse, before the run, an output path that is an input or another output.
-
-    ``outputs`` and ``inputs`` are (option, path) pairs; ``code`` pairs are
-    ``FILE.py:NAME`` specs whose file is an input. Paths are compared after resolving
-    symbolic links, and by inode where both exist, so ``./a`` and a link to it collide.
-    """
-    ins = [(label, p) for label, p in inputs if p] + [
-        (label, f) for label, spec in code if (f := _code_file(spec)) is not None
-    ]
-    outs = [(label, p) for label, p in outputs if p]
-    for i, (label, out) in enumerate(outs):
-        for other_label, other in ins:
-            if _same(out, other):
-                raise InputError(
-                    f"{label} {out} is the {other_label} input {other}",
-                    hint="inputs are never overwritten; write to another path",
-                )
-        for other_label, other in outs[:i]:
-            if _same(out, other):
-                raise InputError(
-                    f"{label} {out} and {other_label} {other} are the same file",
-                    hint="give each output its own path",
-                )
+_same = same_file  # the name the ONNX writer imports

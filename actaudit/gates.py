@@ -8,6 +8,7 @@ usage error: in CI a typo must not pass silently.
 from __future__ import annotations
 
 import fnmatch
+import math
 import operator
 import re
 from collections.abc import Callable
@@ -89,6 +90,8 @@ def parse_gate(text: str) -> Gate:
         value = float(m.group("value"))
     except ValueError:
         raise ActauditError(f"gate {text!r}: {m.group('value')!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ActauditError(f"gate {text!r}: {m.group('value')!r} is not a finite number")
     return Gate(text=text, metric=metric, op=m.group("op"), value=value, glob=m.group("glob"))
 
 

@@ -41,19 +41,10 @@ class _Shard:
 
 
 def _read(path: str) -> _Shard:
-    try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"shard report {path} does not exist") from None
-    except OSError as e:
-        raise InputError(f"cannot read shard report {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise InputError(
-            f"shard report {path} is not JSON (not UTF-8 text)", hint="give --format json reports"
-        ) from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"shard report {path} is not JSON: {e}", hint="give --format json reports") from None
+    from .jsonread import read_json
+    from .shardcheck import check_shard_report
+
+    d = read_json(path, "shard report", hint="give --format json reports")
     if not isinstance(d, dict) or d.get("schema") != SCHEMA:
         raise InputError(f"{path} is not an actaudit report ({SCHEMA})", hint="give --format json reports")
     c = d.get("counters")
@@ -66,6 +57,7 @@ def _read(path: str) -> _Shard:
             f"{path} has counters {c.get('schema')!r}; this actaudit reads {COUNTERS_SCHEMA}",
             hint="write every shard with the same actaudit version",
         )
+    check_shard_report(path, d)
     return _Shard(path, d, c)
 
 
@@ -109,10 +101,16 @@ def check_shards(shards: list[_Shard]) -> None:
             )
         seen[k] = s.path
     count = int(shards[0].counters["shard"]["count"])
-    missing = [f"{k}/{count}" for k in range(1, count + 1) if k not in seen]
+    missing = []
+    for k in range(1, count + 1):  # at most len(seen) + 10 steps: a claimed count of 10**9 lists 10 names
+        if k not in seen:
+            missing.append(f"{k}/{count}")
+            if len(missing) == 10:
+                break
     if missing:
         raise InputError(
-            f"shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing "
+            f"shard{'s' if len(missing) > 1 else ''} {', '.join(missing)}{', ...' if count - len(seen) > 10 else ''} "
+            "missing "
             f"({len(shards)} of {count} given)",
             hint="give every shard report of the audit",
         )

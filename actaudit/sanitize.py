@@ -24,6 +24,11 @@ def text(s: object) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in s)
 
 
+def lines(s: object) -> str:
+    """``s`` with each line made safe by :func:`text`; the line breaks themselves are kept."""
+    return "\n".join(text(line) for line in str(s).split("\n"))
+
+
 def csv_cell(value: Any) -> Any:
     """A CSV cell that no spreadsheet evaluates as a formula; numbers pass unchanged."""
     if not isinstance(value, str):

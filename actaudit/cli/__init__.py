@@ -19,35 +19,49 @@ from .._version import __version__
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ActauditError
 from ..fileio import Terminated
 from . import audit, inspect, merge, prune, rewrite
+from .common import say
 from .config import register_commands
+from .interrupts import SigintWatch
 from .options import FORMATS
 
 
 class _Group(click.Group):
-    """Turns user errors into one line (exit 2) and bugs into exit 3."""
+    """Turns user errors into one line (exit 2), Ctrl-C into 130 and bugs into exit 3.
+
+    Every line printed here goes through :func:`.common.say`, which escapes control
+    characters: messages quote names read from files (node names, member names).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         debug = "--debug" in sys.argv
-        try:
-            return super().invoke(ctx)
-        except ActauditError as e:
-            if not getattr(e, "silent", False):  # another torchrun rank's failure, shown by rank 0
-                click.echo(f"actaudit: error: {e.one_line()}", err=True)
-            ctx.exit(e.exit_code)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise
-        except KeyboardInterrupt:
-            click.echo("actaudit: interrupted; no output was written", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
-        except Exception as e:
-            if debug:
-                traceback.print_exc()
-            click.echo(
-                f"actaudit: internal error: {type(e).__name__}: {e}"
-                + ("" if debug else " (rerun with --debug for a traceback, and please report it)"),
-                err=True,
-            )
-            ctx.exit(EXIT_INTERNAL)
+        with SigintWatch() as watch:
+            try:
+                return super().invoke(ctx)
+            except ActauditError as e:
+                if watch.interrupted(e):
+                    _say_interrupted(ctx)
+                if not getattr(e, "silent", False):  # another torchrun rank's failure, shown by rank 0
+                    say(f"actaudit: error: {e.one_line()}")
+                ctx.exit(e.exit_code)
+            except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+                raise
+            except KeyboardInterrupt:
+                _say_interrupted(ctx)
+            except Exception as e:
+                if watch.interrupted(e):
+                    _say_interrupted(ctx)
+                if debug:
+                    traceback.print_exc()
+                say(
+                    f"actaudit: internal error: {type(e).__name__}: {e}"
+                    + ("" if debug else " (rerun with --debug for a traceback, and please report it)"),
+                )
+                ctx.exit(EXIT_INTERNAL)
+
+
+def _say_interrupted(ctx: click.Context) -> None:
+    say("actaudit: interrupted; no output was written")
+    ctx.exit(EXIT_INTERRUPTED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -70,10 +84,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="actaudit", standalone_mode=True)
     except KeyboardInterrupt:
-        click.echo("actaudit: interrupted; no output was written", err=True)
+        say("actaudit: interrupted; no output was written")
         sys.exit(EXIT_INTERRUPTED)
     except Terminated as e:
-        click.echo("actaudit: terminated (SIGTERM); no output was written", err=True)
+        say("actaudit: terminated (SIGTERM); no output was written")
         sys.exit(e.code)
 
 

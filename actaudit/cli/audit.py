@@ -9,15 +9,18 @@ import click
 
 from .common import (
     audit_options,
-    check_output,
+    check_files,
     config_file,
     echo_remarks,
     emit,
     exit_on_failed_gates,
+    say,
     use_color,
+    write_file,
 )
 from .config import config_option
 from .options import (
+    Finite,
     data_options,
     debug_option,
     defaulted,
@@ -45,7 +48,7 @@ baseline_options = group(
     ),
     defaulted(
         "--max-dead-fraction-rise",
-        click.FloatRange(0, 1),
+        Finite(0, 1),
         0.0,
         help="With --against: allowed rise of a site's dead fraction (0.05 = 5 points).",
     ),
@@ -86,7 +89,7 @@ extra_options = group(
     ),
     defaulted(
         "--dist-timeout",
-        click.FloatRange(min=1),
+        Finite(min=1),
         1800,
         help="Under torchrun: how long a rank waits for the others at each collective.",
         metavar="SECONDS",
@@ -129,13 +132,12 @@ def audit(**kw: Any) -> None:
     if not main_rank:
         # Every rank runs its share; rank 0 alone writes and decides the exit code.
         kw.update(quiet=True, output=None, html=None, junit=None, against=None)
-    _check_outputs(kw)
+    check_files(kw)
     config = config_file(kw["quiet"])
     if kw["per_unit"] and kw["fmt"] != "json" and not kw["quiet"]:
-        click.echo(
+        say(
             f"actaudit: warning: --per-unit adds per-unit vectors to JSON only; --format {kw['fmt']} ignores it "
             "(use --format json, or --html for per-site unit indices)",
-            err=True,
         )
     baseline = None
     if kw["against"]:
@@ -167,19 +169,6 @@ def _options(kw: dict[str, Any]) -> Any:
     if kw["shard"]:
         _shard_checks(kw, opts)
     return opts
-
-
-def _check_outputs(kw: dict[str, Any]) -> None:
-    from ..fileio import refuse_collisions
-
-    check_output(kw["output"], kw["force"], kw["model"])
-    check_output(kw["html"], kw["force"], kw["model"])
-    refuse_collisions(
-        [("-o/--output", kw["output"]), ("--html", kw["html"]), ("--junit", kw["junit"])],
-        [("model", kw["model"]), ("--calib", kw["calib"]), ("--against", kw["against"])],
-        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
-    )
-    check_output(kw["junit"], kw["force"], kw["model"])
 
 
 def _shard_checks(kw: dict[str, Any], opts: Any) -> None:
@@ -214,30 +203,33 @@ def _compare(report: Any, baseline: Any, kw: dict[str, Any]) -> Any:
     report.gates += comparison.gate_results
     report.baseline = comparison.to_dict()
     if not kw["quiet"]:
-        click.echo(comparison.render(), err=True, nl=False)
+        say(comparison.render(), nl=False)
     return comparison
 
 
 def _finish(report: Any, baseline: Any, kw: dict[str, Any]) -> None:
     """Compare, print, write the extra files, and exit 1 when a gate failed."""
-    from ..fileio import write_text_atomic
     from ..report.terminal import table_width
 
     comparison = _compare(report, baseline, kw) if baseline is not None else None
     echo_remarks(kw, report.notes, report.warnings)
     width = table_width(kw["wide"], bool(kw["output"]))
-    emit(report.render(kw["fmt"], color=use_color(kw["output"]), width=width), kw["output"], kw["force"])
+    emit(
+        report.render(kw["fmt"], color=use_color(kw["output"]), width=width),
+        kw["output"],
+        kw["force"],
+    )
     if kw["html"]:
         from ..report.html import render_html
 
-        write_text_atomic(kw["html"], render_html(report, comparison), force=kw["force"])
+        write_file("html", render_html(report, comparison), kw)
     if kw["junit"]:
         from ..junit import render_junit
 
-        write_text_atomic(kw["junit"], render_junit(report), force=kw["force"])
+        write_file("junit", render_junit(report), kw)
     if report.gates:
         from ..junit import ci_summary
 
         for line in ci_summary(report):
-            click.echo(line, err=True)
+            say(line)
     exit_on_failed_gates(report)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
+from .config import CONFIG_META
 
 # The option bundles' parameter names, as AuditOptions spells them.
 LOAD_KEYS = (
@@ -48,6 +49,18 @@ def audit_options(kw: dict[str, Any]) -> Any:
     )
 
 
+def say(message: object, nl: bool = True) -> None:
+    """One message on stderr, every line escaped (:func:`actaudit.sanitize.lines`).
+
+    Every line the command line prints on stderr goes through here: messages quote names
+    read from files (node, site and member names), and a terminal escape sequence, a
+    carriage return or a bidi override in one must not reach the terminal.
+    """
+    from ..sanitize import lines
+
+    click.echo(lines(message), err=True, nl=nl)
+
+
 def emit(text: str, output: str | None, force: bool) -> None:
     if output:
         from ..fileio import write_text_atomic
@@ -57,24 +70,54 @@ def emit(text: str, output: str | None, force: bool) -> None:
         click.echo(text, nl=False)
 
 
+def write_file(key: str, text: str, kw: dict[str, Any]) -> None:
+    """``text`` written (atomically) to the path of option ``key`` (``html``, ``junit``).
+
+    A path that came from a config file rather than the command line is named on stderr,
+    ``-q`` or not: a file found in a parent folder must not write where nobody looked.
+    """
+    from click.core import ParameterSource
+
+    from ..fileio import write_text_atomic
+
+    path = kw[key]
+    write_text_atomic(path, text, force=kw["force"])
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source(key) == ParameterSource.DEFAULT_MAP:
+        say(f"actaudit: wrote {path} (--{key} from config file {ctx.meta.get(CONFIG_META)})")
+
+
 def use_color(output: str | None) -> bool:
     return not output and "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
 
-def check_output(output: str | None, force: bool, *inputs: str) -> None:
-    """Refuse before the (slow) run, not after it."""
-    if not output:
-        return
-    from ..errors import InputError
-    from ..fileio import check_target
+_OUTPUTS = (("output", "-o/--output"), ("report", "--report"), ("html", "--html"), ("junit", "--junit"))
 
-    check_target(output, True)  # a FIFO or device is refused whatever --force says
 
-    for i in inputs:
-        if i and os.path.exists(i) and os.path.exists(output) and os.path.samefile(i, output):
-            raise InputError(f"output {output} is the input file", hint="write to another path")
-    if os.path.exists(output) and not force:
-        raise InputError(f"output {output} already exists", hint="pass --force to overwrite it")
+def inventory(kw: dict[str, Any], *, writes_model: bool = False) -> Any:
+    """The :class:`~actaudit.inventory.Inventory` of a command: every file it reads and writes."""
+    from ..inventory import Inventory, onnx_companion
+
+    inv = Inventory().add_model("model", kw.get("model"))
+    for r in kw.get("reports") or ():
+        inv.add_input("shard report", r)
+    inv.add_input("--calib", kw.get("calib")).add_input("--against", kw.get("against"))
+    inv.add_code("--data-loader", kw.get("data_loader")).add_code("--arch", kw.get("arch"))
+    inv.add_input("config file", click.get_current_context().meta.get(CONFIG_META))
+    for key, label in _OUTPUTS:
+        inv.add_output(label, kw.get(key))
+    if writes_model and kw.get("output") and inv.model_format == "onnx":
+        inv.add_beside("-o/--output's external data", onnx_companion(kw["output"]))
+    return inv
+
+
+def check_files(kw: dict[str, Any], *, writes_model: bool = False) -> None:
+    """Refuse, before the (slow) run, any output that is an input, another output, or not replaceable.
+
+    One check for every command (see :mod:`actaudit.inventory`); every output needs
+    ``--force`` to replace an existing file.
+    """
+    inventory(kw, writes_model=writes_model).check(bool(kw.get("force")))
 
 
 def echo_remarks(kw: dict[str, Any], notes: Any = (), warnings: Any = ()) -> None:
@@ -82,57 +125,33 @@ def echo_remarks(kw: dict[str, Any], notes: Any = (), warnings: Any = ()) -> Non
     if kw["quiet"] or kw["fmt"] == "table":
         return
     for n in notes:
-        click.echo(f"actaudit: note: {n}", err=True)
+        say(f"actaudit: note: {n}")
     for w in warnings:
-        click.echo(f"actaudit: warning: {w}", err=True)
+        say(f"actaudit: warning: {w}")
 
 
 def exit_on_failed_gates(report: Any) -> None:
     """Name the failed ``--fail-on`` gates on stderr and exit 1; nothing when every gate passed."""
     if not report.passed:
         failed = [g.gate.text for g in report.gates if g.failed]
-        click.echo(f"actaudit: gate failed: {', '.join(failed)}", err=True)
+        say(f"actaudit: gate failed: {', '.join(failed)}")
         sys.exit(EXIT_GATE)
 
 
 def publish(report: Any, kw: dict[str, Any]) -> None:
     """rewrite and prune: warnings, the report (stdout or ``--report``), and where the model went."""
     echo_remarks(kw, warnings=report.warnings)
-    emit(report.render(kw["fmt"]), kw["report"], True)
+    emit(report.render(kw["fmt"]), kw["report"], kw["force"])
     out = report.output
     if out.get("written"):
-        click.echo(f"actaudit: wrote {out['path']} [{out['format']}]", err=True)
+        say(f"actaudit: wrote {out['path']} [{out['format']}]")
     elif out.get("reason") and not kw["quiet"]:
-        click.echo(f"actaudit: nothing written to {out['path']}: {out['reason']}", err=True)
-
-
-def check_model_outputs(kw: dict[str, Any]) -> None:
-    """rewrite and prune: refuse ``-o`` and ``--report`` before the run.
-
-    Neither may be an input (the model, ``--calib``, the ``--data-loader`` or ``--arch`` file),
-    the other output, a FIFO or device, or an existing file without ``--force``.
-    """
-    from ..fileio import check_target, refuse_collisions
-    from ..rewrite.core import check_output as check_model_output
-
-    check_model_output(kw["output"], kw["force"], kw["model"])
-    if kw["report"]:
-        check_model_output(kw["report"], True, kw["model"])
-    for target in (kw["output"], kw["report"]):
-        if target:
-            check_target(target, True)  # a FIFO or device is refused whatever --force says
-    refuse_collisions(
-        [("-o/--output", kw["output"]), ("--report", kw["report"])],
-        [("model", kw["model"]), ("--calib", kw["calib"])],
-        [("--data-loader", kw["data_loader"]), ("--arch", kw["arch"])],
-    )
+        say(f"actaudit: nothing written to {out['path']}: {out['reason']}")
 
 
 def config_file(quiet: bool) -> str | None:
     """The config file this command read (``--config`` or found), said on stderr unless ``quiet``."""
-    from .config import CONFIG_META
-
     found = click.get_current_context().meta.get(CONFIG_META)
     if found and not quiet:
-        click.echo(f"actaudit: using config file {found}", err=True)
+        say(f"actaudit: using config file {found}")
     return str(found) if found else None

@@ -11,7 +11,8 @@ Keys are the long option names of the ``actaudit`` commands, with dashes or unde
 Flags on the command line override the file (the file only supplies click's
 ``default_map``). The file is the first of ``actaudit.toml`` or a ``pyproject.toml``
 with a ``[tool.actaudit]`` table, searched from the working directory upwards, or
-the file given with ``--config``. Types are checked strictly against the option
+the file given with ``--config``. Outputs a file names (``html``, ``junit``) must be
+relative paths inside its folder. Types are checked strictly against the option
 (``batch-size = "64"`` is an error, not a silent conversion), and every error names
 the file and the key.
 """
@@ -44,7 +45,12 @@ NOT_CONFIGURABLE = frozenset(
 # The same holds for options that name code to import and run (--arch, --data-loader).
 COMMAND_LINE_ONLY = frozenset({"trust_pickle", "trust_code", "arch", "data_loader"})
 # Options whose value is a path (or FILE.py:NAME), resolved relative to the config file.
-PATH_KEYS = frozenset({"calib", "against", "html", "data_loader", "arch"})
+PATH_KEYS = frozenset({"calib", "against", "html", "junit", "data_loader", "arch"})
+# Outputs a config file may name: relative paths inside the config file's folder only. A file
+# found above the working directory (or checked into a repository) must not be able to point
+# the writer at ~/.bashrc or ../other-project; the command line can name any path.
+OUTPUT_KEYS = frozenset({"html", "junit"})
+MAX_CONFIG_BYTES = 1 << 20
 CONFIG_META = "actaudit.config_file"  # click context meta key: the config file a command used
 SOURCE_KEY = "__file__"  # where a loaded config came from, kept next to the values
 
@@ -67,11 +73,21 @@ def find_config(start_dir: str | os.PathLike[str]) -> Path | None:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
-            return tomllib.load(f)
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except OSError as e:
         raise InputError(f"cannot read config file {path}: {e.strerror or e}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise InputError(f"config file {path} is over {MAX_CONFIG_BYTES >> 10} KiB: not a config file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"config file {path} is not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses once per nested inline array or table
+        raise InputError(f"config file {path} nests arrays or tables too deeply") from None
 
 
 def _table(path: Path) -> dict[str, Any]:
@@ -163,10 +179,31 @@ def load_config(
         if key in out:
             raise InputError(f"{where} is given twice (with dashes and with underscores)")
         value = _check(where, param, value)
+        if key in OUTPUT_KEYS:
+            _inside(where, path.parent, value)
         if key in PATH_KEYS:
             value = _resolve(path.parent, value)
         out[key] = value
     return out
+
+
+def _inside(where: str, base: Path, value: Any) -> None:
+    """Refuse an output named by a config file outside that file's folder."""
+    if not isinstance(value, str) or not value:
+        return
+    p = Path(value)
+    if p.is_absolute() or value.startswith("~") or ".." in p.parts:
+        raise InputError(
+            f"{where}: {value!r} leaves the config file's folder; a config file names outputs inside its folder only",
+            hint="give a relative path without '..', or pass the path on the command line",
+        )
+    real_base = os.path.realpath(base)
+    real = os.path.realpath(base / p)
+    if os.path.commonpath([real_base, real]) != real_base:
+        raise InputError(
+            f"{where}: {value!r} resolves to {real}, outside the config file's folder (a symbolic link?)",
+            hint="pass the path on the command line",
+        )
 
 
 def _kind(param: click.Parameter) -> tuple[str, Callable[[Any], bool]]:
@@ -240,7 +277,9 @@ def _apply(ctx: click.Context, _param: click.Parameter, value: str | None) -> No
     try:
         cfg = load_config(Path.cwd(), value)
     except InputError as e:
-        raise click.BadParameter(e.one_line(), ctx=ctx, param_hint="--config") from None
+        from ..sanitize import lines
+
+        raise click.BadParameter(lines(e.one_line()), ctx=ctx, param_hint="--config") from None
     if cfg:
         ctx.meta[CONFIG_META] = cfg[SOURCE_KEY]  # the JSON run section and stderr name it
         ctx.default_map = {**default_map(cfg, ctx.command), **(ctx.default_map or {})}

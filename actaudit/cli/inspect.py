@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import check_output, config_file, echo_remarks, emit, load_kwargs
+from .common import check_files, config_file, echo_remarks, emit, load_kwargs
 from .config import config_option
 from .options import (
     FORMATS,
@@ -64,7 +64,7 @@ def inspect(**kw: Any) -> None:
     """
     from ..inspection import inspect_model
 
-    check_output(kw["output"], kw["force"], kw["model"])
+    check_files(kw)
     config_file(kw["quiet"])
     ins = inspect_model(
         kw["model"],

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from .common import check_output, config_file, echo_remarks, emit, exit_on_failed_gates, use_color
+from .common import check_files, config_file, echo_remarks, emit, exit_on_failed_gates, use_color, write_file
 from .config import config_option
 from .options import (
     debug_option,
@@ -46,8 +46,7 @@ def merge(**kw: Any) -> None:
     """
     from ..merge import merge_reports
 
-    check_output(kw["output"], kw["force"], *kw["reports"])
-    check_output(kw["html"], kw["force"], *kw["reports"])
+    check_files(kw)
     config = config_file(kw["quiet"])
     report = merge_reports(kw["reports"], fail_on=kw["fail_on"] or None, per_unit=kw["per_unit"])
     if config:
@@ -55,8 +54,7 @@ def merge(**kw: Any) -> None:
     echo_remarks(kw, warnings=report.warnings)
     emit(report.render(kw["fmt"], color=use_color(kw["output"])), kw["output"], kw["force"])
     if kw["html"]:
-        from ..fileio import write_text_atomic
         from ..report.html import render_html
 
-        write_text_atomic(kw["html"], render_html(report, None), force=kw["force"])
+        write_file("html", render_html(report, None), kw)
     exit_on_failed_gates(report)

@@ -10,6 +10,7 @@ Nothing here imports torch, onnx or numpy: ``--help`` stays instant.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -18,6 +19,23 @@ import click
 from ..report.draw import FORMATS
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Finite(click.FloatRange):
+    """A finite number in a range: ``nan`` and ``inf`` are refused, naming the option.
+
+    ``click.FloatRange`` lets ``nan`` through (every comparison with it is false), and a
+    ``nan`` threshold turns detection off: every unit passes, every gate passes. Config
+    files reach the same check (TOML has ``nan`` and ``inf`` literals).
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
 
 
 def group(*options: Callable[[Any], Any]) -> Callable[[F], F]:
@@ -77,7 +95,7 @@ def unit_axis_option(help: str) -> Callable[[F], F]:
 
 
 def max_drift_option(default: float, help: str) -> Callable[[F], F]:
-    return defaulted("--max-drift", click.FloatRange(0, min_open=True), default, help=help)
+    return defaulted("--max-drift", Finite(0, min_open=True), default, help=help)
 
 
 def output_format_option(help: str) -> Callable[[F], F]:
@@ -195,25 +213,25 @@ data_options = group(
 threshold_options = group(
     defaulted(
         "--stuck-fraction",
-        click.FloatRange(0, 1, min_open=True, max_open=True),
+        Finite(0, 1, min_open=True, max_open=True),
         0.01,
         help="An element is stuck where the local derivative is below this fraction of its maximum.",
     ),
     defaulted(
         "--dead-rate",
-        click.FloatRange(0, 1),
+        Finite(0, 1),
         0.0,
         help="A rectifier unit firing on at most this fraction of elements is dead.",
     ),
     defaulted(
         "--saturation-rate",
-        click.FloatRange(0, 1),
+        Finite(0, 1),
         0.99,
         help="A bounded unit stuck on at least this fraction of elements is saturated.",
     ),
     defaulted(
         "--rare-rate",
-        click.FloatRange(0, 1),
+        Finite(0, 1),
         0.01,
         help="A live rectifier unit firing on fewer than this fraction of elements is rarely firing.",
     ),

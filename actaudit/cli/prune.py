@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
-from .common import audit_options, check_model_outputs, config_file, publish
+from .common import audit_options, check_files, config_file, publish, say
 from .options import (
     defaulted,
     input_range_option,
@@ -70,7 +70,7 @@ def prune(**kw: Any) -> None:
     from ..prune.core import PruneOptions
     from ..prune.core import prune as run_prune
 
-    check_model_outputs(kw)  # before the run: an input is never overwritten, --force or not
+    check_files(kw, writes_model=True)  # before the run: an input is never overwritten, --force or not
     opts = PruneOptions(
         output=kw["output"],
         max_drift=kw["max_drift"],
@@ -89,7 +89,5 @@ def prune(**kw: Any) -> None:
     if not report.passed:
         d = report.drift
         value = f"{d.rel_l2:.4g}" if d is not None else "?"
-        click.echo(
-            f"actaudit: gate failed: relative drift {value} > --max-drift {opts.max_drift:g}", err=True
-        )
+        say(f"actaudit: gate failed: relative drift {value} > --max-drift {opts.max_drift:g}")
         sys.exit(EXIT_GATE)

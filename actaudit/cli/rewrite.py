@@ -12,8 +12,8 @@ from typing import Any
 import click
 
 from ..errors import EXIT_GATE
-from .common import audit_options, check_model_outputs, config_file, publish
-from .options import defaulted, max_drift_option, output_format_option, writer_options, writer_outputs
+from .common import audit_options, check_files, config_file, publish, say
+from .options import Finite, defaulted, max_drift_option, output_format_option, writer_options, writer_outputs
 
 
 class _Alpha(click.ParamType):
@@ -125,7 +125,7 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 )
 @defaulted(
     "--min-slope",
-    click.FloatRange(0, 1, min_open=True, max_open=True),
+    Finite(0, 1, min_open=True, max_open=True),
     0.01,
     help="Smallest slope that counts as revived (the audit's stuck fraction: a smaller slope still counts as dead).",
 )
@@ -157,7 +157,7 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 )
 @defaulted(
     "--max-passes",
-    click.FloatRange(3),
+    Finite(3),
     20,
     help="Budget of passes over the calibration data, verification included.",
 )
@@ -195,10 +195,9 @@ def rewrite(**kw: Any) -> None:
         sys.exit(EXIT_GATE)
     s = report.summary()
     if not kw["quiet"]:
-        click.echo(
+        say(
             f"actaudit: revived {s['revived_units']} of {s['dead_units']} dead unit(s), "
             f"slopes {s['alpha_min']:g}–{s['alpha_max']:g}",
-            err=True,
         )
 
 
@@ -229,23 +228,22 @@ def _options(kw: dict[str, Any]) -> Any:
 
 def _check_outputs(kw: dict[str, Any]) -> None:
     """-o and --report: what every model-writing command refuses, and a format rewrite writes."""
-    check_model_outputs(kw)
+    check_files(kw, writes_model=True)
     check_output_extension(kw["model"], kw["output"], kw["output_format"])
 
 
 def _explain_failure(report: Any, max_drift: float) -> None:
     d = report.final_drift
     if d is not None and not report.drift_ok:
-        click.echo(
+        say(
             f"actaudit: gate failed: relative drift {d.rel_l2:.4g} > --max-drift {max_drift:g}; "
             "nothing revived within the budget",
-            err=True,
         )
     else:
-        click.echo(f"actaudit: nothing revived: {_why_nothing(report)}", err=True)
+        say(f"actaudit: nothing revived: {_why_nothing(report)}")
     for n in report.notes:
         if n.startswith("no dead unit fits"):
-            click.echo(f"actaudit: {n}", err=True)
+            say(f"actaudit: {n}")
 
 
 def _why_nothing(report: Any) -> str:

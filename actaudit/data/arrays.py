@@ -7,9 +7,11 @@ batch by batch, and Fortran-order arrays are copied out in blocks of rows.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,45 @@ def available_memory() -> int:
         return 1 << 34
 
 
+def batch_budget() -> int:
+    """Bytes one batch of an inflated member may take: a quarter of free memory and of the address-space limit."""
+    budget = available_memory() // 4
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            budget = min(budget, soft // 4)
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(budget, 1 << 20)
+
+
+def _npy_declared(path: Path) -> None:
+    """The header's shape × dtype must fit the file: checked with Python integers before mapping it."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            held = os.fstat(f.fileno()).st_size - f.tell()
+    except (ValueError, OSError, EOFError) as e:
+        raise CalibrationError(f"calibration file {path} is not a plain .npy array: {e}") from None
+    if dtype.hasobject:
+        return  # refused by np.load(allow_pickle=False) with its own message
+    nbytes = dtype.itemsize * math.prod(shape)
+    if nbytes > held:
+        raise CalibrationError(
+            f"calibration file {path} declares shape {tuple(shape)} {dtype} ({nbytes} bytes) but holds "
+            f"{max(held, 0)} bytes (truncated or altered?)",
+            hint="write the file again with np.save",
+        )
+
+
 def open_npy(path: Path) -> np.ndarray:
+    _npy_declared(path)
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except ValueError as e:
@@ -47,7 +87,7 @@ def npz_members(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError):
         raise CalibrationError(f"calibration file {path} is not a valid .npz (zip) archive") from None
     with zf:
         for info in zf.infolist():
@@ -67,19 +107,44 @@ def _member_header(
     path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo
 ) -> tuple[tuple[int, ...], bool, np.dtype[Any], int]:
     """An ``.npz`` member's shape, Fortran order, dtype and header length (in the uncompressed member)."""
-    with zf.open(info) as f:
-        try:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        except ValueError as e:
-            raise CalibrationError(f"{path}: member {info.filename!r} is not a plain array: {e}") from None
-        header_len = f.tell()
+    try:
+        with zf.open(info) as f:
+            try:
+                version = np.lib.format.read_magic(f)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                else:
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            except ValueError as e:
+                raise CalibrationError(
+                    f"{path}: member {info.filename!r} is not a plain array: {e}"
+                ) from None
+            header_len = f.tell()
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, NotImplementedError) as e:
+        raise CalibrationError(f"{path}: member {info.filename!r} cannot be read (truncated?): {e}") from None
     if dtype.hasobject:
         raise CalibrationError(f"{path}: member {info.filename!r} holds Python objects, which are not loaded")
+    _check_declared(path, info, tuple(shape), dtype, header_len)
     return shape, fortran, dtype, header_len
+
+
+def _check_declared(
+    path: Path, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype[Any], header_len: int
+) -> None:
+    """The header's shape × dtype must fit the bytes the zip directory says the member holds.
+
+    Computed with Python integers (a hostile shape overflows int64), before any data is read:
+    a member that claims more rows than it holds is refused here, not met as a short read or
+    a mapping past the end of the file.
+    """
+    nbytes = dtype.itemsize * math.prod(shape)
+    held = info.file_size - header_len
+    if nbytes > held:
+        raise CalibrationError(
+            f"{path}: member {info.filename!r} declares shape {shape} {dtype} ({nbytes} bytes) but holds "
+            f"{max(held, 0)} bytes (truncated or altered?)",
+            hint="write the file again with np.savez / np.savez_compressed",
+        )
 
 
 def _memmap_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
@@ -89,8 +154,15 @@ def _memmap_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np
         raw.seek(info.header_offset + 26)
         name_len, extra_len = np.frombuffer(raw.read(4), dtype="<u2")
     start = info.header_offset + 30 + int(name_len) + int(extra_len) + header_len
-    if int(np.prod(shape)) == 0:
+    if math.prod(shape) == 0:
         return np.zeros(shape, dtype=dtype)
+    nbytes = dtype.itemsize * math.prod(shape)
+    size = path.stat().st_size
+    if start + nbytes > size:
+        raise CalibrationError(
+            f"{path}: member {info.filename!r} declares {nbytes} bytes of data but the file ends "
+            f"{max(size - start, 0)} bytes after its start (truncated?)"
+        )
     return np.memmap(path, dtype=dtype, mode="r", offset=start, shape=shape, order="F" if fortran else "C")
 
 
@@ -128,7 +200,7 @@ class _StreamedMember(RowSource):
         self, path: Path, info: zipfile.ZipInfo, shape: tuple[int, ...], dtype: np.dtype[Any]
     ) -> None:
         self.path, self.info, self.shape, self.dtype = path, info, shape, dtype
-        self.row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        self.row_bytes = dtype.itemsize * math.prod(shape[1:])
         self._zf: zipfile.ZipFile | None = None
         self._f: Any = None
         self._pos = 0
@@ -167,6 +239,15 @@ class _StreamedMember(RowSource):
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         stop = min(stop, self.shape[0])
+        want = (stop - start) * self.row_bytes
+        budget = batch_budget()
+        if want > budget:
+            raise CalibrationError(
+                f"{self.path}: member {self.info.filename!r} has rows of {self.row_bytes / 2**20:.1f} MiB: "
+                f"{stop - start} of them would inflate to {want / 2**20:.0f} MiB, over the "
+                f"{budget / 2**20:.0f} MiB a batch may take",
+                hint="lower --batch-size, or check that the array's axis 0 holds the samples",
+            )
         if self._f is None or start < self._pos:
             self._reopen()
         while self._pos < start:  # skip forward in bounded steps
@@ -226,20 +307,25 @@ class _FortranBlocks(RowSource):
 
 def _compressed_member(path: Path, zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray | RowSource:
     shape, fortran, dtype, _ = _member_header(path, zf, info)
-    if len(shape) == 0 or int(np.prod(shape)) == 0:
+    if len(shape) == 0 or math.prod(shape) == 0:
         return np.zeros(shape, dtype=dtype)
     if not fortran or len(shape) == 1:
         return _StreamedMember(path, info, tuple(shape), dtype)
-    nbytes = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
-    budget = min(ROW_BLOCK_BYTES * 4, available_memory() // 4)
+    nbytes = dtype.itemsize * math.prod(shape)
+    budget = min(ROW_BLOCK_BYTES * 4, batch_budget())
     if nbytes > budget:
         raise CalibrationError(
             f"{path}: member {info.filename!r} is compressed and in Fortran order, so its rows cannot be "
             f"streamed, and it would inflate to {nbytes / 2**20:.0f} MiB, over the {budget / 2**20:.0f} MiB budget",
             hint="save it uncompressed (np.savez) or in C order (np.ascontiguousarray before np.savez_compressed)",
         )
-    with zf.open(info) as f:
-        return np.lib.format.read_array(f, allow_pickle=False)
+    try:
+        with zf.open(info) as f:
+            return np.lib.format.read_array(f, allow_pickle=False)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as e:
+        raise CalibrationError(
+            f"{path}: member {info.filename!r} cannot be inflated (truncated?): {e}"
+        ) from None
 
 
 def _rows(a: np.ndarray | RowSource, start: int, stop: int) -> np.ndarray:

@@ -10,7 +10,6 @@ regression, but the comparison says how much of the model it could not match.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,20 +167,45 @@ def _joined(units: list[int]) -> str:
 
 
 def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read a report written by ``actaudit audit --format json``; user errors are :class:`InputError`."""
+    """Read a report written by ``actaudit audit --format json``; user errors are :class:`InputError`.
+
+    Everything :func:`compare` reads is checked here, before the audit runs: a baseline of the
+    wrong shape is exit 2 naming the file and the JSON path, not a failure after the whole run.
+    """
+    from ..jsonread import read_json
+
     p = Path(path)
     if not p.is_file():
         raise InputError(f"baseline report {p} does not exist", hint="write one with --format json -o FILE")
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read baseline report {p}: {e}") from None
-    except json.JSONDecodeError as e:
-        raise InputError(
-            f"baseline report {p} is not JSON: {e}", hint="give a report from --format json"
-        ) from None
-    _check_report(data, str(p))
+    data = read_json(p, "baseline report", hint="give a report from --format json")
+    _check_report(data, f"baseline report {p}")
+    _check_sites(data, f"baseline report {p}")
     return data
+
+
+def _check_sites(d: dict[str, Any], what: str) -> None:
+    """The fields of each site that :func:`compare` reads: names, unit counts, dead units in range."""
+    from ..shardcheck import Bad, check_int, check_list, check_number, check_object, check_str
+
+    try:
+        for k in ("settings", "calibration"):
+            if k in d:
+                check_object(d[k], k)
+        for i, v in enumerate(d["sites"]):
+            where = f"sites[{i}]"
+            site = check_object(v, where)
+            check_str(site.get("name"), f"{where}.name")
+            units = check_int(site.get("units"), f"{where}.units")
+            check_int(site.get("dead"), f"{where}.dead", 0, units)
+            if site.get("dead_fraction") is not None:
+                check_number(site["dead_fraction"], f"{where}.dead_fraction", 0.0, 1.0)
+            dead = check_list(site.get("dead_units"), f"{where}.dead_units")
+            if len(dead) > units:
+                raise Bad(f"{where}.dead_units", f"lists {len(dead)} units of a site with {units}")
+            for j, u in enumerate(dead):
+                check_int(u, f"{where}.dead_units[{j}]", 0, max(units - 1, 0))
+    except Bad as e:
+        raise InputError(f"{what}: {e}", hint="give a report from --format json") from None
 
 
 def _check_report(d: object, what: str) -> None:
