@@ -19,10 +19,12 @@ Definitions (the README repeats them):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from .errors import InputError
 from .kinds import DEFAULT_STUCK_FRACTION, Activation, Family, family
 from .stats import SiteInfo, SiteStats
 
@@ -33,6 +35,13 @@ class Settings:
     dead_rate: float = 0.0
     saturation_rate: float = 0.99
     rare_rate: float = 0.01
+
+    def __post_init__(self) -> None:
+        # A NaN threshold compares false everywhere: detection would be off and every gate would pass.
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not (isinstance(v, int | float) and math.isfinite(v) and 0.0 <= v <= 1.0):
+                raise InputError(f"{f.name}={v!r}: a threshold is a finite number in [0, 1]")
 
     def to_dict(self) -> dict[str, float]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -39,12 +39,22 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
             # the input-file inventory and the ONNX external-data reader (checked before a run starts)
             "actaudit.inventory",
             "actaudit.onnxrefs",
+            # JSON read with bounds on size, depth and numbers
+            "actaudit.jsonread",
         ),
     ),
     # the vocabulary every backend, stage and report shares: counters, verdicts, gates, edit plans
     (
         "vocabulary",
-        ("actaudit.stats", "actaudit.counters", "actaudit.verdicts", "actaudit.gates", "actaudit.edit"),
+        (
+            "actaudit.stats",
+            "actaudit.counters",
+            "actaudit.verdicts",
+            "actaudit.gates",
+            "actaudit.edit",
+            # the shard-report schema check, read by merge before it sizes anything
+            "actaudit.shardcheck",
+        ),
     ),
     ("data", ("actaudit.data",)),
     # the only floor that imports torch, onnx or onnxruntime; backends.base holds its protocols

@@ -84,3 +84,13 @@ def test_merge_is_exact() -> None:
     assert m.elements == 15 and m.samples == 200
     assert m.low.tolist() == [4, 6]
     assert m.min.tolist() == [-2.0, -1.0]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1, 1.5])
+def test_library_thresholds_are_finite_and_in_range(bad: float) -> None:
+    """The Python API refuses what the command line refuses: a NaN rate would pass every gate."""
+    from actaudit.errors import InputError
+
+    for name in ("stuck_fraction", "dead_rate", "saturation_rate", "rare_rate"):
+        with pytest.raises(InputError, match=name):
+            Settings(**{name: bad})
