@@ -447,7 +447,7 @@ def test_existing_output_needs_force(files: dict[str, Path], tmp_path: Path) -> 
 def test_output_equal_to_input_is_refused(files: dict[str, Path]) -> None:
     before = _sha(files["ts"])
     r = _run([files["ts"], "-o", files["ts"], "--calib", files["x"], "--force"])
-    assert r.exit_code == 2 and "is the input model" in r.stderr
+    assert r.exit_code == 2 and "is the input file" in r.stderr and "(the model input)" in r.stderr
     assert _sha(files["ts"]) == before
 
 

@@ -21,9 +21,11 @@ import os
 import pickletools
 import re
 import sys
+import warnings
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -49,7 +51,6 @@ DENIED_OPS = frozenset(
         "prim::rpc_async",  # remote calls
         "prim::rpc_sync",
         "prim::rpc_remote",
-        "aten::warn",  # writes the program's text to the terminal (warnings.warn in TorchScript)
     }
 )
 # Names TorchScript's serializer emits as bare calls: casts, type helpers, builtins.
@@ -386,6 +387,15 @@ class _EscapedStderr(io.TextIOBase):
         sys.stderr.flush()
 
 
+def _show_warning(
+    shown: Callable[..., None], message: Warning | str, category: type[Warning], *rest: Any
+) -> None:
+    if issubclass(category, UserWarning):
+        _EscapedStderr().write(f"actaudit: the model warned: {message}\n")
+    else:
+        shown(message, category, *rest)
+
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -399,7 +409,12 @@ def program_output() -> Iterator[None]:
     """
     saved = _point_stdout_at_stderr()
     try:
-        with contextlib.redirect_stdout(_EscapedStderr()):
+        with contextlib.redirect_stdout(_EscapedStderr()), warnings.catch_warnings():
+            # TorchScript's warnings.warn (aten::warn; torch's own nn.functional code calls it)
+            # arrives as a UserWarning: shown once per text, escaped, on stderr. Other warnings keep
+            # the filters and the display the caller had.
+            warnings.filterwarnings("default", category=UserWarning)
+            warnings.showwarning = functools.partial(_show_warning, warnings.showwarning)
             yield
     finally:
         if saved is not None:
