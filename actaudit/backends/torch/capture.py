@@ -30,9 +30,10 @@ from ... import unitaxis as ua
 from ...errors import CalibrationError, InputError, ModelRunError
 from ...kinds import ACTIVATION_MODULES
 from ...stats import AxisOverride, Capture
+from .fused import hidden_reason, recurrent_family
 from .graphsites import GraphSite
 from .kernel import DispatchCapture
-from .ops import CANDIDATES, HIDDEN_ACTIVATIONS, activation_of, first_tensor, op_name
+from .ops import CANDIDATES, activation_of, first_tensor, op_name
 from .recurrent import RECURRENT_TYPES
 from .sites import Recorder
 
@@ -53,7 +54,7 @@ class FunctionCapture(TorchFunctionMode):
         name = op_name(func)
         observed = None
         pending = None
-        if name in HIDDEN_ACTIVATIONS:
+        if hidden_reason(name):
             self.rec.hidden_activation(name)
         if name in CANDIDATES:
             found = activation_of(name, args, kwargs)
@@ -96,8 +97,13 @@ def run_capture(
             mtype = type(mod).__name__
             hooks.append(mod.register_forward_pre_hook(_push(rec, path, mtype)))
             hooks.append(mod.register_forward_hook(_pop(rec), always_call=True))
-            if mtype in RECURRENT_TYPES and isinstance(mod, (torch.nn.RNNBase, torch.nn.RNNCellBase)):
+            written_out = mtype in RECURRENT_TYPES and isinstance(
+                mod, (torch.nn.RNNBase, torch.nn.RNNCellBase)
+            )
+            if written_out:
                 hooks.append(mod.register_forward_hook(_recurrent(rec, path)))
+            elif recurrent_family(mod, written_out):
+                hooks += rec.watch_silent(mod, path, mtype)
     samples = n_batches = 0
     restore_sigint = _watch_sigint(rec)
     try:

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ...kinds import ACTIVATION_MODULES
+from .fused import HIDDEN, hidden_reason
 from .ops import CANDIDATES, op_name
 
 _CANON = {
@@ -125,6 +126,10 @@ def _block_sites(block: Any, optional: bool, recurrent: bool = False) -> list[tu
             path, mtype = _parse_hierarchy(node)
             sites.extend((g, [node]) for g in _recurrent_sites(kind[6:], path, mtype, optional))
             continue
+        if recurrent and kind.startswith("aten::") and hidden_reason(kind[6:]):
+            path, mtype = _parse_hierarchy(node)
+            sites.append((GraphSite(kind[6:], path, mtype, True, HIDDEN), [node]))
+            continue
         if kind == "aten::div" and _ts_is_softsign(node):
             path, mtype = _parse_hierarchy(node)
             sites.append((GraphSite("softsign", path, mtype, optional), [node]))
@@ -219,14 +224,17 @@ def export_graph_sites(gm: Any) -> list[GraphSite]:
             out.append(by_node[id(node)])
             continue
         op = op_name(node.target) if node.op == "call_function" else ""
-        if op in _CELL_OPS or op in _FUSED_RNN:
+        if op in _CELL_OPS or op in _FUSED_RNN or (op and hidden_reason(op)):
             stack = list((node.meta.get("nn_module_stack") or {}).values())
             path, mtype = (
                 (re.sub(r"@\d+$", "", str(stack[-1][0])), str(stack[-1][1]).rsplit(".", 1)[-1])
                 if stack
                 else ("", "")
             )
-            out.extend(_recurrent_sites(op, path, mtype, False))
+            if op in _CELL_OPS or op in _FUSED_RNN:
+                out.extend(_recurrent_sites(op, path, mtype, False))
+            else:
+                out.append(GraphSite(op, path, mtype, True, HIDDEN))
     return out
 
 

@@ -18,7 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ...kinds import Activation, Thresholds
 from ...stats import SiteStats
 from . import native
-from .ops import CANDIDATES, HIDDEN_ACTIVATIONS, activation_of, first_tensor, op_name
+from .fused import hidden_reason
+from .ops import CANDIDATES, activation_of, first_tensor, op_name
 
 if TYPE_CHECKING:
     from .heads import OutputOrigins
@@ -304,7 +305,7 @@ class DispatchCapture(TorchDispatchMode):
             name = _OP_NAMES[func] = op_name(func)
         observed = None
         pending = None
-        if name in HIDDEN_ACTIVATIONS:
+        if hidden_reason(name):
             self.rec.hidden_activation(name)
         if name in CANDIDATES:
             x = first_tensor(args, kwargs)
@@ -312,7 +313,7 @@ class DispatchCapture(TorchDispatchMode):
             found = activation_of(name, args, kwargs)
             if found is not None and x is not None:
                 act, weight = found
-                merge = label.startswith("aten::gru.")
+                merge = label.startswith(("aten::gru.", "aten::rnn_"))
                 pending = self.rec.observe(base, module, label, act, weight, x, merge=merge)
                 observed = self.rec.last_key
         elif name == "div" and self.rec.is_softsign(args):

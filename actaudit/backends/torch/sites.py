@@ -16,13 +16,13 @@ from ...errors import InputError
 from ...kinds import Activation, Thresholds
 from ...naming import site_names
 from ...stats import AxisOverride, SiteInfo, SiteResult, Uncovered
+from .fused import HIDDEN, HiddenOps
 from .graphsites import FUSED, GraphSite, canon
 from .idmap import TensorMap
 from .kernel import _Acc
 from .ops import (
     CARRIERS,
     CONV,
-    HIDDEN_ACTIVATIONS,
     LINEAR,
     PRODUCERS,
     RECURRENT_PRODUCERS,
@@ -85,11 +85,14 @@ class Recorder:
         self.output_sites: set[tuple[str, int]] = set()
         self.suspended = False  # while actaudit runs its own ops (a written-out recurrent cell)
         self.extra_uncovered: dict[str, Uncovered] = {}
-        self._hidden_now: dict[str, int] = defaultdict(int)  # fused-activation ops in this forward
+        paths: dict[str, list[str]] = defaultdict(list)
+        for g in graph_sites or []:
+            if g.gate == HIDDEN:
+                paths[g.op].append(g.module)
+        self.hidden = HiddenOps(dict(paths))  # fused ops and silent recurrent modules: uncovered
         self._gru_steps: dict[str, int] = defaultdict(int)  # gate ops seen per GRU layer, this forward
         self.gru_done: set[str] = set()
         self._merged_now: set[str] = set()
-        self.hidden_ops: dict[str, int] = {}  # the most calls of each seen in one forward
         self._lstm_ptr = self._lstm_calls = 0  # position among the graph's fused aten::lstm nodes
         self.lstm_done: set[str] = set()
         self.lstm_failed: dict[str, str] = {}
@@ -98,7 +101,7 @@ class Recorder:
     def begin_forward(self, samples: int) -> None:
         self.batch_samples = samples
         self._counts.clear()
-        self._hidden_now.clear()
+        self.hidden.begin_forward()
         self._gru_steps.clear()
         self._merged_now.clear()
         self._graph_ptr = 0
@@ -195,6 +198,7 @@ class Recorder:
         ``merge``: every call in a forward is the same site (a recurrent gate, once per time step);
         the batch's samples count once.
         """
+        self.hidden.events += 1
         if merge:
             k = 0
             samples = 0 if base in self._merged_now else self.batch_samples
@@ -367,7 +371,7 @@ class Recorder:
         for g in self.graph_sites or []:
             if g.gate == FUSED and g.op == "lstm" and (g.module or "lstm") in self.lstm_done:
                 continue
-            if g.gate == FUSED and g.op == "gru" and g.module in self.gru_done:
+            if g.gate == FUSED and g.op in ("gru", "rnn_tanh", "rnn_relu") and g.module in self.gru_done:
                 continue
             if g.gate == FUSED and (g.module or g.op) in self.lstm_failed:
                 name = g.module or g.op
@@ -386,38 +390,44 @@ class Recorder:
                     + "; audit the eager module (state_dict + --arch) for one site per gate"
                 )
                 self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
-        for op, n in self.hidden_ops.items():
-            for k in range(n):
-                name = op.lstrip("_") + (f"#{k}" if n > 1 else "")
-                reason = f"{HIDDEN_ACTIVATIONS[op]}: its pre-activation is never a tensor"
-                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{op}", reason))
+        for u in self.hidden.uncovered():
+            self.extra_uncovered.setdefault(u.name, u)
         return out, [*uncovered, *self.extra_uncovered.values()]
 
     def _gru_gate(self, c: str, x: Any) -> tuple[str, str, str] | None:
         """A gate of a compiled aten::gru, which runs as visible ops: named by the GRU weights that
         produced its input (``gru.weight_hh_l1_reverse`` → layer 1, reverse) and its place in the
         cycle reset, update, new of each step."""
-        if c not in ("sigmoid", "tanh") or not isinstance(x, torch.Tensor) or x not in self.owners:
+        if c not in ("sigmoid", "tanh", "relu") or not isinstance(x, torch.Tensor) or x not in self.owners:
             return None
         owner = str(self.owners[x])
         module, _, param = owner.rpartition(".")
         m = re.match(r"(?:weight|bias)_(?:ih|hh)_(l\d+(?:_reverse)?)$", param)
-        fused = {g.module for g in self.graph_sites or [] if g.gate == FUSED and g.op == "gru"}
+        fused = {g.module: g.op for g in self.graph_sites or [] if g.gate == FUSED and g.op in _STEPPED}
         if m is None or module not in fused:
             return None
         label = f"{module}.{m.group(1)}"
         k = self._gru_steps[label]
-        gate, kind = GRU_GATES[k % 3]
+        cycle = _STEPPED[fused[module]]
+        gate, kind = cycle[k % len(cycle)]
         if kind != c:
             return None
         self._gru_steps[label] = k + 1
         self.gru_done.add(module)
-        return f"{label}.{gate}", module, f"aten::gru.{gate}"
+        return f"{label}.{gate}", module, f"aten::{fused[module]}.{gate}"
 
     def hidden_activation(self, name: str) -> None:
         """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
-        self._hidden_now[name] += 1
-        self.hidden_ops[name] = max(self.hidden_ops.get(name, 0), self._hidden_now[name])
+        self.hidden.op(name, self.module_stack[-1][0] if self.module_stack else "")
+
+    def watch_silent(self, module: Any, path: str, mtype: str) -> list[Any]:
+        """Hooks that list ``module`` uncovered when a call of it runs no activation op a capture sees."""
+        return [
+            module.register_forward_pre_hook(lambda m, a: self.hidden.module_started(path)),
+            module.register_forward_hook(
+                lambda m, a, o: self.hidden.module_ended(path, mtype), always_call=True
+            ),
+        ]
 
     def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None:
         """One layer and direction of a compiled graph's aten::lstm, which oneDNN runs as one op."""
@@ -462,6 +472,7 @@ class Recorder:
                     path or mtype, f"nn.{mtype}", f"its gates were not audited: {e}"
                 )
                 return
+            self.hidden.audited.add(path)
             for g in gates:
                 if g.x.ndim >= 2:
                     self.tags[g.x] = ua.Tag(g.x.ndim - 1, LINEAR)
@@ -473,6 +484,8 @@ class Recorder:
             self.suspended = False
 
 
+# Compiled recurrent ops that run as visible ops per step: their gates, in the order each step runs them.
+_STEPPED = {"gru": GRU_GATES, "rnn_tanh": (("hidden", "tanh"),), "rnn_relu": (("hidden", "relu"),)}
 _MULS = frozenset(["mul", "mul_", "__mul__", "__rmul__", "__imul__"])
 
 
