@@ -21,6 +21,7 @@ from torch import nn
 import actaudit
 from actaudit.backends.onnx.single import hidden_reason as onnx_hidden
 from actaudit.backends.torch.fused import hidden_reason as torch_hidden
+from actaudit.verdicts import Settings
 
 
 # -- the family rules, on names ----------------------------------------------------------
@@ -244,3 +245,126 @@ def test_fast_path_layers_are_named_by_module(tmp_path: Path) -> None:
     report = actaudit.audit(model, x)
     assert report.uncovered == []
     assert [v.info.name for v in report.sites] == [f"{n}/relu" for n in want]
+
+
+# -- GLU: the sigmoid half is a site ----------------------------------------------------------
+class _GLUNet(nn.Module):
+    """A conv GLU over channels (F.glu, dim=1) and a GLU module over features (nn.GLU, dim=-1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(3, 8, 3)
+        self.fc = nn.Linear(4, 10)
+        self.gate = nn.GLU()
+        with torch.no_grad():
+            for layer, half in ((self.conv, 4), (self.fc, 5)):
+                layer.weight.mul_(0.1)
+                layer.bias.zero_()
+                layer.bias[half : half + 2] = 40.0  # the first two gate units: always saturated
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.nn.functional.glu(self.conv(x), 1)  # [N, 4, 4]
+        return self.gate(self.fc(h))  # [N, 4, 5]
+
+
+def _glu_oracle(m: _GLUNet, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Each GLU's gate pre-activations [elements, units], read with forward hooks (no capture code)."""
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        m.conv.register_forward_hook(lambda mod, a, o: seen.__setitem__("glu", o)),
+        m.fc.register_forward_hook(lambda mod, a, o: seen.__setitem__("gate", o)),
+    ]
+    with torch.no_grad():
+        m(torch.from_numpy(x))
+    for h in hooks:
+        h.remove()
+    conv, fc = seen["glu"].numpy().astype(np.float64), seen["gate"].numpy().astype(np.float64)
+    return {
+        "glu": conv[:, 4:].transpose(0, 2, 1).reshape(-1, 4),
+        "gate": fc[..., 5:].reshape(-1, 5),
+    }
+
+
+def _saturated(z: np.ndarray, settings: Settings) -> list[int]:
+    s = 1 / (1 + np.exp(-z))
+    stuck = (s * (1 - s)) < settings.stuck_fraction * 0.25  # sigmoid's derivative peaks at 1/4
+    return [int(u) for u in np.flatnonzero(stuck.mean(axis=0) >= settings.saturation_rate)]
+
+
+@pytest.mark.parametrize("fmt", ["eager", "script", "export"])
+def test_glu_gates_are_sites(tmp_path: Path, fmt: str) -> None:
+    torch.manual_seed(8)
+    m = _GLUNet().eval()
+    x = np.random.RandomState(9).randn(16, 3, 6).astype(np.float32)
+    model: object = m
+    if fmt == "script":
+        model = str(tmp_path / "glu.ts")
+        torch.jit.script(m).save(model)
+    elif fmt == "export":
+        model = str(tmp_path / "glu.pt2")
+        ep = torch.export.export(m, (torch.from_numpy(x),), dynamic_shapes={"x": {0: torch.export.Dim("b")}})
+        torch.export.save(ep, model)
+    report = actaudit.audit(model, x, trust_code=True)
+    oracle = _glu_oracle(m, x)
+    assert [(v.info.name, v.info.kind, v.info.units) for v in report.sites] == [
+        ("glu", "sigmoid", 4),
+        ("gate", "sigmoid", 5),
+    ]
+    assert report.uncovered == []
+    for v in report.sites:
+        z = oracle[v.info.name]
+        np.testing.assert_allclose(v.stats.min, z.min(axis=0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(v.stats.max, z.max(axis=0), rtol=1e-4, atol=1e-4)
+        assert v.saturated_units == _saturated(z, report.settings) == [0, 1]
+
+
+def test_glu_in_onnx_matches_pytorch(tmp_path: Path) -> None:
+    """The exporter writes F.glu as Split → Sigmoid → Mul: the sigmoid is the gate site, named and
+    counted as the PyTorch backend does."""
+    torch.manual_seed(8)
+    m = _GLUNet().eval()
+    x = np.random.RandomState(9).randn(16, 3, 6).astype(np.float32)
+    path = tmp_path / "glu.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            m,
+            (torch.from_numpy(x[:2]),),
+            str(path),
+            dynamo=True,
+            dynamic_shapes=({0: torch.export.Dim("n")},),
+        )
+    report = actaudit.audit(str(path), x)
+    oracle = _glu_oracle(m, x)
+    assert [(v.info.name, v.info.kind, v.info.units) for v in report.sites] == [
+        ("glu", "sigmoid", 4),
+        ("gate", "sigmoid", 5),
+    ]
+    for v in report.sites:
+        z = oracle[v.info.name]
+        np.testing.assert_allclose(v.stats.min, z.min(axis=0), rtol=1e-4, atol=1e-4)
+        assert v.saturated_units == _saturated(z, report.settings) == [0, 1]
+
+
+class _Indices(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.emb(x.long().clamp(0, 9)))
+
+
+@pytest.mark.parametrize("fmt", ["eager", "script"])
+def test_torch_clamp_of_indices_is_not_a_site(tmp_path: Path, fmt: str) -> None:
+    torch.manual_seed(10)
+    m = _Indices().eval()
+    x = np.random.RandomState(11).uniform(-2, 12, (20, 3)).astype(np.float32)
+    model: object = m
+    if fmt == "script":
+        model = str(tmp_path / "idx.ts")
+        torch.jit.script(m).save(model)
+    report = actaudit.audit(model, x, trust_code=True)
+    assert [(v.info.kind, v.info.units) for v in report.sites] == [("relu", 4)]
+    emb = m.emb.weight.detach().numpy()[np.clip(x.astype(np.int64), 0, 9)]
+    np.testing.assert_allclose(report.sites[0].fire_rate, (emb > 0).reshape(-1, 4).mean(axis=0), atol=1e-6)

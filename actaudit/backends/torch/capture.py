@@ -69,6 +69,8 @@ class FunctionCapture(TorchFunctionMode):
                     base, op = (f"{path}/{label}" if path else label), name
                 pending = self.rec.observe(base, path, op, act, weight, x)
                 observed = self.rec.last_key
+        elif name == "glu":
+            pending, observed, x = self.rec.glu_call(args, kwargs, graph=False)
         out = func(*args, **kwargs)
         self.rec.tag(name, args, out, kwargs)
         if pending is not None and isinstance(out, torch.Tensor):

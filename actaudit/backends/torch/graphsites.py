@@ -49,7 +49,7 @@ class GraphSite:
     def base_name(self) -> str:
         if self.gate:
             return f"{self.module}.{self.gate}" if self.module else self.gate
-        if self.module and self.module_type in ACTIVATION_MODULES:
+        if self.module and (self.module_type in ACTIVATION_MODULES or self.module_type == GLU):
             return self.module
         op = self.op.rstrip("_") if not self.op.startswith("_") else self.op
         return f"{self.module}/{op}" if self.module else op
@@ -60,6 +60,7 @@ _HIER_RE = re.compile(r"([^.()]*)\(([^()]*)\)")
 
 
 FUSED = "<fused>"
+GLU = "GLU"  # nn.GLU: its gate site is named after the module, as activation modules are
 # The candidate ops a recurrent cell's ATen decomposition runs, in order, with their gates.
 _CELL_OPS = {
     "lstm_cell": [
@@ -125,6 +126,10 @@ def _block_sites(block: Any, optional: bool, recurrent: bool = False) -> list[tu
         if recurrent and kind.startswith("aten::") and kind[6:] in (*_CELL_OPS, *_FUSED_RNN):
             path, mtype = _parse_hierarchy(node)
             sites.extend((g, [node]) for g in _recurrent_sites(kind[6:], path, mtype, optional))
+            continue
+        if recurrent and kind == "aten::glu":
+            path, mtype = _parse_hierarchy(node)
+            sites.append((GraphSite("glu", path, mtype, optional), [node]))
             continue
         if recurrent and kind.startswith("aten::") and hidden_reason(kind[6:]):
             path, mtype = _parse_hierarchy(node)
@@ -224,14 +229,16 @@ def export_graph_sites(gm: Any) -> list[GraphSite]:
             out.append(by_node[id(node)])
             continue
         op = op_name(node.target) if node.op == "call_function" else ""
-        if op in _CELL_OPS or op in _FUSED_RNN or (op and hidden_reason(op)):
+        if op in _CELL_OPS or op in _FUSED_RNN or op == "glu" or (op and hidden_reason(op)):
             stack = list((node.meta.get("nn_module_stack") or {}).values())
             path, mtype = (
                 (re.sub(r"@\d+$", "", str(stack[-1][0])), str(stack[-1][1]).rsplit(".", 1)[-1])
                 if stack
                 else ("", "")
             )
-            if op in _CELL_OPS or op in _FUSED_RNN:
+            if op == "glu":
+                out.append(GraphSite(op, path, mtype))
+            elif op in _CELL_OPS or op in _FUSED_RNN:
                 out.extend(_recurrent_sites(op, path, mtype, False))
             else:
                 out.append(GraphSite(op, path, mtype, True, HIDDEN))

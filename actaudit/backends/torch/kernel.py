@@ -265,6 +265,9 @@ class Observer(Protocol):
     def observe(self) -> Callable[..., tuple[str, int] | None]: ...  # see Recorder.observe
     def is_softsign(self, args: tuple[Any, ...]) -> bool: ...
     def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None: ...
+    def glu_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], graph: bool
+    ) -> tuple[Any, Any, Any]: ...
     def tag(
         self, name: str, args: tuple[Any, ...], out: Any, kwargs: dict[str, Any] | None = None
     ) -> None: ...
@@ -321,6 +324,8 @@ class DispatchCapture(TorchDispatchMode):
             base, module, label = self.rec.graph_base("softsign", x)
             pending = self.rec.observe(base, module, label, Activation("softsign"), None, x)
             observed = self.rec.last_key
+        elif name == "glu":
+            pending, observed, x = self.rec.glu_call(args, kwargs, graph=True)
         out = func(*args, **kwargs)
         if name == "mkldnn_rnn_layer":
             self.rec.fused_lstm_layer(args, out)

@@ -28,6 +28,7 @@ from .ops import (
     RECURRENT_PRODUCERS,
     SAME_AXES,
     SPATIAL,
+    first_tensor,
 )
 from .recurrent import GRU_GATES, Unsupported, gates_of, mkldnn_layer_gates
 from .tags import follow, tensors_of
@@ -419,6 +420,35 @@ class Recorder:
     def hidden_activation(self, name: str) -> None:
         """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
         self.hidden.op(name, self.module_stack[-1][0] if self.module_stack else "")
+
+    def glu_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], graph: bool
+    ) -> tuple[tuple[str, int] | None, tuple[str, int] | None, torch.Tensor | None]:
+        """``glu(x, dim)`` = first half · sigmoid(second half): the sigmoid half is a site whose units
+        are the gate's channels along ``dim``. Returns (pending key, observed key, gate tensor)."""
+        x = first_tensor(args, kwargs)
+        base = module = label = ""
+        if graph:  # the graph's list names the call even when it cannot be observed
+            base, module, label = self.graph_base("glu", x)
+        if x is None or x.ndim == 0:
+            return None, None, None
+        dim = int(kwargs.get("dim", args[1] if len(args) > 1 else -1)) % x.ndim
+        half = int(x.shape[dim]) // 2
+        self.suspended = True
+        try:
+            gate = x.detach().narrow(dim, half, half)
+        finally:
+            self.suspended = False
+        if dim >= 1:
+            self.tags[gate] = ua.Tag(dim, LINEAR)
+        if not graph:
+            path, mtype = self.module_stack[-1] if self.module_stack else ("", "")
+            module = path
+            base, label = (
+                (path, "nn.GLU") if path and mtype == "GLU" else (f"{path}/glu" if path else "glu", "glu")
+            )
+        pending = self.observe(base, module, label, Activation("sigmoid"), None, gate)
+        return pending, self.last_key, gate
 
     def watch_silent(self, module: Any, path: str, mtype: str) -> list[Any]:
         """Hooks that list ``module`` uncovered when a call of it runs no activation op a capture sees."""
