@@ -199,7 +199,9 @@ def unit_axis_tag(scope: Scope, name: str, depth: int = 64) -> ua.Tag | None:
     if op == "Squeeze":
         axes = _ints_of(s, node, "axes", 1)
         if axes is not None:
-            return ua.remove_axes(tag, axes, in_rank)
+            return ua.remove_axes(tag, axes, in_rank, squeeze=True)
+        if in_shape is not None and not tag.whole and in_shape[tag.axis] == 1:
+            return ua.remove_axes(tag, [tag.axis], in_rank, squeeze=True)  # Squeeze without axes
     if op == "Unsqueeze":
         axes = _ints_of(s, node, "axes", 1)
         if axes is not None:

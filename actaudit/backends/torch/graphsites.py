@@ -110,13 +110,35 @@ def torchscript_site_nodes(
     ]
 
 
+_CONTAINERS = frozenset(["ModuleList", "Sequential", "ModuleDict"])
+
+
 def _full_path(path: str, mtype: str, paths: dict[str, str]) -> str:
-    """TorchScript drops a ModuleList's own name from loop-unrolled calls (``0.act`` for
-    ``layers.0.act``): restore it where exactly one module path of that class ends that way."""
+    """TorchScript drops a container's own name from loop-unrolled calls (``0.act`` for
+    ``layers.0.act``, ``net.0.conformer.act`` for ``net.encoder_layers.0.conformer.act``):
+    restore the eager module path where exactly one module of that class reads as ``path``
+    with container names (ModuleList, Sequential, ModuleDict) left out."""
     if not path or path in paths:
         return path
-    matches = [p for p, t in paths.items() if p.endswith("." + path) and (not mtype or t == mtype)]
+    want = path.split(".")
+    matches = [
+        p
+        for p, t in paths.items()
+        if (not mtype or t == mtype) and p.endswith("." + want[-1]) and _skips_containers(p, want, paths)
+    ]
     return matches[0] if len(matches) == 1 else path
+
+
+def _skips_containers(candidate: str, want: list[str], paths: dict[str, str]) -> bool:
+    """Is ``want`` the path ``candidate`` with only container modules' own names left out?"""
+    parts = candidate.split(".")
+    i = 0
+    for k, part in enumerate(parts):
+        if i < len(want) and part == want[i]:
+            i += 1
+        elif paths.get(".".join(parts[: k + 1])) not in _CONTAINERS:
+            return False
+    return i == len(want)
 
 
 def _block_sites(block: Any, optional: bool, recurrent: bool = False) -> list[tuple[GraphSite, list[Any]]]:
