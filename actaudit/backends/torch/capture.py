@@ -92,7 +92,7 @@ def run_capture(
 ) -> Capture:
     rec = Recorder(stuck_fraction, axis_overrides, graph_sites)
     if graph_sites is not None:
-        rec.param_owner = _param_owners(call)
+        rec.names.param_owner = _param_owners(call)
     hooks = []
     if eager_model is not None:
         for path, mod in eager_model.named_modules():
@@ -149,9 +149,9 @@ def run_capture(
     guessed = ua.guessed_warning([r.info.name for r in sites if r.info.unit_axis_source == ua.GUESSED])
     if guessed:
         cap.warnings.append(guessed)
-    if graph_sites is not None and rec.unmatched_graph_ops:
+    if graph_sites is not None and rec.names.unmatched:
         cap.warnings.append(
-            f"{rec.unmatched_graph_ops} activation op call(s) ran inside composite ops or control flow that the "
+            f"{rec.names.unmatched} activation op call(s) ran inside composite ops or control flow that the "
             "graph does not list one by one; they are named by op (e.g. sigmoid#3) instead of by module"
         )
     return cap

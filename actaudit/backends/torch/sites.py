@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 from ... import unitaxis as ua
 from ...errors import InputError
@@ -17,7 +15,8 @@ from ...kinds import Activation, Thresholds
 from ...naming import site_names
 from ...stats import AxisOverride, SiteInfo, SiteResult, Uncovered
 from .fused import HIDDEN, HiddenOps
-from .graphsites import FUSED, GraphSite, canon
+from .graphnames import GraphNames
+from .graphsites import FUSED, GraphSite
 from .idmap import TensorMap
 from .kernel import _Acc
 from .ops import (
@@ -30,7 +29,8 @@ from .ops import (
     SPATIAL,
     first_tensor,
 )
-from .recurrent import GRU_GATES, Unsupported, gates_of, mkldnn_layer_gates
+from .recurrent import Unsupported, gates_of, mkldnn_layer_gates
+from .swish import SpelledOut
 from .tags import follow, tensors_of
 
 
@@ -59,26 +59,18 @@ class Recorder:
         self.f = stuck_fraction
         self.overrides = axis_overrides
         self.graph_sites = graph_sites
+        self.names = GraphNames(graph_sites)  # compiled graphs: each call named after its module
         self.sites: dict[tuple[str, int], _Site] = {}
         self.tags: TensorMap[ua.Tag] = TensorMap()
         # Outputs of sites whose axis is still open, followed through axis-keeping ops to a consumer.
         self.pending_out: TensorMap[tuple[str, int]] = TensorMap()
-        self.sigmoid_out: WeakIdKeyDictionary = WeakIdKeyDictionary()  # held sigmoid output -> (key, input)
-        self.scaled_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # β·x -> (x, β)
-        # Compiled graphs: the module whose parameters produced a tensor (by storage), carried like tags.
-        self.param_owner: dict[int, str] = {}
-        self.owners: TensorMap[str] = TensorMap()
+        self.spelled = SpelledOut()  # SiLU and softsign, spelled as several ops
         self.module_stack: list[tuple[str, str]] = []
         self.batch_samples = 0
         self.last_site: str | None = None
-        self.unmatched_graph_ops = 0
         self.interrupted = False
         self.option_error: InputError | None = None  # a --unit-axis mistake found inside the forward
-        # softsign has no ATen op: it runs as x / (1 + |x|); these map |x| and 1 + |x| back to x.
-        self._abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
-        self._one_plus_abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._counts: dict[str, int] = defaultdict(int)
-        self._graph_ptr = 0
         from .heads import OutputOrigins
 
         self.origins = OutputOrigins()  # which sites' values reach the model's outputs
@@ -91,8 +83,6 @@ class Recorder:
             if g.gate == HIDDEN:
                 paths[g.op].append(g.module)
         self.hidden = HiddenOps(dict(paths))  # fused ops and silent recurrent modules: uncovered
-        self._gru_steps: dict[str, int] = defaultdict(int)  # gate ops seen per GRU layer, this forward
-        self.gru_done: set[str] = set()
         self._merged_now: set[str] = set()
         self._lstm_ptr = self._lstm_calls = 0  # position among the graph's fused aten::lstm nodes
         self.lstm_done: set[str] = set()
@@ -103,9 +93,8 @@ class Recorder:
         self.batch_samples = samples
         self._counts.clear()
         self.hidden.begin_forward()
-        self._gru_steps.clear()
         self._merged_now.clear()
-        self._graph_ptr = 0
+        self.names.begin_forward()
         self._lstm_ptr = self._lstm_calls = 0
         self.module_stack.clear()
 
@@ -118,8 +107,8 @@ class Recorder:
             return
         if name in _MULS and len(args) >= 2:
             self._mul(args, outs[0])
-        if self.param_owner:
-            self._own(name, args, outs)
+        if self.names.param_owner:
+            self.names.own(args, outs)
         if name in PRODUCERS or name in RECURRENT_PRODUCERS:
             origin = PRODUCERS.get(name, LINEAR)
             for t in outs if name in RECURRENT_PRODUCERS else outs[:1]:
@@ -141,18 +130,6 @@ class Recorder:
                 if t.ndim == src.ndim:
                     self.pending_out[t] = key
 
-    def _own(self, name: str, args: tuple[Any, ...], outs: list[torch.Tensor]) -> None:
-        # An op's own weights name it; otherwise its input's owner carries through.
-        tensors = tensors_of(list(args))
-        owner = next(
-            (self.param_owner[a.data_ptr()] for a in tensors if a.data_ptr() in self.param_owner), None
-        )
-        if owner is None:
-            owner = next((self.owners[a] for a in tensors if a in self.owners), None)
-        if owner is not None:
-            for t in outs:
-                self.owners[t] = owner
-
     def _consumed(self, name: str, args: tuple[Any, ...]) -> None:
         """The consumer decides a pending site's axis: a Conv input is [N, C, ...], a Linear's [..., F]."""
         if not self.pending_out or not args or not isinstance(args[0], torch.Tensor):
@@ -168,20 +145,10 @@ class Recorder:
             site.decided = axis
 
     def track_softsign(self, name: str, args: tuple[Any, ...], out: Any) -> None:
-        if not isinstance(out, torch.Tensor) or not args or not isinstance(args[0], torch.Tensor):
-            return
-        if name == "abs" and args[0].is_floating_point():
-            self._abs_of[out] = args[0]
-        elif name == "add" and args[0] in self._abs_of and len(args) > 1 and _is_one(args[1]):
-            self._one_plus_abs_of[out] = self._abs_of[args[0]]
+        self.spelled.track_softsign(name, args, out)
 
     def is_softsign(self, args: tuple[Any, ...]) -> bool:
-        return (
-            len(args) == 2
-            and isinstance(args[1], torch.Tensor)
-            and args[1] in self._one_plus_abs_of
-            and self._one_plus_abs_of[args[1]] is args[0]
-        )
+        return self.spelled.is_softsign(args)
 
     # -- observation ----------------------------------------------------------------
     def observe(
@@ -273,7 +240,7 @@ class Recorder:
             site.acc = _Acc(info.units, x.device)
             self._add(site, x, samples)
         self.pending_out = TensorMap()
-        self.sigmoid_out = WeakIdKeyDictionary()
+        self.spelled.end_forward()
 
     def mark_output(self, key: tuple[str, int], x: Any, out: Any) -> None:
         """Follow a held site's output: to the consumer that decides its axis, or to a Mul by its input."""
@@ -283,31 +250,15 @@ class Recorder:
         if site.info.unit_axis_source == ua.GUESSED:
             self.pending_out[out] = key
         if site.info.kind == "sigmoid":
-            self.sigmoid_out[out] = (key, x)
+            self.spelled.sigmoid_output(key, x, out)
 
     def _mul(self, args: tuple[Any, ...], out: torch.Tensor) -> None:
-        """``x * sigmoid(x)`` (or ``x * sigmoid(β·x)``, β a positive constant): the sigmoid site is a SiLU."""
-        a, b = args[0], args[1]
-        for t, c in ((a, b), (b, a)):
-            if isinstance(t, torch.Tensor) and t.is_floating_point():
-                beta = _scalar_value(c)
-                if beta is not None:
-                    self.scaled_of[out] = (t, beta)
-        if not self.sigmoid_out:
-            return
-        for g, other in ((a, b), (b, a)):
-            if not isinstance(g, torch.Tensor) or g not in self.sigmoid_out:
-                continue
-            key, z = self.sigmoid_out[g]
-            site = self.sites.get(key)
-            if site is None or site.held is None:
-                continue
-            if other is z:
-                site.swish = 1.0
-            elif isinstance(other, torch.Tensor) and z in self.scaled_of and self.scaled_of[z][0] is other:
-                beta = self.scaled_of[z][1]
-                if beta > 0:
-                    site.swish = beta
+        """A held sigmoid site multiplied by its own input (``x * sigmoid(β·x)``) is a SiLU."""
+        found = self.spelled.mul(args, out)
+        if found is not None:
+            site = self.sites.get(found[0])
+            if site is not None and site.held is not None:
+                site.swish = found[1]
 
     def _axis(self, base: str, k: int, x: torch.Tensor) -> tuple[int, str]:
         """(unit axis, source); an axis equal to the rank means the whole activation is one unit."""
@@ -324,39 +275,7 @@ class Recorder:
         return (x.ndim if found is None else found), source
 
     def graph_base(self, name: str, x: Any = None) -> tuple[str, str, str]:
-        """(base name, module path, op label) for the next executed candidate op of a graph.
-
-        Greedy alignment in graph order; ops the graph does not list (inside composite ops)
-        keep a generic name and do not move the pointer. Among the sites a branch makes
-        possible, the one nearest to the module whose weights produced ``x`` wins: two arms
-        of an ``If`` with the same ops (silero-vad's ``_model`` and ``_model_8k``) are told
-        apart by what ran, not by which comes first in the graph.
-        """
-        gs = self.graph_sites or []
-        c = canon(name)
-        gru = self._gru_gate(c, x)
-        if gru is not None:
-            return gru
-        j = self._graph_ptr
-        found: list[int] = []
-        while j < len(gs):
-            if canon(gs[j].op) == c and gs[j].gate != FUSED:
-                found.append(j)
-                if not gs[j].optional:
-                    break
-            elif not gs[j].optional:
-                break
-            j += 1  # a branch that may not have run
-        if found:
-            owner = self.owners.get(x) if isinstance(x, torch.Tensor) else None
-            pick = found[0]
-            if owner is not None and len(found) > 1:
-                pick = max(found, key=lambda i: (_shared_prefix(gs[i].module, owner), -i))
-            self._graph_ptr = pick + 1
-            g = gs[pick]
-            return g.base_name, g.module, f"aten::{g.op}"
-        self.unmatched_graph_ops += 1
-        return c, "", f"aten::{name}"
+        return self.names.graph_base(name, x)
 
     # -- results --------------------------------------------------------------------
     def results(self) -> tuple[list[SiteResult], list[Uncovered]]:
@@ -372,7 +291,11 @@ class Recorder:
         for g in self.graph_sites or []:
             if g.gate == FUSED and g.op == "lstm" and (g.module or "lstm") in self.lstm_done:
                 continue
-            if g.gate == FUSED and g.op in ("gru", "rnn_tanh", "rnn_relu") and g.module in self.gru_done:
+            if (
+                g.gate == FUSED
+                and g.op in ("gru", "rnn_tanh", "rnn_relu")
+                and g.module in self.names.gru_done
+            ):
                 continue
             if g.gate == FUSED and (g.module or g.op) in self.lstm_failed:
                 name = g.module or g.op
@@ -394,28 +317,6 @@ class Recorder:
         for u in self.hidden.uncovered():
             self.extra_uncovered.setdefault(u.name, u)
         return out, [*uncovered, *self.extra_uncovered.values()]
-
-    def _gru_gate(self, c: str, x: Any) -> tuple[str, str, str] | None:
-        """A gate of a compiled aten::gru, which runs as visible ops: named by the GRU weights that
-        produced its input (``gru.weight_hh_l1_reverse`` → layer 1, reverse) and its place in the
-        cycle reset, update, new of each step."""
-        if c not in ("sigmoid", "tanh", "relu") or not isinstance(x, torch.Tensor) or x not in self.owners:
-            return None
-        owner = str(self.owners[x])
-        module, _, param = owner.rpartition(".")
-        m = re.match(r"(?:weight|bias)_(?:ih|hh)_(l\d+(?:_reverse)?)$", param)
-        fused = {g.module: g.op for g in self.graph_sites or [] if g.gate == FUSED and g.op in _STEPPED}
-        if m is None or module not in fused:
-            return None
-        label = f"{module}.{m.group(1)}"
-        k = self._gru_steps[label]
-        cycle = _STEPPED[fused[module]]
-        gate, kind = cycle[k % len(cycle)]
-        if kind != c:
-            return None
-        self._gru_steps[label] = k + 1
-        self.gru_done.add(module)
-        return f"{label}.{gate}", module, f"aten::{fused[module]}.{gate}"
 
     def hidden_activation(self, name: str) -> None:
         """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
@@ -514,33 +415,4 @@ class Recorder:
             self.suspended = False
 
 
-# Compiled recurrent ops that run as visible ops per step: their gates, in the order each step runs them.
-_STEPPED = {"gru": GRU_GATES, "rnn_tanh": (("hidden", "tanh"),), "rnn_relu": (("hidden", "relu"),)}
 _MULS = frozenset(["mul", "mul_", "__mul__", "__rmul__", "__imul__"])
-
-
-def _scalar_value(c: Any) -> float | None:
-    """A Python number or a one-element tensor that is not a graph activation (a constant)."""
-    if isinstance(c, bool):
-        return None
-    if isinstance(c, (int, float)):
-        return float(c)
-    if isinstance(c, torch.Tensor) and c.numel() == 1 and c.ndim == 0:
-        return float(c.item())
-    return None
-
-
-def _shared_prefix(a: str, b: str) -> int:
-    """How many leading dotted components two module paths share."""
-    n = 0
-    for p, q in zip(a.split("."), b.split("."), strict=False):
-        if p != q:
-            break
-        n += 1
-    return n
-
-
-def _is_one(x: Any) -> bool:
-    if isinstance(x, torch.Tensor):
-        return x.numel() == 1 and float(x.item()) == 1.0
-    return isinstance(x, (int, float)) and float(x) == 1.0
