@@ -180,14 +180,15 @@ def onnx_row(label: str, path: Path, feed: dict[str, np.ndarray]) -> None:
     print(f"| {label} | {cells} | {len(cap.uncovered)} {ops} |")
 
 
-def _int8(path: Path) -> Path:
-    """A dynamically quantized int8 copy of ``path`` (onnxruntime.quantization, weights QInt8)."""
+def _int8(path: Path, ops: list[str] | None = None) -> Path:
+    """A dynamically quantized int8 copy of ``path`` (onnxruntime.quantization, weights QInt8);
+    ``ops``: only these op types (the PP-OCRv4 recogniser's Conv weights are not initializers)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = Path(tempfile.mkdtemp()) / (path.stem + ".int8.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(path), str(out), weight_type=QuantType.QInt8, op_types_to_quantize=ops)
     return out
 
 
@@ -231,6 +232,12 @@ def int8_rows() -> None:
         _int8(sv / "silero_vad_16k_op15.onnx"),
         {"input": audio, "state": state, "sr": np.array(16000, np.int64)},
     )
+    h = np.zeros((1, 1, 128), np.float32)
+    onnx_row(
+        "silero_vad_16k_sequence (int8 dynamic: DynamicQuantizeLSTM)",
+        _int8(sv / "silero_vad_16k_sequence.onnx"),
+        {"input": (RNG.standard_normal((16, 576)) * 0.1).astype(np.float32), "h": h, "c": h},
+    )
     ocr = _pkg("rapidocr_onnxruntime") / "models"
     onnx_row(
         "rapidocr cls (int8 dynamic)",
@@ -238,8 +245,8 @@ def int8_rows() -> None:
         {"x": RNG.random((8, 3, 48, 192)).astype(np.float32)},
     )
     onnx_row(
-        "rapidocr rec PP-OCRv4 (int8 dynamic)",
-        _int8(ocr / "ch_PP-OCRv4_rec_infer.onnx"),
+        "rapidocr rec PP-OCRv4 (int8 dynamic, MatMul only)",
+        _int8(ocr / "ch_PP-OCRv4_rec_infer.onnx", ["MatMul"]),
         {"x": RNG.random((2, 3, 48, 160)).astype(np.float32)},
     )
     mg = _pkg("magika") / "models" / "standard_v3_3" / "model.onnx"
