@@ -77,3 +77,19 @@ def test_squeeze_rules() -> None:
     assert ua.reshape(conv, (None, 4, 62), (None, 248)) is None
     assert ua.resolve(ua.elementwise(one, 2, 2), 2) == (None, ua.WHOLE)
     assert ua.resolve(ua.permute(one, [0, 1]), 2) == (None, ua.WHOLE)
+
+
+class _Gate(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)  # no producer: the axis of a [N, T] input is guessed (last)
+
+
+def test_changing_guessed_axis_is_named_as_a_wrong_axis() -> None:
+    rng = np.random.RandomState(1)
+    batches = [rng.randn(4, 5).astype(np.float32), rng.randn(4, 7).astype(np.float32)]
+    report = actaudit.audit(_Gate(), batches)
+    [u] = report.uncovered
+    assert "guessed unit axis is not a unit axis" in u.reason and "--unit-axis" in u.reason
+    # with data whose axis keeps its size, the same site is audited over every batch
+    fixed = actaudit.audit(_Gate(), [b[:, :5] for b in batches], unit_axis=["*=1"])
+    assert fixed.uncovered == [] and fixed.sites[0].stats.samples == 8

@@ -219,6 +219,12 @@ class Recorder:
             x = x.unsqueeze(0)  # a batch of 1 whose batch axis the model squeezed away (x.squeeze())
         if axis >= x.ndim or int(x.shape[axis]) != info.units:
             site.broken = f"its unit count changed between batches (shape {tuple(x.shape)}, axis {axis})"
+            if info.unit_axis_source == ua.GUESSED:
+                # Units do not change between calls: an axis whose size does is a time or position axis.
+                site.broken += (
+                    ": the guessed unit axis is not a unit axis (a time or position axis); "
+                    f"set --unit-axis '{info.name or site.base}=AXIS'"
+                )
             return
         site.acc.add(x, axis, site.thr, samples)
 
