@@ -16,7 +16,7 @@ from ...naming import site_names
 from ...stats import AxisOverride, SiteInfo, SiteResult, Uncovered
 from .fused import HIDDEN, HiddenOps
 from .graphnames import GraphNames
-from .graphsites import FUSED, GraphSite
+from .graphsites import GraphSite
 from .idmap import TensorMap
 from .kernel import _Acc
 from .ops import (
@@ -29,7 +29,7 @@ from .ops import (
     SPATIAL,
     first_tensor,
 )
-from .recurrent import Unsupported, gates_of, mkldnn_layer_gates
+from .recurrent_sites import RecurrentSites
 from .swish import SpelledOut
 from .tags import follow, tensors_of
 
@@ -84,9 +84,7 @@ class Recorder:
                 paths[g.op].append(g.module)
         self.hidden = HiddenOps(dict(paths))  # fused ops and silent recurrent modules: uncovered
         self._merged_now: set[str] = set()
-        self._lstm_ptr = self._lstm_calls = 0  # position among the graph's fused aten::lstm nodes
-        self.lstm_done: set[str] = set()
-        self.lstm_failed: dict[str, str] = {}
+        self.recurrent = RecurrentSites(self, graph_sites)  # gates of fused recurrent ops, written out
 
     # -- per forward ----------------------------------------------------------------
     def begin_forward(self, samples: int) -> None:
@@ -95,7 +93,7 @@ class Recorder:
         self.hidden.begin_forward()
         self._merged_now.clear()
         self.names.begin_forward()
-        self._lstm_ptr = self._lstm_calls = 0
+        self.recurrent.begin_forward()
         self.module_stack.clear()
 
     # -- provenance ---------------------------------------------------------------
@@ -294,32 +292,8 @@ class Recorder:
                 uncovered.append(Uncovered(site.info.name, site.info.op, site.broken))
                 continue
             out.append(SiteResult(site.info, site.acc.to_stats()))
-        for g in self.graph_sites or []:
-            if g.gate == FUSED and g.op == "lstm" and (g.module or "lstm") in self.lstm_done:
-                continue
-            if (
-                g.gate == FUSED
-                and g.op in ("gru", "rnn_tanh", "rnn_relu")
-                and g.module in self.names.gru_done
-            ):
-                continue
-            if g.gate == FUSED and (g.module or g.op) in self.lstm_failed:
-                name = g.module or g.op
-                reason = f"its gates were not audited: {self.lstm_failed[name]}"
-                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
-                continue
-            if g.gate == FUSED:
-                name = g.module or g.op
-                reason = (
-                    f"its gates run inside aten::{g.op}, which the compiled graph does not list one by one"
-                    + (
-                        " (on CPU one fused oneDNN op that no capture sees)"
-                        if g.op == "lstm"
-                        else "; they are reported by op (sigmoid#k, tanh#k), not by gate"
-                    )
-                    + "; audit the eager module (state_dict + --arch) for one site per gate"
-                )
-                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
+        for u in self.recurrent.uncovered(self.names.gru_done):
+            self.extra_uncovered.setdefault(u.name, u)
         for u in self.hidden.uncovered():
             self.extra_uncovered.setdefault(u.name, u)
         return out, [*uncovered, *self.extra_uncovered.values()]
@@ -357,6 +331,12 @@ class Recorder:
         pending = self.observe(base, module, label, Activation("sigmoid"), None, gate)
         return pending, self.last_key, gate
 
+    def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None:
+        self.recurrent.fused_lstm_layer(args, output)
+
+    def recurrent_call(self, path: str, module: Any, args: tuple[Any, ...], output: Any) -> None:
+        self.recurrent.module_call(path, module, args, output)
+
     def watch_silent(self, module: Any, path: str, mtype: str) -> list[Any]:
         """Hooks that list ``module`` uncovered when a call of it runs no activation op a capture sees."""
         return [
@@ -365,60 +345,6 @@ class Recorder:
                 lambda m, a, o: self.hidden.module_ended(path, mtype), always_call=True
             ),
         ]
-
-    def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None:
-        """One layer and direction of a compiled graph's aten::lstm, which oneDNN runs as one op."""
-        entries = [g for g in self.graph_sites or [] if g.gate == FUSED and g.op == "lstm"]
-        if self._lstm_ptr >= len(entries):
-            return  # an LSTM the graph does not list: nothing to name it after
-        entry = entries[self._lstm_ptr]
-        path = entry.module or "lstm"
-        try:
-            gates, reverse, layers, dirs = mkldnn_layer_gates(args, output)
-        except Unsupported as e:
-            self.lstm_failed[path] = str(e)
-            return
-        layer = self._lstm_calls // dirs
-        self._lstm_calls += 1
-        if self._lstm_calls >= layers * dirs:
-            self._lstm_ptr, self._lstm_calls = self._lstm_ptr + 1, 0
-        self.lstm_done.add(path)
-        label = f"l{layer}" + ("_reverse" if reverse else "")
-        for g in gates:
-            self.tags[g.x] = ua.Tag(g.x.ndim - 1, LINEAR)
-            self.observe(
-                f"{path}.{label}.{g.suffix}", path, f"aten::lstm.{g.suffix}", Activation(g.kind), None, g.x
-            )
-
-    def recurrent_call(self, path: str, module: Any, args: tuple[Any, ...], output: Any) -> None:
-        """Audit the gates of one call of an eager recurrent module, from its own weights."""
-        mtype = type(module).__name__
-        self.suspended = True
-        try:
-            for t in tensors_of(output):
-                tag = ua.produced(LINEAR, t.ndim)
-                if tag is not None:
-                    self.tags[t] = tag
-            if path in self.extra_uncovered:
-                return
-            try:
-                with torch.no_grad():
-                    gates = gates_of(module, args, output)
-            except Unsupported as e:
-                self.extra_uncovered[path] = Uncovered(
-                    path or mtype, f"nn.{mtype}", f"its gates were not audited: {e}"
-                )
-                return
-            self.hidden.audited.add(path)
-            for g in gates:
-                if g.x.ndim >= 2:
-                    self.tags[g.x] = ua.Tag(g.x.ndim - 1, LINEAR)
-                base = f"{path}.{g.suffix}" if path else g.suffix
-                self.observe(
-                    base, path, f"nn.{mtype}.{g.suffix.rsplit('.', 1)[-1]}", Activation(g.kind), None, g.x
-                )
-        finally:
-            self.suspended = False
 
 
 _MULS = frozenset(["mul", "mul_", "__mul__", "__rmul__", "__imul__"])
