@@ -1,6 +1,6 @@
 """An audit that saw nothing, or left activations out, never passes a ``--fail-on`` gate silently.
 
-The counts the tests expect come from the models as built here (how many encoder layers,
+The counts the tests expect come from the models as built here (how many fused layers,
 how many activation modules), not from the capture.
 """
 
@@ -20,30 +20,41 @@ from actaudit.gates import coverage_result, parse_gate
 LAYERS = 2
 
 
-def _fast_path_encoder(path: Path) -> Path:
-    """A TorchScript TransformerEncoder traced on its fast path: each layer is one fused op."""
+class _FusedMLP(nn.Module):
+    """Two layers whose ReLU runs inside ``aten::_addmm_activation``: no capture sees it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(16, 16) * 0.3)
+        self.b1 = nn.Parameter(torch.zeros(16))
+        self.w2 = nn.Parameter(torch.randn(16, 16) * 0.3)
+        self.b2 = nn.Parameter(torch.zeros(16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch._addmm_activation(self.b2, torch._addmm_activation(self.b1, x, self.w1), self.w2)
+
+
+def _fused_mlp(path: Path) -> Path:
     torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
-    model = nn.TransformerEncoder(layer, LAYERS, enable_nested_tensor=False).eval()
-    with torch.no_grad():
-        ts = torch.jit.trace(model, torch.randn(2, 5, 16), check_trace=False)
+    ts = torch.jit.trace(_FusedMLP().eval(), torch.randn(2, 16))
     nodes = [n.kind() for n in ts.inlined_graph.nodes()]
-    assert nodes.count("aten::_transformer_encoder_layer_fwd") == LAYERS  # the fast path was traced
+    assert nodes.count("aten::_addmm_activation") == LAYERS
     ts.save(str(path))
     return path
 
 
 class _Mixed(nn.Module):
-    """One visible ReLU, then a fast-path encoder layer whose activation no capture sees."""
+    """One visible ReLU, then a ReLU fused into ``aten::_addmm_activation``, which no capture sees."""
 
     def __init__(self) -> None:
         super().__init__()
         self.fc = nn.Linear(16, 16)
         self.act = nn.ReLU()
-        self.enc = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+        self.w = nn.Parameter(torch.randn(16, 16) * 0.3)
+        self.b = nn.Parameter(torch.zeros(16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.enc(self.act(self.fc(x)))
+        return torch._addmm_activation(self.b, self.act(self.fc(x)).reshape(-1, 16), self.w)
 
 
 def _script(model: nn.Module, path: Path, shape: tuple[int, ...]) -> Path:
@@ -52,16 +63,16 @@ def _script(model: nn.Module, path: Path, shape: tuple[int, ...]) -> Path:
     return path
 
 
-def _audit(model: Path, *extra: str) -> tuple[int, dict[str, object], str]:
-    args = ["audit", str(model), "--trust-code", "--input-shape", "4x5x16", "--format", "json", *extra]
+def _audit(model: Path, *extra: str, shape: str = "4x5x16") -> tuple[int, dict[str, object], str]:
+    args = ["audit", str(model), "--trust-code", "--input-shape", shape, "--format", "json", *extra]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code in (0, 1), r.output
     return r.exit_code, json.loads(r.stdout), r.stderr
 
 
-def test_fast_path_transformer_fails_the_gate(tmp_path: Path) -> None:
-    model = _fast_path_encoder(tmp_path / "enc.ts")
-    code, rep, err = _audit(model, "--fail-on", "dead>0")
+def test_hidden_activations_fail_the_gate(tmp_path: Path) -> None:
+    model = _fused_mlp(tmp_path / "mlp.ts")
+    code, rep, err = _audit(model, "--fail-on", "dead>0", shape="4x16")
     summary = rep["summary"]
     assert isinstance(summary, dict)
     assert summary["sites"] == 0 and summary["uncovered"] == LAYERS
@@ -73,7 +84,7 @@ def test_fast_path_transformer_fails_the_gate(tmp_path: Path) -> None:
     assert cov["passed"] is False and len(cov["failing_sites"]) == LAYERS
     assert "gate failed: coverage" in err
 
-    code, rep, err = _audit(model, "--fail-on", "dead>0", "--allow-uncovered")
+    code, rep, err = _audit(model, "--fail-on", "dead>0", "--allow-uncovered", shape="4x16")
     assert code == 0 and rep["passed"] is True
     assert [g["gate"] for g in rep["gates"]] == ["dead>0"]  # type: ignore[union-attr]
     assert any("gates judged the audited sites only" in w for w in rep["warnings"])  # type: ignore[union-attr]

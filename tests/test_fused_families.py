@@ -228,23 +228,75 @@ def test_quantized_dynamic_lstm_module_is_listed() -> None:
     assert [v.info.kind for v in report.sites] == ["sigmoid"]
 
 
-def test_fast_path_layers_are_named_by_module(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("activation", "norm_first"), [("relu", False), ("gelu", True)])
+def test_fast_path_encoder_layers_are_written_out(tmp_path: Path, activation: str, norm_first: bool) -> None:
+    """A TorchScript TransformerEncoder traced on its fast path runs each layer as one
+    ``aten::_transformer_encoder_layer_fwd``: its feed-forward activation is written out from the
+    op's weights and named as the eager layer's site. Oracle: the slow path's ``linear1`` outputs,
+    read with forward hooks."""
     torch.manual_seed(0)
-    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True)
+    layer = nn.TransformerEncoderLayer(
+        16, 2, 32, batch_first=True, activation=activation, norm_first=norm_first
+    )
     model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False).eval()
-    want = [n for n, mod in model.named_modules() if isinstance(mod, nn.TransformerEncoderLayer)]
+    layers = [(n, mod) for n, mod in model.named_modules() if isinstance(mod, nn.TransformerEncoderLayer)]
     path = tmp_path / "enc.ts"
     with torch.no_grad():
-        torch.jit.trace(model, torch.randn(2, 5, 16), check_trace=False).save(str(path))
+        traced = torch.jit.trace(model, torch.randn(2, 5, 16), check_trace=False)
+    kinds = [n.kind() for n in traced.inlined_graph.nodes()]
+    assert kinds.count("aten::_transformer_encoder_layer_fwd") == len(layers)  # the fast path was traced
+    traced.save(str(path))
     x = np.random.RandomState(7).randn(4, 5, 16).astype(np.float32)
+    seen: dict[str, torch.Tensor] = {}
+    hooks = [
+        mod.linear1.register_forward_hook(lambda m, a, o, n=n: seen.__setitem__(n, o.detach()))
+        for n, mod in layers
+    ]
+    with torch.enable_grad():  # a tensor that requires grad keeps the layers on their slow path
+        model(torch.from_numpy(x).requires_grad_(True))
+    for h in hooks:
+        h.remove()
     report = actaudit.audit(str(path), x, trust_code=True)
-    assert report.sites == []
-    assert [u.name for u in report.uncovered] == want
-    assert {u.op for u in report.uncovered} == {"aten::_transformer_encoder_layer_fwd"}
-    # eager, the capture itself keeps the layers off their fast path: each feed-forward ReLU is a site
-    report = actaudit.audit(model, x)
     assert report.uncovered == []
-    assert [v.info.name for v in report.sites] == [f"{n}/relu" for n in want]
+    assert [(v.info.name, v.info.kind, v.info.units) for v in report.sites] == [
+        (f"{n}/{activation}", activation, 32) for n, _ in layers
+    ]
+    for v, (n, _) in zip(report.sites, layers, strict=True):
+        z = seen[n].numpy().reshape(-1, 32)
+        np.testing.assert_allclose(v.stats.min, z.min(axis=0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(v.stats.max, z.max(axis=0), rtol=1e-4, atol=1e-4)
+    eager = actaudit.audit(model, x)  # the capture itself keeps eager layers off their fast path
+    assert [v.info.name for v in eager.sites] == [v.info.name for v in report.sites]
+
+
+def test_masked_fast_path_call_stays_uncovered(tmp_path: Path) -> None:
+    """A fast-path call with a padding mask is not written out: listed by module, never dropped."""
+    torch.manual_seed(0)
+
+    class Masked(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc = nn.TransformerEncoder(
+                nn.TransformerEncoderLayer(16, 2, 32, batch_first=True), 1, enable_nested_tensor=False
+            )
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            mask = torch.zeros(x.shape[0], x.shape[1], dtype=torch.bool)
+            mask[:, -1] = True
+            return self.enc(x, src_key_padding_mask=mask)
+
+    path = tmp_path / "masked.ts"
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(Masked().eval(), torch.randn(2, 5, 16), check_trace=False)
+    if "aten::_transformer_encoder_layer_fwd" not in [n.kind() for n in traced.inlined_graph.nodes()]:
+        pytest.skip("this torch build took the slow path for a masked call")
+    traced.save(str(path))
+    report = actaudit.audit(
+        str(path), np.random.RandomState(8).randn(4, 5, 16).astype(np.float32), trust_code=True
+    )
+    assert report.sites == []
+    assert [u.op for u in report.uncovered] == ["aten::_transformer_encoder_layer_fwd"]
 
 
 # -- GLU: the sigmoid half is a site ----------------------------------------------------------

@@ -100,15 +100,29 @@ class HiddenOps:
         self._open: dict[str, int] = {}
         self.silent: dict[str, str] = {}  # module path -> class name
         self.audited: set[str] = set()  # modules whose gates were written out: their fused ops are covered
+        self.written: set[tuple[str, str, int]] = set()  # (op, path, k): calls written out and audited
+        self.refused: set[tuple[str, str, int]] = set()  # calls that could not be written out, once or more
 
     def begin_forward(self) -> None:
         self._now.clear()
 
-    def op(self, name: str, path: str = "") -> None:
+    def op(self, name: str, path: str = "") -> int:
+        """Count one call; returns its index among this forward's calls of ``name`` at ``path``."""
         self.events += 1
         key = (name, path)
         self._now[key] += 1
         self.most[key] = max(self.most.get(key, 0), self._now[key])
+        return self._now[key] - 1
+
+    def name_of(self, op: str, path: str, k: int) -> str:
+        """The name of the k-th call: its module path, else the graph's k-th node of that op."""
+        n = self.most.get((op, path), k + 1)
+        if path:
+            return path + (f"#{k}" if n > 1 else "")
+        listed = self.graph_paths.get(op, [])
+        if k < len(listed) and listed[k] and len(listed) >= n:
+            return listed[k]
+        return op.lstrip("_") + (f"#{k}" if n > 1 else "")
 
     def module_started(self, path: str) -> None:
         self._open[path] = self.events
@@ -126,14 +140,10 @@ class HiddenOps:
             reason = (hidden_reason(op) or f"aten::{op} hides an activation") + (
                 ": its pre-activation is never a tensor"
             )
-            listed = self.graph_paths.get(op, [])
             for k in range(n):
-                if path:
-                    name = path + (f"#{k}" if n > 1 else "")
-                elif len(listed) == n and listed[k]:
-                    name = listed[k]
-                else:
-                    name = op.lstrip("_") + (f"#{k}" if n > 1 else "")
+                if (op, path, k) in self.written and (op, path, k) not in self.refused:
+                    continue
+                name = self.name_of(op, path, k)
                 out.setdefault(name, Uncovered(name, f"aten::{op}", reason))
         for path, mtype in self.silent.items():
             out.setdefault(path, Uncovered(path, mtype, silent_module_reason(mtype)))

@@ -265,6 +265,7 @@ class Observer(Protocol):
     def observe(self) -> Callable[..., tuple[str, int] | None]: ...  # see Recorder.observe
     def is_softsign(self, args: tuple[Any, ...]) -> bool: ...
     def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None: ...
+    def fused_encoder_layer(self, args: tuple[Any, ...], output: Any) -> None: ...
     def glu_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], graph: bool
     ) -> tuple[Any, Any, Any]: ...
@@ -329,6 +330,8 @@ class DispatchCapture(TorchDispatchMode):
         out = func(*args, **kwargs)
         if name == "mkldnn_rnn_layer":
             self.rec.fused_lstm_layer(args, out)
+        elif name == "_transformer_encoder_layer_fwd":
+            self.rec.fused_encoder_layer(args, out)
         self.rec.tag(name, args, out, kwargs)
         if pending is not None and isinstance(out, torch.Tensor):
             self.rec.mark_output(pending, x, out)

@@ -29,6 +29,7 @@ from .ops import (
     SPATIAL,
     first_tensor,
 )
+from .recurrent import Unsupported, encoder_layer_ffn
 from .recurrent_sites import RecurrentSites
 from .swish import SpelledOut
 from .tags import follow, tensors_of
@@ -83,6 +84,7 @@ class Recorder:
             if g.gate == HIDDEN:
                 paths[g.op].append(g.module)
         self.hidden = HiddenOps(dict(paths))  # fused ops and silent recurrent modules: uncovered
+        self._last_hidden: tuple[str, str, int] = ("", "", 0)
         self._merged_now: set[str] = set()
         self.recurrent = RecurrentSites(self, graph_sites)  # gates of fused recurrent ops, written out
 
@@ -300,7 +302,24 @@ class Recorder:
 
     def hidden_activation(self, name: str) -> None:
         """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
-        self.hidden.op(name, self.module_stack[-1][0] if self.module_stack else "")
+        path = self.module_stack[-1][0] if self.module_stack else ""
+        self._last_hidden = (name, path, self.hidden.op(name, path))
+
+    def fused_encoder_layer(self, args: tuple[Any, ...], output: Any) -> None:
+        """A ``TransformerEncoderLayer`` fast-path call: its feed-forward activation written out from
+        the op's own weights and audited (``layers.0/relu``, as the eager layer's site is named)."""
+        op, path, k = self._last_hidden
+        if op != "_transformer_encoder_layer_fwd":
+            return
+        try:
+            pre, kind = encoder_layer_ffn(args, output)
+        except Unsupported:
+            self.hidden.refused.add((op, path, k))
+            return
+        name = self.hidden.name_of(op, path, k)
+        self.hidden.written.add((op, path, k))
+        self.tags[pre] = ua.Tag(pre.ndim - 1, LINEAR)
+        self.observe(f"{name}/{kind}", name, f"aten::{op}.{kind}", Activation(kind), None, pre)
 
     def glu_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], graph: bool
