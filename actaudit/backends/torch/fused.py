@@ -7,7 +7,9 @@ RNNs. The rule reads the op's name: a component naming an activation (``relu``, 
 ``sigmoid``, …), a recurrent cell (``lstm``, ``gru``, ``rnn``), a transformer layer or an
 ``activation`` epilogue. Ops that the capture audits itself (the activation ops, oneDNN's
 LSTM layer, GLU), backward ops, and attention kernels (their only nonlinearity is a softmax,
-which no audit covers in the unfused form either) are not hidden.
+which no audit covers in the unfused form either) are not hidden. Where the op's weights allow
+it, the hidden activation is written out instead (:func:`encoder_layer_ffn`, the
+``TransformerEncoderLayer`` fast path), as the LSTM layers are in :mod:`.recurrent`.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import re
 from collections import defaultdict
 from typing import Any
 
+import torch
+
 from ...stats import Uncovered
 from .ops import CANDIDATES
+from .recurrent import Unsupported, _check
 
 # Handled elsewhere: written out (mkldnn_rnn_layer), or audited as a site of its own (glu).
 _AUDITED = frozenset([*CANDIDATES, "mkldnn_rnn_layer", "glu", "softsign"])
@@ -148,3 +153,45 @@ class HiddenOps:
         for path, mtype in self.silent.items():
             out.setdefault(path, Uncovered(path, mtype, silent_module_reason(mtype)))
         return list(out.values())
+
+
+def encoder_layer_ffn(args: tuple[Any, ...], output: Any) -> tuple[torch.Tensor, str]:
+    """The feed-forward pre-activation of one ``aten::_transformer_encoder_layer_fwd`` call (the
+    ``TransformerEncoderLayer`` fast path), written out from the op's own weights; (pre, kind).
+
+    Raises :class:`Unsupported` for a masked call, a nested tensor, or when the written-out layer
+    does not reproduce the op's output.
+    """
+    try:
+        src, embed_dim, heads, qkv_w, qkv_b, proj_w, proj_b, use_gelu, norm_first, eps = args[:10]
+        n1w, n1b, n2w, n2b, w1, b1, w2, b2 = args[10:18]
+    except (ValueError, IndexError):
+        raise Unsupported(
+            "aten::_transformer_encoder_layer_fwd was called with unexpected arguments"
+        ) from None
+    mask = args[18] if len(args) > 18 else None
+    if mask is not None:
+        raise Unsupported("a masked fast-path call is not written out")
+    if not isinstance(src, torch.Tensor) or src.is_nested or src.ndim != 3:
+        raise Unsupported("its input is not a [batch, tokens, features] tensor")
+    import torch.nn.functional as F
+
+    def attend(x: torch.Tensor) -> torch.Tensor:
+        out, _ = torch._native_multi_head_attention(
+            x, x, x, int(embed_dim), int(heads), qkv_w, qkv_b, proj_w, proj_b, None, False
+        )
+        return out
+
+    dims = (int(embed_dim),)
+    if norm_first:
+        x = src + attend(F.layer_norm(src, dims, n1w, n1b, float(eps)))
+        ffn_in = F.layer_norm(x, dims, n2w, n2b, float(eps))
+    else:
+        x = F.layer_norm(src + attend(src), dims, n1w, n1b, float(eps))
+        ffn_in = x
+    pre = F.linear(ffn_in, w1, b1)
+    kind = "gelu" if use_gelu else "relu"
+    ffn = F.linear(F.gelu(pre) if use_gelu else F.relu(pre), w2, b2)
+    got = x + ffn if norm_first else F.layer_norm(x + ffn, dims, n2w, n2b, float(eps))
+    _check(got, output, "encoder layer output")
+    return pre, kind

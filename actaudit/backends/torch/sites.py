@@ -14,7 +14,7 @@ from ...errors import InputError
 from ...kinds import Activation, Thresholds
 from ...naming import site_names
 from ...stats import AxisOverride, SiteInfo, SiteResult, Uncovered
-from .fused import HIDDEN, HiddenOps
+from .fused import HIDDEN, HiddenOps, encoder_layer_ffn
 from .graphnames import GraphNames
 from .graphsites import GraphSite
 from .idmap import TensorMap
@@ -29,7 +29,7 @@ from .ops import (
     SPATIAL,
     first_tensor,
 )
-from .recurrent import Unsupported, encoder_layer_ffn
+from .recurrent import Unsupported
 from .recurrent_sites import RecurrentSites
 from .swish import SpelledOut
 from .tags import follow, tensors_of
