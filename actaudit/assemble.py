@@ -12,11 +12,11 @@ from typing import Protocol
 from .backends.base import packages_of
 from .data import DataSource
 from .errors import CalibrationError
-from .gates import Gate, evaluate
+from .gates import Gate, coverage_result, evaluate
 from .options import AuditOptions
 from .report import Report
 from .stats import Capture
-from .verdicts import classify
+from .verdicts import SiteVerdict, classify
 
 MIN_SAMPLES_FOR_CONFIDENCE = 30
 
@@ -70,6 +70,51 @@ def build_report(
             "calibration data is synthetic (random inputs): verdicts describe random inputs, not real data; "
             "pass --calib or --data-loader"
         )
+    names = [u.name for u in cap.uncovered]
+    cov_gate = coverage_result(gates, len(verdicts), names, opts.allow_uncovered)
+    warnings += _run_warnings(source, cap, opts, verdicts)
+    if cap.uncovered or (gates and not verdicts):
+        warnings.append(coverage_line(len(verdicts), len(names), bool(gates), cov_gate is not None))
+    calibration = {
+        "source": source.description,
+        "samples": cap.samples,
+        "batches": cap.batches,
+        "batch_size": opts.batch_size,
+        "synthetic": source.synthetic,
+    }
+    if source.synthetic:
+        calibration["seed"] = opts.seed
+    report = Report(
+        model=model_section(loaded),
+        calibration=calibration,
+        settings=opts.settings,
+        sites=verdicts,
+        uncovered=cap.uncovered,
+        warnings=warnings,
+        notes=notes,
+        inputs=cap.inputs,
+        per_unit=opts.per_unit,
+    )
+    report.gates = evaluate(gates, verdicts, report.summary())
+    if cov_gate is not None:
+        report.gates.append(cov_gate)
+    report.run = {
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "host": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+        "versions": _versions(packages_of(loaded.backend)),
+    }
+    return report
+
+
+def _run_warnings(
+    source: DataSource, cap: Capture, opts: AuditOptions, verdicts: list[SiteVerdict]
+) -> list[str]:
+    """Warnings about what the run saw: unused samples, too few samples, non-finite values, no site."""
+    warnings: list[str] = []
     offered = source.total_samples
     if offered is not None and opts.samples is not None:
         offered = min(offered, opts.samples)
@@ -92,37 +137,17 @@ def build_report(
         )
     if not verdicts:
         warnings.append("no activation call sites were found")
-    calibration = {
-        "source": source.description,
-        "samples": cap.samples,
-        "batches": cap.batches,
-        "batch_size": opts.batch_size,
-        "synthetic": source.synthetic,
-    }
-    if source.synthetic:
-        calibration["seed"] = opts.seed
-    report = Report(
-        model=model_section(loaded),
-        calibration=calibration,
-        settings=opts.settings,
-        sites=verdicts,
-        uncovered=cap.uncovered,
-        warnings=warnings,
-        notes=notes,
-        inputs=cap.inputs,
-        per_unit=opts.per_unit,
-    )
-    report.gates = evaluate(gates, verdicts, report.summary())
-    report.run = {
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
-        "host": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
-        "versions": _versions(packages_of(loaded.backend)),
-    }
-    return report
+    return warnings
+
+
+def coverage_line(sites: int, uncovered: int, gated: bool, gate_failed: bool) -> str:
+    """How much of the model the audit saw, and what that means for the gates."""
+    seen = f"audited {sites} of {sites + uncovered} activation sites found"
+    if gate_failed:
+        return seen + ": the coverage gate fails (pass --allow-uncovered to gate the audited sites only)"
+    if gated:
+        return seen + ": the gates judged the audited sites only"
+    return seen + ": the verdicts say nothing about the rest"
 
 
 def _versions(names: Sequence[str]) -> dict[str, str]:

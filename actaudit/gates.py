@@ -127,3 +127,28 @@ def evaluate(gates: list[Gate], sites: list[SiteVerdict], summary: dict[str, Any
         worst = max(val for _, val in values) if g.op in (">", ">=") else min(val for _, val in values)
         results.append(GateResult(g, bool(failing), float(worst), failing))
     return results
+
+
+COVERAGE_GATE = "coverage"  # the gate every --fail-on run adds when the audit did not see the whole model
+
+
+def coverage_result(
+    gates: list[Gate], sites: int, uncovered: list[str], allow_uncovered: bool
+) -> GateResult | None:
+    """The failed ``coverage`` gate of a gated audit that saw nothing, or left activations out.
+
+    A gate such as ``dead>0`` passes on a model none of whose activations were audited: in CI
+    that is a model passed unseen. ``allow_uncovered`` (``--allow-uncovered``) accepts both
+    (the caller warns instead). A model-wide gate on the ``uncovered`` metric takes charge
+    of the uncovered activations; an audit with no site fails whatever the gates.
+    """
+    if not gates or allow_uncovered:
+        return None
+    if sites == 0:
+        text = f"{COVERAGE_GATE}: no activation site was audited"
+    elif uncovered and not any(g.metric == "uncovered" and g.glob is None for g in gates):
+        text = f"{COVERAGE_GATE}: {len(uncovered)} of {sites + len(uncovered)} activations not audited"
+    else:
+        return None
+    gate = Gate(text=text, metric="uncovered", op=">", value=0.0)
+    return GateResult(gate, True, float(len(uncovered)), list(uncovered))

@@ -142,6 +142,7 @@ def merge_reports(
     *,
     fail_on: Sequence[str] | None = None,
     per_unit: bool | None = None,
+    allow_uncovered: bool | None = None,
 ) -> Report:
     """The report a single run over all shards' data would have written."""
     from .assemble import build_report
@@ -179,6 +180,7 @@ def merge_reports(
         settings=Settings(**{k: float(v) for k, v in first.report["settings"].items()}),
         fail_on=list(o["fail_on"]) if fail_on is None else list(fail_on),
         per_unit=bool(o["per_unit"]) if per_unit is None else per_unit,
+        allow_uncovered=bool(o.get("allow_uncovered", False)) if allow_uncovered is None else allow_uncovered,
     )
     source = DataSource(
         lambda: iter(()),

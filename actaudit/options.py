@@ -35,6 +35,7 @@ class AuditOptions:
     unit_axis: Sequence[str] = ()
     settings: Settings = field(default_factory=Settings)
     fail_on: Sequence[str] = ()
+    allow_uncovered: bool = False  # gates may pass although activations were not audited
     device: str = "cpu"
     provider: str | None = None
     threads: int | None = None

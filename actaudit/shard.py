@@ -111,6 +111,7 @@ def shard_report(report: Any, loaded: Any, source: DataSource, cap: Any, opts: A
             "seed": opts.seed,
             "unit_axis": list(opts.unit_axis),
             "fail_on": list(opts.fail_on),
+            "allow_uncovered": bool(opts.allow_uncovered),
             "per_unit": bool(opts.per_unit),
         },
         notes=[*loaded.notes, *cap.warnings],

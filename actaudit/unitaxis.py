@@ -33,10 +33,16 @@ Shape = Sequence[int | None]
 
 @dataclass(frozen=True)
 class Tag:
-    """The unit axis (an index >= 1 into the tensor it is attached to) and the op it came from."""
+    """The unit axis (an index >= 1 into the tensor it is attached to) and the op it came from.
+
+    ``whole``: the unit axis had size 1 and a Squeeze / Reshape removed it (a Conv with one
+    output channel, squeezed before a sigmoid head): the whole activation is that one unit,
+    whatever the other axes are; ``axis`` is then meaningless. Every op keeps such a tag.
+    """
 
     axis: int
     origin: str  # CONV or LINEAR
+    whole: bool = False
 
 
 def produced(origin: str, rank: int) -> Tag | None:
@@ -46,13 +52,20 @@ def produced(origin: str, rank: int) -> Tag | None:
 
 
 def _valid(tag: Tag | None, rank: int) -> Tag | None:
+    if tag is not None and tag.whole:
+        return tag
     return tag if tag is not None and 1 <= tag.axis < rank else None
+
+
+def _one(tag: Tag) -> Tag:
+    """The tag of a tensor whose size-1 unit axis was removed: one unit, the whole activation."""
+    return Tag(0, tag.origin, whole=True)
 
 
 def elementwise(tag: Tag | None, in_rank: int, out_rank: int) -> Tag | None:
     """Broadcasting aligns axes on the right."""
-    if tag is None:
-        return None
+    if tag is None or tag.whole:
+        return tag
     return _valid(Tag(tag.axis + out_rank - in_rank, tag.origin), out_rank)
 
 
@@ -63,23 +76,26 @@ def same(tag: Tag | None, rank: int) -> Tag | None:
 
 def spatial(tag: Tag | None, rank: int) -> Tag | None:
     """Pooling and resampling change the trailing spatial axes: only axis 1 (channels) survives."""
-    return _valid(tag, rank) if tag is not None and tag.axis == 1 else None
+    return _valid(tag, rank) if tag is not None and (tag.axis == 1 or tag.whole) else None
 
 
-def remove_axes(tag: Tag | None, axes: Sequence[int], in_rank: int) -> Tag | None:
-    """Squeeze, a reduction without keepdims, Gather / select with a scalar index."""
-    if tag is None:
-        return None
+def remove_axes(tag: Tag | None, axes: Sequence[int], in_rank: int, squeeze: bool = False) -> Tag | None:
+    """Squeeze, a reduction without keepdims, Gather / select with a scalar index.
+
+    ``squeeze``: the removed axes have size 1 (a Squeeze): removing the unit axis leaves one unit.
+    """
+    if tag is None or tag.whole:
+        return tag
     norm = {a + in_rank if a < 0 else a for a in axes}
     if tag.axis in norm:
-        return None
+        return _one(tag) if squeeze else None
     return _valid(Tag(tag.axis - sum(1 for a in norm if a < tag.axis), tag.origin), in_rank - len(norm))
 
 
 def insert_axes(tag: Tag | None, axes: Sequence[int], out_rank: int) -> Tag | None:
     """Unsqueeze: ``axes`` are positions in the output."""
-    if tag is None:
-        return None
+    if tag is None or tag.whole:
+        return tag
     norm = sorted(a + out_rank if a < 0 else a for a in axes)
     axis = tag.axis
     for a in norm:
@@ -90,8 +106,8 @@ def insert_axes(tag: Tag | None, axes: Sequence[int], out_rank: int) -> Tag | No
 
 def gather(tag: Tag | None, axis: int, index_rank: int, in_rank: int) -> Tag | None:
     """Gather along ``axis`` with an index of ``index_rank`` dims: that axis is replaced by the index's."""
-    if tag is None:
-        return None
+    if tag is None or tag.whole:
+        return tag
     axis = axis + in_rank if axis < 0 else axis
     if tag.axis == axis:
         return None
@@ -102,8 +118,8 @@ def gather(tag: Tag | None, axis: int, index_rank: int, in_rank: int) -> Tag | N
 
 def permute(tag: Tag | None, perm: Sequence[int]) -> Tag | None:
     """Transpose / Permute: output axis ``i`` is input axis ``perm[i]``."""
-    if tag is None:
-        return None
+    if tag is None or tag.whole:
+        return tag
     rank = len(perm)
     norm = [p + rank if p < 0 else p for p in perm]
     if tag.axis not in norm:
@@ -129,9 +145,9 @@ def reshape(tag: Tag | None, in_shape: Shape | None, out_shape: Shape | None) ->
     Unknown dimensions match only unknown dimensions in the same number (the batch axis
     ``None`` before and after), so a mapping is never invented.
     """
-    if tag is None or in_shape is None or out_shape is None:
-        return None
-    if not 1 <= tag.axis < len(in_shape):
+    if tag is None or tag.whole:
+        return tag
+    if in_shape is None or out_shape is None or not 1 <= tag.axis < len(in_shape):
         return None
     size = in_shape[tag.axis]
     if size is None:
@@ -140,6 +156,8 @@ def reshape(tag: Tag | None, in_shape: Shape | None, out_shape: Shape | None) ->
     for j in range(1, len(out_shape)):
         if out_shape[j] == size and _prefix(out_shape, j) == want:
             return Tag(j, tag.origin)
+    if size == 1 and len(out_shape) < len(in_shape) and 1 not in out_shape[1:]:
+        return _one(tag)  # the size-1 unit axis was squeezed away: one unit
     return None
 
 
@@ -155,6 +173,8 @@ def resolve(tag: Tag | None, rank: int) -> tuple[int | None, str]:
     if rank <= 1:
         return None, WHOLE
     t = _valid(tag, rank)
+    if t is not None and t.whole:
+        return None, WHOLE  # a size-1 unit axis squeezed away: the whole activation is one unit
     if t is not None:
         return t.axis, PRODUCER
     return guessed_axis(rank), GUESSED
@@ -166,6 +186,7 @@ def guessed_warning(names: Sequence[str]) -> str | None:
         return None
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     return (
-        f"the unit axis of {len(names)} site(s) was guessed from the rank (no Conv/Linear producer or "
-        f"consumer was traced): {shown}; check them or set --unit-axis SITE=AXIS"
+        f"the unit axis of {len(names)} site(s) was guessed from the rank (the channel or feature axis of "
+        f"their producer could not be followed to them, and no consumer fixed it): {shown}; "
+        "check them or set --unit-axis SITE=AXIS"
     )

@@ -106,6 +106,12 @@ extra_options = group(
     "Exit 1 when a gate trips, e.g. 'dead>0', 'dead-fraction>0.2', 'encoder.*:saturated-fraction>0.1'. "
     "Metrics: dead, dead-fraction, saturated, saturated-fraction, rarely-firing, rarely-firing-fraction, nonfinite, uncovered."
 )
+@click.option(
+    "--allow-uncovered",
+    is_flag=True,
+    help="Let --fail-on gates pass although the audit found no site or left activations uncovered "
+    "(by default a 'coverage' gate then fails, exit 1).",
+)
 @baseline_options
 @extra_options
 @format_option
@@ -159,6 +165,7 @@ def _options(kw: dict[str, Any]) -> Any:
 
     opts = audit_options(kw)
     opts.fail_on = kw["fail_on"]
+    opts.allow_uncovered = kw["allow_uncovered"]
     opts.input_range = kw["input_range"]
     opts.per_unit = kw["per_unit"]
     opts.dist = from_env(kw["dist_timeout"])

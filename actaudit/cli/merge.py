@@ -23,6 +23,12 @@ from .options import (
 @click.command("merge")
 @click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False, readable=False))
 @fail_on_option("Gates to evaluate on the merged report (default: the gates the shards were run with).")
+@click.option(
+    "--allow-uncovered",
+    is_flag=True,
+    default=None,
+    help="Let the gates pass although activations were not audited (default: as the shards were run).",
+)
 @format_option
 @output_option()
 @force_option()
@@ -48,7 +54,12 @@ def merge(**kw: Any) -> None:
 
     check_files(kw)
     config = config_file(kw["quiet"])
-    report = merge_reports(kw["reports"], fail_on=kw["fail_on"] or None, per_unit=kw["per_unit"])
+    report = merge_reports(
+        kw["reports"],
+        fail_on=kw["fail_on"] or None,
+        per_unit=kw["per_unit"],
+        allow_uncovered=kw["allow_uncovered"] or None,
+    )
     if config:
         report.run["config_file"] = config
     echo_remarks(kw, warnings=report.warnings)

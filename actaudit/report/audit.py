@@ -69,6 +69,11 @@ class Report:
             "never_positive": sum(len(v.never_positive_units) for v in self.sites),
             "nonfinite": int(sum(int(v.stats.nonfinite.sum()) for v in self.sites)),
             "uncovered": len(self.uncovered),
+            # How much of the model was audited: sites audited over activation sites found.
+            "activations_found": len(self.sites) + len(self.uncovered),
+            "audited_fraction": _r(len(self.sites) / (len(self.sites) + len(self.uncovered)))
+            if self.sites or self.uncovered
+            else None,
         }
 
     def site_dict(self, index: int, v: SiteVerdict) -> dict[str, Any]:
@@ -294,7 +299,8 @@ def _remarks(report: Report) -> list[str]:
     s = report.summary()
     lines = [
         f"{s['dead']} dead of {s['rectifier_units']} rectifier units ({pct(s['dead_fraction'])}); "
-        f"{s['saturated']} saturated of {s['bounded_units']} bounded units ({pct(s['saturated_fraction'])})"
+        f"{s['saturated']} saturated of {s['bounded_units']} bounded units ({pct(s['saturated_fraction'])}); "
+        f"{s['sites']} of {s['activations_found']} activation sites audited"
     ]
     worst = [v for v in worst_sites(report.sites) if not expected_saturation(v)]
     if worst:

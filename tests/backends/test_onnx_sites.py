@@ -243,3 +243,35 @@ def test_groupnorm_reshape_round_trip_and_pooling_keep_conv_units() -> None:
     assert [(s.act.kind, s.tag) for s in sites if s.uncovered is None] == [("relu", CONV), ("relu", CONV)]
     (lstm,) = [s for s in sites if s.uncovered]
     assert lstm.op == "LSTM" and "inside the LSTM op" in lstm.uncovered
+
+
+def test_int8_consumer_decides_the_axis(tmp_path) -> None:
+    """An activation whose producer says nothing reaches its Conv through DynamicQuantizeLinear in
+    a dynamically quantized model: the ConvInteger consumer still fixes axis 1, as Conv does in fp32."""
+    import warnings
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    import actaudit
+
+    rng = np.random.RandomState(21)
+    w = rng.randn(2, 4, 1).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Conv", ["r", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, 5])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    fp32, int8 = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+    assert "ConvInteger" in [n.op_type for n in onnx.load(str(int8)).graph.node]
+    x = (rng.randn(16, 4, 5) + np.array([-3.0, -0.2, 0.3, 3.0])[None, :, None]).astype(np.float32)
+    want = (x > 0).transpose(0, 2, 1).reshape(-1, 4).mean(axis=0)
+    for path in (fp32, int8):
+        [site] = actaudit.audit(str(path), x).sites
+        assert (site.info.units, site.info.unit_axis, site.info.unit_axis_source) == (4, 1, "consumer")
+        np.testing.assert_allclose(site.fire_rate, want, atol=1e-6)

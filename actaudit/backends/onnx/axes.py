@@ -199,7 +199,9 @@ def unit_axis_tag(scope: Scope, name: str, depth: int = 64) -> ua.Tag | None:
     if op == "Squeeze":
         axes = _ints_of(s, node, "axes", 1)
         if axes is not None:
-            return ua.remove_axes(tag, axes, in_rank)
+            return ua.remove_axes(tag, axes, in_rank, squeeze=True)
+        if in_shape is not None and not tag.whole and in_shape[tag.axis] == 1:
+            return ua.remove_axes(tag, [tag.axis], in_rank, squeeze=True)  # Squeeze without axes
     if op == "Unsqueeze":
         axes = _ints_of(s, node, "axes", 1)
         if axes is not None:
@@ -216,7 +218,11 @@ def unit_axis_tag(scope: Scope, name: str, depth: int = 64) -> ua.Tag | None:
     return None
 
 
-_CONSUMER_PASS = _CARRIERS | _SAME
+# Quantisation keeps every axis: an int8 model's activation reaches its Conv through DynamicQuantizeLinear.
+_QUANTIZE = frozenset(["DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"])
+_CONSUMER_PASS = _CARRIERS | _SAME | _QUANTIZE
+_CONV_CONSUMERS = frozenset(["Conv", "ConvTranspose", "ConvInteger", "QLinearConv"])
+_MATMUL_CONSUMERS = frozenset(["MatMul", "Gemm", "MatMulInteger", "QLinearMatMul"])
 
 
 def consumer_axis(scope: Scope, y: str, rank: int | None, depth: int = 8) -> int | None:
@@ -231,9 +237,9 @@ def consumer_axis(scope: Scope, y: str, rank: int | None, depth: int = 8) -> int
         nxt = []
         for t in frontier:
             for n in scope.uses(t):
-                if n.op_type in ("Conv", "ConvTranspose") and n.input[0] == t and (rank is None or rank >= 3):
+                if n.op_type in _CONV_CONSUMERS and n.input[0] == t and (rank is None or rank >= 3):
                     return 1
-                if n.op_type in ("MatMul", "Gemm") and n.input[0] == t and (rank is None or rank >= 2):
+                if n.op_type in _MATMUL_CONSUMERS and n.input[0] == t and (rank is None or rank >= 2):
                     return -1 if rank is None else rank - 1
                 if n.op_type in _CONSUMER_PASS and n.op_type not in _POOLS and n.output:
                     out = n.output[0]

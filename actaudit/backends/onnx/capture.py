@@ -54,6 +54,8 @@ def _axis_rule(site: OnnxSite, overrides: list[AxisOverride]) -> tuple[AxisRule,
         if rank <= 1:
             return AxisRule(by_rank=True, source=ua.WHOLE), None
         axis, source = ua.resolve(site.axis_tag, rank)
+        if source == ua.WHOLE:  # a size-1 unit axis squeezed away on the way: one unit
+            return AxisRule(whole=True, source=ua.WHOLE), None
         if source == ua.GUESSED:
             # The producer says nothing: the consumer decides, then the rank (legacy tags first).
             by_consumer = consumer_axis(site.scope, site.y, rank)

@@ -57,6 +57,7 @@ class AxisRule:
     # The run-time rule for an undetermined axis (actaudit.unitaxis.guessed_axis): rank <= 1 → the
     # whole tensor is one unit (axis = rank, past the last), 2-3 → last, 4+ → 1.
     by_rank: bool = False
+    whole: bool = False  # the whole tensor is one unit at any rank (axis = rank, past the last)
     source: str = "guessed"  # actaudit.unitaxis source, for the report
 
 
@@ -433,8 +434,8 @@ def _indicator(em: _Emitter, xs: str, thr: float, sign: float, compute: int) -> 
 def _static_axis(site: OnnxSite, rule: AxisRule) -> tuple[int, int] | None:
     """(unit axis, rank) when static shape inference knows the rank, else ``None``."""
     rank = site.rank
-    if rank is None or rank <= 1:
-        return None  # the run-time path, which also takes rank 0 and a [batch] tensor
+    if rank is None or rank <= 1 or rule.whole:
+        return None  # the run-time path, which also takes rank 0, a [batch] tensor and one whole unit
     if rule.last:
         k = rank - 1
     elif rule.by_rank:
@@ -453,6 +454,8 @@ def _axis(em: _Emitter, rule: AxisRule, rank: str) -> str:
     last = em.node("Where", [em.node("Less", [rank, em.ints(1)]), em.ints(0), last])  # rank 0
     if rule.last:
         return last
+    if rule.whole:
+        return rank
     if rule.by_rank:
         by_rank = em.node("Where", [em.node("Less", [rank, em.ints(4)]), last, em.ints(1)])
         return em.node("Where", [em.node("Less", [rank, em.ints(2)]), rank, by_rank])

@@ -36,8 +36,8 @@ def _torch_name(node: onnx.NodeProto, act: Activation) -> tuple[str, str]:
         return "", ""
     module = scopes[-2]
     mtype = classes[-2].rsplit(".", 1)[-1] if classes and len(classes) >= 2 else ""
-    if module and mtype in ACTIVATION_MODULES:
-        return module, module
+    if module and (mtype in ACTIVATION_MODULES or mtype == "GLU"):
+        return module, module  # nn.GLU's gate: named after the module, as the PyTorch backend does
     op = ""
     if classes and classes[-1].startswith("aten."):
         op = classes[-1].split(".")[1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import onnx
@@ -40,9 +41,19 @@ def _f32(v: float) -> float:
 
 
 def _single(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
-    op = node.op_type
     if not node.input or not node.input[0]:
         return None
+    site = _known(scope, node, i)
+    if site is None:
+        reason = hidden_reason(node)
+        if reason is not None:
+            site = _hidden_site(scope, node, i, reason)
+    return site
+
+
+def _known(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
+    """The site of an op this backend audits (or knows it cannot), else None."""
+    op = node.op_type
     if node.domain == "com.microsoft":
         return _ms_single(scope, node, i)
     if node.domain not in DEFAULT_DOMAINS:
@@ -152,3 +163,64 @@ def _ms_single(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
                 "(export without onnxruntime's graph optimisations to audit it)",
             )
     return None
+
+
+# Family words of op types (split at capitals) that hide an activation inside the op.
+_RECURRENT_WORDS = frozenset(["lstm", "gru", "rnn"])
+_ACTIVATION_WORDS = frozenset(
+    [
+        "relu",
+        "gelu",
+        "silu",
+        "swish",
+        "mish",
+        "sigmoid",
+        "tanh",
+        "elu",
+        "selu",
+        "celu",
+        "softplus",
+        "softsign",
+    ]
+)
+_NOT_AUDITED = frozenset(["ThresholdedRelu"])  # standard activations of kinds actaudit does not audit
+
+
+def _words(op_type: str) -> set[str]:
+    """``DynamicQuantizeLSTM`` → {dynamic, quantize, lstm}; ``QLinearLeakyRelu`` → {q, linear, leaky, relu}."""
+    return {w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", op_type)}
+
+
+def hidden_reason(node: onnx.NodeProto) -> str | None:
+    """Why an op of any domain that this backend does not audit hides an activation, or None.
+
+    By family, not by name: recurrent cells (``LSTM``, ``GRU``, ``RNN`` in the op type: standard,
+    ``com.microsoft.DynamicQuantizeLSTM``, custom domains), and ops whose type names an activation
+    (quantized ``QLinearSigmoid``, fused ``BiasGelu``-style ops, custom ``FusedConvRelu``). Gradient
+    ops and attention kernels (whose only nonlinearity is a softmax) are not listed.
+    """
+    op = node.op_type
+    if op.endswith("Grad"):
+        return None
+    where = f"{node.domain}.{op}" if node.domain not in DEFAULT_DOMAINS else op
+    if op in _NOT_AUDITED and node.domain in DEFAULT_DOMAINS:
+        return f"{where} is an activation kind actaudit does not audit"
+    words = _words(op)
+    if words & _RECURRENT_WORDS:
+        return f"its gate activations run inside the {where} op; their pre-activations are never tensors"
+    if words & _ACTIVATION_WORDS:
+        return f"{where} computes an activation inside the op; its pre-activation is never a float tensor"
+    return None
+
+
+def _hidden_site(scope: Scope, node: onnx.NodeProto, i: int, reason: str) -> OnnxSite:
+    op = node.op_type if node.domain in DEFAULT_DOMAINS else f"{node.domain}.{node.op_type}"
+    return OnnxSite(
+        base=node.name or node.output[0],
+        op=op,
+        act=Activation("sigmoid"),
+        x=node.input[0],
+        scope=scope,
+        order=(*scope.order, i),
+        uncovered=reason,
+    )

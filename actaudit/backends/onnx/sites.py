@@ -57,8 +57,26 @@ def _scan_scope(scope: Scope, found: Found) -> None:
             sub = Scope.build(g, **kw)
             _scan_scope(sub, found)
     for site in sites:
+        if site.uncovered is None and not _floating(site):
+            continue  # a Clip of integer indices, a Relu of counts: no activation units there
         site.uncovered = site.uncovered or _reach(site.scope)
         found.sites.append(site)
+
+
+_FLOATS = frozenset(
+    [
+        onnx.TensorProto.FLOAT,
+        onnx.TensorProto.DOUBLE,
+        onnx.TensorProto.FLOAT16,
+        onnx.TensorProto.BFLOAT16,
+    ]
+)
+
+
+def _floating(site: OnnxSite) -> bool:
+    """Activation sites are floating-point tensors; an unknown type (0) is kept."""
+    elem = site.elem_type
+    return elem == 0 or elem in _FLOATS
 
 
 def _reach(scope: Scope) -> str | None:

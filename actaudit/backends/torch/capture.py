@@ -31,9 +31,10 @@ from ... import unitaxis as ua
 from ...errors import CalibrationError, InputError, ModelRunError
 from ...kinds import ACTIVATION_MODULES
 from ...stats import AxisOverride, Capture
+from .fused import hidden_reason, recurrent_family
 from .graphsites import GraphSite
 from .kernel import DispatchCapture
-from .ops import CANDIDATES, HIDDEN_ACTIVATIONS, activation_of, first_tensor, op_name
+from .ops import CANDIDATES, activation_of, first_tensor, op_name
 from .recurrent import RECURRENT_TYPES
 from .sites import Recorder
 
@@ -58,7 +59,7 @@ class FunctionCapture(TorchFunctionMode):
         name = op_name(func)
         observed = None
         pending = None
-        if name in HIDDEN_ACTIVATIONS:
+        if hidden_reason(name):
             self.rec.hidden_activation(name)
         if name in CANDIDATES:
             found = activation_of(name, args, kwargs)
@@ -73,6 +74,8 @@ class FunctionCapture(TorchFunctionMode):
                     base, op = (f"{path}/{label}" if path else label), name
                 pending = self.rec.observe(base, path, op, act, weight, x)
                 observed = self.rec.last_key
+        elif name == "glu":
+            pending, observed, x = self.rec.glu_call(args, kwargs, graph=False)
         out = func(*args, **kwargs)
         self.rec.tag(name, args, out, kwargs)
         if pending is not None and isinstance(out, torch.Tensor):
@@ -94,15 +97,20 @@ def run_capture(
 ) -> Capture:
     rec = Recorder(stuck_fraction, axis_overrides, graph_sites)
     if graph_sites is not None:
-        rec.param_owner = _param_owners(call)
+        rec.names.param_owner = _param_owners(call)
     hooks = []
     if eager_model is not None:
         for path, mod in eager_model.named_modules():
             mtype = type(mod).__name__
             hooks.append(mod.register_forward_pre_hook(_push(rec, path, mtype)))
             hooks.append(mod.register_forward_hook(_pop(rec), always_call=True))
-            if mtype in RECURRENT_TYPES and isinstance(mod, (torch.nn.RNNBase, torch.nn.RNNCellBase)):
+            written_out = mtype in RECURRENT_TYPES and isinstance(
+                mod, (torch.nn.RNNBase, torch.nn.RNNCellBase)
+            )
+            if written_out:
                 hooks.append(mod.register_forward_hook(_recurrent(rec, path)))
+            elif recurrent_family(mod, written_out):
+                hooks += rec.watch_silent(mod, path, mtype)
     samples = n_batches = 0
     restore_sigint = _watch_sigint(rec)
     try:
@@ -148,9 +156,9 @@ def run_capture(
     guessed = ua.guessed_warning([r.info.name for r in sites if r.info.unit_axis_source == ua.GUESSED])
     if guessed:
         cap.warnings.append(guessed)
-    if graph_sites is not None and rec.unmatched_graph_ops:
+    if graph_sites is not None and rec.names.unmatched:
         cap.warnings.append(
-            f"{rec.unmatched_graph_ops} activation op call(s) ran inside composite ops or control flow that the "
+            f"{rec.names.unmatched} activation op call(s) ran inside composite ops or control flow that the "
             "graph does not list one by one; they are named by op (e.g. sigmoid#3) instead of by module"
         )
     return cap

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ...kinds import ACTIVATION_MODULES
+from .fused import HIDDEN, hidden_reason
 from .ops import CANDIDATES, op_name
 
 _CANON = {
@@ -48,7 +49,7 @@ class GraphSite:
     def base_name(self) -> str:
         if self.gate:
             return f"{self.module}.{self.gate}" if self.module else self.gate
-        if self.module and self.module_type in ACTIVATION_MODULES:
+        if self.module and (self.module_type in ACTIVATION_MODULES or self.module_type == GLU):
             return self.module
         op = self.op.rstrip("_") if not self.op.startswith("_") else self.op
         return f"{self.module}/{op}" if self.module else op
@@ -59,6 +60,7 @@ _HIER_RE = re.compile(r"([^.()]*)\(([^()]*)\)")
 
 
 FUSED = "<fused>"
+GLU = "GLU"  # nn.GLU: its gate site is named after the module, as activation modules are
 # The candidate ops a recurrent cell's ATen decomposition runs, in order, with their gates.
 _CELL_OPS = {
     "lstm_cell": [
@@ -108,13 +110,35 @@ def torchscript_site_nodes(
     ]
 
 
+_CONTAINERS = frozenset(["ModuleList", "Sequential", "ModuleDict"])
+
+
 def _full_path(path: str, mtype: str, paths: dict[str, str]) -> str:
-    """TorchScript drops a ModuleList's own name from loop-unrolled calls (``0.act`` for
-    ``layers.0.act``): restore it where exactly one module path of that class ends that way."""
+    """TorchScript drops a container's own name from loop-unrolled calls (``0.act`` for
+    ``layers.0.act``, ``net.0.conformer.act`` for ``net.encoder_layers.0.conformer.act``):
+    restore the eager module path where exactly one module of that class reads as ``path``
+    with container names (ModuleList, Sequential, ModuleDict) left out."""
     if not path or path in paths:
         return path
-    matches = [p for p, t in paths.items() if p.endswith("." + path) and (not mtype or t == mtype)]
+    want = path.split(".")
+    matches = [
+        p
+        for p, t in paths.items()
+        if (not mtype or t == mtype) and p.endswith("." + want[-1]) and _skips_containers(p, want, paths)
+    ]
     return matches[0] if len(matches) == 1 else path
+
+
+def _skips_containers(candidate: str, want: list[str], paths: dict[str, str]) -> bool:
+    """Is ``want`` the path ``candidate`` with only container modules' own names left out?"""
+    parts = candidate.split(".")
+    i = 0
+    for k, part in enumerate(parts):
+        if i < len(want) and part == want[i]:
+            i += 1
+        elif paths.get(".".join(parts[: k + 1])) not in _CONTAINERS:
+            return False
+    return i == len(want)
 
 
 def _block_sites(block: Any, optional: bool, recurrent: bool = False) -> list[tuple[GraphSite, list[Any]]]:
@@ -124,6 +148,14 @@ def _block_sites(block: Any, optional: bool, recurrent: bool = False) -> list[tu
         if recurrent and kind.startswith("aten::") and kind[6:] in (*_CELL_OPS, *_FUSED_RNN):
             path, mtype = _parse_hierarchy(node)
             sites.extend((g, [node]) for g in _recurrent_sites(kind[6:], path, mtype, optional))
+            continue
+        if recurrent and kind == "aten::glu":
+            path, mtype = _parse_hierarchy(node)
+            sites.append((GraphSite("glu", path, mtype, optional), [node]))
+            continue
+        if recurrent and kind.startswith("aten::") and hidden_reason(kind[6:]):
+            path, mtype = _parse_hierarchy(node)
+            sites.append((GraphSite(kind[6:], path, mtype, True, HIDDEN), [node]))
             continue
         if kind == "aten::div" and _ts_is_softsign(node):
             path, mtype = _parse_hierarchy(node)
@@ -219,14 +251,19 @@ def export_graph_sites(gm: Any) -> list[GraphSite]:
             out.append(by_node[id(node)])
             continue
         op = op_name(node.target) if node.op == "call_function" else ""
-        if op in _CELL_OPS or op in _FUSED_RNN:
+        if op in _CELL_OPS or op in _FUSED_RNN or op == "glu" or (op and hidden_reason(op)):
             stack = list((node.meta.get("nn_module_stack") or {}).values())
             path, mtype = (
                 (re.sub(r"@\d+$", "", str(stack[-1][0])), str(stack[-1][1]).rsplit(".", 1)[-1])
                 if stack
                 else ("", "")
             )
-            out.extend(_recurrent_sites(op, path, mtype, False))
+            if op == "glu":
+                out.append(GraphSite(op, path, mtype))
+            elif op in _CELL_OPS or op in _FUSED_RNN:
+                out.extend(_recurrent_sites(op, path, mtype, False))
+            else:
+                out.append(GraphSite(op, path, mtype, True, HIDDEN))
     return out
 
 

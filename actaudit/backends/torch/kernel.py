@@ -18,7 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from ...kinds import Activation, Thresholds
 from ...stats import SiteStats
 from . import native
-from .ops import CANDIDATES, HIDDEN_ACTIVATIONS, activation_of, first_tensor, op_name
+from .fused import hidden_reason
+from .ops import CANDIDATES, activation_of, first_tensor, op_name
 
 if TYPE_CHECKING:
     from .heads import OutputOrigins
@@ -264,6 +265,10 @@ class Observer(Protocol):
     def observe(self) -> Callable[..., tuple[str, int] | None]: ...  # see Recorder.observe
     def is_softsign(self, args: tuple[Any, ...]) -> bool: ...
     def fused_lstm_layer(self, args: tuple[Any, ...], output: object) -> None: ...
+    def fused_encoder_layer(self, args: tuple[Any, ...], output: Any) -> None: ...
+    def glu_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], graph: bool
+    ) -> tuple[Any, Any, Any]: ...
     def tag(
         self, name: str, args: tuple[Any, ...], out: object, kwargs: dict[str, Any] | None = None
     ) -> None: ...
@@ -308,7 +313,7 @@ class DispatchCapture(TorchDispatchMode):
             name = _OP_NAMES[func] = op_name(func)
         observed = None
         pending = None
-        if name in HIDDEN_ACTIVATIONS:
+        if hidden_reason(name):
             self.rec.hidden_activation(name)
         if name in CANDIDATES:
             x = first_tensor(args, kwargs)
@@ -316,7 +321,7 @@ class DispatchCapture(TorchDispatchMode):
             found = activation_of(name, args, kwargs)
             if found is not None and x is not None:
                 act, weight = found
-                merge = label.startswith("aten::gru.")
+                merge = label.startswith(("aten::gru.", "aten::rnn_"))
                 pending = self.rec.observe(base, module, label, act, weight, x, merge=merge)
                 observed = self.rec.last_key
         elif name == "div" and self.rec.is_softsign(args):
@@ -324,9 +329,13 @@ class DispatchCapture(TorchDispatchMode):
             base, module, label = self.rec.graph_base("softsign", x)
             pending = self.rec.observe(base, module, label, Activation("softsign"), None, x)
             observed = self.rec.last_key
+        elif name == "glu":
+            pending, observed, x = self.rec.glu_call(args, kwargs, graph=True)
         out = func(*args, **kwargs)
         if name == "mkldnn_rnn_layer":
             self.rec.fused_lstm_layer(args, out)
+        elif name == "_transformer_encoder_layer_fwd":
+            self.rec.fused_encoder_layer(args, out)
         self.rec.tag(name, args, out, kwargs)
         if pending is not None and isinstance(out, torch.Tensor):
             self.rec.mark_output(pending, x, out)

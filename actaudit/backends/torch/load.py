@@ -325,6 +325,7 @@ def _from_dict(
     model = _build(arch)
     sd = _strip_given_prefixes(p, sd, strip_prefixes, notes)
     sd = _strip_prefix(sd, model, notes)
+    sd = _as_loaded(model, sd)
     if non_strict:
         sd = _matching_keys(p, model, sd, notes)
     _check_keys(p, model, sd)
@@ -446,6 +447,29 @@ def _strip_prefix(sd: dict[str, Any], model: torch.nn.Module, notes: list[str]) 
             notes.append(f"stripped the {prefix!r} prefix from every key")
             return {k[len(prefix) :]: v for k, v in sd.items()}
     return sd
+
+
+def _as_loaded(model: torch.nn.Module, sd: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's keys as ``load_state_dict`` sees them: after each module's load pre-hooks.
+
+    Old checkpoints load into today's modules through these hooks: ``weight_norm``'s
+    ``weight_g`` / ``weight_v`` become ``parametrizations.weight.original0/1``. The hooks run,
+    parent before child as ``load_state_dict`` runs them, on a copy of the dict (the tensors are
+    shared, not copied). A hook that raises leaves the keys as they were: the key check then
+    reports them.
+    """
+    mapped = dict(sd)
+    metadata = getattr(sd, "_metadata", None) or {}
+    try:
+        for name, module in model.named_modules():
+            hooks = list(getattr(module, "_load_state_dict_pre_hooks", {}).values())
+            for hook in hooks:
+                hook(mapped, f"{name}." if name else "", metadata.get(name, {}), True, [], [], [])
+    except Exception:
+        return dict(sd)
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in mapped.items()):
+        return dict(sd)
+    return mapped
 
 
 def _check_keys(p: Path, model: torch.nn.Module, sd: dict[str, Any]) -> None:

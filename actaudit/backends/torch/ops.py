@@ -289,15 +289,6 @@ def activation_of(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
     return act, (_arg(args, kwargs, 1, "weight", None) if kind == "prelu" else None)
 
 
-# Fused ops that run an activation inside them, where no capture can see its pre-activation.
-HIDDEN_ACTIVATIONS = {
-    "_transformer_encoder_layer_fwd": "the feed-forward ReLU/GELU of a TransformerEncoderLayer's fast path",
-    "_addmm_activation": "a ReLU/GELU fused into addmm",
-    "_thnn_fused_lstm_cell": "LSTM cell gates fused into one kernel",
-    "_thnn_fused_gru_cell": "GRU cell gates fused into one kernel",
-}
-
-
 def first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
     x = args[0] if args else kwargs.get("input", kwargs.get("self"))
     return x if isinstance(x, torch.Tensor) and x.is_floating_point() else None

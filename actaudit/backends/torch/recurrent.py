@@ -1,4 +1,4 @@
-"""Gate pre-activations of ``nn.LSTM`` / ``nn.GRU`` / ``nn.LSTMCell`` / ``nn.GRUCell``, written out.
+"""Gate pre-activations of ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` and their cells, written out.
 
 On CPU the recurrent modules run as one fused op (``aten::mkldnn_rnn_layer`` for LSTM,
 ``_VF.gru`` / ``_VF.lstm_cell``), so their sigmoid and tanh gates never reach an op-level
@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-RECURRENT_TYPES = ("LSTM", "GRU", "LSTMCell", "GRUCell")
+RECURRENT_TYPES = ("LSTM", "GRU", "RNN", "LSTMCell", "GRUCell", "RNNCell")
 LSTM_GATES = (
     ("input_gate", "sigmoid"),
     ("forget_gate", "sigmoid"),
@@ -40,9 +40,9 @@ class Gate:
 def gates_of(module: Any, args: tuple[object, ...], output: object) -> list[Gate]:
     """Every gate of one call of ``module``; raises :class:`Unsupported` when not reproducible."""
     kind = type(module).__name__
-    if kind in ("LSTMCell", "GRUCell"):
+    if kind in ("LSTMCell", "GRUCell", "RNNCell"):
         return _cell(module, kind, args, output)
-    if kind in ("LSTM", "GRU"):
+    if kind in ("LSTM", "GRU", "RNN"):
         return _sequence(module, kind, args, output)
     raise Unsupported(f"{kind} is not a recurrent module actaudit writes out")
 
@@ -73,6 +73,19 @@ def _gru_step(
     zs = torch.sigmoid(z)
     h2 = (1 - zs) * torch.tanh(n) + zs * h
     return [r, z, n], h2
+
+
+def _rnn_step(
+    x: torch.Tensor, h: torch.Tensor, w: list[torch.Tensor | None], relu: bool
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    g = x @ w[0].T + h @ w[1].T  # type: ignore[union-attr]
+    if w[2] is not None and w[3] is not None:
+        g = g + w[2] + w[3]
+    return [g], (torch.relu(g) if relu else torch.tanh(g))
+
+
+def _rnn_gates(module: Any) -> tuple[tuple[str, str], ...]:
+    return (("hidden", "relu" if getattr(module, "nonlinearity", "tanh") == "relu" else "tanh"),)
 
 
 def _weights(module: Any, sfx: str) -> list[torch.Tensor | None]:
@@ -118,9 +131,14 @@ def _cell(module: Any, kind: str, args: tuple[object, ...], output: object) -> l
     h = zeros if state is None else state  # type: ignore[assignment]
     if unbatched and isinstance(h, torch.Tensor) and h.ndim == 1:
         h = h.unsqueeze(0)
-    pre, h2 = _gru_step(xb, h, w)
+    if kind == "RNNCell":
+        pre, h2 = _rnn_step(xb, h, w, _rnn_gates(module)[0][1] == "relu")
+        names = _rnn_gates(module)
+    else:
+        pre, h2 = _gru_step(xb, h, w)
+        names = GRU_GATES
     _check(h2.squeeze(0) if unbatched else h2, output, "hidden state")
-    return [Gate(name, k, p) for (name, k), p in zip(GRU_GATES, pre, strict=True)]
+    return [Gate(name, k, p) for (name, k), p in zip(names, pre, strict=True)]
 
 
 def _sequence(module: Any, kind: str, args: tuple[object, ...], output: object) -> list[Gate]:
@@ -145,7 +163,8 @@ def _sequence(module: Any, kind: str, args: tuple[object, ...], output: object) 
         h0 = h0.unsqueeze(1)
     if isinstance(c0, torch.Tensor) and unbatched:
         c0 = c0.unsqueeze(1)
-    names = LSTM_GATES if kind == "LSTM" else GRU_GATES
+    names = LSTM_GATES if kind == "LSTM" else GRU_GATES if kind == "GRU" else _rnn_gates(module)
+    relu = kind == "RNN" and names[0][1] == "relu"
     gates: list[Gate] = []
     inp = seq
     for layer in range(layers):
@@ -162,8 +181,10 @@ def _sequence(module: Any, kind: str, args: tuple[object, ...], output: object) 
             for t in steps:
                 if kind == "LSTM":
                     pre, h, c = _lstm_step(inp[t], h, c, w)
-                else:
+                elif kind == "GRU":
                     pre, h = _gru_step(inp[t], h, w)
+                else:
+                    pre, h = _rnn_step(inp[t], h, w, relu)
                 pre_t.append(pre)
                 hs[t] = h
             label = f"l{layer}" + ("_reverse" if d else "")

@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 import fnmatch
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.utils.weak import WeakIdKeyDictionary
 
 from ... import unitaxis as ua
 from ...errors import InputError
 from ...kinds import Activation, Thresholds
 from ...naming import site_names
 from ...stats import AxisOverride, SiteInfo, SiteResult, Uncovered
-from .graphsites import FUSED, GraphSite, canon
+from .fused import HIDDEN, HiddenOps, encoder_layer_ffn
+from .graphnames import GraphNames
+from .graphsites import GraphSite
 from .idmap import TensorMap
 from .kernel import _Acc
 from .ops import (
     CARRIERS,
     CONV,
-    HIDDEN_ACTIVATIONS,
     LINEAR,
     PRODUCERS,
     RECURRENT_PRODUCERS,
     SAME_AXES,
     SPATIAL,
+    first_tensor,
 )
-from .recurrent import GRU_GATES, Unsupported, gates_of, mkldnn_layer_gates
+from .recurrent import Unsupported
+from .recurrent_sites import RecurrentSites
+from .swish import SpelledOut
 from .tags import follow, tensors_of
 
 
@@ -58,26 +60,18 @@ class Recorder:
         self.f = stuck_fraction
         self.overrides = axis_overrides
         self.graph_sites = graph_sites
+        self.names = GraphNames(graph_sites)  # compiled graphs: each call named after its module
         self.sites: dict[tuple[str, int], _Site] = {}
         self.tags: TensorMap[ua.Tag] = TensorMap()
         # Outputs of sites whose axis is still open, followed through axis-keeping ops to a consumer.
         self.pending_out: TensorMap[tuple[str, int]] = TensorMap()
-        self.sigmoid_out: WeakIdKeyDictionary = WeakIdKeyDictionary()  # held sigmoid output -> (key, input)
-        self.scaled_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # β·x -> (x, β)
-        # Compiled graphs: the module whose parameters produced a tensor (by storage), carried like tags.
-        self.param_owner: dict[int, str] = {}
-        self.owners: TensorMap[str] = TensorMap()
+        self.spelled = SpelledOut()  # SiLU and softsign, spelled as several ops
         self.module_stack: list[tuple[str, str]] = []
         self.batch_samples = 0
         self.last_site: str | None = None
-        self.unmatched_graph_ops = 0
         self.interrupted = False
         self.option_error: InputError | None = None  # a --unit-axis mistake found inside the forward
-        # softsign has no ATen op: it runs as x / (1 + |x|); these map |x| and 1 + |x| back to x.
-        self._abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
-        self._one_plus_abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
         self._counts: dict[str, int] = defaultdict(int)
-        self._graph_ptr = 0
         from .heads import OutputOrigins
 
         self.origins = OutputOrigins()  # which sites' values reach the model's outputs
@@ -85,24 +79,23 @@ class Recorder:
         self.output_sites: set[tuple[str, int]] = set()
         self.suspended = False  # while actaudit runs its own ops (a written-out recurrent cell)
         self.extra_uncovered: dict[str, Uncovered] = {}
-        self._hidden_now: dict[str, int] = defaultdict(int)  # fused-activation ops in this forward
-        self._gru_steps: dict[str, int] = defaultdict(int)  # gate ops seen per GRU layer, this forward
-        self.gru_done: set[str] = set()
+        paths: dict[str, list[str]] = defaultdict(list)
+        for g in graph_sites or []:
+            if g.gate == HIDDEN:
+                paths[g.op].append(g.module)
+        self.hidden = HiddenOps(dict(paths))  # fused ops and silent recurrent modules: uncovered
+        self._last_hidden: tuple[str, str, int] = ("", "", 0)
         self._merged_now: set[str] = set()
-        self.hidden_ops: dict[str, int] = {}  # the most calls of each seen in one forward
-        self._lstm_ptr = self._lstm_calls = 0  # position among the graph's fused aten::lstm nodes
-        self.lstm_done: set[str] = set()
-        self.lstm_failed: dict[str, str] = {}
+        self.recurrent = RecurrentSites(self, graph_sites)  # gates of fused recurrent ops, written out
 
     # -- per forward ----------------------------------------------------------------
     def begin_forward(self, samples: int) -> None:
         self.batch_samples = samples
         self._counts.clear()
-        self._hidden_now.clear()
-        self._gru_steps.clear()
+        self.hidden.begin_forward()
         self._merged_now.clear()
-        self._graph_ptr = 0
-        self._lstm_ptr = self._lstm_calls = 0
+        self.names.begin_forward()
+        self.recurrent.begin_forward()
         self.module_stack.clear()
 
     # -- provenance ---------------------------------------------------------------
@@ -114,8 +107,8 @@ class Recorder:
             return
         if name in _MULS and len(args) >= 2:
             self._mul(args, outs[0])
-        if self.param_owner:
-            self._own(name, args, outs)
+        if self.names.param_owner:
+            self.names.own(args, outs)
         if name in PRODUCERS or name in RECURRENT_PRODUCERS:
             origin = PRODUCERS.get(name, LINEAR)
             for t in outs if name in RECURRENT_PRODUCERS else outs[:1]:
@@ -137,18 +130,6 @@ class Recorder:
                 if t.ndim == src.ndim:
                     self.pending_out[t] = key
 
-    def _own(self, name: str, args: tuple[Any, ...], outs: list[torch.Tensor]) -> None:
-        # An op's own weights name it; otherwise its input's owner carries through.
-        tensors = tensors_of(list(args))
-        owner = next(
-            (self.param_owner[a.data_ptr()] for a in tensors if a.data_ptr() in self.param_owner), None
-        )
-        if owner is None:
-            owner = next((self.owners[a] for a in tensors if a in self.owners), None)
-        if owner is not None:
-            for t in outs:
-                self.owners[t] = owner
-
     def _consumed(self, name: str, args: tuple[Any, ...]) -> None:
         """The consumer decides a pending site's axis: a Conv input is [N, C, ...], a Linear's [..., F]."""
         if not self.pending_out or not args or not isinstance(args[0], torch.Tensor):
@@ -164,20 +145,10 @@ class Recorder:
             site.decided = axis
 
     def track_softsign(self, name: str, args: tuple[Any, ...], out: Any) -> None:
-        if not isinstance(out, torch.Tensor) or not args or not isinstance(args[0], torch.Tensor):
-            return
-        if name == "abs" and args[0].is_floating_point():
-            self._abs_of[out] = args[0]
-        elif name == "add" and args[0] in self._abs_of and len(args) > 1 and _is_one(args[1]):
-            self._one_plus_abs_of[out] = self._abs_of[args[0]]
+        self.spelled.track_softsign(name, args, out)
 
     def is_softsign(self, args: tuple[Any, ...]) -> bool:
-        return (
-            len(args) == 2
-            and isinstance(args[1], torch.Tensor)
-            and args[1] in self._one_plus_abs_of
-            and self._one_plus_abs_of[args[1]] is args[0]
-        )
+        return self.spelled.is_softsign(args)
 
     # -- observation ----------------------------------------------------------------
     def observe(
@@ -195,6 +166,7 @@ class Recorder:
         ``merge``: every call in a forward is the same site (a recurrent gate, once per time step);
         the batch's samples count once.
         """
+        self.hidden.events += 1
         if merge:
             k = 0
             samples = 0 if base in self._merged_now else self.batch_samples
@@ -247,6 +219,12 @@ class Recorder:
             x = x.unsqueeze(0)  # a batch of 1 whose batch axis the model squeezed away (x.squeeze())
         if axis >= x.ndim or int(x.shape[axis]) != info.units:
             site.broken = f"its unit count changed between batches (shape {tuple(x.shape)}, axis {axis})"
+            if info.unit_axis_source == ua.GUESSED:
+                # Units do not change between calls: an axis whose size does is a time or position axis.
+                site.broken += (
+                    ": the guessed unit axis is not a unit axis (a time or position axis); "
+                    f"set --unit-axis '{info.name or site.base}=AXIS'"
+                )
             return
         site.acc.add(x, axis, site.thr, samples)
 
@@ -268,7 +246,7 @@ class Recorder:
             site.acc = _Acc(info.units, x.device)
             self._add(site, x, samples)
         self.pending_out = TensorMap()
-        self.sigmoid_out = WeakIdKeyDictionary()
+        self.spelled.end_forward()
 
     def mark_output(self, key: tuple[str, int], x: Any, out: Any) -> None:
         """Follow a held site's output: to the consumer that decides its axis, or to a Mul by its input."""
@@ -278,31 +256,15 @@ class Recorder:
         if site.info.unit_axis_source == ua.GUESSED:
             self.pending_out[out] = key
         if site.info.kind == "sigmoid":
-            self.sigmoid_out[out] = (key, x)
+            self.spelled.sigmoid_output(key, x, out)
 
     def _mul(self, args: tuple[Any, ...], out: torch.Tensor) -> None:
-        """``x * sigmoid(x)`` (or ``x * sigmoid(β·x)``, β a positive constant): the sigmoid site is a SiLU."""
-        a, b = args[0], args[1]
-        for t, c in ((a, b), (b, a)):
-            if isinstance(t, torch.Tensor) and t.is_floating_point():
-                beta = _scalar_value(c)
-                if beta is not None:
-                    self.scaled_of[out] = (t, beta)
-        if not self.sigmoid_out:
-            return
-        for g, other in ((a, b), (b, a)):
-            if not isinstance(g, torch.Tensor) or g not in self.sigmoid_out:
-                continue
-            key, z = self.sigmoid_out[g]
-            site = self.sites.get(key)
-            if site is None or site.held is None:
-                continue
-            if other is z:
-                site.swish = 1.0
-            elif isinstance(other, torch.Tensor) and z in self.scaled_of and self.scaled_of[z][0] is other:
-                beta = self.scaled_of[z][1]
-                if beta > 0:
-                    site.swish = beta
+        """A held sigmoid site multiplied by its own input (``x * sigmoid(β·x)``) is a SiLU."""
+        found = self.spelled.mul(args, out)
+        if found is not None:
+            site = self.sites.get(found[0])
+            if site is not None and site.held is not None:
+                site.swish = found[1]
 
     def _axis(self, base: str, k: int, x: torch.Tensor) -> tuple[int, str]:
         """(unit axis, source); an axis equal to the rank means the whole activation is one unit."""
@@ -319,39 +281,7 @@ class Recorder:
         return (x.ndim if found is None else found), source
 
     def graph_base(self, name: str, x: Any = None) -> tuple[str, str, str]:
-        """(base name, module path, op label) for the next executed candidate op of a graph.
-
-        Greedy alignment in graph order; ops the graph does not list (inside composite ops)
-        keep a generic name and do not move the pointer. Among the sites a branch makes
-        possible, the one nearest to the module whose weights produced ``x`` wins: two arms
-        of an ``If`` with the same ops (silero-vad's ``_model`` and ``_model_8k``) are told
-        apart by what ran, not by which comes first in the graph.
-        """
-        gs = self.graph_sites or []
-        c = canon(name)
-        gru = self._gru_gate(c, x)
-        if gru is not None:
-            return gru
-        j = self._graph_ptr
-        found: list[int] = []
-        while j < len(gs):
-            if canon(gs[j].op) == c and gs[j].gate != FUSED:
-                found.append(j)
-                if not gs[j].optional:
-                    break
-            elif not gs[j].optional:
-                break
-            j += 1  # a branch that may not have run
-        if found:
-            owner = self.owners.get(x) if isinstance(x, torch.Tensor) else None
-            pick = found[0]
-            if owner is not None and len(found) > 1:
-                pick = max(found, key=lambda i: (_shared_prefix(gs[i].module, owner), -i))
-            self._graph_ptr = pick + 1
-            g = gs[pick]
-            return g.base_name, g.module, f"aten::{g.op}"
-        self.unmatched_graph_ops += 1
-        return c, "", f"aten::{name}"
+        return self.names.graph_base(name, x)
 
     # -- results --------------------------------------------------------------------
     def results(self) -> tuple[list[SiteResult], list[Uncovered]]:
@@ -364,140 +294,76 @@ class Recorder:
                 uncovered.append(Uncovered(site.info.name, site.info.op, site.broken))
                 continue
             out.append(SiteResult(site.info, site.acc.to_stats()))
-        for g in self.graph_sites or []:
-            if g.gate == FUSED and g.op == "lstm" and (g.module or "lstm") in self.lstm_done:
-                continue
-            if g.gate == FUSED and g.op == "gru" and g.module in self.gru_done:
-                continue
-            if g.gate == FUSED and (g.module or g.op) in self.lstm_failed:
-                name = g.module or g.op
-                reason = f"its gates were not audited: {self.lstm_failed[name]}"
-                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
-                continue
-            if g.gate == FUSED:
-                name = g.module or g.op
-                reason = (
-                    f"its gates run inside aten::{g.op}, which the compiled graph does not list one by one"
-                    + (
-                        " (on CPU one fused oneDNN op that no capture sees)"
-                        if g.op == "lstm"
-                        else "; they are reported by op (sigmoid#k, tanh#k), not by gate"
-                    )
-                    + "; audit the eager module (state_dict + --arch) for one site per gate"
-                )
-                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{g.op}", reason))
-        for op, n in self.hidden_ops.items():
-            for k in range(n):
-                name = op.lstrip("_") + (f"#{k}" if n > 1 else "")
-                reason = f"{HIDDEN_ACTIVATIONS[op]}: its pre-activation is never a tensor"
-                self.extra_uncovered.setdefault(name, Uncovered(name, f"aten::{op}", reason))
+        for u in self.recurrent.uncovered(self.names.gru_done):
+            self.extra_uncovered.setdefault(u.name, u)
+        for u in self.hidden.uncovered():
+            self.extra_uncovered.setdefault(u.name, u)
         return out, [*uncovered, *self.extra_uncovered.values()]
-
-    def _gru_gate(self, c: str, x: Any) -> tuple[str, str, str] | None:
-        """A gate of a compiled aten::gru, which runs as visible ops: named by the GRU weights that
-        produced its input (``gru.weight_hh_l1_reverse`` → layer 1, reverse) and its place in the
-        cycle reset, update, new of each step."""
-        if c not in ("sigmoid", "tanh") or not isinstance(x, torch.Tensor) or x not in self.owners:
-            return None
-        owner = str(self.owners[x])
-        module, _, param = owner.rpartition(".")
-        m = re.match(r"(?:weight|bias)_(?:ih|hh)_(l\d+(?:_reverse)?)$", param)
-        fused = {g.module for g in self.graph_sites or [] if g.gate == FUSED and g.op == "gru"}
-        if m is None or module not in fused:
-            return None
-        label = f"{module}.{m.group(1)}"
-        k = self._gru_steps[label]
-        gate, kind = GRU_GATES[k % 3]
-        if kind != c:
-            return None
-        self._gru_steps[label] = k + 1
-        self.gru_done.add(module)
-        return f"{label}.{gate}", module, f"aten::gru.{gate}"
 
     def hidden_activation(self, name: str) -> None:
         """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
-        self._hidden_now[name] += 1
-        self.hidden_ops[name] = max(self.hidden_ops.get(name, 0), self._hidden_now[name])
+        path = self.module_stack[-1][0] if self.module_stack else ""
+        self._last_hidden = (name, path, self.hidden.op(name, path))
 
-    def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None:
-        """One layer and direction of a compiled graph's aten::lstm, which oneDNN runs as one op."""
-        entries = [g for g in self.graph_sites or [] if g.gate == FUSED and g.op == "lstm"]
-        if self._lstm_ptr >= len(entries):
-            return  # an LSTM the graph does not list: nothing to name it after
-        entry = entries[self._lstm_ptr]
-        path = entry.module or "lstm"
-        try:
-            gates, reverse, layers, dirs = mkldnn_layer_gates(args, output)
-        except Unsupported as e:
-            self.lstm_failed[path] = str(e)
+    def fused_encoder_layer(self, args: tuple[Any, ...], output: Any) -> None:
+        """A ``TransformerEncoderLayer`` fast-path call: its feed-forward activation written out from
+        the op's own weights and audited (``layers.0/relu``, as the eager layer's site is named)."""
+        op, path, k = self._last_hidden
+        if op != "_transformer_encoder_layer_fwd":
             return
-        layer = self._lstm_calls // dirs
-        self._lstm_calls += 1
-        if self._lstm_calls >= layers * dirs:
-            self._lstm_ptr, self._lstm_calls = self._lstm_ptr + 1, 0
-        self.lstm_done.add(path)
-        label = f"l{layer}" + ("_reverse" if reverse else "")
-        for g in gates:
-            self.tags[g.x] = ua.Tag(g.x.ndim - 1, LINEAR)
-            self.observe(
-                f"{path}.{label}.{g.suffix}", path, f"aten::lstm.{g.suffix}", Activation(g.kind), None, g.x
-            )
+        try:
+            pre, kind = encoder_layer_ffn(args, output)
+        except Unsupported:
+            self.hidden.refused.add((op, path, k))
+            return
+        name = self.hidden.name_of(op, path, k)
+        self.hidden.written.add((op, path, k))
+        self.tags[pre] = ua.Tag(pre.ndim - 1, LINEAR)
+        self.observe(f"{name}/{kind}", name, f"aten::{op}.{kind}", Activation(kind), None, pre)
 
-    def recurrent_call(self, path: str, module: Any, args: tuple[Any, ...], output: Any) -> None:
-        """Audit the gates of one call of an eager recurrent module, from its own weights."""
-        mtype = type(module).__name__
+    def glu_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], graph: bool
+    ) -> tuple[tuple[str, int] | None, tuple[str, int] | None, torch.Tensor | None]:
+        """``glu(x, dim)`` = first half · sigmoid(second half): the sigmoid half is a site whose units
+        are the gate's channels along ``dim``. Returns (pending key, observed key, gate tensor)."""
+        x = first_tensor(args, kwargs)
+        base = module = label = ""
+        if graph:  # the graph's list names the call even when it cannot be observed
+            base, module, label = self.graph_base("glu", x)
+        if x is None or x.ndim == 0:
+            return None, None, None
+        dim = int(kwargs.get("dim", args[1] if len(args) > 1 else -1)) % x.ndim
+        half = int(x.shape[dim]) // 2
         self.suspended = True
         try:
-            for t in tensors_of(output):
-                tag = ua.produced(LINEAR, t.ndim)
-                if tag is not None:
-                    self.tags[t] = tag
-            if path in self.extra_uncovered:
-                return
-            try:
-                with torch.no_grad():
-                    gates = gates_of(module, args, output)
-            except Unsupported as e:
-                self.extra_uncovered[path] = Uncovered(
-                    path or mtype, f"nn.{mtype}", f"its gates were not audited: {e}"
-                )
-                return
-            for g in gates:
-                if g.x.ndim >= 2:
-                    self.tags[g.x] = ua.Tag(g.x.ndim - 1, LINEAR)
-                base = f"{path}.{g.suffix}" if path else g.suffix
-                self.observe(
-                    base, path, f"nn.{mtype}.{g.suffix.rsplit('.', 1)[-1]}", Activation(g.kind), None, g.x
-                )
+            gate = x.detach().narrow(dim, half, half)
         finally:
             self.suspended = False
+        if dim >= 1:
+            self.tags[gate] = ua.Tag(dim, LINEAR)
+        if not graph:
+            path, mtype = self.module_stack[-1] if self.module_stack else ("", "")
+            module = path
+            base, label = (
+                (path, "nn.GLU") if path and mtype == "GLU" else (f"{path}/glu" if path else "glu", "glu")
+            )
+        pending = self.observe(base, module, label, Activation("sigmoid"), None, gate)
+        return pending, self.last_key, gate
+
+    def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None:
+        self.recurrent.fused_lstm_layer(args, output)
+
+    def recurrent_call(self, path: str, module: Any, args: tuple[Any, ...], output: Any) -> None:
+        self.recurrent.module_call(path, module, args, output)
+
+    def watch_silent(self, module: Any, path: str, mtype: str) -> list[Any]:
+        """Hooks that list ``module`` uncovered when a call of it runs no activation op a capture sees."""
+        return [
+            module.register_forward_pre_hook(lambda m, a: self.hidden.module_started(path)),
+            module.register_forward_hook(
+                lambda m, a, o: self.hidden.module_ended(path, mtype), always_call=True
+            ),
+        ]
 
 
 _MULS = frozenset(["mul", "mul_", "__mul__", "__rmul__", "__imul__"])
-
-
-def _scalar_value(c: Any) -> float | None:
-    """A Python number or a one-element tensor that is not a graph activation (a constant)."""
-    if isinstance(c, bool):
-        return None
-    if isinstance(c, (int, float)):
-        return float(c)
-    if isinstance(c, torch.Tensor) and c.numel() == 1 and c.ndim == 0:
-        return float(c.item())
-    return None
-
-
-def _shared_prefix(a: str, b: str) -> int:
-    """How many leading dotted components two module paths share."""
-    n = 0
-    for p, q in zip(a.split("."), b.split("."), strict=False):
-        if p != q:
-            break
-        n += 1
-    return n
-
-
-def _is_one(x: Any) -> bool:
-    if isinstance(x, torch.Tensor):
-        return x.numel() == 1 and float(x.item()) == 1.0
-    return isinstance(x, (int, float)) and float(x) == 1.0

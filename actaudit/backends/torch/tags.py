@@ -86,6 +86,8 @@ def follow(
             dims = [] if dims is None else [dims] if isinstance(dims, int) else list(dims)
             return None if tag.axis in [int(d) % src.ndim for d in dims] else tag
         if name == "__getitem__":
+            if tag.whole:
+                return tag
             return getitem_tag(tag, src.ndim, args[1] if len(args) > 1 else None, out.ndim)
     except (TypeError, ValueError, IndexError):
         return None
