@@ -1,0 +1,131 @@
+"""Prompts from a text file (one per line) or JSONL, tokenised with the model folder's own tokenizer.
+
+The tokenizer is the folder's ``tokenizer.json``, read by the ``tokenizers`` library (a data
+file, no code). Prompts are truncated to ``--max-length`` tokens and never padded: batches
+hold sequences of one length (:func:`actaudit.data.files.by_length`), so every element the
+audit counts is a real token.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CalibrationError, InputError
+from .batches import Batch, DataSource
+from .files import FileSettings, by_length
+
+TOKENIZER_FILE = "tokenizer.json"
+MAX_LINE_CHARS = 1 << 20  # one prompt; a longer line is not a prompt
+MAX_TOKENIZER_BYTES = 1 << 30
+DEFAULT_MAX_LENGTH = 512
+_JSON_KEYS = ("text", "prompt", "content")
+
+
+def text_source(path: Path, settings: FileSettings) -> DataSource:
+    tokenizer, where = _tokenizer(path, settings.model_folder)
+    limit = settings.max_length or _position_limit(settings.model_folder) or DEFAULT_MAX_LENGTH
+    if limit < 1:
+        raise InputError(f"--max-length must be at least 1, got {limit}")
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(limit)
+    jsonl = path.suffix.lower() == ".jsonl"
+
+    def ids() -> Iterator[np.ndarray]:
+        for n, prompt in _prompts(path, jsonl):
+            try:
+                got = tokenizer.encode(prompt).ids
+            except Exception as e:
+                raise CalibrationError(f"{path}:{n}: the tokenizer failed: {e}") from None
+            if got:
+                yield np.asarray(got, dtype=np.int64)
+
+    def batches() -> Iterator[Batch]:
+        for arr in by_length(ids(), settings.batch_size):
+            yield [], {"input_ids": arr}
+
+    kind = "JSONL" if jsonl else "text"
+    return DataSource(
+        batches,
+        f"{path} ({kind}, tokenised with {where}, at most {limit} tokens, unpadded)",
+        details={"kind": "text", "tokenizer": where, "max_length": limit},
+    )
+
+
+def _tokenizer(path: Path, folder: Path | None) -> tuple[Any, str]:
+    file = folder / TOKENIZER_FILE if folder is not None else None
+    if file is None or not file.is_file():
+        where = f"the model folder {folder}" if folder is not None else "the model"
+        raise InputError(
+            f"calibration file {path} holds text, and {where} has no {TOKENIZER_FILE} to tokenise it",
+            hint="audit a Hugging Face folder that holds its tokenizer.json, or give token ids as .npy "
+            "(input_ids) or a --data-loader",
+        )
+    if file.stat().st_size > MAX_TOKENIZER_BYTES:
+        raise InputError(f"{file} has {file.stat().st_size} bytes: too large for a tokenizer")
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise InputError(
+            "text calibration needs the tokenizers package", hint="pip install 'actaudit[hf]'"
+        ) from None
+    try:
+        return Tokenizer.from_file(str(file)), str(file)
+    except Exception as e:
+        raise InputError(f"cannot read tokenizer {file}: {' '.join(str(e).split())[:200]}") from None
+
+
+def _position_limit(folder: Path | None) -> int | None:
+    """``max_position_embeddings`` of the folder's config.json, when it states one."""
+    if folder is None or not (folder / "config.json").is_file():
+        return None
+    try:
+        config = json.loads((folder / "config.json").read_bytes())
+    except (ValueError, OSError):
+        return None
+    n = config.get("max_position_embeddings") if isinstance(config, dict) else None
+    return min(n, DEFAULT_MAX_LENGTH) if isinstance(n, int) and n > 0 else None
+
+
+def _prompts(path: Path, jsonl: bool) -> Iterator[tuple[int, str]]:
+    """(line number, prompt) for each non-empty line; a line too long to be a prompt is an error."""
+    try:
+        f = open(path, encoding="utf-8", errors="strict", newline=None)  # noqa: SIM115
+    except OSError as e:
+        raise InputError(f"cannot read calibration file {path}: {e.strerror}") from None
+    with f:
+        n = 0
+        while True:
+            try:
+                line = f.readline(MAX_LINE_CHARS + 1)
+            except UnicodeDecodeError as e:
+                raise CalibrationError(f"{path}: line {n + 1} is not UTF-8 ({e.reason})") from None
+            if not line:
+                return
+            n += 1
+            if len(line) > MAX_LINE_CHARS:
+                raise CalibrationError(f"{path}:{n}: a line of more than {MAX_LINE_CHARS} characters")
+            text = line.strip()
+            if not text:
+                continue
+            yield n, _from_json(path, n, text) if jsonl else text
+
+
+def _from_json(path: Path, n: int, text: str) -> str:
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        raise CalibrationError(f"{path}:{n}: not a JSON value") from None
+    if isinstance(obj, str):
+        return obj
+    if isinstance(obj, dict):
+        for k in _JSON_KEYS:
+            if isinstance(obj.get(k), str):
+                return str(obj[k])
+    raise CalibrationError(
+        f"{path}:{n}: neither a JSON string nor an object with a string under {'/'.join(_JSON_KEYS)}"
+    )
