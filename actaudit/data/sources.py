@@ -43,7 +43,11 @@ def load_calib_file(
     reader = (readers or {}).get(suffix)
     if reader is not None:
         return reader(p)
-    raise InputError(f"calibration file {p} has an unknown type {suffix!r}", hint="use .npy, .npz or .pt")
+    raise InputError(
+        f"calibration file {p} has an unknown type {suffix!r}",
+        hint="use .npy, .npz, .pt, a .txt/.jsonl of prompts, PNG/JPEG images or WAV files (a file, "
+        "folder or glob), or --data-loader FILE.py:FUNCTION for anything else",
+    )
 
 
 def import_callable(spec: str, what: str) -> Callable[..., Any]:
