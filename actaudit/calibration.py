@@ -115,7 +115,8 @@ def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSourc
 
 def calib_file(path: str | os.PathLike[str], model: LoadedModel, opts: AuditOptions) -> DataSource:
     """Arrays (.npy, .npz, .pt), or the files people have: text, images, WAV audio (:mod:`.data.files`)."""
-    from .data.files import FileSettings, file_source, kind_of
+    from .data.files import file_source, kind_of
+    from .data.streams import FileSettings
 
     kind = kind_of(path)
     if kind is None:

@@ -5,7 +5,7 @@ before it sizes a read: a header that claims more frames than the file holds is 
 All files share one sample rate, and it must be the model's when the model folder states
 one (``sampling_rate`` in its preprocessor or feature-extractor config): resampling would
 change what the model hears, so a mismatch is refused. Clips of different lengths are never
-padded: batches hold clips of one length (:func:`actaudit.data.files.by_length`), cut to
+padded: batches hold clips of one length (:func:`actaudit.data.streams.by_length`), cut to
 ``--max-length`` samples when given.
 """
 
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import CalibrationError, InputError
 from .batches import Batch, DataSource
-from .files import AUDIO_SUFFIXES, FileSettings, by_length, check_file_count
+from .streams import AUDIO_SUFFIXES, FileSettings, by_length, check_file_count
 
 _RATE_FILES = ("preprocessor_config.json", "feature_extractor_config.json")
 _PCM16 = 2

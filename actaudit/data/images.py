@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import CalibrationError, InputError
 from .batches import Batch, DataSource
-from .files import IMAGE_SUFFIXES, FileSettings, check_file_count, in_batches
+from .streams import IMAGE_SUFFIXES, FileSettings, check_file_count, in_batches
 
 NORMALIZE = {
     "unit": (0.0, 1.0),  # x / 255

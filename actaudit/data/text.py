@@ -2,7 +2,7 @@
 
 The tokenizer is the folder's ``tokenizer.json``, read by the ``tokenizers`` library (a data
 file, no code). Prompts are truncated to ``--max-length`` tokens and never padded: batches
-hold sequences of one length (:func:`actaudit.data.files.by_length`), so every element the
+hold sequences of one length (:func:`actaudit.data.streams.by_length`), so every element the
 audit counts is a real token.
 """
 
@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import CalibrationError, InputError
 from .batches import Batch, DataSource
-from .files import FileSettings, by_length
+from .streams import FileSettings, by_length
 
 TOKENIZER_FILE = "tokenizer.json"
 MAX_LINE_CHARS = 1 << 20  # one prompt; a longer line is not a prompt

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import actaudit
 from actaudit.cli import cli
 from actaudit.data.audio import audio_source
-from actaudit.data.files import FileSettings
+from actaudit.data.streams import FileSettings
 from actaudit.errors import CalibrationError
 
 

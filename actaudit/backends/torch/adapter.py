@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ...data import Batch, DataSource
+from ...detect import TRANSFORMERS
 from ...errors import InputError
 from ..base import Backend, HandleBase, LoadOptions, ModelHandle, Pruner, Surgery
 from .backend import (
@@ -66,6 +67,10 @@ class TorchBackend:
     def load(self, path: Path, fmt: str, opts: LoadOptions) -> tuple[ModelHandle, str]:
         if opts.provider:
             raise InputError("--provider applies to ONNX models; use --device for PyTorch checkpoints")
+        if fmt == TRANSFORMERS:
+            from .hf import load_folder
+
+            return TorchHandle(load_folder(path, opts)), "transformers"
         tm = load_torch(
             path,
             arch=opts.arch,

@@ -20,7 +20,8 @@ import torch
 
 from ...data import InputSpec
 from ...errors import InputError, UntrustedCodeError, UntrustedPickleError
-from .load import TorchModel, _eager, _short
+from ..base import LoadOptions
+from .load import TorchModel, _device, _eager, _short
 
 CONFIG = "config.json"
 SAFE_SINGLE, SAFE_INDEX = "model.safetensors", "model.safetensors.index.json"
@@ -302,6 +303,18 @@ def _load_into(p: Path, model: Any, sd: dict[str, torch.Tensor], non_strict: boo
     tied = [k for k in expected if k not in sd]
     if tied:
         notes.append(f"{len(tied)} tied weight(s) shared with stored ones: {', '.join(tied[:_SHOWN])}")
+
+
+def load_folder(p: Path, opts: LoadOptions) -> TorchModel:
+    """The backend's entry: :func:`load_hf_folder` with the load options a folder takes."""
+    refuse_state_options(p, opts.arch, opts.state_key, opts.strip_prefixes)
+    return load_hf_folder(
+        p,
+        _device(opts.device),
+        trust_code=opts.trust_code,
+        trust_pickle=opts.trust_pickle,
+        non_strict=opts.non_strict,
+    )
 
 
 def refuse_state_options(p: Path, arch: str | None, state_key: str | None, strip: tuple[str, ...]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ...data import InputSpec, import_callable
-from ...detect import EXPORT, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT, TRANSFORMERS, detect_format
+from ...detect import EXPORT, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT, detect_format
 from ...errors import InputError, UntrustedPickleError
 from .graphsites import GraphSite, export_graph_sites, torchscript_graph_sites
 from .trust import check_torchscript, guarded_export_load
@@ -63,11 +63,6 @@ def load_torch(
             hint="drop --arch to audit the program as it is",
         )
     keys = {"strip_prefixes": tuple(strip_prefixes), "non_strict": non_strict}
-    if fmt == TRANSFORMERS:
-        from .hf import load_hf_folder, refuse_state_options
-
-        refuse_state_options(p, arch, state_key, strip_prefixes)
-        return load_hf_folder(p, dev, trust_code=trust_code, trust_pickle=trust_pickle, non_strict=non_strict)
     if fmt == SAFETENSORS:
         return _load_safetensors(p, arch, state_key, dev, **keys)
     if fmt == TORCHSCRIPT:
