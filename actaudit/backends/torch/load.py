@@ -238,8 +238,11 @@ def _load_pickle(
 
 
 def _load_untrusted(p: Path, dev: torch.device) -> Any:
+    from ...data.sources import cwd_importable
+
     try:
-        return torch.load(str(p), map_location=dev, weights_only=False)
+        with cwd_importable():  # the model's classes import from the user's project, as with python -m
+            return torch.load(str(p), map_location=dev, weights_only=False)
     except (ModuleNotFoundError, AttributeError) as e:
         raise InputError(
             f"cannot unpickle {p}: {_short(e)}",
