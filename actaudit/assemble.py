@@ -113,6 +113,10 @@ def build_report(
         per_unit=opts.per_unit,
     )
     report.gates = evaluate(gates, verdicts, report.summary())
+    if cap.extras.get("ffn"):
+        from .ffn import ffn_profile
+
+        report.ffn = ffn_profile(verdicts, cap.extras["ffn"])
     report.run = {
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "host": {

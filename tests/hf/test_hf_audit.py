@@ -67,6 +67,7 @@ def oracle(
     mods = [m for n, m in model.named_modules() if n.endswith(module_suffix)]
     counts = [torch.zeros(0) for _ in mods]
     near = [0]
+    silent = [0 for _ in mods]
 
     def hook(i: int) -> Any:
         def f(mod: Any, args: Any) -> None:
@@ -74,6 +75,7 @@ def oracle(
             got = (x > t).sum(0)
             counts[i] = got if counts[i].numel() == 0 else counts[i] + got
             near[0] += int(((x - t).abs() < 1e-3).sum())
+            silent[i] += int((got == 0).sum())  # one prompt per call: x holds its tokens only
 
         return f
 
@@ -86,7 +88,7 @@ def oracle(
             model(input_ids=ids)
     for h in handles:
         h.remove()
-    return counts, tokens, near[0]
+    return counts, tokens, near[0], silent
 
 
 def audit_json(*args: str) -> dict[str, Any]:
@@ -99,7 +101,7 @@ def audit_json(*args: str) -> dict[str, Any]:
 def test_folder_audit_from_text_matches_hook_oracle(folders: dict[str, Path], family: str) -> None:
     _, suffix, fn = FAMILIES[family]
     prompts = [ln for ln in folders["prompts"].read_text().splitlines() if ln.strip()]
-    expect, tokens, near = oracle(folders[family], prompts, suffix, fn)
+    expect, tokens, near, _ = oracle(folders[family], prompts, suffix, fn)
     report = audit_json(str(folders[family]), "--calib", str(folders["prompts"]), "--batch-size", "4")
     sites = [s for s in report["sites"] if s["module"].endswith(suffix)]
     assert len(sites) == len(expect) == tinymodels.LAYERS
@@ -144,3 +146,36 @@ def test_command_line_audit_of_a_folder(folders: dict[str, Path]) -> None:
     assert r.returncode == 0, r.stderr
     assert "model.decoder.layers.0.activation_fn" in r.stdout
     assert "[transformers]" in r.stdout
+
+
+def hot_set_size(counts: list[int], share: float) -> int:
+    """The fewest neurons whose fire counts reach ``share`` of the layer's firings, by a plain loop."""
+    total, acc = sum(counts), 0
+    for k, c in enumerate(sorted(counts, reverse=True), start=1):
+        acc += c
+        if acc >= share * total:
+            return k
+    return len(counts)
+
+
+@pytest.mark.parametrize("family", ["opt", "llama"])
+def test_ffn_profile_per_layer_matches_the_oracle(folders: dict[str, Path], family: str) -> None:
+    _, suffix, fn = FAMILIES[family]
+    prompts = [ln for ln in folders["prompts"].read_text().splitlines() if ln.strip()]
+    expect, tokens, near, silent = oracle(folders[family], prompts, suffix, fn)
+    report = audit_json(str(folders[family]), "--calib", str(folders["prompts"]), "--batch-size", "3")
+    ffn = report["ffn"]
+    assert [d["layer"] for d in ffn["layers"]] == list(range(tinymodels.LAYERS))
+    for d, want, quiet in zip(ffn["layers"], expect, silent, strict=True):
+        counts = [int(c) for c in want.tolist()]
+        assert d["gated"] is (family == "llama")
+        assert (d["neurons"], d["tokens"], d["sequences"]) == (tinymodels.FFN, tokens, len(prompts))
+        assert d["dead"] == sum(c == 0 for c in counts)
+        assert d["dead_fraction"] == pytest.approx(d["dead"] / tinymodels.FFN, abs=1e-6)
+        silent_tokens = sum(tokens - c for c in counts) / tokens
+        assert d["silent_per_token"] == pytest.approx(silent_tokens, abs=near / tokens + 1e-3)
+        assert d["silent_per_sequence"] == pytest.approx(quiet / len(prompts), abs=near / len(prompts) + 1e-9)
+        assert d["dead"] <= d["silent_per_sequence"] <= d["silent_per_token"]
+        if near == 0:
+            assert d["cold"] == tinymodels.FFN - hot_set_size(counts, ffn["hot_share"])
+    assert ffn["dead"] == sum(d["dead"] for d in ffn["layers"])

@@ -14,7 +14,8 @@ import torch
 from ...data import Batch, DataSource
 from ...detect import TRANSFORMERS
 from ...errors import InputError
-from ..base import Backend, HandleBase, LoadOptions, ModelHandle, Pruner, Surgery
+from ...stats import Capture
+from ..base import Backend, CaptureOptions, HandleBase, LoadOptions, ModelHandle, Pruner, Surgery
 from .backend import (
     TorchModel,
     bound_batches,
@@ -37,6 +38,13 @@ class TorchHandle(HandleBase[TorchModel]):
 
     def __init__(self, raw: TorchModel) -> None:
         super().__init__(raw, capture)
+
+    def capture(self, source: DataSource, opts: CaptureOptions) -> Capture:
+        if self.raw.fmt == "transformers":  # FFN neurons per sequence too, in the same pass
+            from .hf_ffn import capture_ffn
+
+            return capture_ffn(self.raw, source, opts)
+        return super().capture(source, opts)
 
     def batches(self, stream: Iterable[Batch], warnings: list[str]) -> Iterator[Batch]:
         return bound_batches(self.raw, stream, warnings)
