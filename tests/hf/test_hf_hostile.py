@@ -47,9 +47,12 @@ def _edit_config(folder: Path, **changes: object) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def test_plain_folder_audits(plain: Path) -> None:
+def test_plain_folder_audits_and_inspects(plain: Path) -> None:
     code, err = _audit(plain)
     assert code == 0, err
+    r = CliRunner().invoke(cli, ["inspect", str(plain)])
+    assert r.exit_code == 0, r.stderr
+    assert "model.decoder.layers.1.activation_fn" in r.stdout and "input_ids" in r.stdout
 
 
 def test_auto_map_code_is_refused_without_trust_code(plain: Path, tmp_path: Path, monkeypatch) -> None:

@@ -29,6 +29,8 @@ PICKLE_SINGLE, PICKLE_INDEX = "pytorch_model.bin", "pytorch_model.bin.index.json
 MAX_JSON_BYTES = 64 << 20  # config.json and index files: far above any real one
 _SHOWN = 6
 _MAIN_DTYPES = {"input_ids": "int64"}
+# A sequence length for synthetic ids (inspect, or an audit without data): token 0 and 1 exist in every vocabulary.
+_MAIN_SHAPES: dict[str, tuple[int | None, ...]] = {"input_ids": (None, 16)}
 
 
 def load_hf_folder(
@@ -66,9 +68,7 @@ def load_hf_folder(
     tm = _eager("transformers", model, dev, notes)
     # The one input calibration feeds (token ids, pixels or samples); the optional ones keep their defaults.
     main = getattr(model, "main_input_name", None) or (tm.inputs[0].name if tm.inputs else "input_ids")
-    tm.inputs = [
-        InputSpec(main, (None, None) if main == "input_ids" else None, _MAIN_DTYPES.get(main, "float32"))
-    ]
+    tm.inputs = [InputSpec(main, _MAIN_SHAPES.get(main), _MAIN_DTYPES.get(main, "float32"))]
     return tm
 
 
