@@ -133,11 +133,15 @@ def test_sharded_folder_gives_the_same_counts(folders: dict[str, Path], tmp_path
         assert a["per_unit"]["fire_rate"] == b["per_unit"]["fire_rate"]
 
 
-def test_command_line_audit_of_a_folder(folders: dict[str, Path]) -> None:
-    """The whole process, as a user runs it: the folder, a text file, one table on stdout."""
+def test_command_line_audit_of_a_folder(folders: dict[str, Path], tmp_path: Path) -> None:
+    """The whole process, as a user runs it: the folder, a text file, tables on stdout, the HTML plot."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    html = tmp_path / "r.html"
     r = subprocess.run(
-        [sys.executable, "-m", "actaudit", "audit", str(folders["opt"]), "--calib", str(folders["prompts"])],
+        [
+            *(sys.executable, "-m", "actaudit", "audit", str(folders["opt"])),
+            *("--calib", str(folders["prompts"]), "--html", str(html)),
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -146,6 +150,10 @@ def test_command_line_audit_of_a_folder(folders: dict[str, Path]) -> None:
     assert r.returncode == 0, r.stderr
     assert "model.decoder.layers.0.activation_fn" in r.stdout
     assert "[transformers]" in r.stdout
+    assert "FFN neurons per layer" in r.stdout
+    page = html.read_text()
+    assert 'id="ffn-chart"' in page and 'data-layers="2"' in page
+    assert page.count('<circle class="ffn-dead"') == tinymodels.LAYERS
 
 
 def hot_set_size(counts: list[int], share: float) -> int:
