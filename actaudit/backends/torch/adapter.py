@@ -56,7 +56,13 @@ class TorchHandle(HandleBase[TorchModel]):
         """Nothing to do: ``--device`` already names the rank's device (torchrun sets it per rank)."""
 
     def writer(self, fmt: str, output: Path | None, output_format: str | None, notes: list[str]) -> str:
-        return rewrite_writer(fmt, output, output_format, notes)
+        chosen = rewrite_writer(fmt, output, output_format, notes)
+        if fmt == "transformers":
+            notes.append(
+                "a Hugging Face config.json names one activation for every layer and cannot hold per-site "
+                f"slopes or per-layer widths: the model is written as one {chosen} file, not as a folder"
+            )
+        return chosen
 
     def surgery(self, writer: str) -> Surgery:
         from .editing import TorchSurgery
