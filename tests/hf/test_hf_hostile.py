@@ -153,3 +153,25 @@ def test_missing_transformers_gives_the_install_line(plain: Path, monkeypatch) -
     code, err = _audit(plain)
     assert code == 2
     assert "pip install 'actaudit[hf]'" in err
+
+
+def test_hub_cache_layout_with_links_and_bf16_weights(plain: Path, tmp_path: Path) -> None:
+    """A snapshot folder of the hub's cache links its files to blobs: links are followed, names are not paths."""
+    from safetensors.torch import load_file, save_file
+
+    blobs, snap = tmp_path / "blobs", tmp_path / "snapshots" / "abc"
+    blobs.mkdir()
+    snap.mkdir(parents=True)
+    sd = {
+        k: v.to(torch.bfloat16) if v.is_floating_point() else v
+        for k, v in load_file(plain / "model.safetensors").items()
+    }
+    save_file(sd, blobs / "w")
+    shutil.copy(plain / "config.json", blobs / "c")
+    (snap / "model.safetensors").symlink_to(blobs / "w")
+    (snap / "config.json").symlink_to(blobs / "c")
+    r = CliRunner().invoke(
+        cli, ["audit", str(snap), "--input-shape", "2x6", "--val-range", "5,28", "--format", "json"]
+    )
+    assert r.exit_code == 0, r.stderr
+    assert any("stored as bfloat16, audited in float32" in w for w in json.loads(r.stdout)["warnings"])

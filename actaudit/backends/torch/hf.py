@@ -177,14 +177,15 @@ def _plain_name(p: Path, name: Any, index: Path) -> Path:
     if "\\" in name or "\x00" in name:
         raise InputError(f"{index}: shard {name!r} is not a plain file name in the folder")
     shard = p / name
-    if shard.is_symlink() or not shard.is_file():
+    # A link is followed (the hub's cache links snapshot files to blobs); the name cannot leave the folder.
+    if not shard.is_file():
         raise InputError(f"{index}: shard {name} is missing or not a regular file in {p}")
     return shard
 
 
 def read_weights(p: Path, trust_pickle: bool) -> tuple[dict[str, torch.Tensor], str]:
     """The folder's tensors and where they came from: safetensors, single or sharded; pickles on consent."""
-    if (p / SAFE_SINGLE).is_file() and not (p / SAFE_SINGLE).is_symlink():
+    if (p / SAFE_SINGLE).is_file():
         return _safetensors([p / SAFE_SINGLE]), SAFE_SINGLE
     if (p / SAFE_INDEX).is_file():
         shards, weight_map = _index(p, p / SAFE_INDEX)
@@ -298,6 +299,10 @@ def _load_into(p: Path, model: Any, sd: dict[str, torch.Tensor], non_strict: boo
             f"the weights of {p} do not fit the model its config.json builds: " + "; ".join(problems),
             hint="pass --non-strict to load the keys that fit" if not missing else None,
         )
+    stored = sorted({str(t.dtype).removeprefix("torch.") for t in sd.values() if t.is_floating_point()})
+    built = {str(t.dtype).removeprefix("torch.") for t in expected.values() if t.is_floating_point()}
+    if stored and set(stored) != built:
+        notes.append(f"weights stored as {', '.join(stored)}, audited in {', '.join(sorted(built))}")
     with torch.no_grad():
         model.load_state_dict(sd, strict=False)
     tied = [k for k in expected if k not in sd]
