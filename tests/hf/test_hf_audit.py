@@ -8,6 +8,7 @@ above the activation's flat tail, a threshold found here by autograd on the torc
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -52,10 +53,12 @@ def tail_threshold(fn: Any, fraction: float = 0.01) -> float:
     return float(x.detach()[first_live - 1])
 
 
+@functools.cache
 def oracle(
-    folder: Path, prompts: list[str], module_suffix: str, fn: Any
-) -> tuple[list[torch.Tensor], int, int]:
-    """Per layer: fire counts per neuron; total tokens; elements within 1e-3 of the threshold (tolerance)."""
+    folder: Path, prompts: tuple[str, ...], module_suffix: str, fn: Any
+) -> tuple[list[torch.Tensor], int, int, list[int]]:
+    """Per layer fire counts per neuron; total tokens; elements within 1e-3 of the threshold (a
+    tolerance); per layer the (sequence, neuron) pairs where no token of the sequence fired."""
     import transformers
     from tokenizers import Tokenizer
 
@@ -100,7 +103,7 @@ def audit_json(*args: str) -> dict[str, Any]:
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_folder_audit_from_text_matches_hook_oracle(folders: dict[str, Path], family: str) -> None:
     _, suffix, fn = FAMILIES[family]
-    prompts = [ln for ln in folders["prompts"].read_text().splitlines() if ln.strip()]
+    prompts = tuple(ln for ln in folders["prompts"].read_text().splitlines() if ln.strip())
     expect, tokens, near, _ = oracle(folders[family], prompts, suffix, fn)
     report = audit_json(str(folders[family]), "--calib", str(folders["prompts"]), "--batch-size", "4")
     sites = [s for s in report["sites"] if s["module"].endswith(suffix)]
@@ -169,7 +172,7 @@ def hot_set_size(counts: list[int], share: float) -> int:
 @pytest.mark.parametrize("family", ["opt", "llama"])
 def test_ffn_profile_per_layer_matches_the_oracle(folders: dict[str, Path], family: str) -> None:
     _, suffix, fn = FAMILIES[family]
-    prompts = [ln for ln in folders["prompts"].read_text().splitlines() if ln.strip()]
+    prompts = tuple(ln for ln in folders["prompts"].read_text().splitlines() if ln.strip())
     expect, tokens, near, silent = oracle(folders[family], prompts, suffix, fn)
     report = audit_json(str(folders[family]), "--calib", str(folders["prompts"]), "--batch-size", "3")
     ffn = report["ffn"]
