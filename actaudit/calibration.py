@@ -75,6 +75,14 @@ def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSourc
         raise InputError(f"--batch-size must be at least 1, got {opts.batch_size}")
     if opts.samples is not None and opts.samples < 1:
         raise InputError(f"--samples must be at least 1, got {opts.samples}")
+    if model.fmt == "transformers":
+        from .data.text import without_padding
+
+        return without_padding(_plain_source(data, model, opts), opts.batch_size)
+    return _plain_source(data, model, opts)
+
+
+def _plain_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
     if opts.calib is not None:
         return calib_file(opts.calib, model, opts)
     if opts.data_loader is not None:

@@ -129,3 +129,57 @@ def _from_json(path: Path, n: int, text: str) -> str:
     raise CalibrationError(
         f"{path}:{n}: neither a JSON string nor an object with a string under {'/'.join(_JSON_KEYS)}"
     )
+
+
+MASK = "attention_mask"
+
+
+def without_padding(source: DataSource, batch_size: int) -> DataSource:
+    """Token batches with an ``attention_mask`` (from .npz, .pt or a loader), padding removed.
+
+    Each row keeps the positions its mask marks (left or right padding alike), and rows are
+    batched again by length, so padded positions never reach the model and never count as
+    elements. Every ``[batch, tokens]`` array beside the mask (``token_type_ids``) is cut
+    the same way. Batches without a mask pass unchanged.
+    """
+
+    def batches() -> Iterator[Batch]:
+        for args, kwargs in source.batches():
+            if MASK not in kwargs or args:
+                yield args, kwargs
+                continue
+            names, rows = _unpadded_rows(kwargs)
+            for arr in by_length(rows, batch_size):
+                yield [], {n: np.ascontiguousarray(arr[:, :, i]) for i, n in enumerate(names)}
+
+    return DataSource(
+        batches,
+        source.description + " (attention_mask honoured: padding removed)",
+        source.synthetic,
+        source.total_samples,
+        source.details,
+    )
+
+
+def _unpadded_rows(kwargs: dict[str, Any]) -> tuple[list[str], Iterator[np.ndarray]]:
+    mask = np.asarray(kwargs[MASK])
+    if mask.ndim != 2:
+        raise CalibrationError(f"{MASK} has shape {tuple(mask.shape)}; expected [batch, tokens]")
+    if not np.isin(mask, (0, 1)).all():
+        raise CalibrationError(f"{MASK} holds values other than 0 and 1")
+    names = [k for k in kwargs if k != MASK]
+    arrays = [np.asarray(kwargs[k]) for k in names]
+    for n, a in zip(names, arrays, strict=True):
+        if a.shape != mask.shape:
+            raise CalibrationError(
+                f"{n} has shape {tuple(a.shape)} and {MASK} {tuple(mask.shape)}",
+                hint="give the mask of the same [batch, tokens] as the token ids",
+            )
+    stacked = np.stack(arrays, -1)  # [batch, tokens, inputs]
+
+    def rows() -> Iterator[np.ndarray]:
+        for row, keep in zip(stacked, mask.astype(bool), strict=True):
+            if keep.any():
+                yield row[keep]
+
+    return names, rows()

@@ -95,3 +95,40 @@ def test_by_length_never_pads_and_stays_within_its_budget() -> None:
         got = sorted(int(row[0]) for b in out for row in b)
         assert got == list(range(200))
         assert all(len(seqs[int(row[0])]) == b.shape[1] for b in out for row in b)
+
+
+def test_attention_mask_of_padded_arrays_is_honoured(folder: Path, tmp_path: Path) -> None:
+    """Padded token ids with their mask (left and right padding) count exactly the tokens of the text file."""
+    from tokenizers import Tokenizer
+
+    prompts = tinymodels.prompts(10, seed=6)
+    (tmp_path / "p.txt").write_text("\n".join(prompts))
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    seqs = [tok.encode(p).ids for p in prompts]
+    width = max(map(len, seqs))
+    ids = np.zeros((len(seqs), width), np.int64)
+    mask = np.zeros_like(ids)
+    for i, s in enumerate(seqs):
+        at = slice(0, len(s)) if i % 2 else slice(width - len(s), width)  # right, then left padding
+        ids[i, at], mask[i, at] = s, 1
+    np.savez(tmp_path / "padded.npz", input_ids=ids, attention_mask=mask)
+    code, text = _audit(folder, tmp_path / "p.txt")
+    assert code == 0 and isinstance(text, dict), text
+    code, padded = _audit(folder, tmp_path / "padded.npz", "--batch-size", "4")
+    assert code == 0 and isinstance(padded, dict), padded
+    assert _elements(padded) == _elements(text) == [sum(map(len, seqs))] * tinymodels.LAYERS
+    for a, b in zip(text["sites"], padded["sites"], strict=True):
+        assert a["dead_units"] == b["dead_units"]
+        np.testing.assert_allclose(a["per_unit"]["fire_rate"], b["per_unit"]["fire_rate"], atol=1e-6)
+    assert "padding removed" in padded["calibration"]["source"]
+    # The same ids without their mask: every padded position would count.
+    np.save(tmp_path / "ids.npy", ids)
+    code, unmasked = _audit(folder, tmp_path / "ids.npy")
+    assert code == 0 and isinstance(unmasked, dict)
+    assert _elements(unmasked) == [ids.size] * tinymodels.LAYERS
+
+
+def test_a_mask_that_is_not_zeros_and_ones_is_refused(folder: Path, tmp_path: Path) -> None:
+    np.savez(tmp_path / "bad.npz", input_ids=np.ones((2, 4), np.int64), attention_mask=np.full((2, 4), 2))
+    code, err = _audit(folder, tmp_path / "bad.npz")
+    assert code == 2 and "attention_mask" in str(err)

@@ -31,6 +31,8 @@ _KINDS = {
     "SiLUActivation": "silu",
     "GELU": "gelu",
     "GELUActivation": "gelu",
+    "GELUTanh": "gelu",
+    "PytorchGELUTanh": "gelu",
 }
 _GATES = ("gate_proj", "w1", "gate_up_proj", "wi_0")
 _NOT_FFN = ("attn", "attention")
