@@ -173,3 +173,21 @@ def test_files_that_are_not_images_say_what_is_read(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     code, err = _cli(tmp_path, tmp_path / "empty")
     assert code == 2 and "--data-loader" in err
+
+
+def test_images_are_read_a_batch_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    """Memory does not grow with the number of files: the first batch decodes batch-size images, no more."""
+    from actaudit.data import images
+    from actaudit.data.files import file_source
+    from actaudit.data.streams import FileSettings
+
+    save_pngs(tmp_path / "imgs", pixels(9))
+    decoded: list[str] = []
+    real = images._pixels
+    monkeypatch.setattr(images, "_pixels", lambda f, *a: decoded.append(f.name) or real(f, *a))
+    src = file_source(tmp_path / "imgs", "images", FileSettings(batch_size=4))
+    stream = src.batches()
+    first = next(stream)
+    assert first[0][0].shape == (4, 3, 12, 10) and len(decoded) == 4
+    rest = list(stream)
+    assert [b[0][0].shape[0] for b in rest] == [4, 1] and len(decoded) == 9
