@@ -175,3 +175,18 @@ def test_hub_cache_layout_with_links_and_bf16_weights(plain: Path, tmp_path: Pat
     )
     assert r.exit_code == 0, r.stderr
     assert any("stored as bfloat16, audited in float32" in w for w in json.loads(r.stdout)["warnings"])
+
+
+def test_attention_kernel_from_the_hub_is_not_fetched(plain: Path, tmp_path: Path) -> None:
+    """A config naming a hub kernel would have transformers fetch and run its code: sdpa is used instead."""
+    folder = _copy(plain, tmp_path)
+    _edit_config(
+        folder,
+        attn_implementation="kernels-community/flash-attn",
+        _attn_implementation="kernels-community/flash-attn",
+    )
+    r = CliRunner().invoke(
+        cli, ["audit", str(folder), "--input-shape", "2x6", "--val-range", "5,28", "--format", "json"]
+    )
+    assert r.exit_code == 0, r.stderr
+    assert any("the audit uses sdpa" in w for w in json.loads(r.stdout)["warnings"])

@@ -100,7 +100,7 @@ def read_json(path: Path, what: str) -> Any:
         raise InputError(f"{what} file {path} is not valid JSON: {_short(e)}") from None
 
 
-def _config_object(transformers: Any, p: Path, config: dict[str, Any]) -> Any:
+def _config_object(transformers: Any, p: Path, config: dict[str, Any], notes: list[str]) -> Any:
     model_type = config.get("model_type")
     mapping = transformers.CONFIG_MAPPING
     if not isinstance(model_type, str) or model_type not in mapping:
@@ -109,14 +109,23 @@ def _config_object(transformers: Any, p: Path, config: dict[str, Any]) -> Any:
             hint="upgrade transformers, or export the model to ONNX or torch.export",
         )
     try:
-        return mapping[model_type].from_dict(config)
+        cfg = mapping[model_type].from_dict(config)
     except Exception as e:
         raise InputError(f"{p / CONFIG}: transformers cannot read it: {_short(e)}") from None
+    asked = getattr(cfg, "_attn_implementation", None)
+    if asked not in (None, "eager", "sdpa"):
+        # A hub kernel ("kernels-community/...") is code fetched and run at build time; flash
+        # attention needs a GPU package. The audit measures activations, which do not depend on it.
+        cfg._attn_implementation = "sdpa"
+        notes.append(
+            f"config.json asks for attention implementation {str(asked)[:80]!r}; the audit uses sdpa"
+        )
+    return cfg
 
 
 def _build_library(transformers: Any, p: Path, config: dict[str, Any], notes: list[str]) -> Any:
     """The class named in ``architectures``, looked up in the installed library only."""
-    cfg = _config_object(transformers, p, config)
+    cfg = _config_object(transformers, p, config, notes)
     archs = config.get("architectures") or []
     if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
         raise InputError(f"{p / CONFIG}: architectures is not a list of class names")
