@@ -57,6 +57,13 @@ def parse_normalize(text: str | None) -> str:
 
 def image_source(path: str, files: list[Path], settings: FileSettings) -> DataSource:
     files = check_file_count(path, files, IMAGE_SUFFIXES)
+    try:
+        import PIL.Image  # noqa: F401
+    except ImportError:
+        raise InputError(
+            f"calibration path {path} holds images, and Pillow is not installed",
+            hint="pip install 'actaudit[hf]'",
+        ) from None
     size = parse_resize(settings.resize)
     norm = parse_normalize(settings.normalize)
     with _open(files[0]) as first:

@@ -191,3 +191,12 @@ def test_images_are_read_a_batch_at_a_time(tmp_path: Path, monkeypatch) -> None:
     assert first[0][0].shape == (4, 3, 12, 10) and len(decoded) == 4
     rest = list(stream)
     assert [b[0][0].shape[0] for b in rest] == [4, 1] and len(decoded) == 9
+
+
+def test_missing_pillow_gives_the_install_line(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    save_pngs(tmp_path / "imgs", pixels(2))
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    with pytest.raises(InputError, match=r"pip install 'actaudit\[hf\]'"):
+        actaudit.audit(cnn(), str(tmp_path / "imgs"))
