@@ -152,9 +152,11 @@ def without_padding(source: DataSource, batch_size: int) -> DataSource:
             for arr in by_length(rows, batch_size):
                 yield [], {n: np.ascontiguousarray(arr[:, :, i]) for i, n in enumerate(names)}
 
+    arrays = source.details.get("arrays")
+    masked = isinstance(arrays, dict) and MASK in arrays
     return DataSource(
         batches,
-        source.description + " (attention_mask honoured: padding removed)",
+        source.description + (" (attention_mask honoured: padding removed)" if masked else ""),
         source.synthetic,
         source.total_samples,
         source.details,

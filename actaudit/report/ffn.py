@@ -40,6 +40,7 @@ def ffn_blocks(ffn: dict[str, Any]) -> list[Block]:
         "",
         f"FFN neurons per layer (elements = tokens, no padding; cold = outside the hot set of {share} of firings): "
         f"{ffn['dead']} dead of {ffn['neurons']} ({pct(ffn['dead_fraction'])})",
+        "",
         Table(headers, rows),
     ]
 
