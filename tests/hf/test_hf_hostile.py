@@ -190,3 +190,11 @@ def test_attention_kernel_from_the_hub_is_not_fetched(plain: Path, tmp_path: Pat
     )
     assert r.exit_code == 0, r.stderr
     assert any("the audit uses sdpa" in w for w in json.loads(r.stdout)["warnings"])
+
+
+def test_names_from_the_folder_reach_the_terminal_without_escapes(plain: Path, tmp_path: Path) -> None:
+    folder = _copy(plain, tmp_path)
+    _edit_config(folder, auto_map={"AutoModel\x1b[2J\x1b[31m": "evil.X"})
+    code, err = _audit(folder)
+    assert code == 2 and "--trust-code" in err
+    assert "\x1b" not in err

@@ -20,6 +20,7 @@ import torch
 
 from ...data import InputSpec
 from ...errors import InputError, UntrustedCodeError, UntrustedPickleError
+from ...sanitize import text
 from ..base import LoadOptions
 from .load import TorchModel, _device, _eager, _short
 
@@ -49,7 +50,7 @@ def load_hf_folder(
     notes: list[str] = []
     auto_map = config.get("auto_map")
     if auto_map and not trust_code:
-        names = ", ".join(sorted(map(str, auto_map)))[:200] if isinstance(auto_map, dict) else "classes"
+        names = text(", ".join(sorted(map(str, auto_map))))[:200] if isinstance(auto_map, dict) else "classes"
         raise UntrustedCodeError(
             f"refusing to run code from {p}: its config.json maps {names} to Python files in the folder (auto_map)",
             hint="pass --trust-code only if you trust its origin",
@@ -188,7 +189,7 @@ def _plain_name(p: Path, name: Any, index: Path) -> Path:
     shard = p / name
     # A link is followed (the hub's cache links snapshot files to blobs); the name cannot leave the folder.
     if not shard.is_file():
-        raise InputError(f"{index}: shard {name} is missing or not a regular file in {p}")
+        raise InputError(f"{index}: shard {name!r} is missing or not a regular file in {p}")
     return shard
 
 
@@ -253,7 +254,7 @@ def _safetensors(files: list[Path]) -> dict[str, torch.Tensor]:
             with safe_open(str(f), framework="pt", device="cpu") as st:
                 for k in st.keys():  # noqa: SIM118 (safe_open is not a dict)
                     if k in sd:
-                        raise InputError(f"tensor {k} is stored twice (again in {f.name})")
+                        raise InputError(f"tensor {k!r} is stored twice (again in {f.name!r})")
                     sd[k] = st.get_tensor(k)
         except InputError:
             raise
@@ -272,7 +273,7 @@ def _check_map(
         raise InputError(
             f"{index} does not match its shards: "
             + "; ".join(
-                f"{label}: {', '.join(names[:_SHOWN])}"
+                f"{label}: {text(', '.join(names[:_SHOWN]))}"
                 for label, names in (("listed but absent", missing), ("unlisted", extra))
                 if names
             )
@@ -298,7 +299,7 @@ def _load_into(p: Path, model: Any, sd: dict[str, torch.Tensor], non_strict: boo
     loaded_ptrs = {expected[k].data_ptr() for k in sd if k in expected}
     missing = [k for k in expected if k not in sd and expected[k].data_ptr() not in loaded_ptrs]
     problems = [
-        f"{label}: {', '.join(names[:_SHOWN])}"
+        f"{label}: {text(', '.join(names[:_SHOWN]))}"
         + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
         for label, names in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched))
         if names
