@@ -114,7 +114,7 @@ def build_report(
     )
     report.gates = evaluate(gates, verdicts, report.summary())
     if cap.extras.get("ffn"):
-        from .ffn import ffn_profile
+        from .report.ffn import ffn_profile
 
         report.ffn = ffn_profile(verdicts, cap.extras["ffn"])
     report.run = {

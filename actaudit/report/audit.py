@@ -42,7 +42,7 @@ class Report:
     per_unit: bool = False
     baseline: dict[str, Any] | None = None  # set by --against: the comparison with a previous report
     counters: dict[str, Any] | None = None  # set by --shard: exact counters for `actaudit merge`
-    ffn: dict[str, Any] | None = None  # a transformer's FFN neurons per layer (actaudit.ffn)
+    ffn: dict[str, Any] | None = None  # a transformer's FFN neurons per layer (report/ffn.py)
 
     @property
     def passed(self) -> bool:
