@@ -98,6 +98,10 @@ def build_report(
     report.gates = evaluate(gates, verdicts, report.summary())
     if cov_gate is not None:
         report.gates.append(cov_gate)
+    if cap.extras.get("ffn"):
+        from .report.ffn import ffn_profile
+
+        report.ffn = ffn_profile(verdicts, cap.extras["ffn"])
     report.run = {
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "host": {

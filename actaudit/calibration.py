@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,8 +75,16 @@ def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSourc
         raise InputError(f"--batch-size must be at least 1, got {opts.batch_size}")
     if opts.samples is not None and opts.samples < 1:
         raise InputError(f"--samples must be at least 1, got {opts.samples}")
+    if model.fmt == "transformers":
+        from .data.text import without_padding
+
+        return without_padding(_plain_source(data, model, opts), opts.batch_size)
+    return _plain_source(data, model, opts)
+
+
+def _plain_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
     if opts.calib is not None:
-        return load_calib_file(opts.calib, opts.batch_size, CALIB_READERS)
+        return calib_file(opts.calib, model, opts)
     if opts.data_loader is not None:
         return from_loader(opts.data_loader)
     if data is None:
@@ -99,7 +108,7 @@ def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSourc
             val_range=opts.val_range,
         )
     if isinstance(data, (str, os.PathLike)):
-        return load_calib_file(data, opts.batch_size, CALIB_READERS)
+        return calib_file(data, model, opts)
     if isinstance(data, np.ndarray) or type(data).__name__ == "Tensor":
         return from_arrays([data], opts.batch_size, f"in-memory {type(data).__name__} {tuple(data.shape)}")
     if isinstance(data, dict):
@@ -110,6 +119,26 @@ def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSourc
             lambda: (normalize_batch(b) for b in items), f"in-memory {type(data).__name__} of batches"
         )
     raise InputError(f"cannot use a {type(data).__name__} as calibration data")
+
+
+def calib_file(path: str | os.PathLike[str], model: LoadedModel, opts: AuditOptions) -> DataSource:
+    """Arrays (.npy, .npz, .pt), or the files people have: text, images, WAV audio (:mod:`.data.files`)."""
+    from .data.files import file_source, kind_of
+    from .data.streams import FileSettings
+
+    kind = kind_of(path)
+    if kind is None:
+        return load_calib_file(path, opts.batch_size, CALIB_READERS)
+    folder = Path(model.path) if model.path is not None and Path(model.path).is_dir() else None
+    settings = FileSettings(
+        batch_size=opts.batch_size,
+        max_length=opts.max_length,
+        resize=opts.resize,
+        normalize=opts.normalize,
+        channels_last=opts.channels_last,
+        model_folder=folder,
+    )
+    return file_source(path, kind, settings)
 
 
 def _check_batch_axis(shapes: dict[str | None, tuple[int, ...]], inputs: list[InputSpec]) -> None:

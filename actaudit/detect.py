@@ -16,7 +16,10 @@ EXPORT = "torch.export"
 TORCH_SAVE = "torch.save"  # a pickle: state_dict, training checkpoint or whole nn.Module
 ONNX = "onnx"
 SAFETENSORS = "safetensors"  # a state_dict as raw tensors behind a JSON header; holds no code
-FORMATS = (TORCHSCRIPT, EXPORT, TORCH_SAVE, ONNX, SAFETENSORS)
+# A Hugging Face checkpoint folder: config.json (what to build) beside safetensors weights.
+TRANSFORMERS = "transformers"
+FORMATS = (TORCHSCRIPT, EXPORT, TORCH_SAVE, ONNX, SAFETENSORS, TRANSFORMERS)
+HF_CONFIG = "config.json"
 
 _PICKLE_PROTOCOL_BYTE = 0x80
 # torch.save's legacy (non-zip) format begins with a pickled magic number.
@@ -37,6 +40,8 @@ def check_readable(path: Path, what: str = "model") -> None:
 
 def detect_format(path: str | os.PathLike[str]) -> str:
     p = Path(path)
+    if p.is_dir():
+        return _detect_folder(p)
     check_readable(p)
     with open(p, "rb") as f:
         head = f.read(64)
@@ -67,6 +72,17 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         f"cannot tell what kind of checkpoint {p} is",
         hint="supported: TorchScript (.pt/.ts), torch.export (.pt2), torch.save pickles (.pt/.pth), "
         "safetensors state_dicts (.safetensors), ONNX (.onnx)",
+    )
+
+
+def _detect_folder(p: Path) -> str:
+    """A folder is a Hugging Face checkpoint when it holds ``config.json``; nothing else is read here."""
+    if (p / HF_CONFIG).is_file():
+        return TRANSFORMERS
+    raise InputError(
+        f"model {p} is a directory without {HF_CONFIG}",
+        hint="a Hugging Face checkpoint folder holds config.json and model.safetensors; "
+        "other checkpoints are single files (.pt, .pt2, .ts, .onnx, .safetensors)",
     )
 
 

@@ -85,13 +85,24 @@ def load_options(opts: AuditOptions) -> LoadOptions:
     )
 
 
+def folder_sha256(p: Path) -> str:
+    """One digest of a checkpoint folder: the name and SHA-256 of each JSON and weight file, in name order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.is_file() and f.suffix in (".json", ".safetensors", ".bin", ".model", ".txt"):
+            h.update(f"{f.name}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()
+
+
 def load_model(model: object, opts: AuditOptions) -> LoadedModel:
     """A path (any supported format), an in-memory ``nn.Module`` / ``ExportedProgram`` or an ONNX ``ModelProto``."""
     lopts = load_options(opts)
     if isinstance(model, (str, os.PathLike)):
         p = Path(model)
         fmt = detect_format(p)
-        sha = sha256_file(p)
+        sha = folder_sha256(p) if p.is_dir() else sha256_file(p)
         handle, name = backend_for(fmt).load(p, fmt, lopts)
         return LoadedModel(handle, name, str(p), sha)
     wrapped = wrap_in_memory(model, lopts)

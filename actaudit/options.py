@@ -45,6 +45,12 @@ class AuditOptions:
     # Maps each item a loader yields to the model's inputs, e.g. ``lambda b: b[0]`` for (inputs, labels).
     input_fn: Callable[[Any], Any] | None = None
     val_range: tuple[float, float] | None = None  # synthetic values drawn from [LOW, HIGH]
+    # Calibration from files (actaudit.data.files): tokens per prompt or samples per clip,
+    # image size (SIZE or HxW), pixel scaling (unit, signed, imagenet) and NHWC layout.
+    max_length: int | None = None
+    resize: str | None = None
+    normalize: str | None = None
+    channels_last: bool = False
     # An actaudit.shard.Shard: run only that part of the data, report exact counters. Typed here as
     # object so that the options do not import the shard module (it reaches the report assembly).
     shard: object | None = None

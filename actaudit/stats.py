@@ -223,3 +223,5 @@ class Capture:
     # one list per batch fed (rewrite and prune measure drift against them), and their names.
     outputs: list[list[np.ndarray]] | None = None
     output_names: list[str] | None = None
+    # What a backend measured beyond per-site statistics (``ffn``: per-sequence counts of a transformer).
+    extras: dict[str, Any] = field(default_factory=dict)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Generic, Protocol, TypedDict, TypeVar
 
 from ..data import Batch, DataSource, InputSpec
-from ..detect import EXPORT, ONNX, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT
+from ..detect import EXPORT, ONNX, SAFETENSORS, TORCH_SAVE, TORCHSCRIPT, TRANSFORMERS
 from ..errors import InputError
 from ..kinds import DEFAULT_STUCK_FRACTION
 from ..stats import AxisOverride, Capture
@@ -283,7 +283,14 @@ class HandleBase(Generic[R]):
 # -- the registry -------------------------------------------------------------------------------
 # Detected format → the module holding that family's backend (its ``BACKEND`` object).
 _TORCH, _ONNX = "actaudit.backends.torch.adapter", "actaudit.backends.onnx.adapter"
-_MODULES = {TORCHSCRIPT: _TORCH, EXPORT: _TORCH, TORCH_SAVE: _TORCH, SAFETENSORS: _TORCH, ONNX: _ONNX}
+_MODULES = {
+    TORCHSCRIPT: _TORCH,
+    EXPORT: _TORCH,
+    TORCH_SAVE: _TORCH,
+    SAFETENSORS: _TORCH,
+    TRANSFORMERS: _TORCH,
+    ONNX: _ONNX,
+}
 # In-memory models: the framework that must already be imported → its backend.
 _IN_MEMORY = (("torch", _TORCH), ("onnx", _ONNX))
 # Calibration files the data layer cannot read itself: suffix → backend.

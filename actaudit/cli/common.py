@@ -26,7 +26,18 @@ LOAD_KEYS = (
     "provider",
     "threads",
 )
-DATA_KEYS = ("calib", "data_loader", "samples", "batch_size", "input_shapes", "seed")
+DATA_KEYS = (
+    "calib",
+    "data_loader",
+    "samples",
+    "batch_size",
+    "input_shapes",
+    "seed",
+    "max_length",
+    "resize",
+    "normalize",
+    "channels_last",
+)
 THRESHOLD_KEYS = ("stuck_fraction", "dead_rate", "saturation_rate", "rare_rate")
 
 

@@ -173,8 +173,9 @@ data_options = group(
     click.option(
         "--calib",
         type=click.Path(readable=False),
-        help=".npy (one input, samples on axis 0; memory-mapped), .npz (one array per input name) "
-        "or .pt (a list of ready batches; loaded with weights_only=True).",
+        help=".npy (one input, samples on axis 0; memory-mapped), .npz (one array per input name), "
+        ".pt (a list of ready batches; loaded with weights_only=True), a .txt/.jsonl of prompts "
+        "(tokenised by the model folder's tokenizer), or a folder or glob of PNG/JPEG images or WAV files.",
     ),
     click.option(
         "--data-loader",
@@ -206,6 +207,18 @@ data_options = group(
         "ids 0,30521). Default: standard normal floats, 0/1 integers.",
     ),
     defaulted("--seed", int, 0, help="Seed for synthetic inputs."),
+    click.option(
+        "--max-length",
+        type=click.IntRange(min=1),
+        help="Text: tokens per prompt (default: the model's positions, at most 512); WAV: samples per clip.",
+    ),
+    click.option("--resize", metavar="SIZE|HxW", help="Images: read every image at this size (bilinear)."),
+    click.option(
+        "--normalize",
+        metavar="unit|signed|imagenet",
+        help="Images: pixels to [0,1] (unit, the default), [-1,1] (signed) or ImageNet mean/std.",
+    ),
+    click.option("--channels-last", is_flag=True, help="Images: NHWC batches instead of NCHW."),
 )
 
 

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,31 @@ def load_calib_file(
     reader = (readers or {}).get(suffix)
     if reader is not None:
         return reader(p)
-    raise InputError(f"calibration file {p} has an unknown type {suffix!r}", hint="use .npy, .npz or .pt")
+    raise InputError(
+        f"calibration file {p} has an unknown type {suffix!r}",
+        hint="use .npy, .npz, .pt, a .txt/.jsonl of prompts, PNG/JPEG images or WAV files (a file, "
+        "folder or glob), or --data-loader FILE.py:FUNCTION for anything else",
+    )
+
+
+@contextmanager
+def cwd_importable() -> Iterator[None]:
+    """The current folder on ``sys.path`` for the block, as ``python -m actaudit`` has it.
+
+    The ``actaudit`` console script starts with its own folder there instead: a user's
+    ``--arch mynet:build`` or a pickled ``mynet.Net`` would not import from the project
+    they run it in.
+    """
+    cwd = os.getcwd()
+    if "" in sys.path or cwd in sys.path:
+        yield
+        return
+    sys.path.insert(0, cwd)
+    try:
+        yield
+    finally:
+        if cwd in sys.path:
+            sys.path.remove(cwd)
 
 
 def import_callable(spec: str, what: str) -> Callable[..., Any]:
@@ -69,7 +94,8 @@ def import_callable(spec: str, what: str) -> Callable[..., Any]:
             finally:
                 sys.path.remove(str(file.parent.resolve()))
         else:
-            module = importlib.import_module(mod_part)
+            with cwd_importable():
+                module = importlib.import_module(mod_part)
     except InputError:
         raise
     except Exception as e:

@@ -42,6 +42,7 @@ class Report:
     per_unit: bool = False
     baseline: dict[str, Any] | None = None  # set by --against: the comparison with a previous report
     counters: dict[str, Any] | None = None  # set by --shard: exact counters for `actaudit merge`
+    ffn: dict[str, Any] | None = None  # a transformer's FFN neurons per layer (report/ffn.py)
 
     @property
     def passed(self) -> bool:
@@ -153,6 +154,7 @@ class Report:
             **({"notes": list(self.notes)} if self.notes else {}),
             **({"baseline": self.baseline} if self.baseline is not None else {}),
             **({"counters": self.counters} if self.counters is not None else {}),
+            **({"ffn": self.ffn} if self.ffn is not None else {}),
             "run": self.run,
         }
 
@@ -165,7 +167,9 @@ class Report:
     def document(self, pretty: bool = False, color: bool = False) -> Document:
         """The title, the site table (``pretty``: with the dead/saturated bar) and the remarks."""
         return Document(
-            _title(self), [site_table(self, pretty, color), Lines(_remarks(self))], csv_table(self)
+            _title(self),
+            [site_table(self, pretty, color), *_ffn(self), Lines(_remarks(self))],
+            csv_table(self),
         )
 
     def render(self, fmt: str = "table", *, color: bool = False, width: int | None = None) -> str:
@@ -180,7 +184,18 @@ class Report:
         table = site_table(self, pretty, color and pretty)
         if pretty and width is not None and _widest(grid(table, markdown=False)) > width:
             return _fitted(self, color, width)
-        return text_form(Document(_title(self), [table, Lines(_remarks(self))]), markdown=not pretty)
+        return text_form(
+            Document(_title(self), [table, *_ffn(self), Lines(_remarks(self))]), markdown=not pretty
+        )
+
+
+def _ffn(report: Report) -> list[Any]:
+    """The transformer FFN table, for a report that has one."""
+    if report.ffn is None:
+        return []
+    from .ffn import ffn_blocks
+
+    return ffn_blocks(report.ffn)
 
 
 def _thresholds(v: SiteVerdict, s: Settings) -> tuple[float | None, float | None]:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..verdicts import bad_fraction, expected_saturation, worst_sites
 from .charts import HIST_BINS, depth_chart, histograms
+from .ffn import ffn_html
 from .markup import CSS
 from .markup import esc as _e
 from .markup import num as _num
@@ -352,6 +353,7 @@ def render_html(report: Report, comparison: Comparison | None = None) -> str:
             _gates(d),
             _baseline(comparison),
             depth_chart(d, verdicts),
+            ffn_html(report.ffn),
             _worst_first(d, verdicts),
             histograms(d, verdicts),
             _table(d, verdicts),

@@ -12,8 +12,10 @@ from pathlib import Path
 import torch
 
 from ...data import Batch, DataSource
+from ...detect import TRANSFORMERS
 from ...errors import InputError
-from ..base import Backend, HandleBase, LoadOptions, ModelHandle, Pruner, Surgery
+from ...stats import Capture
+from ..base import Backend, CaptureOptions, HandleBase, LoadOptions, ModelHandle, Pruner, Surgery
 from .backend import (
     TorchModel,
     bound_batches,
@@ -37,6 +39,13 @@ class TorchHandle(HandleBase[TorchModel]):
     def __init__(self, raw: TorchModel) -> None:
         super().__init__(raw, capture)
 
+    def capture(self, source: DataSource, opts: CaptureOptions) -> Capture:
+        if self.raw.fmt == "transformers":  # FFN neurons per sequence too, in the same pass
+            from .hf_ffn import capture_ffn
+
+            return capture_ffn(self.raw, source, opts)
+        return super().capture(source, opts)
+
     def batches(self, stream: Iterable[Batch], warnings: list[str]) -> Iterator[Batch]:
         return bound_batches(self.raw, stream, warnings)
 
@@ -47,7 +56,13 @@ class TorchHandle(HandleBase[TorchModel]):
         """Nothing to do: ``--device`` already names the rank's device (torchrun sets it per rank)."""
 
     def writer(self, fmt: str, output: Path | None, output_format: str | None, notes: list[str]) -> str:
-        return rewrite_writer(fmt, output, output_format, notes)
+        chosen = rewrite_writer(fmt, output, output_format, notes)
+        if fmt == "transformers":
+            notes.append(
+                "a Hugging Face config.json names one activation for every layer and cannot hold per-site "
+                f"slopes or per-layer widths: the model is written as one {chosen} file, not as a folder"
+            )
+        return chosen
 
     def surgery(self, writer: str) -> Surgery:
         from .editing import TorchRewriteEditor
@@ -66,6 +81,10 @@ class TorchBackend:
     def load(self, path: Path, fmt: str, opts: LoadOptions) -> tuple[ModelHandle, str]:
         if opts.provider:
             raise InputError("--provider applies to ONNX models; use --device for PyTorch checkpoints")
+        if fmt == TRANSFORMERS:
+            from .hf import load_folder
+
+            return TorchHandle(load_folder(path, opts)), "transformers"
         tm = load_torch(
             path,
             arch=opts.arch,

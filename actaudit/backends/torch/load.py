@@ -260,8 +260,11 @@ def _load_pickle(
 
 
 def _load_untrusted(p: Path, dev: torch.device) -> Any:
+    from ...data.sources import cwd_importable
+
     try:
-        with program_output():
+        # the model's classes import from the user's project, as with python -m
+        with program_output(), cwd_importable():
             return torch.load(str(p), map_location=dev, weights_only=False)
     except (ModuleNotFoundError, AttributeError) as e:
         raise InputError(

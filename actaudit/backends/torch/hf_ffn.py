@@ -1,0 +1,111 @@
+"""The feed-forward neurons of a ``transformers`` model, and the counts only a sequence view gives.
+
+:func:`ffn_layout` finds each transformer layer's FFN activation module (``activation_fn``,
+``act_fn``, ``intermediate_act_fn``, …) and whether its MLP is gated (LLaMA-style
+``down(act(gate(x)) * up(x))``: the activation of the gate is the neuron's, one unit per
+intermediate neuron). :func:`capture_ffn` captures as every torch model does and, in the same
+pass, counts per layer the neurons silent on a whole sequence (no token fired them): the
+per-sequence view of sparsity that per-token rates cannot give. Batches of text hold
+sequences of one length (no padding), so ``[batch, tokens]`` of the input ids say where each
+sequence's tokens are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from ...data import DataSource
+from ...kinds import Activation
+from ...stats import Capture
+from ..base import CaptureOptions
+from .backend import TorchModel, capture
+
+_LAYER = re.compile(r"(?:^|\.)(?:layers?|h|blocks?|block)\.(\d+)\.")
+_KINDS = {
+    "ReLU": "relu",
+    "SiLU": "silu",
+    "SiLUActivation": "silu",
+    "GELU": "gelu",
+    "GELUActivation": "gelu",
+    "GELUTanh": "gelu",
+    "PytorchGELUTanh": "gelu",
+}
+_GATES = ("gate_proj", "w1", "gate_up_proj", "wi_0")
+_NOT_FFN = ("attn", "attention")
+
+
+def ffn_layout(model: torch.nn.Module) -> dict[str, dict[str, Any]]:
+    """Module path of each layer's FFN activation → its layer index, kind and whether the MLP is gated."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, mod in model.named_modules():
+        kind = _KINDS.get(type(mod).__name__)
+        found = _LAYER.search(name)
+        if kind is None or found is None or any(w in name.lower() for w in _NOT_FFN):
+            continue
+        parent = model.get_submodule(name.rpartition(".")[0])
+        gated = any(isinstance(getattr(parent, g, None), torch.nn.Module) for g in _GATES)
+        out[name] = {"layer": int(found.group(1)), "kind": kind, "gated": gated}
+    return out
+
+
+class SequenceCounter:
+    """Per FFN activation: sequences seen, and (sequence, neuron) pairs where no token fired."""
+
+    def __init__(self, layout: dict[str, dict[str, Any]], stuck_fraction: float) -> None:
+        self.layout = layout
+        self.low = {n: Activation(v["kind"]).thresholds(stuck_fraction).low for n, v in layout.items()}
+        self.shape: tuple[int, int] | None = None
+        self.sequences = dict.fromkeys(layout, 0)
+        self.silent = dict.fromkeys(layout, 0)
+
+    def model_hook(self, module: Any, args: Any, kwargs: Any) -> None:
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        self.shape = (
+            (int(ids.shape[0]), int(ids.shape[1]))
+            if isinstance(ids, torch.Tensor) and ids.ndim == 2
+            else None
+        )
+
+    def act_hook(self, name: str) -> Callable[..., None]:
+        def hook(module: Any, args: Any) -> None:
+            x = args[0] if args else None
+            if self.shape is None or not isinstance(x, torch.Tensor) or x.ndim < 2:
+                return
+            b, t = self.shape
+            f = int(x.shape[-1])
+            if x.numel() != b * t * f:
+                return
+            with torch._C.DisableTorchFunction():  # the capture's mode must not see these ops
+                fired = (x.reshape(b, t, f) > self.low[name]).any(1)
+                self.silent[name] += int((~fired).sum())
+            self.sequences[name] += b
+
+        return hook
+
+    def result(self) -> dict[str, Any]:
+        return {
+            n: {**v, "sequences": self.sequences[n], "silent_sequence_neurons": self.silent[n]}
+            for n, v in self.layout.items()
+        }
+
+
+def capture_ffn(tm: TorchModel, source: DataSource, opts: CaptureOptions) -> Capture:
+    """The torch capture of a ``transformers`` model, with the per-sequence FFN counts of the same pass."""
+    model = tm.eager
+    layout = ffn_layout(model) if model is not None else {}
+    if not layout or model is None:
+        return capture(tm, source, **opts.kwargs())
+    counter = SequenceCounter(layout, opts.stuck_fraction)
+    hooks = [model.register_forward_pre_hook(counter.model_hook, with_kwargs=True)]
+    hooks += [model.get_submodule(n).register_forward_pre_hook(counter.act_hook(n)) for n in layout]
+    try:
+        cap = capture(tm, source, **opts.kwargs())
+    finally:
+        for h in hooks:
+            h.remove()
+    cap.extras["ffn"] = counter.result()
+    return cap
