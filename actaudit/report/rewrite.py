@@ -296,32 +296,41 @@ def _evidence_title(ev: SlopeEvidence) -> str:
     )
 
 
-_FIT_RIGHT = {1, 2, 3, 4, 5, 6}  # right-aligned columns of the narrowed table
-
-
 def _fitted(rep: RewriteReport, width: int) -> str:
-    """The table form within ``width`` columns: site names elided, the status cut, lines wrapped."""
+    """The table form within ``width`` columns, as the audit table fits: columns with nothing to
+    show dropped, how a site was rewritten said once below the table, site names elided, the
+    status cut in the middle only when it still does not fit, remarks wrapped."""
     table = _site_table(rep)
     if max((len(plain(x)) for x in grid(table, markdown=False).splitlines()), default=0) <= width:
         return draw_render(rep, "table")
-    rows = [list(r) for r in table.rows]
-    names = [str(r[0]) for r in rows]
-    status = [str(r[-1]) for r in rows]
+    keep = [
+        j for j, h in enumerate(table.headers) if j in (0, 7) or any(str(r[j]) != "-" for r in table.rows)
+    ]
+    headers = [table.headers[j] for j in keep]
+    rows = [[r[j] for j in keep] for r in table.rows]
+    hows = sorted({s.how for s in rep.sites if s.status == "rewritten" and s.how})
+    for r, site in zip(rows, rep.sites, strict=True):
+        r[-1] = "rewritten" if site.status == "rewritten" else status_text(site)
+    names, status = [str(r[0]) for r in rows], [str(r[-1]) for r in rows]
     for r in rows:
         r[0], r[-1] = "", ""
-    rule = layout(table.headers, rows, "  ", _FIT_RIGHT)[1]
-    room = width - len(rule)  # for the site and status columns together
-    name_w = max(min(max(map(len, names), default=4), max(terminal.MIN_SITE_WIDTH, room // 2)), 4)
-    status_w = max(room - name_w, 8)
+    right = set(range(1, len(headers) - 1))
+    room = width - len(layout(headers, rows, "  ", right)[1])  # for the site and status columns
+    name_w = max(
+        min(max(map(len, names), default=4), max(terminal.MIN_SITE_WIDTH, room - max(map(len, status)))), 4
+    )
     for r, n, st in zip(rows, names, status, strict=True):
-        r[0], r[-1] = terminal.elide(n, name_w), terminal.cut_middle(st, status_w)
-    lines = layout(table.headers, rows, "  ", _FIT_RIGHT)
-    out = [*terminal.wrap(text(_title(rep)), width), *lines]
-    for line in _remarks(rep):
+        r[0], r[-1] = terminal.elide(n, name_w), terminal.cut_middle(st, max(room - name_w, 12))
+    out = [*terminal.wrap(text(_title(rep)), width), *layout(headers, rows, "  ", right)]
+    remarks = [f"rewritten as: {h}" for h in hows] + _remarks(rep)
+    for line in remarks:
         out += terminal.wrap(text(line), width)
     if rep.evidence is not None:
         out += ["", *terminal.wrap(text(_evidence_title(rep.evidence)), width)]
-        out += grid(rep.evidence.table(), markdown=False).splitlines()
+        ev = rep.evidence.table()
+        short = ["α", "drift", "no shift", "leak", "grad.", "fits"]
+        out += layout(short, ev.rows, "  ", {1, 2, 3, 4})
+        out += terminal.wrap("drift: with the exact shift; leak: leak share; grad.: gradient ratio", width)
     return "\n".join(out) + "\n"
 
 
