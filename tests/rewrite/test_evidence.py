@@ -20,13 +20,13 @@ from actaudit.cli import cli
 from actaudit.rewrite import rewrite
 from actaudit.rewrite.evidence import GRID
 
-N, D, H, O = 48, 6, 8, 3  # 48 samples: under the evidence cap of 64, so every sample counts
+N, D, H, OUT = 48, 6, 8, 3  # 48 samples: under the evidence cap of 64, so every sample counts
 BUDGET = 0.01
 
 
 def _net() -> nn.Sequential:
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(D, H), nn.ReLU(), nn.Linear(H, O))
+    net = nn.Sequential(nn.Linear(D, H), nn.ReLU(), nn.Linear(H, OUT))
     with torch.no_grad():
         net[0].bias[:3] = -8.0  # units 0-2 never fire on standard-normal inputs
     return net.eval()
@@ -119,7 +119,7 @@ class _Long(nn.Module):
         super().__init__()
         self.encoder_stage_with_a_rather_long_descriptive_name = _net()
         self.decoder_projection_block_also_named_at_length = nn.Sequential(
-            nn.Linear(O, 4), nn.ReLU(), nn.Linear(4, 2)
+            nn.Linear(OUT, 4), nn.ReLU(), nn.Linear(4, 2)
         )
         with torch.no_grad():
             self.decoder_projection_block_also_named_at_length[0].bias.fill_(50.0)  # always fires
