@@ -245,6 +245,12 @@ class RewriteReport(ModelChange):
             body += ["", _evidence_title(self.evidence), self.evidence.table()]
         return Document(_title(self), body, _csv(self))
 
+    def to_html(self) -> str:
+        """One HTML page: the sites and the α evidence (chart and table)."""
+        from .rewrite_html import render_rewrite_html
+
+        return render_rewrite_html(self.to_dict(), [status_text(s) for s in self.sites])
+
     def render(self, fmt: str = "table", *, width: int | None = None) -> str:
         """``width`` (the CLI passes the terminal's) narrows the table form: site names elided, remarks wrapped."""
         if fmt == "table" and width is not None:

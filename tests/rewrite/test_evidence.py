@@ -147,3 +147,13 @@ def test_the_table_fits_the_terminal_and_unchanged_sites_say_why(tmp_path: Path,
     for s in unchanged:
         reason = "no dead units" if s.dead == 0 else s.reason
         assert reason and f"unchanged: {reason}" in wide
+
+
+def test_the_html_shows_the_evidence(case: tuple) -> None:
+    _, _, ts, xs = case
+    rep = rewrite(str(ts), str(xs), max_drift=BUDGET)
+    assert rep.evidence is not None
+    page = rep.to_html()
+    assert "<svg" in page and "Suggested α" in page
+    for g in rep.evidence.model:  # every grid row, with the drifts the report measured
+        assert f"<td>{g.alpha:g}</td><td>{g.drift_shift:.4g}</td>" in page
