@@ -79,12 +79,14 @@ class SlopeEvidence:
     model: list[GridPoint]  # all sites at once, measured at every α
     sites: list[SiteEvidence]
     suggested_alpha: float | None
+    seconds: float | None = None  # wall time of the grid's measurements
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "grid": [_r(a) for a in self.grid],
             "samples": self.samples,
             "passes": self.passes,
+            "seconds": self.seconds,
             "max_drift": _r(self.budget),
             "suggested_alpha": _r(self.suggested_alpha),
             "why": self.why(),

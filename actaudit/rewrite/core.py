@@ -525,7 +525,7 @@ def rewrite(
     if report.search:
         report.search["passes"] = round(s.ledger.passes, 3)
         report.search["passes_by_purpose"] = _group(s.ledger.by_purpose())
-    if ok:  # the α grid as evidence (evidence.py): its own passes, on at most evidence.SAMPLES samples
+    if ok and opts.alpha is None:  # the α grid as evidence (evidence.py), when α is to be chosen
         report.evidence = slope_evidence(
             [s.by_name[n] for n in ok],
             lambda plans, k, why: s.run_variant(s.surgeon.build(plans, "leaky", False), k, why),

@@ -33,6 +33,7 @@ budget; none when even the smallest is over.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -90,7 +91,7 @@ def slope_evidence(
 ) -> SlopeEvidence:
     """Measure the grid on ``verdicts``' sites; ``run(plans, samples, purpose)`` runs a variant."""
     samples = min(total_samples, SAMPLES)
-    spent = 0.0
+    spent, t0 = 0.0, time.perf_counter()
 
     def measure(plans: list[SitePlan], purpose: str) -> Drift:
         nonlocal spent
@@ -139,7 +140,9 @@ def slope_evidence(
         sites.append(SiteEvidence(v.info.name, v.info.units, len(v.dead_units), p, zero, grid))
     fits = [g.alpha for g in model if g.drift_shift is not None and g.drift_shift <= budget]
     suggested = max(fits) if fits else None
-    return SlopeEvidence(list(GRID), samples, round(spent, 3), budget, model, sites, suggested)
+    ev = SlopeEvidence(list(GRID), samples, round(spent, 3), budget, model, sites, suggested)
+    ev.seconds = round(time.perf_counter() - t0, 3)
+    return ev
 
 
 def _mean_leak(
