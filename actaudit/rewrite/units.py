@@ -221,6 +221,51 @@ class _Limits:
     cap: float
 
 
+def _grow(
+    pending: list[tuple[float, str, int]],
+    run: _Ledger,
+    lim: _Limits,
+    over: tuple[UnitSlopes, Drift] | None,
+) -> tuple[list[tuple[float, str, int]], Drift, tuple[UnitSlopes, Drift] | None]:
+    """Grow the accepted set cheapest first, every step measured (see :func:`search_units`).
+
+    A failed batch is known to hold a unit that breaks the budget (``suspects``: that many
+    units at the head of ``pending``); its halves are tried in turn, and when all but one of
+    them were accepted the last one is the culprit: it stays dead without another run."""
+    target, a = TARGET * lim.budget, lim.min_slope
+    accepted: list[tuple[float, str, int]] = []
+    base = Drift(0.0, 0.0, 0)
+    ratio, limit, suspects = 1.0, len(pending), 0
+    while lim.passes - run.spent >= 1 and pending:
+        if accepted and (lim.budget**2 - base.rel_l2**2) < (ratio * a * pending[0][0]) ** 2 / 4:
+            break  # not even the cheapest pending unit is predicted to fit the room left
+        b = batch_size(pending, base.rel_l2, ratio, a, target, limit)
+        trial = accepted + pending[:b]
+        slopes = as_slopes(trial, a)
+        p = a * math.sqrt(sum(c * c for c, _, _ in trial))
+        d = run.run(slopes, None, "confirm", p * ratio)
+        if p > 0 and d.rel_l2 > 0:
+            ratio = d.rel_l2 / p
+        if d.rel_l2 <= lim.budget:
+            accepted, base, pending = trial, d, pending[b:]
+            suspects = max(suspects - b, 0)
+            if suspects == 1:  # the rest of the failed batch was accepted: this one broke it
+                pending, suspects = pending[1:], 0
+            limit = max(1, suspects // 2) if suspects else len(pending)
+            continue
+        if over is None or count(slopes) <= count(over[0]):
+            over = (slopes, d)
+        if b == 1:
+            pending, suspects = pending[1:], 0  # this unit takes the set over the budget: it stays dead
+            limit = len(pending)
+            continue
+        first = suspects == 0  # a fresh failure: the recalibrated prediction may shrink it further
+        suspects = b
+        again = batch_size(pending, base.rel_l2, ratio, a, target, b - 1) if first else 0
+        limit = max(again, b // 2)
+    return accepted, base, over
+
+
 def search_units(
     sites: list[UnitSite],
     measure: UnitMeasure,
@@ -250,32 +295,8 @@ def search_units(
         return _finish(sites, {s.name: 1.0 for s in sites}, "statistics", run, every, d_all, None, lim)
     gains, source = _probe_gains(sites, run, passes - run.spent, min_slope, target)
     pending = ranked(sites, gains)
-    accepted: list[tuple[float, str, int]] = []
-    base = Drift(0.0, 0.0, 0)
     over: tuple[UnitSlopes, Drift] | None = (every, d_all) if d_all is not None else None
-    ratio, limit, failed = 1.0, len(pending), 0  # failed: confirms over the budget in a row
-    while passes - run.spent >= 1 and pending:
-        if accepted and (budget**2 - base.rel_l2**2) < (ratio * min_slope * pending[0][0]) ** 2 / 4:
-            break  # not even the cheapest pending unit is predicted to fit the room left
-        b = batch_size(pending, base.rel_l2, ratio, min_slope, target, limit)
-        trial = accepted + pending[:b]
-        slopes = as_slopes(trial, min_slope)
-        p = min_slope * math.sqrt(sum(c * c for c, _, _ in trial))
-        d = run.run(slopes, None, "confirm", p * ratio)
-        if p > 0 and d.rel_l2 > 0:
-            ratio = d.rel_l2 / p
-        if d.rel_l2 <= budget:
-            accepted, base, pending, limit, failed = trial, d, pending[b:], len(pending), 0
-            continue
-        if over is None or count(slopes) <= count(over[0]):
-            over = (slopes, d)
-        if b == 1:
-            pending = pending[1:]  # this unit alone takes the set over the budget: it stays dead
-            limit, failed = len(pending), 0
-        else:  # the recalibrated prediction, but at least halving the batch each time it fails again
-            again = batch_size(pending, base.rel_l2, ratio, min_slope, target, b - 1)
-            limit = max(again, b // 2) if failed == 0 else b // 2
-            failed += 1
+    accepted, base, over = _grow(pending, run, lim, over)
     if not accepted:
         d0 = over[1] if over else Drift(math.inf, math.inf, 0)
         return UnitResult({}, d0, False, gains, source, None, run.steps, over)
