@@ -7,6 +7,7 @@ string; only the CLI prints.
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +132,27 @@ class SlopeEvidence:
         ]
         return Table(["α", "drift (shift)", "drift (no shift)", "leak share", "grad. ratio", "fits"], rows)
 
+    def site_table(self, alpha: float = 0.01) -> Table:
+        """Per site at ``alpha``: firing of its live units, exact zeros under ReLU, drift alone, gradient ratio."""
+        rows = []
+        for s in self.sites:
+            g = next((x for x in s.grid if x.alpha == alpha), None)
+            if g is None:
+                continue
+            rows.append(
+                [
+                    text(s.name),
+                    s.dead,
+                    _f(s.live_fire_rate, ".3g"),
+                    _f(s.zero_share, ".3g"),
+                    _f(g.drift_shift),
+                    _f(g.drift_noshift),
+                    _f(g.gradient_ratio),
+                ]
+            )
+        head = ["site", "dead", "live fire", "zeros", f"drift α={alpha:g}", "no shift", "grad. ratio"]
+        return Table(head, rows)
+
 
 @dataclass
 class SiteRewrite:
@@ -244,7 +266,8 @@ class RewriteReport(ModelChange):
         """The sites with their slopes and drifts, then the drift, compensation, search and gate."""
         body: list[Any] = [_site_table(self), Lines(_remarks(self))]
         if self.evidence is not None:
-            body += ["", _evidence_title(self.evidence), self.evidence.table()]
+            body += ["", _evidence_title(self.evidence), self.evidence.table(), _SITE_EVIDENCE]
+            body.append(self.evidence.site_table())
         return Document(_title(self), body, _csv(self))
 
     def to_html(self) -> str:
@@ -297,6 +320,11 @@ def _site_table(rep: RewriteReport) -> Table:
     return Table(headers, rows)
 
 
+_SITE_EVIDENCE = (
+    "per site (each alone, exact zeros become α·z under any α > 0; drift at other α scales linearly):"
+)
+
+
 def _evidence_title(ev: SlopeEvidence) -> str:
     return (
         f"LeakyReLU(α) on every unit of the rewritten sites, measured on {ev.samples} samples "
@@ -323,13 +351,16 @@ def _fitted(rep: RewriteReport, width: int) -> str:
     for r in rows:
         r[0], r[-1] = "", ""
     right = set(range(1, len(headers) - 1))
-    room = width - len(layout(headers, rows, "  ", right)[1])  # for the site and status columns
+    room = width - len(layout(headers, rows, "  ", right)[1]) + len("site") + len("status")  # both columns
     name_w = max(
         min(max(map(len, names), default=4), max(terminal.MIN_SITE_WIDTH, room - max(map(len, status)))), 4
     )
-    for r, n, st in zip(rows, names, status, strict=True):
-        r[0], r[-1] = terminal.elide(n, name_w), terminal.cut_middle(st, max(room - name_w, 12))
-    out = [*terminal.wrap(text(_title(rep)), width), *layout(headers, rows, "  ", right)]
+    fitted: list[list[Any]] = []
+    for r, n, st in zip(rows, names, status, strict=True):  # a long status goes on under its row
+        first, *more = textwrap.wrap(st, max(room - name_w, 12), break_on_hyphens=False) or [""]
+        r[0], r[-1] = terminal.elide(n, name_w), first
+        fitted += [r, *[[""] * (len(r) - 1) + [m] for m in more]]
+    out = [*terminal.wrap(text(_title(rep)), width), *layout(headers, fitted, "  ", right)]
     remarks = [f"rewritten as: {h}" for h in hows] + _remarks(rep)
     for line in remarks:
         out += terminal.wrap(text(line), width)
@@ -339,6 +370,15 @@ def _fitted(rep: RewriteReport, width: int) -> str:
         short = ["α", "drift", "no shift", "leak", "grad.", "fits"]
         out += layout(short, ev.rows, "  ", {1, 2, 3, 4})
         out += terminal.wrap("drift: with the exact shift; leak: leak share; grad.: gradient ratio", width)
+        out += terminal.wrap(_SITE_EVIDENCE, width)
+        per_site = rep.evidence.site_table()
+        names = [str(r[0]) for r in per_site.rows]
+        rows = [["", *r[1:]] for r in per_site.rows]
+        short = ["site", "dead", "fire", "zeros", "drift", "no shift", "grad."]
+        room = width - len(layout(short, rows, "  ", {1, 2, 3, 4, 5, 6})[1])
+        for r, n in zip(rows, names, strict=True):
+            r[0] = terminal.elide(n, max(room, 8))
+        out += layout(short, rows, "  ", {1, 2, 3, 4, 5, 6})
     return "\n".join(out) + "\n"
 
 
