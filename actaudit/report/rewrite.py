@@ -173,13 +173,19 @@ class SiteRewrite:
     alpha_min: float | None = None  # the smallest per-unit slope at this site
     unit_slopes: dict[int, float] | None = None  # revived unit → slope (per-unit default)
 
+    def why(self) -> str | None:
+        """Why a site was skipped or left unchanged (None when rewritten)."""
+        if self.status == "rewritten":
+            return None
+        return self.reason or (NO_DEAD if self.dead == 0 else "not selected (--sites)")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             **picked(self, "name", "op", "units", "unit_axis", "dead", "status"),
             "alpha": _r(self.alpha),
             "revived": self.revived,
             "how": self.how,
-            "reason": self.reason,
+            "reason": self.why(),
             "gain": _r(self.gain),
             "predicted_drift": _r(self.predicted_drift),
             "measured_drift": self.measured_drift.to_dict() if self.measured_drift else None,
@@ -291,8 +297,7 @@ def status_text(s: SiteRewrite) -> str:
     """The status cell: skipped and unchanged sites say why."""
     if s.status == "rewritten":
         return f"rewritten ({s.how})" if s.how and s.how not in ("module swap", "graph node") else "rewritten"
-    reason = s.reason or (NO_DEAD if s.dead == 0 else "not selected (--sites)")
-    return f"{s.status}: {reason}"
+    return f"{s.status}: {s.why()}"
 
 
 def _site_table(rep: RewriteReport) -> Table:
@@ -466,7 +471,7 @@ def _csv(rep: RewriteReport) -> Table:
             _r(s.predicted_drift),
             _r(s.measured_drift.rel_l2) if s.measured_drift else None,
             s.compensation or "",
-            s.reason or "",
+            s.why() or "",
         ]
         for s in rep.sites
     ]

@@ -147,6 +147,7 @@ def test_the_table_fits_the_terminal_and_unchanged_sites_say_why(tmp_path: Path,
     for s in unchanged:
         reason = "no dead units" if s.dead == 0 else s.reason
         assert reason and f"unchanged: {reason}" in wide
+        assert s.to_dict()["reason"] == reason  # the JSON says the same
 
 
 def test_the_html_shows_the_evidence(case: tuple) -> None:
