@@ -528,7 +528,8 @@ def rewrite(
     if ok and opts.alpha is None:  # the α grid as evidence (evidence.py), when α is to be chosen
         report.evidence = slope_evidence(
             [s.by_name[n] for n in ok],
-            lambda plans, k, why: s.run_variant(s.surgeon.build(plans, "leaky", False), k, why),
+            lambda plans: s.surgeon.build(plans, "leaky", False),
+            s.run_variant,
             total_samples=s.original.ref.samples,
             budget=opts.max_drift,
         )

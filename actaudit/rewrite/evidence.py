@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..edit.drift import Drift
-from ..edit.slopes import SitePlan
+from ..edit.slopes import SitePlan, SurgeryResult
 from ..report.rewrite import GridPoint, SiteEvidence, SlopeEvidence
 from ..verdicts import SiteVerdict
 
@@ -48,7 +48,8 @@ REF_ALPHA = 0.01
 SAMPLES = 64  # calibration samples per measurement, at most
 MAX_SITES = 16  # sites measured alone, at most
 
-Run = Callable[[list[SitePlan], int | None, str], Drift]
+Build = Callable[[list[SitePlan]], SurgeryResult]
+Run = Callable[[SurgeryResult, int | None, str], Drift]
 
 
 def site_plan(v: SiteVerdict, alpha: float, shift: bool) -> SitePlan:
@@ -87,15 +88,21 @@ def site_numbers(v: SiteVerdict) -> tuple[float | None, float, float]:
 
 
 def slope_evidence(
-    verdicts: Sequence[SiteVerdict], run: Run, *, total_samples: int, budget: float
-) -> SlopeEvidence:
-    """Measure the grid on ``verdicts``' sites; ``run(plans, samples, purpose)`` runs a variant."""
+    verdicts: Sequence[SiteVerdict], build: Build, run: Run, *, total_samples: int, budget: float
+) -> SlopeEvidence | None:
+    """Measure the grid on ``verdicts``' sites: ``build(plans)`` makes a variant, ``run(variant,
+    samples, purpose)`` measures it. Sites the variant cannot carry as ``LeakyReLU(α)`` are left
+    out (the others are measured without them); None when none can."""
     samples = min(total_samples, SAMPLES)
     spent, t0 = 0.0, time.perf_counter()
+    trial = build([site_plan(v, REF_ALPHA, True) for v in verdicts])
+    verdicts = [v for v in verdicts if v.info.name not in trial.skipped]
+    if not verdicts:
+        return None
 
     def measure(plans: list[SitePlan], purpose: str) -> Drift:
         nonlocal spent
-        d = run(plans, samples, purpose)
+        d = run(build(plans), samples, purpose)
         spent += d.samples / max(total_samples, 1)
         return d
 
