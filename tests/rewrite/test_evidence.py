@@ -158,3 +158,23 @@ def test_the_html_shows_the_evidence(case: tuple) -> None:
     assert "<svg" in page and "Suggested α" in page
     for g in rep.evidence.model:  # every grid row, with the drifts the report measured
         assert f"<td>{g.alpha:g}</td><td>{g.drift_shift:.4g}</td>" in page
+
+
+def test_no_dead_units_is_one_message(tmp_path: Path) -> None:
+    from actaudit.rewrite.report import NO_DEAD, NO_DEAD_MODEL
+
+    net = _net()
+    with torch.no_grad():
+        net[0].bias.fill_(8.0)  # every unit fires on every sample
+    x = np.random.default_rng(3).standard_normal((N, D)).astype(np.float32)
+    ts = tmp_path / "alive.ts"
+    torch.jit.trace(net, torch.from_numpy(x[:4])).save(str(ts))
+    np.save(tmp_path / "x.npy", x)
+    r = CliRunner().invoke(
+        cli, ["rewrite", str(ts), "--calib", str(tmp_path / "x.npy"), "-o", str(tmp_path / "o.ts")]
+    )
+    assert r.exit_code == 1
+    assert NO_DEAD_MODEL in r.stderr  # the reason nothing was written
+    assert f"unchanged: {NO_DEAD}" in r.stdout  # the site's row
+    assert NO_DEAD_MODEL in r.stdout  # the report's note
+    assert not (tmp_path / "o.ts").exists()
