@@ -152,7 +152,13 @@ def exit_on_failed_gates(report: Any) -> None:
 def publish(report: Any, kw: dict[str, Any]) -> None:
     """rewrite and prune: warnings, the report (stdout or ``--report``), and where the model went."""
     echo_remarks(kw, warnings=report.warnings)
-    emit(report.render(kw["fmt"]), kw["report"], kw["force"])
+    if getattr(report, "fits_terminal", False):  # the rewrite table fits the terminal like the audit's
+        from ..report.terminal import table_width
+
+        text = report.render(kw["fmt"], width=table_width(bool(kw.get("wide")), bool(kw["report"])))
+    else:
+        text = report.render(kw["fmt"])
+    emit(text, kw["report"], kw["force"])
     out = report.output
     if out.get("written"):
         say(f"actaudit: wrote {out['path']} [{out['format']}]")

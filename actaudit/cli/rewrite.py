@@ -248,6 +248,8 @@ def _explain_failure(report: Any, max_drift: float) -> None:
 
 def _why_nothing(report: Any) -> str:
     if not report.rewritten and not any(s.dead for s in report.sites):
-        return "no ReLU / ReLU6 site has dead units on this calibration data (nothing written)"
+        from ..report.rewrite import NO_DEAD_MODEL
+
+        return f"{NO_DEAD_MODEL} (nothing written)"
     reason = str(report.output.get("reason") or "no dead unit got a slope of at least --min-slope")
     return reason.removeprefix("nothing revived: ")

@@ -28,7 +28,8 @@ from ..naming import base_of
 from ..options import AuditOptions
 from ..variants import Original, VerificationError, check_output, measure_original, options_from
 from ..verdicts import SiteVerdict
-from .report import RewriteReport, SiteRewrite
+from .evidence import slope_evidence
+from .report import NO_DEAD_MODEL, RewriteReport, SiteRewrite
 from .search import DEFAULT_RANGE, Measure, SearchResult, SearchSite, auto_slopes, fixed_slopes
 from .units import UnitSite, centered_energy, search_units
 from .verify import expected_slopes, publish
@@ -402,8 +403,7 @@ def _nothing_to_search(s: _Session, selected: list[SiteVerdict], rows: dict[str,
     o = s.opts
     if not selected or (s.unit_mode and not any(s.by_name[n].dead_units for n in s.by_name)):
         s.notes.append(
-            "no ReLU / ReLU6 site has dead units: nothing to revive (use --sites all --slope-units all to add "
-            "slopes anyway)"
+            f"{NO_DEAD_MODEL} (use --sites all --slope-units all to add slopes anyway)"
             if o.sites == "dead" or s.unit_mode
             else "no site selected"
         )
@@ -416,6 +416,7 @@ _METHODS = {
     "probe": "per-site probes + confirmation",
     "statistics": "statistics + confirmation",
     "fixed": "fixed α",
+    "screen": "per-site probes + per-unit screening + confirmation",
 }
 
 
@@ -485,9 +486,7 @@ def _write(s: _Session, report: RewriteReport, out: _Outcome, searched: bool) ->
             else f"no dead unit got a slope of at least --min-slope {o.min_slope:g}"
         )
     else:
-        why = "nothing revived: " + (
-            "no unit fits the drift budget" if searched else "no dead unit to revive"
-        )
+        why = "nothing revived: " + ("no unit fits the drift budget" if searched else NO_DEAD_MODEL)
     report.output = {"path": str(o.output), "written": False, "reason": why}
 
 
@@ -526,6 +525,14 @@ def rewrite(
     if report.search:
         report.search["passes"] = round(s.ledger.passes, 3)
         report.search["passes_by_purpose"] = _group(s.ledger.by_purpose())
+    if ok and opts.alpha is None:  # the α grid as evidence (evidence.py), when α is to be chosen
+        report.evidence = slope_evidence(
+            [s.by_name[n] for n in ok],
+            lambda plans: s.surgeon.build(plans, "leaky", False),
+            s.run_variant,
+            total_samples=s.original.ref.samples,
+            budget=opts.max_drift,
+        )
     report.run = {
         "timings_s": {
             "audit_s": round(t_audit - t0, 4),
@@ -547,6 +554,6 @@ def _energy(v: SiteVerdict, opts: RewriteOptions) -> float:
 def _group(by: dict[str, float]) -> dict[str, float]:
     out: dict[str, float] = {}
     for k, v in by.items():
-        key = k.split(" ", 1)[0] if k.startswith(("probe ", "attribute ")) else k
+        key = k.split(" ", 1)[0] if k.startswith(("probe ", "attribute ", "screen ")) else k
         out[key] = round(out.get(key, 0.0) + v, 3)
     return out

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..edit.drift import Drift
-from .search import TARGET, Step, next_value, probe_samples
+from .screen import Group, screen
+from .search import TARGET, Step, probe_samples
 
 # Stop once the measured drift is within [ACCEPT, 1] × budget: units are discrete, so a
 # tighter window than the per-site search's buys revived units (silero-vad .jit: 51 → more).
@@ -35,6 +36,8 @@ ACCEPT = 0.85
 # Units are discrete: one costly unit can make the drift jump across the budget, and the
 # secant then oscillates around it. Stop after this many confirms without a better choice.
 PATIENCE = 4
+# Passes kept for the confirmations when screening spends the rest on per-unit probes.
+CONFIRM_RESERVE = 8.0
 
 UnitSlopes = dict[str, dict[int, float]]  # site → {unit: slope}
 UnitMeasure = Callable[[UnitSlopes, int | None, str], Drift]
@@ -45,6 +48,12 @@ class UnitSite:
     name: str
     dead: list[int]
     energy: np.ndarray  # e_u per dead unit (same order as ``dead``), divided by ‖y‖²
+    gain: np.ndarray | None = None  # per dead unit, from screening (:mod:`.screen`); else the site's
+
+    def costs(self, gains: dict[str, float]) -> np.ndarray:
+        """The first-order drift per unit of slope, per dead unit: ``G·sqrt(e_u)``."""
+        g = self.gain if self.gain is not None else gains.get(self.name, 1.0)
+        return np.asarray(g, dtype=np.float64) * np.sqrt(np.maximum(np.asarray(self.energy, np.float64), 0.0))
 
 
 @dataclass
@@ -71,11 +80,7 @@ def allocate(
     sites: list[UnitSite], gains: dict[str, float], value: float, min_slope: float, cap: float
 ) -> UnitSlopes:
     """The slopes for one prediction target ``value`` (see the module docstring)."""
-    costs: list[tuple[float, str, int]] = []
-    for s in sites:
-        g = gains.get(s.name, 1.0)
-        for u, e in zip(s.dead, s.energy, strict=True):
-            costs.append((g * math.sqrt(max(float(e), 0.0)), s.name, int(u)))
+    costs = [(float(c), s.name, int(u)) for s in sites for u, c in zip(s.dead, s.costs(gains), strict=True)]
     costs.sort(key=lambda c: c[0])
     chosen: list[tuple[float, str, int]] = []
     acc = 0.0
@@ -112,14 +117,8 @@ def allocate(
 
 
 def predicted(slopes: UnitSlopes, sites: list[UnitSite], gains: dict[str, float]) -> float:
-    by = {s.name: dict(zip(s.dead, s.energy, strict=True)) for s in sites}
-    return math.sqrt(
-        sum(
-            (a * gains.get(n, 1.0)) ** 2 * max(float(by[n][u]), 0.0)
-            for n, units in slopes.items()
-            for u, a in units.items()
-        )
-    )
+    by = {s.name: dict(zip(s.dead, s.costs(gains), strict=True)) for s in sites}
+    return math.sqrt(sum((a * float(by[n][u])) ** 2 for n, units in slopes.items() for u, a in units.items()))
 
 
 def count(slopes: UnitSlopes) -> int:
@@ -147,29 +146,124 @@ class _Ledger:
 
 
 def _probe_gains(
-    sites: list[UnitSite], run: _Ledger, passes: float, min_slope: float
+    sites: list[UnitSite], run: _Ledger, passes: float, min_slope: float, target: float
 ) -> tuple[dict[str, float], str]:
-    """Per-site gains from one probe each (every dead unit at ``min_slope``) when the passes allow."""
+    """Per-site gains from one probe each (every dead unit at ``min_slope``) when the passes allow,
+    then per-unit gains from screening (:mod:`.screen`) with the passes the confirmations can spare."""
     m = probe_samples(len(sites), run.total)
     gains = {s.name: 1.0 for s in sites}
-    if len(sites) <= 1 or passes - len(sites) * m / run.total < 2:
+    share = m / run.total
+    spare = passes - len(sites) * share - CONFIRM_RESERVE
+    if len(sites) > 1 and passes - len(sites) * share < 2:
         return gains, "statistics"
+    if len(sites) <= 1 and spare < 2 * share:  # one site: probing pays only when screening follows
+        return gains, "statistics"
+    groups = []
     for s in sites:
         probe = {s.name: dict.fromkeys(s.dead, min_slope)}
         d = run.run(probe, m, f"probe {s.name}", None)
         p = predicted(probe, sites, {s.name: 1.0})
         gains[s.name] = d.rel_l2 / p if p > 0 else (0.0 if d.rel_l2 == 0 else 1e6)
+        groups.append(Group(s.name, list(range(len(s.dead))), d.rel_l2, p))
+    n_probes = int(spare / share) if share > 0 else 0
+    if math.hypot(*(g.drift for g in groups)) <= target:
+        n_probes = 0  # every dead unit is predicted to fit: nothing to screen
+    if n_probes >= 2:
+        per_unit = screen(
+            groups,
+            {s.name: s.dead for s in sites},
+            {s.name: np.asarray(s.energy, np.float64) for s in sites},
+            lambda sl, purpose: run.run(sl, m, purpose, None),
+            min_slope,
+            n_probes,
+            target,
+        )
+        for s in sites:
+            s.gain = per_unit[s.name]
+        return gains, "screen"
     return gains, "probe"
 
 
-def _widened(value: float, floor: float, k: int, allocate_at: Callable[[float], UnitSlopes]) -> float:
-    """A prediction target large enough to take more than ``k`` units (no drift to calibrate against)."""
-    value = max(value, floor)
-    for _ in range(40):
-        value *= 10.0
-        if count(allocate_at(value)) > k:
+def ranked(sites: list[UnitSite], gains: dict[str, float]) -> list[tuple[float, str, int]]:
+    """Every dead unit as ``(estimated cost, site, unit)``, cheapest first (ties: site, unit order)."""
+    out = [(float(c), s.name, int(u)) for s in sites for u, c in zip(s.dead, s.costs(gains), strict=True)]
+    out.sort(key=lambda c: c[0])
+    return out
+
+
+def as_slopes(units: list[tuple[float, str, int]], slope: float) -> UnitSlopes:
+    out: UnitSlopes = {}
+    for _, n, u in units:
+        out.setdefault(n, {})[u] = slope
+    return out
+
+
+def batch_size(
+    pending: list[tuple[float, str, int]], base: float, ratio: float, slope: float, target: float, limit: int
+) -> int:
+    """How many of the next pending units the calibrated quadrature prediction lets join a set
+    that measured ``base`` (at least one, at most ``limit``)."""
+    room = target**2 - base**2
+    acc, b = 0.0, 0
+    for c, _, _ in pending[:limit]:
+        acc += (ratio * slope * c) ** 2
+        if acc > room:
             break
-    return value
+        b += 1
+    return max(1, b)
+
+
+@dataclass
+class _Limits:
+    budget: float  # the drift budget
+    passes: float  # the passes the search may spend
+    min_slope: float
+    cap: float
+
+
+def _grow(
+    pending: list[tuple[float, str, int]],
+    run: _Ledger,
+    lim: _Limits,
+    over: tuple[UnitSlopes, Drift] | None,
+) -> tuple[list[tuple[float, str, int]], Drift, tuple[UnitSlopes, Drift] | None]:
+    """Grow the accepted set cheapest first, every step measured (see :func:`search_units`).
+
+    A failed batch is known to hold a unit that breaks the budget (``suspects``: that many
+    units at the head of ``pending``); its halves are tried in turn, and when all but one of
+    them were accepted the last one is the culprit: it stays dead without another run."""
+    target, a = TARGET * lim.budget, lim.min_slope
+    accepted: list[tuple[float, str, int]] = []
+    base = Drift(0.0, 0.0, 0)
+    ratio, limit, suspects = 1.0, len(pending), 0
+    while lim.passes - run.spent >= 1 and pending:
+        if accepted and (lim.budget**2 - base.rel_l2**2) < (ratio * a * pending[0][0]) ** 2 / 4:
+            break  # not even the cheapest pending unit is predicted to fit the room left
+        b = batch_size(pending, base.rel_l2, ratio, a, target, limit)
+        trial = accepted + pending[:b]
+        slopes = as_slopes(trial, a)
+        p = a * math.sqrt(sum(c * c for c, _, _ in trial))
+        d = run.run(slopes, None, "confirm", p * ratio)
+        if p > 0 and d.rel_l2 > 0:
+            ratio = d.rel_l2 / p
+        if d.rel_l2 <= lim.budget:
+            accepted, base, pending = trial, d, pending[b:]
+            suspects = max(suspects - b, 0)
+            if suspects == 1:  # the rest of the failed batch was accepted: this one broke it
+                pending, suspects = pending[1:], 0
+            limit = max(1, suspects // 2) if suspects else len(pending)
+            continue
+        if over is None or count(slopes) <= count(over[0]):
+            over = (slopes, d)
+        if b == 1:
+            pending, suspects = pending[1:], 0  # this unit takes the set over the budget: it stays dead
+            limit = len(pending)
+            continue
+        first = suspects == 0  # a fresh failure: the recalibrated prediction may shrink it further
+        suspects = b
+        again = batch_size(pending, base.rel_l2, ratio, a, target, b - 1) if first else 0
+        limit = max(again, b // 2)
+    return accepted, base, over
 
 
 def search_units(
@@ -183,72 +277,79 @@ def search_units(
     cap: float,
     progress: Any = None,
 ) -> UnitResult:
-    """Choose per-unit slopes; ``measure(slopes, samples, purpose)`` runs the rewritten model."""
+    """Choose per-unit slopes; ``measure(slopes, samples, purpose)`` runs the rewritten model.
+
+    Count first, cheapest first, every step measured: the accepted set grows by the next batch
+    of units in estimated-cost order that the calibrated prediction lets fit; a batch measured
+    over the budget is halved, and a single unit over it is skipped (it stays dead). Then
+    slopes: the budget left raises the chosen units' slopes (:func:`allocate`), kept only if
+    measured within the budget."""
     run = _Ledger(measure, total_samples, progress)
-    gains, source = _probe_gains(sites, run, passes, min_slope)
-
-    def allocate_at(v: float) -> UnitSlopes:
-        return allocate(sites, gains, v, min_slope, cap)
-
     target = TARGET * budget
-    value = target
-    history: list[tuple[float, float]] = []
-    best: tuple[int, float, UnitSlopes, Drift] | None = None
-    over: tuple[UnitSlopes, Drift] | None = None
-    tried: set[tuple[Any, ...]] = set()
-    all_units = sum(len(s.dead) for s in sites)
-    stale = 0  # confirms since the best choice last improved
-    while passes - run.spent >= 1 and stale < PATIENCE:
-        slopes = allocate_at(value)
-        if not slopes:
-            # even the cheapest unit at the floor is predicted over: measure it once to know
-            first = _cheapest(allocate(sites, gains, math.inf, min_slope, min_slope), sites, gains)
-            if not first or ("floor",) in tried:
-                break
-            tried.add(("floor",))
-            slopes = first
-        key = tuple(sorted((n, u, round(a, 7)) for n, us in slopes.items() for u, a in us.items()))
-        if key in tried:
-            break
-        tried.add(key)
-        p = predicted(slopes, sites, gains)
-        d = run.run(slopes, None, "confirm", p)
-        if p > 0 and d.rel_l2 > 0:
-            history.append((math.log(p), math.log(d.rel_l2)))
-        k = count(slopes)
-        stale += 1
-        if d.rel_l2 <= budget:
-            if best is None or (k, p) > (best[0], best[1]):
-                best = (k, p, slopes, d)
-                stale = 0
-            at_cap = k == all_units and all(a >= cap for us in slopes.values() for a in us.values())
-            if d.rel_l2 >= ACCEPT * budget or at_cap:
-                break
-        elif over is None or count(slopes) <= count(over[0]):
-            over = (slopes, d)
-        if d.rel_l2 == 0 or p == 0:
-            # No measurable change (saturated outputs, or units that are constant on this data):
-            # nothing to calibrate against, so widen the target until more units are taken.
-            if k == all_units:
-                break
-            value = _widened(value, max(p, target), k, allocate_at)
-            continue
-        value = next_value(history, target)
-    if best is None:
+    lim = _Limits(budget, passes, min_slope, cap)
+    every = {s.name: dict.fromkeys(s.dead, min_slope) for s in sites if s.dead}
+    # One site: no probe can order it better than its statistics until screening, so first
+    # check whether every dead unit fits (then there is nothing to choose).
+    d_all = run.run(every, None, "confirm all", None) if len(sites) == 1 else None
+    if d_all is not None and d_all.rel_l2 <= budget:
+        return _finish(sites, {s.name: 1.0 for s in sites}, "statistics", run, every, d_all, None, lim)
+    gains, source = _probe_gains(sites, run, passes - run.spent, min_slope, target)
+    pending = ranked(sites, gains)
+    over: tuple[UnitSlopes, Drift] | None = (every, d_all) if d_all is not None else None
+    accepted, base, over = _grow(pending, run, lim, over)
+    if not accepted:
         d0 = over[1] if over else Drift(math.inf, math.inf, 0)
         return UnitResult({}, d0, False, gains, source, None, run.steps, over)
-    _, p, slopes, d = best
+    return _finish(sites, gains, source, run, as_slopes(accepted, min_slope), base, over, lim)
+
+
+def _finish(
+    sites: list[UnitSite],
+    gains: dict[str, float],
+    source: str,
+    run: _Ledger,
+    slopes: UnitSlopes,
+    d: Drift,
+    over: tuple[UnitSlopes, Drift] | None,
+    lim: _Limits,
+) -> UnitResult:
+    """The chosen units with the budget left spent on larger slopes, when measured within it."""
+    p = predicted(slopes, sites, gains)
+    if lim.passes - run.spent >= 1 and lim.cap > lim.min_slope and d.rel_l2 < ACCEPT * lim.budget:
+        raised = _raise(sites, gains, slopes, d, p, TARGET * lim.budget, lim.min_slope, lim.cap)
+        if raised is not None:
+            d2 = run.run(raised, None, "raise slopes", predicted(raised, sites, gains))
+            if d2.rel_l2 <= lim.budget:
+                slopes, d, p = raised, d2, predicted(raised, sites, gains)
     return UnitResult(slopes, d, True, gains, source, p, run.steps, over)
 
 
-def _cheapest(slopes: UnitSlopes, sites: list[UnitSite], gains: dict[str, float]) -> UnitSlopes:
-    best: tuple[float, str, int] | None = None
-    for s in sites:
-        for u, e in zip(s.dead, s.energy, strict=True):
-            c = gains.get(s.name, 1.0) * math.sqrt(max(float(e), 0.0))
-            if best is None or c < best[0]:
-                best = (c, s.name, int(u))
-    if best is None:
-        return {}
-    a = next(iter(next(iter(slopes.values())).values())) if slopes else 0.01
-    return {best[1]: {best[2]: a}}
+def _raise(
+    sites: list[UnitSite],
+    gains: dict[str, float],
+    chosen: UnitSlopes,
+    d: Drift,
+    p: float,
+    target: float,
+    min_slope: float,
+    cap: float,
+) -> UnitSlopes | None:
+    """The chosen units' slopes raised so the calibrated prediction meets ``target`` (None: no room)."""
+    if p <= 0 or d.rel_l2 <= 0:
+        return None
+    keep = [
+        UnitSite(
+            s.name,
+            [u for u in s.dead if u in chosen.get(s.name, {})],
+            np.asarray([e for u, e in zip(s.dead, s.energy, strict=True) if u in chosen.get(s.name, {})]),
+            None
+            if s.gain is None
+            else np.asarray([g for u, g in zip(s.dead, s.gain, strict=True) if u in chosen.get(s.name, {})]),
+        )
+        for s in sites
+        if chosen.get(s.name)
+    ]
+    raised = allocate(keep, gains, target * p / d.rel_l2, min_slope, cap)
+    if count(raised) < count(chosen) or raised == chosen:
+        return None
+    return raised
