@@ -42,6 +42,7 @@ class SiteRewrite:
     compensation: str | None = None  # where it was folded, or why not
     alpha_min: float | None = None  # the smallest per-unit slope at this site
     unit_slopes: dict[int, float] | None = None  # revived unit → slope (per-unit default)
+    recycled: dict[str, Any] | None = None  # --mode recycle: producer, consumer, init std, units
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,7 @@ class SiteRewrite:
             "compensation": self.compensation,
             "alpha_min": _r(self.alpha_min if self.alpha_min is not None else self.alpha),
             "unit_slopes": {str(u): _r(a) for u, a in self.unit_slopes.items()} if self.unit_slopes else None,
+            "recycled": self.recycled,
         }
 
 
@@ -66,6 +68,9 @@ class RewriteReport(ModelChange):
     search: dict[str, Any] = field(default_factory=dict)
     audit_summary: dict[str, Any] = field(default_factory=dict)
     expected_slopes: list[Any] = field(default_factory=list)  # what the verification must read back
+    trainable: list[str] = field(
+        default_factory=list
+    )  # the written model's tensors that fine-tuning should train
 
     @property
     def rewritten(self) -> list[SiteRewrite]:
@@ -123,6 +128,7 @@ class RewriteReport(ModelChange):
             "search": self.search,
             "reference_slopes": {k: _r(v) for k, v in REFERENCE_SLOPES.items()},
             "audit_summary": self.audit_summary,
+            "trainable": list(self.trainable),
             **picked(self, "notes", "warnings", "run"),
         }
 

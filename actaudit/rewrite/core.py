@@ -31,6 +31,7 @@ from ..verdicts import SiteVerdict
 from .report import RewriteReport, SiteRewrite
 from .search import DEFAULT_RANGE, Measure, SearchResult, SearchSite, auto_slopes, fixed_slopes
 from .units import UnitSite, centered_energy, search_units
+from .recycling import DEFAULT_RECYCLE_SLOPE, RECYCLE_MODES, recycle_sites, trainable_tensors
 from .verify import expected_slopes, publish
 
 __all__ = ["RewriteOptions", "VerificationError", "check_output", "rewrite", "validate"]
@@ -39,6 +40,11 @@ DEFAULT_MAX_DRIFT = 0.01
 DEFAULT_MAX_PASSES = 20.0
 DEFAULT_MIN_SLOPE = 0.01  # the audit's stuck fraction: a smaller slope still counts as dead
 TARGETS = ("leaky", "prelu")
+# deploy: keep the function, give dead units a gradient (fixed slopes, exact shift); learnable: the
+# same slopes as bounded learnable PReLU parameters; recycle(-leaky): re-initialise dead units so
+# that they fire, outgoing weights zeroed (:mod:`.recycling`), optionally with a leaky slope.
+MODES = ("deploy", "learnable", *RECYCLE_MODES)
+DEFAULT_MODE = "deploy"
 SHIFTS = ("exact", "fold", "none")
 REWRITABLE_KINDS = ("relu", "relu6")
 OUTPUT_FORMATS = ("ts", "pt2")
@@ -48,7 +54,8 @@ OUTPUT_FORMATS = ("ts", "pt2")
 class RewriteOptions:
     """Every knob of a rewrite; audit knobs (calibration, loading) live in ``audit``."""
 
-    alpha: float | None = None  # None: search ("auto")
+    mode: str = DEFAULT_MODE  # one of MODES
+    alpha: float | None = None  # None: search ("auto"); recycle-leaky: the slope of recycled units
     alpha_range: tuple[float, float] = DEFAULT_RANGE
     max_drift: float = DEFAULT_MAX_DRIFT
     to: str = "prelu"
@@ -71,6 +78,13 @@ def rewrite_options(kw: dict[str, object]) -> RewriteOptions:
 
 
 def validate(opts: RewriteOptions) -> None:
+    if opts.mode not in MODES:
+        raise InputError(f"--mode {opts.mode!r}: use one of {', '.join(MODES)}")
+    if opts.mode == "learnable" and (opts.to != "prelu" or opts.alpha is not None):
+        raise InputError(
+            "--mode learnable writes per-unit PReLU slopes: drop --to leaky / --alpha",
+            hint="the slopes are searched per dead unit and become parameters clamped to [0, HIGH of --alpha-range]",
+        )
     if opts.compensate:
         opts.shift = "fold"
     if opts.shift not in SHIFTS:
@@ -170,6 +184,7 @@ class _Session:
             unit_slopes=vec,
             exact_shift=o.shift == "exact",
             kind=v.info.kind,
+            bound=o.alpha_range[1] if o.mode == "learnable" else None,
         )
 
     def site_plans(self, slopes: dict[str, float]) -> list[SitePlan]:
@@ -307,6 +322,26 @@ def _unit_search(s: _Session, ok: list[str], rows: dict[str, SiteRewrite]) -> _O
     return _Outcome(search, final, s.unit_plans(use))
 
 
+def _recycle(s: _Session, rows: dict[str, SiteRewrite]) -> _Outcome:
+    """``--mode recycle`` / ``recycle-leaky`` (:mod:`.recycling`): no search, the drift measured once."""
+    o = s.opts
+    for n in s.by_name:
+        rows[n].status, rows[n].how, rows[n].reason = "unchanged", None, None
+    slope = (o.alpha or DEFAULT_RECYCLE_SLOPE) if o.mode == "recycle-leaky" else None
+
+    def measure(res: SurgeryResult) -> Drift:
+        return s.run_variant(res, None, "recycled variant")
+
+    got = recycle_sites(
+        s.surgeon, s.original.source, o.audit.samples, o.audit.seed, s.by_name, rows, slope, measure
+    )
+    if got.recycled:
+        s.ledger.add("recycle: sample new rows", s.original.ref.samples)
+    elif not any(v.dead_units for v in s.by_name.values()):
+        s.notes.append("no ReLU / ReLU6 site has dead units: nothing to recycle")
+    return _Outcome(got.search, got.final, got.plans)
+
+
 def _nothing_fits(
     o: RewriteOptions, over: tuple[dict[str, dict[int, float]], Drift] | None, dead: int
 ) -> str:
@@ -416,6 +451,7 @@ _METHODS = {
     "probe": "per-site probes + confirmation",
     "statistics": "statistics + confirmation",
     "fixed": "fixed α",
+    "recycle": "recycle (no search: the function is kept by construction, drift measured)",
 }
 
 
@@ -425,6 +461,7 @@ def _report(s: _Session, rows: dict[str, SiteRewrite], out: _Outcome) -> Rewrite
         model=model_section(s.original.loaded),
         calibration={**audit.calibration},
         options={
+            "mode": o.mode,
             "to": o.to,
             "alpha": "auto" if o.alpha is None else o.alpha,
             "alpha_range": list(_slope_range(o)),
@@ -454,6 +491,7 @@ def _report(s: _Session, rows: dict[str, SiteRewrite], out: _Outcome) -> Rewrite
     report.model_out = out.final.model if out.final is not None else None
     if out.final is not None:
         report.expected_slopes = expected_slopes(out.plans, out.final, o.to)
+        report.trainable = trainable_tensors(s.surgeon, rows, out.final.model)
     return report
 
 
@@ -513,7 +551,9 @@ def rewrite(
     if progress is not None and hasattr(progress, "label"):
         progress.label = "searching slopes"
     ok, rows = _dry_run(s, relu, selected)
-    if ok:
+    if opts.mode in RECYCLE_MODES:
+        out = _recycle(s, rows)
+    elif ok:
         out = _unit_search(s, ok, rows) if s.unit_mode else _site_search(s, ok, rows)
     else:
         _nothing_to_search(s, selected, rows)

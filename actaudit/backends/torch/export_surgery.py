@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -301,7 +303,12 @@ def export_slopes(ep: ExportedProgram) -> list[tuple[str, str, Any]]:
         if op.startswith("leaky_relu"):
             slope = float(_any(node.args[1])) if len(node.args) > 1 else 0.01
         elif op in ("prelu", "_prelu_kernel") and isinstance(node.args[1], fx.Node):
-            t = ep.state_dict.get(inputs.get(node.args[1].name))
-            slope = None if t is None else [float(x) for x in t.detach().flatten()]
+            w, lo, hi = node.args[1], -math.inf, math.inf
+            if op_name(w.target) == "clamp" and isinstance(w.args[0], fx.Node):  # a bounded learnable slope
+                lo = float(w.args[1]) if len(w.args) > 1 and w.args[1] is not None else lo
+                hi = float(w.args[2]) if len(w.args) > 2 and w.args[2] is not None else hi
+                w = w.args[0]
+            t = ep.state_dict.get(inputs.get(w.name))
+            slope = None if t is None else [min(max(float(x), lo), hi) for x in t.detach().flatten()]
         out.append((name, op, slope))
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Iterable
 from typing import Any
 
@@ -282,11 +284,25 @@ def torchscript_slopes(module: Any) -> list[tuple[str, str, Any]]:
                 a = _ts_attr(module, v)
                 slope = float(a) if isinstance(a, float) else None
         elif canon(op) == "prelu":
-            v = n.inputsAt(1)
+            v, bounds = _through_clamp(n.inputsAt(1))
             if v.node().kind() == "prim::Constant":
                 slope = [float(x) for x in v.toIValue().flatten()]
             else:
                 w = _ts_attr(module, v)
                 slope = None if not isinstance(w, torch.Tensor) else [float(x) for x in w.detach().flatten()]
+            if slope is not None and bounds is not None:
+                slope = [min(max(x, bounds[0]), bounds[1]) for x in slope]
         out.append((name, op, slope))
     return out
+
+
+def _through_clamp(v: Any) -> tuple[Any, tuple[float, float] | None]:
+    """A PReLU weight written as ``clamp(weight, lo, hi)`` (a bounded learnable slope): the weight and bounds."""
+    node = v.node()
+    if node.kind() != "aten::clamp":
+        return v, None
+    lo, hi = (node.inputsAt(i) for i in (1, 2))
+    if lo.node().kind() != "prim::Constant" or hi.node().kind() != "prim::Constant":
+        return v, None
+    a, b = lo.toIValue(), hi.toIValue()
+    return node.inputsAt(0), (-math.inf if a is None else float(a), math.inf if b is None else float(b))

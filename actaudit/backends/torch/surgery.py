@@ -32,6 +32,7 @@ activations, so the fold over-corrects there.
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from typing import Any
@@ -39,12 +40,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...edit.recycle import RecyclePlan, Recycled
 from ...edit.slopes import SitePlan, SurgeryResult
 from .activations import AxisPReLU, ShiftedLeakyReLU, UnitPReLU
 from .eager_surgery import rewrite_eager
 from .export_surgery import export_slopes, rewrite_export
 from .files import save_export, save_torchscript
 from .load import TorchModel
+from .recycle import recycle_eager
 from .script_surgery import rewrite_torchscript, torchscript_slopes
 
 TS = "ts"
@@ -118,6 +121,35 @@ class TorchSurgeon:
         return res
 
     _scripted: bytes | None = None
+
+    def recycle(
+        self,
+        plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
+        slope_plans: list[SitePlan],
+        seed: int,
+        source: Any,
+        samples: int | None,
+    ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
+        """Recycle dead units in a copy of the eager model (:mod:`.recycle`), then give them ``slope_plans``."""
+        tm = self.tm
+        if tm.eager is None:
+            why = (
+                f"recycling edits eager models only, not {tm.fmt} files yet: load the eager model "
+                "(a state_dict with --arch, or a pickled module) or use --mode deploy"
+            )
+            return SurgeryResult(None), {}, {p.name: why for p, *_ in plans}
+        model = copy.deepcopy(tm.eager)
+        model.eval()
+
+        def run(m: nn.Module) -> None:
+            for _ in self.outputs(m, source, samples, None):
+                pass
+
+        done, refused = recycle_eager(tm.eager, model, plans, seed, run)
+        used = [p for p in slope_plans if p.name in done]
+        res = rewrite_eager(model, used, "prelu", copy_model=False) if used else SurgeryResult(model)
+        res.model.eval()
+        return res, done, refused
 
     def _callable(self, model: Any) -> Any:
         if self.tm.fmt == "torch.export" or hasattr(model, "graph_signature"):
@@ -219,10 +251,18 @@ class TorchSurgeon:
             if isinstance(mod, (nn.LeakyReLU, ShiftedLeakyReLU)):
                 out.append((name, type(mod).__name__, float(mod.negative_slope)))
             elif isinstance(mod, UnitPReLU):
-                out.append((name, "UnitPReLU", [float(x) for x in mod.weight.detach().flatten()]))
+                out.append((name, type(mod).__name__, [float(x) for x in mod.slope().detach().flatten()]))
             elif isinstance(mod, (nn.PReLU, AxisPReLU)):
                 out.append((name, type(mod).__name__, [float(x) for x in mod.weight.detach().flatten()]))
         return out
+
+    def slope_parameters(self, model: Any) -> list[str]:
+        """The learnable slope tensors of an eager variant (``path.weight`` of each per-unit PReLU)."""
+        if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+            return []
+        return [
+            f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (UnitPReLU, nn.PReLU, AxisPReLU))
+        ]
 
     def frozen_parameters(self, model: Any) -> list[str]:
         """Names of parameters with requires_grad=False in a reloaded model."""
