@@ -28,10 +28,10 @@ from ..naming import base_of
 from ..options import AuditOptions
 from ..variants import Original, VerificationError, check_output, measure_original, options_from
 from ..verdicts import SiteVerdict
+from .recycling import DEFAULT_RECYCLE_SLOPE, RECYCLE_MODES, recycle_sites, trainable_tensors
 from .report import RewriteReport, SiteRewrite
 from .search import DEFAULT_RANGE, Measure, SearchResult, SearchSite, auto_slopes, fixed_slopes
 from .units import UnitSite, centered_energy, search_units
-from .recycling import DEFAULT_RECYCLE_SLOPE, RECYCLE_MODES, recycle_sites, trainable_tensors
 from .verify import expected_slopes, publish
 
 __all__ = ["RewriteOptions", "VerificationError", "check_output", "rewrite", "validate"]

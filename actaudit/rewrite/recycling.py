@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..edit.drift import Drift
-from ..edit.recycle import DEFAULT_SHARE, RecyclePlan, Recycled
+from ..edit.recycle import DEFAULT_SHARE, Recycled, RecyclePlan
 from ..edit.slopes import SitePlan, SurgeryResult, float32_up
 from ..verdicts import SiteVerdict
 from .report import SiteRewrite

@@ -139,7 +139,14 @@ def _sample(model: nn.Module, jobs: list[_Job], run: Callable[[nn.Module], None]
         idx = torch.as_tensor(j.plan.units, dtype=torch.long)
         linear = isinstance(j.module, nn.Linear)
 
-        def hook(_m: nn.Module, _i: object, out: torch.Tensor, j: _Job = j, idx: torch.Tensor = idx) -> None:
+        def hook(
+            _m: nn.Module,
+            _i: object,
+            out: torch.Tensor,
+            j: _Job = j,
+            idx: torch.Tensor = idx,
+            linear: bool = linear,
+        ) -> None:
             t = out.detach()
             t = t.reshape(-1, t.shape[-1]) if linear else t.movedim(1, -1).reshape(-1, t.shape[1])
             j.sample.add(t.index_select(1, idx.to(t.device)).to("cpu", torch.float64).numpy())

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ...edit.recycle import RecyclePlan, Recycled
+from ...edit.recycle import Recycled, RecyclePlan
 from ...edit.slopes import SitePlan, SurgeryResult
 from .activations import AxisPReLU, ShiftedLeakyReLU, UnitPReLU
 from .eager_surgery import rewrite_eager
