@@ -181,6 +181,7 @@ def _title(rep: RewriteReport) -> str:
         head += f" [{rep.output['format']}]"
     return (
         head
+        + (f" — mode {o['mode']}" if o.get("mode", "deploy") != "deploy" else "")
         + f" — {o['to']}, α {o['alpha']}, max drift {o['max_drift']:g}, {rep.calibration.get('samples')} samples"
     )
 
