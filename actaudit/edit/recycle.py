@@ -112,6 +112,32 @@ def bias_for_share(values: np.ndarray, share: float) -> np.ndarray:
     return -np.quantile(v, 1.0 - share, axis=0)
 
 
+def activation_match(values: np.ndarray, bias: np.ndarray, live_rms: float | None) -> np.ndarray:
+    """Per recycled unit, the factor that gives its activation ``max(w·x + b, 0)`` the RMS of a live unit's.
+
+    Rows drawn at the live rows' weight std can still fire far harder than the live units (a
+    layer's inputs are not white): their outgoing weights would then take steps several times a
+    live unit's and, under SGD, knock the trained units about. Scaling a row and its bias by the
+    same positive factor keeps where it fires. 1 where there is nothing to match.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    if live_rms is None or not (math.isfinite(live_rms) and live_rms > 0) or v.shape[0] == 0:
+        return np.ones(v.shape[1])
+    rms = np.sqrt(np.mean(np.maximum(v + np.asarray(bias).reshape(1, -1), 0.0) ** 2, axis=0))
+    out = np.ones_like(rms)
+    ok = rms > 0
+    out[ok] = live_rms / rms[ok]
+    return out
+
+
+def live_activation_rms(values: np.ndarray) -> float | None:
+    """The median over live units of their activation's RMS (``values``: live pre-activations, bias included)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return None
+    return float(np.median(np.sqrt(np.mean(np.maximum(v, 0.0) ** 2, axis=0))))
+
+
 def fire_share(values: np.ndarray, bias: np.ndarray) -> np.ndarray:
     v = np.asarray(values, dtype=np.float64)
     if v.shape[0] == 0:

@@ -43,6 +43,8 @@ class SiteRewrite:
     alpha_min: float | None = None  # the smallest per-unit slope at this site
     unit_slopes: dict[int, float] | None = None  # revived unit → slope (per-unit default)
     recycled: dict[str, Any] | None = None  # --mode recycle: producer, consumer, init std, units
+    unit_shifts: dict[int, float] | None = None  # unit → constant subtracted after the activation (nonzero only)
+    rank: int | None = None  # the site tensor's rank, batch included (to rebuild the shift's shape)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -58,6 +60,7 @@ class SiteRewrite:
             "alpha_min": _r(self.alpha_min if self.alpha_min is not None else self.alpha),
             "unit_slopes": {str(u): _r(a) for u, a in self.unit_slopes.items()} if self.unit_slopes else None,
             "recycled": self.recycled,
+            "unit_shifts": {str(u): _r(v) for u, v in self.unit_shifts.items()} if self.unit_shifts else None,
         }
 
 

@@ -32,7 +32,7 @@ from .recycling import DEFAULT_RECYCLE_SLOPE, RECYCLE_MODES, recycle_sites, trai
 from .report import RewriteReport, SiteRewrite
 from .search import DEFAULT_RANGE, Measure, SearchResult, SearchSite, auto_slopes, fixed_slopes
 from .units import UnitSite, centered_energy, search_units
-from .verify import expected_slopes, publish
+from .verify import expected_slopes, publish, record_shifts
 
 __all__ = ["RewriteOptions", "VerificationError", "check_output", "rewrite", "validate"]
 
@@ -492,6 +492,7 @@ def _report(s: _Session, rows: dict[str, SiteRewrite], out: _Outcome) -> Rewrite
     if out.final is not None:
         report.expected_slopes = expected_slopes(out.plans, out.final, o.to)
         report.trainable = trainable_tensors(s.surgeon, rows, out.final.model)
+        record_shifts(rows, out.plans, o.to)
     return report
 
 

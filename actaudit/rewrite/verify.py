@@ -14,7 +14,7 @@ from ..backends.base import Surgery
 from ..edit.drift import Drift
 from ..edit.slopes import SitePlan, SurgeryResult, float32_up
 from ..variants import Original, VerificationError, write_verified
-from .report import RewriteReport
+from .report import RewriteReport, SiteRewrite
 
 SlopeKey = tuple[float, ...]
 # The reloaded file's drift may differ from the in-memory variant's by this fraction of
@@ -124,3 +124,15 @@ def _same_multiset(got: list[SlopeKey], want: list[SlopeKey]) -> bool:
     if got == want:
         return True
     return sorted(set(got)) == sorted(set(want)) and len(got) <= len(want)
+
+
+def record_shifts(rows: dict[str, SiteRewrite], plans: list[SitePlan], to: str) -> None:
+    """Each rewritten site's shift per unit as written, so that ``apply(module, report)`` is exact."""
+    for p in plans:
+        r = rows.get(p.name)
+        if r is None or r.status != "rewritten":
+            continue
+        written = np.array([float32_up(p.alpha)]) if to == "leaky" else float32_up(p.slopes())
+        sh = p.shift_for(written)
+        r.unit_shifts = {int(u): float(sh[u]) for u in np.flatnonzero(sh)} or None
+        r.rank = len(p.sample_shape) + 1 if p.sample_shape else 2

@@ -33,6 +33,8 @@ class _Job:
     folded: fold.Folded
     scale: float
     sample: rc.Reservoir
+    live: rc.Reservoir
+    live_idx: list[int]
 
 
 def recycle_eager(
@@ -113,7 +115,17 @@ def _prepare(
         return "the consumer's weight cannot be written"
     if got.consumer.kind == "conv" and got.consumer.groups != 1:
         return "the consumer is a grouped convolution"
-    return _Job(plan, target, model.get_submodule(target), got, 0.0, rc.Reservoir(len(plan.units), rng))
+    live = sorted(set(range(units)) - set(plan.units))
+    return _Job(
+        plan,
+        target,
+        model.get_submodule(target),
+        got,
+        0.0,
+        rc.Reservoir(len(plan.units), rng),
+        rc.Reservoir(len(live), rng),
+        live,
+    )
 
 
 def _write_rows(j: _Job, rng: np.random.Generator) -> None:
@@ -137,6 +149,7 @@ def _sample(model: nn.Module, jobs: list[_Job], run: Callable[[nn.Module], None]
     handles = []
     for j in jobs:
         idx = torch.as_tensor(j.plan.units, dtype=torch.long)
+        live = torch.as_tensor(j.live_idx, dtype=torch.long)
         linear = isinstance(j.module, nn.Linear)
 
         def hook(
@@ -145,11 +158,14 @@ def _sample(model: nn.Module, jobs: list[_Job], run: Callable[[nn.Module], None]
             out: torch.Tensor,
             j: _Job = j,
             idx: torch.Tensor = idx,
+            live: torch.Tensor = live,
             linear: bool = linear,
         ) -> None:
             t = out.detach()
             t = t.reshape(-1, t.shape[-1]) if linear else t.movedim(1, -1).reshape(-1, t.shape[1])
             j.sample.add(t.index_select(1, idx.to(t.device)).to("cpu", torch.float64).numpy())
+            if live.numel():
+                j.live.add(t.index_select(1, live.to(t.device)).to("cpu", torch.float64).numpy())
 
         handles.append(j.module.register_forward_hook(hook))
     try:
@@ -161,11 +177,16 @@ def _sample(model: nn.Module, jobs: list[_Job], run: Callable[[nn.Module], None]
 
 def _place_bias(j: _Job) -> rc.Recycled:
     b = rc.bias_for_share(j.sample.values, j.plan.share)
-    bias = j.module.bias
+    c = rc.activation_match(j.sample.values, b, rc.live_activation_rms(j.live.values))
+    bias, weight = j.module.bias, j.module.weight
     assert isinstance(bias, torch.Tensor)
+    idx = torch.as_tensor(j.plan.units, dtype=torch.long)
+    factor = torch.as_tensor(c, dtype=weight.dtype).reshape(-1, *([1] * (weight.dim() - 1)))
     with torch.no_grad():
-        bias[torch.as_tensor(j.plan.units, dtype=torch.long)] = torch.as_tensor(b, dtype=bias.dtype)
-    fires = rc.fire_share(j.sample.values, b)
+        weight[idx] = weight[idx] * factor
+        bias[idx] = torch.as_tensor(b * c, dtype=bias.dtype)
+    j.scale *= float(np.median(c))
+    fires = rc.fire_share(j.sample.values * c, b * c)
     return rc.Recycled(
         j.producer,
         j.folded.consumer.label.removesuffix(" bias"),
