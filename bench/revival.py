@@ -22,9 +22,9 @@ Run: ``make bench-revival`` or ``.venv/bin/python bench/revival.py [--seeds 3] [
 from __future__ import annotations
 
 import argparse
-import os
 import copy
 import math
+import os
 import statistics
 import sys
 import time
@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from actaudit.rewrite import rewrite  # noqa: E402
+from actaudit.rewrite import rewrite
 
 ARMS: dict[str, dict[str, Any] | None] = {
     "original": None,
@@ -113,7 +113,9 @@ TASKS = [
 ]
 
 
-def train(m: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer, steps: int, seed: int) -> bool:
+def train(
+    m: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optimizer, steps: int, seed: int
+) -> bool:
     """``steps`` batches drawn with ``seed``; False when the loss went NaN."""
     g = torch.Generator().manual_seed(seed)
     loss_fn = nn.CrossEntropyLoss()
@@ -133,7 +135,9 @@ def train(m: nn.Module, x: torch.Tensor, y: torch.Tensor, opt: torch.optim.Optim
 def pre_activations(m: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """The inputs of both activation sites (fc1's and fc2's outputs) of a model, rewritten or not."""
     got: list[torch.Tensor] = []
-    hooks = [getattr(m, n).register_forward_hook(lambda _m, _i, o: got.append(o.detach())) for n in ("fc1", "fc2")]
+    hooks = [
+        getattr(m, n).register_forward_hook(lambda _m, _i, o: got.append(o.detach())) for n in ("fc1", "fc2")
+    ]
     with torch.no_grad():
         m(x)
     for h in hooks:
@@ -194,7 +198,9 @@ def surgery(
     return out, drift, rep.passed
 
 
-def run_seed(task: Task, seed: int, cells: dict[tuple[str, str, str], Cell], context: dict[str, list[float]]) -> None:
+def run_seed(
+    task: Task, seed: int, cells: dict[tuple[str, str, str], Cell], context: dict[str, list[float]]
+) -> None:
     xtr, ytr, xte, yte = task.data(seed)
     torch.manual_seed(seed)
     model = MLP(xtr.shape[1], task.width, task.width, task.classes)
@@ -252,7 +258,9 @@ def table(cells: dict[tuple[str, str, str], Cell], contexts: dict[str, dict[str,
             f"(layer 1 / 2); test accuracy dead model {_ms([100 * a for a in ctx['dead acc']], '.1f')} %, "
             f"healthy model (same budget, no early large learning rate) {_ms([100 * a for a in ctx['healthy acc']], '.1f')} %\n"
         )
-        lines.append("| optimiser | arm | drift at surgery (gate passed) | formerly dead alive after FT | grad dead/live at step 0 | Δacc vs original (points) | diverged |")
+        lines.append(
+            "| optimiser | arm | drift at surgery (gate passed) | formerly dead alive after FT | grad dead/live at step 0 | Δacc vs original (points) | diverged |"
+        )
         lines.append("|---|---|---|---|---|---|---|")
         for opt_name in OPTIMISERS:
             for arm in ARMS:

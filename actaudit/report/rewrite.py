@@ -43,7 +43,9 @@ class SiteRewrite:
     alpha_min: float | None = None  # the smallest per-unit slope at this site
     unit_slopes: dict[int, float] | None = None  # revived unit → slope (per-unit default)
     recycled: dict[str, Any] | None = None  # --mode recycle: producer, consumer, init std, units
-    unit_shifts: dict[int, float] | None = None  # unit → constant subtracted after the activation (nonzero only)
+    unit_shifts: dict[int, float] | None = (
+        None  # unit → constant subtracted after the activation (nonzero only)
+    )
     rank: int | None = None  # the site tensor's rank, batch included (to rebuild the shift's shape)
 
     def to_dict(self) -> dict[str, Any]:

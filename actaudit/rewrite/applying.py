@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
 from .report import RewriteReport, SiteRewrite
 
 
