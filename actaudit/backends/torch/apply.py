@@ -99,11 +99,14 @@ def copy_tensors(module: Any, source: Any, paths: list[str]) -> Any:
             mine, theirs = new.get_submodule(path), source.get_submodule(path)
         except AttributeError as e:
             raise InputError(f"recycling touched {path!r}, which the module given does not have") from e
+        w, b = theirs.weight, theirs.bias
+        mine_w, mine_b = mine.weight, mine.bias
+        assert isinstance(w, torch.Tensor) and isinstance(mine_w, torch.Tensor)
         with torch.no_grad():
-            mine.weight.copy_(theirs.weight)
-            if theirs.bias is not None:
-                if mine.bias is None:
-                    mine.bias = torch.nn.Parameter(theirs.bias.detach().clone())
+            mine_w.copy_(w)
+            if isinstance(b, torch.Tensor):
+                if isinstance(mine_b, torch.Tensor):
+                    mine_b.copy_(b)
                 else:
-                    mine.bias.copy_(theirs.bias)
+                    mine.bias = torch.nn.Parameter(b.detach().clone())
     return new

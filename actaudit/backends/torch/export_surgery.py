@@ -304,8 +304,8 @@ def export_slopes(ep: ExportedProgram) -> list[tuple[str, str, Any]]:
         elif op in ("prelu", "_prelu_kernel") and isinstance(node.args[1], fx.Node):
             w, lo, hi = node.args[1], -math.inf, math.inf
             if op_name(w.target) == "clamp" and isinstance(w.args[0], fx.Node):  # a bounded learnable slope
-                lo = float(w.args[1]) if len(w.args) > 1 and w.args[1] is not None else lo
-                hi = float(w.args[2]) if len(w.args) > 2 and w.args[2] is not None else hi
+                lo = float(_any(w.args[1])) if len(w.args) > 1 and w.args[1] is not None else lo
+                hi = float(_any(w.args[2])) if len(w.args) > 2 and w.args[2] is not None else hi
                 w = w.args[0]
             t = ep.state_dict.get(inputs.get(w.name))
             slope = None if t is None else [min(max(float(x), lo), hi) for x in t.detach().flatten()]

@@ -138,7 +138,9 @@ def _write_rows(j: _Job, rng: np.random.Generator) -> None:
         w[idx] = torch.as_tensor(rows, dtype=w.dtype, device=w.device)
         if mod.bias is None:
             mod.bias = nn.Parameter(torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
-        mod.bias[idx] = 0
+        b = mod.bias
+        assert isinstance(b, torch.Tensor)
+        b[idx] = 0
     c = j.folded.consumer
     assert c.write_weight is not None
     c.write_weight(rc.zero_inputs(c.kind, c.weight, j.plan.units, repeat=j.folded.repeat, groups=c.groups))
@@ -179,7 +181,7 @@ def _place_bias(j: _Job) -> rc.Recycled:
     b = rc.bias_for_share(j.sample.values, j.plan.share)
     c = rc.activation_match(j.sample.values, b, rc.live_activation_rms(j.live.values))
     bias, weight = j.module.bias, j.module.weight
-    assert isinstance(bias, torch.Tensor)
+    assert isinstance(bias, torch.Tensor) and isinstance(weight, torch.Tensor)
     idx = torch.as_tensor(j.plan.units, dtype=torch.long)
     factor = torch.as_tensor(c, dtype=weight.dtype).reshape(-1, *([1] * (weight.dim() - 1)))
     with torch.no_grad():
