@@ -74,6 +74,8 @@ def recycle_eager(
             jobs.append(job)
     if not jobs:
         return {}, refused
+    for j in jobs:  # every consumer from its state before any edit: a consumer may be another site's producer
+        _zero_columns(j)
     for j in jobs:
         _write_rows(j, rng)
     _sample(model, jobs, run)
@@ -141,6 +143,9 @@ def _write_rows(j: _Job, rng: np.random.Generator) -> None:
         b = mod.bias
         assert isinstance(b, torch.Tensor)
         b[idx] = 0
+
+
+def _zero_columns(j: _Job) -> None:
     c = j.folded.consumer
     assert c.write_weight is not None
     c.write_weight(rc.zero_inputs(c.kind, c.weight, j.plan.units, repeat=j.folded.repeat, groups=c.groups))

@@ -283,7 +283,7 @@ def torchscript_slopes(module: Any) -> list[tuple[str, str, Any]]:
                 a = _ts_attr(module, v)
                 slope = float(a) if isinstance(a, float) else None
         elif canon(op) == "prelu":
-            v, bounds = _through_clamp(n.inputsAt(1))
+            v, bounds = _through_clamp(module, n.inputsAt(1))
             if v.node().kind() == "prim::Constant":
                 slope = [float(x) for x in v.toIValue().flatten()]
             else:
@@ -295,13 +295,16 @@ def torchscript_slopes(module: Any) -> list[tuple[str, str, Any]]:
     return out
 
 
-def _through_clamp(v: Any) -> tuple[Any, tuple[float, float] | None]:
+def _through_clamp(module: Any, v: Any) -> tuple[Any, tuple[float, float] | None]:
     """A PReLU weight written as ``clamp(weight, lo, hi)`` (a bounded learnable slope): the weight and bounds."""
     node = v.node()
     if node.kind() != "aten::clamp":
         return v, None
-    lo, hi = (node.inputsAt(i) for i in (1, 2))
-    if lo.node().kind() != "prim::Constant" or hi.node().kind() != "prim::Constant":
-        return v, None
-    a, b = lo.toIValue(), hi.toIValue()
-    return node.inputsAt(0), (-math.inf if a is None else float(a), math.inf if b is None else float(b))
+    ends = []
+    for i, default in ((1, -math.inf), (2, math.inf)):
+        e = node.inputsAt(i)
+        val = e.toIValue() if e.node().kind() == "prim::Constant" else _ts_attr(module, e)
+        if val is not None and not isinstance(val, (int, float)):
+            return v, None
+        ends.append(default if val is None else float(val))
+    return node.inputsAt(0), (ends[0], ends[1])
