@@ -255,7 +255,7 @@ def test_recycle_leaky_written_file_keeps_outputs_rows_columns_and_slopes(tmp_pa
 
 @pytest.mark.parametrize("ext", ["ts", "pt2"])
 def test_learnable_slopes_are_bounded_trainable_tensors_in_the_written_file(tmp_path: Path, ext: str) -> None:
-    m, x, base = _files(tmp_path)
+    _m, x, base = _files(tmp_path)
     out = tmp_path / f"o.{ext}"
     r = _run(*base, "-o", out, "--mode", "learnable", "--max-drift", "0.05", "--format", "json")
     assert r.exit_code == 0, r.output
