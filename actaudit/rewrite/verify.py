@@ -103,9 +103,9 @@ def _file_names(final: SurgeryResult, names: list[str], order: list[str]) -> dic
     for n in names:
         key = n.split("/", 1)[0] if "/" in n else n
         m = re.fullmatch(r"actaudit_[A-Za-z]+_(.*?)(?:_\d+)?", n)
-        site = by_path.get(key) or (by_path.get(m.group(1)) if m else None)
-        if site is not None:
-            out[n] = site
+        found = by_path.get(key) or (by_path.get(m.group(1)) if m else None)
+        if found is not None:
+            out[n] = found
     rest = [n for n in names if n not in out]
     left = [s for s in order if s not in out.values()]
     if rest and len(rest) == len(left):

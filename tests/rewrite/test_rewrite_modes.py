@@ -305,3 +305,49 @@ def test_apply_puts_the_reports_slopes_and_shifts_into_a_module_exactly() -> Non
         assert drift == pytest.approx(r.final_drift.rel_l2, rel=1e-3, abs=1e-7), kw
         assert drift <= 0.01
         assert isinstance(m.act2, nn.ReLU)  # the input is not modified
+
+
+@pytest.mark.parametrize("mode", ["recycle", "recycle-leaky"])
+def test_recycle_an_onnx_file_rows_columns_outputs_and_slopes(tmp_path: Path, mode: str) -> None:
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    m, x = _net(), _data()
+    src, out = tmp_path / "m.onnx", tmp_path / "o.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            m,
+            (torch.from_numpy(x[:2]),),
+            str(src),
+            input_names=["x"],
+            dynamic_axes={"x": {0: "n"}},
+            dynamo=False,
+        )
+    np.save(tmp_path / "x.npy", x)
+    r = _run(src, "-o", out, "--calib", tmp_path / "x.npy", "--mode", mode, "--format", "json")
+    assert r.exit_code == 0, r.output
+    run = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run
+    np.testing.assert_allclose(
+        run(None, {"x": x})[0], m(torch.from_numpy(x)).detach().numpy(), rtol=0, atol=1e-5
+    )
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer}
+    gemms = [n for n in onnx.load(str(out)).graph.node if n.op_type == "Gemm"]
+    w2, b2, w_out = inits[gemms[1].input[1]], inits[gemms[1].input[2]], inits[gemms[2].input[1]]
+    live = [u for u in range(10) if u not in DEAD]
+    sd = m.state_dict()
+    assert not np.allclose(w2[DEAD], sd["fc2.weight"].numpy()[DEAD])
+    np.testing.assert_array_equal(w2[live], sd["fc2.weight"].numpy()[live])
+    assert np.count_nonzero(w_out[:, DEAD]) == 0
+    z = _np_pre2({"fc1.weight": sd["fc1.weight"], "fc1.bias": sd["fc1.bias"], "fc2.weight": torch.tensor(w2),
+                  "fc2.bias": torch.tensor(b2)}, x)  # fmt: skip
+    assert ((z[:, DEAD] > 0).mean(0) > 0.3).all()
+    prelu = [inits[n.input[1]] for n in onnx.load(str(out)).graph.node if n.op_type == "PRelu"]
+    if mode == "recycle":
+        assert prelu == []
+    else:
+        want = np.zeros(10, dtype=np.float32)
+        want[DEAD] = 0.01
+        assert len(prelu) == 1
+        np.testing.assert_allclose(prelu[0].reshape(-1), want, rtol=1e-6)
