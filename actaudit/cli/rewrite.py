@@ -93,7 +93,7 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
     help="deploy: keep the function, give dead units small fixed slopes (exact mean shift). "
     "learnable: the same slopes as PReLU parameters clamped to [0, HIGH of --alpha-range]. "
     "recycle: to train on: re-initialise each dead unit's incoming weights (seeded by --seed) so that it fires "
-    "on about half of the calibration data and zero its outgoing weights (output unchanged). "
+    "on 80 % of the calibration data and zero its outgoing weights (output unchanged). "
     "recycle-leaky: recycle, and give recycled units slope --alpha (default 0.01).",
 )
 @defaulted(

@@ -1,7 +1,7 @@
 """``--mode recycle`` / ``recycle-leaky``: dead units made to fire again, the function kept exactly.
 
 Each selected site's dead units get new incoming weights (the layer's own scale, seeded) and a
-bias that makes them fire on about half of the calibration elements; their outgoing weights
+bias that makes them fire on 80 % of the calibration elements; their outgoing weights
 are zeroed (:mod:`actaudit.edit.recycle`). With ``recycle-leaky`` the recycled units also get a
 leaky slope (no shift is needed: nothing they output reaches the consumer until fine-tuning
 moves the zeroed weights), so they keep a gradient below zero. Nothing is searched: the drift

@@ -89,9 +89,9 @@ def test_recycle_keeps_the_function_and_reinitialises_exactly_the_dead_rows() ->
     assert torch.count_nonzero(new_sd["out.weight"][:, DEAD]) == 0
     assert torch.equal(old_sd["out.weight"][:, live], new_sd["out.weight"][:, live])
     assert torch.equal(old_sd["fc1.weight"], new_sd["fc1.weight"])
-    # the recycled units now fire on part of the calibration data (about half by design)
+    # the recycled units now fire on most of the calibration data (80 % by design), not all of it
     fires = (_np_pre2({k: v.detach() for k, v in new_sd.items()}, x)[:, DEAD] > 0).mean(0)
-    assert ((fires > 0.3) & (fires < 0.7)).all(), fires
+    assert ((fires > 0.7) & (fires < 0.9)).all(), fires
     row = next(s for s in r.sites if s.name == "act2")
     assert (
         row.recycled is not None and row.recycled["producer"] == "fc2" and row.recycled["consumer"] == "out"
@@ -125,7 +125,7 @@ def test_recycled_units_get_a_gradient_comparable_to_live_units() -> None:
     ratio_recycle = float(rec[DEAD].mean() / rec[live].mean())
     ratio_deploy = float(dep[DEAD].mean() / dep[live].mean())
     assert ratio_recycle > 0.2, ratio_recycle  # a live unit's order of magnitude
-    assert ratio_deploy < 0.05 * ratio_recycle  # the fixed-slope deploy mode: a few percent at most
+    assert ratio_deploy < 0.05  # the fixed-slope deploy mode: a few percent of a live unit
 
 
 CONV = """
