@@ -560,6 +560,12 @@ def rewrite(
         _nothing_to_search(s, selected, rows)
         out = _Outcome()
     report = _report(s, rows, out)
+    if opts.mode == "learnable" and not getattr(s.surgeon, "bounds_slopes", False):
+        report.notes.append(
+            f"--mode learnable: a {s.surgeon.output_format} model's slopes are written as in --mode deploy "
+            "(TorchScript: constants; torch.export and ONNX: parameters without the bound); the bounded "
+            "learnable form needs the eager model (state_dict + --arch, or a pickled module)"
+        )
     t_search = time.perf_counter()
     if progress is not None and hasattr(progress, "label"):
         progress.label = "verifying"

@@ -587,5 +587,11 @@ class OnnxSurgeon:
         used = [p for p in slope_plans if p.name in done]
         return (rewrite_onnx(m, used, PRELU) if used else SurgeryResult(m)), done, refused
 
+    def slope_parameters(self, model: onnx.ModelProto) -> list[str]:
+        """The PRelu slope initializers (what an ONNX training runtime would train)."""
+        return [
+            n.input[1] for n in _all_nodes(model.graph) if n.op_type == "PRelu" and "actaudit" in n.input[1]
+        ]
+
     def trainable(self, model: onnx.ModelProto) -> bool:
         return True

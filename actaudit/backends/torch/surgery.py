@@ -256,6 +256,11 @@ class TorchSurgeon:
                 out.append((name, type(mod).__name__, [float(x) for x in mod.weight.detach().flatten()]))
         return out
 
+    @property
+    def bounds_slopes(self) -> bool:
+        """Learnable slopes are written clamped to their bound (eager models, whatever the output format)."""
+        return self.tm.eager is not None
+
     def slope_parameters(self, model: Any) -> list[str]:
         """The learnable slope tensors of an eager variant (``path.weight`` of each per-unit PReLU)."""
         if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
