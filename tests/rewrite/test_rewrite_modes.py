@@ -351,3 +351,45 @@ def test_recycle_an_onnx_file_rows_columns_outputs_and_slopes(tmp_path: Path, mo
         want[DEAD] = 0.01
         assert len(prelu) == 1
         np.testing.assert_allclose(prelu[0].reshape(-1), want, rtol=1e-6)
+
+
+def test_recycle_of_a_torchscript_input_is_refused_with_the_reason(tmp_path: Path) -> None:
+    m, x = _net(), _data()
+    torch.jit.save(torch.jit.trace(m, torch.from_numpy(x[:2])), str(tmp_path / "m.ts"))
+    np.save(tmp_path / "x.npy", x)
+    r = _run(tmp_path / "m.ts", "-o", tmp_path / "o.ts", "--calib", tmp_path / "x.npy", "--mode", "recycle")
+    assert r.exit_code == 1 and not (tmp_path / "o.ts").exists()
+    r = _run(tmp_path / "m.ts", "-o", tmp_path / "o.ts", "--calib", tmp_path / "x.npy", "--mode", "recycle",
+             "--format", "json")  # fmt: skip
+    site = next(s for s in json.loads(r.stdout)["sites"] if s["name"].endswith("act2") or s["dead"])
+    assert site["status"] == "skipped" and "eager models only" in site["reason"]
+
+
+def test_bounded_slopes_stay_in_their_bound_under_huge_sgd_steps() -> None:
+    from actaudit.backends.torch.activations import BoundedUnitPReLU
+
+    act = BoundedUnitPReLU(np.full(4, 0.01), np.zeros(4), 1, 2, None, 0.3)
+    opt = torch.optim.SGD(act.parameters(), lr=1e4)
+    z = torch.full((8, 4), -50.0)  # far below zero: the slope's gradient is as large as |z|
+    for sign in (1.0, -1.0, 1.0):
+        opt.zero_grad()
+        (sign * act(z).sum()).backward()
+        opt.step()
+        y = act(z).detach()
+        assert torch.isfinite(y).all()
+        slope = y[0] / z[0]
+        assert bool(((slope >= 0) & (slope <= 0.3 + 1e-7)).all()), slope
+
+
+def test_slopes_in_file_name_the_sites_as_the_report_does(tmp_path: Path) -> None:
+    _m, _x, base = _files(tmp_path)
+    for ext in ("ts", "pt2"):
+        out = tmp_path / f"n.{ext}"
+        r = _run(*base, "-o", out, "--max-drift", "0.05", "--format", "json")
+        assert r.exit_code == 0, r.output
+        rep = json.loads(r.stdout)
+        rewritten = {s["name"] for s in rep["sites"] if s["status"] == "rewritten"}
+        every = {s["name"] for s in rep["sites"]}
+        sloped = {e["site"] for e in rep["output"]["slopes_in_file"] if e["slope"] is not None}
+        assert rewritten and sloped == rewritten
+        assert {e["site"] for e in rep["output"]["slopes_in_file"]} <= every  # plain ReLUs too, same names
