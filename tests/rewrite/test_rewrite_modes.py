@@ -362,7 +362,7 @@ def test_recycle_of_a_torchscript_input_is_refused_with_the_reason(tmp_path: Pat
     r = _run(tmp_path / "m.ts", "-o", tmp_path / "o.ts", "--calib", tmp_path / "x.npy", "--mode", "recycle",
              "--format", "json")  # fmt: skip
     site = next(s for s in json.loads(r.stdout)["sites"] if s["name"].endswith("act2") or s["dead"])
-    assert site["status"] == "skipped" and "eager models only" in site["reason"]
+    assert site["status"] == "skipped" and "not torchscript files yet" in site["reason"]
 
 
 def test_bounded_slopes_stay_in_their_bound_under_huge_sgd_steps() -> None:
@@ -393,3 +393,34 @@ def test_slopes_in_file_name_the_sites_as_the_report_does(tmp_path: Path) -> Non
         sloped = {e["site"] for e in rep["output"]["slopes_in_file"] if e["slope"] is not None}
         assert rewritten and sloped == rewritten
         assert {e["site"] for e in rep["output"]["slopes_in_file"]} <= every  # plain ReLUs too, same names
+
+
+def test_recycle_a_torch_export_program_rows_columns_outputs(tmp_path: Path) -> None:
+    m, x = _net(), _data()
+    xt = torch.from_numpy(x)
+    ep = torch.export.export(m, (xt[:8],), dynamic_shapes=({0: torch.export.Dim.AUTO},))
+    torch.export.save(ep, str(tmp_path / "m.pt2"))
+    np.save(tmp_path / "x.npy", x)
+    out = tmp_path / "o.pt2"
+    r = _run(
+        tmp_path / "m.pt2",
+        "-o",
+        out,
+        "--calib",
+        tmp_path / "x.npy",
+        "--mode",
+        "recycle-leaky",
+        "--format",
+        "json",
+    )
+    assert r.exit_code == 0, r.output
+    got = _load(out)
+    with torch.no_grad():
+        np.testing.assert_allclose(got(xt).numpy(), m(xt).numpy(), rtol=0, atol=1e-5)
+    sd = {k: v.detach() for k, v in got.state_dict().items()}
+    live = [u for u in range(10) if u not in DEAD]
+    assert torch.count_nonzero(sd["out.weight"][:, DEAD]) == 0
+    assert torch.equal(sd["fc2.weight"][live], m.fc2.weight.detach()[live])
+    assert (((_np_pre2(sd, x)[:, DEAD]) > 0).mean(0) > 0.7).all()
+    rep = json.loads(r.stdout)
+    assert next(s for s in rep["sites"] if s["recycled"])["recycled"]["producer"] == "fc2"

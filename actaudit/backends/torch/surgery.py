@@ -45,9 +45,10 @@ from ...edit.slopes import SitePlan, SurgeryResult
 from .activations import AxisPReLU, ShiftedLeakyReLU, UnitPReLU
 from .eager_surgery import rewrite_eager
 from .export_surgery import export_slopes, rewrite_export
-from .files import save_export, save_torchscript
+from .files import clone_export, save_export, save_torchscript
 from .load import TorchModel
 from .recycle import recycle_eager
+from .recycle_export import recycle_export
 from .script_surgery import rewrite_torchscript, torchscript_slopes
 
 TS = "ts"
@@ -132,10 +133,12 @@ class TorchSurgeon:
     ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
         """Recycle dead units in a copy of the eager model (:mod:`.recycle`), then give them ``slope_plans``."""
         tm = self.tm
+        if tm.fmt == "torch.export":
+            return self._recycle_export(plans, slope_plans, seed, source, samples)
         if tm.eager is None:
             why = (
-                f"recycling edits eager models only, not {tm.fmt} files yet: load the eager model "
-                "(a state_dict with --arch, or a pickled module) or use --mode deploy"
+                f"recycling edits eager models, torch.export programs and ONNX graphs, not {tm.fmt} files "
+                "yet: load the eager model (a state_dict with --arch, or a pickled module) or use --mode deploy"
             )
             return SurgeryResult(None), {}, {p.name: why for p, *_ in plans}
         model = copy.deepcopy(tm.eager)
@@ -260,6 +263,21 @@ class TorchSurgeon:
     def bounds_slopes(self) -> bool:
         """Learnable slopes are written clamped to their bound (eager models, whatever the output format)."""
         return self.tm.eager is not None
+
+    def _recycle_export(
+        self,
+        plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
+        slope_plans: list[SitePlan],
+        seed: int,
+        source: Any,
+        samples: int | None,
+    ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
+        from . import backend
+
+        ep = clone_export(self.tm.exported)
+        done, refused = recycle_export(ep, plans, seed, lambda: backend.batches_for(self.tm, source, samples))
+        used = [p for p in slope_plans if p.name in done]
+        return (rewrite_export(ep, used, "prelu") if used else SurgeryResult(ep)), done, refused
 
     def slope_parameters(self, model: Any) -> list[str]:
         """The learnable slope tensors of an eager variant (``path.weight`` of each per-unit PReLU)."""
