@@ -32,7 +32,7 @@ from .recycling import DEFAULT_RECYCLE_SLOPE, RECYCLE_MODES, recycle_sites, trai
 from .report import RewriteReport, SiteRewrite
 from .search import DEFAULT_RANGE, Measure, SearchResult, SearchSite, auto_slopes, fixed_slopes
 from .units import UnitSite, centered_energy, search_units
-from .verify import expected_slopes, publish, record_shifts
+from .verify import expected_slopes, group_passes, publish, record_shifts
 
 __all__ = ["RewriteOptions", "VerificationError", "check_output", "rewrite", "validate"]
 
@@ -525,7 +525,11 @@ def _write(s: _Session, report: RewriteReport, out: _Outcome, searched: bool) ->
         )
     else:
         why = "nothing revived: " + (
-            "no unit fits the drift budget" if searched else "no dead unit to revive"
+            "no site could be recycled (sites[].reason says why)"
+            if o.mode in RECYCLE_MODES and any(r.dead for r in report.sites)
+            else "no unit fits the drift budget"
+            if searched
+            else "no dead unit to revive"
         )
     report.output = {"path": str(o.output), "written": False, "reason": why}
 
@@ -572,7 +576,7 @@ def rewrite(
     _write(s, report, out, bool(ok))
     if report.search:
         report.search["passes"] = round(s.ledger.passes, 3)
-        report.search["passes_by_purpose"] = _group(s.ledger.by_purpose())
+        report.search["passes_by_purpose"] = group_passes(s.ledger.by_purpose())
     report.run = {
         "timings_s": {
             "audit_s": round(t_audit - t0, 4),
@@ -589,11 +593,3 @@ def _energy(v: SiteVerdict, opts: RewriteOptions) -> float:
     if opts.slope_units == "dead":
         sq = sq[list(v.dead_units)]
     return math.sqrt(float(sq.sum()))
-
-
-def _group(by: dict[str, float]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in by.items():
-        key = k.split(" ", 1)[0] if k.startswith(("probe ", "attribute ")) else k
-        out[key] = round(out.get(key, 0.0) + v, 3)
-    return out

@@ -165,3 +165,11 @@ def record_shifts(rows: dict[str, SiteRewrite], plans: list[SitePlan], to: str) 
         sh = p.shift_for(written)
         r.unit_shifts = {int(u): float(sh[u]) for u in np.flatnonzero(sh)} or None
         r.rank = len(p.sample_shape) + 1 if p.sample_shape else 2
+
+
+def group_passes(by: dict[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in by.items():
+        key = k.split(" ", 1)[0] if k.startswith(("probe ", "attribute ")) else k
+        out[key] = round(out.get(key, 0.0) + v, 3)
+    return out
