@@ -2,8 +2,9 @@
 
 Models die as they do in practice: a large learning rate early (Adam at 0.05–0.1 for 100
 steps), then ordinary training. Data are seeded synthetic tasks built here (nothing is
-downloaded): a tabular task whose teacher needs the capacity that dying takes away, and an
-8×8 "digits" task (noisy shifted class prototypes). For each task and seed the dead model is
+downloaded): a tabular task whose teacher needs the capacity that dying takes away, the same
+task with a model wide enough that its dead units cost little, an 8×8 "digits" task (noisy
+shifted class prototypes) for an MLP and for a small CNN (conv sites, a global average pool). For each task and seed the dead model is
 rewritten by :func:`actaudit.rewrite.rewrite` itself (the product's surgery, in memory) in each
 mode, then every arm — the original included — gets the same fine-tuning budget, the same
 batches, with Adam and with SGD. Reported per task × optimiser and arm:
@@ -16,7 +17,7 @@ batches, with Adam and with SGD. Reported per task × optimiser and arm:
 * Δacc: test accuracy after fine-tuning minus the original's after the same fine-tuning,
   paired by seed (mean ± std over seeds); diverged runs (NaN loss) are counted, not averaged.
 
-Run: ``make bench-revival`` or ``.venv/bin/python bench/revival.py [--seeds 3] [--out FILE]``.
+Run: ``make bench-revival`` or ``.venv/bin/python bench/revival.py [--seeds 3] [--tasks a,b] [--out FILE]``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,19 @@ class MLP(nn.Module):
         return self.out(self.act2(self.fc2(self.act1(self.fc1(x)))))
 
 
+class CNN(nn.Module):
+    """Two convolutions (the dead-prone sites), a global average pool, a linear head."""
+
+    def __init__(self, c1: int, c2: int, k: int) -> None:
+        super().__init__()
+        self.fc1, self.act1 = nn.Conv2d(1, c1, 3, padding=1), nn.ReLU()
+        self.fc2, self.act2 = nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU()
+        self.pool, self.out = nn.AdaptiveAvgPool2d(1), nn.Linear(c2, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.flatten(self.pool(self.act2(self.fc2(self.act1(self.fc1(x))))), 1))
+
+
 Split = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -96,6 +110,11 @@ def digits(seed: int, n: int = 6000) -> Split:
     return x[:4000], cls[:4000], x[4000:], cls[4000:]
 
 
+def digit_images(seed: int) -> Split:
+    xtr, ytr, xte, yte = digits(seed)
+    return xtr.reshape(-1, 1, 8, 8), ytr, xte.reshape(-1, 1, 8, 8), yte
+
+
 @dataclass(frozen=True)
 class Task:
     name: str
@@ -103,6 +122,10 @@ class Task:
     classes: int
     kill_lr: float  # Adam's learning rate for the first 100 steps: what kills the units
     width: int = 64
+    conv: bool = False
+
+    def build(self, d: int) -> nn.Module:
+        return CNN(8, self.width, self.classes) if self.conv else MLP(d, self.width, self.width, self.classes)
 
 
 TASKS = [
@@ -110,6 +133,7 @@ TASKS = [
     Task("digits", digits, 10, 0.05),
     # Wide enough that its dead units cost nothing: a revival must not hurt here.
     Task("tabular-wide", tabular, 8, 0.03, width=256),
+    Task("digits-cnn", digit_images, 10, 0.05, width=16, conv=True),
 ]
 
 
@@ -133,7 +157,8 @@ def train(
 
 
 def pre_activations(m: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The inputs of both activation sites (fc1's and fc2's outputs) of a model, rewritten or not."""
+    """The inputs of both activation sites (fc1's and fc2's outputs) of a model, rewritten or not,
+    as ``[elements, units]`` (a conv's channels are its units)."""
     got: list[torch.Tensor] = []
     hooks = [
         getattr(m, n).register_forward_hook(lambda _m, _i, o: got.append(o.detach())) for n in ("fc1", "fc2")
@@ -142,7 +167,7 @@ def pre_activations(m: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
         m(x)
     for h in hooks:
         h.remove()
-    return got
+    return [z.movedim(1, -1).reshape(-1, z.shape[1]) for z in got]
 
 
 def dead_units(m: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -161,7 +186,9 @@ def grad_ratio(m: nn.Module, dead: list[torch.Tensor], x: torch.Tensor, y: torch
     d_sum = d_n = l_sum = l_n = 0.0
     for (prod, cons), mask in zip((("fc1", "fc2"), ("fc2", "out")), dead, strict=True):
         p, c = getattr(m, prod), getattr(m, cons)
-        per_unit = p.weight.grad.pow(2).sum(1) + c.weight.grad.pow(2).sum(0)
+        units = p.weight.shape[0]
+        per_unit = p.weight.grad.reshape(units, -1).pow(2).sum(1)
+        per_unit = per_unit + c.weight.grad.transpose(0, 1).reshape(units, -1).pow(2).sum(1)
         if p.bias is not None and p.bias.grad is not None:
             per_unit = per_unit + p.bias.grad.pow(2)
         norms = per_unit.sqrt()
@@ -203,7 +230,7 @@ def run_seed(
 ) -> None:
     xtr, ytr, xte, yte = task.data(seed)
     torch.manual_seed(seed)
-    model = MLP(xtr.shape[1], task.width, task.width, task.classes)
+    model = task.build(xtr.shape[1])
     healthy = copy.deepcopy(model)
     train(model, xtr, ytr, torch.optim.Adam(model.parameters(), lr=task.kill_lr), 100, seed)
     train(model, xtr, ytr, torch.optim.Adam(model.parameters(), lr=1e-3), TRAIN_STEPS, seed + 1)
@@ -276,7 +303,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, help="also write the table (markdown) here")
+    ap.add_argument("--tasks", default=",".join(t.name for t in TASKS), help="comma-separated task names")
     args = ap.parse_args()
+    TASKS[:] = [t for t in TASKS if t.name in args.tasks.split(",")]
     torch.set_num_threads(1)
     cells: dict[tuple[str, str, str], Cell] = {}
     contexts: dict[str, dict[str, list[float]]] = {}

@@ -226,6 +226,7 @@ def _remarks(rep: RewriteReport) -> list[str]:
             f"({', '.join(f'{k} {v:g}' for k, v in srch.get('passes_by_purpose', {}).items())})"
         )
     foot.append(f"gate relative-drift<={o['max_drift']:g}: {'passed' if rep.passed else 'FAILED'}")
+    foot.extend(f"to train: {text(t)}" for t in rep.trainable)
     foot.append(
         "reference slopes (context, not defaults): 0.01 (Maas 2013), 1/5.5≈0.18 (RReLU test time), 0.25 (PReLU init)"
     )
