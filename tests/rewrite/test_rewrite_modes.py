@@ -353,16 +353,49 @@ def test_recycle_an_onnx_file_rows_columns_outputs_and_slopes(tmp_path: Path, mo
         np.testing.assert_allclose(prelu[0].reshape(-1), want, rtol=1e-6)
 
 
-def test_recycle_of_a_torchscript_input_is_refused_with_the_reason(tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", ["trace", "script"])
+def test_recycle_a_torchscript_file_rows_columns_outputs(tmp_path: Path, how: str) -> None:
     m, x = _net(), _data()
-    torch.jit.save(torch.jit.trace(m, torch.from_numpy(x[:2])), str(tmp_path / "m.ts"))
+    xt = torch.from_numpy(x)
+    if how == "trace":
+        ts = torch.jit.trace(m, xt[:2])
+    else:
+        (tmp_path / "netmod.py").write_text(ARCH)
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("netmod", tmp_path / "netmod.py")
+        assert spec is not None and spec.loader is not None
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        fresh = mod.build()
+        fresh.load_state_dict(m.state_dict())
+        ts = torch.jit.script(fresh.eval())
+    torch.jit.save(ts, str(tmp_path / "m.ts"))
     np.save(tmp_path / "x.npy", x)
-    r = _run(tmp_path / "m.ts", "-o", tmp_path / "o.ts", "--calib", tmp_path / "x.npy", "--mode", "recycle")
-    assert r.exit_code == 1 and not (tmp_path / "o.ts").exists()
-    r = _run(tmp_path / "m.ts", "-o", tmp_path / "o.ts", "--calib", tmp_path / "x.npy", "--mode", "recycle",
-             "--format", "json")  # fmt: skip
-    site = next(s for s in json.loads(r.stdout)["sites"] if s["name"].endswith("act2") or s["dead"])
-    assert site["status"] == "skipped" and "not torchscript files yet" in site["reason"]
+    out = tmp_path / "o.ts"
+    r = _run(
+        tmp_path / "m.ts",
+        "-o",
+        out,
+        "--calib",
+        tmp_path / "x.npy",
+        "--mode",
+        "recycle-leaky",
+        "--format",
+        "json",
+    )
+    assert r.exit_code == 0, r.output
+    got = torch.jit.load(str(out))
+    with torch.no_grad():
+        np.testing.assert_allclose(got(xt).numpy(), m(xt).numpy(), rtol=0, atol=1e-5)
+    sd = {k: v.detach() for k, v in got.state_dict().items()}
+    live = [u for u in range(10) if u not in DEAD]
+    assert torch.count_nonzero(sd["out.weight"][:, DEAD]) == 0
+    assert torch.equal(sd["fc2.weight"][live], m.fc2.weight.detach()[live])
+    assert (((_np_pre2(sd, x)[:, DEAD]) > 0).mean(0) > 0.7).all()
+    rep = json.loads(r.stdout)
+    rec = next(s for s in rep["sites"] if s["recycled"])["recycled"]
+    assert rec["producer"] == "fc2" and rec["consumer"] == "out" and rec["units"] == DEAD
 
 
 def test_bounded_slopes_stay_in_their_bound_under_huge_sgd_steps() -> None:

@@ -49,6 +49,7 @@ from .files import clone_export, save_export, save_torchscript
 from .load import TorchModel
 from .recycle import recycle_eager
 from .recycle_export import recycle_export
+from .recycle_script import recycle_script
 from .script_surgery import rewrite_torchscript, torchscript_slopes
 
 TS = "ts"
@@ -133,12 +134,12 @@ class TorchSurgeon:
     ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
         """Recycle dead units in a copy of the eager model (:mod:`.recycle`), then give them ``slope_plans``."""
         tm = self.tm
-        if tm.fmt == "torch.export":
-            return self._recycle_export(plans, slope_plans, seed, source, samples)
+        if tm.fmt in ("torch.export", "torchscript"):
+            return self._recycle_graph(plans, slope_plans, seed, source, samples)
         if tm.eager is None:
             why = (
-                f"recycling edits eager models, torch.export programs and ONNX graphs, not {tm.fmt} files "
-                "yet: load the eager model (a state_dict with --arch, or a pickled module) or use --mode deploy"
+                f"recycling edits eager models, TorchScript, torch.export programs and ONNX graphs, not "
+                f"{tm.fmt} models: load the eager model or use --mode deploy"
             )
             return SurgeryResult(None), {}, {p.name: why for p, *_ in plans}
         model = copy.deepcopy(tm.eager)
@@ -264,7 +265,7 @@ class TorchSurgeon:
         """Learnable slopes are written clamped to their bound (eager models, whatever the output format)."""
         return self.tm.eager is not None
 
-    def _recycle_export(
+    def _recycle_graph(
         self,
         plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
         slope_plans: list[SitePlan],
@@ -272,12 +273,24 @@ class TorchSurgeon:
         source: Any,
         samples: int | None,
     ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
+        """Recycling in a copy of a torch.export program or a TorchScript module, then slopes on it."""
         from . import backend
 
-        ep = clone_export(self.tm.exported)
-        done, refused = recycle_export(ep, plans, seed, lambda: backend.batches_for(self.tm, source, samples))
+        def batches() -> Any:
+            return backend.batches_for(self.tm, source, samples)
+
+        if self.tm.fmt == "torch.export":
+            ep = clone_export(self.tm.exported)
+            done, refused = recycle_export(ep, plans, seed, batches)
+            used = [p for p in slope_plans if p.name in done]
+            return (rewrite_export(ep, used, "prelu") if used else SurgeryResult(ep)), done, refused
+        assert self._script is not None
+        ts = torch.jit.load(io.BytesIO(self._script), map_location=self.device)
+        done, refused = recycle_script(ts, plans, seed, batches)
         used = [p for p in slope_plans if p.name in done]
-        return (rewrite_export(ep, used, "prelu") if used else SurgeryResult(ep)), done, refused
+        res = rewrite_torchscript(ts, used, "prelu") if used else SurgeryResult(ts)
+        res.model.eval()
+        return res, done, refused
 
     def slope_parameters(self, model: Any) -> list[str]:
         """The learnable slope tensors of an eager variant (``path.weight`` of each per-unit PReLU)."""
