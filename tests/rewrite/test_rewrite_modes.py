@@ -457,3 +457,26 @@ def test_recycle_a_torch_export_program_rows_columns_outputs(tmp_path: Path) -> 
     assert (((_np_pre2(sd, x)[:, DEAD]) > 0).mean(0) > 0.7).all()
     rep = json.loads(r.stdout)
     assert next(s for s in rep["sites"] if s["recycled"])["recycled"]["producer"] == "fc2"
+
+
+def test_recycle_a_traced_torchscript_cnn(tmp_path: Path) -> None:
+    ns: dict[str, Any] = {}
+    exec(CONV, ns)
+    torch.manual_seed(2)
+    m = ns["build"]().eval()
+    with torch.no_grad():
+        m.c1.bias[[0, 3]] = -30.0
+        m.c2.bias[[2]] = -30.0
+    x = np.random.default_rng(0).standard_normal((64, 2, 5, 5)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    torch.jit.save(torch.jit.trace(m, xt[:2]), str(tmp_path / "c.ts"))
+    r = rw.rewrite(str(tmp_path / "c.ts"), x, mode="recycle")
+    assert r.passed and r.revived == 3
+    new = r.model_out
+    with torch.no_grad():
+        np.testing.assert_allclose(new(xt).numpy(), m(xt).numpy(), rtol=0, atol=1e-5)
+        sd = new.state_dict()
+        assert torch.count_nonzero(sd["c2.weight"][[0, 1, 3]][:, [0, 3]]) == 0
+        assert torch.count_nonzero(sd["head.weight"][:, 50:75]) == 0
+        z1 = nn.functional.conv2d(xt, sd["c1.weight"], sd["c1.bias"], padding=1)
+    assert float((z1[:, [0, 3]] > 0).float().mean()) > 0.6

@@ -71,7 +71,11 @@ def _prepare(
     x = node.inputsAt(0)
     src = x.node()
     k = src.kind()
-    if k != "aten::linear" and k not in _TS_CONV:
+    if (
+        k != "aten::linear"
+        and k not in _TS_CONV
+        and not (k == "aten::_convolution" and src.inputsAt(6).toIValue() is False)
+    ):
         return f"the pre-activation comes from {k}, not directly from a linear/conv"
     if len(x.uses()) != 1:
         return f"the output of {k} is also read elsewhere"

@@ -208,6 +208,10 @@ def ts_link(m: Any, cur: Any) -> tuple[fold.Link, Any]:
         return fold.Reshape(k, _ts_dims(u.inputsAt(1))), u.output()
     if (k in _TS_CONV or k == "aten::linear") and first:
         return _ts_consumer(m, u, k), u.output()
+    if k == "aten::_convolution" and first:  # what torch.jit.trace records for a conv
+        if _ts_const(u.inputsAt(6)) is not False:
+            return fold.Other("a transposed convolution"), u.output()
+        return _ts_consumer(m, u, k), u.output()
     return fold.Other(k), u.output()
 
 
@@ -220,7 +224,7 @@ def _ts_consumer(m: Any, u: Any, k: str) -> fold.Link:
     label = _ts_path(u.inputsAt(1)) or k
     if k == "aten::linear":
         return fold.Consumer(f"{label} bias", "linear", w, b, write, write_weight=ww)
-    groups = _ts_const(u.inputsAt(6))
+    groups = _ts_const(u.inputsAt(8 if k == "aten::_convolution" else 6))
     if not isinstance(groups, int):
         return fold.Stop("the next conv has a non-constant group count")
     padded = _ts_padded(u.inputsAt(4).node())
