@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP_FLAGS := --quiet --disable-pip-version-check
 
-.PHONY: help install native demo test lint fixtures docs bench clean
+.PHONY: help install native demo test lint fixtures docs bench bench-revival clean
 
 help:
 	@echo "make demo      audit a bundled torch.export fixture (.pt2) and print its table"
@@ -14,6 +14,7 @@ help:
 	@echo "make fixtures  regenerate fixtures/ from fixtures/make_fixtures.py"
 	@echo "make docs      regenerate the README's demo table and docs/html-report.png"
 	@echo "make bench     run the benchmark; writes bench/RESULTS.md"
+	@echo "make bench-revival  do dead units come back after fine-tuning? each rewrite mode (a few minutes)"
 	@echo "make native    (re)build the compiled statistics kernel into the user cache"
 	@echo "make clean     remove the virtual environment and caches"
 
@@ -50,6 +51,10 @@ native: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run_bench.py --out bench/RESULTS.md
+
+# Not part of `make bench` (it trains models: minutes, not seconds); it backs the README's choice of modes.
+bench-revival: $(STAMP)
+	$(PY) bench/revival.py --seeds 3 --out bench/REVIVAL.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -87,6 +87,16 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 @click.argument("model", type=click.Path(dir_okay=True))
 @writer_options("rewritten")
 @defaulted(
+    "--mode",
+    click.Choice(["deploy", "learnable", "recycle", "recycle-leaky"]),
+    "deploy",
+    help="deploy: keep the function, give dead units small fixed slopes (exact mean shift). "
+    "learnable: the same slopes as PReLU parameters clamped to [0, HIGH of --alpha-range]. "
+    "recycle: to train on: re-initialise each dead unit's incoming weights (seeded by --seed) so that it fires "
+    "on 80 % of the calibration data and zero its outgoing weights (output unchanged). "
+    "recycle-leaky: recycle, and give recycled units slope --alpha (default 0.01).",
+)
+@defaulted(
     "--alpha",
     _Alpha(),
     "auto",
@@ -177,6 +187,7 @@ def rewrite(**kw: Any) -> None:
       actaudit rewrite model.pt2 -o leaky.pt2 --calib images.npy --max-drift 0.02 --compensate
       actaudit rewrite weights.pt --arch net.py:build -o net.ts --calib x.npy --to prelu
       actaudit rewrite model.ts -o fixed.ts --calib x.npy --alpha 0.01 --format json
+      actaudit rewrite weights.pt --arch net.py:build -o train.ts --calib x.npy --mode recycle
     """
     from ..progress import progress_for
     from ..rewrite.core import rewrite as run_rewrite
@@ -194,7 +205,12 @@ def rewrite(**kw: Any) -> None:
         _explain_failure(report, opts.max_drift)
         sys.exit(EXIT_GATE)
     s = report.summary()
-    if not kw["quiet"]:
+    if not kw["quiet"] and opts.mode.startswith("recycle"):
+        say(
+            f"actaudit: recycled {s['revived_units']} of {s['dead_units']} dead unit(s) "
+            "(new incoming weights, outgoing weights zeroed)",
+        )
+    elif not kw["quiet"]:
         say(
             f"actaudit: revived {s['revived_units']} of {s['dead_units']} dead unit(s), "
             f"slopes {s['alpha_min']:g}–{s['alpha_max']:g}",
@@ -202,6 +218,7 @@ def rewrite(**kw: Any) -> None:
 
 
 _REWRITE_KEYS = (
+    "mode",
     "alpha",
     "alpha_range",
     "max_drift",

@@ -106,6 +106,7 @@ class Consumer:
     groups: int = 1
     padded: bool = False
     scale: float = 1.0
+    write_weight: Callable[[np.ndarray], None] | None = None  # stores a new weight (recycling zeroes columns)
 
 
 Link = Fanout | Pass | Pool | Flatten | Reshape | Other | Stop | Consumer
@@ -118,6 +119,7 @@ class Folded:
     consumer: Consumer
     bias: np.ndarray
     exact: bool
+    repeat: int = 1  # consecutive input features per unit (a flatten of ``[N, C, H, W]``)
 
     @property
     def note(self) -> str:
@@ -199,7 +201,7 @@ def _into(
     delta = c.scale * bias_shift(c.kind, w, shift, groups=c.groups, repeat=repeat)
     new = np.broadcast_to(old.astype(np.float64).reshape(-1), (out,)) - delta
     shape = old.shape if old.size == out else (out,)
-    return Folded(c, new.reshape(shape).astype(old.dtype), exact=not c.padded)
+    return Folded(c, new.reshape(shape).astype(old.dtype), exact=not c.padded, repeat=repeat)
 
 
 def settle(res: SurgeryResult, name: str, got: Folded | Refused) -> None:

@@ -27,6 +27,7 @@ class SlopePlan:
     unit_slopes: np.ndarray | None = None  # one slope per unit (overrides alpha / only_units)
     exact_shift: bool = False  # subtract shift() right after the activation
     kind: str = "relu"  # relu | relu6: relu6 keeps its cap at 6
+    bound: float | None = None  # learnable slopes clamped to [0, bound] in the forward (eager PReLU)
 
     def slopes(self, alpha: float | None = None) -> np.ndarray:
         """The initial slope per unit: ``unit_slopes``, α everywhere, or α on ``only_units`` and 0 elsewhere."""

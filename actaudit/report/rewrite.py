@@ -172,6 +172,11 @@ class SiteRewrite:
     compensation: str | None = None  # where it was folded, or why not
     alpha_min: float | None = None  # the smallest per-unit slope at this site
     unit_slopes: dict[int, float] | None = None  # revived unit → slope (per-unit default)
+    recycled: dict[str, Any] | None = None  # --mode recycle: producer, consumer, init std, units
+    unit_shifts: dict[int, float] | None = (
+        None  # unit → constant subtracted after the activation (nonzero only)
+    )
+    rank: int | None = None  # the site tensor's rank, batch included (to rebuild the shift's shape)
 
     def why(self) -> str | None:
         """Why a site was skipped or left unchanged (None when rewritten)."""
@@ -192,6 +197,8 @@ class SiteRewrite:
             "compensation": self.compensation,
             "alpha_min": _r(self.alpha_min if self.alpha_min is not None else self.alpha),
             "unit_slopes": {str(u): _r(a) for u, a in self.unit_slopes.items()} if self.unit_slopes else None,
+            "recycled": self.recycled,
+            "unit_shifts": {str(u): _r(v) for u, v in self.unit_shifts.items()} if self.unit_shifts else None,
         }
 
 
@@ -204,6 +211,9 @@ class RewriteReport(ModelChange):
     expected_slopes: list[Any] = field(default_factory=list)  # what the verification must read back
     evidence: SlopeEvidence | None = None  # the α grid (rewrite/evidence.py)
     fits_terminal = True  # render() takes a terminal width
+    trainable: list[str] = field(
+        default_factory=list
+    )  # the written model's tensors that fine-tuning should train
 
     @property
     def rewritten(self) -> list[SiteRewrite]:
@@ -262,6 +272,7 @@ class RewriteReport(ModelChange):
             "reference_slopes": {k: _r(v) for k, v in REFERENCE_SLOPES.items()},
             "evidence": self.evidence.to_dict() if self.evidence is not None else None,
             "audit_summary": self.audit_summary,
+            "trainable": list(self.trainable),
             **picked(self, "notes", "warnings", "run"),
         }
 
@@ -394,6 +405,7 @@ def _title(rep: RewriteReport) -> str:
         head += f" [{rep.output['format']}]"
     return (
         head
+        + (f" — mode {o['mode']}" if o.get("mode", "deploy") != "deploy" else "")
         + f" — {o['to']}, α {o['alpha']}, max drift {o['max_drift']:g}, {rep.calibration.get('samples')} samples"
     )
 
@@ -433,6 +445,7 @@ def _remarks(rep: RewriteReport) -> list[str]:
             f"({', '.join(f'{k} {v:g}' for k, v in srch.get('passes_by_purpose', {}).items())})"
         )
     foot.append(f"gate relative-drift<={o['max_drift']:g}: {'passed' if rep.passed else 'FAILED'}")
+    foot.extend(f"to train: {text(t)}" for t in rep.trainable)
     foot.append(
         "reference slopes (context, not defaults): 0.01 (Maas 2013), 1/5.5≈0.18 (RReLU test time), 0.25 (PReLU init)"
     )

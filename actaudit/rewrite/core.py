@@ -10,7 +10,6 @@ Any failure after the temporary file exists removes it; the input is only read.
 from __future__ import annotations
 
 import fnmatch
-import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,10 +28,11 @@ from ..options import AuditOptions
 from ..variants import Original, VerificationError, check_output, measure_original, options_from
 from ..verdicts import SiteVerdict
 from .evidence import slope_evidence
+from .recycling import DEFAULT_RECYCLE_SLOPE, RECYCLE_MODES, recycle_sites, trainable_tensors
 from .report import NO_DEAD_MODEL, RewriteReport, SiteRewrite
 from .search import DEFAULT_RANGE, Measure, SearchResult, SearchSite, auto_slopes, fixed_slopes
-from .units import UnitSite, centered_energy, search_units
-from .verify import expected_slopes, publish
+from .units import UnitSite, centered_energy, search_units, site_energy
+from .verify import expected_slopes, group_passes, publish, record_shifts
 
 __all__ = ["RewriteOptions", "VerificationError", "check_output", "rewrite", "validate"]
 
@@ -40,6 +40,11 @@ DEFAULT_MAX_DRIFT = 0.01
 DEFAULT_MAX_PASSES = 20.0
 DEFAULT_MIN_SLOPE = 0.01  # the audit's stuck fraction: a smaller slope still counts as dead
 TARGETS = ("leaky", "prelu")
+# deploy: keep the function, give dead units a gradient (fixed slopes, exact shift); learnable: the
+# same slopes as bounded learnable PReLU parameters; recycle(-leaky): re-initialise dead units so
+# that they fire, outgoing weights zeroed (:mod:`.recycling`), optionally with a leaky slope.
+MODES = ("deploy", "learnable", *RECYCLE_MODES)
+DEFAULT_MODE = "deploy"
 SHIFTS = ("exact", "fold", "none")
 REWRITABLE_KINDS = ("relu", "relu6")
 OUTPUT_FORMATS = ("ts", "pt2")
@@ -49,7 +54,8 @@ OUTPUT_FORMATS = ("ts", "pt2")
 class RewriteOptions:
     """Every knob of a rewrite; audit knobs (calibration, loading) live in ``audit``."""
 
-    alpha: float | None = None  # None: search ("auto")
+    mode: str = DEFAULT_MODE  # one of MODES
+    alpha: float | None = None  # None: search ("auto"); recycle-leaky: the slope of recycled units
     alpha_range: tuple[float, float] = DEFAULT_RANGE
     max_drift: float = DEFAULT_MAX_DRIFT
     to: str = "prelu"
@@ -72,6 +78,13 @@ def rewrite_options(kw: dict[str, object]) -> RewriteOptions:
 
 
 def validate(opts: RewriteOptions) -> None:
+    if opts.mode not in MODES:
+        raise InputError(f"--mode {opts.mode!r}: use one of {', '.join(MODES)}")
+    if opts.mode == "learnable" and (opts.to != "prelu" or opts.alpha is not None):
+        raise InputError(
+            "--mode learnable writes per-unit PReLU slopes: drop --to leaky / --alpha",
+            hint="the slopes are searched per dead unit and become parameters clamped to [0, HIGH of --alpha-range]",
+        )
     if opts.compensate:
         opts.shift = "fold"
     if opts.shift not in SHIFTS:
@@ -171,6 +184,7 @@ class _Session:
             unit_slopes=vec,
             exact_shift=o.shift == "exact",
             kind=v.info.kind,
+            bound=o.alpha_range[1] if o.mode == "learnable" else None,
         )
 
     def site_plans(self, slopes: dict[str, float]) -> list[SitePlan]:
@@ -308,6 +322,26 @@ def _unit_search(s: _Session, ok: list[str], rows: dict[str, SiteRewrite]) -> _O
     return _Outcome(search, final, s.unit_plans(use))
 
 
+def _recycle(s: _Session, rows: dict[str, SiteRewrite]) -> _Outcome:
+    """``--mode recycle`` / ``recycle-leaky`` (:mod:`.recycling`): no search, the drift measured once."""
+    o = s.opts
+    for n in s.by_name:
+        rows[n].status, rows[n].how, rows[n].reason = "unchanged", None, None
+    slope = (o.alpha or DEFAULT_RECYCLE_SLOPE) if o.mode == "recycle-leaky" else None
+
+    def measure(res: SurgeryResult) -> Drift:
+        return s.run_variant(res, None, "recycled variant")
+
+    got = recycle_sites(
+        s.surgeon, s.original.source, o.audit.samples, o.audit.seed, s.by_name, rows, slope, measure
+    )
+    if got.recycled:
+        s.ledger.add("recycle: sample new rows", s.original.ref.samples)
+    elif not any(v.dead_units for v in s.by_name.values()):
+        s.notes.append("no ReLU / ReLU6 site has dead units: nothing to recycle")
+    return _Outcome(got.search, got.final, got.plans)
+
+
 def _nothing_fits(
     o: RewriteOptions, over: tuple[dict[str, dict[int, float]], Drift] | None, dead: int
 ) -> str:
@@ -332,7 +366,11 @@ def _site_search(s: _Session, ok: list[str], rows: dict[str, SiteRewrite]) -> _O
     fold = o.shift == "fold"
     ynorm = s.original.ref.norm()
     ssites = [
-        SearchSite(n, max(1.0, float(len(s.by_name[n].dead_units))), _energy(s.by_name[n], o) / ynorm)
+        SearchSite(
+            n,
+            max(1.0, float(len(s.by_name[n].dead_units))),
+            site_energy(s.by_name[n], o.slope_units == "dead") / ynorm,
+        )
         for n in ok
     ]
     reserve = 1.0 + (1.0 if fold else 0.0) + (1.0 if o.output else 0.0)
@@ -417,6 +455,7 @@ _METHODS = {
     "statistics": "statistics + confirmation",
     "fixed": "fixed α",
     "screen": "per-site probes + per-unit screening + confirmation",
+    "recycle": "recycle (no search: the function is kept by construction, drift measured)",
 }
 
 
@@ -426,6 +465,7 @@ def _report(s: _Session, rows: dict[str, SiteRewrite], out: _Outcome) -> Rewrite
         model=model_section(s.original.loaded),
         calibration={**audit.calibration},
         options={
+            "mode": o.mode,
             "to": o.to,
             "alpha": "auto" if o.alpha is None else o.alpha,
             "alpha_range": list(_slope_range(o)),
@@ -455,6 +495,8 @@ def _report(s: _Session, rows: dict[str, SiteRewrite], out: _Outcome) -> Rewrite
     report.model_out = out.final.model if out.final is not None else None
     if out.final is not None:
         report.expected_slopes = expected_slopes(out.plans, out.final, o.to)
+        report.trainable = trainable_tensors(s.surgeon, rows, out.final.model)
+        record_shifts(rows, out.plans, o.to)
     return report
 
 
@@ -486,7 +528,13 @@ def _write(s: _Session, report: RewriteReport, out: _Outcome, searched: bool) ->
             else f"no dead unit got a slope of at least --min-slope {o.min_slope:g}"
         )
     else:
-        why = "nothing revived: " + ("no unit fits the drift budget" if searched else NO_DEAD_MODEL)
+        why = "nothing revived: " + (
+            "no site could be recycled (sites[].reason says why)"
+            if o.mode in RECYCLE_MODES and any(r.dead for r in report.sites)
+            else "no unit fits the drift budget"
+            if searched
+            else NO_DEAD_MODEL
+        )
     report.output = {"path": str(o.output), "written": False, "reason": why}
 
 
@@ -512,20 +560,30 @@ def rewrite(
     if progress is not None and hasattr(progress, "label"):
         progress.label = "searching slopes"
     ok, rows = _dry_run(s, relu, selected)
-    if ok:
+    if opts.mode in RECYCLE_MODES:
+        out = _recycle(s, rows)
+    elif ok:
         out = _unit_search(s, ok, rows) if s.unit_mode else _site_search(s, ok, rows)
     else:
         _nothing_to_search(s, selected, rows)
         out = _Outcome()
     report = _report(s, rows, out)
+    if opts.mode == "learnable" and not getattr(s.surgeon, "bounds_slopes", False):
+        report.notes.append(
+            f"--mode learnable: a {s.surgeon.output_format} model's slopes are written as in --mode deploy "
+            "(TorchScript: constants; torch.export and ONNX: parameters without the bound); the bounded "
+            "learnable form needs the eager model (state_dict + --arch, or a pickled module)"
+        )
     t_search = time.perf_counter()
     if progress is not None and hasattr(progress, "label"):
         progress.label = "verifying"
     _write(s, report, out, bool(ok))
     if report.search:
         report.search["passes"] = round(s.ledger.passes, 3)
-        report.search["passes_by_purpose"] = _group(s.ledger.by_purpose())
-    if ok and opts.alpha is None:  # the α grid as evidence (evidence.py), when α is to be chosen
+        report.search["passes_by_purpose"] = group_passes(s.ledger.by_purpose())
+    if (
+        ok and opts.alpha is None and opts.mode not in RECYCLE_MODES
+    ):  # the α grid as evidence (evidence.py), when α is to be chosen
         report.evidence = slope_evidence(
             [s.by_name[n] for n in ok],
             lambda plans: s.surgeon.build(plans, "leaky", False),
@@ -541,19 +599,3 @@ def rewrite(
         }
     }
     return report
-
-
-def _energy(v: SiteVerdict, opts: RewriteOptions) -> float:
-    """sqrt(Σ min(z, 0)²) over the units that get a slope: the first-order size of the change."""
-    sq = np.asarray(v.stats.neg_sq, dtype=np.float64)
-    if opts.slope_units == "dead":
-        sq = sq[list(v.dead_units)]
-    return math.sqrt(float(sq.sum()))
-
-
-def _group(by: dict[str, float]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, v in by.items():
-        key = k.split(" ", 1)[0] if k.startswith(("probe ", "attribute ", "screen ")) else k
-        out[key] = round(out.get(key, 0.0) + v, 3)
-    return out

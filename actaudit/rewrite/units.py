@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..edit.drift import Drift
+from ..verdicts import SiteVerdict
 from .screen import Group, screen
 from .search import TARGET, Step, probe_samples
 
@@ -353,3 +354,11 @@ def _raise(
     if count(raised) < count(chosen) or raised == chosen:
         return None
     return raised
+
+
+def site_energy(v: SiteVerdict, dead_only: bool) -> float:
+    """sqrt(Σ min(z, 0)²) over the units that get a slope: the first-order size of the change."""
+    sq = np.asarray(v.stats.neg_sq, dtype=np.float64)
+    if dead_only:
+        sq = sq[list(v.dead_units)]
+    return math.sqrt(float(sq.sum()))

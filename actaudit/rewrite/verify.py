@@ -6,15 +6,16 @@ multisets of rounded keys (a module called at several sites carries one slope).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 
 from ..backends.base import Surgery
 from ..edit.drift import Drift
-from ..edit.slopes import SitePlan, SurgeryResult, float32_up
+from ..edit.slopes import SitePlan, SurgeryResult, float32_up, split_name
 from ..variants import Original, VerificationError, write_verified
-from .report import RewriteReport
+from .report import RewriteReport, SiteRewrite
 
 SlopeKey = tuple[float, ...]
 # The reloaded file's drift may differ from the in-memory variant's by this fraction of
@@ -70,11 +71,14 @@ def publish(
         what="rewritten",
         check=check,
     )
+    order = [r.name for r in report.sites if r.name in final.rewritten]
+    site_of = _file_names(final, [w[0] for w in written], order)
     report.output = {
         **done.output,
         "slopes_in_file": [
             {
-                "site": s,
+                "site": site_of.get(s, s),
+                "in_file": s,
                 "op": op,
                 "slope": slope if not isinstance(slope, list) else f"{len(slope)} per-unit values",
             }
@@ -82,6 +86,31 @@ def publish(
         ],
     }
     return done.drift
+
+
+def _file_names(final: SurgeryResult, names: list[str], order: list[str]) -> dict[str, str]:
+    """Each slope node's name in the written file → the audit's site name, so that the report names
+    a slope in the file the way ``sites[].name`` does: a split eager ``act#1`` lives in module
+    ``act_1``; ONNX nodes are ``actaudit_<Op>_<site name made safe>``; what stays unmatched is paired
+    in graph order with the sites in audit ``order`` when the counts agree (TorchScript's inserted
+    nodes carry no module scope)."""
+    by_path: dict[str, str] = {}
+    for site, how in final.rewritten.items():
+        path = how.rsplit("→", 1)[1].strip() if "→" in how else split_name(site)[0]
+        by_path.setdefault(path, site)
+        by_path.setdefault(re.sub(r"[^0-9A-Za-z_]", "_", site), site)
+    out: dict[str, str] = {}
+    for n in names:
+        key = n.split("/", 1)[0] if "/" in n else n
+        m = re.fullmatch(r"actaudit_[A-Za-z]+_(.*?)(?:_\d+)?", n)
+        found = by_path.get(key) or (by_path.get(m.group(1)) if m else None)
+        if found is not None:
+            out[n] = found
+    rest = [n for n in names if n not in out]
+    left = [s for s in order if s not in out.values()]
+    if rest and len(rest) == len(left):
+        out.update(zip(rest, left, strict=True))
+    return out
 
 
 def expected_slopes(plans: list[SitePlan], final: SurgeryResult, to: str) -> list[SlopeKey]:
@@ -124,3 +153,23 @@ def _same_multiset(got: list[SlopeKey], want: list[SlopeKey]) -> bool:
     if got == want:
         return True
     return sorted(set(got)) == sorted(set(want)) and len(got) <= len(want)
+
+
+def record_shifts(rows: dict[str, SiteRewrite], plans: list[SitePlan], to: str) -> None:
+    """Each rewritten site's shift per unit as written, so that ``apply(module, report)`` is exact."""
+    for p in plans:
+        r = rows.get(p.name)
+        if r is None or r.status != "rewritten":
+            continue
+        written = np.array([float32_up(p.alpha)]) if to == "leaky" else float32_up(p.slopes())
+        sh = p.shift_for(written)
+        r.unit_shifts = {int(u): float(sh[u]) for u in np.flatnonzero(sh)} or None
+        r.rank = len(p.sample_shape) + 1 if p.sample_shape else 2
+
+
+def group_passes(by: dict[str, float]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, v in by.items():
+        key = k.split(" ", 1)[0] if k.startswith(("probe ", "attribute ", "screen ")) else k
+        out[key] = round(out.get(key, 0.0) + v, 3)
+    return out

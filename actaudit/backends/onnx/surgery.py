@@ -311,7 +311,14 @@ def _linear_consumer(m: onnx.ModelProto, u: onnx.NodeProto) -> fold.Link:
         auto = auto.decode() if isinstance(auto, bytes) else str(auto)
         padded = any(int(x) for x in _attr(u, "pads", [])) or auto in ("SAME_UPPER", "SAME_LOWER")
         return fold.Consumer(
-            f"Conv {label} bias", "conv", wa, got[0], got[1], int(_attr(u, "group", 1)), padded
+            f"Conv {label} bias",
+            "conv",
+            wa,
+            got[0],
+            got[1],
+            int(_attr(u, "group", 1)),
+            padded,
+            write_weight=_weight_writer(m, u),
         )
     if u.op_type == "Gemm":
         if _attr(u, "transA", 0):
@@ -323,7 +330,9 @@ def _linear_consumer(m: onnx.ModelProto, u: onnx.NodeProto) -> fold.Link:
         alpha, beta = float(_attr(u, "alpha", 1.0)), float(_attr(u, "beta", 1.0))
         if beta == 0:
             return fold.Stop("the next Gemm's C does not hold one bias per output")
-        return fold.Consumer(f"Gemm {label} C", kind, wa, got[0], got[1], scale=alpha / beta)
+        return fold.Consumer(
+            f"Gemm {label} C", kind, wa, got[0], got[1], scale=alpha / beta, write_weight=_weight_writer(m, u)
+        )
     adds = _consumers(m.graph, u.output[0])
     if len(adds) != 1 or adds[0].op_type != "Add":
         return fold.Stop("the next MatMul is not followed by an Add of a constant bias")
@@ -331,7 +340,18 @@ def _linear_consumer(m: onnx.ModelProto, u: onnx.NodeProto) -> fold.Link:
     got = _writable(m, add, 1 if add.input[0] == u.output[0] else 0, None, wa.dtype)
     if got is None or got[0].size != wa.shape[-1]:
         return fold.Stop("the Add after the next MatMul does not add a per-feature constant")
-    return fold.Consumer(f"Add {add.name or add.output[0]} bias", "matmul", wa, got[0], got[1])
+    return fold.Consumer(
+        f"Add {add.name or add.output[0]} bias",
+        "matmul",
+        wa,
+        got[0],
+        got[1],
+        write_weight=_weight_writer(m, u),
+    )
+
+
+def _weight_writer(m: onnx.ModelProto, u: onnx.NodeProto) -> Any:
+    return (_writable(m, u, 1, None, None) or (None, None))[1]
 
 
 def _const(m: onnx.ModelProto, graph: onnx.GraphProto, name: str) -> np.ndarray | None:
@@ -551,6 +571,27 @@ class OnnxSurgeon:
 
     def original_slopes(self) -> list[tuple[str, str, Any]]:
         return written_slopes(self.handle.model)
+
+    def recycle(
+        self, plans: list[Any], slope_plans: list[SitePlan], seed: int, source: Any, samples: int | None
+    ) -> tuple[SurgeryResult, dict[str, Any], dict[str, str]]:
+        """Recycle dead units in a copy of the graph (:mod:`.recycle`), then give them ``slope_plans``."""
+        from .recycle import recycle_onnx
+
+        m = onnx.ModelProto()
+        m.CopyFrom(self.handle.model)
+        out = {o.name for o in m.graph.output}
+        done, refused = recycle_onnx(
+            m, self.handle, plans, seed, (source, samples), lambda v, r: _link(m, v, out, r), _writable
+        )
+        used = [p for p in slope_plans if p.name in done]
+        return (rewrite_onnx(m, used, PRELU) if used else SurgeryResult(m)), done, refused
+
+    def slope_parameters(self, model: onnx.ModelProto) -> list[str]:
+        """The PRelu slope initializers (what an ONNX training runtime would train)."""
+        return [
+            n.input[1] for n in _all_nodes(model.graph) if n.op_type == "PRelu" and "actaudit" in n.input[1]
+        ]
 
     def trainable(self, model: onnx.ModelProto) -> bool:
         return True

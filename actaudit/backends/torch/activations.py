@@ -66,15 +66,45 @@ class UnitPReLU(nn.Module):
         moved = self.axis != 1 and x.dim() > 1
         if moved:
             x = x.movedim(self.axis, 1)
-        y = torch.prelu(x, self.weight)
+        y = torch.prelu(x, self.slope())
         if self.capped:
             y = torch.clamp_max(y, self.cap)
         if moved:
             y = y.movedim(1, self.axis)
         return y - self.shift
 
+    def slope(self) -> torch.Tensor:
+        return self.weight
+
     def extra_repr(self) -> str:
         return f"units={self.weight.numel()}, axis={self.axis}, cap={self.cap if self.capped else None}"
+
+
+class BoundedUnitPReLU(UnitPReLU):
+    """:class:`UnitPReLU` whose learnable slopes are clamped to ``[0, bound]`` in the forward.
+
+    An unbounded PReLU slope takes steps proportional to ``|z|`` of its unit's negative inputs: far
+    below zero (a dead unit) one SGD step can throw it past 1 and the next ones to NaN. Clamped,
+    a slope stays a leaky ReLU's slope whatever the optimiser does; ``weight`` stays the parameter.
+    """
+
+    def __init__(
+        self,
+        slopes: np.ndarray,
+        shift: np.ndarray,
+        axis: int,
+        rank: int,
+        cap: float | None = None,
+        bound: float = 0.3,
+    ) -> None:
+        super().__init__(slopes, shift, axis, rank, cap)
+        self.bound = float(bound)
+
+    def slope(self) -> torch.Tensor:
+        return torch.clamp(self.weight, 0.0, self.bound)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", bound={self.bound:g}"
 
 
 class ShiftedLeakyReLU(nn.Module):
@@ -109,6 +139,8 @@ def _activation_for(p: SitePlan, to: str, alpha: float, inplace: bool) -> nn.Mod
         if to == LEAKY:
             return ShiftedLeakyReLU(alpha, p.shift_for(np.array([alpha])), p.unit_axis, _plan_rank(p), p.cap)
         slopes = float32_up(p.slopes() if p.unit_slopes is not None else p.slopes(alpha))
+        if p.bound is not None:
+            return BoundedUnitPReLU(slopes, p.shift_for(slopes), p.unit_axis, _plan_rank(p), p.cap, p.bound)
         return UnitPReLU(slopes, p.shift_for(slopes), p.unit_axis, _plan_rank(p), p.cap)
     return make_activation(
         to, alpha, units=p.units, unit_axis=p.unit_axis, inplace=inplace, init=p.slopes(alpha)

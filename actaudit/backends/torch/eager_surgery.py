@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ...edit import fold
-from ...edit.slopes import SitePlan, SurgeryResult
+from ...edit.slopes import SitePlan, SurgeryResult, split_name
 from .activations import LEAKY, TARGETS, _activation_for, _ints, _is_relu_module
 from .folding import module_consumer
 
@@ -328,7 +328,7 @@ def _fold_at(
     """Fold site ``p`` (at ``node`` of ``gm``) into a consumer that lives in ``home`` under the same path."""
 
     def step(cur: fx.Node) -> tuple[fold.Link, fx.Node]:
-        return _eager_link(gm, home, cur, prefix)
+        return eager_link(gm, home, cur, prefix)
 
     fold.settle(res, p.name, fold.fold(p.shift(), p.unit_axis, p.sample_shape, node, step))
 
@@ -336,36 +336,49 @@ def _fold_at(
 def _fold_global(original: nn.Module, root: nn.Module, plans: list[SitePlan], res: SurgeryResult) -> None:
     """Fold across module boundaries: trace the whole original model (nn modules stay leaves)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            gm = fx.symbolic_trace(original)
+        gm = trace_whole(original)
     except Exception:
         return  # the per-module reasons stand
+    nodes = global_site_nodes(gm, [p.name for p in plans])
+    for p in plans:
+        node = nodes.get(p.name)
+        if node is not None and p.neg_mean is not None:
+            _fold_at(gm, root, node, p, res, "")
+
+
+def trace_whole(model: nn.Module) -> fx.GraphModule:
+    """The whole model's forward as one graph (torch's own modules stay leaves)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fx.symbolic_trace(model)
+
+
+def global_site_nodes(gm: fx.GraphModule, names: list[str]) -> dict[str, fx.Node]:
+    """Audit site name → node of a whole-model trace (:func:`trace_whole`), counting calls per base name."""
     per_base: dict[str, list[fx.Node]] = defaultdict(list)
     for node in gm.graph.nodes:
-        if node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), nn.ReLU):
+        if node.op == "call_module" and _is_relu_module(gm.get_submodule(str(node.target))):
             per_base[str(node.target)].append(node)
         elif _is_functional_relu(node):
             stack = list((node.meta.get("nn_module_stack") or {}).values())
             path = str(stack[-1][0]) if stack else ""
             per_base[f"{path}/relu" if path else "relu"].append(node)
-    for p in plans:
-        calls = per_base.get(p.base, [])
-        k = p.index
-        node = (
-            calls[0]
-            if k is None and len(calls) == 1
-            else (calls[k] if k is not None and k < len(calls) else None)
-        )
-        if node is not None and p.neg_mean is not None:
-            _fold_at(gm, root, node, p, res, "")
+    out: dict[str, fx.Node] = {}
+    for name in names:
+        base, k = split_name(name)
+        calls = per_base.get(base, [])
+        if k is None and len(calls) == 1:
+            out[name] = calls[0]
+        elif k is not None and k < len(calls):
+            out[name] = calls[k]
+    return out
 
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _AVG_POOLS = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)
 
 
-def _eager_link(gm: fx.GraphModule, home: nn.Module, cur: fx.Node, prefix: str) -> tuple[fold.Link, fx.Node]:
+def eager_link(gm: fx.GraphModule, home: nn.Module, cur: fx.Node, prefix: str) -> tuple[fold.Link, fx.Node]:
     """The one op of a traced forward that reads ``cur``, in the fold's terms."""
     users = [u for u in cur.users if not _shape_only(u)]
     if len(users) != 1:

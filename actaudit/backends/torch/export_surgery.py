@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -241,7 +242,7 @@ def _fold_export(ep: ExportedProgram, node: fx.Node, p: SitePlan, res: SurgeryRe
     inputs = {s.arg.name: s.target for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
 
     def step(cur: fx.Node) -> tuple[fold.Link, fx.Node]:
-        return _export_link(ep, inputs, cur)
+        return export_link(ep, inputs, cur)
 
     fold.settle(res, p.name, fold.fold(p.shift(), p.unit_axis, p.sample_shape, node, step))
 
@@ -250,7 +251,7 @@ _EXPORT_PASS = {"dropout", "contiguous", "clone", "alias"}
 _EXPORT_POOLS = {"adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d"}
 
 
-def _export_link(ep: ExportedProgram, inputs: dict[str, str], cur: fx.Node) -> tuple[fold.Link, fx.Node]:
+def export_link(ep: ExportedProgram, inputs: dict[str, str], cur: fx.Node) -> tuple[fold.Link, fx.Node]:
     """The one node of a program's graph that reads ``cur``, in the fold's terms."""
     users = list(cur.users)
     if len(users) != 1:
@@ -284,11 +285,11 @@ def _export_consumer(ep: ExportedProgram, inputs: dict[str, str], u: fx.Node, op
         return fold.Stop(f"the next op aten.{op} takes its weights from a non-parameter")
     w, b, write, label = array_of(weight), array_of(bias), tensor_writer(bias), inputs[b_node.name]
     if op == "linear":
-        return fold.Consumer(label, "linear", w, b, write)
+        return fold.Consumer(label, "linear", w, b, write, write_weight=tensor_writer(weight))
     groups = int(_any(u.args[6])) if len(u.args) > 6 else 1
     padding: Any = u.args[4] if len(u.args) > 4 else 0
     padded = padding == "same" or any(int(x) for x in _ints(padding)) if padding != "valid" else False
-    return fold.Consumer(label, "conv", w, b, write, groups, padded)
+    return fold.Consumer(label, "conv", w, b, write, groups, padded, write_weight=tensor_writer(weight))
 
 
 def export_slopes(ep: ExportedProgram) -> list[tuple[str, str, Any]]:
@@ -301,7 +302,12 @@ def export_slopes(ep: ExportedProgram) -> list[tuple[str, str, Any]]:
         if op.startswith("leaky_relu"):
             slope = float(_any(node.args[1])) if len(node.args) > 1 else 0.01
         elif op in ("prelu", "_prelu_kernel") and isinstance(node.args[1], fx.Node):
-            t = ep.state_dict.get(inputs.get(node.args[1].name))
-            slope = None if t is None else [float(x) for x in t.detach().flatten()]
+            w, lo, hi = node.args[1], -math.inf, math.inf
+            if op_name(w.target) == "clamp" and isinstance(w.args[0], fx.Node):  # a bounded learnable slope
+                lo = float(_any(w.args[1])) if len(w.args) > 1 and w.args[1] is not None else lo
+                hi = float(_any(w.args[2])) if len(w.args) > 2 and w.args[2] is not None else hi
+                w = w.args[0]
+            t = ep.state_dict.get(inputs.get(w.name))
+            slope = None if t is None else [min(max(float(x), lo), hi) for x in t.detach().flatten()]
         out.append((name, op, slope))
     return out

@@ -46,5 +46,12 @@ def module_consumer(mod: nn.Module, kind: str, label: str) -> fold.Consumer:
     )
     groups = int(getattr(mod, "groups", 1))
     return fold.Consumer(
-        label, kind, array_of(weight), None if bias is None else array_of(bias), write, groups, padded
+        label,
+        kind,
+        array_of(weight),
+        None if bias is None else array_of(bias),
+        write,
+        groups,
+        padded,
+        write_weight=tensor_writer(weight),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -157,7 +158,7 @@ _TS_POOLS = {"aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d", "aten::ad
 _TS_SHAPE_ONLY = {"aten::size", "aten::dim", "aten::len", "prim::device", "prim::dtype", "prim::shape"}
 
 
-def _ts_attr(m: Any, value: Any) -> Any:
+def ts_attr(m: Any, value: Any) -> Any:
     """Follow a prim::GetAttr chain back to the module itself (``forward``'s first input, whatever
     its name) and return the Python-side object."""
     names = []
@@ -178,12 +179,12 @@ def _fold_ts(m: Any, node: Any, p: SitePlan, res: SurgeryResult) -> None:
         return
 
     def step(cur: Any) -> tuple[fold.Link, Any]:
-        return _ts_link(m, cur)
+        return ts_link(m, cur)
 
     fold.settle(res, p.name, fold.fold(p.shift(), p.unit_axis, p.sample_shape, node.output(), step))
 
 
-def _ts_link(m: Any, cur: Any) -> tuple[fold.Link, Any]:
+def ts_link(m: Any, cur: Any) -> tuple[fold.Link, Any]:
     """The one node of an inlined graph that reads value ``cur``, in the fold's terms, and its output."""
     uses = [x for x in cur.uses() if x.user.kind() not in _TS_SHAPE_ONLY]
     if len(uses) != 1:
@@ -207,21 +208,37 @@ def _ts_link(m: Any, cur: Any) -> tuple[fold.Link, Any]:
         return fold.Reshape(k, _ts_dims(u.inputsAt(1))), u.output()
     if (k in _TS_CONV or k == "aten::linear") and first:
         return _ts_consumer(m, u, k), u.output()
+    if k == "aten::_convolution" and first:  # what torch.jit.trace records for a conv
+        if _ts_const(u.inputsAt(6)) is not False:
+            return fold.Other("a transposed convolution"), u.output()
+        return _ts_consumer(m, u, k), u.output()
     return fold.Other(k), u.output()
 
 
 def _ts_consumer(m: Any, u: Any, k: str) -> fold.Link:
-    weight = _ts_attr(m, u.inputsAt(1))
-    bias = _ts_attr(m, u.inputsAt(2)) if u.inputsAt(2).node().kind() == "prim::GetAttr" else None
+    weight = ts_attr(m, u.inputsAt(1))
+    bias = ts_attr(m, u.inputsAt(2)) if u.inputsAt(2).node().kind() == "prim::GetAttr" else None
     if not isinstance(weight, torch.Tensor) or not isinstance(bias, torch.Tensor):
         return fold.Stop(f"the next op {k} has no bias parameter to fold into")
-    w, b, write = array_of(weight), array_of(bias), tensor_writer(bias)
+    w, b, write, ww = array_of(weight), array_of(bias), tensor_writer(bias), tensor_writer(weight)
+    label = _ts_path(u.inputsAt(1)) or k
     if k == "aten::linear":
-        return fold.Consumer(f"{k} bias", "linear", w, b, write)
-    groups = _ts_const(u.inputsAt(6))
+        return fold.Consumer(f"{label} bias", "linear", w, b, write, write_weight=ww)
+    groups = _ts_const(u.inputsAt(8 if k == "aten::_convolution" else 6))
     if not isinstance(groups, int):
         return fold.Stop("the next conv has a non-constant group count")
-    return fold.Consumer(f"{k} bias", "conv", w, b, write, groups, _ts_padded(u.inputsAt(4).node()))
+    padded = _ts_padded(u.inputsAt(4).node())
+    return fold.Consumer(f"{label} bias", "conv", w, b, write, groups, padded, write_weight=ww)
+
+
+def _ts_path(value: Any) -> str:
+    """The module path of a parameter read through a prim::GetAttr chain (``fc2`` for ``fc2.weight``)."""
+    names = []
+    v = value
+    while v.node().kind() == "prim::GetAttr":
+        names.append(v.node().s("name"))
+        v = v.node().input()
+    return ".".join(reversed(names[1:]))
 
 
 def _ts_const(v: Any) -> Any:
@@ -279,14 +296,31 @@ def torchscript_slopes(module: Any) -> list[tuple[str, str, Any]]:
             if v.node().kind() == "prim::Constant":
                 slope = float(v.toIValue())
             else:
-                a = _ts_attr(module, v)
+                a = ts_attr(module, v)
                 slope = float(a) if isinstance(a, float) else None
         elif canon(op) == "prelu":
-            v = n.inputsAt(1)
+            v, bounds = _through_clamp(module, n.inputsAt(1))
             if v.node().kind() == "prim::Constant":
                 slope = [float(x) for x in v.toIValue().flatten()]
             else:
-                w = _ts_attr(module, v)
+                w = ts_attr(module, v)
                 slope = None if not isinstance(w, torch.Tensor) else [float(x) for x in w.detach().flatten()]
+            if slope is not None and bounds is not None:
+                slope = [min(max(x, bounds[0]), bounds[1]) for x in slope]
         out.append((name, op, slope))
     return out
+
+
+def _through_clamp(module: Any, v: Any) -> tuple[Any, tuple[float, float] | None]:
+    """A PReLU weight written as ``clamp(weight, lo, hi)`` (a bounded learnable slope): the weight and bounds."""
+    node = v.node()
+    if node.kind() != "aten::clamp":
+        return v, None
+    ends = []
+    for i, default in ((1, -math.inf), (2, math.inf)):
+        e = node.inputsAt(i)
+        val = e.toIValue() if e.node().kind() == "prim::Constant" else ts_attr(module, e)
+        if val is not None and not isinstance(val, (int, float)):
+            return v, None
+        ends.append(default if val is None else float(val))
+    return node.inputsAt(0), (ends[0], ends[1])

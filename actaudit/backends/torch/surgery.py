@@ -32,6 +32,7 @@ activations, so the fold over-corrects there.
 
 from __future__ import annotations
 
+import copy
 import io
 import warnings
 from typing import Any
@@ -39,12 +40,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...edit.recycle import Recycled, RecyclePlan
 from ...edit.slopes import SitePlan, SurgeryResult
 from .activations import AxisPReLU, ShiftedLeakyReLU, UnitPReLU
 from .eager_surgery import rewrite_eager
 from .export_surgery import export_slopes, rewrite_export
-from .files import save_export, save_torchscript
+from .files import clone_export, save_export, save_torchscript
 from .load import TorchModel
+from .recycle import recycle_eager
+from .recycle_export import recycle_export
+from .recycle_script import recycle_script
 from .script_surgery import rewrite_torchscript, torchscript_slopes
 
 TS = "ts"
@@ -118,6 +123,37 @@ class TorchSurgeon:
         return res
 
     _scripted: bytes | None = None
+
+    def recycle(
+        self,
+        plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
+        slope_plans: list[SitePlan],
+        seed: int,
+        source: Any,
+        samples: int | None,
+    ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
+        """Recycle dead units in a copy of the eager model (:mod:`.recycle`), then give them ``slope_plans``."""
+        tm = self.tm
+        if tm.fmt in ("torch.export", "torchscript"):
+            return self._recycle_graph(plans, slope_plans, seed, source, samples)
+        if tm.eager is None:
+            why = (
+                f"recycling edits eager models, TorchScript, torch.export programs and ONNX graphs, not "
+                f"{tm.fmt} models: load the eager model or use --mode deploy"
+            )
+            return SurgeryResult(None), {}, {p.name: why for p, *_ in plans}
+        model = copy.deepcopy(tm.eager)
+        model.eval()
+
+        def run(m: nn.Module) -> None:
+            for _ in self.outputs(m, source, samples, None):
+                pass
+
+        done, refused = recycle_eager(tm.eager, model, plans, seed, run)
+        used = [p for p in slope_plans if p.name in done]
+        res = rewrite_eager(model, used, "prelu", copy_model=False) if used else SurgeryResult(model)
+        res.model.eval()
+        return res, done, refused
 
     def _callable(self, model: Any) -> Any:
         if self.tm.fmt == "torch.export" or hasattr(model, "graph_signature"):
@@ -219,10 +255,50 @@ class TorchSurgeon:
             if isinstance(mod, (nn.LeakyReLU, ShiftedLeakyReLU)):
                 out.append((name, type(mod).__name__, float(mod.negative_slope)))
             elif isinstance(mod, UnitPReLU):
-                out.append((name, "UnitPReLU", [float(x) for x in mod.weight.detach().flatten()]))
+                out.append((name, type(mod).__name__, [float(x) for x in mod.slope().detach().flatten()]))
             elif isinstance(mod, (nn.PReLU, AxisPReLU)):
                 out.append((name, type(mod).__name__, [float(x) for x in mod.weight.detach().flatten()]))
         return out
+
+    @property
+    def bounds_slopes(self) -> bool:
+        """Learnable slopes are written clamped to their bound (eager models, whatever the output format)."""
+        return self.tm.eager is not None
+
+    def _recycle_graph(
+        self,
+        plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
+        slope_plans: list[SitePlan],
+        seed: int,
+        source: Any,
+        samples: int | None,
+    ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
+        """Recycling in a copy of a torch.export program or a TorchScript module, then slopes on it."""
+        from . import backend
+
+        def batches() -> Any:
+            return backend.batches_for(self.tm, source, samples)
+
+        if self.tm.fmt == "torch.export":
+            ep = clone_export(self.tm.exported)
+            done, refused = recycle_export(ep, plans, seed, batches)
+            used = [p for p in slope_plans if p.name in done]
+            return (rewrite_export(ep, used, "prelu") if used else SurgeryResult(ep)), done, refused
+        assert self._script is not None
+        ts = torch.jit.load(io.BytesIO(self._script), map_location=self.device)
+        done, refused = recycle_script(ts, plans, seed, batches)
+        used = [p for p in slope_plans if p.name in done]
+        res = rewrite_torchscript(ts, used, "prelu") if used else SurgeryResult(ts)
+        res.model.eval()
+        return res, done, refused
+
+    def slope_parameters(self, model: Any) -> list[str]:
+        """The learnable slope tensors of an eager variant (``path.weight`` of each per-unit PReLU)."""
+        if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
+            return []
+        return [
+            f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (UnitPReLU, nn.PReLU, AxisPReLU))
+        ]
 
     def frozen_parameters(self, model: Any) -> list[str]:
         """Names of parameters with requires_grad=False in a reloaded model."""
