@@ -40,9 +40,8 @@ DEFAULT_MAX_DRIFT = 0.01
 DEFAULT_MAX_PASSES = 20.0
 DEFAULT_MIN_SLOPE = 0.01  # the audit's stuck fraction: a smaller slope still counts as dead
 TARGETS = ("leaky", "prelu")
-# deploy: keep the function, give dead units a gradient (fixed slopes, exact shift); learnable: the
-# same slopes as bounded learnable PReLU parameters; recycle(-leaky): re-initialise dead units so
-# that they fire, outgoing weights zeroed (:mod:`.recycling`), optionally with a leaky slope.
+# deploy: fixed slopes with the exact shift; learnable: the same as bounded PReLU parameters;
+# recycle(-leaky): dead units re-initialised to fire, outgoing weights zeroed (:mod:`.recycling`).
 MODES = ("deploy", "learnable", *RECYCLE_MODES)
 DEFAULT_MODE = "deploy"
 SHIFTS = ("exact", "fold", "none")
