@@ -348,13 +348,13 @@ class TorchPruner:
 
     # -- runs --------------------------------------------------------------------------------
     def prepare(self, source: Any, samples: int | None) -> None:
-        """Bind the first calibration batch: the example the graph is exported or traced with."""
-        from ...data import cap_samples
-        from .data import bind
+        """Bind the first calibration batch, as the audit batches it (a fixed batch size re-chunked):
+        the example the graph is exported or traced with."""
+        from . import backend
 
-        first = next(iter(cap_samples(source.batches(), samples)), None)
+        first = next(iter(backend.batches_for(self.tm, source, samples)), None)
         if first is not None:
-            self.surgeon.example = bind(first, self.tm.inputs, self.surgeon.device, self.surgeon.fdt)
+            self.surgeon.example = first
 
     def outputs(self, model: Any, source: Any, samples: int | None) -> Any:
         return self.surgeon.outputs(model, source, samples, None)
