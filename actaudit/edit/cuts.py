@@ -233,6 +233,18 @@ def _forward(
                 pad = pad or f"{r.label} averages zero padding"
             out_rank = rank if k != "gap" or r.attrs.get("keepdims", True) else 2
             leaves += _forward(graph, r.outputs[0], axis, out_rank, off, flat, pad)
+        elif k == "reduce" and r.inputs[0] == v and flat is None:
+            axes = [int(a) for a in r.attrs.get("axes", ())]
+            if axis in axes or not axes:
+                raise Keep(f"{r.label} reduces over the units' axis")
+            pad = padded
+            if r.attrs.get("how") not in ("mean", "max", "min"):
+                pad = pad or f"{r.label} sums the constant over {len(axes)} axes"
+            keep = bool(r.attrs.get("keepdims", True))
+            new_axis = axis if keep else axis - sum(1 for a in axes if a < axis)
+            leaves += _forward(
+                graph, r.outputs[0], new_axis, rank if keep else rank - len(axes), off, flat, pad
+            )
         elif (
             k == "flatten" and r.inputs[0] == v and flat is None and axis == 1 and r.attrs.get("axis", 1) == 1
         ):

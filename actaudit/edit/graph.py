@@ -30,6 +30,7 @@ KINDS = {
     "maxpool": "max pooling; attrs kernel, strides, pads, dilations",
     "avgpool": "average pooling; attrs kernel, strides, pads, count_include_pad",
     "gap": "mean over every axis after 1, keeping or dropping them (attr keepdims)",
+    "reduce": "mean, max, min or sum (attr how) over attr axes (non-negative, never the batch), attr keepdims",
     "identity": "copies its input (Identity, Dropout at inference, a float cast)",
     "other": "anything else; attr op names it",
 }

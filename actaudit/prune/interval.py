@@ -24,6 +24,7 @@ import numpy as np
 from ..edit.graph import Graph, Op
 
 EPS32 = 2.0**-23
+ABS_ACT = 2.0**-20
 MONOTONE = ("relu", "clip", "leaky", "tanh", "sigmoid", "elu", "softplus", "hardsigmoid", "identity")
 
 
@@ -130,17 +131,35 @@ def _step(op: Op, args: list[Any], out_shape: tuple[int, ...] | None) -> Box | N
     if k == "maxpool":
         return Box(_pool(x.lo, op, "max"), _pool(x.hi, op, "max"))
     if k == "avgpool":
-        return _widen(
-            Box(_pool(x.lo, op, "avg"), _pool(x.hi, op, "avg")),
-            (np.abs(_pool(np.abs(x.lo) + np.abs(x.hi), op, "avg"))) * 4 * EPS32,
-        )
+        # a float32 mean of k values errs by at most (k + 1) ulps of the mean magnitude (k + 2: margin)
+        kk = math.prod(int(i) for i in op.attrs.get("kernel", [1]))
+        mag = _pool(np.maximum(np.abs(x.lo), np.abs(x.hi)), op, "avg")
+        return _widen(Box(_pool(x.lo, op, "avg"), _pool(x.hi, op, "avg")), mag * (kk + 2) * EPS32)
+    if k == "reduce":
+        return _reduce(op, x)
     if k == "gap":
         axes = tuple(range(2, x.lo.ndim))
-        keep = bool(op.attrs.get("keepdims", True))
-        lo, hi = x.lo.mean(axis=axes, keepdims=keep), x.hi.mean(axis=axes, keepdims=keep)
-        n = math.prod(x.lo.shape[2:])
-        return _widen(Box(lo, hi), (np.abs(lo) + np.abs(hi)) * (n + 2) * EPS32)
+        attrs = {"how": "mean", "keepdims": op.attrs.get("keepdims", True), "axes": axes}
+        return _reduce(Op(op.name, "reduce", op.inputs, op.outputs, attrs), x) if axes else Box(x.lo, x.hi)
     return None
+
+
+def _reduce(op: Op, x: Box) -> Box:
+    axes = tuple(int(a) for a in op.attrs.get("axes", ()))
+    if not axes or 0 in axes or any(a >= x.lo.ndim for a in axes):
+        raise _Unknown
+    keep, how = bool(op.attrs.get("keepdims", True)), str(op.attrs.get("how", ""))
+    if how == "max":
+        return Box(np.max(x.lo, axis=axes, keepdims=keep), np.max(x.hi, axis=axes, keepdims=keep))
+    if how == "min":
+        return Box(np.min(x.lo, axis=axes, keepdims=keep), np.min(x.hi, axis=axes, keepdims=keep))
+    if how not in ("mean", "sum"):
+        raise _Unknown
+    n = math.prod(x.lo.shape[a] for a in axes)
+    div = float(n) if how == "mean" else 1.0
+    lo, hi = np.sum(x.lo, axis=axes, keepdims=keep) / div, np.sum(x.hi, axis=axes, keepdims=keep) / div
+    mag = np.sum(np.maximum(np.abs(x.lo), np.abs(x.hi)), axis=axes, keepdims=keep) / div
+    return _widen(Box(lo, hi), mag * (n + 2) * EPS32)
 
 
 def _uniform(x: Box) -> bool:
@@ -181,9 +200,13 @@ def _act(op: Op, x: Box) -> Box:
     f = _monotone(op, name)
     with np.errstate(over="ignore", invalid="ignore"):
         lo, hi = f(x.lo), f(x.hi)
-    ulp = 8 * EPS32 * (np.abs(lo) + np.abs(hi)) + 1e-30
-    if name in ("relu", "clip", "identity"):
-        return Box(lo, hi)  # computed exactly in float32
+    if name in ("relu", "clip", "identity", "leaky"):
+        # exact in float32 but for leaky's product, one rounding: relative 2^-24
+        return Box(lo, hi) if name != "leaky" else _widen(Box(lo, hi), (np.abs(lo) + np.abs(hi)) * EPS32)
+    # Runtimes approximate transcendental functions (onnxruntime's MLAS clamps sigmoid's input to
+    # [-18, 18] and tanh's to [-9, 9] before a rational approximation): a relative margin plus an
+    # absolute one of 2^-20 covers both.
+    ulp = 8 * EPS32 * (np.abs(lo) + np.abs(hi)) + ABS_ACT
     return Box(lo - ulp, hi + ulp)
 
 
@@ -203,11 +226,17 @@ def _monotone(op: Op, name: str) -> Any:
         return np.tanh
     if name == "sigmoid":
         return lambda v: 1.0 / (1.0 + np.exp(-v))
-    if name == "elu":
+    if name == "elu":  # scale * (v if v > 0 else alpha * (exp(input_scale * v) - 1))
         a = float(op.attrs.get("alpha", 1.0))
-        return lambda v: np.where(v > 0, v, a * np.expm1(np.minimum(v, 0.0)))
-    if name == "softplus":
-        return lambda v: np.logaddexp(0.0, v)
+        sc, isc = float(op.attrs.get("scale", 1.0)), float(op.attrs.get("input_scale", 1.0))
+        if a < 0 or sc < 0 or isc < 0:
+            raise _Unknown
+        return lambda v: sc * np.where(v > 0, v, a * np.expm1(isc * np.minimum(v, 0.0)))
+    if name == "softplus":  # log(1 + exp(beta * v)) / beta
+        beta = float(op.attrs.get("beta", 1.0))
+        if beta <= 0:
+            raise _Unknown
+        return lambda v: np.logaddexp(0.0, beta * v) / beta
     if name == "hardsigmoid":
         a, b = float(op.attrs.get("alpha", 0.2)), float(op.attrs.get("beta", 0.5))
         if a < 0:
@@ -244,14 +273,14 @@ def _bounds(apply: Any, x: Box, w: np.ndarray, bias: np.ndarray | None, fan: int
 
 def _linear(op: Op, x: Box) -> Box:
     w = op.params["weight"].value.astype(np.float64)
-    wt = w.T if op.attrs.get("layout") == "oi" else w  # [I, O]
-    alpha = float(op.attrs.get("alpha", 1.0))
+    # alpha joins the weights before their signs are split: a negative alpha swaps the bounds
+    wt = (w.T if op.attrs.get("layout") == "oi" else w) * float(op.attrs.get("alpha", 1.0))  # [I, O]
     beta = float(op.attrs.get("beta", 1.0))
     b = op.params.get("bias")
     bias = None if b is None else (beta * b.value.astype(np.float64)).reshape(-1)
     if bias is not None and bias.size == 1:
         bias = np.full(wt.shape[1], bias.item())
-    return _bounds(lambda v, m: v @ (alpha * m), x, wt, bias, wt.shape[0])
+    return _bounds(lambda v, m: v @ m, x, wt, bias, wt.shape[0])
 
 
 def _conv(op: Op, x: Box) -> Box:

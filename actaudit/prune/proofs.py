@@ -58,6 +58,17 @@ def prove(
     return out
 
 
+def contradicted(v: SiteVerdict, proven: list[int]) -> list[int]:
+    """Proven units whose pre-activation passed the dead threshold on some calibration element.
+
+    The proof says every element is at or below the threshold, which is exactly what the
+    ``low`` counter counts: any unit with fewer low elements than finite ones fired. (A
+    family's verdict lists are no test: a sigmoid stuck low is *saturated*, never *dead*.)
+    """
+    st = v.stats
+    return [u for u in proven if st.finite_elements[u] > 0 and st.low[u] < st.finite_elements[u]]
+
+
 def check_box(
     ranges: list[InputRange], pruner: Pruner, box: dict[str, tuple[float, float]], notes: list[str]
 ) -> None:
@@ -101,7 +112,7 @@ def attach_proofs(
             v.proven_dead_units, v.proof_note = [], got
             continue
         v.proven_dead_units = got
-        fired = sorted(set(got) - set(v.dead_units))
+        fired = contradicted(v, got)
         if fired and inside:
             raise RuntimeError(
                 f"interval bounds proved units {fired[:8]} of {v.info.name} dead on the box, but they fired on "

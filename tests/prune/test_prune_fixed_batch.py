@@ -61,7 +61,16 @@ def test_fixed_batch_prune(fixed: dict[str, Path], tmp_path: Path, fmt: str) -> 
 
 def test_fixed_batch_pt2_proofs(fixed: dict[str, Path]) -> None:
     """``audit --input-range`` binds its example the same way: the proofs run on a fixed-batch program."""
-    args = ["audit", str(fixed["pt2"]), "--calib", str(fixed["x"]), "--input-range", "0,1", "--format", "json"]
+    args = [
+        "audit",
+        str(fixed["pt2"]),
+        "--calib",
+        str(fixed["x"]),
+        "--input-range",
+        "0,1",
+        "--format",
+        "json",
+    ]
     r = CliRunner().invoke(cli, args)
     assert r.exit_code == 0, r.output
     got = {s["name"]: s["proven_dead_units"] for s in json.loads(r.stdout)["sites"]}

@@ -57,6 +57,7 @@ class _Consts:
                 for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
                     self.uses.update(i for sn in sub.node for i in sn.input if i)
         self.outputs = {o.name for o in g.output}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # one sample's, from shape inference
         self._cache: dict[str, np.ndarray | None] = {}
         # Reshape/Unsqueeze/Squeeze/Identity/Cast of constants (exporters reshape biases to [1, C, 1, 1]):
         # folded here; a pruned one is written back as a new initializer under the node's output name.
@@ -155,7 +156,7 @@ def to_ir(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> 
     """The top-level graph as IR ops (subgraph owners become ``other``)."""
     g = model.graph
     c = _Consts(g)
-    shapes = _shapes(model, sample_shapes)
+    shapes = c.shapes = _shapes(model, sample_shapes)
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
         for i in n.input:
@@ -338,7 +339,10 @@ def _reshape(t: _At) -> Op | None:
 
 def _pool(t: _At) -> Op | None:
     node = t.node
-    if _auto_pad(node) not in ("NOTSET", "VALID") or (node.op_type == "MaxPool" and _out(node, 1)):
+    indices = _out(node, 1)  # MaxPool's indices: followed only when nothing reads them
+    if _auto_pad(node) not in ("NOTSET", "VALID") or (
+        indices and (t.readers.get(indices) or indices in t.c.outputs)
+    ):
         return None
     kernel = list(attr(node, "kernel_shape", []))
     attrs = {
@@ -350,6 +354,31 @@ def _pool(t: _At) -> Op | None:
         "count_include_pad": int(attr(node, "count_include_pad", 0)),
     }
     return t.op("maxpool" if node.op_type == "MaxPool" else "avgpool", attrs)
+
+
+_REDUCE = {"ReduceMean": "mean", "ReduceMax": "max", "ReduceMin": "min", "ReduceSum": "sum"}
+
+
+def _reduce(t: _At) -> Op | None:
+    """A reduction over axes other than the batch axis, as ``reduce`` (``GlobalMaxPool``: over 2..)."""
+    node, c = t.node, t.c
+    rank = len(c.shapes.get(t.x, ())) or None
+    if node.op_type == "GlobalMaxPool":
+        return (
+            None
+            if rank is None
+            else t.op("reduce", {"how": "max", "axes": list(range(2, rank)), "keepdims": True})
+        )
+    axes = c.value(t.input(1)) if t.input(1) else attr(node, "axes", None)
+    if (t.input(1) and axes is None) or int(attr(node, "noop_with_empty_axes", 0)):
+        return None
+    if axes is None or rank is None:
+        return None  # every axis, the batch's too; or an unknown rank
+    norm = sorted({int(a) % rank for a in np.asarray(axes).reshape(-1)})
+    if not norm or norm[0] == 0:
+        return None
+    attrs = {"how": _REDUCE[node.op_type], "axes": norm, "keepdims": bool(attr(node, "keepdims", 1))}
+    return t.op("reduce", attrs)
 
 
 def _out(node: onnx.NodeProto, i: int) -> str:
@@ -373,6 +402,7 @@ _TRANSLATORS: dict[str, Callable[[_At], Op | None]] = {
     **dict.fromkeys(("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"), _reshape),
     **dict.fromkeys(("MaxPool", "AveragePool"), _pool),
     "GlobalAveragePool": lambda t: t.op("gap", {"keepdims": True}),
+    **dict.fromkeys(("GlobalMaxPool", *_REDUCE), _reduce),
     **dict.fromkeys(("Identity", "Dropout", "Cast"), _identity),
 }
 

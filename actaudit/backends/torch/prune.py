@@ -19,6 +19,7 @@ agree); the drift check after the edit is what guarantees a match was right.
 from __future__ import annotations
 
 import copy
+import operator
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -78,6 +79,8 @@ def gm_graph(gm: torch.fx.GraphModule) -> tuple[Graph, list[str]]:
         elif node.op == "placeholder":
             inputs.append(node.name)
         elif node.op == "call_function":
+            if not node.users and node.target is operator.getitem:
+                continue  # an unread part of a tuple (a max pool's indices)
             t = node.target
             name = str(
                 getattr(getattr(t, "_overloadpacket", None), "__name__", None) or getattr(t, "__name__", t)
