@@ -25,6 +25,7 @@ from ..edit.graph import Graph, Op
 
 EPS32 = 2.0**-23
 ABS_ACT = 2.0**-20
+TINY = 2.0**-125  # twice the smallest normal float32
 MONOTONE = ("relu", "clip", "leaky", "tanh", "sigmoid", "elu", "softplus", "hardsigmoid", "identity")
 
 
@@ -45,8 +46,8 @@ def propagate(
     env: dict[str, Box] = {}
     for name in graph.inputs:
         shape = shapes[name]
-        lo, hi = inputs.get(name, (-math.inf, math.inf))
-        env[name] = Box(np.full(shape, float(lo)), np.full(shape, float(hi)))
+        lo, hi = outward32(*inputs.get(name, (-math.inf, math.inf)))
+        env[name] = Box(np.full(shape, lo), np.full(shape, hi))
     for op in graph.ops:
         args = [env.get(i) for i in op.inputs if i]
         out_shape = graph.shapes.get(op.outputs[0]) if op.outputs else None
@@ -62,6 +63,17 @@ def propagate(
             for o in op.outputs[:1]:
                 env[o] = box
     return env
+
+
+def outward32(lo: float, hi: float) -> tuple[float, float]:
+    """The box widened to the nearest float32 values outside it: a float32 input rounded from a
+    value inside the box (0.1 is not a float32) stays inside."""
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    if float(lo32) > lo:
+        lo32 = np.nextafter(lo32, np.float32(-np.inf))
+    if float(hi32) < hi:
+        hi32 = np.nextafter(hi32, np.float32(np.inf))
+    return float(lo32), float(hi32)
 
 
 class _Unknown(Exception):
@@ -82,9 +94,17 @@ def _step(op: Op, args: list[Any], out_shape: tuple[int, ...] | None) -> Box | N
         a = p["scale"].value.astype(np.float64) / np.sqrt(
             p["var"].value.astype(np.float64) + float(op.attrs.get("eps", 1e-5))
         )
-        b = p["bias"].value.astype(np.float64) - a * p["mean"].value.astype(np.float64)
+        beta, am = p["bias"].value.astype(np.float64), a * p["mean"].value.astype(np.float64)
         shape = [1, -1] + [1] * (x.lo.ndim - 2)
-        return _affine_elementwise(x, a.reshape(shape), b.reshape(shape), fan=3)
+        # runtimes fold beta - a * mean in float32: its rounding scales with |beta| + |a * mean|,
+        # not with the (possibly cancelled) difference
+        return _affine_elementwise(
+            x,
+            a.reshape(shape),
+            (beta - am).reshape(shape),
+            fan=6,
+            bmag=(np.abs(beta) + np.abs(am)).reshape(shape),
+        )
     if k == "scale":
         rank = x.lo.ndim
         c = _align(op.params["c"].value, rank)
@@ -172,7 +192,9 @@ def _align(a: np.ndarray, rank: int) -> np.ndarray:
 
 
 def _widen(b: Box, err: np.ndarray) -> Box:
-    err = np.where(np.isfinite(err), err, 0.0)
+    # + TINY: runtimes flush subnormal products and sums to zero, an absolute error no
+    # relative bound covers
+    err = np.where(np.isfinite(err), err, 0.0) + TINY
     return Box(b.lo - err, b.hi + err)
 
 
@@ -186,10 +208,12 @@ def _mul_interval(a: np.ndarray, x: Box) -> Box:
     return Box(lo, hi)
 
 
-def _affine_elementwise(x: Box, a: np.ndarray, b: np.ndarray, fan: int) -> Box:
+def _affine_elementwise(
+    x: Box, a: np.ndarray, b: np.ndarray, fan: int, bmag: np.ndarray | None = None
+) -> Box:
     m = _mul_interval(a, x)
     lo, hi = m.lo + b, m.hi + b
-    mag = np.maximum(np.abs(m.lo), np.abs(m.hi)) + np.abs(b)
+    mag = np.maximum(np.abs(m.lo), np.abs(m.hi)) + (np.abs(b) if bmag is None else bmag)
     return _widen(Box(lo, hi), mag * (fan + 2) * EPS32)
 
 
@@ -267,7 +291,7 @@ def _bounds(apply: Any, x: Box, w: np.ndarray, bias: np.ndarray | None, fan: int
         y_hi = y_hi + bias
         y_lo = y_lo + bias
         mag = mag + np.abs(bias)
-    err = mag * (fan + 2) * EPS32
+    err = mag * (fan + 2) * EPS32 + (fan + 2) * TINY
     return Box(np.where(dn_inf, -np.inf, y_lo - err), np.where(up_inf, np.inf, y_hi + err))
 
 
