@@ -76,6 +76,12 @@ def outward32(lo: float, hi: float) -> tuple[float, float]:
     return float(lo32), float(hi32)
 
 
+def _both32(v: float) -> tuple[float, float]:
+    """``v`` and its float32 rounding, lower first."""
+    r = float(np.float32(v)) if math.isfinite(v) else v
+    return min(v, r), max(v, r)
+
+
 class _Unknown(Exception):
     pass
 
@@ -90,37 +96,9 @@ def _step(op: Op, args: list[Any], out_shape: tuple[int, ...] | None) -> Box | N
     if k == "linear":
         return _linear(op, x)
     if k == "bn":
-        p = op.params
-        a = p["scale"].value.astype(np.float64) / np.sqrt(
-            p["var"].value.astype(np.float64) + float(op.attrs.get("eps", 1e-5))
-        )
-        beta, am = p["bias"].value.astype(np.float64), a * p["mean"].value.astype(np.float64)
-        shape = [1, -1] + [1] * (x.lo.ndim - 2)
-        # runtimes fold beta - a * mean in float32: its rounding scales with |beta| + |a * mean|,
-        # not with the (possibly cancelled) difference
-        return _affine_elementwise(
-            x,
-            a.reshape(shape),
-            (beta - am).reshape(shape),
-            fan=6,
-            bmag=(np.abs(beta) + np.abs(am)).reshape(shape),
-        )
+        return _bn(op, x)
     if k == "scale":
-        rank = x.lo.ndim
-        c = _align(op.params["c"].value, rank)
-        one, zero = np.ones([1] * rank), np.zeros([1] * rank)
-        form = op.attrs.get("form", "add")
-        with np.errstate(divide="ignore"):
-            a, b = {
-                "add": (one, c),
-                "sub": (one, -c),
-                "rsub": (-one, c),
-                "mul": (c, zero),
-                "div": (1.0 / c, zero),
-            }[form]
-        if not np.all(np.isfinite(a)):
-            raise _Unknown
-        return _affine_elementwise(x, a, b, fan=2)
+        return _scale(op, x)
     if k == "act":
         return _act(op, x)
     if k == "add":
@@ -162,6 +140,42 @@ def _step(op: Op, args: list[Any], out_shape: tuple[int, ...] | None) -> Box | N
         attrs = {"how": "mean", "keepdims": op.attrs.get("keepdims", True), "axes": axes}
         return _reduce(Op(op.name, "reduce", op.inputs, op.outputs, attrs), x) if axes else Box(x.lo, x.hi)
     return None
+
+
+def _bn(op: Op, x: Box) -> Box:
+    p = op.params
+    a = p["scale"].value.astype(np.float64) / np.sqrt(
+        p["var"].value.astype(np.float64) + float(op.attrs.get("eps", 1e-5))
+    )
+    beta, am = p["bias"].value.astype(np.float64), a * p["mean"].value.astype(np.float64)
+    shape = [1, -1] + [1] * (x.lo.ndim - 2)
+    # runtimes fold beta - a * mean in float32: its rounding scales with |beta| + |a * mean|,
+    # not with the (possibly cancelled) difference
+    return _affine_elementwise(
+        x,
+        a.reshape(shape),
+        (beta - am).reshape(shape),
+        fan=6,
+        bmag=(np.abs(beta) + np.abs(am)).reshape(shape),
+    )
+
+
+def _scale(op: Op, x: Box) -> Box:
+    rank = x.lo.ndim
+    c = _align(op.params["c"].value, rank)
+    one, zero = np.ones([1] * rank), np.zeros([1] * rank)
+    form = op.attrs.get("form", "add")
+    with np.errstate(divide="ignore"):
+        a, b = {
+            "add": (one, c),
+            "sub": (one, -c),
+            "rsub": (-one, c),
+            "mul": (c, zero),
+            "div": (1.0 / c, zero),
+        }[form]
+    if not np.all(np.isfinite(a)):
+        raise _Unknown
+    return _affine_elementwise(x, a, b, fan=2)
 
 
 def _reduce(op: Op, x: Box) -> Box:
@@ -221,10 +235,16 @@ def _act(op: Op, x: Box) -> Box:
     name = str(op.attrs.get("act", ""))
     if name not in MONOTONE:
         raise _Unknown
+    if name == "clip":
+        # the runtime clamps at limits rounded to float32 (to nearest: either side of the attribute);
+        # clip is monotone in its limits too, so the lower bound takes the lower roundings
+        a, b = float(op.attrs.get("lo", -math.inf)), float(op.attrs.get("hi", math.inf))
+        (a_dn, a_up), (b_dn, b_up) = _both32(a), _both32(b)
+        return Box(np.clip(x.lo, a_dn, max(a_dn, b_dn)), np.clip(x.hi, a_up, max(a_up, b_up)))
     f = _monotone(op, name)
     with np.errstate(over="ignore", invalid="ignore"):
         lo, hi = f(x.lo), f(x.hi)
-    if name in ("relu", "clip", "identity", "leaky"):
+    if name in ("relu", "identity", "leaky"):
         # exact in float32 but for leaky's product, one rounding: relative 2^-24
         return Box(lo, hi) if name != "leaky" else _widen(Box(lo, hi), (np.abs(lo) + np.abs(hi)) * EPS32)
     # Runtimes approximate transcendental functions (onnxruntime's MLAS clamps sigmoid's input to
@@ -237,10 +257,6 @@ def _act(op: Op, x: Box) -> Box:
 def _monotone(op: Op, name: str) -> Any:
     if name == "relu":
         return lambda v: np.maximum(v, 0.0)
-    if name == "clip":
-        lo = float(op.attrs.get("lo", -math.inf))
-        hi = float(op.attrs.get("hi", math.inf))
-        return lambda v: np.clip(v, lo, hi)
     if name == "leaky":
         a = float(op.attrs.get("alpha", 0.01))
         if a < 0:

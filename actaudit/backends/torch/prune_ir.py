@@ -232,6 +232,13 @@ def _act(c: _Ctx, n: _Node) -> Op | None:
         attrs["alpha"] = float(_arg(a, kw, 1, "alpha", 1.0))
         attrs["scale"] = float(_arg(a, kw, 2, "scale", 1.0))
         attrs["input_scale"] = float(_arg(a, kw, 3, "input_scale", 1.0))
+    elif kind == "selu":  # scale * elu(x, alpha)
+        attrs.update(act="elu", alpha=1.6732632423543772, scale=1.0507009873554805)
+    elif kind == "celu":  # elu(x / alpha) * alpha
+        alpha = float(_arg(a, kw, 1, "alpha", 1.0))
+        if alpha <= 0:
+            return None
+        attrs.update(act="elu", alpha=alpha, input_scale=1.0 / alpha)
     elif kind == "softplus":
         attrs["beta"] = float(_arg(a, kw, 1, "beta", 1.0))
     x = _vid(a[0]) if a else None
@@ -248,6 +255,11 @@ def _binary(c: _Ctx, n: _Node) -> Op | None:
     if x and y and op in ("add", "add_", "mul", "mul_") and (alpha_one or op.startswith("mul")):
         return Op(n.name, op.rstrip("_"), [x, y], [n.out], {"op": op})
     p = c.prm(a[1])
+    if p is None and isinstance(a[1], (int, float)) and not isinstance(a[1], bool):
+        # a Python number (x * 0.5, 1 - x): a constant no edit ever touches (size 1)
+        p = Param(f"<{n.name} constant>", np.asarray(a[1], dtype=np.float64))
+    if op == "rsub" and p is not None and x is not None and alpha_one:
+        return Op(n.name, "scale", [x], [n.out], {"op": op, "form": "rsub"}, {"c": p})
     if op not in ("add", "sub", "mul", "div") or x is None or p is None:
         return None
     if op in ("add", "sub") and not alpha_one:
@@ -370,7 +382,7 @@ _TRANSLATORS: dict[str, _Translator] = {
     "linear": _linear,
     **dict.fromkeys(("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"), _bn),
     **dict.fromkeys(_SITE_KINDS, _act),
-    **dict.fromkeys(("add", "add_", "mul", "mul_", "sub", "div"), _binary),
+    **dict.fromkeys(("add", "add_", "mul", "mul_", "sub", "div", "rsub"), _binary),
     "cat": _cat,
     "flatten": _flatten,
     **dict.fromkeys(("view", "reshape", "_unsafe_view"), _view),
