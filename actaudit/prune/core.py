@@ -146,20 +146,21 @@ def _candidates(s: _Session) -> list[Candidate]:
     """Per site: its constant units (proven ones only with ``--only-proven``) where the graph can cut them."""
     o, audit = s.opts, s.original.audit
     stuck = o.audit.settings.stuck_fraction
-    proven: dict[str, list[int] | str] = {}
-    if o.input_range:
-        box = parse_input_ranges(list(o.input_range), list(s.shapes))
-        check_box(s.ranges, s.pruner, box, s.notes)
-        proven = prove(s.pruner, s.base, box, s.shapes, audit.sites, stuck)
+    tiers = _tiers(s, stuck) if o.input_range else {}
+    proven = tiers.get("linear", {})
     where = s.pruner.site_values(s.base, audit.sites)
     cands: list[Candidate] = []
     for v in audit.sites:
         name = v.info.name
         consts, approx = _constants(v, stuck)
         row = s.rows[name] = SiteRow(name, v.info.op, v.info.kind, v.info.units)
+        row.data_dead = sorted(u for u, c in consts.items() if c == 0 and u not in approx)
         if o.input_range:
             pv = proven.get(name, [])
             row.proven = pv if isinstance(pv, list) else None
+            for tier, attr in (("weights", "weights_dead"), ("interval", "proven_interval")):
+                tv = tiers[tier].get(name, [])
+                setattr(row, attr, tv if isinstance(tv, list) else None)
             if o.only_proven:
                 keep_only = set(pv) if isinstance(pv, list) else set()
                 for u in [u for u in consts if u not in keep_only]:
@@ -178,6 +179,20 @@ def _candidates(s: _Session) -> list[Candidate]:
     for unc in audit.uncovered:
         s.notes.append(f"not audited, so not pruned: {unc.name} ({unc.op}): {unc.reason}")
     return cands
+
+
+def _tiers(s: _Session, stuck: float) -> dict[str, dict[str, list[int] | str]]:
+    """Proofs per tier: dead by the weights alone (an unbounded input), by intervals and by linear
+    relaxations over the box (the one the cut uses)."""
+    sites = s.original.audit.sites
+    box = parse_input_ranges(list(s.opts.input_range), list(s.shapes))
+    check_box(s.ranges, s.pruner, box, s.notes)
+    unbounded = dict.fromkeys(s.shapes, (-math.inf, math.inf))
+    return {
+        "weights": prove(s.pruner, s.base, unbounded, s.shapes, sites, stuck, "interval", s.graph),
+        "interval": prove(s.pruner, s.base, box, s.shapes, sites, stuck, "interval", s.graph),
+        "linear": prove(s.pruner, s.base, box, s.shapes, sites, stuck, "linear", s.graph),
+    }
 
 
 def _choose(s: _Session, cands: list[Candidate]) -> tuple[object, Drift]:

@@ -16,6 +16,7 @@ doubled), and activations by a few float32 ulps.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,10 +40,20 @@ class Box:
         return cls(np.full(shape, -np.inf), np.full(shape, np.inf))
 
 
+Refine = Callable[[Op, Box, dict[str, Box]], Box]
+
+
 def propagate(
-    graph: Graph, inputs: dict[str, tuple[float, float]], shapes: dict[str, tuple[int, ...]]
+    graph: Graph,
+    inputs: dict[str, tuple[float, float]],
+    shapes: dict[str, tuple[int, ...]],
+    refine: Refine | None = None,
 ) -> dict[str, Box]:
-    """Bounds of every value ``graph`` computes from ``inputs`` (name -> (low, high)) of ``shapes``."""
+    """Bounds of every value ``graph`` computes from ``inputs`` (name -> (low, high)) of ``shapes``.
+
+    ``refine(op, box, env)`` may tighten each op's box (linear relaxations, :mod:`.linear`)
+    before later ops read it.
+    """
     env: dict[str, Box] = {}
     for name in graph.inputs:
         shape = shapes[name]
@@ -60,6 +71,8 @@ def propagate(
         if box is not None:
             box.lo = np.where(np.isnan(box.lo), -np.inf, box.lo)
             box.hi = np.where(np.isnan(box.hi), np.inf, box.hi)
+            if refine is not None:
+                box = refine(op, box, env)
             for o in op.outputs[:1]:
                 env[o] = box
     return env

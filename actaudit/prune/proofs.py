@@ -12,11 +12,13 @@ import numpy as np
 
 from ..backends.base import ModelHandle, Pruner
 from ..data import DataSource
+from ..edit.graph import Graph
 from ..edit.ranges import InputRange, parse_input_ranges
 from ..kinds import Activation
 from ..verdicts import SiteVerdict
 from .fresh import data_ranges
 from .interval import propagate, unit_upper
+from .linear import propagate_linear
 
 
 def prove(
@@ -26,10 +28,17 @@ def prove(
     shapes: dict[str, tuple[int, ...]],
     sites: list[SiteVerdict],
     stuck: float,
+    method: str = "linear",
+    graph: Graph | None = None,
 ) -> dict[str, list[int] | str]:
-    """Per site: units whose pre-activation is at or below the dead threshold for every input in the box."""
-    graph = pruner.graph(model, shapes)
-    env = propagate(graph, ranges, {n: (1, *s) for n, s in shapes.items()})
+    """Per site: units whose pre-activation is at or below the dead threshold for every input in the box.
+
+    ``method``: ``interval`` bounds, or ``linear`` (interval bounds tightened by linear
+    relaxations, :mod:`.linear`; never weaker).
+    """
+    graph = graph if graph is not None else pruner.graph(model, shapes)
+    run = propagate_linear if method == "linear" else propagate
+    env = run(graph, ranges, {n: (1, *s) for n, s in shapes.items()})
     where = pruner.site_values(model, sites)
     out: dict[str, list[int] | str] = {}
     for v in sites:
@@ -91,7 +100,8 @@ def attach_proofs(
     input_range: list[str],
     stuck: float,
 ) -> None:
-    """Mark ``proven_dead_units`` on an audit's sites from interval bounds over the input box.
+    """Mark ``proven_dead_units`` on an audit's sites from bounds over the input box (linear relaxations
+    over intervals).
 
     A proof that contradicts the data (a proven unit that fired on a calibration sample
     inside the box) is a bug of the analysis: an internal error, never a silent report.
@@ -115,6 +125,6 @@ def attach_proofs(
         fired = contradicted(v, got)
         if fired and inside:
             raise RuntimeError(
-                f"interval bounds proved units {fired[:8]} of {v.info.name} dead on the box, but they fired on "
+                f"bounds proved units {fired[:8]} of {v.info.name} dead on the box, but they fired on "
                 "calibration data inside it: the bound propagation is unsound here"
             )
