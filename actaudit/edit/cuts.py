@@ -361,6 +361,28 @@ def _fold_and_cut(edits: Edits, lf: _Leaf, go: dict[int, float]) -> None:
     edits.cut(op.params["weight"], axis_in, idx)
 
 
+def macs_after(graph: Graph, edits: Edits) -> int:
+    """Multiply-adds of :func:`macs` once ``edits`` are applied: every Conv / Gemm / MatMul keeps the
+    fraction of its outputs and inputs left (no second graph of the edited model is built)."""
+    total = 0
+    for op in graph.ops:
+        w = op.params.get("weight")
+        out = graph.shapes.get(op.outputs[0]) if op.outputs else None
+        if w is None or out is None or op.kind not in ("conv", "linear"):
+            continue
+        shape = list(w.value.shape)
+        for axis, idx in edits.delete.get(w.key, {}).items():
+            shape[axis] -= len(idx)
+        if op.kind == "conv":
+            o_axis, fan = 0, math.prod(shape[1:])
+        else:
+            oi = op.attrs.get("layout") == "oi"
+            o_axis, fan = (0, shape[1]) if oi else (1, shape[0])
+        n_out = math.prod(out) * shape[o_axis] // max(1, int(w.value.shape[o_axis]))
+        total += n_out * fan
+    return total
+
+
 def macs(graph: Graph) -> int:
     """Multiply-adds of one sample through the graph's Conv / Gemm / MatMul ops (shapes known)."""
     total = 0

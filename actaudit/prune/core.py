@@ -21,7 +21,7 @@ import numpy as np
 from ..assemble import model_section
 from ..backends.base import Pruner
 from ..data import DataSource, batch_samples
-from ..edit.cuts import Candidate, SitePlan, macs, plan
+from ..edit.cuts import Candidate, Edits, SitePlan, macs, macs_after, plan
 from ..edit.drift import Drift, Reference
 from ..edit.graph import Graph
 from ..edit.ranges import InputRange, parse_input_ranges
@@ -120,10 +120,12 @@ class _Session:
     kw_names: list[str]
     notes: list[str] = field(default_factory=list)
     rows: dict[str, SiteRow] = field(default_factory=dict)
+    edits: Edits = field(default_factory=Edits)  # the chosen variant's
 
     def variant(self, cs: list[Candidate]) -> tuple[list[SitePlan], object, Drift]:
         """The plan for ``cs``, the edited model, and its drift on the calibration data."""
         plans, edits = plan(self.graph, cs)
+        self.edits = edits
         new = self.pruner.apply(self.base, self.graph, edits)
         produced = self.pruner.outputs(new, self.original.source, self.opts.audit.samples)
         return plans, new, variant_drift(self.original.ref, produced)
@@ -241,7 +243,6 @@ def _fresh_drift(s: _Session, new: object) -> tuple[Drift, DataSource, Reference
 def _report(s: _Session, new: object, drift: Drift) -> PruneReport:
     o = s.opts
     drift_fresh, fresh_src, fresh_ref = _fresh_drift(s, new)
-    g_after = s.pruner.graph(new, s.shapes)
     return PruneReport(
         model=model_section(s.original.loaded),
         calibration={**s.original.audit.calibration},
@@ -253,7 +254,7 @@ def _report(s: _Session, new: object, drift: Drift) -> PruneReport:
         },
         sites=list(s.rows.values()),
         before={"parameters": s.pruner.count_params(s.base), "macs": macs(s.graph)},
-        after={"parameters": s.pruner.count_params(new), "macs": macs(g_after)},
+        after={"parameters": s.pruner.count_params(new), "macs": macs_after(s.graph, s.edits)},
         drift=drift,
         drift_fresh=drift_fresh,
         fresh={
