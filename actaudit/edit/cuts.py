@@ -80,7 +80,7 @@ class Edits:
     def apply(self, key: str) -> np.ndarray:
         """The edited value of parameter ``key``."""
         p = self.params[key]
-        a = np.array(p.value, copy=True)
+        a = p.value
         if key in self.bias_delta:
             d = self.bias_delta[key]
             flat = np.broadcast_to(a.reshape(-1), d.shape) if a.size == 1 else a.reshape(-1)
@@ -88,8 +88,8 @@ class Edits:
             a = new.reshape(a.shape) if a.size == d.size else new
         for axis, idx in sorted(self.delete.get(key, {}).items()):
             ax = axis if a.ndim > axis else a.ndim - 1
-            a = np.delete(a, sorted(idx), axis=ax)
-        return a
+            a = np.delete(a, sorted(idx), axis=ax)  # a new array: p.value is never written
+        return a if a is not p.value else np.array(a, copy=True)
 
     def new_bias_value(self, op_name: str, dtype: type = np.float32) -> np.ndarray:
         return self.new_bias[op_name].astype(dtype)
@@ -338,22 +338,22 @@ def _cut_producer(edits: Edits, p: Op, chain: list[Op], units: list[int], c: Can
 
 def _fold_and_cut(edits: Edits, lf: _Leaf, go: dict[int, float]) -> None:
     op = lf.op
-    w = op.params["weight"].value.astype(np.float64)
+    w = op.params["weight"].value  # float64 only column by column: a large weight is never copied whole
     idx = [i for u in sorted(go) for i in lf.index(u)]
     if op.kind == "conv":
         axis_in = 1
         delta = np.zeros(w.shape[0])
         for u, val in go.items():
             if val:
-                delta += val * w[:, lf.index(u)].reshape(w.shape[0], -1).sum(axis=1)
+                delta += val * w[:, lf.index(u)].astype(np.float64).reshape(w.shape[0], -1).sum(axis=1)
     else:
         oi = op.attrs.get("layout") == "oi"
         axis_in = 1 if oi else 0
-        wt = w if oi else w.T  # [O, I]
+        wt = w if oi else w.T  # [O, I], a view
         delta = np.zeros(wt.shape[0])
         for u, val in go.items():
             if val:
-                delta += val * wt[:, lf.index(u)].sum(axis=1)
+                delta += val * wt[:, lf.index(u)].astype(np.float64).sum(axis=1)
         alpha, beta = float(op.attrs.get("alpha", 1.0)), float(op.attrs.get("beta", 1.0))
         delta = delta * alpha / beta
     if np.any(delta):

@@ -94,3 +94,15 @@ def unit_count(op: Op) -> int | None:
     if op.kind == "linear":
         return int(w.value.shape[0] if op.attrs.get("layout") == "oi" else w.value.shape[1])
     return None
+
+
+def release_values(graph: Graph) -> None:
+    """Drop the weights the graph holds, keeping each one's shape and dtype (a zero-size view).
+
+    Once the edited model is built, only shapes are read (MACs): on a model of gigabytes this
+    frees one whole copy of its weights before the checks and the write.
+    """
+    for op in graph.ops:
+        for p in op.params.values():
+            p.value = np.broadcast_to(np.zeros((), dtype=p.value.dtype), p.value.shape)
+

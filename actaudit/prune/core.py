@@ -23,7 +23,7 @@ from ..backends.base import Pruner
 from ..data import DataSource, batch_samples
 from ..edit.cuts import Candidate, Edits, SitePlan, macs, macs_after, plan
 from ..edit.drift import Drift, Reference
-from ..edit.graph import Graph
+from ..edit.graph import Graph, release_values
 from ..edit.ranges import InputRange, parse_input_ranges
 from ..errors import InputError
 from ..loading import load_model
@@ -322,6 +322,7 @@ def prune(
     t0 = time.perf_counter()
     s = _start(model, data, opts)
     new, drift = _choose(s, _candidates(s))
+    release_values(s.graph)
     report = _report(s, new, drift)
     report.model_out = new
     t_plan = time.perf_counter()
