@@ -105,4 +105,3 @@ def release_values(graph: Graph) -> None:
     for op in graph.ops:
         for p in op.params.values():
             p.value = np.broadcast_to(np.zeros((), dtype=p.value.dtype), p.value.shape)
-

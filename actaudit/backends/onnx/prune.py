@@ -12,16 +12,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
 
 from ...edit.cuts import Edits
 from ...edit.graph import Graph, Op, Param
 from .graph import DEFAULT_DOMAINS, attr, constant_node_value
-from .load import _skeleton
+from .load import _is_external, _skeleton
 from .prune_edit import apply, count_params
 from .sites import find_sites
 
@@ -46,7 +47,8 @@ _FLOAT = (
 class _Consts:
     """Constant tensors by name (initializers and Constant nodes), with how often each is read."""
 
-    def __init__(self, g: onnx.GraphProto) -> None:
+    def __init__(self, g: onnx.GraphProto, base: Path | None = None) -> None:
+        self.base = base  # the folder of external data the initializers refer to (memory-mapped)
         self.inits = {t.name: t for t in g.initializer}
         self.nodes = {
             n.output[0]: n
@@ -77,7 +79,8 @@ class _Consts:
         if name not in self._cache:
             v = None
             if name in self.inits:
-                v = numpy_helper.to_array(self.inits[name])
+                t = self.inits[name]
+                v = _mapped(t, self.base) if _is_external(t) else numpy_helper.to_array(t)
             elif name in self.nodes:
                 v = constant_node_value(self.nodes[name])
             elif name in self.derived:
@@ -125,6 +128,37 @@ class _Consts:
         return Param(name, v, shared=self.uses[name] > 1 or name in self.outputs)
 
 
+def _mapped(t: onnx.TensorProto, base: Path | None) -> np.ndarray | None:
+    """An external tensor as a read-only memory map of its data file: the weights of a model over
+    2 GB are read where planning needs them, never copied whole. Offsets and lengths from the file
+    are checked against the data file's size and the tensor's dims first."""
+    info = {e.key: e.value for e in t.external_data}
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+    loc = info.get("location", "")
+    if (
+        base is None
+        or not loc
+        or Path(loc).is_absolute()
+        or ".." in Path(loc).parts
+        or dtype.kind not in "fiub"
+    ):
+        return None
+    path = base / loc
+    offset, length = info.get("offset", "0"), info.get("length", "")
+    n = math.prod(int(d) for d in t.dims)
+    if not offset.isdigit() or (length and not length.isdigit()) or any(int(d) < 0 for d in t.dims):
+        return None
+    size = path.stat().st_size if path.is_file() else -1
+    if (length and int(length) != n * dtype.itemsize) or int(offset) + n * dtype.itemsize > size:
+        return None
+    if n == 0:
+        return np.zeros(tuple(t.dims), dtype)
+    return np.memmap(path, dtype=dtype.newbyteorder("<"), mode="r", offset=int(offset), shape=tuple(t.dims))
+
+
 def _shapes(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     # a skeleton (dims of large initializers, values of small ones): the weights are neither
     # copied nor serialised for inference (a full copy cost three times the model's size)
@@ -155,10 +189,13 @@ def _shapes(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -
     return out
 
 
-def to_ir(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> Graph:
-    """The top-level graph as IR ops (subgraph owners become ``other``)."""
+def to_ir(
+    model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]], base: Path | None = None
+) -> Graph:
+    """The top-level graph as IR ops (subgraph owners become ``other``); ``base``: the folder of the
+    external data that ``model``'s tensors refer to."""
     g = model.graph
-    c = _Consts(g)
+    c = _Consts(g, base)
     shapes = c.shapes = _shapes(model, sample_shapes)
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
@@ -475,6 +512,10 @@ class OnnxPruner:
         return {n: tuple(r.shape) for n, r in zip(self.range_names(ranges), ranges, strict=True)}
 
     def graph(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Graph:
+        h = self.handle
+        if model is h.model and h.external and h.file is not None:
+            # the same graph with its weights left in the input's data files, mapped, not copied
+            return to_ir(self.surgeon._skeleton(), shapes, h.file.resolve().parent)
         return to_ir(model, shapes)
 
     def site_values(self, model: onnx.ModelProto, sites: list[Any]) -> dict[str, tuple[str, str] | str]:
