@@ -34,3 +34,30 @@ def test_external_data_prunes_alike(tmp_path: Path) -> None:
     assert a["summary"]["macs_after"] == b["summary"]["macs_after"]
     assert b["summary"]["drift_verified"]["relative_l2"] <= 1e-5
     assert (tmp_path / "ext.data").stat().st_size > 0  # the input's data file is left as it was
+
+
+def test_mapped_refuses_hostile_references(tmp_path: Path) -> None:
+    """Offsets, lengths and locations from the file are checked before a map is sized."""
+    from actaudit.backends.onnx.prune import _mapped
+
+    (tmp_path / "w.data").write_bytes(b"\0" * 64)
+    (tmp_path.parent / "outside.data").write_bytes(b"\0" * 64)
+
+    def tensor(**info: str) -> onnx.TensorProto:
+        t = onnx.TensorProto(name="w", data_type=onnx.TensorProto.FLOAT, dims=[4, 4])
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in info.items():
+            t.external_data.add(key=k, value=v)
+        return t
+
+    ok = _mapped(tensor(location="w.data", offset="0", length="64"), tmp_path)
+    assert ok is not None and ok.shape == (4, 4) and not ok.flags.writeable
+    for bad in (
+        {"location": "w.data", "offset": "16", "length": "64"},  # past the end of the file
+        {"location": "w.data", "offset": "0", "length": "32"},  # length does not match the dims
+        {"location": "w.data", "offset": "-8"},
+        {"location": "../outside.data"},
+        {"location": str(tmp_path / "w.data")},
+        {"location": "missing.data"},
+    ):
+        assert _mapped(tensor(**bad), tmp_path) is None, bad
