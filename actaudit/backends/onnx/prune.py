@@ -499,7 +499,14 @@ class OnnxPruner:
         self.notes: list[str] = []
 
     def prepare(self, source: Any, samples: int | None) -> None:
-        """Nothing to bind: the graph is the file."""
+        """Nothing to bind (the graph is the file); the audit's instrumented sessions are let go.
+
+        The audit that measured the original is over: its cached sessions held another copy of
+        every weight (on a 2 GB model, as much as the model) through the whole prune.
+        """
+        built = getattr(self.handle, "built", None)
+        if isinstance(built, dict):
+            built.clear()
 
     def original(self) -> onnx.ModelProto:
         return self.handle.model
@@ -527,7 +534,24 @@ class OnnxPruner:
         return apply(model, graph, edits, self.surgeon._skeleton() if light else None)
 
     def outputs(self, model: onnx.ModelProto, source: Any, samples: int | None) -> Any:
-        return self.surgeon.outputs(model, source, samples, None)
+        h = self.handle
+        if not (h.external and h.file is not None) or model is h.model or self.surgeon.on_disk is not None:
+            yield from self.surgeon.outputs(model, source, samples, None)
+            return
+        # An edited model over external data: its session reads a written copy (weights beside it),
+        # never a serialised proto (the bytes and onnxruntime's parse of them were two more copies).
+        import tempfile
+
+        from .session import save_external
+
+        with tempfile.TemporaryDirectory(prefix="actaudit-prune-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            save_external(model, str(path), "weights.bin", base=h.file.resolve().parent)
+            self.surgeon.on_disk = (model, path)
+            try:
+                yield from self.surgeon.outputs(model, source, samples, None)
+            finally:
+                self.surgeon.on_disk = None
 
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()
