@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import mmap
 
 import numpy as np
 import onnx
@@ -17,6 +18,14 @@ _FLOAT = (
     onnx.TensorProto.FLOAT16,
     onnx.TensorProto.BFLOAT16,
 )
+
+
+def _drop_pages(a: np.ndarray) -> None:
+    """Return a memory-mapped weight's pages to the page cache once read: they are clean and
+    would otherwise count as this process's memory beside the edited copy."""
+    mm = getattr(a, "_mmap", None)
+    if isinstance(mm, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 def _name(node: onnx.NodeProto) -> str:
@@ -38,6 +47,7 @@ def apply(
     consts = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.output}
     for key in edits.keys():  # noqa: SIM118 (Edits is not a dict)
         new = edits.apply(key)
+        _drop_pages(edits.params[key].value)
         if key in inits:
             inits[key].CopyFrom(numpy_helper.from_array(new, key))
         elif key in consts:
