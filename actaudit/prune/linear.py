@@ -99,10 +99,12 @@ class _Crown:
 def _matrix(op: Op, in_shape: tuple[int, ...], out_shape: tuple[int, ...] | None) -> Any:
     n_in = math.prod(in_shape)
     if op.kind == "linear":
+        if op.params["weight"].value.size > MAX_DENSE:
+            raise _Stop
         w = op.params["weight"].value.astype(np.float64)
         wt = (w.T if op.attrs.get("layout") == "oi" else w) * float(op.attrs.get("alpha", 1.0))  # [I, O]
-        if len(in_shape) != 2 or wt.shape[0] != n_in:
-            raise _Stop  # tokens: one matrix per token would be needed
+        if len(in_shape) != 2 or wt.shape[0] != n_in or wt.size > MAX_DENSE:
+            raise _Stop  # tokens (one matrix per token would be needed), or too large to substitute
         bp = op.params.get("bias")
         bias = np.zeros(wt.shape[1])
         if bp is not None:
