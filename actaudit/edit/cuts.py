@@ -82,7 +82,7 @@ class Edits:
     def apply(self, key: str) -> np.ndarray:
         """The edited value of parameter ``key``."""
         p = self.params[key]
-        a = np.array(p.value, copy=True)
+        a = p.value
         if key in self.bias_delta:
             d = self.bias_delta[key]
             flat = np.broadcast_to(a.reshape(-1), d.shape) if a.size == 1 else a.reshape(-1)
@@ -90,8 +90,8 @@ class Edits:
             a = new.reshape(a.shape) if a.size == d.size else new
         for axis, idx in sorted(self.delete.get(key, {}).items()):
             ax = axis if a.ndim > axis else a.ndim - 1
-            a = np.delete(a, sorted(idx), axis=ax)
-        return a
+            a = np.delete(a, sorted(idx), axis=ax)  # a new array: p.value is never written
+        return a if a is not p.value else np.array(a, copy=True)
 
     def new_bias_value(self, op_name: str, dtype: type = np.float32) -> np.ndarray:
         return self.new_bias[op_name].astype(dtype)
@@ -235,6 +235,18 @@ def _forward(
                 pad = pad or f"{r.label} averages zero padding"
             out_rank = rank if k != "gap" or r.attrs.get("keepdims", True) else 2
             leaves += _forward(graph, r.outputs[0], axis, out_rank, off, flat, pad)
+        elif k == "reduce" and r.inputs[0] == v and flat is None:
+            axes = [int(a) for a in r.attrs.get("axes", ())]
+            if axis in axes or not axes:
+                raise Keep(f"{r.label} reduces over the units' axis")
+            pad = padded
+            if r.attrs.get("how") not in ("mean", "max", "min"):
+                pad = pad or f"{r.label} sums the constant over {len(axes)} axes"
+            keep = bool(r.attrs.get("keepdims", True))
+            new_axis = axis if keep else axis - sum(1 for a in axes if a < axis)
+            leaves += _forward(
+                graph, r.outputs[0], new_axis, rank if keep else rank - len(axes), off, flat, pad
+            )
         elif (
             k == "flatten" and r.inputs[0] == v and flat is None and axis == 1 and r.attrs.get("axis", 1) == 1
         ):
@@ -328,27 +340,49 @@ def _cut_producer(edits: Edits, p: Op, chain: list[Op], units: list[int], c: Can
 
 def _fold_and_cut(edits: Edits, lf: _Leaf, go: dict[int, float]) -> None:
     op = lf.op
-    w = op.params["weight"].value.astype(np.float64)
+    w = op.params["weight"].value  # float64 only column by column: a large weight is never copied whole
     idx = [i for u in sorted(go) for i in lf.index(u)]
     if op.kind == "conv":
         axis_in = 1
         delta = np.zeros(w.shape[0])
         for u, val in go.items():
             if val:
-                delta += val * w[:, lf.index(u)].reshape(w.shape[0], -1).sum(axis=1)
+                delta += val * w[:, lf.index(u)].astype(np.float64).reshape(w.shape[0], -1).sum(axis=1)
     else:
         oi = op.attrs.get("layout") == "oi"
         axis_in = 1 if oi else 0
-        wt = w if oi else w.T  # [O, I]
+        wt = w if oi else w.T  # [O, I], a view
         delta = np.zeros(wt.shape[0])
         for u, val in go.items():
             if val:
-                delta += val * wt[:, lf.index(u)].sum(axis=1)
+                delta += val * wt[:, lf.index(u)].astype(np.float64).sum(axis=1)
         alpha, beta = float(op.attrs.get("alpha", 1.0)), float(op.attrs.get("beta", 1.0))
         delta = delta * alpha / beta
     if np.any(delta):
         edits.add_bias(op, delta)
     edits.cut(op.params["weight"], axis_in, idx)
+
+
+def macs_after(graph: Graph, edits: Edits) -> int:
+    """Multiply-adds of :func:`macs` once ``edits`` are applied: every Conv / Gemm / MatMul keeps the
+    fraction of its outputs and inputs left (no second graph of the edited model is built)."""
+    total = 0
+    for op in graph.ops:
+        w = op.params.get("weight")
+        out = graph.shapes.get(op.outputs[0]) if op.outputs else None
+        if w is None or out is None or op.kind not in ("conv", "linear"):
+            continue
+        shape = list(w.value.shape)
+        for axis, idx in edits.delete.get(w.key, {}).items():
+            shape[axis] -= len(idx)
+        if op.kind == "conv":
+            o_axis, fan = 0, math.prod(shape[1:])
+        else:
+            oi = op.attrs.get("layout") == "oi"
+            o_axis, fan = (0, shape[1]) if oi else (1, shape[0])
+        n_out = math.prod(out) * shape[o_axis] // max(1, int(w.value.shape[o_axis]))
+        total += n_out * fan
+    return total
 
 
 def macs(graph: Graph) -> int:

@@ -30,6 +30,7 @@ KINDS = {
     "maxpool": "max pooling; attrs kernel, strides, pads, dilations",
     "avgpool": "average pooling; attrs kernel, strides, pads, count_include_pad",
     "gap": "mean over every axis after 1, keeping or dropping them (attr keepdims)",
+    "reduce": "mean, max, min or sum (attr how) over attr axes (non-negative, never the batch), attr keepdims",
     "identity": "copies its input (Identity, Dropout at inference, a float cast)",
     "other": "anything else; attr op names it",
 }
@@ -93,3 +94,14 @@ def unit_count(op: Op) -> int | None:
     if op.kind == "linear":
         return int(w.value.shape[0] if op.attrs.get("layout") == "oi" else w.value.shape[1])
     return None
+
+
+def release_values(graph: Graph) -> None:
+    """Drop the weights the graph holds, keeping each one's shape and dtype (a zero-size view).
+
+    Once the edited model is built, only shapes are read (MACs): on a model of gigabytes this
+    frees one whole copy of its weights before the checks and the write.
+    """
+    for op in graph.ops:
+        for p in op.params.values():
+            p.value = np.broadcast_to(np.zeros((), dtype=p.value.dtype), p.value.shape)

@@ -21,9 +21,9 @@ import numpy as np
 from ..assemble import model_section
 from ..backends.base import Pruner
 from ..data import DataSource, batch_samples
-from ..edit.cuts import Candidate, SitePlan, macs, plan
+from ..edit.cuts import Candidate, Edits, SitePlan, macs, macs_after, plan
 from ..edit.drift import Drift, Reference
-from ..edit.graph import Graph
+from ..edit.graph import Graph, release_values
 from ..edit.ranges import InputRange, parse_input_ranges
 from ..errors import InputError
 from ..loading import load_model
@@ -120,10 +120,12 @@ class _Session:
     kw_names: list[str]
     notes: list[str] = field(default_factory=list)
     rows: dict[str, SiteRow] = field(default_factory=dict)
+    edits: Edits = field(default_factory=Edits)  # the chosen variant's
 
     def variant(self, cs: list[Candidate]) -> tuple[list[SitePlan], object, Drift]:
         """The plan for ``cs``, the edited model, and its drift on the calibration data."""
         plans, edits = plan(self.graph, cs)
+        self.edits = edits
         new = self.pruner.apply(self.base, self.graph, edits)
         produced = self.pruner.outputs(new, self.original.source, self.opts.audit.samples)
         return plans, new, variant_drift(self.original.ref, produced)
@@ -146,20 +148,21 @@ def _candidates(s: _Session) -> list[Candidate]:
     """Per site: its constant units (proven ones only with ``--only-proven``) where the graph can cut them."""
     o, audit = s.opts, s.original.audit
     stuck = o.audit.settings.stuck_fraction
-    proven: dict[str, list[int] | str] = {}
-    if o.input_range:
-        box = parse_input_ranges(list(o.input_range), list(s.shapes))
-        check_box(s.ranges, s.pruner, box, s.notes)
-        proven = prove(s.pruner, s.base, box, s.shapes, audit.sites, stuck)
+    tiers = _tiers(s, stuck) if o.input_range else {}
+    proven = tiers.get("linear", {})
     where = s.pruner.site_values(s.base, audit.sites)
     cands: list[Candidate] = []
     for v in audit.sites:
         name = v.info.name
         consts, approx = _constants(v, stuck)
         row = s.rows[name] = SiteRow(name, v.info.op, v.info.kind, v.info.units)
+        row.data_dead = sorted(u for u, c in consts.items() if c == 0 and u not in approx)
         if o.input_range:
             pv = proven.get(name, [])
             row.proven = pv if isinstance(pv, list) else None
+            for tier, attr in (("weights", "weights_dead"), ("interval", "proven_interval")):
+                tv = tiers[tier].get(name, [])
+                setattr(row, attr, tv if isinstance(tv, list) else None)
             if o.only_proven:
                 keep_only = set(pv) if isinstance(pv, list) else set()
                 for u in [u for u in consts if u not in keep_only]:
@@ -178,6 +181,20 @@ def _candidates(s: _Session) -> list[Candidate]:
     for unc in audit.uncovered:
         s.notes.append(f"not audited, so not pruned: {unc.name} ({unc.op}): {unc.reason}")
     return cands
+
+
+def _tiers(s: _Session, stuck: float) -> dict[str, dict[str, list[int] | str]]:
+    """Proofs per tier: dead by the weights alone (an unbounded input), by intervals and by linear
+    relaxations over the box (the one the cut uses)."""
+    sites = s.original.audit.sites
+    box = parse_input_ranges(list(s.opts.input_range), list(s.shapes))
+    check_box(s.ranges, s.pruner, box, s.notes)
+    unbounded = dict.fromkeys(s.shapes, (-math.inf, math.inf))
+    return {
+        "weights": prove(s.pruner, s.base, unbounded, s.shapes, sites, stuck, "interval", s.graph),
+        "interval": prove(s.pruner, s.base, box, s.shapes, sites, stuck, "interval", s.graph),
+        "linear": prove(s.pruner, s.base, box, s.shapes, sites, stuck, "linear", s.graph),
+    }
 
 
 def _choose(s: _Session, cands: list[Candidate]) -> tuple[object, Drift]:
@@ -226,7 +243,6 @@ def _fresh_drift(s: _Session, new: object) -> tuple[Drift, DataSource, Reference
 def _report(s: _Session, new: object, drift: Drift) -> PruneReport:
     o = s.opts
     drift_fresh, fresh_src, fresh_ref = _fresh_drift(s, new)
-    g_after = s.pruner.graph(new, s.shapes)
     return PruneReport(
         model=model_section(s.original.loaded),
         calibration={**s.original.audit.calibration},
@@ -238,7 +254,7 @@ def _report(s: _Session, new: object, drift: Drift) -> PruneReport:
         },
         sites=list(s.rows.values()),
         before={"parameters": s.pruner.count_params(s.base), "macs": macs(s.graph)},
-        after={"parameters": s.pruner.count_params(new), "macs": macs(g_after)},
+        after={"parameters": s.pruner.count_params(new), "macs": macs_after(s.graph, s.edits)},
         drift=drift,
         drift_fresh=drift_fresh,
         fresh={
@@ -306,6 +322,7 @@ def prune(
     t0 = time.perf_counter()
     s = _start(model, data, opts)
     new, drift = _choose(s, _candidates(s))
+    release_values(s.graph)
     report = _report(s, new, drift)
     report.model_out = new
     t_plan = time.perf_counter()

@@ -10,12 +10,17 @@ infinite bounds: never a wrong proof, only a missing one.
 The network itself computes in float32, whose rounding can land on the other side of a
 bound: every affine output is widened by ``γ_n · Σ|w||x|`` with ``γ_n = (n + 2)·2⁻²³``
 for fan-in ``n`` (a classical bound on any summation order of a float32 dot product,
-doubled), and activations by a few float32 ulps.
+doubled) plus ``(n + 2)·2⁻¹²⁵`` (runtimes flush subnormals to zero); batch norm's folded
+bias by the magnitude of its terms, not of their difference; transcendental activations
+by a few ulps plus 2⁻²⁰ (runtimes approximate them); the input box outward to float32,
+and clamp limits on both sides of their float32 rounding. The property tests in
+``tests/prune/test_bounds_property*.py`` check every rule against onnxruntime and torch.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +29,8 @@ import numpy as np
 from ..edit.graph import Graph, Op
 
 EPS32 = 2.0**-23
+ABS_ACT = 2.0**-20
+TINY = 2.0**-125  # twice the smallest normal float32
 MONOTONE = ("relu", "clip", "leaky_relu", "tanh", "sigmoid", "elu", "softplus", "hardsigmoid", "identity")
 
 
@@ -37,15 +44,25 @@ class Box:
         return cls(np.full(shape, -np.inf), np.full(shape, np.inf))
 
 
+Refine = Callable[[Op, Box, dict[str, Box]], Box]
+
+
 def propagate(
-    graph: Graph, inputs: dict[str, tuple[float, float]], shapes: dict[str, tuple[int, ...]]
+    graph: Graph,
+    inputs: dict[str, tuple[float, float]],
+    shapes: dict[str, tuple[int, ...]],
+    refine: Refine | None = None,
 ) -> dict[str, Box]:
-    """Bounds of every value ``graph`` computes from ``inputs`` (name -> (low, high)) of ``shapes``."""
+    """Bounds of every value ``graph`` computes from ``inputs`` (name -> (low, high)) of ``shapes``.
+
+    ``refine(op, box, env)`` may tighten each op's box (linear relaxations, :mod:`.linear`)
+    before later ops read it.
+    """
     env: dict[str, Box] = {}
     for name in graph.inputs:
         shape = shapes[name]
-        lo, hi = inputs.get(name, (-math.inf, math.inf))
-        env[name] = Box(np.full(shape, float(lo)), np.full(shape, float(hi)))
+        lo, hi = outward32(*inputs.get(name, (-math.inf, math.inf)))
+        env[name] = Box(np.full(shape, lo), np.full(shape, hi))
     for op in graph.ops:
         args = [env.get(i) for i in op.inputs if i]
         out_shape = graph.shapes.get(op.outputs[0]) if op.outputs else None
@@ -58,9 +75,28 @@ def propagate(
         if box is not None:
             box.lo = np.where(np.isnan(box.lo), -np.inf, box.lo)
             box.hi = np.where(np.isnan(box.hi), np.inf, box.hi)
+            if refine is not None:
+                box = refine(op, box, env)
             for o in op.outputs[:1]:
                 env[o] = box
     return env
+
+
+def outward32(lo: float, hi: float) -> tuple[float, float]:
+    """The box widened to the nearest float32 values outside it: a float32 input rounded from a
+    value inside the box (0.1 is not a float32) stays inside."""
+    lo32, hi32 = np.float32(lo), np.float32(hi)
+    if float(lo32) > lo:
+        lo32 = np.nextafter(lo32, np.float32(-np.inf))
+    if float(hi32) < hi:
+        hi32 = np.nextafter(hi32, np.float32(np.inf))
+    return float(lo32), float(hi32)
+
+
+def _both32(v: float) -> tuple[float, float]:
+    """``v`` and its float32 rounding, lower first."""
+    r = float(np.float32(v)) if math.isfinite(v) else v
+    return min(v, r), max(v, r)
 
 
 class _Unknown(Exception):
@@ -77,29 +113,9 @@ def _step(op: Op, args: list[Any], out_shape: tuple[int, ...] | None) -> Box | N
     if k == "linear":
         return _linear(op, x)
     if k == "bn":
-        p = op.params
-        a = p["scale"].value.astype(np.float64) / np.sqrt(
-            p["var"].value.astype(np.float64) + float(op.attrs.get("eps", 1e-5))
-        )
-        b = p["bias"].value.astype(np.float64) - a * p["mean"].value.astype(np.float64)
-        shape = [1, -1] + [1] * (x.lo.ndim - 2)
-        return _affine_elementwise(x, a.reshape(shape), b.reshape(shape), fan=3)
+        return _bn(op, x)
     if k == "scale":
-        rank = x.lo.ndim
-        c = _align(op.params["c"].value, rank)
-        one, zero = np.ones([1] * rank), np.zeros([1] * rank)
-        form = op.attrs.get("form", "add")
-        with np.errstate(divide="ignore"):
-            a, b = {
-                "add": (one, c),
-                "sub": (one, -c),
-                "rsub": (-one, c),
-                "mul": (c, zero),
-                "div": (1.0 / c, zero),
-            }[form]
-        if not np.all(np.isfinite(a)):
-            raise _Unknown
-        return _affine_elementwise(x, a, b, fan=2)
+        return _scale(op, x)
     if k == "act":
         return _act(op, x)
     if k == "add":
@@ -130,17 +146,71 @@ def _step(op: Op, args: list[Any], out_shape: tuple[int, ...] | None) -> Box | N
     if k == "maxpool":
         return Box(_pool(x.lo, op, "max"), _pool(x.hi, op, "max"))
     if k == "avgpool":
-        return _widen(
-            Box(_pool(x.lo, op, "avg"), _pool(x.hi, op, "avg")),
-            (np.abs(_pool(np.abs(x.lo) + np.abs(x.hi), op, "avg"))) * 4 * EPS32,
-        )
+        # a float32 mean of k values errs by at most (k + 1) ulps of the mean magnitude (k + 2: margin)
+        kk = math.prod(int(i) for i in op.attrs.get("kernel", [1]))
+        mag = _pool(np.maximum(np.abs(x.lo), np.abs(x.hi)), op, "avg")
+        return _widen(Box(_pool(x.lo, op, "avg"), _pool(x.hi, op, "avg")), mag * (kk + 2) * EPS32)
+    if k == "reduce":
+        return _reduce(op, x)
     if k == "gap":
         axes = tuple(range(2, x.lo.ndim))
-        keep = bool(op.attrs.get("keepdims", True))
-        lo, hi = x.lo.mean(axis=axes, keepdims=keep), x.hi.mean(axis=axes, keepdims=keep)
-        n = math.prod(x.lo.shape[2:])
-        return _widen(Box(lo, hi), (np.abs(lo) + np.abs(hi)) * (n + 2) * EPS32)
+        attrs = {"how": "mean", "keepdims": op.attrs.get("keepdims", True), "axes": axes}
+        return _reduce(Op(op.name, "reduce", op.inputs, op.outputs, attrs), x) if axes else Box(x.lo, x.hi)
     return None
+
+
+def _bn(op: Op, x: Box) -> Box:
+    p = op.params
+    a = p["scale"].value.astype(np.float64) / np.sqrt(
+        p["var"].value.astype(np.float64) + float(op.attrs.get("eps", 1e-5))
+    )
+    beta, am = p["bias"].value.astype(np.float64), a * p["mean"].value.astype(np.float64)
+    shape = [1, -1] + [1] * (x.lo.ndim - 2)
+    # runtimes fold beta - a * mean in float32: its rounding scales with |beta| + |a * mean|,
+    # not with the (possibly cancelled) difference
+    return _affine_elementwise(
+        x,
+        a.reshape(shape),
+        (beta - am).reshape(shape),
+        fan=6,
+        bmag=(np.abs(beta) + np.abs(am)).reshape(shape),
+    )
+
+
+def _scale(op: Op, x: Box) -> Box:
+    rank = x.lo.ndim
+    c = _align(op.params["c"].value, rank)
+    one, zero = np.ones([1] * rank), np.zeros([1] * rank)
+    form = op.attrs.get("form", "add")
+    with np.errstate(divide="ignore"):
+        a, b = {
+            "add": (one, c),
+            "sub": (one, -c),
+            "rsub": (-one, c),
+            "mul": (c, zero),
+            "div": (1.0 / c, zero),
+        }[form]
+    if not np.all(np.isfinite(a)):
+        raise _Unknown
+    return _affine_elementwise(x, a, b, fan=2)
+
+
+def _reduce(op: Op, x: Box) -> Box:
+    axes = tuple(int(a) for a in op.attrs.get("axes", ()))
+    if not axes or 0 in axes or any(a >= x.lo.ndim for a in axes):
+        raise _Unknown
+    keep, how = bool(op.attrs.get("keepdims", True)), str(op.attrs.get("how", ""))
+    if how == "max":
+        return Box(np.max(x.lo, axis=axes, keepdims=keep), np.max(x.hi, axis=axes, keepdims=keep))
+    if how == "min":
+        return Box(np.min(x.lo, axis=axes, keepdims=keep), np.min(x.hi, axis=axes, keepdims=keep))
+    if how not in ("mean", "sum"):
+        raise _Unknown
+    n = math.prod(x.lo.shape[a] for a in axes)
+    div = float(n) if how == "mean" else 1.0
+    lo, hi = np.sum(x.lo, axis=axes, keepdims=keep) / div, np.sum(x.hi, axis=axes, keepdims=keep) / div
+    mag = np.sum(np.maximum(np.abs(x.lo), np.abs(x.hi)), axis=axes, keepdims=keep) / div
+    return _widen(Box(lo, hi), mag * (n + 2) * EPS32)
 
 
 def _uniform(x: Box) -> bool:
@@ -153,7 +223,9 @@ def _align(a: np.ndarray, rank: int) -> np.ndarray:
 
 
 def _widen(b: Box, err: np.ndarray) -> Box:
-    err = np.where(np.isfinite(err), err, 0.0)
+    # + TINY: runtimes flush subnormal products and sums to zero, an absolute error no
+    # relative bound covers
+    err = np.where(np.isfinite(err), err, 0.0) + TINY
     return Box(b.lo - err, b.hi + err)
 
 
@@ -167,10 +239,12 @@ def _mul_interval(a: np.ndarray, x: Box) -> Box:
     return Box(lo, hi)
 
 
-def _affine_elementwise(x: Box, a: np.ndarray, b: np.ndarray, fan: int) -> Box:
+def _affine_elementwise(
+    x: Box, a: np.ndarray, b: np.ndarray, fan: int, bmag: np.ndarray | None = None
+) -> Box:
     m = _mul_interval(a, x)
     lo, hi = m.lo + b, m.hi + b
-    mag = np.maximum(np.abs(m.lo), np.abs(m.hi)) + np.abs(b)
+    mag = np.maximum(np.abs(m.lo), np.abs(m.hi)) + (np.abs(b) if bmag is None else bmag)
     return _widen(Box(lo, hi), mag * (fan + 2) * EPS32)
 
 
@@ -178,22 +252,28 @@ def _act(op: Op, x: Box) -> Box:
     name = str(op.attrs.get("act", ""))
     if name not in MONOTONE:
         raise _Unknown
+    if name == "clip":
+        # the runtime clamps at limits rounded to float32 (to nearest: either side of the attribute);
+        # clip is monotone in its limits too, so the lower bound takes the lower roundings
+        a, b = float(op.attrs.get("lo", -math.inf)), float(op.attrs.get("hi", math.inf))
+        (a_dn, a_up), (b_dn, b_up) = _both32(a), _both32(b)
+        return Box(np.clip(x.lo, a_dn, max(a_dn, b_dn)), np.clip(x.hi, a_up, max(a_up, b_up)))
     f = _monotone(op, name)
     with np.errstate(over="ignore", invalid="ignore"):
         lo, hi = f(x.lo), f(x.hi)
-    ulp = 8 * EPS32 * (np.abs(lo) + np.abs(hi)) + 1e-30
-    if name in ("relu", "clip", "identity"):
-        return Box(lo, hi)  # computed exactly in float32
+    if name in ("relu", "identity", "leaky_relu"):
+        # exact in float32 but for leaky's product, one rounding: relative 2^-24
+        return Box(lo, hi) if name != "leaky_relu" else _widen(Box(lo, hi), (np.abs(lo) + np.abs(hi)) * EPS32)
+    # Runtimes approximate transcendental functions (onnxruntime's MLAS clamps sigmoid's input to
+    # [-18, 18] and tanh's to [-9, 9] before a rational approximation): a relative margin plus an
+    # absolute one of 2^-20 covers both.
+    ulp = 8 * EPS32 * (np.abs(lo) + np.abs(hi)) + ABS_ACT
     return Box(lo - ulp, hi + ulp)
 
 
 def _monotone(op: Op, name: str) -> Any:
     if name == "relu":
         return lambda v: np.maximum(v, 0.0)
-    if name == "clip":
-        lo = float(op.attrs.get("lo", -math.inf))
-        hi = float(op.attrs.get("hi", math.inf))
-        return lambda v: np.clip(v, lo, hi)
     if name == "leaky_relu":
         a = float(op.attrs.get("alpha", 0.01))
         if a < 0:
@@ -203,11 +283,17 @@ def _monotone(op: Op, name: str) -> Any:
         return np.tanh
     if name == "sigmoid":
         return lambda v: 1.0 / (1.0 + np.exp(-v))
-    if name == "elu":
+    if name == "elu":  # scale * (v if v > 0 else alpha * (exp(input_scale * v) - 1))
         a = float(op.attrs.get("alpha", 1.0))
-        return lambda v: np.where(v > 0, v, a * np.expm1(np.minimum(v, 0.0)))
-    if name == "softplus":
-        return lambda v: np.logaddexp(0.0, v)
+        sc, isc = float(op.attrs.get("scale", 1.0)), float(op.attrs.get("input_scale", 1.0))
+        if a < 0 or sc < 0 or isc < 0:
+            raise _Unknown
+        return lambda v: sc * np.where(v > 0, v, a * np.expm1(isc * np.minimum(v, 0.0)))
+    if name == "softplus":  # log(1 + exp(beta * v)) / beta
+        beta = float(op.attrs.get("beta", 1.0))
+        if beta <= 0:
+            raise _Unknown
+        return lambda v: np.logaddexp(0.0, beta * v) / beta
     if name == "hardsigmoid":
         a, b = float(op.attrs.get("alpha", 0.2)), float(op.attrs.get("beta", 0.5))
         if a < 0:
@@ -238,20 +324,20 @@ def _bounds(apply: Any, x: Box, w: np.ndarray, bias: np.ndarray | None, fan: int
         y_hi = y_hi + bias
         y_lo = y_lo + bias
         mag = mag + np.abs(bias)
-    err = mag * (fan + 2) * EPS32
+    err = mag * (fan + 2) * EPS32 + (fan + 2) * TINY
     return Box(np.where(dn_inf, -np.inf, y_lo - err), np.where(up_inf, np.inf, y_hi + err))
 
 
 def _linear(op: Op, x: Box) -> Box:
     w = op.params["weight"].value.astype(np.float64)
-    wt = w.T if op.attrs.get("layout") == "oi" else w  # [I, O]
-    alpha = float(op.attrs.get("alpha", 1.0))
+    # alpha joins the weights before their signs are split: a negative alpha swaps the bounds
+    wt = (w.T if op.attrs.get("layout") == "oi" else w) * float(op.attrs.get("alpha", 1.0))  # [I, O]
     beta = float(op.attrs.get("beta", 1.0))
     b = op.params.get("bias")
     bias = None if b is None else (beta * b.value.astype(np.float64)).reshape(-1)
     if bias is not None and bias.size == 1:
         bias = np.full(wt.shape[1], bias.item())
-    return _bounds(lambda v, m: v @ (alpha * m), x, wt, bias, wt.shape[0])
+    return _bounds(lambda v, m: v @ m, x, wt, bias, wt.shape[0])
 
 
 def _conv(op: Op, x: Box) -> Box:

@@ -12,11 +12,13 @@ import numpy as np
 
 from ..backends.base import ModelHandle, Pruner
 from ..data import DataSource
+from ..edit.graph import Graph
 from ..edit.ranges import InputRange, parse_input_ranges
 from ..kinds import Activation
 from ..verdicts import SiteVerdict
 from .fresh import data_ranges
 from .interval import propagate, unit_upper
+from .linear import propagate_linear
 
 
 def prove(
@@ -26,10 +28,17 @@ def prove(
     shapes: dict[str, tuple[int, ...]],
     sites: list[SiteVerdict],
     stuck: float,
+    method: str = "linear",
+    graph: Graph | None = None,
 ) -> dict[str, list[int] | str]:
-    """Per site: units whose pre-activation is at or below the dead threshold for every input in the box."""
-    graph = pruner.graph(model, shapes)
-    env = propagate(graph, ranges, {n: (1, *s) for n, s in shapes.items()})
+    """Per site: units whose pre-activation is at or below the dead threshold for every input in the box.
+
+    ``method``: ``interval`` bounds, or ``linear`` (interval bounds tightened by linear
+    relaxations, :mod:`.linear`; never weaker).
+    """
+    graph = graph if graph is not None else pruner.graph(model, shapes)
+    run = propagate_linear if method == "linear" else propagate
+    env = run(graph, ranges, {n: (1, *s) for n, s in shapes.items()})
     where = pruner.site_values(model, sites)
     out: dict[str, list[int] | str] = {}
     for v in sites:
@@ -58,6 +67,17 @@ def prove(
     return out
 
 
+def contradicted(v: SiteVerdict, proven: list[int]) -> list[int]:
+    """Proven units whose pre-activation passed the dead threshold on some calibration element.
+
+    The proof says every element is at or below the threshold, which is exactly what the
+    ``low`` counter counts: any unit with fewer low elements than finite ones fired. (A
+    family's verdict lists are no test: a sigmoid stuck low is *saturated*, never *dead*.)
+    """
+    st = v.stats
+    return [u for u in proven if st.finite_elements[u] > 0 and st.low[u] < st.finite_elements[u]]
+
+
 def check_box(
     ranges: list[InputRange], pruner: Pruner, box: dict[str, tuple[float, float]], notes: list[str]
 ) -> None:
@@ -80,7 +100,8 @@ def attach_proofs(
     input_range: list[str],
     stuck: float,
 ) -> None:
-    """Mark ``proven_dead_units`` on an audit's sites from interval bounds over the input box.
+    """Mark ``proven_dead_units`` on an audit's sites from bounds over the input box (linear relaxations
+    over intervals).
 
     A proof that contradicts the data (a proven unit that fired on a calibration sample
     inside the box) is a bug of the analysis: an internal error, never a silent report.
@@ -101,9 +122,9 @@ def attach_proofs(
             v.proven_dead_units, v.proof_note = [], got
             continue
         v.proven_dead_units = got
-        fired = sorted(set(got) - set(v.dead_units))
+        fired = contradicted(v, got)
         if fired and inside:
             raise RuntimeError(
-                f"interval bounds proved units {fired[:8]} of {v.info.name} dead on the box, but they fired on "
+                f"bounds proved units {fired[:8]} of {v.info.name} dead on the box, but they fired on "
                 "calibration data inside it: the bound propagation is unsound here"
             )

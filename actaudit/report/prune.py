@@ -33,6 +33,11 @@ class SiteRow:
     producer: str | None = None
     consumers: list[str] = field(default_factory=list)
     proven: list[int] | None = None  # proven dead for every input in the box (with --input-range)
+    # the three tiers of evidence: the weights alone, the box (interval bounds; `proven` adds linear
+    # relaxations), the calibration data
+    weights_dead: list[int] | None = None
+    proven_interval: list[int] | None = None
+    data_dead: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -44,8 +49,13 @@ class SiteRow:
             "producer": self.producer,
             "consumers": list(self.consumers),
         }
+        d["data_dead_units"] = list(self.data_dead)
         if self.proven is not None:
             d["proven_dead_units"] = list(self.proven)
+        if self.proven_interval is not None:
+            d["proven_dead_units_interval"] = list(self.proven_interval)
+        if self.weights_dead is not None:
+            d["dead_by_weights_units"] = list(self.weights_dead)
         return d
 
 
@@ -77,8 +87,24 @@ class PruneReport(ModelChange):
             "macs_before": self.before["macs"],
             "macs_after": self.after["macs"],
             "macs_removed": self.before["macs"] - self.after["macs"],
+            **self._tier_totals(),
             **dicts(self, "drift", "drift_fresh", "drift_verified"),
             "passed": self.passed,
+        }
+
+    def _tier_totals(self) -> dict[str, Any]:
+        """Units per tier of evidence (with --input-range): weights alone, box by intervals and by
+        linear relaxations, calibration data."""
+        if not any(s.proven is not None for s in self.sites):
+            return {}
+        total = lambda key: sum(len(getattr(s, key) or []) for s in self.sites)  # noqa: E731
+        return {
+            "dead_units_by_evidence": {
+                "weights": total("weights_dead"),
+                "box_interval": total("proven_interval"),
+                "box_linear": total("proven"),
+                "data": total("data_dead"),
+            }
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,10 +136,11 @@ class PruneReport(ModelChange):
             reasons = sorted(set(s.kept.values()))
             row: list[Any] = [text(s.name), s.kind, s.units, len(s.removed), len(s.folded), len(s.kept)]
             if proven:
-                row.append("-" if s.proven is None else len(s.proven))
+                row += [_n(s.weights_dead), _n(s.proven_interval), _n(s.proven), len(s.data_dead)]
             row.append("; ".join(reasons)[:120] if reasons else "")
             rows.append(row)
-        return Table([*headers, *(["proven dead"] if proven else []), "why kept"], rows)
+        tiers = ["dead by weights", "proven (interval)", "proven (linear)", "dead on data"]
+        return Table([*headers, *(tiers if proven else []), "why kept"], rows)
 
     def _remarks(self) -> list[str]:
         s = self.summary()
@@ -136,6 +163,10 @@ class PruneReport(ModelChange):
             f"gate --max-drift {self.options['max_drift']:g}: {'passed' if self.passed else 'FAILED'}"
         )
         return lines + [f"note: {n}" for n in self.notes]
+
+
+def _n(units: list[int] | None) -> Any:
+    return "-" if units is None else len(units)
 
 
 def _g(x: float) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ from ...edit.cuts import Edits
 from ...edit.graph import Graph, Op, Param
 from ...kinds import ONNX_OPS
 from .graph import DEFAULT_DOMAINS, attr, constant_node_value
+from .load import _is_external, _skeleton
+from .prune_edit import apply, count_params
 from .sites import find_sites
 
 # The elementwise activations whose units prune can follow, named by the kinds table.
@@ -40,7 +43,8 @@ _FLOAT = (
 class _Consts:
     """Constant tensors by name (initializers and Constant nodes), with how often each is read."""
 
-    def __init__(self, g: onnx.GraphProto) -> None:
+    def __init__(self, g: onnx.GraphProto, base: Path | None = None) -> None:
+        self.base = base  # the folder of external data the initializers refer to (memory-mapped)
         self.inits = {t.name: t for t in g.initializer}
         self.nodes = {
             n.output[0]: n
@@ -53,6 +57,7 @@ class _Consts:
                 for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
                     self.uses.update(i for sn in sub.node for i in sn.input if i)
         self.outputs = {o.name for o in g.output}
+        self.shapes: dict[str, tuple[int, ...]] = {}  # one sample's, from shape inference
         self._cache: dict[str, np.ndarray | None] = {}
         # Reshape/Unsqueeze/Squeeze/Identity/Cast of constants (exporters reshape biases to [1, C, 1, 1]):
         # folded here; a pruned one is written back as a new initializer under the node's output name.
@@ -70,7 +75,8 @@ class _Consts:
         if name not in self._cache:
             v = None
             if name in self.inits:
-                v = numpy_helper.to_array(self.inits[name])
+                t = self.inits[name]
+                v = _mapped(t, self.base) if _is_external(t) else numpy_helper.to_array(t)
             elif name in self.nodes:
                 v = constant_node_value(self.nodes[name])
             elif name in self.derived:
@@ -118,9 +124,41 @@ class _Consts:
         return Param(name, v, shared=self.uses[name] > 1 or name in self.outputs)
 
 
+def _mapped(t: onnx.TensorProto, base: Path | None) -> np.ndarray | None:
+    """An external tensor as a read-only memory map of its data file: the weights of a model over
+    2 GB are read where planning needs them, never copied whole. Offsets and lengths from the file
+    are checked against the data file's size and the tensor's dims first."""
+    info = {e.key: e.value for e in t.external_data}
+    try:
+        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
+    except (KeyError, TypeError, ValueError):
+        return None
+    loc = info.get("location", "")
+    if (
+        base is None
+        or not loc
+        or Path(loc).is_absolute()
+        or ".." in Path(loc).parts
+        or dtype.kind not in "fiub"
+    ):
+        return None
+    path = base / loc
+    offset, length = info.get("offset", "0"), info.get("length", "")
+    n = math.prod(int(d) for d in t.dims)
+    if not offset.isdigit() or (length and not length.isdigit()) or any(int(d) < 0 for d in t.dims):
+        return None
+    size = path.stat().st_size if path.is_file() else -1
+    if (length and int(length) != n * dtype.itemsize) or int(offset) + n * dtype.itemsize > size:
+        return None
+    if n == 0:
+        return np.zeros(tuple(t.dims), dtype)
+    return np.memmap(path, dtype=dtype.newbyteorder("<"), mode="r", offset=int(offset), shape=tuple(t.dims))
+
+
 def _shapes(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
+    # a skeleton (dims of large initializers, values of small ones): the weights are neither
+    # copied nor serialised for inference (a full copy cost three times the model's size)
+    m = _skeleton(model)
     del m.graph.value_info[:]
     inits = {t.name for t in m.graph.initializer}
     for vi in m.graph.input:
@@ -147,11 +185,14 @@ def _shapes(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -
     return out
 
 
-def to_ir(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> Graph:
-    """The top-level graph as IR ops (subgraph owners become ``other``)."""
+def to_ir(
+    model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]], base: Path | None = None
+) -> Graph:
+    """The top-level graph as IR ops (subgraph owners become ``other``); ``base``: the folder of the
+    external data that ``model``'s tensors refer to."""
     g = model.graph
-    c = _Consts(g)
-    shapes = _shapes(model, sample_shapes)
+    c = _Consts(g, base)
+    shapes = c.shapes = _shapes(model, sample_shapes)
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in g.node:
         for i in n.input:
@@ -334,7 +375,10 @@ def _reshape(t: _At) -> Op | None:
 
 def _pool(t: _At) -> Op | None:
     node = t.node
-    if _auto_pad(node) not in ("NOTSET", "VALID") or (node.op_type == "MaxPool" and _out(node, 1)):
+    indices = _out(node, 1)  # MaxPool's indices: followed only when nothing reads them
+    if _auto_pad(node) not in ("NOTSET", "VALID") or (
+        indices and (t.readers.get(indices) or indices in t.c.outputs)
+    ):
         return None
     kernel = list(attr(node, "kernel_shape", []))
     attrs = {
@@ -346,6 +390,31 @@ def _pool(t: _At) -> Op | None:
         "count_include_pad": int(attr(node, "count_include_pad", 0)),
     }
     return t.op("maxpool" if node.op_type == "MaxPool" else "avgpool", attrs)
+
+
+_REDUCE = {"ReduceMean": "mean", "ReduceMax": "max", "ReduceMin": "min", "ReduceSum": "sum"}
+
+
+def _reduce(t: _At) -> Op | None:
+    """A reduction over axes other than the batch axis, as ``reduce`` (``GlobalMaxPool``: over 2..)."""
+    node, c = t.node, t.c
+    rank = len(c.shapes.get(t.x, ())) or None
+    if node.op_type == "GlobalMaxPool":
+        return (
+            None
+            if rank is None
+            else t.op("reduce", {"how": "max", "axes": list(range(2, rank)), "keepdims": True})
+        )
+    axes = c.value(t.input(1)) if t.input(1) else attr(node, "axes", None)
+    if (t.input(1) and axes is None) or int(attr(node, "noop_with_empty_axes", 0)):
+        return None
+    if axes is None or rank is None:
+        return None  # every axis, the batch's too; or an unknown rank
+    norm = sorted({int(a) % rank for a in np.asarray(axes).reshape(-1)})
+    if not norm or norm[0] == 0:
+        return None
+    attrs = {"how": _REDUCE[node.op_type], "axes": norm, "keepdims": bool(attr(node, "keepdims", 1))}
+    return t.op("reduce", attrs)
 
 
 def _out(node: onnx.NodeProto, i: int) -> str:
@@ -369,6 +438,7 @@ _TRANSLATORS: dict[str, Callable[[_At], Op | None]] = {
     **dict.fromkeys(("Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose"), _reshape),
     **dict.fromkeys(("MaxPool", "AveragePool"), _pool),
     "GlobalAveragePool": lambda t: t.op("gap", {"keepdims": True}),
+    **dict.fromkeys(("GlobalMaxPool", *_REDUCE), _reduce),
     **dict.fromkeys(("Identity", "Dropout", "Cast"), _identity),
 }
 
@@ -406,97 +476,6 @@ def site_values(model: onnx.ModelProto) -> dict[str, tuple[str, str] | str]:
     return out
 
 
-def apply(model: onnx.ModelProto, graph: Graph, edits: Edits) -> onnx.ModelProto:
-    """A copy of ``model`` with the edits written into its initializers and Constant nodes."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    g = m.graph
-    inits = {t.name: t for t in g.initializer}
-    consts = {n.output[0]: n for n in g.node if n.op_type == "Constant" and n.output}
-    for key in edits.keys():  # noqa: SIM118 (Edits is not a dict)
-        new = edits.apply(key)
-        if key in inits:
-            inits[key].CopyFrom(numpy_helper.from_array(new, key))
-        elif key in consts:
-            node = consts[key]
-            del node.attribute[:]
-            node.attribute.append(helper.make_attribute("value", numpy_helper.from_array(new)))
-        else:  # a folded Reshape/Unsqueeze of constants: its output becomes an initializer
-            node = next(n for n in g.node if n.output and n.output[0] == key)
-            g.node.remove(node)
-            g.initializer.append(numpy_helper.from_array(new, key))
-    by_name = {_name(n): n for n in g.node}
-    ir_ops = {op.name: op for op in graph.ops}
-    taken = set(inits) | {o for n in g.node for o in n.output} | {i.name for i in g.input}
-    for op_name, delta in edits.new_bias.items():
-        node = by_name[op_name]
-        w = ir_ops[op_name].params["weight"]
-        dtype = w.value.dtype
-        op = ir_ops[op_name]
-        out_axis = 0 if op.kind == "conv" or op.attrs.get("layout") == "oi" else 1
-        # the new bias covers every original output; cut the outputs the producer side cut
-        bias = np.delete(
-            np.asarray(delta, dtype=np.float64), sorted(edits.delete.get(w.key, {}).get(out_axis, set()))
-        )
-        stem = f"{op_name}_actaudit_folded_bias".replace("/", "_")
-        bname, k = stem, 1
-        while bname in taken:
-            bname, k = f"{stem}_{k}", k + 1
-        taken.add(bname)
-        g.initializer.append(numpy_helper.from_array(bias.astype(dtype), bname))
-        while len(node.input) < 3:
-            node.input.append("")
-        node.input[2] = bname
-    del g.value_info[:]
-    _drop_unused(g)
-    return m
-
-
-def _drop_unused(g: onnx.GraphProto) -> None:
-    """Initializers and Constant nodes nobody reads any more (the sources of folded reshapes)."""
-    while True:
-        used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
-        for n in g.node:
-            for a in n.attribute:
-                for sub in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
-                    used |= {i for sn in sub.node for i in sn.input}
-        dead_inits = [t for t in g.initializer if t.name not in used]
-        dead_nodes = [
-            n
-            for n in g.node
-            if n.op_type in ("Constant", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Cast")
-            and n.output
-            and all(o not in used for o in n.output)
-            and all(not i or i in {t.name for t in g.initializer} or i in _const_outputs(g) for i in n.input)
-        ]
-        if not dead_inits and not dead_nodes:
-            return
-        for t in dead_inits:
-            g.initializer.remove(t)
-        for n in dead_nodes:
-            g.node.remove(n)
-        inputs = {t.name for t in dead_inits}
-        keep = [i for i in g.input if i.name not in inputs]
-        if len(keep) != len(g.input):
-            del g.input[:]
-            g.input.extend(keep)
-
-
-def _const_outputs(g: onnx.GraphProto) -> set[str]:
-    return {n.output[0] for n in g.node if n.op_type == "Constant" and n.output}
-
-
-def count_params(model: onnx.ModelProto) -> int:
-    """Float values held in initializers and Constant nodes."""
-    n = sum(math.prod(t.dims) for t in model.graph.initializer if t.data_type in _FLOAT)
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value" and a.t.data_type in _FLOAT:
-                    n += math.prod(a.t.dims)
-    return int(n)
-
-
 class OnnxPruner:
     """The prune command's view of an ONNX model (capture and re-runs through the rewrite surgeon)."""
 
@@ -516,7 +495,14 @@ class OnnxPruner:
         self.notes: list[str] = []
 
     def prepare(self, source: Any, samples: int | None) -> None:
-        """Nothing to bind: the graph is the file."""
+        """Nothing to bind (the graph is the file); the audit's instrumented sessions are let go.
+
+        The audit that measured the original is over: its cached sessions held another copy of
+        every weight (on a 2 GB model, as much as the model) through the whole prune.
+        """
+        built = getattr(self.handle, "built", None)
+        if isinstance(built, dict):
+            built.clear()
 
     def original(self) -> onnx.ModelProto:
         return self.handle.model
@@ -529,16 +515,39 @@ class OnnxPruner:
         return {n: tuple(r.shape) for n, r in zip(self.range_names(ranges), ranges, strict=True)}
 
     def graph(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Graph:
+        h = self.handle
+        if model is h.model and h.external and h.file is not None:
+            # the same graph with its weights left in the input's data files, mapped, not copied
+            return to_ir(self.surgeon._skeleton(), shapes, h.file.resolve().parent)
         return to_ir(model, shapes)
 
     def site_values(self, model: onnx.ModelProto, sites: list[Any]) -> dict[str, tuple[str, str] | str]:
         return site_values(model)
 
     def apply(self, model: onnx.ModelProto, graph: Graph, edits: Edits) -> onnx.ModelProto:
-        return apply(model, graph, edits)
+        h = self.handle
+        light = model is h.model and h.external and h.file is not None
+        return apply(model, graph, edits, self.surgeon._skeleton() if light else None)
 
     def outputs(self, model: onnx.ModelProto, source: Any, samples: int | None) -> Any:
-        return self.surgeon.outputs(model, source, samples, None)
+        h = self.handle
+        if not (h.external and h.file is not None) or model is h.model or self.surgeon.on_disk is not None:
+            yield from self.surgeon.outputs(model, source, samples, None)
+            return
+        # An edited model over external data: its session reads a written copy (weights beside it),
+        # never a serialised proto (the bytes and onnxruntime's parse of them were two more copies).
+        import tempfile
+
+        from .session import save_external
+
+        with tempfile.TemporaryDirectory(prefix="actaudit-prune-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            save_external(model, str(path), "weights.bin", base=h.file.resolve().parent)
+            self.surgeon.on_disk = (model, path)
+            try:
+                yield from self.surgeon.outputs(model, source, samples, None)
+            finally:
+                self.surgeon.on_disk = None
 
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()

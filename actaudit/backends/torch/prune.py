@@ -19,6 +19,7 @@ agree); the drift check after the edit is what guarantees a match was right.
 from __future__ import annotations
 
 import copy
+import operator
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -78,6 +79,8 @@ def gm_graph(gm: torch.fx.GraphModule) -> tuple[Graph, list[str]]:
         elif node.op == "placeholder":
             inputs.append(node.name)
         elif node.op == "call_function":
+            if not node.users and node.target is operator.getitem:
+                continue  # an unread part of a tuple (a max pool's indices)
             t = node.target
             name = str(
                 getattr(getattr(t, "_overloadpacket", None), "__name__", None) or getattr(t, "__name__", t)
@@ -348,13 +351,13 @@ class TorchPruner:
 
     # -- runs --------------------------------------------------------------------------------
     def prepare(self, source: Any, samples: int | None) -> None:
-        """Bind the first calibration batch: the example the graph is exported or traced with."""
-        from ...data import cap_samples
-        from .data import bind
+        """Bind the first calibration batch, as the audit batches it (a fixed batch size re-chunked):
+        the example the graph is exported or traced with."""
+        from . import backend
 
-        first = next(iter(cap_samples(source.batches(), samples)), None)
+        first = next(iter(backend.batches_for(self.tm, source, samples)), None)
         if first is not None:
-            self.surgeon.example = bind(first, self.tm.inputs, self.surgeon.device, self.surgeon.fdt)
+            self.surgeon.example = first
 
     def outputs(self, model: Any, source: Any, samples: int | None) -> Any:
         return self.surgeon.outputs(model, source, samples, None)

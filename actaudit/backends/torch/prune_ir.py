@@ -201,6 +201,17 @@ def _act(c: _Ctx, n: _Node) -> Op | None:
         attrs.update(alpha=1.0 / 6.0, beta=0.5)
     elif kind == "elu":
         attrs["alpha"] = float(_arg(a, kw, 1, "alpha", 1.0))
+        attrs["scale"] = float(_arg(a, kw, 2, "scale", 1.0))
+        attrs["input_scale"] = float(_arg(a, kw, 3, "input_scale", 1.0))
+    elif kind == "selu":  # scale * elu(x, alpha)
+        attrs.update(act="elu", alpha=1.6732632423543772, scale=1.0507009873554805)
+    elif kind == "celu":  # elu(x / alpha) * alpha
+        alpha = float(_arg(a, kw, 1, "alpha", 1.0))
+        if alpha <= 0:
+            return None
+        attrs.update(act="elu", alpha=alpha, input_scale=1.0 / alpha)
+    elif kind == "softplus":
+        attrs["beta"] = float(_arg(a, kw, 1, "beta", 1.0))
     x = _vid(a[0]) if a else None
     return None if x is None else Op(n.name, "act", [x], [n.out], attrs)
 
@@ -215,6 +226,11 @@ def _binary(c: _Ctx, n: _Node) -> Op | None:
     if x and y and op in ("add", "add_", "mul", "mul_") and (alpha_one or op.startswith("mul")):
         return Op(n.name, op.rstrip("_"), [x, y], [n.out], {"op": op})
     p = c.prm(a[1])
+    if p is None and isinstance(a[1], (int, float)) and not isinstance(a[1], bool):
+        # a Python number (x * 0.5, 1 - x): a constant no edit ever touches (size 1)
+        p = Param(f"<{n.name} constant>", np.asarray(a[1], dtype=np.float64))
+    if op == "rsub" and p is not None and x is not None and alpha_one:
+        return Op(n.name, "scale", [x], [n.out], {"op": op, "form": "rsub"}, {"c": p})
     if op not in ("add", "sub", "mul", "div") or x is None or p is None:
         return None
     if op in ("add", "sub") and not alpha_one:
@@ -265,8 +281,10 @@ def _pool(c: _Ctx, n: _Node) -> Op | None:
     x = _vid(a[0]) if a else None
     if x is None:
         return None
-    k = list(_arg(a, kw, 1, "kernel_size", []))
-    nd = len(k)
+    nd = 1 if "1d" in op else 2
+    k = _ints(_arg(a, kw, 1, "kernel_size", []), nd)
+    if len(k) != nd:
+        return None
     stride = _ints(_arg(a, kw, 2, "stride", k) or k, nd)
     pad = _ints(_arg(a, kw, 3, "padding", 0), nd)
     attrs: dict[str, Any] = {"op": op, "kernel": k, "strides": stride, "pads": pad + pad}
@@ -288,18 +306,31 @@ def _adaptive(c: _Ctx, n: _Node) -> Op | None:
     return Op(n.name, "gap", [x], [n.out], {"op": n.op, "keepdims": True})
 
 
+_HOW = {"mean": "mean", "sum": "sum", "amax": "max", "amin": "min"}
+
+
 def _mean(c: _Ctx, n: _Node) -> Op | None:
-    """A mean over every axis after the channels (a global average pool)."""
+    """A mean over every axis after the channels (a global average pool); other axes: ``reduce``.
+
+    ``sum``, ``amax`` and ``amin`` over axes without the batch's are ``reduce`` too.
+    """
     a, kw = n.args, n.kwargs
     x = _vid(a[0]) if a else None
-    if x is None or len(a) <= 1 or n.shape is None:
+    dims_arg = _arg(a, kw, 1, "dim", None)
+    if x is None or n.shape is None or dims_arg is None or _arg(a, kw, 3, "dtype", None) is not None:
+        return None
+    dims_in = [dims_arg] if isinstance(dims_arg, int) else list(dims_arg)
+    if not dims_in or not all(isinstance(d, int) for d in dims_in):
         return None
     keep = bool(_arg(a, kw, 2, "keepdim", False))
-    dims = sorted(int(d) % (len(n.shape) + (0 if keep else len(a[1]))) for d in a[1])
-    rank = len(n.shape) if keep else len(n.shape) + len(dims)
-    if dims != list(range(2, rank)):
+    rank = len(n.shape) if keep else len(n.shape) + len(dims_in)
+    dims = sorted({int(d) % rank for d in dims_in})
+    if dims[0] == 0:
         return None
-    return Op(n.name, "gap", [x], [n.out], {"op": n.op, "keepdims": keep})
+    if n.op == "mean" and dims == list(range(2, rank)):
+        return Op(n.name, "gap", [x], [n.out], {"op": n.op, "keepdims": keep})
+    attrs = {"op": n.op, "how": _HOW[n.op], "axes": dims, "keepdims": keep}
+    return Op(n.name, "reduce", [x], [n.out], attrs)
 
 
 def _identity(c: _Ctx, n: _Node) -> Op | None:
@@ -307,9 +338,10 @@ def _identity(c: _Ctx, n: _Node) -> Op | None:
     x = _vid(a[0]) if a else None
     if x is None:
         return None
-    # getitem 0 of a batch norm's (output, mean, var) tuple is its output
-    bn_out = n.op == "getitem" and a[1] == 0 and c.ops and c.ops[-1].outputs == [x] and c.ops[-1].kind == "bn"
-    if n.op in _IDENTITY or bn_out:
+    # getitem 0 of a batch norm's (output, mean, var) or a max pool's (values, indices) is its output
+    src = next((op for op in reversed(c.ops) if op.outputs == [x]), None) if n.op == "getitem" else None
+    first = src is not None and a[1] == 0 and src.kind in ("bn", "maxpool")
+    if n.op in _IDENTITY or first:
         return Op(n.name, "identity", [x], [n.out], {"op": n.op})
     return None
 
@@ -321,14 +353,24 @@ _TRANSLATORS: dict[str, _Translator] = {
     "linear": _linear,
     **dict.fromkeys(("batch_norm", "_native_batch_norm_legit_no_training", "native_batch_norm"), _bn),
     **dict.fromkeys(_SITE_KINDS, _act),
-    **dict.fromkeys(("add", "add_", "mul", "mul_", "sub", "div"), _binary),
+    **dict.fromkeys(("add", "add_", "mul", "mul_", "sub", "div", "rsub"), _binary),
     "cat": _cat,
     "flatten": _flatten,
     **dict.fromkeys(("view", "reshape", "_unsafe_view"), _view),
     **dict.fromkeys(("squeeze", "unsqueeze"), _squeeze),
-    **dict.fromkeys(("max_pool2d", "max_pool1d", "avg_pool2d", "avg_pool1d"), _pool),
+    **dict.fromkeys(
+        (
+            "max_pool2d",
+            "max_pool1d",
+            "max_pool2d_with_indices",
+            "max_pool1d_with_indices",
+            "avg_pool2d",
+            "avg_pool1d",
+        ),
+        _pool,
+    ),
     **dict.fromkeys(("adaptive_avg_pool2d", "adaptive_avg_pool1d"), _adaptive),
-    "mean": _mean,
+    **dict.fromkeys(_HOW, _mean),
     **dict.fromkeys((*_IDENTITY, "getitem"), _identity),
 }
 
