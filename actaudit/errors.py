@@ -1,6 +1,6 @@
 """One exception family for user mistakes; everything else is a bug.
 
-Exit codes (documented in the README):
+Exit codes (documented in docs/ci.md):
 
 * 0 — ran, every gate passed
 * 1 — ran, a gate failed (the report says which)

@@ -1,6 +1,6 @@
 """From per-unit counters to verdicts: dead, saturated, rarely firing, never positive.
 
-Definitions (the README repeats them):
+Definitions (docs/statistics.md repeats them):
 
 * a rectifier unit *fires* on the finite elements where it is not stuck low; it is
   **dead** when its fire rate is <= ``dead_rate`` (default 0: stuck low on every

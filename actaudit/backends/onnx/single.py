@@ -8,27 +8,25 @@ import re
 import numpy as np
 import onnx
 
-from ...kinds import Activation, classify_clamp
+from ...kinds import ONNX_OPS, Activation, classify_clamp
 from .graph import DEFAULT_DOMAINS, Scope, attr
 from .site import OnnxSite, _site
 
 _RECURRENT = {"LSTM": "Sigmoid, Tanh, Tanh", "GRU": "Sigmoid, Tanh", "RNN": "Tanh"}
 
-# Ops that are one activation kind without parameters, and those with one ``alpha``.
+# Ops that are one activation kind without parameters, and those with one ``alpha`` (its attribute
+# and ONNX's default): their kinds come from the one table, kinds.ONNX_OPS.
 _PLAIN = {
-    "Relu": "relu",
-    "Gelu": "gelu",
-    "Mish": "mish",
-    "Softplus": "softplus",
-    "HardSwish": "hardswish",
-    "Sigmoid": "sigmoid",
-    "Tanh": "tanh",
-    "Softsign": "softsign",
+    op: ONNX_OPS[op]
+    for op in ("Relu", "Gelu", "Mish", "Softplus", "HardSwish", "Sigmoid", "Tanh", "Softsign")
 }
 _ALPHA = {
-    "LeakyRelu": ("leaky_relu", "negative_slope", 0.01),
-    "Elu": ("elu", "alpha", 1.0),
-    "Celu": ("celu", "alpha", 1.0),
+    op: (ONNX_OPS[op], key, default)
+    for op, key, default in (
+        ("LeakyRelu", "negative_slope", 0.01),
+        ("Elu", "alpha", 1.0),
+        ("Celu", "alpha", 1.0),
+    )
 }
 
 _TORCH_HARDSIGMOID = (1.0 / 6.0, 0.5)
