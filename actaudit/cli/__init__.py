@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.code)
 
 
-for _command in (audit.audit, history.history, inspect.inspect, rewrite.rewrite, prune.prune, merge.merge):
+for _command in (audit.audit, inspect.inspect, rewrite.rewrite, prune.prune, merge.merge, history.history):
     cli.add_command(_command)
 register_commands(cli)  # --config checks a file's keys against the options of every command
 

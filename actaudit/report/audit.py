@@ -321,11 +321,16 @@ def _title(report: Report) -> str:
 
 def _remarks(report: Report) -> list[str]:
     s = report.summary()
-    lines = [
-        f"{s['dead']} dead of {s['rectifier_units']} rectifier units ({pct(s['dead_fraction'])}); "
-        f"{s['saturated']} saturated of {s['bounded_units']} bounded units ({pct(s['saturated_fraction'])}); "
-        f"{s['sites']} of {s['activations_found']} activation sites audited"
+    counts = [
+        f"{s['dead']} dead of {s['rectifier_units']} rectifier units ({pct(s['dead_fraction'])})"
+        if s["rectifier_units"]
+        else "",
+        f"{s['saturated']} saturated of {s['bounded_units']} bounded units ({pct(s['saturated_fraction'])})"
+        if s["bounded_units"]
+        else "",
+        f"{s['sites']} of {s['activations_found']} activation sites audited",
     ]
+    lines = ["; ".join(c for c in counts if c)]
     worst = [v for v in worst_sites(report.sites) if not expected_saturation(v)]
     if worst:
         lines.append("worst sites: " + ", ".join(f"{v.info.name} ({pct(bad_fraction(v))})" for v in worst))

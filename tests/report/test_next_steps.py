@@ -128,3 +128,23 @@ def test_nothing_found_no_steps(tmp_path: Path) -> None:
     assert code == 0
     d = json.loads(out)
     assert d["summary"]["dead"] == 0 and "next_steps" not in d
+
+
+def test_input_shape_with_calib_is_refused() -> None:
+    code, out, err = _audit(MODEL, "--calib", CALIB, "--input-shape", "1x3x16x16")
+    assert code == 2 and out == ""
+    assert "--input-shape" in err and "--calib" in err and "Traceback" not in err
+
+
+def test_no_bounded_units_no_saturation_clause(tmp_path: Path) -> None:
+    """A model without sigmoid/tanh/caps: the summary says nothing of '0 saturated of 0 bounded units'."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    path = tmp_path / "relu.pt2"
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 3),)), str(path))
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).random((8, 3), dtype=np.float32))
+    code, out, _ = _audit(str(path), "--calib", str(tmp_path / "x.npy"))
+    assert code == 0
+    assert "of 4 rectifier units" in out and "bounded units" not in out
