@@ -26,6 +26,8 @@ from actaudit.callbacks import DeadUnitMonitor
 from actaudit.history import natural_key, order_checkpoints
 
 ARCH = """
+import os
+
 from torch import nn
 
 
@@ -43,6 +45,9 @@ class Net(nn.Module):
 
 
 def build():
+    if os.environ.get("BUILD_LOG"):  # the test counts how often the builder runs
+        with open(os.environ["BUILD_LOG"], "a") as f:
+            f.write("built\\n")
     return Net()
 """
 
@@ -104,7 +109,11 @@ def _calib(tmp: Path) -> tuple[Path, np.ndarray]:
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "BUILD_LOG": str(cwd / "built.log"),
+    }
     return subprocess.run(
         [sys.executable, "-m", "actaudit", "history", *args], capture_output=True, text=True, env=env, cwd=cwd
     )
@@ -179,6 +188,8 @@ def test_history_reports_the_forced_steps(tmp_path: Path, fmt: str, saver: objec
     d = json.loads((tmp_path / "h.json").read_text())
     assert [c["label"] for c in d["checkpoints"]] == [f"step-{k}.{fmt}" for k in range(1, STEPS + 1)]
     assert _events(d) == EXPECTED
+    if fmt == "pt":  # one --arch model took every checkpoint's weights in turn
+        assert (tmp_path / "built.log").read_text().splitlines() == ["built"]
     assert d["sites"][0]["dead_fraction"] == pytest.approx([0.0] * 2 + [1 / 8] * 5 + [0.0] * 3, abs=1e-6)
     assert d["sites"][1]["dead_fraction"] == pytest.approx([0.0] * 5 + [1 / 6] * 5, abs=1e-6)
     units = {(u["site"], u["unit"]): u for u in d["units"]}

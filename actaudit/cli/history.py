@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +66,13 @@ def history(**kw: Any) -> None:
     config_file(kw["quiet"])
     opts = audit_options(kw)
     hist = History()
-    for i, p in enumerate(paths):
-        if not kw["quiet"]:
-            say(f"actaudit: [{i + 1}/{len(paths)}] {p}")
-        report = run_audit(p, options=opts)
-        hist.add(Path(p).name, report, path=str(p))
-        del report  # one report alive at a time
+    with _reuse(kw):
+        for i, p in enumerate(paths):
+            if not kw["quiet"]:
+                say(f"actaudit: [{i + 1}/{len(paths)}] {p}")
+            report = run_audit(p, options=opts)
+            hist.add(_label(p, paths), report, path=str(p))
+            del report  # one report alive at a time
     if not kw["quiet"] and kw["fmt"] != "table":
         for w in hist.warnings:
             say(f"actaudit: warning: {w}")
@@ -79,3 +81,18 @@ def history(**kw: Any) -> None:
         from ..report.history import render_html
 
         write_file("html", render_html(hist.to_dict()), kw)
+
+
+def _reuse(kw: dict[str, Any]) -> Any:
+    """With --arch, one module built once takes every state_dict's weights in turn."""
+    if not kw["arch"]:
+        return contextlib.nullcontext()
+    from ..backends.torch.load import reusing_arch_models
+
+    return reusing_arch_models()
+
+
+def _label(p: str, paths: list[str]) -> str:
+    """The checkpoint's file name, or its path where two checkpoints share a name."""
+    name = Path(p).name
+    return name if sum(Path(q).name == name for q in paths) == 1 else str(p)
