@@ -16,6 +16,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -287,3 +288,27 @@ def test_history_refuses_an_output_that_is_a_checkpoint(tmp_path: Path) -> None:
     assert r.returncode == 2
     assert "input" in r.stderr and "Traceback" not in r.stderr
     assert (tmp_path / "step-2.ts").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_headless_chromium_draws_the_history(tmp_path: Path, screenshot: Any) -> None:
+    """The plot over training is drawn: the first site's line colour covers a visible stretch of the page."""
+    import actaudit
+    from actaudit.history import History
+    from actaudit.report.history import _PALETTE, render_html
+
+    _, x = _calib(tmp_path)
+    hist = History()
+    net = _net(tmp_path)
+    for step in range(1, 7):
+        _force(net, 3 if step >= 3 else 0)
+        hist.add(f"step-{step}", actaudit.audit(net, x))
+    page, shot = tmp_path / "history.html", tmp_path / "shot.png"
+    page.write_text(render_html(hist.to_dict()), encoding="utf-8")
+    screenshot(page, shot, (1000, 700))
+    from pngread import png_rgb
+
+    w, h, rgb = png_rgb(shot)
+    assert (w, h) == (1000, 700)
+    line = np.array([int(_PALETTE[0][i : i + 2], 16) for i in (1, 3, 5)])
+    assert (np.abs(rgb.astype(int) - line).max(axis=2) <= 40).sum() > 300

@@ -38,7 +38,7 @@ def render(d: dict[str, Any], fmt: str) -> str:
 
 
 def _frac(x: float | None) -> str:
-    return NO_VALUE if x is None else pct(x)
+    return NO_VALUE if x is None else pct(x, 2)
 
 
 def _long_rows(d: dict[str, Any]) -> list[list[object]]:
@@ -88,9 +88,9 @@ def document(d: dict[str, Any]) -> Document:
                 c["label"],
                 c["samples"],
                 c["dead"],
-                pct(c["dead_fraction"]),
+                pct(c["dead_fraction"], 2),
                 c["saturated"],
-                pct(c["saturated_fraction"]),
+                pct(c["saturated_fraction"], 2),
             ]
             for k, c in enumerate(d["checkpoints"])
         ],
@@ -120,8 +120,7 @@ def _series_chart(d: dict[str, Any], key: str, title: str) -> str:
             f'<section id="{key}"><h2>{_e(title)}</h2><p class="muted">None at any checkpoint.</p></section>'
         )
     x0, y0, w, h = 60, 20, CHART_W - 80, CHART_H - 70
-    top = max(x for _, ys in series for x in ys if x is not None) or 1.0
-    top = min(1.0, max(0.05, top))
+    top = min(1.0, max(0.001, 1.15 * max(x for _, ys in series for x in ys if x is not None)))
     n = max(1, len(labels) - 1)
 
     def px(k: int) -> float:
@@ -134,7 +133,7 @@ def _series_chart(d: dict[str, Any], key: str, title: str) -> str:
         f'<svg viewBox="0 0 {CHART_W} {CHART_H}" role="img" aria-label="{_e(title)}" width="100%">',
         f'<line x1="{x0}" y1="{y0 + h}" x2="{x0 + w}" y2="{y0 + h}" stroke="#888"/>',
         f'<line x1="{x0}" y1="{y0}" x2="{x0}" y2="{y0 + h}" stroke="#888"/>',
-        f'<text x="{x0 - 6}" y="{y0 + 4}" text-anchor="end" font-size="11">{top * 100:.0f}%</text>',
+        f'<text x="{x0 - 6}" y="{y0 + 4}" text-anchor="end" font-size="11">{_axis(top)}</text>',
         f'<text x="{x0 - 6}" y="{y0 + h}" text-anchor="end" font-size="11">0%</text>',
     ]
     step = max(1, len(labels) // 12)
@@ -153,7 +152,13 @@ def _series_chart(d: dict[str, Any], key: str, title: str) -> str:
         f'<li><span style="color:{_PALETTE[i % len(_PALETTE)]}">&#9632;</span> {_e(name)}</li>'
         for i, (name, _) in enumerate(series)
     )
-    return f'<section id="{key}"><h2>{_e(title)}</h2>{"".join(parts)}</svg><ul class="legend">{legend}</ul></section>'
+    return f'<section id="{key}"><h2>{_e(title)}</h2>{"".join(parts)}</svg><ul class="legend" style="list-style:none">{legend}</ul></section>'
+
+
+def _axis(top: float) -> str:
+    """The y-axis maximum as a percent with as many decimals as a small maximum needs."""
+    digits = 0 if top >= 0.1 else 1 if top >= 0.01 else 2
+    return f"{100 * top:.{digits}f}%"
 
 
 def _html_table(t: Table) -> str:
