@@ -148,3 +148,36 @@ def test_no_bounded_units_no_saturation_clause(tmp_path: Path) -> None:
     code, out, _ = _audit(str(path), "--calib", str(tmp_path / "x.npy"))
     assert code == 0
     assert "of 4 rectifier units" in out and "bounded units" not in out
+
+
+def test_float64_data_gets_one_note_per_input(tmp_path: Path) -> None:
+    """float64 data for a float32 model is rounded: said once (not once per batch), in torch and ONNX."""
+    import warnings
+
+    import numpy as np
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    pt2, onnx = tmp_path / "m.pt2", tmp_path / "m.onnx"
+    torch.export.save(torch.export.export(net, (torch.zeros(2, 3),)), str(pt2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (torch.zeros(2, 3),),
+            str(onnx),
+            dynamo=False,
+            input_names=["x"],
+            dynamic_axes={"x": {0: "n"}},
+        )
+    x = np.random.default_rng(0).random((70, 3))
+    np.save(tmp_path / "x64.npy", x)
+    np.save(tmp_path / "x32.npy", x.astype(np.float32))
+    for model in (pt2, onnx):
+        _, out, _ = _audit(
+            str(model), "--calib", str(tmp_path / "x64.npy"), "--batch-size", "16", "--format", "json"
+        )
+        notes = [n for n in json.loads(out).get("notes", []) if "float64" in n]
+        assert len(notes) == 1 and "float32" in notes[0], (model, notes)
+        _, out, _ = _audit(str(model), "--calib", str(tmp_path / "x32.npy"), "--format", "json")
+        assert not [n for n in json.loads(out).get("notes", []) if "converted" in n]
