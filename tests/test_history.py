@@ -84,9 +84,13 @@ def _net(tmp: Path) -> nn.Module:
     return net
 
 
-def _train(tmp: Path, save: object, monitor: DeadUnitMonitor | None = None) -> None:
-    """Seeded SGD on a toy regression; ``save(net, step)`` after each step's forced change."""
+def _train(tmp: Path, save: object, monitor_for: object = None) -> None:
+    """Seeded SGD on a toy regression; ``save(net, step)`` after each step's forced change.
+
+    ``monitor_for(net)``, when given, builds a :class:`DeadUnitMonitor` stepped after each save.
+    """
     net = _net(tmp)
+    monitor = monitor_for(net) if callable(monitor_for) else None
     gen = torch.Generator().manual_seed(1)
     opt = torch.optim.SGD(net.parameters(), lr=0.01)
     for step in range(1, STEPS + 1):
@@ -213,14 +217,11 @@ def test_history_reports_the_forced_steps(tmp_path: Path, fmt: str, saver: objec
 
 def test_callback_history_equals_the_checkpoints_history(tmp_path: Path) -> None:
     calib, x = _calib(tmp_path)
-    monitor = DeadUnitMonitor(None, x, tmp_path / "live.json", every=1)
-    saver = _save_state_dict(tmp_path)
-
-    def save(net: nn.Module, step: int) -> None:
-        monitor.model = net
-        saver(net, step)
-
-    _train(tmp_path, save, monitor)
+    _train(
+        tmp_path,
+        _save_state_dict(tmp_path),
+        lambda net: DeadUnitMonitor(net, x, tmp_path / "live.json", every=1),
+    )
     ckpts = [f"step-{k}.pt" for k in range(1, STEPS + 1)]
     r = _run(
         *ckpts,
