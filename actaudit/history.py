@@ -41,7 +41,13 @@ def order_checkpoints(paths: list[str], order: str = "name") -> list[str]:
     if len(set(map(os.path.abspath, paths))) != len(paths):
         raise InputError("a checkpoint is given twice", hint="give each checkpoint once")
     if order == "mtime":
-        return sorted(paths, key=lambda p: (os.stat(p).st_mtime_ns, natural_key(Path(p).name)))
+        stamps = {}
+        for p in paths:
+            try:
+                stamps[p] = os.stat(p).st_mtime_ns
+            except OSError as e:
+                raise InputError(f"checkpoint {p}: {e.strerror}", hint="check the path") from None
+        return sorted(paths, key=lambda p: (stamps[p], natural_key(Path(p).name)))
     return sorted(paths, key=lambda p: (natural_key(Path(p).name), natural_key(str(p))))
 
 
@@ -87,6 +93,9 @@ class History:
         if self.settings is None:
             self.settings = report.settings.to_dict()
             self.calibration = {k2: report.calibration.get(k2) for k2 in ("source", "samples")}
+        for w in report.warnings:  # said once for the run, not once per checkpoint
+            if w not in self.warnings:
+                self.warnings.append(w)
         seen = set()
         for v in report.sites:
             name = v.info.name

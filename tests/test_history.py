@@ -313,3 +313,10 @@ def test_headless_chromium_draws_the_history(tmp_path: Path, screenshot: Any) ->
     assert (w, h) == (1000, 700)
     line = np.array([int(_PALETTE[0][i : i + 2], 16) for i in (1, 3, 5)])
     assert (np.abs(rgb.astype(int) - line).max(axis=2) <= 40).sum() > 300
+
+
+def test_missing_checkpoint_is_a_usage_error(tmp_path: Path) -> None:
+    calib, _ = _calib(tmp_path)
+    for order in ("name", "mtime"):
+        r = _run("nothere-1.ts", "--calib", str(calib), "--order", order, cwd=tmp_path)
+        assert r.returncode == 2 and "nothere-1.ts" in r.stderr and "Traceback" not in r.stderr
