@@ -320,3 +320,18 @@ def test_missing_checkpoint_is_a_usage_error(tmp_path: Path) -> None:
     for order in ("name", "mtime"):
         r = _run("nothere-1.ts", "--calib", str(calib), "--order", order, cwd=tmp_path)
         assert r.returncode == 2 and "nothere-1.ts" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_transformers_adapter_steps_the_monitor(tmp_path: Path) -> None:
+    """The Trainer adapter audits at the Trainer's global step, through the monitor's own rule."""
+    transformers = pytest.importorskip("transformers")
+    from actaudit.callbacks import transformers_callback
+
+    _, x = _calib(tmp_path)
+    monitor = DeadUnitMonitor(_net(tmp_path), x, every=2)
+    cb = transformers_callback(monitor)
+    assert isinstance(cb, transformers.TrainerCallback)
+    control = transformers.TrainerControl()
+    for step in (1, 2, 3, 4):
+        assert cb.on_step_end(None, transformers.TrainerState(global_step=step), control) is control
+    assert [c["label"] for c in monitor.history.checkpoints] == ["step-2", "step-4"]
