@@ -73,6 +73,17 @@ def cast_note(name: str, given: str, want: str) -> str:
     )
 
 
+FLOAT_CAST = "converted calibration data"
+
+
+def float_cast_note(name: str, given: str, want: str) -> str:
+    """The note for float data of another precision than the model's: rounded, nothing else changes."""
+    return (
+        f"{FLOAT_CAST}: input {name!r} is {given}, the model computes in {want}; its values were rounded "
+        f"to {want} (store the data as {want} to skip the conversion)"
+    )
+
+
 def dtype_hint(message: str, dtypes: Sequence[str]) -> str | None:
     """A torch dtype mismatch ("Input type (unsigned char) and bias type (float)") caused by integer data."""
     low = message.lower()

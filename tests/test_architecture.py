@@ -64,11 +64,20 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     # classify and report: a capture becomes a Report (assemble), shard reports add up (merge)
     (
         "report",
-        ("actaudit.report", "actaudit.assemble", "actaudit.merge", "actaudit.junit", "actaudit.inspection"),
+        (
+            "actaudit.report",
+            "actaudit.assemble",
+            "actaudit.merge",
+            "actaudit.junit",
+            "actaudit.inspection",
+            # reports over a training run, folded in one at a time
+            "actaudit.history",
+        ),
     ),
     # the stages that change models, and what they share
     ("stages", ("actaudit.variants", "actaudit.rewrite", "actaudit.prune")),
-    ("api", ("actaudit.api", "actaudit")),
+    # the library entry point, and the training callback that calls it
+    ("api", ("actaudit.api", "actaudit", "actaudit.callbacks")),
     ("cli", ("actaudit.cli", "actaudit.__main__")),
 ]
 

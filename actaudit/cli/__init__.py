@@ -1,6 +1,6 @@
 """The ``actaudit`` command line: a thin layer over :mod:`actaudit.api`.
 
-One module per subcommand (:mod:`.audit`, :mod:`.inspect`, :mod:`.rewrite`, :mod:`.prune`,
+One module per subcommand (:mod:`.audit`, :mod:`.history`, :mod:`.inspect`, :mod:`.rewrite`, :mod:`.prune`,
 :mod:`.merge`), their shared option groups in :mod:`.options`, what they do alike in
 :mod:`.common`, ``--config`` in :mod:`.config`. This module holds the group: user errors
 become one line and their exit code, bugs exit 3. stdout carries only the report; logs,
@@ -18,7 +18,7 @@ import click
 from .._version import __version__
 from ..errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, ActauditError
 from ..fileio import Terminated
-from . import audit, inspect, merge, prune, rewrite
+from . import audit, history, inspect, merge, prune, rewrite
 from .common import say
 from .config import register_commands
 from .interrupts import SigintWatch
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(e.code)
 
 
-for _command in (audit.audit, inspect.inspect, rewrite.rewrite, prune.prune, merge.merge):
+for _command in (audit.audit, inspect.inspect, rewrite.rewrite, prune.prune, merge.merge, history.history):
     cli.add_command(_command)
 register_commands(cli)  # --config checks a file's keys against the options of every command
 

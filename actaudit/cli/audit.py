@@ -155,6 +155,7 @@ def audit(**kw: Any) -> None:
         report = run_audit(kw["model"], options=opts)
     if config:
         report.run["config_file"] = config
+    report.invocation = {k: kw.get(k) for k in ("model", "arch", "calib", "data_loader")}
     if main_rank:
         _finish(report, baseline, kw)
 

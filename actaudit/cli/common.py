@@ -48,9 +48,16 @@ def load_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
 
 def audit_options(kw: dict[str, Any]) -> Any:
     """:class:`actaudit.api.AuditOptions` from the model, data and threshold option bundles."""
+    from ..errors import InputError
     from ..options import AuditOptions
     from ..verdicts import Settings
 
+    given = "--calib" if kw.get("calib") else "--data-loader" if kw.get("data_loader") else None
+    if kw.get("input_shapes") and given:
+        raise InputError(
+            f"--input-shape describes synthetic inputs, but {given} gives the data: the shape would be ignored",
+            hint="drop --input-shape (the data's own shape is used)",
+        )
     return AuditOptions(
         **{k: kw[k] for k in DATA_KEYS},
         val_range=kw.get("val_range"),

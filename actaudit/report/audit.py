@@ -43,6 +43,14 @@ class Report:
     baseline: dict[str, Any] | None = None  # set by --against: the comparison with a previous report
     counters: dict[str, Any] | None = None  # set by --shard: exact counters for `actaudit merge`
     ffn: dict[str, Any] | None = None  # a transformer's FFN neurons per layer (report/ffn.py)
+    # The command line's model, --arch, --calib and --data-loader, for the next-step commands
+    # (report/nextsteps.py); never written to JSON.
+    invocation: dict[str, Any] | None = None
+
+    def next_steps(self) -> list[str]:
+        from .nextsteps import next_steps
+
+        return next_steps(self)
 
     @property
     def passed(self) -> bool:
@@ -152,6 +160,7 @@ class Report:
             "uncovered": [u.to_dict() for u in self.uncovered],
             "warnings": list(self.warnings),
             **({"notes": list(self.notes)} if self.notes else {}),
+            **({"next_steps": steps} if (steps := self.next_steps()) else {}),
             **({"baseline": self.baseline} if self.baseline is not None else {}),
             **({"counters": self.counters} if self.counters is not None else {}),
             **({"ffn": self.ffn} if self.ffn is not None else {}),
@@ -312,11 +321,16 @@ def _title(report: Report) -> str:
 
 def _remarks(report: Report) -> list[str]:
     s = report.summary()
-    lines = [
-        f"{s['dead']} dead of {s['rectifier_units']} rectifier units ({pct(s['dead_fraction'])}); "
-        f"{s['saturated']} saturated of {s['bounded_units']} bounded units ({pct(s['saturated_fraction'])}); "
-        f"{s['sites']} of {s['activations_found']} activation sites audited"
+    counts = [
+        f"{s['dead']} dead of {s['rectifier_units']} rectifier units ({pct(s['dead_fraction'])})"
+        if s["rectifier_units"]
+        else "",
+        f"{s['saturated']} saturated of {s['bounded_units']} bounded units ({pct(s['saturated_fraction'])})"
+        if s["bounded_units"]
+        else "",
+        f"{s['sites']} of {s['activations_found']} activation sites audited",
     ]
+    lines = ["; ".join(c for c in counts if c)]
     worst = [v for v in worst_sites(report.sites) if not expected_saturation(v)]
     if worst:
         lines.append("worst sites: " + ", ".join(f"{v.info.name} ({pct(bad_fraction(v))})" for v in worst))
@@ -326,17 +340,11 @@ def _remarks(report: Report) -> list[str]:
             "output heads saturate by design (a bounded activation producing a model output), not ranked: "
             + ", ".join(f"{v.info.name} ({pct(v.saturated_fraction)})" for v in heads[:5])
         )
-    dead_sites = [v for v in report.sites if v.dead_units]
-    if dead_sites:
-        n = min(v.stats.samples for v in dead_sites)
-        lines.append(
-            f"a unit counted dead never fired on {n} samples: its true firing rate is below "
-            f"{pct(upper_bound_95(n))} with 95 % confidence"
-        )
     lines += [f"not covered: {u.name} ({u.op}): {u.reason}" for u in report.uncovered]
     lines += [gate_line(g) for g in report.gates]
     lines += [f"note: {note}" for note in report.notes]
     lines += [f"warning: {w}" for w in report.warnings]
+    lines += [f"next: {step}" for step in report.next_steps()]
     return lines
 
 

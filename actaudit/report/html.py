@@ -320,6 +320,14 @@ def _baseline(c: Comparison | None) -> str:
     )
 
 
+def _next_steps(d: dict[str, Any]) -> str:
+    steps = d.get("next_steps") or []
+    if not steps:
+        return ""
+    items = "".join(f"<li>{_e(s)}</li>" for s in steps)
+    return f'<section id="next-steps"><h2>Next steps</h2><ul>{items}</ul></section>'
+
+
 def _footer(d: dict[str, Any]) -> str:
     st = d["settings"]
     settings = ", ".join(f"{k.replace('_', '-')} {_e(v)}" for k, v in st.items())
@@ -358,6 +366,7 @@ def render_html(report: Report, comparison: Comparison | None = None) -> str:
             histograms(d, verdicts),
             _table(d, verdicts),
             _warnings(d),
+            _next_steps(d),
             _footer(d),
         )
         if x

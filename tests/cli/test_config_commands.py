@@ -82,7 +82,10 @@ def test_an_unknown_key_names_every_command(tmp_path: Path) -> None:
     _write(tmp_path / "actaudit.toml", "colour = true\n")
     with pytest.raises(InputError) as info:
         load_config(tmp_path)
-    assert "is not an option of actaudit audit, inspect, rewrite, prune or merge" in info.value.one_line()
+    assert (
+        "is not an option of actaudit audit, inspect, rewrite, prune, merge or history"
+        in info.value.one_line()
+    )
 
 
 def test_prune_reads_the_found_file_and_names_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,12 +53,12 @@ def _cast(name: str, x: np.ndarray, handle: OnnxModel) -> np.ndarray:
     if np.issubdtype(want, np.floating) and (
         np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
     ):
-        if not np.issubdtype(x.dtype, np.floating):
-            from ...hints import cast_note
+        from ...hints import cast_note, float_cast_note
 
-            note = cast_note(name, str(x.dtype), str(want))
-            if note not in handle.notes:
-                handle.notes.append(note)
+        floats = np.issubdtype(x.dtype, np.floating)
+        note = (float_cast_note if floats else cast_note)(name, str(x.dtype), str(np.dtype(want)))
+        if note not in handle.notes:
+            handle.notes.append(note)
         return np.asarray(x, dtype=want, order="C")
     if np.issubdtype(want, np.integer) and np.issubdtype(x.dtype, np.integer):
         if x.size and (x.min() < np.iinfo(want).min or x.max() > np.iinfo(want).max):

@@ -74,7 +74,7 @@ def float_dtype(tm: TorchModel) -> torch.dtype | None:
 def bound_batches(tm: TorchModel, stream: Iterable[Batch], warnings: list[str]) -> Iterator[Batch]:
     """Batches as tensors on the model's device, re-cut to a fixed batch size (the one path)."""
     dev, fdt = model_device(tm), float_dtype(tm)
-    bound: Iterable[Batch] = (bind(b, tm.inputs, dev, fdt) for b in stream)
+    bound: Iterable[Batch] = (bind(b, tm.inputs, dev, fdt, tm.notes) for b in stream)
     if tm.fixed_batch is not None:
         bound = rechunk(bound, tm.fixed_batch, warnings=warnings)
     for args, kwargs in bound:

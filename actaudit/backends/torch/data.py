@@ -54,14 +54,39 @@ def _to_tensor(x: object, device: torch.device, float_dtype: torch.dtype | None)
     return x
 
 
+def _float_note(name: str, x: object, want: torch.dtype, notes: list[str]) -> None:
+    """One note per input whose float data is rounded to (or widened to) the model's float type."""
+    if isinstance(x, np.ndarray) and np.issubdtype(x.dtype, np.floating):
+        given = str(x.dtype)
+    elif isinstance(x, torch.Tensor) and x.is_floating_point():
+        given = str(x.dtype).removeprefix("torch.")
+    else:
+        return
+    wanted = str(want).removeprefix("torch.")
+    if given != wanted:
+        from ...hints import float_cast_note
+
+        note = float_cast_note(name, given, wanted)
+        if note not in notes:
+            notes.append(note)
+
+
 def bind(
-    batch: Batch, inputs: list[InputSpec], device: torch.device, float_dtype: torch.dtype | None
+    batch: Batch,
+    inputs: list[InputSpec],
+    device: torch.device,
+    float_dtype: torch.dtype | None,
+    notes: list[str] | None = None,
 ) -> Batch:
     """Match a batch to the model's inputs (:func:`actaudit.data.binding.match_inputs`), as tensors.
 
     A ``forward()`` may have optional arguments: inputs may be left out.
     """
     args, kwargs = match_inputs(batch, inputs, all_required=False)
+    if notes is not None and float_dtype is not None:
+        named = [*zip((s.name for s in inputs), args, strict=False), *kwargs.items()]
+        for name, x in named:
+            _float_note(name, x, float_dtype, notes)
     return (
         [_to_tensor(a, device, float_dtype) for a in args],
         {k: _to_tensor(v, device, float_dtype) for k, v in kwargs.items()},

@@ -14,6 +14,9 @@ import pickle
 import pickletools
 import warnings
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -325,7 +328,7 @@ def _from_dict(
             f"{p} is a state_dict: the weights without the code that builds the model",
             hint="pass --arch MODULE:CALLABLE or --arch path/to/file.py:CALLABLE, a function that returns the model",
         )
-    model = _build(arch)
+    model = _build(arch) if non_strict else _build_once(arch)
     sd = _strip_given_prefixes(p, sd, strip_prefixes, notes)
     sd = _strip_prefix(sd, model, notes)
     sd = _as_loaded(model, sd)
@@ -430,6 +433,35 @@ def _matching_keys(p: Path, model: torch.nn.Module, sd: dict[str, Any], notes: l
             f"--non-strict: ignored {len(rest)} checkpoint keys: {', '.join(rest[:_MAX_NAMES])}{more}"
         )
     return fit
+
+
+# --arch models built in a reusing_arch_models() block, by spec: later state_dicts load into them.
+_BUILT: ContextVar[dict[str, torch.nn.Module] | None] = ContextVar("_BUILT", default=None)
+
+
+@contextmanager
+def reusing_arch_models() -> Iterator[None]:
+    """Within the block, ``--arch`` builds its model once; each later state_dict replaces all its weights.
+
+    For a run over many checkpoints of one architecture (``actaudit history``): the builder's
+    code runs once and its random initialisation is paid once. Only strict loads reuse a model
+    (every parameter and buffer comes from the checkpoint, key for key); ``--non-strict`` builds
+    afresh, so no weight of an earlier checkpoint can survive into a later one.
+    """
+    token = _BUILT.set({})
+    try:
+        yield
+    finally:
+        _BUILT.reset(token)
+
+
+def _build_once(arch: str) -> torch.nn.Module:
+    built = _BUILT.get()
+    if built is None:
+        return _build(arch)
+    if arch not in built:
+        built[arch] = _build(arch)
+    return built[arch]
 
 
 def _build(arch: str) -> torch.nn.Module:
