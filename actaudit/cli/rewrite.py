@@ -88,9 +88,11 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 @writer_options("rewritten")
 @defaulted(
     "--mode",
-    click.Choice(["deploy", "learnable", "recycle", "recycle-leaky"]),
-    "deploy",
-    help="deploy: keep the function, give dead units small fixed slopes (exact mean shift). "
+    click.Choice(["train", "deploy", "learnable", "recycle", "recycle-leaky"]),
+    "train",
+    help="train (to train on): recycle where recycling can (recycle-leaky), deploy slopes on the dead units "
+    "of the sites it refuses (a batch norm between, a residual add after, ...), one drift budget for the whole model. "
+    "deploy: keep the function, give dead units small fixed slopes (exact mean shift). "
     "learnable: the same slopes as PReLU parameters clamped to [0, HIGH of --alpha-range]. "
     "recycle: to train on: re-initialise each dead unit's incoming weights (seeded by --seed) so that it fires "
     "on 80 % of the calibration data and zero its outgoing weights (output unchanged). "
