@@ -127,6 +127,7 @@ def _sha(p: Path) -> str:
 
 def rewrite(*a: Any, **kw: Any) -> Any:
     """The classic one-α-per-site rewrite these tests cover (the default is per unit)."""
+    kw.setdefault("mode", "deploy")
     kw.setdefault("to", "leaky")
     if kw["to"] == "prelu":
         kw.setdefault("slope_units", "all")
@@ -142,7 +143,7 @@ def _run(args: list[str]) -> Any:
 
 def _classic(args: list[str]) -> list[str]:
     """These tests cover the classic one-α-per-site rewrite (issue 4): pin it, the default is per unit."""
-    extra = []
+    extra = [] if "--mode" in args else ["--mode", "deploy"]
     if "--to" not in args:
         extra += ["--to", "leaky"]
     elif "--slope-units" not in args:
