@@ -3,7 +3,9 @@
 Models die as they do in practice: a large learning rate early (Adam at 0.05–0.1 for 100
 steps), then ordinary training. Data are seeded synthetic tasks built here (nothing is
 downloaded): a tabular task whose teacher needs the capacity that dying takes away, the same
-task with a model wide enough that its dead units cost little, an 8×8 "digits" task (noisy
+task with a model wide enough that its dead units cost little, the same task with a batch norm
+between layer 1's Linear and ReLU (a site recycling refuses: ``--mode train`` gives it deploy
+slopes), an 8×8 "digits" task (noisy
 shifted class prototypes) for an MLP and, opt-in, for a small CNN (conv sites, a global average pool). For each task and seed the dead model is
 rewritten by :func:`actaudit.rewrite.rewrite` itself (the product's surgery, in memory) in each
 mode, then every arm — the original included — gets the same fine-tuning budget, the same

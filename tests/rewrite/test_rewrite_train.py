@@ -190,6 +190,9 @@ def test_default_rewrite_of_an_eager_model_recycles_one_site_and_gives_slopes_to
     assert rows["act2"].how.startswith("deploy slopes") and "BatchNorm1d bn2" in rows["act2"].how
     assert sorted(rows["act2"].unit_slopes) == DEAD2
     _check(out, m, x)
+    with torch.no_grad():  # apply(module, report) on the user's own module does the same
+        xt = torch.from_numpy(x)
+        torch.testing.assert_close(rw.apply(m, r)(xt), r.model_out(xt), rtol=0, atol=1e-6)
 
 
 def _export_file(m: nn.Module, x: np.ndarray, path: Path) -> None:
