@@ -3,7 +3,9 @@
 Models die as they do in practice: a large learning rate early (Adam at 0.05–0.1 for 100
 steps), then ordinary training. Data are seeded synthetic tasks built here (nothing is
 downloaded): a tabular task whose teacher needs the capacity that dying takes away, the same
-task with a model wide enough that its dead units cost little, an 8×8 "digits" task (noisy
+task with a model wide enough that its dead units cost little, the same task with a batch norm
+between layer 1's Linear and ReLU (a site recycling refuses: ``--mode train`` gives it deploy
+slopes), an 8×8 "digits" task (noisy
 shifted class prototypes) for an MLP and, opt-in, for a small CNN (conv sites, a global average pool). For each task and seed the dead model is
 rewritten by :func:`actaudit.rewrite.rewrite` itself (the product's surgery, in memory) in each
 mode, then every arm — the original included — gets the same fine-tuning budget, the same
@@ -49,6 +51,7 @@ ARMS: dict[str, dict[str, Any] | None] = {
     "learnable": {"mode": "learnable"},
     "recycle": {"mode": "recycle"},
     "recycle-leaky": {"mode": "recycle-leaky"},
+    "train (default)": {"mode": "train"},
 }
 OPTIMISERS: dict[str, Callable[[Any], torch.optim.Optimizer]] = {
     "adam": lambda p: torch.optim.Adam(p, lr=1e-3),
@@ -63,14 +66,17 @@ ALIVE = 0.01  # fires on at least 1 % of the test elements
 
 
 class MLP(nn.Module):
-    def __init__(self, d: int, h1: int, h2: int, k: int) -> None:
+    def __init__(self, d: int, h1: int, h2: int, k: int, bn: bool = False) -> None:
         super().__init__()
         self.fc1, self.act1 = nn.Linear(d, h1), nn.ReLU()
         self.fc2, self.act2 = nn.Linear(h1, h2), nn.ReLU()
+        self.bn1 = nn.BatchNorm1d(h1) if bn else None  # between fc1 and act1: not recyclable
         self.out = nn.Linear(h2, k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out(self.act2(self.fc2(self.act1(self.fc1(x)))))
+        z = self.fc1(x)
+        z = z if self.bn1 is None else self.bn1(z)
+        return self.out(self.act2(self.fc2(self.act1(z))))
 
 
 class CNN(nn.Module):
@@ -123,9 +129,12 @@ class Task:
     kill_lr: float  # Adam's learning rate for the first 100 steps: what kills the units
     width: int = 64
     conv: bool = False
+    bn: bool = False  # a BatchNorm between fc1 and act1: recycling refuses that site
 
     def build(self, d: int) -> nn.Module:
-        return CNN(8, self.width, self.classes) if self.conv else MLP(d, self.width, self.width, self.classes)
+        if self.conv:
+            return CNN(8, self.width, self.classes)
+        return MLP(d, self.width, self.width, self.classes, bn=self.bn)
 
 
 TASKS = [
@@ -133,6 +142,8 @@ TASKS = [
     Task("digits", digits, 10, 0.05),
     # Wide enough that its dead units cost nothing: a revival must not hurt here.
     Task("tabular-wide", tabular, 8, 0.03, width=256),
+    # Layer 1 behind a BatchNorm: recycling refuses it, --mode train gives it deploy slopes.
+    Task("tabular-bn", tabular, 8, 0.1, bn=True),
 ]
 # Opt-in (--tasks digits-cnn): conv sites behind a global average pool. Slow on CPU (~5 min for 3
 # seeds) and a weak model (20-30 % test accuracy): its numbers are noisy.
@@ -159,11 +170,12 @@ def train(
 
 
 def pre_activations(m: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The inputs of both activation sites (fc1's and fc2's outputs) of a model, rewritten or not,
-    as ``[elements, units]`` (a conv's channels are its units)."""
+    """The inputs of both activation sites (fc1's or bn1's and fc2's outputs) of a model, rewritten
+    or not, as ``[elements, units]`` (a conv's channels are its units)."""
     got: list[torch.Tensor] = []
+    first = "bn1" if isinstance(getattr(m, "bn1", None), nn.BatchNorm1d) else "fc1"
     hooks = [
-        getattr(m, n).register_forward_hook(lambda _m, _i, o: got.append(o.detach())) for n in ("fc1", "fc2")
+        getattr(m, n).register_forward_hook(lambda _m, _i, o: got.append(o.detach())) for n in (first, "fc2")
     ]
     with torch.no_grad():
         m(x)

@@ -98,7 +98,7 @@ def main() -> None:
     for name, model, kw in cases(tmp):
         t0 = time.perf_counter()
         out = tmp / f"out{len(name)}{model.suffix}"  # written, as the CLI does: the same pass budget
-        rep = rewrite(str(model), None, max_drift=BUDGET, output=str(out), force=True, **kw)
+        rep = rewrite(str(model), None, mode="deploy", max_drift=BUDGET, output=str(out), force=True, **kw)
         _ = time.perf_counter() - t0
         s, ev = rep.summary(), rep.evidence
         row = (

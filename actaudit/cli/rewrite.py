@@ -88,9 +88,11 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 @writer_options("rewritten")
 @defaulted(
     "--mode",
-    click.Choice(["deploy", "learnable", "recycle", "recycle-leaky"]),
-    "deploy",
-    help="deploy: keep the function, give dead units small fixed slopes (exact mean shift). "
+    click.Choice(["train", "deploy", "learnable", "recycle", "recycle-leaky"]),
+    "train",
+    help="train (to train on): recycle where recycling can (recycle-leaky), deploy slopes on the dead units "
+    "of the sites it refuses (a batch norm between, a residual add after, ...), one drift budget for the whole model. "
+    "deploy: keep the function, give dead units small fixed slopes (exact mean shift). "
     "learnable: the same slopes as PReLU parameters clamped to [0, HIGH of --alpha-range]. "
     "recycle: to train on: re-initialise each dead unit's incoming weights (seeded by --seed) so that it fires "
     "on 80 % of the calibration data and zero its outgoing weights (output unchanged). "
@@ -173,10 +175,12 @@ def check_output_extension(model: str, output: str, output_format: str | None) -
 )
 @writer_outputs()
 def rewrite(**kw: Any) -> None:
-    """Rewrite ReLU in MODEL into LeakyReLU or PReLU so that dead units get a gradient again.
+    """Revive dead ReLU units in MODEL: recycle them, or give them slopes (LeakyReLU / PReLU).
 
-    By default dead units (only) get a slope each, cheapest first, as large as fits,
-    with the exact mean shift subtracted after the activation; ReLU6 keeps its cap.
+    By default (--mode train) dead units are recycled where the site allows it (new incoming
+    weights, outgoing weights zeroed: output unchanged); at the other sites, as with --mode
+    deploy, dead units (only) get a slope each, cheapest first, as large as fits, with the
+    exact mean shift subtracted after the activation; ReLU6 keeps its cap.
     The rewritten model is written to a temporary file, reloaded, checked and re-run,
     and only then renamed to OUT. Exit 0 when at least one dead unit is revived within
     --max-drift; 1 when none fits (nothing is written unless --write-over-budget).
@@ -205,10 +209,13 @@ def rewrite(**kw: Any) -> None:
         _explain_failure(report, opts.max_drift)
         sys.exit(EXIT_GATE)
     s = report.summary()
-    if not kw["quiet"] and opts.mode.startswith("recycle"):
+    recycled = sum(len(r.recycled["units"]) for r in report.sites if r.recycled)
+    if not kw["quiet"] and (opts.mode.startswith("recycle") or recycled):
+        sloped = sum(r.revived for r in report.sites if not r.recycled)
         say(
-            f"actaudit: recycled {s['revived_units']} of {s['dead_units']} dead unit(s) "
-            "(new incoming weights, outgoing weights zeroed)",
+            f"actaudit: recycled {recycled} of {s['dead_units']} dead unit(s) "
+            "(new incoming weights, outgoing weights zeroed)"
+            + (f"; slopes on {sloped} more where recycling was refused" if sloped else ""),
         )
     elif not kw["quiet"]:
         say(

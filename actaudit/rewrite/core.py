@@ -28,9 +28,10 @@ from ..options import AuditOptions
 from ..variants import Original, VerificationError, check_output, measure_original, options_from
 from ..verdicts import SiteVerdict
 from .evidence import slope_evidence
-from .recycling import DEFAULT_RECYCLE_SLOPE, RECYCLE_MODES, recycle_sites, trainable_tensors
+from .recycling import RECYCLE_MODES, trainable_tensors
 from .report import NO_DEAD_MODEL, RewriteReport, SiteRewrite
 from .search import DEFAULT_RANGE, Measure, SearchResult, SearchSite, auto_slopes, fixed_slopes
+from .training import TRAIN_MODE, check_train, recycle_mode
 from .units import UnitSite, centered_energy, search_units, site_energy
 from .verify import expected_slopes, group_passes, publish, record_shifts
 
@@ -40,10 +41,10 @@ DEFAULT_MAX_DRIFT = 0.01
 DEFAULT_MAX_PASSES = 20.0
 DEFAULT_MIN_SLOPE = 0.01  # the audit's stuck fraction: a smaller slope still counts as dead
 TARGETS = ("leaky", "prelu")
-# deploy: fixed slopes with the exact shift; learnable: the same as bounded PReLU parameters;
-# recycle(-leaky): dead units re-initialised to fire, outgoing weights zeroed (:mod:`.recycling`).
-MODES = ("deploy", "learnable", *RECYCLE_MODES)
-DEFAULT_MODE = "deploy"
+# train: recycle where possible, deploy slopes elsewhere (:mod:`.training`); deploy: fixed slopes with
+# the exact shift; learnable: the same as bounded PReLU parameters; recycle(-leaky): :mod:`.recycling`.
+MODES = (TRAIN_MODE, "deploy", "learnable", *RECYCLE_MODES)
+DEFAULT_MODE = TRAIN_MODE  # chosen with bench/revival.py: the reason to rewrite is to train on
 SHIFTS = ("exact", "fold", "none")
 REWRITABLE_KINDS = ("relu", "relu6")
 OUTPUT_FORMATS = ("ts", "pt2")
@@ -120,6 +121,7 @@ def validate(opts: RewriteOptions) -> None:
         raise InputError(f"--output-format {opts.output_format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
     if opts.max_passes < 3:
         raise InputError("max_passes must be at least 3 (audit, one measurement, verification)")
+    check_train(opts)
 
 
 def _select(relu_sites: list[SiteVerdict], spec: str) -> list[SiteVerdict]:
@@ -321,26 +323,6 @@ def _unit_search(s: _Session, ok: list[str], rows: dict[str, SiteRewrite]) -> _O
     return _Outcome(search, final, s.unit_plans(use))
 
 
-def _recycle(s: _Session, rows: dict[str, SiteRewrite]) -> _Outcome:
-    """``--mode recycle`` / ``recycle-leaky`` (:mod:`.recycling`): no search, the drift measured once."""
-    o = s.opts
-    for n in s.by_name:
-        rows[n].status, rows[n].how, rows[n].reason = "unchanged", None, None
-    slope = (o.alpha or DEFAULT_RECYCLE_SLOPE) if o.mode == "recycle-leaky" else None
-
-    def measure(res: SurgeryResult) -> Drift:
-        return s.run_variant(res, None, "recycled variant")
-
-    got = recycle_sites(
-        s.surgeon, s.original.source, o.audit.samples, o.audit.seed, s.by_name, rows, slope, measure
-    )
-    if got.recycled:
-        s.ledger.add("recycle: sample new rows", s.original.ref.samples)
-    elif not any(v.dead_units for v in s.by_name.values()):
-        s.notes.append("no ReLU / ReLU6 site has dead units: nothing to recycle")
-    return _Outcome(got.search, got.final, got.plans)
-
-
 def _nothing_fits(
     o: RewriteOptions, over: tuple[dict[str, dict[int, float]], Drift] | None, dead: int
 ) -> str:
@@ -455,6 +437,7 @@ _METHODS = {
     "fixed": "fixed α",
     "screen": "per-site probes + per-unit screening + confirmation",
     "recycle": "recycle (no search: the function is kept by construction, drift measured)",
+    "train": "recycle + per-unit probes and confirmation at the sites not recycled",
 }
 
 
@@ -529,7 +512,7 @@ def _write(s: _Session, report: RewriteReport, out: _Outcome, searched: bool) ->
     else:
         why = "nothing revived: " + (
             "no site could be recycled (sites[].reason says why)"
-            if o.mode in RECYCLE_MODES and any(r.dead for r in report.sites)
+            if o.mode in (*RECYCLE_MODES, TRAIN_MODE) and any(r.dead for r in report.sites)
             else "no unit fits the drift budget"
             if searched
             else NO_DEAD_MODEL
@@ -559,8 +542,8 @@ def rewrite(
     if progress is not None and hasattr(progress, "label"):
         progress.label = "searching slopes"
     ok, rows = _dry_run(s, relu, selected)
-    if opts.mode in RECYCLE_MODES:
-        out = _recycle(s, rows)
+    if opts.mode in (*RECYCLE_MODES, TRAIN_MODE):
+        out = _Outcome(*recycle_mode(s, ok, rows, _unit_search))
     elif ok:
         out = _unit_search(s, ok, rows) if s.unit_mode else _site_search(s, ok, rows)
     else:

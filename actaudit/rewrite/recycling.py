@@ -45,8 +45,12 @@ def recycle_sites(
     rows: dict[str, SiteRewrite],
     slope: float | None,
     measure: Callable[[SurgeryResult], Drift],
+    extra: list[SitePlan] | None = None,
 ) -> RecycleOutcome:
-    """Recycle the dead units of ``sites`` through ``surgeon``; ``slope``: the leaky slope they get (or None)."""
+    """Recycle the dead units of ``sites`` through ``surgeon``; ``slope``: the leaky slope they get (or None).
+
+    ``extra``: slope plans for other sites, written into the same model (``--mode train``).
+    """
     plans = [(RecyclePlan(n, list(v.dead_units), DEFAULT_SHARE), v) for n, v in sites.items() if v.dead_units]
     recycle = getattr(surgeon, "recycle", None)
     if recycle is None:
@@ -56,7 +60,7 @@ def recycle_sites(
         return RecycleOutcome(None, None, [], {})
     slope_plans = [_slope_plan(p, v, slope) for p, v in plans] if slope is not None else []
     geometry = [(p, v.info.units, v.info.unit_axis, tuple(v.info.sample_shape)) for p, v in plans]
-    res, done, refused = recycle(geometry, slope_plans, seed, source, samples)
+    res, done, refused = recycle(geometry, slope_plans + list(extra or []), seed, source, samples)
     for n, why in refused.items():
         rows[n].status, rows[n].reason, rows[n].how = "skipped", f"not recycled: {why}", None
     for n, r in done.items():
@@ -71,7 +75,7 @@ def recycle_sites(
     if not done:
         return RecycleOutcome(None, None, [], {})
     drift = measure(res)
-    used = [p for p in slope_plans if p.name in done]
+    used = [p for p in slope_plans if p.name in done] + [p for p in extra or [] if p.name in res.rewritten]
     search = SearchResult(
         slopes={p.name: p.alpha for p in used},
         drift=drift,

@@ -63,7 +63,7 @@ class Counted:
 
 def test_onnx_rewrite_runs_the_data_once_for_audit_and_reference(tmp_path: Path) -> None:
     data = Counted()
-    rep = rewrite(_model(tmp_path / "m.onnx"), data, to="leaky", alpha=0.05)
+    rep = rewrite(_model(tmp_path / "m.onnx"), data, mode="deploy", to="leaky", alpha=0.05)
     assert rep.sites[0].status == "rewritten" and rep.sites[0].dead == 1
     # one pass for audit + reference outputs, one to measure the fixed slope: 2 × 5 batches
     assert data.drawn == 2 * BATCHES

@@ -47,6 +47,8 @@ def _rewrite(fixtures_dir: Path, m: dict[str, Any], kind: str, out: Path, *extra
         args.append("--trust-pickle")
     if kind == "state_dict":
         args += ["--arch", str(fixtures_dir.parent / m["arch"]), "--output-format", "pt2"]
+    if "--mode" not in extra:
+        args += ["--mode", "deploy"]  # the deploy mode's slopes are what these tests check
     r = CliRunner().invoke(cli, ["rewrite", *args])
     assert r.exit_code in (0, 1), r.output
     rep: dict[str, Any] = json.loads(r.stdout)
@@ -116,6 +118,8 @@ def test_transformer_ffn_token_axis_prelu_and_fixed_alpha_gate(
             str(fixtures_dir / m["calib"]["npy"]),
             "--to",
             "prelu",
+            "--mode",
+            "deploy",
         ],
     )
     # the default per-unit form transposes the feature axis onto axis 1 around aten.prelu, so it works

@@ -90,7 +90,7 @@ def _run(args: list[Any]) -> Any:
 
 def _classic(args: list[str]) -> list[str]:
     """These tests cover the classic one-α-per-site rewrite (issue 4): pin it, the default is per unit."""
-    extra = []
+    extra = [] if "--mode" in args else ["--mode", "deploy"]
     if "--to" not in args:
         extra += ["--to", "leaky"]
     elif "--slope-units" not in args:

@@ -74,7 +74,10 @@ def _rel(new: list[np.ndarray], old: list[np.ndarray]) -> float:
 
 def _rewrite(src: Path, out: Path, *args: Any) -> dict[str, Any]:
     before = src.read_bytes()
-    r = CliRunner().invoke(cli, ["rewrite", str(src), "-o", str(out), "--format", "json", *map(str, args)])
+    mode = [] if "--mode" in args else ["--mode", "deploy"]  # these tests check the deploy mode's slopes
+    r = CliRunner().invoke(
+        cli, ["rewrite", str(src), "-o", str(out), "--format", "json", *mode, *map(str, args)]
+    )
     assert r.exit_code == 0, r.output
     assert src.read_bytes() == before
     rep: dict[str, Any] = json.loads(r.stdout)

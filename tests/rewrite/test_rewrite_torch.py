@@ -127,6 +127,7 @@ def _sha(p: Path) -> str:
 
 def rewrite(*a: Any, **kw: Any) -> Any:
     """The classic one-α-per-site rewrite these tests cover (the default is per unit)."""
+    kw.setdefault("mode", "deploy")
     kw.setdefault("to", "leaky")
     if kw["to"] == "prelu":
         kw.setdefault("slope_units", "all")
@@ -142,7 +143,7 @@ def _run(args: list[str]) -> Any:
 
 def _classic(args: list[str]) -> list[str]:
     """These tests cover the classic one-α-per-site rewrite (issue 4): pin it, the default is per unit."""
-    extra = []
+    extra = [] if "--mode" in args else ["--mode", "deploy"]
     if "--to" not in args:
         extra += ["--to", "leaky"]
     elif "--slope-units" not in args:
@@ -569,7 +570,7 @@ def test_torchscript_rewrite_uses_the_audit_site_names(tmp_path) -> None:
     torch.jit.save(torch.jit.script(_ListNet().eval()), str(src))
     np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((32, 4)).astype(np.float32))
     args = ["rewrite", str(src), "-o", str(out), "--calib", str(tmp_path / "x.npy")]
-    classic = ["--to", "leaky", "--shift", "none"]
+    classic = ["--mode", "deploy", "--to", "leaky", "--shift", "none"]
     r = CliRunner().invoke(cli, [*args, *classic, "--alpha", "0.05", "--max-drift", "10", "--format", "json"])
     assert r.exit_code == 0, r.output
     rewritten = [s["name"] for s in json.loads(r.stdout)["sites"] if s.get("status") == "rewritten"]

@@ -184,6 +184,10 @@ def x_out(m: onnx.ModelProto, x: str) -> str:
 
 
 def _write_rows(j: _Job, rng: np.random.Generator) -> None:
+    # Read afresh: another site's recycling may have zeroed this producer's input columns since _prepare.
+    got = j.writable(*j.weight_at)
+    assert got is not None
+    j.weight = got[0].reshape(j.weight.shape)
     w = j.weight if j.rows else j.weight.T
     new, j.scale = rc.new_rows(w, j.plan.units, rng)
     w = rc.with_rows(w, j.plan.units, new)

@@ -584,7 +584,8 @@ class OnnxSurgeon:
         done, refused = recycle_onnx(
             m, self.handle, plans, seed, (source, samples), lambda v, r: _link(m, v, out, r), _writable
         )
-        used = [p for p in slope_plans if p.name in done]
+        asked = {p.name for p, *_ in plans}
+        used = [p for p in slope_plans if p.name in done or p.name not in asked]
         return (rewrite_onnx(m, used, PRELU) if used else SurgeryResult(m)), done, refused
 
     def slope_parameters(self, model: onnx.ModelProto) -> list[str]:

@@ -150,7 +150,7 @@ class TorchSurgeon:
                 pass
 
         done, refused = recycle_eager(tm.eager, model, plans, seed, run)
-        used = [p for p in slope_plans if p.name in done]
+        used = _slopes_for(slope_plans, plans, done)
         res = rewrite_eager(model, used, "prelu", copy_model=False) if used else SurgeryResult(model)
         res.model.eval()
         return res, done, refused
@@ -282,12 +282,12 @@ class TorchSurgeon:
         if self.tm.fmt == "torch.export":
             ep = clone_export(self.tm.exported)
             done, refused = recycle_export(ep, plans, seed, batches)
-            used = [p for p in slope_plans if p.name in done]
+            used = _slopes_for(slope_plans, plans, done)
             return (rewrite_export(ep, used, "prelu") if used else SurgeryResult(ep)), done, refused
         assert self._script is not None
         ts = torch.jit.load(io.BytesIO(self._script), map_location=self.device)
         done, refused = recycle_script(ts, plans, seed, batches)
-        used = [p for p in slope_plans if p.name in done]
+        used = _slopes_for(slope_plans, plans, done)
         res = rewrite_torchscript(ts, used, "prelu") if used else SurgeryResult(ts)
         res.model.eval()
         return res, done, refused
@@ -323,3 +323,10 @@ class TorchSurgeon:
             model = model.module()
         params = list(model.parameters())
         return bool(params) and all(p.requires_grad for p in params)
+
+
+def _slopes_for(slope_plans: list[SitePlan], plans: list[Any], done: dict[str, Recycled]) -> list[SitePlan]:
+    """The slope plans to apply on the recycled copy: those of recycled sites, and of sites not
+    asked to be recycled at all (``--mode train``: deploy slopes where recycling was refused)."""
+    asked = {p.name for p, *_ in plans}
+    return [p for p in slope_plans if p.name in done or p.name not in asked]
