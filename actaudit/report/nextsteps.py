@@ -61,8 +61,8 @@ def _dead_lines(report: Report) -> list[str]:
         p = Path(path)
         stem = str(p.with_name(p.stem if p.suffix else p.name))
         lines.append(
-            f"dead: revive the {n} dead units (LeakyReLU slopes within a drift budget), then fine-tune: "
-            f"actaudit rewrite {_q(path)} {flags} -o {_q(stem + '_leaky' + suffix)}; "
+            f"dead: make the {n} dead units train again (recycled: output unchanged), then fine-tune: "
+            f"actaudit rewrite {_q(path)} {flags} -o {_q(stem + '_revived' + suffix)}; "
             f"or remove them: actaudit prune {_q(path)} {flags} -o {_q(stem + '_pruned' + suffix)}"
         )
     samples = min(v.stats.samples for v in dead)

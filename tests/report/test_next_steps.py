@@ -36,7 +36,7 @@ def test_dead_coverage_head_and_saturated_steps() -> None:
     d = json.loads(out)
     kinds = _kinds(d["next_steps"])
     assert set(kinds) == {"dead", "coverage", "output head", "saturated"}
-    rewrite = f"actaudit rewrite {MODEL} --calib {CALIB} -o {MODEL[: -len('.pt2')]}_leaky.pt2"
+    rewrite = f"actaudit rewrite {MODEL} --calib {CALIB} -o {MODEL[: -len('.pt2')]}_revived.pt2"
     assert rewrite in d["next_steps"][0]
     assert f"actaudit prune {MODEL} --calib {CALIB} -o" in d["next_steps"][0]
     samples = d["calibration"]["samples"]
@@ -80,7 +80,7 @@ def test_state_dict_steps_carry_arch(tmp_path: Path) -> None:
     assert code == 0
     steps = json.loads(out)["next_steps"]
     assert json.loads(out)["summary"]["dead"] == 1
-    assert f"--arch {arch}:build --calib {tmp_path / 'x.npy'} -o {tmp_path / 'w_leaky.ts'}" in steps[0]
+    assert f"--arch {arch}:build --calib {tmp_path / 'x.npy'} -o {tmp_path / 'w_revived.ts'}" in steps[0]
     assert set(_kinds(steps)) == {"dead", "coverage"}
 
 
