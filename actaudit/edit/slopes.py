@@ -10,6 +10,9 @@ import numpy as np
 
 from ..naming import site_names
 
+# A rectifier's negative slope as written in a file: one for all units, one per unit, or unreadable.
+Slope = float | list[float] | None
+
 _SITE_RE = re.compile(r"^(?P<base>.*?)(?:#(?P<k>\d+))?$")
 
 

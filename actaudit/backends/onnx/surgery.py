@@ -389,10 +389,10 @@ def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
                 yield from _all_nodes(g)
 
 
-def written_slopes(model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
+def written_slopes(model: onnx.ModelProto) -> list[tuple[str, str, object]]:
     """(node, op, slope) for every LeakyRelu/PRelu node; PRelu slopes as lists."""
     inits = {t.name: t for t in model.graph.initializer}
-    out: list[tuple[str, str, Any]] = []
+    out: list[tuple[str, str, object]] = []
     for n in _all_nodes(model.graph):
         if n.op_type == "LeakyRelu":
             out.append((n.name or n.output[0], "LeakyRelu", float(_attr(n, "alpha", 0.01))))
@@ -563,13 +563,13 @@ class OnnxSurgeon:
             return ort.InferenceSession(str(on_disk[1]), _options(h), providers=_providers(h))
         return session_for(self.handle, model)
 
-    def written_slopes(self, model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
+    def written_slopes(self, model: onnx.ModelProto) -> list[tuple[str, str, object]]:
         return written_slopes(model)
 
     def original(self) -> onnx.ModelProto:
         return self.handle.model
 
-    def original_slopes(self) -> list[tuple[str, str, Any]]:
+    def original_slopes(self) -> list[tuple[str, str, object]]:
         return written_slopes(self.handle.model)
 
     def recycle(
