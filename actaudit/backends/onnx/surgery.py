@@ -21,8 +21,19 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from ...data import DataSource
+    from ...edit.drift import Outputs
+    from ...edit.recycle import Recycled, RecyclePlan
+    from .load import OnnxModel
+    from .recycle import Setter
+    from .site import OnnxSite
 
 import numpy as np
 import onnx
@@ -137,7 +148,7 @@ def rewrite_onnx(
 
 
 def _rewrite_unit(
-    m: onnx.ModelProto, graph: onnx.GraphProto, site: Any, p: SitePlan, to: str
+    m: onnx.ModelProto, graph: onnx.GraphProto, site: OnnxSite, p: SitePlan, to: str
 ) -> str | onnx.NodeProto:
     """Relu / Clip(0, 6) → PRelu (slope per unit) or LeakyRelu, [Min 6], Sub (the shift), in place.
 
@@ -170,7 +181,7 @@ def _rewrite_unit(
         m.graph.initializer.append(numpy_helper.from_array(np.asarray(arr).astype(dtype), name))
         return name
 
-    def add(op: str, inputs: list[str], **attrs: Any) -> None:
+    def add(op: str, inputs: list[str], **attrs: Any) -> None:  # as helper.make_node takes them
         nonlocal cur
         o = _unique(m.graph, f"{out}_actaudit_{op.lower()}")
         new_nodes.append(
@@ -217,8 +228,12 @@ def _init(m: onnx.ModelProto, name: str) -> onnx.TensorProto | None:
 
 
 def _writable(
-    m: onnx.ModelProto, node: onnx.NodeProto, index: int, default_shape: list[int] | None, dtype: Any
-) -> tuple[np.ndarray, Any] | None:
+    m: onnx.ModelProto,
+    node: onnx.NodeProto,
+    index: int,
+    default_shape: list[int] | None,
+    dtype: np.dtype | type[np.generic] | None,
+) -> tuple[np.ndarray, Setter] | None:
     """(array, setter) for input ``index`` of ``node``: an initializer only this node uses (copied if shared)."""
     g = m.graph
     if index < len(node.input) and node.input[index]:
@@ -247,7 +262,7 @@ def _writable(
     return arr, set_value
 
 
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:  # an attribute's value: of any type
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)
@@ -350,7 +365,7 @@ def _linear_consumer(m: onnx.ModelProto, u: onnx.NodeProto) -> fold.Link:
     )
 
 
-def _weight_writer(m: onnx.ModelProto, u: onnx.NodeProto) -> Any:
+def _weight_writer(m: onnx.ModelProto, u: onnx.NodeProto) -> Setter | None:
     return (_writable(m, u, 1, None, None) or (None, None))[1]
 
 
@@ -458,7 +473,7 @@ def stage_onnx(
         yield tmp
 
 
-def check_data_file(handle: Any, out: Path) -> None:
+def check_data_file(handle: OnnxModel, out: Path) -> None:
     """Refuse (exit 2) an ``-o`` whose data file (``out.name + ".data"``) is an input file: up front and at write."""
     data = out.parent / data_name(out)
     if not data.exists():
@@ -482,7 +497,7 @@ class OnnxSurgeon:
         "calibration re-run",
     )
 
-    def __init__(self, handle: Any) -> None:  # an OnnxModel (.load)
+    def __init__(self, handle: OnnxModel) -> None:
         self.handle = handle
         self.output_names: list[str] | None = None
         self.written_data: Path | None = None  # the external data file of the last write, if any
@@ -510,8 +525,8 @@ class OnnxSurgeon:
         return self.skeleton
 
     def outputs(
-        self, model: onnx.ModelProto, source: Any, samples: int | None, batches: int | None
-    ) -> Iterator[Any]:
+        self, model: onnx.ModelProto, source: DataSource, samples: int | None, batches: int | None
+    ) -> Iterator[Outputs]:
         from ...edit.drift import flatten_outputs, output_names
 
         sess = self.session(model)
@@ -527,7 +542,9 @@ class OnnxSurgeon:
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()
 
-    def stage(self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool) -> Any:
+    def stage(
+        self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool
+    ) -> AbstractContextManager[Path]:
         """Write ``model`` for ``out`` (see :func:`stage_onnx`); remembers the data file it published."""
         large = self.handle.over_limit() or _too_large(model)
         data = Path(out).parent / data_name(Path(out))
@@ -537,7 +554,7 @@ class OnnxSurgeon:
         base = self.handle.file.resolve().parent if self.handle.external and self.handle.file else None
         return stage_onnx(model, notes, Path(out), force, large, base)
 
-    def reload(self, path: Any) -> onnx.ModelProto:
+    def reload(self, path: Path) -> onnx.ModelProto:
         """The written file, checked; a model with external data is checked by path (protobuf's 2 GB).
 
         Its session is then built from that file (:meth:`outputs`), not from a re-serialised copy.
@@ -553,7 +570,7 @@ class OnnxSurgeon:
         self.on_disk = (m, Path(path))
         return m
 
-    def session(self, model: onnx.ModelProto) -> Any:
+    def session(self, model: onnx.ModelProto) -> ort.InferenceSession:
         """An onnxruntime session: from the file for a model :meth:`reload` read with external data."""
         on_disk = self.on_disk
         if on_disk is not None and on_disk[0] is model:
@@ -573,8 +590,13 @@ class OnnxSurgeon:
         return written_slopes(self.handle.model)
 
     def recycle(
-        self, plans: list[Any], slope_plans: list[SitePlan], seed: int, source: Any, samples: int | None
-    ) -> tuple[SurgeryResult, dict[str, Any], dict[str, str]]:
+        self,
+        plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
+        slope_plans: list[SitePlan],
+        seed: int,
+        source: DataSource,
+        samples: int | None,
+    ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
         """Recycle dead units in a copy of the graph (:mod:`.recycle`), then give them ``slope_plans``."""
         from .recycle import recycle_onnx
 
