@@ -55,8 +55,8 @@ def fresh_batches(ranges: list[InputRange], sizes: list[int], kw_names: list[str
         if n <= 0:
             break
         left -= n
-        args: list[Any] = []
-        kwargs: dict[str, Any] = {}
+        args: list[object] = []
+        kwargs: dict[str, object] = {}
         for r in ranges:
             shape = (n, *r.shape)
             if r.dtype.kind == "f":
