@@ -150,7 +150,7 @@ def capture(tm: TorchModel, source: DataSource, **kw: Unpack[CaptureKwargs]) -> 
     return cap
 
 
-def model_facts(handle: TorchModel) -> dict[str, Any]:
+def model_facts(handle: TorchModel) -> dict[str, object]:
     """Graph size, parameters, inputs and outputs as the format declares them (see :mod:`.facts`)."""
     from .facts import model_facts as facts
 

@@ -62,7 +62,9 @@ class SequenceCounter:
         self.sequences = dict.fromkeys(layout, 0)
         self.silent = dict.fromkeys(layout, 0)
 
-    def model_hook(self, module: Any, args: Any, kwargs: Any) -> None:
+    def model_hook(
+        self, module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         self.shape = (
             (int(ids.shape[0]), int(ids.shape[1]))
@@ -71,7 +73,7 @@ class SequenceCounter:
         )
 
     def act_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: Any, args: Any) -> None:
+        def hook(module: torch.nn.Module, args: tuple[object, ...]) -> None:
             x = args[0] if args else None
             if self.shape is None or not isinstance(x, torch.Tensor) or x.ndim < 2:
                 return

@@ -17,6 +17,7 @@ from torch import fx
 from torch.export import ExportedProgram
 from torch.utils import _pytree as pytree
 
+from ...data import Batch
 from ...edit import fold
 from ...edit import recycle as rc
 from .export_surgery import export_link, export_sites
@@ -24,7 +25,7 @@ from .folding import array_of
 from .ops import op_name
 
 _PRODUCERS = ("linear", "conv1d", "conv2d", "conv3d")
-Batches = Callable[[], Iterator[tuple[Any, dict[str, Any]]]]
+Batches = Callable[[], Iterator[Batch]]
 
 
 def recycle_export(
@@ -123,7 +124,7 @@ def _sample(
     by_name = {j["node"]: j for j in jobs}
 
     class _Keep(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> Any:
+        def run_node(self, n: fx.Node) -> object:
             out = super().run_node(n)
             j = by_name.get(n.name)
             if j is not None and isinstance(out, torch.Tensor):
