@@ -90,7 +90,7 @@ class SiteInfo:
     unit_axis_source: str = "producer"
     model_output: bool = False  # its values reach a model output unchanged (a head: saturation is expected)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "op": self.op,
@@ -158,7 +158,7 @@ class SiteStats:
         n = np.maximum(self.finite_elements, 1)
         return self.neg_sum / n
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         d: dict[str, Any] = {"units": self.units, "elements": self.elements, "samples": self.samples}
         for name in VECTOR_FIELDS:
             d[name] = getattr(self, name).tolist()

@@ -28,7 +28,7 @@ class InputSpec:
     shape: tuple[int | None, ...] | None = None
     dtype: str = "float32"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "shape": None if self.shape is None else [d if d is not None else "?" for d in self.shape],

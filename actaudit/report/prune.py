@@ -39,7 +39,7 @@ class SiteRow:
     proven_interval: list[int] | None = None
     data_dead: list[int] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         d: dict[str, Any] = {
             **picked(self, "name", "op", "kind", "units"),
             "removed_units": list(self.removed),
@@ -107,7 +107,7 @@ class PruneReport(ModelChange):
             }
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **envelope(SCHEMA),
             **picked(self, "model", "calibration", "fresh", "options"),

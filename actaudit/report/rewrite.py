@@ -39,7 +39,7 @@ class GridPoint:
     gradient_ratio: float | None  # E|∂L/∂z| of a dead unit at α over a live unit's
     measured: bool  # drifts measured at this α (else scaled from the measurement at the reference α)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "alpha": _r(self.alpha),
             "drift_shift": _r(self.drift_shift),
@@ -59,7 +59,7 @@ class SiteEvidence:
     zero_share: float  # share of output elements exactly zero under ReLU (0 under any α > 0)
     grid: list[GridPoint]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **picked(self, "name", "units", "dead"),
             "live_fire_rate": _r(self.live_fire_rate),
@@ -82,7 +82,7 @@ class SlopeEvidence:
     suggested_alpha: float | None
     seconds: float | None = None  # wall time of the grid's measurements
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "grid": [_r(a) for a in self.grid],
             "samples": self.samples,
@@ -184,7 +184,7 @@ class SiteRewrite:
             return None
         return self.reason or (NO_DEAD if self.dead == 0 else "not selected (--sites)")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **picked(self, "name", "op", "units", "unit_axis", "dead", "status"),
             "alpha": _r(self.alpha),
@@ -261,7 +261,7 @@ class RewriteReport(ModelChange):
             "passed": self.passed,
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **envelope(SCHEMA),
             **picked(self, "model", "output", "calibration", "options"),
