@@ -27,7 +27,7 @@ def _dec(x: float | str) -> float:
 
 def site_counters(site: SiteResult) -> dict[str, Any]:
     info, st = site.info, site.stats
-    d: dict[str, Any] = {
+    d: dict[str, object] = {
         "info": {
             **info.to_dict(),
             "unit_slopes": None if info.unit_slopes is None else [float(s) for s in info.unit_slopes],

@@ -159,7 +159,7 @@ class SiteStats:
         return self.neg_sum / n
 
     def to_dict(self) -> dict[str, object]:
-        d: dict[str, Any] = {"units": self.units, "elements": self.elements, "samples": self.samples}
+        d: dict[str, object] = {"units": self.units, "elements": self.elements, "samples": self.samples}
         for name in VECTOR_FIELDS:
             d[name] = getattr(self, name).tolist()
         return d

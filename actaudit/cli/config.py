@@ -161,7 +161,7 @@ def load_config(
     table = _table(path)
     commands = [command] if command is not None else _reference()
     options = _options(*commands)
-    out: dict[str, Any] = {SOURCE_KEY: str(path)}
+    out: dict[str, object] = {SOURCE_KEY: str(path)}
     for raw_key, value in table.items():
         key = raw_key.replace("-", "_")
         param = options.get(key)

@@ -84,7 +84,7 @@ def npz_members(path: Path) -> dict[str, Any]:
     A compressed member in Fortran order cannot be streamed: it is read whole when it
     fits the memory budget and refused otherwise.
     """
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError):

@@ -44,7 +44,7 @@ class DataSource:
     description: str
     synthetic: bool = False
     total_samples: int | None = None  # when known up front
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, object] = field(default_factory=dict)
 
 
 def leading_dim(x: Any) -> int:

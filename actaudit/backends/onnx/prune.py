@@ -253,7 +253,7 @@ def _conv(t: _At) -> Op | None:
         if b is None:
             return None
         params["bias"] = b
-    attrs: dict[str, Any] = {
+    attrs: dict[str, object] = {
         "strides": list(attr(node, "strides", [1] * nd)),
         "pads": list(attr(node, "pads", [0] * (2 * nd))),
         "dilations": list(attr(node, "dilations", [1] * nd)),
@@ -339,7 +339,7 @@ def _binary(t: _At) -> Op | None:
 
 def _act(t: _At) -> Op | None:
     node = t.node
-    attrs: dict[str, Any] = {"act": _ACTS[node.op_type]}
+    attrs: dict[str, object] = {"act": _ACTS[node.op_type]}
     if node.op_type == "Clip":
         bounds = []
         for i, key, default in ((1, "min", -math.inf), (2, "max", math.inf)):
