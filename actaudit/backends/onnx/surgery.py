@@ -20,33 +20,25 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    import onnxruntime as ort
-
-    from ...data import DataSource
-    from ...edit.drift import Outputs
-    from ...edit.recycle import Recycled, RecyclePlan
-    from .load import OnnxModel
-    from .recycle import Setter
-    from .site import OnnxSite
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import external_data_helper, helper, numpy_helper
 
+from ...data import DataSource
 from ...edit import fold
+from ...edit.recycle import Recycled
 from ...edit.slopes import SitePlan, SurgeryResult, float32_up, unit_shape
 from ...errors import InputError
 from ...fileio import _same as fileio_same
 from ...fileio import atomic_pair, atomic_path
 from .feeds import batches_for
-from .load import _inline_small, _is_external, over_limit
+from .load import OnnxModel, _inline_small, _is_external, over_limit
 from .session import _options, _providers, save_external, session_for
+from .site import OnnxSite
 from .sites import find_sites
 
 LEAKY = "leaky"
@@ -228,12 +220,8 @@ def _init(m: onnx.ModelProto, name: str) -> onnx.TensorProto | None:
 
 
 def _writable(
-    m: onnx.ModelProto,
-    node: onnx.NodeProto,
-    index: int,
-    default_shape: list[int] | None,
-    dtype: np.dtype | type[np.generic] | None,
-) -> tuple[np.ndarray, Setter] | None:
+    m: onnx.ModelProto, node: onnx.NodeProto, index: int, default_shape: list[int] | None, dtype: Any
+) -> tuple[np.ndarray, Callable[[np.ndarray], None]] | None:
     """(array, setter) for input ``index`` of ``node``: an initializer only this node uses (copied if shared)."""
     g = m.graph
     if index < len(node.input) and node.input[index]:
@@ -365,7 +353,7 @@ def _linear_consumer(m: onnx.ModelProto, u: onnx.NodeProto) -> fold.Link:
     )
 
 
-def _weight_writer(m: onnx.ModelProto, u: onnx.NodeProto) -> Setter | None:
+def _weight_writer(m: onnx.ModelProto, u: onnx.NodeProto) -> Callable[[np.ndarray], None] | None:
     return (_writable(m, u, 1, None, None) or (None, None))[1]
 
 
@@ -526,7 +514,7 @@ class OnnxSurgeon:
 
     def outputs(
         self, model: onnx.ModelProto, source: DataSource, samples: int | None, batches: int | None
-    ) -> Iterator[Outputs]:
+    ) -> Iterator[list[np.ndarray]]:
         from ...edit.drift import flatten_outputs, output_names
 
         sess = self.session(model)
@@ -542,9 +530,7 @@ class OnnxSurgeon:
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()
 
-    def stage(
-        self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool
-    ) -> AbstractContextManager[Path]:
+    def stage(self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool) -> Any:
         """Write ``model`` for ``out`` (see :func:`stage_onnx`); remembers the data file it published."""
         large = self.handle.over_limit() or _too_large(model)
         data = Path(out).parent / data_name(Path(out))
@@ -570,7 +556,7 @@ class OnnxSurgeon:
         self.on_disk = (m, Path(path))
         return m
 
-    def session(self, model: onnx.ModelProto) -> ort.InferenceSession:
+    def session(self, model: onnx.ModelProto) -> Any:
         """An onnxruntime session: from the file for a model :meth:`reload` read with external data."""
         on_disk = self.on_disk
         if on_disk is not None and on_disk[0] is model:
@@ -590,12 +576,7 @@ class OnnxSurgeon:
         return written_slopes(self.handle.model)
 
     def recycle(
-        self,
-        plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
-        slope_plans: list[SitePlan],
-        seed: int,
-        source: DataSource,
-        samples: int | None,
+        self, plans: list[Any], slope_plans: list[SitePlan], seed: int, source: Any, samples: int | None
     ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
         """Recycle dead units in a copy of the graph (:mod:`.recycle`), then give them ``slope_plans``."""
         from .recycle import recycle_onnx
