@@ -26,7 +26,7 @@ from .loading import LoadedModel
 from .options import AuditOptions
 
 
-def data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
+def data_source(data: object, model: LoadedModel, opts: AuditOptions) -> DataSource:
     """The batches to calibrate on, with ``opts.input_fn`` applied to every item when given."""
     source = _data_source(data, model, opts)
     fn = opts.input_fn
@@ -52,7 +52,7 @@ _LABELS_HINT = (
 )
 
 
-def labels_hint(e: InputError, data: Any, opts: AuditOptions) -> InputError:
+def labels_hint(e: InputError, data: object, opts: AuditOptions) -> InputError:
     """The model rejected a batch of several positional values: likely labels passed to ``forward``."""
     text = e.message.lower()
     iterable = data is not None and not isinstance(data, (str, os.PathLike, np.ndarray, dict))
@@ -67,7 +67,7 @@ def labels_hint(e: InputError, data: Any, opts: AuditOptions) -> InputError:
     return e
 
 
-def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
+def _data_source(data: object, model: LoadedModel, opts: AuditOptions) -> DataSource:
     given = [x is not None for x in (data, opts.calib, opts.data_loader)]
     if sum(given) > 1:
         raise InputError("give one of --calib, --data-loader (or the data argument), not several")
@@ -82,7 +82,11 @@ def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSourc
     return _plain_source(data, model, opts)
 
 
-def _plain_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
+def _plain_source(
+    data: Any,  # a torch tensor is told by its type name, torch not imported here
+    model: LoadedModel,
+    opts: AuditOptions,
+) -> DataSource:
     if opts.calib is not None:
         return calib_file(opts.calib, model, opts)
     if opts.data_loader is not None:

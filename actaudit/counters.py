@@ -25,7 +25,7 @@ def _dec(x: float | str) -> float:
     return float(x)
 
 
-def site_counters(site: SiteResult) -> dict[str, Any]:
+def site_counters(site: SiteResult) -> dict[str, object]:
     info, st = site.info, site.stats
     d: dict[str, object] = {
         "info": {

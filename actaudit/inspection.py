@@ -72,7 +72,7 @@ def inspect_model(
     )
 
 
-def _site(index: int, info: SiteInfo) -> dict[str, Any]:
+def _site(index: int, info: SiteInfo) -> dict[str, object]:
     from .kinds import family
 
     return {

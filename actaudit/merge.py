@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +61,7 @@ def _read(path: str) -> _Shard:
     return _Shard(path, d, c)
 
 
-def _same(shards: list[_Shard], what: str, get: Any) -> None:
+def _same(shards: list[_Shard], what: str, get: Callable[[_Shard], object]) -> None:
     first = get(shards[0])
     for s in shards[1:]:
         other = get(s)
@@ -72,7 +72,7 @@ def _same(shards: list[_Shard], what: str, get: Any) -> None:
             )
 
 
-def _short(x: Any) -> str:
+def _short(x: object) -> str:
     text = json.dumps(x, sort_keys=True)
     return text if len(text) <= 80 else text[:77] + "..."
 

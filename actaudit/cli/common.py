@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import EXIT_GATE
 from .config import CONFIG_META
+
+if TYPE_CHECKING:
+    from ..inventory import Inventory
+    from ..options import AuditOptions
 
 # The option bundles' parameter names, as AuditOptions spells them.
 LOAD_KEYS = (
@@ -46,7 +51,7 @@ def load_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return {k: kw[k] for k in LOAD_KEYS}
 
 
-def audit_options(kw: dict[str, Any]) -> Any:
+def audit_options(kw: dict[str, Any]) -> AuditOptions:
     """:class:`actaudit.api.AuditOptions` from the model, data and threshold option bundles."""
     from ..options import AuditOptions
     from ..verdicts import Settings
@@ -105,7 +110,7 @@ def use_color(output: str | None) -> bool:
 _OUTPUTS = (("output", "-o/--output"), ("report", "--report"), ("html", "--html"), ("junit", "--junit"))
 
 
-def inventory(kw: dict[str, Any], *, writes_model: bool = False) -> Any:
+def inventory(kw: dict[str, Any], *, writes_model: bool = False) -> Inventory:
     """The :class:`~actaudit.inventory.Inventory` of a command: every file it reads and writes."""
     from ..inventory import Inventory, onnx_companion
 
@@ -131,7 +136,7 @@ def check_files(kw: dict[str, Any], *, writes_model: bool = False) -> None:
     inventory(kw, writes_model=writes_model).check(bool(kw.get("force")))
 
 
-def echo_remarks(kw: dict[str, Any], notes: Any = (), warnings: Any = ()) -> None:
+def echo_remarks(kw: dict[str, Any], notes: Iterable[str] = (), warnings: Iterable[str] = ()) -> None:
     """Notes and warnings on stderr, unless ``-q`` or the table (which lists them itself) goes to stdout."""
     if kw["quiet"] or kw["fmt"] == "table":
         return

@@ -47,7 +47,7 @@ class DataSource:
     details: dict[str, object] = field(default_factory=dict)
 
 
-def leading_dim(x: Any) -> int:
+def leading_dim(x: object) -> int:
     shape = getattr(x, "shape", None)
     if shape is None or len(shape) == 0:
         return 1
@@ -62,7 +62,7 @@ def batch_samples(batch: Batch) -> int:
     return 1
 
 
-def normalize_batch(item: Any) -> Batch:
+def normalize_batch(item: object) -> Batch:
     """A loader item: a tensor/array, a tuple/list of positional inputs, or a dict of keyword inputs."""
     if isinstance(item, dict):
         return [], dict(item)
