@@ -281,7 +281,7 @@ class RewriteReport(ModelChange):
 
     def document(self) -> Document:
         """The sites with their slopes and drifts, then the drift, compensation, search and gate."""
-        body: list[Any] = [_site_table(self), Lines(_remarks(self))]
+        body: list[Table | Lines | str] = [_site_table(self), Lines(_remarks(self))]
         if self.evidence is not None:
             body += ["", _evidence_title(self.evidence), self.evidence.table(), _SITE_EVIDENCE]
             body.append(self.evidence.site_table())
