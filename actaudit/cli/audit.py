@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..options import AuditOptions
 
 import click
 
@@ -159,7 +162,7 @@ def audit(**kw: Any) -> None:
         _finish(report, baseline, kw)
 
 
-def _options(kw: dict[str, Any]) -> Any:
+def _options(kw: dict[str, Any]) -> AuditOptions:
     """AuditOptions from the flags, with torchrun's rank and the shard checked."""
     from ..distributed import from_env
 
@@ -178,7 +181,7 @@ def _options(kw: dict[str, Any]) -> Any:
     return opts
 
 
-def _shard_checks(kw: dict[str, Any], opts: Any) -> None:
+def _shard_checks(kw: dict[str, Any], opts: AuditOptions) -> None:
     from ..errors import InputError
     from ..shard import parse_shard
 

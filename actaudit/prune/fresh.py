@@ -8,8 +8,6 @@ with the same batch structure. Nothing here imports torch: tensors are read thro
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..data import Batch, DataSource, batch_samples, cap_samples
@@ -18,7 +16,7 @@ from ..edit.ranges import InputRange
 MAX_FRESH_SAMPLES = 512
 
 
-def _walk(batch: Batch) -> list[tuple[str, Any]]:
+def _walk(batch: Batch) -> list[tuple[str, object]]:
     args, kwargs = batch
     return [(str(i), a) for i, a in enumerate(args)] + list(kwargs.items())
 

@@ -165,7 +165,7 @@ class PruneReport(ModelChange):
         return lines + [f"note: {n}" for n in self.notes]
 
 
-def _n(units: list[int] | None) -> Any:
+def _n(units: list[int] | None) -> str | int:
     return "-" if units is None else len(units)
 
 
