@@ -10,7 +10,7 @@ dispatch mode, as the ops that read the producer's weight storage and return a n
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import NotRequired, TypedDict, cast
 
 import numpy as np
 import torch
@@ -25,6 +25,23 @@ from .script_surgery import _TS_CONV, torchscript_sites, ts_attr, ts_link
 Batches = Callable[[], Iterator[Batch]]
 
 
+class Job(TypedDict):
+    """One site to recycle in a compiled graph: its producer's tensors, the fold, the samples taken."""
+
+    plan: rc.RecyclePlan
+    producer: str  # module path (or op) of the producing linear/conv
+    w: torch.Tensor
+    b: torch.Tensor
+    folded: fold.Folded
+    linear: bool
+    live: list[int]  # the units that stay
+    units: NotRequired[int]  # TorchScript: the unit count a kept op result must have
+    node: NotRequired[str]  # torch.export: the producing node's name
+    sample: NotRequired[rc.Reservoir]
+    live_sample: NotRequired[rc.Reservoir]
+    scale: NotRequired[float]
+
+
 def recycle_script(
     m: torch.jit.ScriptModule,
     plans: list[tuple[rc.RecyclePlan, int, int, tuple[int, ...]]],
@@ -37,7 +54,7 @@ def recycle_script(
     torch._C._jit_pass_inline(graph)
     sites = torchscript_sites(graph, m)
     refused: dict[str, str] = {}
-    jobs: list[dict[str, Any]] = []
+    jobs: list[Job] = []
     for plan, units, axis, sample_shape in plans:
         found = sites.get(plan.name)
         job = (
@@ -53,6 +70,7 @@ def recycle_script(
         return {}, refused
     for j in jobs:
         c = j["folded"].consumer
+        assert c.write_weight is not None  # _prepare refused a consumer without one
         c.write_weight(
             rc.zero_inputs(c.kind, c.weight, j["plan"].units, repeat=j["folded"].repeat, groups=c.groups)
         )
@@ -73,7 +91,7 @@ def _prepare(
     units: int,
     axis: int,
     sample_shape: tuple[int, ...],
-) -> dict[str, Any] | str:
+) -> Job | str:
     x = node.inputsAt(0)
     src = x.node()
     k = src.kind()
@@ -124,7 +142,7 @@ def _storage(t: torch.Tensor) -> int:
 class _Keep(TorchDispatchMode):
     """Keeps the result of every op that reads a watched weight's storage and returns a new tensor."""
 
-    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+    def __init__(self, jobs: list[Job]) -> None:
         super().__init__()
         self.by_storage = {_storage(j["w"]): j for j in jobs}
 
@@ -156,9 +174,7 @@ class _Keep(TorchDispatchMode):
         return out
 
 
-def _sample(
-    m: torch.jit.ScriptModule, jobs: list[dict[str, Any]], batches: Batches, rng: np.random.Generator
-) -> None:
+def _sample(m: torch.jit.ScriptModule, jobs: list[Job], batches: Batches, rng: np.random.Generator) -> None:
     for j in jobs:
         j["sample"], j["live_sample"] = (
             rc.Reservoir(len(j["plan"].units), rng),
@@ -170,7 +186,7 @@ def _sample(
                 m(*args, **kwargs)
 
 
-def _place(j: dict[str, Any]) -> rc.Recycled:
+def _place(j: Job) -> rc.Recycled:
     values = j["sample"].values
     b = rc.bias_for_share(values, j["plan"].share)
     c = rc.activation_match(values, b, rc.live_activation_rms(j["live_sample"].values))
