@@ -9,11 +9,21 @@ number of calibration samples.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
 from .errors import InputError
+
+
+class FfnLayer(TypedDict):
+    """A transformer layer's FFN activation (``extras["ffn"]`` by module path), and its sequence counts."""
+
+    layer: int
+    kind: str
+    gated: bool
+    sequences: NotRequired[int]
+    silent_sequence_neurons: NotRequired[int]
 
 
 @dataclass(frozen=True)
