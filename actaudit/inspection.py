@@ -19,7 +19,7 @@ __all__ = ["Inspection", "inspect_model"]
 
 
 def inspect_model(
-    model: Any,
+    model: object,
     *,
     input_shapes: Sequence[str] = (),
     unit_axis: Sequence[str] = (),
