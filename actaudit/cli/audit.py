@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..options import AuditOptions
+    from ..report.audit import Report
+    from ..report.baseline import Comparison
 
 import click
 
@@ -198,7 +200,7 @@ def _shard_checks(kw: dict[str, Any], opts: AuditOptions) -> None:
             )
 
 
-def _compare(report: Any, baseline: Any, kw: dict[str, Any]) -> Any:
+def _compare(report: Report, baseline: dict[str, Any], kw: dict[str, Any]) -> Comparison:
     """The comparison with ``--against``; its gates join the report's."""
     from ..report.baseline import compare
 
@@ -217,7 +219,7 @@ def _compare(report: Any, baseline: Any, kw: dict[str, Any]) -> Any:
     return comparison
 
 
-def _finish(report: Any, baseline: Any, kw: dict[str, Any]) -> None:
+def _finish(report: Report, baseline: dict[str, Any] | None, kw: dict[str, Any]) -> None:
     """Compare, print, write the extra files, and exit 1 when a gate failed."""
     from ..report.terminal import table_width
 

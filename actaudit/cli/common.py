@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -18,6 +18,9 @@ from .config import CONFIG_META
 if TYPE_CHECKING:
     from ..inventory import Inventory
     from ..options import AuditOptions
+    from ..report.audit import Report
+    from ..report.prune import PruneReport
+    from ..report.rewrite import RewriteReport
 
 # The option bundles' parameter names, as AuditOptions spells them.
 LOAD_KEYS = (
@@ -146,7 +149,7 @@ def echo_remarks(kw: dict[str, Any], notes: Iterable[str] = (), warnings: Iterab
         say(f"actaudit: warning: {w}")
 
 
-def exit_on_failed_gates(report: Any) -> None:
+def exit_on_failed_gates(report: Report) -> None:
     """Name the failed ``--fail-on`` gates on stderr and exit 1; nothing when every gate passed."""
     if not report.passed:
         failed = [g.gate.text for g in report.gates if g.failed]
@@ -154,13 +157,14 @@ def exit_on_failed_gates(report: Any) -> None:
         sys.exit(EXIT_GATE)
 
 
-def publish(report: Any, kw: dict[str, Any]) -> None:
+def publish(report: RewriteReport | PruneReport, kw: dict[str, Any]) -> None:
     """rewrite and prune: warnings, the report (stdout or ``--report``), and where the model went."""
     echo_remarks(kw, warnings=report.warnings)
     if getattr(report, "fits_terminal", False):  # the rewrite table fits the terminal like the audit's
         from ..report.terminal import table_width
 
-        text = report.render(kw["fmt"], width=table_width(bool(kw.get("wide")), bool(kw["report"])))
+        rewrite = cast("RewriteReport", report)  # only a rewrite report fits the terminal
+        text = rewrite.render(kw["fmt"], width=table_width(bool(kw.get("wide")), bool(kw["report"])))
     else:
         text = report.render(kw["fmt"])
     emit(text, kw["report"], kw["force"])
