@@ -77,7 +77,7 @@ def _short(x: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _site_shape(site: dict[str, Any]) -> Any:
+def _site_shape(site: dict[str, Any]) -> list[object]:
     i = site["info"]
     return [i["name"], i["op"], i["kind"], i["unit_axis"], i["units"], i["sample_shape"]]
 
@@ -122,7 +122,7 @@ def check_shards(shards: list[_Shard]) -> None:
     _same(shards, "the uncovered activations", lambda s: s.report["uncovered"])
 
 
-def _calibration_key(cal: dict[str, Any]) -> Any:
+def _calibration_key(cal: dict[str, Any]) -> dict[str, object]:
     return {k: cal.get(k) for k in ("source", "batch_size", "synthetic", "seed")}
 
 
