@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 from .backends.base import CALIB_READERS
 from .data import (
     DEFAULT_SYNTHETIC_SAMPLES,
+    Batch,
     DataSource,
     InputSpec,
     from_arrays,
@@ -34,7 +35,7 @@ def data_source(data: object, model: LoadedModel, opts: AuditOptions) -> DataSou
         return source
     inner = source.batches
 
-    def mapped() -> Any:
+    def mapped() -> Iterator[Batch]:
         for args, kwargs in inner():
             raw = (
                 kwargs if kwargs and not args else (args[0] if len(args) == 1 and not kwargs else tuple(args))
