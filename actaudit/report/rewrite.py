@@ -371,7 +371,7 @@ def _fitted(rep: RewriteReport, width: int) -> str:
     name_w = max(
         min(max(map(len, names), default=4), max(terminal.MIN_SITE_WIDTH, room - max(map(len, status)))), 4
     )
-    fitted: list[list[object]] = []
+    fitted: list[list[Any]] = []
     for r, n, st in zip(rows, names, status, strict=True):  # a long status goes on under its row
         first, *more = textwrap.wrap(st, max(room - name_w, 12), break_on_hyphens=False) or [""]
         r[0], r[-1] = terminal.elide(n, name_w), first
