@@ -25,12 +25,14 @@ if TYPE_CHECKING:
     import numpy as np
     from typing_extensions import Unpack
 
+    from .load import LoadKeys
+
 __all__ = ["TorchModel", "bound_batches", "capture", "from_module", "load", "model_facts"]
 
 _TS_SUFFIXES = (".ts", ".pt", ".pth", ".jit", ".torchscript")
 
 
-def load(path: str | Path, **kw: Any) -> TorchModel:
+def load(path: str | Path, **kw: Unpack[LoadKeys]) -> TorchModel:
     return load_torch(path, **kw)
 
 

@@ -35,6 +35,18 @@ StateDict = dict[str, torch.Tensor]
 Runnable = torch.nn.Module | torch.export.ExportedProgram
 
 
+class LoadKeys(TypedDict, total=False):
+    """The keyword options of :func:`load_torch`."""
+
+    arch: str | None
+    state_key: str | None
+    trust_pickle: bool
+    trust_code: bool
+    device: str
+    strip_prefixes: tuple[str, ...]
+    non_strict: bool
+
+
 class _StateDictKeys(TypedDict, total=False):
     """How a state_dict's keys are matched to the model (``--strip-prefix``, ``--non-strict``)."""
 
