@@ -73,11 +73,11 @@ def counters_section(
     shard: dict[str, int],
     backend: str,
     offered: int | None,
-    options: dict[str, Any],
+    options: dict[str, object],
     notes: Sequence[str],
     cap: Capture,
     capture_s: float,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     return {
         "schema": COUNTERS_SCHEMA,
         "shard": shard,

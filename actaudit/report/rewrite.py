@@ -243,7 +243,7 @@ class RewriteReport(ModelChange):
     def slopes(self) -> dict[str, float]:
         return {s.name: float(s.alpha) for s in self.rewritten if s.alpha is not None}
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         rw = self.rewritten
         return {
             "sites_rewritten": len(rw),
