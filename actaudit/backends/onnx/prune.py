@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -562,7 +563,9 @@ class OnnxPruner:
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()
 
-    def stage(self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool) -> Any:
+    def stage(
+        self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool
+    ) -> AbstractContextManager[Path]:
         """The rewrite's writer: one file, or the model and its external data over 2 GB."""
         return self.surgeon.stage(model, notes, out, force)
 
