@@ -172,7 +172,7 @@ class SiteRewrite:
     compensation: str | None = None  # where it was folded, or why not
     alpha_min: float | None = None  # the smallest per-unit slope at this site
     unit_slopes: dict[int, float] | None = None  # revived unit → slope (per-unit default)
-    recycled: dict[str, Any] | None = None  # --mode recycle: producer, consumer, init std, units
+    recycled: dict[str, object] | None = None  # --mode recycle: producer, consumer, init std, units
     unit_shifts: dict[int, float] | None = (
         None  # unit → constant subtracted after the activation (nonzero only)
     )
@@ -207,7 +207,7 @@ class RewriteReport(ModelChange):
     sites: list[SiteRewrite]
     drift_uncompensated: Drift | None = None
     search: dict[str, Any] = field(default_factory=dict)
-    audit_summary: dict[str, Any] = field(default_factory=dict)
+    audit_summary: dict[str, object] = field(default_factory=dict)
     expected_slopes: list[Any] = field(default_factory=list)  # what the verification must read back
     evidence: SlopeEvidence | None = None  # the α grid (rewrite/evidence.py)
     fits_terminal = True  # render() takes a terminal width
