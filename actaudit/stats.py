@@ -228,7 +228,7 @@ class Capture:
     batches: int
     uncovered: list[Uncovered] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    inputs: list[dict[str, Any]] = field(default_factory=list)
+    inputs: list[dict[str, object]] = field(default_factory=list)
     # With ``CaptureOptions.keep_outputs``: the model's floating-point outputs of the same pass,
     # one list per batch fed (rewrite and prune measure drift against them), and their names.
     outputs: list[list[np.ndarray]] | None = None
