@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["__version__", "audit"]
 
 
-def audit(model: Any, data: Any = None, **options: Any) -> Report:
+def audit(model: object, data: object = None, **options: Any) -> Report:
     """Audit ``model`` (a path, ``nn.Module`` or ``onnx.ModelProto``) on ``data``.
 
     ``data`` is a path (.npy/.npz/.pt), an array or tensor (samples along axis 0), a

@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 
-def audit(model: Any, data: Any = None, *, options: AuditOptions | None = None, **kw: Any) -> Report:
+def audit(model: object, data: object = None, *, options: AuditOptions | None = None, **kw: Any) -> Report:
     """Audit ``model`` on ``data``; keyword arguments are :class:`AuditOptions` fields."""
     opts = options or AuditOptions(**kw)
     gates = [parse_gate(g) for g in opts.fail_on]
@@ -92,7 +92,9 @@ def _shard(opts: AuditOptions) -> Shard | None:
     return opts.shard
 
 
-def _audit_distributed(model: Any, data: Any, opts: AuditOptions, env: DistEnv, gates: list[Gate]) -> Report:
+def _audit_distributed(
+    model: object, data: object, opts: AuditOptions, env: DistEnv, gates: list[Gate]
+) -> Report:
     """One rank of a torchrun job: its shard of the data, then the counters of all ranks added up.
 
     Every rank reaches the same collective whether it succeeded or failed, so one rank's

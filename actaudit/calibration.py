@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ import numpy as np
 from .backends.base import CALIB_READERS
 from .data import (
     DEFAULT_SYNTHETIC_SAMPLES,
+    Batch,
     DataSource,
     InputSpec,
     from_arrays,
@@ -26,7 +27,7 @@ from .loading import LoadedModel
 from .options import AuditOptions
 
 
-def data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
+def data_source(data: object, model: LoadedModel, opts: AuditOptions) -> DataSource:
     """The batches to calibrate on, with ``opts.input_fn`` applied to every item when given."""
     source = _data_source(data, model, opts)
     fn = opts.input_fn
@@ -34,7 +35,7 @@ def data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource
         return source
     inner = source.batches
 
-    def mapped() -> Any:
+    def mapped() -> Iterator[Batch]:
         for args, kwargs in inner():
             raw = (
                 kwargs if kwargs and not args else (args[0] if len(args) == 1 and not kwargs else tuple(args))
@@ -52,7 +53,7 @@ _LABELS_HINT = (
 )
 
 
-def labels_hint(e: InputError, data: Any, opts: AuditOptions) -> InputError:
+def labels_hint(e: InputError, data: object, opts: AuditOptions) -> InputError:
     """The model rejected a batch of several positional values: likely labels passed to ``forward``."""
     text = e.message.lower()
     iterable = data is not None and not isinstance(data, (str, os.PathLike, np.ndarray, dict))
@@ -67,7 +68,7 @@ def labels_hint(e: InputError, data: Any, opts: AuditOptions) -> InputError:
     return e
 
 
-def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
+def _data_source(data: object, model: LoadedModel, opts: AuditOptions) -> DataSource:
     given = [x is not None for x in (data, opts.calib, opts.data_loader)]
     if sum(given) > 1:
         raise InputError("give one of --calib, --data-loader (or the data argument), not several")
@@ -82,7 +83,11 @@ def _data_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSourc
     return _plain_source(data, model, opts)
 
 
-def _plain_source(data: Any, model: LoadedModel, opts: AuditOptions) -> DataSource:
+def _plain_source(
+    data: Any,  # a torch tensor is told by its type name, torch not imported here
+    model: LoadedModel,
+    opts: AuditOptions,
+) -> DataSource:
     if opts.calib is not None:
         return calib_file(opts.calib, model, opts)
     if opts.data_loader is not None:

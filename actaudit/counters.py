@@ -25,9 +25,9 @@ def _dec(x: float | str) -> float:
     return float(x)
 
 
-def site_counters(site: SiteResult) -> dict[str, Any]:
+def site_counters(site: SiteResult) -> dict[str, object]:
     info, st = site.info, site.stats
-    d: dict[str, Any] = {
+    d: dict[str, object] = {
         "info": {
             **info.to_dict(),
             "unit_slopes": None if info.unit_slopes is None else [float(s) for s in info.unit_slopes],
@@ -73,11 +73,11 @@ def counters_section(
     shard: dict[str, int],
     backend: str,
     offered: int | None,
-    options: dict[str, Any],
+    options: dict[str, object],
     notes: Sequence[str],
     cap: Capture,
     capture_s: float,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     return {
         "schema": COUNTERS_SCHEMA,
         "shard": shard,

@@ -13,7 +13,6 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from .errors import InputError
 
@@ -116,7 +115,7 @@ def _cleanup_on_sigterm() -> Iterator[None]:
         return
     previous = signal.getsignal(signal.SIGTERM)
 
-    def on_term(_signum: int, _frame: Any) -> None:
+    def on_term(_signum: int, _frame: object) -> None:
         raise Terminated(128 + signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, on_term)

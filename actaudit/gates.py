@@ -59,7 +59,7 @@ class GateResult:
     value: float  # the model total, or the worst matching site's value
     failing_sites: list[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "gate": self.gate.text,
             "passed": not self.failed,

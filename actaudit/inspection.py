@@ -19,7 +19,7 @@ __all__ = ["Inspection", "inspect_model"]
 
 
 def inspect_model(
-    model: Any,
+    model: object,
     *,
     input_shapes: Sequence[str] = (),
     unit_axis: Sequence[str] = (),
@@ -72,7 +72,7 @@ def inspect_model(
     )
 
 
-def _site(index: int, info: SiteInfo) -> dict[str, Any]:
+def _site(index: int, info: SiteInfo) -> dict[str, object]:
     from .kinds import family
 
     return {

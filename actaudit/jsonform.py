@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from ._version import __version__
 
@@ -18,16 +17,16 @@ def json_float(x: float | None, digits: int = 6) -> float | None:
     return float(f"{x:.{digits}g}")
 
 
-def envelope(schema: str) -> dict[str, Any]:
+def envelope(schema: str) -> dict[str, object]:
     """The first two keys of every result's JSON: its schema and the tool that wrote it."""
     return {"schema": schema, "tool": {"name": "actaudit", "version": __version__}}
 
 
-def picked(obj: Any, *names: str) -> dict[str, Any]:
+def picked(obj: object, *names: str) -> dict[str, object]:
     """``{name: obj.name}`` for ``names``, in that order; lists are copied, so the dict is the caller's."""
     return {n: list(v) if isinstance(v := getattr(obj, n), list) else v for n in names}
 
 
-def dicts(obj: Any, *names: str) -> dict[str, Any]:
+def dicts(obj: object, *names: str) -> dict[str, object]:
     """``{name: obj.name.to_dict()}`` for ``names``, ``None`` where the attribute is ``None``."""
     return {n: None if (v := getattr(obj, n)) is None else v.to_dict() for n in names}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import InputError
 
@@ -76,5 +76,5 @@ def read_json(path: str | os.PathLike[str], what: str, *, hint: str | None = Non
         raise InputError(f"{what} {path}: {str(e)[:120]}", hint=hint) from None
 
 
-def _no_constant(name: str) -> Any:
+def _no_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")

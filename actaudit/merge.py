@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,7 +61,7 @@ def _read(path: str) -> _Shard:
     return _Shard(path, d, c)
 
 
-def _same(shards: list[_Shard], what: str, get: Any) -> None:
+def _same(shards: list[_Shard], what: str, get: Callable[[_Shard], object]) -> None:
     first = get(shards[0])
     for s in shards[1:]:
         other = get(s)
@@ -72,12 +72,12 @@ def _same(shards: list[_Shard], what: str, get: Any) -> None:
             )
 
 
-def _short(x: Any) -> str:
+def _short(x: object) -> str:
     text = json.dumps(x, sort_keys=True)
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _site_shape(site: dict[str, Any]) -> Any:
+def _site_shape(site: dict[str, Any]) -> list[object]:
     i = site["info"]
     return [i["name"], i["op"], i["kind"], i["unit_axis"], i["units"], i["sample_shape"]]
 
@@ -122,7 +122,7 @@ def check_shards(shards: list[_Shard]) -> None:
     _same(shards, "the uncovered activations", lambda s: s.report["uncovered"])
 
 
-def _calibration_key(cal: dict[str, Any]) -> Any:
+def _calibration_key(cal: dict[str, Any]) -> dict[str, object]:
     return {k: cal.get(k) for k in ("source", "batch_size", "synthetic", "seed")}
 
 

@@ -43,7 +43,7 @@ class AuditOptions:
     input_range: Sequence[str] = ()  # [NAME=]LOW,HIGH: prove units dead by interval bounds
     progress: Callable[[int], None] | None = None
     # Maps each item a loader yields to the model's inputs, e.g. ``lambda b: b[0]`` for (inputs, labels).
-    input_fn: Callable[[Any], Any] | None = None
+    input_fn: Callable[[Any], object] | None = None
     val_range: tuple[float, float] | None = None  # synthetic values drawn from [LOW, HIGH]
     # Calibration from files (actaudit.data.files): tokens per prompt or samples per clip,
     # image size (SIZE or HxW), pixel scaling (unit, signed, imagenet) and NHWC layout.

@@ -11,7 +11,10 @@ HTML keep names as they are: their encoders already escape them.
 from __future__ import annotations
 
 import csv
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 _FORMULA_PREFIXES = ("=", "+", "-", "@")
 
@@ -29,7 +32,7 @@ def lines(s: object) -> str:
     return "\n".join(text(line) for line in str(s).split("\n"))
 
 
-def csv_cell(value: Any) -> Any:
+def csv_cell(value: object) -> object:
     """A CSV cell that no spreadsheet evaluates as a formula; numbers pass unchanged."""
     if not isinstance(value, str):
         return value
@@ -48,13 +51,13 @@ def _is_number(s: str) -> bool:
 
 
 class _Writer:
-    def __init__(self, f: Any) -> None:
+    def __init__(self, f: SupportsWrite[str]) -> None:
         self._w = csv.writer(f, lineterminator="\n")
 
-    def writerow(self, row: list[Any]) -> Any:
+    def writerow(self, row: list[object]) -> object:
         return self._w.writerow([csv_cell(c) for c in row])
 
 
-def csv_writer(f: Any) -> _Writer:
+def csv_writer(f: SupportsWrite[str]) -> _Writer:
     """``csv.writer(f, lineterminator="\\n")`` whose cells go through :func:`csv_cell`."""
     return _Writer(f)

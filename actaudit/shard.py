@@ -15,10 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .data import Batch, DataSource, cap_samples
 from .errors import CalibrationError, InputError
+
+if TYPE_CHECKING:
+    from .loading import LoadedModel
+    from .stats import Capture
 
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
 
@@ -91,7 +95,9 @@ def sharded(
     )
 
 
-def shard_report(report: Any, loaded: Any, source: DataSource, cap: Any, opts: Any, capture_s: float) -> Any:
+def shard_report(
+    report: Any, loaded: LoadedModel, source: DataSource, cap: Capture, opts: Any, capture_s: float
+) -> Any:
     """Turn a shard's report into one that ``actaudit merge`` reads: exact counters, no gate verdicts.
 
     Gates are parsed and their site globs checked here (a typo fails early, on every

@@ -10,7 +10,7 @@ file's own values.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import cast
 
 from .errors import InputError
 from .kinds import BOUNDED, CAPPED, RECTIFIERS
@@ -30,35 +30,35 @@ class Bad(Exception):
         super().__init__(f"{where}: {problem}")
 
 
-def _kind(v: Any) -> str:
+def _kind(v: object) -> str:
     return "null" if v is None else type(v).__name__
 
 
-def check_object(v: Any, where: str) -> dict[str, Any]:
+def check_object(v: object, where: str) -> dict[str, object]:
     if not isinstance(v, dict):
         raise Bad(where, f"expected an object, found {_kind(v)}")
     return v
 
 
-def _key(d: dict[str, Any], key: str, where: str) -> Any:
+def _key(d: dict[str, object], key: str, where: str) -> object:
     if key not in d:
         raise Bad(f"{where}.{key}" if where else key, "missing")
     return d[key]
 
 
-def check_str(v: Any, where: str) -> str:
+def check_str(v: object, where: str) -> str:
     if not isinstance(v, str):
         raise Bad(where, f"expected a string, found {_kind(v)}")
     return v
 
 
-def _bool(v: Any, where: str) -> bool:
+def _bool(v: object, where: str) -> bool:
     if not isinstance(v, bool):
         raise Bad(where, f"expected true or false, found {_kind(v)}")
     return v
 
 
-def check_int(v: Any, where: str, lo: int = 0, hi: int = MAX_COUNT) -> int:
+def check_int(v: object, where: str, lo: int = 0, hi: int = MAX_COUNT) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise Bad(where, f"expected an integer, found {_kind(v)}")
     if not lo <= v <= hi:
@@ -67,7 +67,7 @@ def check_int(v: Any, where: str, lo: int = 0, hi: int = MAX_COUNT) -> int:
     return v
 
 
-def check_number(v: Any, where: str, lo: float = -math.inf, hi: float = math.inf) -> float:
+def check_number(v: object, where: str, lo: float = -math.inf, hi: float = math.inf) -> float:
     if not isinstance(v, (int, float)) or isinstance(v, bool):
         raise Bad(where, f"expected a number, found {_kind(v)}")
     x = float(v)
@@ -76,7 +76,7 @@ def check_number(v: Any, where: str, lo: float = -math.inf, hi: float = math.inf
     return x
 
 
-def check_list(v: Any, where: str, length: int | None = None) -> list[Any]:
+def check_list(v: object, where: str, length: int | None = None) -> list[object]:
     if not isinstance(v, list):
         raise Bad(where, f"expected a list, found {_kind(v)}")
     if length is not None and len(v) != length:
@@ -84,12 +84,12 @@ def check_list(v: Any, where: str, length: int | None = None) -> list[Any]:
     return v
 
 
-def _strings(v: Any, where: str) -> None:
+def _strings(v: object, where: str) -> None:
     for i, x in enumerate(check_list(v, where)):
         check_str(x, f"{where}[{i}]")
 
 
-def _settings(v: Any) -> None:
+def _settings(v: object) -> None:
     d = check_object(v, "settings")
     names = set(Settings().to_dict())
     for k in d:
@@ -101,7 +101,7 @@ def _settings(v: Any) -> None:
             raise Bad(f"settings.{k}", f"{x!r} is not in (0, 1)")
 
 
-def _top(d: dict[str, Any]) -> None:
+def _top(d: dict[str, object]) -> None:
     model = check_object(_key(d, "model", ""), "model")
     for k in ("path", "format", "sha256"):
         check_str(_key(model, k, "model"), f"model.{k}")
@@ -120,7 +120,7 @@ def _top(d: dict[str, Any]) -> None:
             check_str(_key(u, k, f"uncovered[{i}]"), f"uncovered[{i}].{k}")
 
 
-def _counters_top(c: dict[str, Any]) -> None:
+def _counters_top(c: dict[str, object]) -> None:
     shard = check_object(_key(c, "shard", "counters"), "counters.shard")
     count = check_int(_key(shard, "count", "counters.shard"), "counters.shard.count", 1, MAX_SHARDS)
     check_int(_key(shard, "index", "counters.shard"), "counters.shard.index", 1, count)
@@ -142,7 +142,7 @@ def _counters_top(c: dict[str, Any]) -> None:
         check_number(c["capture_s"], "counters.capture_s", 0.0)
 
 
-def _info(v: Any, where: str) -> int:
+def _info(v: object, where: str) -> int:
     i = check_object(v, where)
     for k in ("name", "op", "module"):
         check_str(_key(i, k, where), f"{where}.{k}")
@@ -169,21 +169,21 @@ def _info(v: Any, where: str) -> int:
     return units
 
 
-def _site(v: Any, where: str) -> None:
+def _site(v: object, where: str) -> None:
     s = check_object(v, where)
     units = _info(_key(s, "info", where), f"{where}.info")
     elements = check_int(_key(s, "elements", where), f"{where}.elements")
     check_int(_key(s, "samples", where), f"{where}.samples")
     vectors = {name: check_list(_key(s, name, where), f"{where}.{name}", units) for name in VECTOR_FIELDS}
     for name in INT_FIELDS:
-        v = vectors[name]
+        v = cast("list[int]", vectors[name])  # used as ints only once all are, else each is checked
         if all(type(x) is int for x in v) and (not v or (min(v) >= 0 and max(v) <= elements)):
             continue
         for j, x in enumerate(v):
             check_int(x, f"{where}.{name}[{j}]", 0, elements)
-    nonfinite = vectors["nonfinite"]
+    nonfinite = cast("list[int]", vectors["nonfinite"])  # INT_FIELDS, checked above
     for name in ("low", "high"):
-        for j, (x, n) in enumerate(zip(vectors[name], nonfinite, strict=True)):
+        for j, (x, n) in enumerate(zip(cast("list[int]", vectors[name]), nonfinite, strict=True)):
             if x + n > elements:
                 raise Bad(
                     f"{where}.{name}[{j}]",
@@ -192,16 +192,16 @@ def _site(v: Any, where: str) -> None:
     for name in VECTOR_FIELDS:
         if name in INT_FIELDS:
             continue
-        for j, x in enumerate(vectors[name]):
-            if type(x) is float or (type(x) is int and abs(x) < MAX_COUNT):
+        for j, value in enumerate(vectors[name]):
+            if type(value) is float or (type(value) is int and abs(value) < MAX_COUNT):
                 continue
-            if not (isinstance(x, str) and x in _NONFINITE):
+            if not (isinstance(value, str) and value in _NONFINITE):
                 raise Bad(
-                    f"{where}.{name}[{j}]", f"expected a number or one of {_NONFINITE}, found {_kind(x)}"
+                    f"{where}.{name}[{j}]", f"expected a number or one of {_NONFINITE}, found {_kind(value)}"
                 )
 
 
-def check_shard_report(path: str, d: Any) -> None:
+def check_shard_report(path: str, d: object) -> None:
     """Refuse a shard report that is not shaped as ``audit --shard`` writes it, naming the first problem.
 
     The report's ``schema`` and ``counters.schema`` are checked by the caller, first.

@@ -9,11 +9,21 @@ number of calibration samples.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
 from .errors import InputError
+
+
+class FfnLayer(TypedDict):
+    """A transformer layer's FFN activation (``extras["ffn"]`` by module path), and its sequence counts."""
+
+    layer: int
+    kind: str
+    gated: bool
+    sequences: NotRequired[int]
+    silent_sequence_neurons: NotRequired[int]
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,7 @@ class SiteInfo:
     unit_axis_source: str = "producer"
     model_output: bool = False  # its values reach a model output unchanged (a head: saturation is expected)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "op": self.op,
@@ -158,8 +168,8 @@ class SiteStats:
         n = np.maximum(self.finite_elements, 1)
         return self.neg_sum / n
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"units": self.units, "elements": self.elements, "samples": self.samples}
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {"units": self.units, "elements": self.elements, "samples": self.samples}
         for name in VECTOR_FIELDS:
             d[name] = getattr(self, name).tolist()
         return d
@@ -218,7 +228,7 @@ class Capture:
     batches: int
     uncovered: list[Uncovered] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    inputs: list[dict[str, Any]] = field(default_factory=list)
+    inputs: list[dict[str, object]] = field(default_factory=list)
     # With ``CaptureOptions.keep_outputs``: the model's floating-point outputs of the same pass,
     # one list per batch fed (rewrite and prune measure drift against them), and their names.
     outputs: list[list[np.ndarray]] | None = None

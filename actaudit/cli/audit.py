@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..options import AuditOptions
+    from ..report.audit import Report
+    from ..report.baseline import Comparison
 
 import click
 
@@ -160,7 +165,7 @@ def audit(**kw: Any) -> None:
         _finish(report, baseline, kw)
 
 
-def _options(kw: dict[str, Any]) -> Any:
+def _options(kw: dict[str, Any]) -> AuditOptions:
     """AuditOptions from the flags, with torchrun's rank and the shard checked."""
     from ..distributed import from_env
 
@@ -179,7 +184,7 @@ def _options(kw: dict[str, Any]) -> Any:
     return opts
 
 
-def _shard_checks(kw: dict[str, Any], opts: Any) -> None:
+def _shard_checks(kw: dict[str, Any], opts: AuditOptions) -> None:
     from ..errors import InputError
     from ..shard import parse_shard
 
@@ -196,7 +201,7 @@ def _shard_checks(kw: dict[str, Any], opts: Any) -> None:
             )
 
 
-def _compare(report: Any, baseline: Any, kw: dict[str, Any]) -> Any:
+def _compare(report: Report, baseline: dict[str, Any], kw: dict[str, Any]) -> Comparison:
     """The comparison with ``--against``; its gates join the report's."""
     from ..report.baseline import compare
 
@@ -215,7 +220,7 @@ def _compare(report: Any, baseline: Any, kw: dict[str, Any]) -> Any:
     return comparison
 
 
-def _finish(report: Any, baseline: Any, kw: dict[str, Any]) -> None:
+def _finish(report: Report, baseline: dict[str, Any] | None, kw: dict[str, Any]) -> None:
     """Compare, print, write the extra files, and exit 1 when a gate failed."""
     from ..report.terminal import table_width
 

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
 from ..errors import EXIT_GATE
 from .config import CONFIG_META
+
+if TYPE_CHECKING:
+    from ..inventory import Inventory
+    from ..options import AuditOptions
+    from ..report.audit import Report
+    from ..report.prune import PruneReport
+    from ..report.rewrite import RewriteReport
 
 # The option bundles' parameter names, as AuditOptions spells them.
 LOAD_KEYS = (
@@ -46,7 +54,7 @@ def load_kwargs(kw: dict[str, Any]) -> dict[str, Any]:
     return {k: kw[k] for k in LOAD_KEYS}
 
 
-def audit_options(kw: dict[str, Any]) -> Any:
+def audit_options(kw: dict[str, Any]) -> AuditOptions:
     """:class:`actaudit.api.AuditOptions` from the model, data and threshold option bundles."""
     from ..errors import InputError
     from ..options import AuditOptions
@@ -112,7 +120,7 @@ def use_color(output: str | None) -> bool:
 _OUTPUTS = (("output", "-o/--output"), ("report", "--report"), ("html", "--html"), ("junit", "--junit"))
 
 
-def inventory(kw: dict[str, Any], *, writes_model: bool = False) -> Any:
+def inventory(kw: dict[str, Any], *, writes_model: bool = False) -> Inventory:
     """The :class:`~actaudit.inventory.Inventory` of a command: every file it reads and writes."""
     from ..inventory import Inventory, onnx_companion
 
@@ -138,7 +146,7 @@ def check_files(kw: dict[str, Any], *, writes_model: bool = False) -> None:
     inventory(kw, writes_model=writes_model).check(bool(kw.get("force")))
 
 
-def echo_remarks(kw: dict[str, Any], notes: Any = (), warnings: Any = ()) -> None:
+def echo_remarks(kw: dict[str, Any], notes: Iterable[str] = (), warnings: Iterable[str] = ()) -> None:
     """Notes and warnings on stderr, unless ``-q`` or the table (which lists them itself) goes to stdout."""
     if kw["quiet"] or kw["fmt"] == "table":
         return
@@ -148,7 +156,7 @@ def echo_remarks(kw: dict[str, Any], notes: Any = (), warnings: Any = ()) -> Non
         say(f"actaudit: warning: {w}")
 
 
-def exit_on_failed_gates(report: Any) -> None:
+def exit_on_failed_gates(report: Report) -> None:
     """Name the failed ``--fail-on`` gates on stderr and exit 1; nothing when every gate passed."""
     if not report.passed:
         failed = [g.gate.text for g in report.gates if g.failed]
@@ -156,13 +164,14 @@ def exit_on_failed_gates(report: Any) -> None:
         sys.exit(EXIT_GATE)
 
 
-def publish(report: Any, kw: dict[str, Any]) -> None:
+def publish(report: RewriteReport | PruneReport, kw: dict[str, Any]) -> None:
     """rewrite and prune: warnings, the report (stdout or ``--report``), and where the model went."""
     echo_remarks(kw, warnings=report.warnings)
     if getattr(report, "fits_terminal", False):  # the rewrite table fits the terminal like the audit's
         from ..report.terminal import table_width
 
-        text = report.render(kw["fmt"], width=table_width(bool(kw.get("wide")), bool(kw["report"])))
+        rewrite = cast("RewriteReport", report)  # only a rewrite report fits the terminal
+        text = rewrite.render(kw["fmt"], width=table_width(bool(kw.get("wide")), bool(kw["report"])))
     else:
         text = report.render(kw["fmt"])
     emit(text, kw["report"], kw["force"])

@@ -54,7 +54,7 @@ MAX_CONFIG_BYTES = 1 << 20
 CONFIG_META = "actaudit.config_file"  # click context meta key: the config file a command used
 SOURCE_KEY = "__file__"  # where a loaded config came from, kept next to the values
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 
 
 def find_config(start_dir: str | os.PathLike[str]) -> Path | None:
@@ -161,7 +161,7 @@ def load_config(
     table = _table(path)
     commands = [command] if command is not None else _reference()
     options = _options(*commands)
-    out: dict[str, Any] = {SOURCE_KEY: str(path)}
+    out: dict[str, object] = {SOURCE_KEY: str(path)}
     for raw_key, value in table.items():
         key = raw_key.replace("-", "_")
         param = options.get(key)
@@ -187,7 +187,7 @@ def load_config(
     return out
 
 
-def _inside(where: str, base: Path, value: Any) -> None:
+def _inside(where: str, base: Path, value: object) -> None:
     """Refuse an output named by a config file outside that file's folder."""
     if not isinstance(value, str) or not value:
         return
@@ -206,7 +206,7 @@ def _inside(where: str, base: Path, value: Any) -> None:
         )
 
 
-def _kind(param: click.Parameter) -> tuple[str, Callable[[Any], bool]]:
+def _kind(param: click.Parameter) -> tuple[str, Callable[[object], bool]]:
     t = param.type
     if isinstance(param, click.Option) and param.is_flag:
         return "true or false", lambda v: isinstance(v, bool)
@@ -217,7 +217,7 @@ def _kind(param: click.Parameter) -> tuple[str, Callable[[Any], bool]]:
     return "a string", lambda v: isinstance(v, str)
 
 
-def _check(where: str, param: click.Parameter, value: Any) -> Any:
+def _check(where: str, param: click.Parameter, value: object) -> object:
     what, ok = _kind(param)
     if param.multiple:
         if isinstance(value, str):
@@ -230,7 +230,7 @@ def _check(where: str, param: click.Parameter, value: Any) -> Any:
     return _convert(where, param, value)
 
 
-def _convert(where: str, param: click.Parameter, value: Any) -> Any:
+def _convert(where: str, param: click.Parameter, value: object) -> object:
     """Let the option's own type check ranges and choices, with the file named in the message."""
     if isinstance(param, click.Option) and param.is_flag:
         return value
@@ -240,11 +240,11 @@ def _convert(where: str, param: click.Parameter, value: Any) -> Any:
         raise InputError(f"{where}: {e.message}") from None
 
 
-def _show(value: Any) -> str:
+def _show(value: object) -> str:
     return f"{type(value).__name__} {value!r:.60}"
 
 
-def _resolve(base: Path, value: Any) -> Any:
+def _resolve(base: Path, value: object) -> object:
     if isinstance(value, list):
         return [_resolve(base, v) for v in value]
     if not isinstance(value, str) or not value:

@@ -15,7 +15,6 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Any
 
 
 class SigintWatch:
@@ -61,7 +60,7 @@ class SigintWatch:
         self._drain()
         return self._seen
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self._pipe is None:
             return
         with contextlib.suppress(ValueError, OSError):

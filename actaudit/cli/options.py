@@ -18,7 +18,7 @@ import click
 
 from ..report.draw import FORMATS
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F", bound=Callable[..., object])
 
 
 class Finite(click.FloatRange):
@@ -29,7 +29,7 @@ class Finite(click.FloatRange):
     files reach the same check (TOML has ``nan`` and ``inf`` literals).
     """
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, str) and value.strip().lower().lstrip("+-") in ("nan", "inf", "infinity"):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         rv = super().convert(value, param, ctx)
@@ -38,7 +38,7 @@ class Finite(click.FloatRange):
         return rv
 
 
-def group(*options: Callable[[Any], Any]) -> Callable[[F], F]:
+def group(*options: Callable[[F], F]) -> Callable[[F], F]:
     """The decorators ``options`` as one, applied so that ``--help`` lists them in the order given."""
 
     def apply(f: F) -> F:

@@ -209,7 +209,7 @@ def rewrite(**kw: Any) -> None:
         _explain_failure(report, opts.max_drift)
         sys.exit(EXIT_GATE)
     s = report.summary()
-    recycled = sum(len(r.recycled["units"]) for r in report.sites if r.recycled)
+    recycled = sum(len(r.recycled_units) for r in report.sites)
     if not kw["quiet"] and (opts.mode.startswith("recycle") or recycled):
         sloped = sum(r.revived for r in report.sites if not r.recycled)
         say(

@@ -14,9 +14,10 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ..errors import CalibrationError
 from .batches import Batch, DataSource, leading_dim
@@ -84,7 +85,7 @@ def npz_members(path: Path) -> dict[str, Any]:
     A compressed member in Fortran order cannot be streamed: it is read whole when it
     fits the memory budget and refused otherwise.
     """
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError):
@@ -184,7 +185,7 @@ class RowSource:
     def rows(self, start: int, stop: int) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    def __array__(self, dtype: DTypeLike | None = None, copy: bool | None = None) -> np.ndarray:
         a = self.rows(0, self.shape[0])
         return a if dtype is None else a.astype(dtype)
 
@@ -202,7 +203,7 @@ class _StreamedMember(RowSource):
         self.path, self.info, self.shape, self.dtype = path, info, shape, dtype
         self.row_bytes = dtype.itemsize * math.prod(shape[1:])
         self._zf: zipfile.ZipFile | None = None
-        self._f: Any = None
+        self._f: IO[bytes] | None = None
         self._pos = 0
 
     def _reopen(self) -> None:

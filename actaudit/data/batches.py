@@ -28,7 +28,7 @@ class InputSpec:
     shape: tuple[int | None, ...] | None = None
     dtype: str = "float32"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "shape": None if self.shape is None else [d if d is not None else "?" for d in self.shape],
@@ -44,10 +44,10 @@ class DataSource:
     description: str
     synthetic: bool = False
     total_samples: int | None = None  # when known up front
-    details: dict[str, Any] = field(default_factory=dict)
+    details: dict[str, object] = field(default_factory=dict)
 
 
-def leading_dim(x: Any) -> int:
+def leading_dim(x: object) -> int:
     shape = getattr(x, "shape", None)
     if shape is None or len(shape) == 0:
         return 1
@@ -62,7 +62,7 @@ def batch_samples(batch: Batch) -> int:
     return 1
 
 
-def normalize_batch(item: Any) -> Batch:
+def normalize_batch(item: object) -> Batch:
     """A loader item: a tensor/array, a tuple/list of positional inputs, or a dict of keyword inputs."""
     if isinstance(item, dict):
         return [], dict(item)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from ..errors import CalibrationError
 from .batches import Batch, InputSpec
@@ -56,11 +55,11 @@ def match_inputs(batch: Batch, specs: Sequence[InputSpec], *, all_required: bool
     return list(args), extra
 
 
-def feeds_by_name(batch: Batch, specs: Sequence[InputSpec]) -> dict[str, Any]:
+def feeds_by_name(batch: Batch, specs: Sequence[InputSpec]) -> dict[str, object]:
     """Every input of a graph by name, in model order; one clear error for a missing or doubled one."""
     args, extra = match_inputs(batch, specs, all_required=True)
     names = [s.name for s in specs]
-    feeds: dict[str, Any] = dict(zip(names, args, strict=False))
+    feeds: dict[str, object] = dict(zip(names, args, strict=False))
     twice = [k for k in extra if k in feeds]
     if twice:
         raise CalibrationError(f"inputs {twice} are given both by position and by name")
@@ -76,7 +75,7 @@ def feeds_by_name(batch: Batch, specs: Sequence[InputSpec]) -> dict[str, Any]:
     return {n: feeds[n] for n in names}
 
 
-def _shape_dtype(x: Any) -> str:
+def _shape_dtype(x: object) -> str:
     shape = getattr(x, "shape", None)
     dtype = getattr(x, "dtype", type(x).__name__)
     return f"{list(shape) if shape is not None else '?'} {dtype}"

@@ -13,7 +13,10 @@ from __future__ import annotations
 import glob as globlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .batches import DataSource
 
 from ..errors import InputError
 from .streams import AUDIO_SUFFIXES, IMAGE_SUFFIXES, TEXT_SUFFIXES, FileSettings
@@ -38,7 +41,7 @@ def kind_of(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def file_source(path: str | os.PathLike[str], kind: str, settings: FileSettings) -> Any:
+def file_source(path: str | os.PathLike[str], kind: str, settings: FileSettings) -> DataSource:
     """The :class:`~actaudit.data.batches.DataSource` for ``path`` of ``kind`` (from :func:`kind_of`)."""
     if kind == "text":
         from .text import text_source

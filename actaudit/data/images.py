@@ -14,13 +14,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import CalibrationError, InputError
 from .batches import Batch, DataSource
 from .streams import IMAGE_SUFFIXES, FileSettings, check_file_count, in_batches
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 NORMALIZE = {
     "unit": (0.0, 1.0),  # x / 255
@@ -93,7 +96,7 @@ def image_source(path: str, files: list[Path], settings: FileSettings) -> DataSo
     )
 
 
-def _open(f: Path) -> Any:
+def _open(f: Path) -> Image.Image:
     from PIL import Image
 
     try:

@@ -163,7 +163,7 @@ def without_padding(source: DataSource, batch_size: int) -> DataSource:
     )
 
 
-def _unpadded_rows(kwargs: dict[str, Any]) -> tuple[list[str], Iterator[np.ndarray]]:
+def _unpadded_rows(kwargs: dict[str, object]) -> tuple[list[str], Iterator[np.ndarray]]:
     mask = np.asarray(kwargs[MASK])
     if mask.ndim != 2:
         raise CalibrationError(f"{MASK} has shape {tuple(mask.shape)}; expected [batch, tokens]")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -20,11 +19,11 @@ from ..jsonform import json_float as _r
 Outputs = list[np.ndarray]  # the floating-point outputs of one batch, in a fixed order
 
 
-def flatten_outputs(out: Any) -> Outputs:
+def flatten_outputs(out: object) -> Outputs:
     """Floating-point arrays of a model's output (tensor, array, tuple/list/dict, nested), in order."""
     found: Outputs = []
 
-    def walk(x: Any) -> None:
+    def walk(x: object) -> None:
         if x is None:
             return
         if isinstance(x, np.ndarray):
@@ -47,12 +46,12 @@ def flatten_outputs(out: Any) -> Outputs:
     return found
 
 
-def output_names(out: Any) -> list[str]:
+def output_names(out: object) -> list[str]:
     """Names of the arrays :func:`flatten_outputs` returns, in the same order: dict keys,
     ``output`` for a single tensor, ``output0``, ``output1``… (``output0.1`` nested) for sequences."""
     names: list[str] = []
 
-    def walk(x: Any, path: str) -> None:
+    def walk(x: object, path: str) -> None:
         if x is None:
             return
         if isinstance(x, np.ndarray):
@@ -86,8 +85,8 @@ class Drift:
     per_output: dict[str, float] = field(default_factory=dict)  # relative L2 of each output alone
     energy_share: dict[str, float] = field(default_factory=dict)  # each output's share of ‖y‖²
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {
             "relative_l2": _r(self.rel_l2),
             "max_abs": _r(self.max_abs),
             "top1_agreement": _r(self.top1),

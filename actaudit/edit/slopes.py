@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from ..naming import site_names
+
+T = TypeVar("T")
+
+# A rectifier's negative slope as written in a file: one for all units, one per unit, or unreadable.
+Slope = float | list[float] | None
 
 _SITE_RE = re.compile(r"^(?P<base>.*?)(?:#(?P<k>\d+))?$")
 
@@ -119,7 +124,7 @@ def split_name(name: str) -> tuple[str, int | None]:
     return m.group("base"), (int(k) if k is not None else None)
 
 
-def assign_names(sites: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+def assign_names(sites: list[tuple[str, T]]) -> list[tuple[str, T]]:
     """Audit names for graph candidates in execution order (:func:`actaudit.naming.site_names`)."""
     names = site_names(base for base, _ in sites)
     return [(name, item) for name, (_, item) in zip(names, sites, strict=True)]

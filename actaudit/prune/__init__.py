@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["prune"]
 
 
-def prune(model: Any, data: Any = None, **options: Any) -> PruneReport:
+def prune(model: object, data: object = None, **options: Any) -> PruneReport:
     """Audit ``model`` on ``data``, cut what is provably or observably constant, verify, (with ``output=``) write."""
     from .core import prune as _prune
 

@@ -8,8 +8,6 @@ with the same batch structure. Nothing here imports torch: tensors are read thro
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from ..data import Batch, DataSource, batch_samples, cap_samples
@@ -18,7 +16,7 @@ from ..edit.ranges import InputRange
 MAX_FRESH_SAMPLES = 512
 
 
-def _walk(batch: Batch) -> list[tuple[str, Any]]:
+def _walk(batch: Batch) -> list[tuple[str, object]]:
     args, kwargs = batch
     return [(str(i), a) for i, a in enumerate(args)] + list(kwargs.items())
 
@@ -55,8 +53,8 @@ def fresh_batches(ranges: list[InputRange], sizes: list[int], kw_names: list[str
         if n <= 0:
             break
         left -= n
-        args: list[Any] = []
-        kwargs: dict[str, Any] = {}
+        args: list[object] = []
+        kwargs: dict[str, object] = {}
         for r in ranges:
             shape = (n, *r.shape)
             if r.dtype.kind == "f":

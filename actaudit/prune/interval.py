@@ -271,7 +271,7 @@ def _act(op: Op, x: Box) -> Box:
     return Box(lo - ulp, hi + ulp)
 
 
-def _monotone(op: Op, name: str) -> Any:
+def _monotone(op: Op, name: str) -> Callable[[np.ndarray], np.ndarray]:
     if name == "relu":
         return lambda v: np.maximum(v, 0.0)
     if name == "leaky_relu":
@@ -311,7 +311,13 @@ def _split_inf(x: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return lo, hi, neg.astype(np.float64), pos.astype(np.float64)
 
 
-def _bounds(apply: Any, x: Box, w: np.ndarray, bias: np.ndarray | None, fan: int) -> Box:
+def _bounds(
+    apply: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    x: Box,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    fan: int,
+) -> Box:
     """Sound bounds of ``apply(x, w) + bias`` for a linear map ``apply`` in x and in w."""
     wp, wn = np.maximum(w, 0.0), np.minimum(w, 0.0)
     lo, hi, neg, pos = _split_inf(x)

@@ -17,7 +17,6 @@ network is covered as in :mod:`.interval`: each affine op contributes its own ro
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
@@ -43,7 +42,7 @@ def propagate_linear(
 class _Crown:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.cache: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.cache: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
 
     def refine(self, op: Op, box: Box, env: dict[str, Box]) -> Box:
         if op.kind not in ("linear", "conv") or box.lo.size == 0:
@@ -96,7 +95,9 @@ class _Crown:
         return m, b, e
 
 
-def _matrix(op: Op, in_shape: tuple[int, ...], out_shape: tuple[int, ...] | None) -> Any:
+def _matrix(
+    op: Op, in_shape: tuple[int, ...], out_shape: tuple[int, ...] | None
+) -> tuple[np.ndarray, np.ndarray, int]:
     n_in = math.prod(in_shape)
     if op.kind == "linear":
         if op.params["weight"].value.size > MAX_DENSE:

@@ -73,7 +73,7 @@ class SiteChange:
             parts.append(f"revived {capped(self.revived_units, 12)}")
         return "; ".join(parts)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **picked(self, *_COUNTS),
             "dead_fraction_rise": round(self.dead_fraction_rise, 6),
@@ -113,7 +113,7 @@ class Comparison:
     def passed(self) -> bool:
         return not any(g.failed for g in self.gate_results)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The ``baseline`` section of the JSON report (see ``report.schema.json``)."""
         return {
             **picked(self, "path", "max_dead_fraction_rise", "max_new_dead", "new_dead", "revived"),

@@ -22,11 +22,11 @@ class ModelChange:
     _: KW_ONLY
     drift: Drift | None = None  # measured in memory on the calibration data
     drift_verified: Drift | None = None  # re-measured on the written file, reloaded
-    output: dict[str, Any] = field(default_factory=dict)
+    output: dict[str, object] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    run: dict[str, Any] = field(default_factory=dict)
-    model_out: Any = None  # the new model (in memory), for the Python API
+    run: dict[str, object] = field(default_factory=dict)
+    model_out: object = None  # the new model (in memory), for the Python API
 
     @property
     def final_drift(self) -> Drift | None:

@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,12 +60,12 @@ class Document:
 
 
 class Result(Protocol):
-    def to_dict(self) -> dict[str, Any]: ...
+    def to_dict(self) -> dict[str, object]: ...
 
     def document(self) -> Document: ...
 
 
-def to_json(data: dict[str, Any]) -> str:
+def to_json(data: Mapping[str, object]) -> str:
     """The JSON form every result writes: two-space indent, no NaN, a final newline."""
     return json.dumps(data, indent=2, allow_nan=False) + "\n"
 
@@ -130,7 +130,7 @@ def plain(s: str) -> str:
     return _ANSI.sub("", s)
 
 
-def layout(headers: Sequence[str], rows: list[list[Any]], sep: str, right: set[int]) -> list[str]:
+def layout(headers: Sequence[str], rows: Sequence[Sequence[object]], sep: str, right: set[int]) -> list[str]:
     """A compact grid (tabulate's "simple" look without its header padding): ``right`` columns right-aligned."""
     cells = [[str(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(plain(r[j])) for r in cells]) for j, h in enumerate(headers)]

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..jsonform import json_float as _r
 from ..sanitize import text
+from ..stats import FfnLayer
 from ..verdicts import SiteVerdict
 from .draw import Block, Table, pct
 
@@ -34,7 +35,7 @@ _QUANTILES = (0.1, 0.5, 0.9)
 
 
 def ffn_profile(
-    sites: list[SiteVerdict], layout: dict[str, dict[str, Any]], hot_share: float = DEFAULT_HOT_SHARE
+    sites: list[SiteVerdict], layout: dict[str, FfnLayer], hot_share: float = DEFAULT_HOT_SHARE
 ) -> dict[str, Any] | None:
     """The ``ffn`` section of a report, or None when no site is a layer's FFN activation."""
     layers = []
@@ -57,7 +58,7 @@ def ffn_profile(
     }
 
 
-def _layer(v: SiteVerdict, entry: dict[str, Any], hot_share: float) -> dict[str, Any]:
+def _layer(v: SiteVerdict, entry: FfnLayer, hot_share: float) -> dict[str, Any]:
     n = v.info.units
     tokens = int(v.stats.elements)
     rate = np.nan_to_num(np.asarray(v.fire_rate, dtype=np.float64))

@@ -31,7 +31,7 @@ class Inspection:
     probe: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **envelope(INSPECT_SCHEMA),
             **picked(self, "model", "inputs", "sites", "uncovered", "notes", "probe", "facts"),

@@ -39,8 +39,8 @@ class SiteRow:
     proven_interval: list[int] | None = None
     data_dead: list[int] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
+    def to_dict(self) -> dict[str, object]:
+        d: dict[str, object] = {
             **picked(self, "name", "op", "kind", "units"),
             "removed_units": list(self.removed),
             "folded_units": list(self.folded),
@@ -69,7 +69,7 @@ class PruneReport(ModelChange):
     before: dict[str, int]  # parameters and multiply-adds per sample
     after: dict[str, int]
     drift_fresh: Drift | None = None  # on a fresh seeded batch, not the calibration data
-    fresh: dict[str, Any] = field(default_factory=dict)
+    fresh: dict[str, object] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -107,7 +107,7 @@ class PruneReport(ModelChange):
             }
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **envelope(SCHEMA),
             **picked(self, "model", "calibration", "fresh", "options"),
@@ -134,7 +134,7 @@ class PruneReport(ModelChange):
         rows = []
         for s in self.sites:
             reasons = sorted(set(s.kept.values()))
-            row: list[Any] = [text(s.name), s.kind, s.units, len(s.removed), len(s.folded), len(s.kept)]
+            row: list[object] = [text(s.name), s.kind, s.units, len(s.removed), len(s.folded), len(s.kept)]
             if proven:
                 row += [_n(s.weights_dead), _n(s.proven_interval), _n(s.proven), len(s.data_dead)]
             row.append("; ".join(reasons)[:120] if reasons else "")
@@ -165,7 +165,7 @@ class PruneReport(ModelChange):
         return lines + [f"note: {n}" for n in self.notes]
 
 
-def _n(units: list[int] | None) -> Any:
+def _n(units: list[int] | None) -> str | int:
     return "-" if units is None else len(units)
 
 

@@ -39,7 +39,7 @@ class GridPoint:
     gradient_ratio: float | None  # E|∂L/∂z| of a dead unit at α over a live unit's
     measured: bool  # drifts measured at this α (else scaled from the measurement at the reference α)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "alpha": _r(self.alpha),
             "drift_shift": _r(self.drift_shift),
@@ -59,7 +59,7 @@ class SiteEvidence:
     zero_share: float  # share of output elements exactly zero under ReLU (0 under any α > 0)
     grid: list[GridPoint]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **picked(self, "name", "units", "dead"),
             "live_fire_rate": _r(self.live_fire_rate),
@@ -82,7 +82,7 @@ class SlopeEvidence:
     suggested_alpha: float | None
     seconds: float | None = None  # wall time of the grid's measurements
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "grid": [_r(a) for a in self.grid],
             "samples": self.samples,
@@ -172,11 +172,17 @@ class SiteRewrite:
     compensation: str | None = None  # where it was folded, or why not
     alpha_min: float | None = None  # the smallest per-unit slope at this site
     unit_slopes: dict[int, float] | None = None  # revived unit → slope (per-unit default)
-    recycled: dict[str, Any] | None = None  # --mode recycle: producer, consumer, init std, units
+    recycled: dict[str, object] | None = None  # --mode recycle: producer, consumer, init std, units
     unit_shifts: dict[int, float] | None = (
         None  # unit → constant subtracted after the activation (nonzero only)
     )
     rank: int | None = None  # the site tensor's rank, batch included (to rebuild the shift's shape)
+
+    @property
+    def recycled_units(self) -> list[int]:
+        """The units that ``--mode train`` / ``recycle`` re-initialised at this site."""
+        units = (self.recycled or {}).get("units")
+        return [int(u) for u in units] if isinstance(units, list) else []
 
     def why(self) -> str | None:
         """Why a site was skipped or left unchanged (None when rewritten)."""
@@ -184,7 +190,7 @@ class SiteRewrite:
             return None
         return self.reason or (NO_DEAD if self.dead == 0 else "not selected (--sites)")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **picked(self, "name", "op", "units", "unit_axis", "dead", "status"),
             "alpha": _r(self.alpha),
@@ -207,7 +213,7 @@ class RewriteReport(ModelChange):
     sites: list[SiteRewrite]
     drift_uncompensated: Drift | None = None
     search: dict[str, Any] = field(default_factory=dict)
-    audit_summary: dict[str, Any] = field(default_factory=dict)
+    audit_summary: dict[str, object] = field(default_factory=dict)
     expected_slopes: list[Any] = field(default_factory=list)  # what the verification must read back
     evidence: SlopeEvidence | None = None  # the α grid (rewrite/evidence.py)
     fits_terminal = True  # render() takes a terminal width
@@ -243,7 +249,7 @@ class RewriteReport(ModelChange):
     def slopes(self) -> dict[str, float]:
         return {s.name: float(s.alpha) for s in self.rewritten if s.alpha is not None}
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         rw = self.rewritten
         return {
             "sites_rewritten": len(rw),
@@ -261,7 +267,7 @@ class RewriteReport(ModelChange):
             "passed": self.passed,
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **envelope(SCHEMA),
             **picked(self, "model", "output", "calibration", "options"),
@@ -281,7 +287,7 @@ class RewriteReport(ModelChange):
 
     def document(self) -> Document:
         """The sites with their slopes and drifts, then the drift, compensation, search and gate."""
-        body: list[Any] = [_site_table(self), Lines(_remarks(self))]
+        body: list[Table | Lines | str] = [_site_table(self), Lines(_remarks(self))]
         if self.evidence is not None:
             body += ["", _evidence_title(self.evidence), self.evidence.table(), _SITE_EVIDENCE]
             body.append(self.evidence.site_table())

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
 from ..errors import InputError
 
@@ -40,7 +41,7 @@ def load_schema() -> dict[str, Any]:
     return schema
 
 
-def errors(report: Any) -> list[str]:
+def errors(report: object) -> list[str]:
     """Every violation, as ``'<json path>: <message>'``; empty when ``report`` is valid."""
     schema = load_schema()
     try:
@@ -52,21 +53,21 @@ def errors(report: Any) -> list[str]:
     return [f"{_path(e.absolute_path)}: {e.message}" for e in found]
 
 
-def validate(report: Any) -> None:
+def validate(report: object) -> None:
     """Raise :class:`ReportSchemaError` unless ``report`` (a ``Report.to_dict()``) matches the schema."""
     found = errors(report)
     if found:
         raise ReportSchemaError(found)
 
 
-def _path(parts: Any) -> str:
+def _path(parts: Iterable[str | int]) -> str:
     out = "$"
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else f".{p}"
     return out
 
 
-_TYPES: dict[str, Any] = {
+_TYPES: dict[str, Callable[[object], bool]] = {
     "object": lambda x: isinstance(x, dict),
     "array": lambda x: isinstance(x, list),
     "string": lambda x: isinstance(x, str),
@@ -94,7 +95,7 @@ class _Checker:
             node = node[part]
         return node
 
-    def check(self, x: Any, s: dict[str, Any], at: str) -> list[str]:
+    def check(self, x: object, s: dict[str, Any], at: str) -> list[str]:
         out: list[str] = []
         for key, want in s.items():
             if key in _IGNORED or key in ("properties", "additionalProperties"):
@@ -125,7 +126,7 @@ class _Checker:
                 if want and isinstance(x, list) and len({json.dumps(i, sort_keys=True) for i in x}) != len(x):
                     out.append(f"{at}: has non-unique elements")
             elif key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-                if _TYPES["number"](x) and not _in_bound(key, x, want):
+                if _TYPES["number"](x) and not _in_bound(key, cast(float, x), want):  # a number, just checked
                     out.append(f"{at}: {x!r} violates {key} {want!r}")
             elif key == "pattern":
                 if isinstance(x, str) and not re.search(want, x):

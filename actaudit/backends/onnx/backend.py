@@ -11,8 +11,6 @@ Jobs live in their own modules: :mod:`.load` (reading the model), :mod:`.feeds`
 
 from __future__ import annotations
 
-from typing import Any
-
 from .capture import capture
 from .feeds import batches_for, bind, bound_batches
 from .load import OnnxModel, available_providers, load, resolve_provider
@@ -32,7 +30,7 @@ __all__ = [
 ]
 
 
-def model_facts(handle: OnnxModel) -> dict[str, Any]:
+def model_facts(handle: OnnxModel) -> dict[str, object]:
     """Opset, producer, counts, inputs and outputs with symbolic dims (see :mod:`.facts`)."""
     from .facts import model_facts as facts
 

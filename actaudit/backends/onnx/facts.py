@@ -6,8 +6,6 @@ with their dtypes and symbolic dimension names (``batch``, ``n``), not ``?``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import onnx
 
 
@@ -34,7 +32,7 @@ def _dtype(vi: onnx.ValueInfoProto) -> str:
         return onnx.TensorProto.DataType.Name(elem).lower()
 
 
-def model_facts(model: onnx.ModelProto) -> dict[str, Any]:
+def model_facts(model: onnx.ModelProto) -> dict[str, object]:
     g = model.graph
     inits = {i.name for i in g.initializer}
     return {

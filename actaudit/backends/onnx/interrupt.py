@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import signal
 import threading
+from types import FrameType
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
 
 
-def run_interruptible(sess: ort.InferenceSession, names: list[str] | None, feeds: dict[str, Any]) -> Any:
+def run_interruptible(
+    sess: ort.InferenceSession, names: list[str] | None, feeds: dict[str, np.ndarray]
+) -> list[np.ndarray]:
     """``sess.run(names, feeds)``, stopped promptly by Ctrl-C (raised here as KeyboardInterrupt)."""
     if threading.current_thread() is not threading.main_thread():
         return sess.run(names, feeds)  # signals only reach the main thread anyway
@@ -35,7 +39,7 @@ def run_interruptible(sess: ort.InferenceSession, names: list[str] | None, feeds
 
     interrupted: list[int] = []
 
-    def on_sigint(signum: int, _frame: Any) -> None:
+    def on_sigint(signum: int, _frame: FrameType | None) -> None:
         interrupted.append(signum)
         options.terminate = True
 

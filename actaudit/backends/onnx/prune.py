@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -26,6 +27,12 @@ from .graph import DEFAULT_DOMAINS, attr, constant_node_value
 from .load import _is_external, _skeleton
 from .prune_edit import apply, count_params
 from .sites import find_sites
+
+if TYPE_CHECKING:
+    from ...data import DataSource
+    from ...edit.ranges import InputRange
+    from ...verdicts import SiteVerdict
+    from .load import OnnxModel
 
 # The elementwise activations whose units prune can follow, named by the kinds table.
 _ACTS = {
@@ -253,7 +260,7 @@ def _conv(t: _At) -> Op | None:
         if b is None:
             return None
         params["bias"] = b
-    attrs: dict[str, Any] = {
+    attrs: dict[str, object] = {
         "strides": list(attr(node, "strides", [1] * nd)),
         "pads": list(attr(node, "pads", [0] * (2 * nd))),
         "dilations": list(attr(node, "dilations", [1] * nd)),
@@ -339,7 +346,7 @@ def _binary(t: _At) -> Op | None:
 
 def _act(t: _At) -> Op | None:
     node = t.node
-    attrs: dict[str, Any] = {"act": _ACTS[node.op_type]}
+    attrs: dict[str, object] = {"act": _ACTS[node.op_type]}
     if node.op_type == "Clip":
         bounds = []
         for i, key, default in ((1, "min", -math.inf), (2, "max", math.inf)):
@@ -487,14 +494,14 @@ class OnnxPruner:
         "parameter count",
     )
 
-    def __init__(self, handle: Any) -> None:
+    def __init__(self, handle: OnnxModel) -> None:
         from .surgery import OnnxSurgeon
 
         self.handle = handle
         self.surgeon = OnnxSurgeon(handle)
         self.notes: list[str] = []
 
-    def prepare(self, source: Any, samples: int | None) -> None:
+    def prepare(self, source: DataSource, samples: int | None) -> None:
         """Nothing to bind (the graph is the file); the audit's instrumented sessions are let go.
 
         The audit that measured the original is over: its cached sessions held another copy of
@@ -507,11 +514,11 @@ class OnnxPruner:
     def original(self) -> onnx.ModelProto:
         return self.handle.model
 
-    def range_names(self, ranges: list[Any]) -> list[str]:
+    def range_names(self, ranges: list[InputRange]) -> list[str]:
         names = [s.name for s in self.handle.inputs]
         return [names[int(r.key)] if r.key.isdigit() and int(r.key) < len(names) else r.key for r in ranges]
 
-    def sample_shapes(self, ranges: list[Any]) -> dict[str, tuple[int, ...]]:
+    def sample_shapes(self, ranges: list[InputRange]) -> dict[str, tuple[int, ...]]:
         return {n: tuple(r.shape) for n, r in zip(self.range_names(ranges), ranges, strict=True)}
 
     def graph(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Graph:
@@ -521,7 +528,9 @@ class OnnxPruner:
             return to_ir(self.surgeon._skeleton(), shapes, h.file.resolve().parent)
         return to_ir(model, shapes)
 
-    def site_values(self, model: onnx.ModelProto, sites: list[Any]) -> dict[str, tuple[str, str] | str]:
+    def site_values(
+        self, model: onnx.ModelProto, sites: list[SiteVerdict]
+    ) -> dict[str, tuple[str, str] | str]:
         return site_values(model)
 
     def apply(self, model: onnx.ModelProto, graph: Graph, edits: Edits) -> onnx.ModelProto:
@@ -529,7 +538,9 @@ class OnnxPruner:
         light = model is h.model and h.external and h.file is not None
         return apply(model, graph, edits, self.surgeon._skeleton() if light else None)
 
-    def outputs(self, model: onnx.ModelProto, source: Any, samples: int | None) -> Any:
+    def outputs(
+        self, model: onnx.ModelProto, source: DataSource, samples: int | None
+    ) -> Iterator[list[np.ndarray]]:
         h = self.handle
         if not (h.external and h.file is not None) or model is h.model or self.surgeon.on_disk is not None:
             yield from self.surgeon.outputs(model, source, samples, None)
@@ -552,15 +563,17 @@ class OnnxPruner:
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()
 
-    def stage(self, model: onnx.ModelProto, notes: list[str], out: Any, force: bool) -> Any:
+    def stage(
+        self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool
+    ) -> AbstractContextManager[Path]:
         """The rewrite's writer: one file, or the model and its external data over 2 GB."""
         return self.surgeon.stage(model, notes, out, force)
 
     @property
-    def written_data(self) -> Any:
+    def written_data(self) -> Path | None:
         return getattr(self.surgeon, "written_data", None)
 
-    def reload(self, path: Any) -> onnx.ModelProto:
+    def reload(self, path: Path) -> onnx.ModelProto:
         return self.surgeon.reload(path)
 
     def count_params(self, model: onnx.ModelProto) -> int:

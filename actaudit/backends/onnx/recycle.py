@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -22,6 +22,10 @@ from ...edit import recycle as rc
 from .feeds import batches_for
 from .session import session_for
 from .sites import find_sites
+
+if TYPE_CHECKING:
+    from ...data import DataSource
+    from .load import OnnxModel
 
 Setter = Callable[[np.ndarray], None]
 Run = Callable[[onnx.ModelProto, list[str]], Iterator[dict[str, np.ndarray]]]
@@ -48,10 +52,10 @@ class _Job:
 
 def recycle_onnx(
     m: onnx.ModelProto,
-    handle: Any,
+    handle: OnnxModel,
     plans: list[tuple[rc.RecyclePlan, int, int, tuple[int, ...]]],
     seed: int,
-    data: tuple[Any, int | None],
+    data: tuple[DataSource, int | None],
     link: Callable[[str, int], tuple[fold.Link, str]],
     writable_in: Callable[..., tuple[np.ndarray, Setter] | None],
 ) -> tuple[dict[str, rc.Recycled], dict[str, str]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,17 @@ import numpy as np
 import onnx
 from onnx import external_data_helper, helper, numpy_helper
 
+from ...data import DataSource
 from ...edit import fold
+from ...edit.recycle import Recycled
 from ...edit.slopes import SitePlan, SurgeryResult, float32_up, unit_shape
 from ...errors import InputError
 from ...fileio import _same as fileio_same
 from ...fileio import atomic_pair, atomic_path
 from .feeds import batches_for
-from .load import _inline_small, _is_external, over_limit
+from .load import OnnxModel, _inline_small, _is_external, over_limit
 from .session import _options, _providers, save_external, session_for
+from .site import OnnxSite
 from .sites import find_sites
 
 LEAKY = "leaky"
@@ -137,7 +140,7 @@ def rewrite_onnx(
 
 
 def _rewrite_unit(
-    m: onnx.ModelProto, graph: onnx.GraphProto, site: Any, p: SitePlan, to: str
+    m: onnx.ModelProto, graph: onnx.GraphProto, site: OnnxSite, p: SitePlan, to: str
 ) -> str | onnx.NodeProto:
     """Relu / Clip(0, 6) → PRelu (slope per unit) or LeakyRelu, [Min 6], Sub (the shift), in place.
 
@@ -170,7 +173,7 @@ def _rewrite_unit(
         m.graph.initializer.append(numpy_helper.from_array(np.asarray(arr).astype(dtype), name))
         return name
 
-    def add(op: str, inputs: list[str], **attrs: Any) -> None:
+    def add(op: str, inputs: list[str], **attrs: Any) -> None:  # as helper.make_node takes them
         nonlocal cur
         o = _unique(m.graph, f"{out}_actaudit_{op.lower()}")
         new_nodes.append(
@@ -218,7 +221,7 @@ def _init(m: onnx.ModelProto, name: str) -> onnx.TensorProto | None:
 
 def _writable(
     m: onnx.ModelProto, node: onnx.NodeProto, index: int, default_shape: list[int] | None, dtype: Any
-) -> tuple[np.ndarray, Any] | None:
+) -> tuple[np.ndarray, Callable[[np.ndarray], None]] | None:
     """(array, setter) for input ``index`` of ``node``: an initializer only this node uses (copied if shared)."""
     g = m.graph
     if index < len(node.input) and node.input[index]:
@@ -247,7 +250,7 @@ def _writable(
     return arr, set_value
 
 
-def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
+def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:  # an attribute's value: of any type
     for a in node.attribute:
         if a.name == name:
             return helper.get_attribute_value(a)
@@ -350,7 +353,7 @@ def _linear_consumer(m: onnx.ModelProto, u: onnx.NodeProto) -> fold.Link:
     )
 
 
-def _weight_writer(m: onnx.ModelProto, u: onnx.NodeProto) -> Any:
+def _weight_writer(m: onnx.ModelProto, u: onnx.NodeProto) -> Callable[[np.ndarray], None] | None:
     return (_writable(m, u, 1, None, None) or (None, None))[1]
 
 
@@ -389,10 +392,10 @@ def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
                 yield from _all_nodes(g)
 
 
-def written_slopes(model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
+def written_slopes(model: onnx.ModelProto) -> list[tuple[str, str, object]]:
     """(node, op, slope) for every LeakyRelu/PRelu node; PRelu slopes as lists."""
     inits = {t.name: t for t in model.graph.initializer}
-    out: list[tuple[str, str, Any]] = []
+    out: list[tuple[str, str, object]] = []
     for n in _all_nodes(model.graph):
         if n.op_type == "LeakyRelu":
             out.append((n.name or n.output[0], "LeakyRelu", float(_attr(n, "alpha", 0.01))))
@@ -458,7 +461,7 @@ def stage_onnx(
         yield tmp
 
 
-def check_data_file(handle: Any, out: Path) -> None:
+def check_data_file(handle: OnnxModel, out: Path) -> None:
     """Refuse (exit 2) an ``-o`` whose data file (``out.name + ".data"``) is an input file: up front and at write."""
     data = out.parent / data_name(out)
     if not data.exists():
@@ -482,7 +485,7 @@ class OnnxSurgeon:
         "calibration re-run",
     )
 
-    def __init__(self, handle: Any) -> None:  # an OnnxModel (.load)
+    def __init__(self, handle: OnnxModel) -> None:
         self.handle = handle
         self.output_names: list[str] | None = None
         self.written_data: Path | None = None  # the external data file of the last write, if any
@@ -510,8 +513,8 @@ class OnnxSurgeon:
         return self.skeleton
 
     def outputs(
-        self, model: onnx.ModelProto, source: Any, samples: int | None, batches: int | None
-    ) -> Iterator[Any]:
+        self, model: onnx.ModelProto, source: DataSource, samples: int | None, batches: int | None
+    ) -> Iterator[list[np.ndarray]]:
         from ...edit.drift import flatten_outputs, output_names
 
         sess = self.session(model)
@@ -537,7 +540,7 @@ class OnnxSurgeon:
         base = self.handle.file.resolve().parent if self.handle.external and self.handle.file else None
         return stage_onnx(model, notes, Path(out), force, large, base)
 
-    def reload(self, path: Any) -> onnx.ModelProto:
+    def reload(self, path: Path) -> onnx.ModelProto:
         """The written file, checked; a model with external data is checked by path (protobuf's 2 GB).
 
         Its session is then built from that file (:meth:`outputs`), not from a re-serialised copy.
@@ -563,18 +566,18 @@ class OnnxSurgeon:
             return ort.InferenceSession(str(on_disk[1]), _options(h), providers=_providers(h))
         return session_for(self.handle, model)
 
-    def written_slopes(self, model: onnx.ModelProto) -> list[tuple[str, str, Any]]:
+    def written_slopes(self, model: onnx.ModelProto) -> list[tuple[str, str, object]]:
         return written_slopes(model)
 
     def original(self) -> onnx.ModelProto:
         return self.handle.model
 
-    def original_slopes(self) -> list[tuple[str, str, Any]]:
+    def original_slopes(self) -> list[tuple[str, str, object]]:
         return written_slopes(self.handle.model)
 
     def recycle(
         self, plans: list[Any], slope_plans: list[SitePlan], seed: int, source: Any, samples: int | None
-    ) -> tuple[SurgeryResult, dict[str, Any], dict[str, str]]:
+    ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
         """Recycle dead units in a copy of the graph (:mod:`.recycle`), then give them ``slope_plans``."""
         from .recycle import recycle_onnx
 

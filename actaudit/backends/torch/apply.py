@@ -7,7 +7,7 @@ report into them). Sites are named as the audit names them.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -15,9 +15,12 @@ from ...edit.slopes import SitePlan
 from ...errors import InputError
 from .eager_surgery import rewrite_eager
 
+if TYPE_CHECKING:
+    import torch
+
 
 def apply_slopes(
-    module: Any,
+    module: torch.nn.Module,
     slopes: dict[str, Any],
     to: str = "leaky",
     *,
@@ -27,7 +30,7 @@ def apply_slopes(
     strict: bool = True,
     bounds: dict[str, float] | None = None,
     kinds: dict[str, str] | None = None,
-) -> Any:
+) -> torch.nn.Module:
     """A copy of ``module`` with the named ReLU / ReLU6 sites replaced; the input is not modified.
 
     ``slopes`` maps audit site names (``layer1.0.relu#1``, ``encoder/relu``) to α, or to
@@ -85,7 +88,7 @@ def apply_slopes(
     return res.model
 
 
-def copy_tensors(module: Any, source: Any, paths: list[str]) -> Any:
+def copy_tensors(module: torch.nn.Module, source: object, paths: list[str]) -> torch.nn.Module:
     """A copy of ``module`` whose modules at ``paths`` hold ``source``'s weight and bias (recycled sites)."""
     import copy
 

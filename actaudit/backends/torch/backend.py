@@ -22,14 +22,17 @@ from .load import TorchModel, _eager, load_torch
 from .trust import program_output
 
 if TYPE_CHECKING:
+    import numpy as np
     from typing_extensions import Unpack
+
+    from .load import LoadKeys
 
 __all__ = ["TorchModel", "bound_batches", "capture", "from_module", "load", "model_facts"]
 
 _TS_SUFFIXES = (".ts", ".pt", ".pth", ".jit", ".torchscript")
 
 
-def load(path: str | Path, **kw: Any) -> TorchModel:
+def load(path: str | Path, **kw: Unpack[LoadKeys]) -> TorchModel:
     return load_torch(path, **kw)
 
 
@@ -99,12 +102,12 @@ def batches_for(
 class _Recording:
     """Calls the model and keeps its floating-point outputs; looks like the model to the capture."""
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: torch.nn.Module) -> None:
         self.fn = fn
-        self.sink: list[Any] = []
+        self.sink: list[list[np.ndarray]] = []
         self.names: list[str] | None = None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: object, **kwargs: object) -> object:
         from ...edit.drift import flatten_outputs, output_names
 
         out = self.fn(*args, **kwargs)
@@ -113,10 +116,10 @@ class _Recording:
             self.names = output_names(out)
         return out
 
-    def parameters(self) -> Any:
+    def parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.fn.parameters()
 
-    def buffers(self) -> Any:
+    def buffers(self) -> Iterator[torch.Tensor]:
         return self.fn.buffers()
 
 
@@ -150,7 +153,7 @@ def capture(tm: TorchModel, source: DataSource, **kw: Unpack[CaptureKwargs]) -> 
     return cap
 
 
-def model_facts(handle: TorchModel) -> dict[str, Any]:
+def model_facts(handle: TorchModel) -> dict[str, object]:
     """Graph size, parameters, inputs and outputs as the format declares them (see :mod:`.facts`)."""
     from .facts import model_facts as facts
 

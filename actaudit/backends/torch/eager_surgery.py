@@ -5,9 +5,8 @@ from __future__ import annotations
 import copy
 import warnings
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -18,7 +17,7 @@ from ...edit.slopes import SitePlan, SurgeryResult, split_name
 from .activations import LEAKY, TARGETS, _activation_for, _ints, _is_relu_module
 from .folding import module_consumer
 
-_RELU_FUNCS: set[Any] = {F.relu, torch.relu, torch.relu_, F.relu_}
+_RELU_FUNCS: set[Callable[..., torch.Tensor]] = {F.relu, torch.relu, torch.relu_, F.relu_}
 _RELU_METHODS = {"relu", "relu_"}
 _TRANSPARENT_MODULES = (nn.Dropout, nn.Identity, nn.Flatten)
 

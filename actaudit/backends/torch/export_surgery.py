@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch.export.graph_signature import InputKind
 
 import numpy as np
 import torch
@@ -13,7 +16,7 @@ from torch import fx, nn
 from torch.export import ExportedProgram
 
 from ...edit import fold
-from ...edit.slopes import SitePlan, SurgeryResult, assign_names, float32_up, unit_shape
+from ...edit.slopes import SitePlan, Slope, SurgeryResult, assign_names, float32_up, unit_shape
 from .activations import LEAKY, _any, _ints, _plan_rank
 from .files import clone_export
 from .folding import array_of, tensor_writer
@@ -88,7 +91,7 @@ def rewrite_export(
 _EXPORT_RELU6 = {"relu6", "relu6_", "hardtanh", "hardtanh_", "clamp", "clamp_"}
 
 
-def _export_input(ep: ExportedProgram, kind: Any, target: str, value: torch.Tensor) -> fx.Node:
+def _export_input(ep: ExportedProgram, kind: InputKind, target: str, value: torch.Tensor) -> fx.Node:
     """A new parameter or buffer placeholder in the program, at its place in the signature."""
     from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
 
@@ -116,7 +119,7 @@ def _export_input(ep: ExportedProgram, kind: Any, target: str, value: torch.Tens
     return ph
 
 
-def node_val(nodes: list[fx.Node]) -> Any:
+def node_val(nodes: list[fx.Node]) -> torch.Tensor | None:
     for n in nodes:
         v = n.meta.get("val")
         if isinstance(v, torch.Tensor):
@@ -124,7 +127,7 @@ def node_val(nodes: list[fx.Node]) -> Any:
     return None
 
 
-def _fake_like(example: Any, value: torch.Tensor) -> Any:
+def _fake_like(example: torch.Tensor | None, value: torch.Tensor) -> torch.Tensor:
     mode = getattr(example, "fake_mode", None)
     if mode is None:
         return value.detach()
@@ -150,7 +153,7 @@ def _export_unit(ep: ExportedProgram, node: fx.Node, p: SitePlan, to: str) -> st
     else:
         slopes = float32_up(p.slopes() if p.unit_slopes is not None else p.slopes(p.alpha))
     shift_vec = p.shift_for(slopes)
-    steps: list[tuple[Any, tuple[Any, ...]]] = []
+    steps: list[tuple[Callable[..., torch.Tensor], tuple[object, ...]]] = []
     if to == LEAKY:
         steps.append((aten.leaky_relu.default, (float(slopes[0]),)))
     else:
@@ -287,18 +290,18 @@ def _export_consumer(ep: ExportedProgram, inputs: dict[str, str], u: fx.Node, op
     if op == "linear":
         return fold.Consumer(label, "linear", w, b, write, write_weight=tensor_writer(weight))
     groups = int(_any(u.args[6])) if len(u.args) > 6 else 1
-    padding: Any = u.args[4] if len(u.args) > 4 else 0
+    padding: fx.node.Argument = u.args[4] if len(u.args) > 4 else 0
     padded = padding == "same" or any(int(x) for x in _ints(padding)) if padding != "valid" else False
     return fold.Consumer(label, "conv", w, b, write, groups, padded, write_weight=tensor_writer(weight))
 
 
-def export_slopes(ep: ExportedProgram) -> list[tuple[str, str, Any]]:
+def export_slopes(ep: ExportedProgram) -> list[tuple[str, str, object]]:
     """(site, op, slope) for every rectifier node of an ExportedProgram; PReLU slopes as lists."""
     inputs = {s.arg.name: s.target for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
-    out: list[tuple[str, str, Any]] = []
+    out: list[tuple[str, str, object]] = []
     for name, node in export_sites(ep.graph_module, as_relu=True).items():
         op = op_name(node.target)
-        slope: Any = None
+        slope: Slope = None
         if op.startswith("leaky_relu"):
             slope = float(_any(node.args[1])) if len(node.args) > 1 else 0.01
         elif op in ("prelu", "_prelu_kernel") and isinstance(node.args[1], fx.Node):

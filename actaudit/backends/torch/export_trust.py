@@ -240,7 +240,7 @@ def _json_problems(view: ArchiveView) -> list[str]:
             continue
         except RecursionError:
             raise _limit(view, name, f"nests deeper than {_MAX_JSON_DEPTH} levels") from None
-        stack: list[tuple[Any, int]] = [(doc, 1)]
+        stack: list[tuple[object, int]] = [(doc, 1)]
         while stack:
             node, depth = stack.pop()
             if depth > _MAX_JSON_DEPTH:
@@ -291,7 +291,7 @@ def guarded_unpickling() -> Iterator[list[str]]:
             refused.append(f"pickled global {m.group(1)}" if m else "pickled Python objects")
             raise _Refused(refused[-1]) from None
 
-    def pickle_obj(*_a: Any, **_k: Any) -> Any:
+    def pickle_obj(*_a: object, **_k: object) -> object:
         refused.append("a custom C++ object")
         raise _Refused(refused[-1])
 
@@ -321,7 +321,7 @@ def export_archive_problems(view: ArchiveView) -> list[str]:
     return [f"{n}: compiled native code (AOTInductor)" for n in native[:3]]
 
 
-def guarded_export_load(data: bytes | Path, path: Path | None = None) -> Any:
+def guarded_export_load(data: bytes | Path, path: Path | None = None) -> torch.export.ExportedProgram:
     """``torch.export.load`` of these bytes, after the archive checks, with nothing unpickled off the allowlist."""
     if isinstance(data, Path):
         path, data = data, data.read_bytes()
@@ -364,7 +364,7 @@ ALLOWED_HOPS = frozenset(
 )
 
 
-def _target_problem(t: Any) -> str | None:
+def _target_problem(t: object) -> str | None:
     """Why a call target (or an operator passed to a higher-order operator) is refused."""
     if t is operator.getitem:
         return None
@@ -381,7 +381,7 @@ def _target_problem(t: Any) -> str | None:
     return f"call {qual or getattr(t, '__name__', repr(t))}"
 
 
-def _operands(value: Any) -> Iterator[Any]:
+def _operands(value: object) -> Iterator[object]:
     """Operators and callables among a node's arguments, through lists, tuples and dicts."""
     stack = [value]
     while stack:
@@ -396,7 +396,7 @@ def _operands(value: Any) -> Iterator[Any]:
             yield v
 
 
-def export_graph_problems(gm: Any) -> list[str]:
+def export_graph_problems(gm: torch.nn.Module) -> list[str]:
     """Operators of an exported graph, its submodules and higher-order operators' operands, off the allowlist."""
     bad: list[str] = []
     for mod in gm.modules():

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 
-def _shape(val: Any) -> list[int | str] | None:
+def _shape(val: object) -> list[int | str] | None:
     shape = getattr(val, "shape", None)
     if shape is None:
         return None
@@ -23,15 +23,15 @@ def _shape(val: Any) -> list[int | str] | None:
     return out
 
 
-def _dtype(val: Any) -> str:
+def _dtype(val: object) -> str:
     dt = getattr(val, "dtype", None)
     return str(dt).removeprefix("torch.") if dt is not None else "?"
 
 
-def model_facts(tm: Any) -> dict[str, Any]:
+def model_facts(tm: Any) -> dict[str, object]:
     mod = tm.module
     params = list(mod.parameters()) if hasattr(mod, "parameters") else []
-    facts: dict[str, Any] = {
+    facts: dict[str, object] = {
         "producer": f"torch {torch.__version__.split('+')[0]} ({tm.fmt})",
         "parameters": int(sum(p.numel() for p in params)),
         "parameter_tensors": len(params),
@@ -50,7 +50,7 @@ def model_facts(tm: Any) -> dict[str, Any]:
             for name in ep.graph_signature.user_inputs
         ]
         out_node = next((n for n in nodes if n.op == "output"), None)
-        outs: list[dict[str, Any]] = []
+        outs: list[dict[str, object]] = []
         if out_node is not None:
             names = list(ep.graph_signature.user_outputs)
             args = out_node.args[0] if out_node.args else ()

@@ -73,7 +73,7 @@ def hidden_reason(name: str) -> str | None:
     return None
 
 
-def recurrent_family(module: Any, written_out: bool) -> bool:
+def recurrent_family(module: torch.nn.Module, written_out: bool) -> bool:
     """An eager module of a recurrent family (by class name) whose gates the capture does not write out.
 
     Dynamically quantized LSTMs and custom fused cells run as ops no capture sees; a module of

@@ -82,7 +82,7 @@ def _recurrent_sites(op: str, path: str, mtype: str, optional: bool) -> list[Gra
     return [GraphSite(op, path, mtype, True, FUSED)]
 
 
-def torchscript_graph_sites(module: Any) -> list[GraphSite]:
+def torchscript_graph_sites(module: torch.jit.ScriptModule) -> list[GraphSite]:
     """The capture's site list: activation sites plus recurrent nodes (per gate, or FUSED markers)."""
     graph = module.graph.copy()
     torch._C._jit_pass_inline(graph)
@@ -90,8 +90,8 @@ def torchscript_graph_sites(module: Any) -> list[GraphSite]:
 
 
 def torchscript_site_nodes(
-    graph: Any, module: Any, recurrent: bool = False
-) -> list[tuple[GraphSite, list[Any]]]:
+    graph: torch._C.Graph, module: torch.jit.ScriptModule, recurrent: bool = False
+) -> list[tuple[GraphSite, list[torch._C.Node]]]:
     """Sites of an inlined TorchScript graph in graph order, each with its node(s): a site
     compiled as ``if inplace: relu_ else: relu`` has one node per branch. ``recurrent`` adds
     the recurrent nodes' gate sites (the capture's list; rewriting never sees them)."""
@@ -141,8 +141,10 @@ def _skips_containers(candidate: str, want: list[str], paths: dict[str, str]) ->
     return i == len(want)
 
 
-def _block_sites(block: Any, optional: bool, recurrent: bool = False) -> list[tuple[GraphSite, list[Any]]]:
-    sites: list[tuple[GraphSite, list[Any]]] = []
+def _block_sites(
+    block: torch._C.Graph | torch._C.Block, optional: bool, recurrent: bool = False
+) -> list[tuple[GraphSite, list[torch._C.Node]]]:
+    sites: list[tuple[GraphSite, list[torch._C.Node]]] = []
     for node in block.nodes():
         kind = node.kind()
         if recurrent and kind.startswith("aten::") and kind[6:] in (*_CELL_OPS, *_FUSED_RNN):
@@ -182,7 +184,7 @@ def _block_sites(block: Any, optional: bool, recurrent: bool = False) -> list[tu
     return sites
 
 
-def _ts_is_softsign(div: Any) -> bool:
+def _ts_is_softsign(div: torch._C.Node) -> bool:
     """``x / (1 + |x|)`` in a TorchScript graph."""
     try:
         x, den = list(div.inputs())[:2]
@@ -212,7 +214,7 @@ def _fx_is_softsign(node: Any) -> bool:
     )
 
 
-def _parse_hierarchy(node: Any) -> tuple[str, str]:
+def _parse_hierarchy(node: torch._C.Node) -> tuple[str, str]:
     try:
         text = node.getModuleHierarchy()
     except Exception:  # older torch: no hierarchy on nodes
@@ -223,7 +225,7 @@ def _parse_hierarchy(node: Any) -> tuple[str, str]:
     return ".".join(n for n, _ in parts), parts[-1][1]
 
 
-def export_site_nodes(gm: Any) -> list[tuple[GraphSite, Any]]:
+def export_site_nodes(gm: torch.fx.GraphModule) -> list[tuple[GraphSite, torch.fx.Node]]:
     """Activation-candidate nodes of a torch.export graph with their sites, in graph order."""
     out = []
     for node in gm.graph.nodes:
@@ -243,7 +245,7 @@ def export_site_nodes(gm: Any) -> list[tuple[GraphSite, Any]]:
     return out
 
 
-def export_graph_sites(gm: Any) -> list[GraphSite]:
+def export_graph_sites(gm: torch.fx.GraphModule) -> list[GraphSite]:
     by_node = {id(node): site for site, node in export_site_nodes(gm)}
     out: list[GraphSite] = []
     for node in gm.graph.nodes:

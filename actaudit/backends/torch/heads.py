@@ -8,8 +8,6 @@ nothing here keeps an activation alive.
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
 from .idmap import TensorMap
@@ -42,7 +40,7 @@ _PASS_THROUGH = RESHAPES | frozenset(
 )
 
 
-def _tensors(x: Any) -> list[torch.Tensor]:
+def _tensors(x: object) -> list[torch.Tensor]:
     if isinstance(x, torch.Tensor):
         return [x]
     if isinstance(x, (list, tuple)):
@@ -58,7 +56,7 @@ class OutputOrigins:
     def __init__(self) -> None:
         self._origin: TensorMap[set[SiteKey]] = TensorMap()
 
-    def after(self, name: str, args: tuple[Any, ...], out: Any, site: SiteKey | None) -> None:
+    def after(self, name: str, args: tuple[object, ...], out: object, site: SiteKey | None) -> None:
         """Record ``out`` of one op: an activation's own output, or a pass-through of tracked tensors."""
         if site is not None:
             keys = {site}
@@ -73,7 +71,7 @@ class OutputOrigins:
         for t in _tensors(out):
             self._origin[t] = keys
 
-    def sites_of(self, outputs: Any) -> set[SiteKey]:
+    def sites_of(self, outputs: object) -> set[SiteKey]:
         found: set[SiteKey] = set()
         for t in _tensors(outputs):
             found |= self._origin.get(t, set())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -73,7 +74,7 @@ def load_hf_folder(
     return tm
 
 
-def _transformers(p: Path) -> Any:
+def _transformers(p: Path) -> ModuleType:
     # Nothing is downloaded: a hub name is never asked for, and the library is told to stay offline.
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -101,7 +102,7 @@ def read_json(path: Path, what: str) -> Any:
         raise InputError(f"{what} file {path} is not valid JSON: {_short(e)}") from None
 
 
-def _config_object(transformers: Any, p: Path, config: dict[str, Any], notes: list[str]) -> Any:
+def _config_object(transformers: ModuleType, p: Path, config: dict[str, Any], notes: list[str]) -> Any:
     model_type = config.get("model_type")
     mapping = transformers.CONFIG_MAPPING
     if not isinstance(model_type, str) or model_type not in mapping:
@@ -124,7 +125,9 @@ def _config_object(transformers: Any, p: Path, config: dict[str, Any], notes: li
     return cfg
 
 
-def _build_library(transformers: Any, p: Path, config: dict[str, Any], notes: list[str]) -> Any:
+def _build_library(
+    transformers: ModuleType, p: Path, config: dict[str, Any], notes: list[str]
+) -> Any:  # a transformers PreTrainedModel
     """The class named in ``architectures``, looked up in the installed library only."""
     cfg = _config_object(transformers, p, config, notes)
     archs = config.get("architectures") or []
@@ -155,7 +158,9 @@ def _build_library(transformers: Any, p: Path, config: dict[str, Any], notes: li
     return model
 
 
-def _build_remote(transformers: Any, p: Path, config: dict[str, Any], notes: list[str]) -> Any:
+def _build_remote(
+    transformers: ModuleType, p: Path, config: dict[str, Any], notes: list[str]
+) -> Any:  # a transformers PreTrainedModel
     """--trust-code: the classes ``auto_map`` names, imported from the folder's own Python files."""
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
@@ -180,7 +185,7 @@ def _build_remote(transformers: Any, p: Path, config: dict[str, Any], notes: lis
     return model
 
 
-def _plain_name(p: Path, name: Any, index: Path) -> Path:
+def _plain_name(p: Path, name: object, index: Path) -> Path:
     """A shard named in an index: a plain file name of this folder, never a path or a link out of it."""
     if not isinstance(name, str) or not name or name != os.path.basename(name) or name in (".", ".."):
         raise InputError(f"{index}: shard {name!r} is not a plain file name in the folder")
@@ -283,7 +288,9 @@ def _check_map(
         raise InputError(f"{index}: the shards' tensors add up to more bytes than the files hold")
 
 
-def _load_into(p: Path, model: Any, sd: dict[str, torch.Tensor], non_strict: bool, notes: list[str]) -> None:
+def _load_into(
+    p: Path, model: torch.nn.Module, sd: dict[str, torch.Tensor], non_strict: bool, notes: list[str]
+) -> None:
     """Checkpoint tensors into the model; a key the file lacks is fine only when it is tied to one it has."""
     expected = model.state_dict()
     unexpected = [k for k in sd if k not in expected]

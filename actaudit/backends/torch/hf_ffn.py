@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
 from ...data import DataSource
 from ...kinds import Activation
-from ...stats import Capture
+from ...stats import Capture, FfnLayer
 from ..base import CaptureOptions
 from .backend import TorchModel, capture
 
@@ -38,9 +37,9 @@ _GATES = ("gate_proj", "w1", "gate_up_proj", "wi_0")
 _NOT_FFN = ("attn", "attention")
 
 
-def ffn_layout(model: torch.nn.Module) -> dict[str, dict[str, Any]]:
+def ffn_layout(model: torch.nn.Module) -> dict[str, FfnLayer]:
     """Module path of each layer's FFN activation → its layer index, kind and whether the MLP is gated."""
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, FfnLayer] = {}
     for name, mod in model.named_modules():
         kind = _KINDS.get(type(mod).__name__)
         found = _LAYER.search(name)
@@ -55,14 +54,16 @@ def ffn_layout(model: torch.nn.Module) -> dict[str, dict[str, Any]]:
 class SequenceCounter:
     """Per FFN activation: sequences seen, and (sequence, neuron) pairs where no token fired."""
 
-    def __init__(self, layout: dict[str, dict[str, Any]], stuck_fraction: float) -> None:
+    def __init__(self, layout: dict[str, FfnLayer], stuck_fraction: float) -> None:
         self.layout = layout
         self.low = {n: Activation(v["kind"]).thresholds(stuck_fraction).low for n, v in layout.items()}
         self.shape: tuple[int, int] | None = None
         self.sequences = dict.fromkeys(layout, 0)
         self.silent = dict.fromkeys(layout, 0)
 
-    def model_hook(self, module: Any, args: Any, kwargs: Any) -> None:
+    def model_hook(
+        self, module: torch.nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
+    ) -> None:
         ids = kwargs.get("input_ids", args[0] if args else None)
         self.shape = (
             (int(ids.shape[0]), int(ids.shape[1]))
@@ -71,7 +72,7 @@ class SequenceCounter:
         )
 
     def act_hook(self, name: str) -> Callable[..., None]:
-        def hook(module: Any, args: Any) -> None:
+        def hook(module: torch.nn.Module, args: tuple[object, ...]) -> None:
             x = args[0] if args else None
             if self.shape is None or not isinstance(x, torch.Tensor) or x.ndim < 2:
                 return
@@ -86,7 +87,7 @@ class SequenceCounter:
 
         return hook
 
-    def result(self) -> dict[str, Any]:
+    def result(self) -> dict[str, FfnLayer]:
         return {
             n: {**v, "sequences": self.sequences[n], "silent_sequence_neurons": self.silent[n]}
             for n, v in self.layout.items()

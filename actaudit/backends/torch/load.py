@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict, TypeGuard, Unpack, cast
 
 import torch
 
@@ -31,6 +31,32 @@ from .export_trust import guarded_export_load
 from .graphsites import GraphSite, export_graph_sites, torchscript_graph_sites
 from .trust import check_torchscript, program_output
 
+# A checkpoint's weights by state-dict key.
+StateDict = dict[str, torch.Tensor]
+# A model as the backend runs, writes and reloads it: a module (eager, TorchScript, a program's
+# GraphModule) or a torch.export program.
+Runnable = torch.nn.Module | torch.export.ExportedProgram
+
+
+class LoadKeys(TypedDict, total=False):
+    """The keyword options of :func:`load_torch`."""
+
+    arch: str | None
+    state_key: str | None
+    trust_pickle: bool
+    trust_code: bool
+    device: str
+    strip_prefixes: tuple[str, ...]
+    non_strict: bool
+
+
+class _StateDictKeys(TypedDict, total=False):
+    """How a state_dict's keys are matched to the model (``--strip-prefix``, ``--non-strict``)."""
+
+    strip_prefixes: tuple[str, ...]
+    non_strict: bool
+
+
 STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
 _MAX_NAMES = 8
 
@@ -38,13 +64,13 @@ _MAX_NAMES = 8
 @dataclass
 class TorchModel:
     fmt: str  # torchscript | torch.export | pickled-module | state_dict
-    module: Any  # what gets called
+    module: torch.nn.Module  # what gets called
     eager: torch.nn.Module | None  # set for eager modules (function-level capture)
     graph_sites: list[GraphSite] | None  # set for compiled graphs (dispatch-level capture)
     inputs: list[InputSpec]
     notes: list[str] = field(default_factory=list)
-    example_inputs: tuple[Any, ...] | None = None
-    exported: Any = None  # the ExportedProgram, for rewriting
+    example_inputs: tuple[object, ...] | None = None
+    exported: torch.export.ExportedProgram | None = None  # for rewriting
     fixed_batch: int | None = None  # a program exported with a static batch dimension
 
 
@@ -67,7 +93,7 @@ def load_torch(
             f"--arch {arch} applies to state_dict checkpoints, but {p} is a {fmt} program that carries its own code",
             hint="drop --arch to audit the program as it is",
         )
-    keys = {"strip_prefixes": tuple(strip_prefixes), "non_strict": non_strict}
+    keys: _StateDictKeys = {"strip_prefixes": tuple(strip_prefixes), "non_strict": non_strict}
     if fmt == SAFETENSORS:
         return _load_safetensors(p, arch, state_key, dev, **keys)
     if fmt == TORCHSCRIPT:
@@ -121,16 +147,16 @@ def _load_torchscript(data: bytes, p: Path, dev: torch.device) -> TorchModel:
     return from_script(m)
 
 
-def from_script(m: Any) -> TorchModel:
+def from_script(m: torch.jit.ScriptModule) -> TorchModel:
     """A loaded (or in-memory) ``ScriptModule``: captured at op level, since script modules take no hooks."""
     m.eval()
     names = _script_input_names(m)
     return TorchModel("torchscript", m, None, torchscript_graph_sites(m), [InputSpec(n) for n in names])
 
 
-def _script_input_names(m: Any) -> list[str]:
+def _script_input_names(m: torch.jit.ScriptModule) -> list[str]:
     try:
-        return [a.name for a in m.forward.schema.arguments[1:]]
+        return [a.name for a in cast("torch._C.ScriptMethod", m.forward).schema.arguments[1:]]
     except Exception:
         return []
 
@@ -147,7 +173,7 @@ def _load_export(data: bytes, p: Path, dev: torch.device, trust_code: bool = Fal
     return from_exported(ep, dev)
 
 
-def from_exported(ep: Any, dev: torch.device) -> TorchModel:
+def from_exported(ep: torch.export.ExportedProgram, dev: torch.device) -> TorchModel:
     """A loaded (or in-memory) ``ExportedProgram`` as a model to audit."""
     gm = ep.module()
     if dev.type != "cpu":
@@ -178,7 +204,7 @@ def from_exported(ep: Any, dev: torch.device) -> TorchModel:
     return tm
 
 
-def _static_batch(gm: Any) -> int | None:
+def _static_batch(gm: torch.fx.GraphModule) -> int | None:
     """The batch size a program is specialised to, or None when dim 0 is dynamic."""
     sizes = set()
     for node in gm.graph.nodes:
@@ -240,7 +266,7 @@ def _load_pickle(
     state_key: str | None,
     trust: bool,
     dev: torch.device,
-    **keys: Any,  # strip_prefixes, non_strict: for a state_dict
+    **keys: Unpack[_StateDictKeys],
 ) -> TorchModel:
     try:
         obj = torch.load(str(p), map_location=dev, weights_only=True)
@@ -262,7 +288,7 @@ def _load_pickle(
     raise InputError(f"{p} holds a {type(obj).__name__}, not a model, state_dict or training checkpoint")
 
 
-def _load_untrusted(p: Path, dev: torch.device) -> Any:
+def _load_untrusted(p: Path, dev: torch.device) -> object:
     from ...data.sources import cwd_importable
 
     try:
@@ -278,7 +304,7 @@ def _load_untrusted(p: Path, dev: torch.device) -> Any:
         raise InputError(f"cannot unpickle {p}: {_short(e)}") from None
 
 
-def _is_state_dict(d: dict[str, Any]) -> bool:
+def _is_state_dict(d: dict[str, object]) -> TypeGuard[dict[str, torch.Tensor]]:
     return (
         bool(d)
         and all(isinstance(k, str) for k in d)
@@ -288,7 +314,7 @@ def _is_state_dict(d: dict[str, Any]) -> bool:
 
 def _from_dict(
     p: Path,
-    obj: dict[str, Any],
+    obj: dict[str, object],
     arch: str | None,
     state_key: str | None,
     dev: torch.device,
@@ -296,7 +322,7 @@ def _from_dict(
     non_strict: bool = False,
 ) -> TorchModel:
     notes = []
-    sd: Any = obj
+    sd: object = obj
     if state_key is not None:
         for part in state_key.split("."):
             if not isinstance(sd, dict) or part not in sd:
@@ -321,7 +347,8 @@ def _from_dict(
     if isinstance(sd, torch.nn.Module):
         _no_arch(p, arch)
         return _eager("pickled-module", sd, dev, notes)
-    if not _is_state_dict(sd):
+    entry = cast("dict[str, object]", sd)  # a list or a number fails the checks below too
+    if not _is_state_dict(entry):
         raise InputError(f"{p}: the selected entry is not a state_dict (a dict of tensors)")
     if arch is None:
         raise InputError(
@@ -329,13 +356,13 @@ def _from_dict(
             hint="pass --arch MODULE:CALLABLE or --arch path/to/file.py:CALLABLE, a function that returns the model",
         )
     model = _build(arch) if non_strict else _build_once(arch)
-    sd = _strip_given_prefixes(p, sd, strip_prefixes, notes)
-    sd = _strip_prefix(sd, model, notes)
-    sd = _as_loaded(model, sd)
+    weights = _strip_given_prefixes(p, entry, strip_prefixes, notes)
+    weights = _strip_prefix(weights, model, notes)
+    weights = _as_loaded(model, weights)
     if non_strict:
-        sd = _matching_keys(p, model, sd, notes)
-    _check_keys(p, model, sd)
-    _load_weights(model, sd)
+        weights = _matching_keys(p, model, weights, notes)
+    _check_keys(p, model, weights)
+    _load_weights(model, weights)
     return _eager("state_dict", model, dev, notes)
 
 
@@ -371,7 +398,7 @@ def _no_arch(p: Path, arch: str | None) -> None:
 
 
 def _load_safetensors(
-    p: Path, arch: str | None, state_key: str | None, dev: torch.device, **keys: Any
+    p: Path, arch: str | None, state_key: str | None, dev: torch.device, **keys: Unpack[_StateDictKeys]
 ) -> TorchModel:
     """A ``.safetensors`` state_dict: raw tensors behind a JSON header, read without unpickling."""
     try:
@@ -395,9 +422,7 @@ def _load_safetensors(
     return _from_dict(p, dict(sd), arch, None, dev, **keys)
 
 
-def _strip_given_prefixes(
-    p: Path, sd: dict[str, Any], prefixes: tuple[str, ...], notes: list[str]
-) -> dict[str, Any]:
+def _strip_given_prefixes(p: Path, sd: StateDict, prefixes: tuple[str, ...], notes: list[str]) -> StateDict:
     """--strip-prefix, in order: keep the keys that start with each prefix, without it.
 
     Keys without the prefix are dropped (an EMA copy or a loss module beside the model in a
@@ -419,7 +444,7 @@ def _strip_given_prefixes(
     return sd
 
 
-def _matching_keys(p: Path, model: torch.nn.Module, sd: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+def _matching_keys(p: Path, model: torch.nn.Module, sd: StateDict, notes: list[str]) -> StateDict:
     """--non-strict: the checkpoint's keys that fit the model (name and shape); the rest listed in a note.
 
     Model weights the checkpoint lacks stay fatal: an audit of initial weights would mislead.
@@ -475,7 +500,7 @@ def _build(arch: str) -> torch.nn.Module:
     return model
 
 
-def _strip_prefix(sd: dict[str, Any], model: torch.nn.Module, notes: list[str]) -> dict[str, Any]:
+def _strip_prefix(sd: StateDict, model: torch.nn.Module, notes: list[str]) -> StateDict:
     expected = set(model.state_dict())
     for prefix in ("module.", "_orig_mod.", "model."):
         if sd and all(k.startswith(prefix) for k in sd) and not any(k.startswith(prefix) for k in expected):
@@ -484,7 +509,7 @@ def _strip_prefix(sd: dict[str, Any], model: torch.nn.Module, notes: list[str]) 
     return sd
 
 
-def _as_loaded(model: torch.nn.Module, sd: dict[str, Any]) -> dict[str, Any]:
+def _as_loaded(model: torch.nn.Module, sd: StateDict) -> StateDict:
     """The checkpoint's keys as ``load_state_dict`` sees them: after each module's load pre-hooks.
 
     Old checkpoints load into today's modules through these hooks: ``weight_norm``'s
@@ -507,7 +532,7 @@ def _as_loaded(model: torch.nn.Module, sd: dict[str, Any]) -> dict[str, Any]:
     return mapped
 
 
-def _check_keys(p: Path, model: torch.nn.Module, sd: dict[str, Any]) -> None:
+def _check_keys(p: Path, model: torch.nn.Module, sd: StateDict) -> None:
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]

@@ -209,7 +209,7 @@ def op_name(func: Callable[..., object] | str) -> str:
     return str(getattr(func, "__name__", ""))
 
 
-def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, key: str, default: Any) -> Any:
+def _arg(args: tuple[object, ...], kwargs: dict[str, object], i: int, key: str, default: Any) -> Any:
     if key in kwargs:
         return kwargs[key]
     if len(args) > i:
@@ -227,13 +227,13 @@ def _scalar(x: Any) -> float | None:
     return float(x)
 
 
-def _hardtanh(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+def _hardtanh(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Activation | None:
     return classify_hardtanh(
         float(_arg(args, kwargs, 1, "min_val", -1.0)), float(_arg(args, kwargs, 2, "max_val", 1.0))
     )
 
 
-def _clamp(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+def _clamp(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Activation | None:
     c_lo = _scalar(_arg(args, kwargs, 1, "min", None))
     c_hi = None if name.startswith("clamp_min") else _scalar(_arg(args, kwargs, 2, "max", None))
     if (c_lo is not None and math.isnan(c_lo)) or (c_hi is not None and math.isnan(c_hi)):
@@ -241,11 +241,11 @@ def _clamp(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activati
     return classify_clamp(c_lo, c_hi)
 
 
-def _leaky(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+def _leaky(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Activation | None:
     return Activation("leaky_relu", {"negative_slope": float(_arg(args, kwargs, 1, "negative_slope", 0.01))})
 
 
-def _elu(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+def _elu(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Activation | None:
     alpha = float(_arg(args, kwargs, 1, "alpha", 1.0))
     scale = float(_arg(args, kwargs, 2, "scale", 1.0))
     input_scale = float(_arg(args, kwargs, 3, "input_scale", 1.0))
@@ -256,17 +256,17 @@ def _elu(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation
     return Activation("elu", {"alpha": alpha})
 
 
-def _celu(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+def _celu(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Activation | None:
     return Activation("celu", {"alpha": float(_arg(args, kwargs, 1, "alpha", 1.0))})
 
 
-def _softplus(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Activation | None:
+def _softplus(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Activation | None:
     return Activation("softplus", {"beta": float(_arg(args, kwargs, 1, "beta", 1.0))})
 
 
 # Kinds whose calls carry parameters, and the code that reads them from a call; every other
 # kind of the table is its name alone (selu's torch calls always use the default constants).
-_Reader = Callable[[str, tuple[Any, ...], dict[str, Any]], "Activation | None"]
+_Reader = Callable[[str, tuple[object, ...], dict[str, object]], "Activation | None"]
 _READERS: dict[str, _Reader] = {
     "hardtanh": _hardtanh,
     "clip": _clamp,
@@ -277,7 +277,9 @@ _READERS: dict[str, _Reader] = {
 }
 
 
-def activation_of(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Activation, Any] | None:
+def activation_of(
+    name: str, args: tuple[object, ...], kwargs: dict[str, object]
+) -> tuple[Activation, object] | None:
     """The activation a call performs (kind and parameters) and the PReLU weight, or None."""
     kind = TORCH_OPS.get(name)
     if kind is None:
@@ -289,6 +291,6 @@ def activation_of(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> t
     return act, (_arg(args, kwargs, 1, "weight", None) if kind == "prelu" else None)
 
 
-def first_tensor(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor | None:
+def first_tensor(args: tuple[object, ...], kwargs: dict[str, object]) -> torch.Tensor | None:
     x = args[0] if args else kwargs.get("input", kwargs.get("self"))
     return x if isinstance(x, torch.Tensor) and x.is_floating_point() else None

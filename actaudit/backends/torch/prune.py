@@ -21,8 +21,9 @@ from __future__ import annotations
 import copy
 import operator
 import warnings
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -33,9 +34,16 @@ from ...edit.cuts import Edits
 from ...edit.graph import Graph
 from .prune_ir import _P, _Node, _Val, translate
 
+if TYPE_CHECKING:
+    from ...data import Batch, DataSource
+    from ...edit.drift import Outputs
+    from ...edit.ranges import InputRange
+    from ...verdicts import SiteVerdict
+    from .load import Runnable, TorchModel
+
 
 # -- graph forms -------------------------------------------------------------------------------
-def _wrap(x: Any, params: dict[str, str]) -> Any:
+def _wrap(x: object, params: dict[str, str]) -> object:
     if isinstance(x, torch.fx.Node):
         if x.name in params:
             return _P(params[x.name])
@@ -45,7 +53,7 @@ def _wrap(x: Any, params: dict[str, str]) -> Any:
     return x
 
 
-def _shape(meta: Any) -> tuple[int, ...] | None:
+def _shape(meta: dict[str, object]) -> tuple[int, ...] | None:
     v = meta.get("val")
     if not isinstance(v, torch.Tensor):
         return None
@@ -56,7 +64,7 @@ def _shape(meta: Any) -> tuple[int, ...] | None:
     return (1, *dims) if v.ndim else None
 
 
-def _leaves(x: Any) -> list[Any]:
+def _leaves(x: object) -> list[object]:
     """The leaves of nested lists, tuples and dicts (a model's or a graph's outputs), in order."""
     if isinstance(x, (list, tuple)):
         return [leaf for i in x for leaf in _leaves(i)]
@@ -85,7 +93,7 @@ def gm_graph(gm: torch.fx.GraphModule) -> tuple[Graph, list[str]]:
             name = str(
                 getattr(getattr(t, "_overloadpacket", None), "__name__", None) or getattr(t, "__name__", t)
             )
-            args = _wrap(list(node.args), params)
+            args = cast(list[object], _wrap(list(node.args), params))
             kwargs = {k: _wrap(v, params) for k, v in node.kwargs.items()}
             nodes.append(_Node(node.name, name, args, kwargs, node.name, _shape(node.meta)))
         elif node.op == "output":
@@ -93,14 +101,14 @@ def gm_graph(gm: torch.fx.GraphModule) -> tuple[Graph, list[str]]:
     return translate(nodes, inputs, outputs, _gm_tensors(gm, params.values()), uses), inputs
 
 
-def _gm_tensors(gm: torch.fx.GraphModule, keys: Iterable[str]) -> dict[str, Any]:
+def _gm_tensors(gm: torch.fx.GraphModule, keys: Iterable[str]) -> dict[str, torch.Tensor]:
     tensors = dict(gm.state_dict(keep_vars=True))
     for k in keys:
         if k not in tensors:
             try:
                 tensors[k] = gm.get_submodule("").get_parameter(k)
             except AttributeError:
-                obj: Any = gm
+                obj: object = gm
                 for part in k.split("."):
                     obj = getattr(obj, part, None)
                 if isinstance(obj, torch.Tensor):
@@ -111,19 +119,19 @@ def _gm_tensors(gm: torch.fx.GraphModule, keys: Iterable[str]) -> dict[str, Any]
 class _Trace(TorchDispatchMode):
     """Records each aten call of one run as a :class:`_Node`; parameters are told by storage, shape and strides."""
 
-    def __init__(self, module: Any) -> None:
+    def __init__(self, module: nn.Module) -> None:
         super().__init__()
         self.keys: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {}
-        self.tensors: dict[str, Any] = {}
+        self.tensors: dict[str, torch.Tensor] = {}
         for k, t in [*module.named_parameters(), *module.named_buffers()]:
             self.keys[_storage(t)] = k
             self.tensors[k] = t
-        self.ids: dict[int, Any] = {}
-        self.alive: list[Any] = []  # keeps the ids above from being reused
+        self.ids: dict[int, _P | _Val] = {}
+        self.alive: list[torch.Tensor] = []  # keeps the ids above from being reused
         self.nodes: list[_Node] = []
         self.uses: dict[str, int] = {}
 
-    def wrap(self, x: Any) -> Any:
+    def wrap(self, x: object) -> object:
         if isinstance(x, torch.Tensor):
             if id(x) in self.ids:
                 return self.ids[id(x)]
@@ -136,7 +144,13 @@ class _Trace(TorchDispatchMode):
             return [self.wrap(i) for i in x]
         return x
 
-    def __torch_dispatch__(self, func: Any, types: Any, a: Any = (), kw: Any = None) -> Any:
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: tuple[type, ...],
+        a: tuple[object, ...] = (),
+        kw: dict[str, object] | None = None,
+    ) -> object:
         kw = kw or {}
         out = func(*a, **kw)
         name = func._overloadpacket.__name__
@@ -168,7 +182,7 @@ def _storage(t: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
     return t.data_ptr(), tuple(t.shape), tuple(t.stride())
 
 
-def trace_graph(module: Any, args: list[Any], kwargs: dict[str, Any], names: list[str]) -> Graph:
+def trace_graph(module: nn.Module, args: list[object], kwargs: dict[str, object], names: list[str]) -> Graph:
     """IR of one run of ``module`` (a TorchScript archive) seen op by op in a dispatch mode.
 
     Parameters are recognised by storage, shape and strides; a transpose of one (``t`` before
@@ -185,7 +199,7 @@ def trace_graph(module: Any, args: list[Any], kwargs: dict[str, Any], names: lis
         with rec:
             result = module(*args, **kwargs)
     outputs = [
-        rec.ids[id(x)].id
+        cast(_Val, rec.ids[id(x)]).id
         for x in _leaves(result)
         if isinstance(x, torch.Tensor) and isinstance(rec.ids.get(id(x)), _Val)
     ]
@@ -196,7 +210,7 @@ def trace_graph(module: Any, args: list[Any], kwargs: dict[str, Any], names: lis
     return g
 
 
-def match_sites(graph: Graph, sites: list[Any]) -> dict[str, tuple[str, str] | str]:
+def match_sites(graph: Graph, sites: list[SiteVerdict]) -> dict[str, tuple[str, str] | str]:
     """Audit site -> (pre-activation, output) by execution order; kind and unit count must agree."""
     acts = [op for op in graph.ops if op.kind == "act" or op.attrs.get("site_kind")]
     out: dict[str, tuple[str, str] | str] = {}
@@ -234,11 +248,11 @@ def _set_tensor(root: nn.Module, key: str, value: np.ndarray, like: torch.Tensor
         _fix_sizes(mod)
 
 
-def _submodule(root: Any, path: str) -> Any:
+def _submodule(root: nn.Module, path: str) -> nn.Module:
     """``get_submodule`` that also walks ScriptModules (which refuse it)."""
     mod = root
     for part in path.split(".") if path else []:
-        mod = getattr(mod, part)
+        mod = cast(nn.Module, getattr(mod, part))
     return mod
 
 
@@ -298,7 +312,7 @@ def _literal_views(gm: torch.fx.GraphModule) -> None:
     gm.recompile()
 
 
-def export_again(gm: nn.Module, example: tuple[list[Any], dict[str, Any]]) -> Any:
+def export_again(gm: nn.Module, example: Batch) -> torch.export.ExportedProgram:
     """torch.export of an edited module with the batch axis dynamic where possible."""
     args, kwargs = example
     with warnings.catch_warnings():
@@ -317,7 +331,7 @@ def export_again(gm: nn.Module, example: tuple[list[Any], dict[str, Any]]) -> An
 class TorchPruner:
     """The prune command's view of a PyTorch model; runs and files go through the rewrite surgeon."""
 
-    def __init__(self, tm: Any, output: Any, output_format: str | None) -> None:
+    def __init__(self, tm: TorchModel, output: Path | None, output_format: str | None) -> None:
         from ...errors import InputError
         from .surgery import PICKLE, PT2, TS, TorchSurgeon
 
@@ -344,13 +358,13 @@ class TorchPruner:
                 writer = TS
         self.surgeon = TorchSurgeon(tm, writer)
         self.notes: list[str] = []
-        self._gm: Any = None
+        self._gm: torch.fx.GraphModule | None = None
         self._inputs: list[str] = []
         self.output_format = self.surgeon.output_format
         self.checks = ("fresh load from disk", "calibration re-run", "parameter count")
 
     # -- runs --------------------------------------------------------------------------------
-    def prepare(self, source: Any, samples: int | None) -> None:
+    def prepare(self, source: DataSource, samples: int | None) -> None:
         """Bind the first calibration batch, as the audit batches it (a fixed batch size re-chunked):
         the example the graph is exported or traced with."""
         from . import backend
@@ -359,40 +373,40 @@ class TorchPruner:
         if first is not None:
             self.surgeon.example = first
 
-    def outputs(self, model: Any, source: Any, samples: int | None) -> Any:
+    def outputs(self, model: object, source: DataSource, samples: int | None) -> Iterator[Outputs]:
         return self.surgeon.outputs(model, source, samples, None)
 
-    def original(self) -> Any:
+    def original(self) -> Runnable | None:
         return self.surgeon.original()
 
     # -- graph -------------------------------------------------------------------------------
-    def _example(self) -> tuple[list[Any], dict[str, Any]]:
+    def _example(self) -> Batch:
         if self.surgeon.example is None:
             raise RuntimeError("no calibration batch was run before the graph was needed")
         return self.surgeon.example
 
-    def _graph_module(self, model: Any) -> Any:
+    def _graph_module(self, model: object) -> torch.fx.GraphModule:
         if hasattr(model, "graph_signature"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return model.module()
+                return cast(torch.export.ExportedProgram, model).module()
         args, kwargs = self._example()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return torch.export.export(model, tuple(args), kwargs or None).module()
+            return torch.export.export(cast(nn.Module, model), tuple(args), kwargs or None).module()
 
-    def range_names(self, ranges: list[Any]) -> list[str]:
+    def range_names(self, ranges: list[InputRange]) -> list[str]:
         names = [s.name for s in self.tm.inputs]
         return [names[int(r.key)] if r.key.isdigit() and int(r.key) < len(names) else r.key for r in ranges]
 
-    def sample_shapes(self, ranges: list[Any]) -> dict[str, tuple[int, ...]]:
+    def sample_shapes(self, ranges: list[InputRange]) -> dict[str, tuple[int, ...]]:
         return {n: tuple(r.shape) for n, r in zip(self.range_names(ranges), ranges, strict=True)}
 
-    def graph(self, model: Any, shapes: dict[str, tuple[int, ...]]) -> Graph:
+    def graph(self, model: object, shapes: dict[str, tuple[int, ...]]) -> Graph:
         names = [s.name for s in self.tm.inputs]
         if self.tm.fmt == "torchscript":
             args, kwargs = self._example()
-            return trace_graph(model, args, kwargs, names)
+            return trace_graph(cast(nn.Module, model), args, kwargs, names)
         g, inputs = gm_graph(self._graph_module(model))
         # placeholders take the user's input names (positional order)
         rename = dict(zip(inputs, names, strict=False))
@@ -402,10 +416,10 @@ class TorchPruner:
         g.__post_init__()
         return g
 
-    def site_values(self, model: Any, sites: list[Any]) -> dict[str, tuple[str, str] | str]:
+    def site_values(self, model: object, sites: list[SiteVerdict]) -> dict[str, tuple[str, str] | str]:
         return match_sites(self.graph(model, {}), sites)
 
-    def apply(self, model: Any, graph: Graph, edits: Edits) -> Any:
+    def apply(self, model: object, graph: Graph, edits: Edits) -> Runnable:
         if self.tm.fmt == "torchscript":
             import io
 
@@ -415,25 +429,27 @@ class TorchPruner:
         if hasattr(model, "graph_signature"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                gm = apply_to_module(model.module(), graph, edits, copied=True)
-            _literal_views(gm)  # type: ignore[arg-type]
+                gm = apply_to_module(
+                    cast(torch.export.ExportedProgram, model).module(), graph, edits, copied=True
+                )
+            _literal_views(cast(torch.fx.GraphModule, gm))  # a GraphModule's deep copy is one
             return export_again(gm, self._example())
-        return apply_to_module(model, graph, edits).eval()
+        return apply_to_module(cast(nn.Module, model), graph, edits).eval()
 
     # -- files -------------------------------------------------------------------------------
-    def serialize(self, model: Any, notes: list[str]) -> bytes:
+    def serialize(self, model: object, notes: list[str]) -> bytes:
         return self.surgeon.serialize(model, notes)
 
-    def reload(self, path: Any) -> Any:
+    def reload(self, path: Path) -> Runnable:
         return self.surgeon.reload(path)
 
-    def count_params(self, model: Any) -> int:
+    def count_params(self, model: object) -> int:
         if hasattr(model, "graph_signature"):
-            sd = model.state_dict
+            sd = cast(torch.export.ExportedProgram, model).state_dict
             return int(
                 sum(t.numel() for t in sd.values() if isinstance(t, torch.Tensor) and t.is_floating_point())
             )
-        sd = model.state_dict()
+        sd = cast(nn.Module, model).state_dict()
         return int(
             sum(t.numel() for t in sd.values() if isinstance(t, torch.Tensor) and t.is_floating_point())
         )

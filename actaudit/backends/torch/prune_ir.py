@@ -32,7 +32,7 @@ _IDENTITY = {
 }
 
 
-def _np(t: Any) -> np.ndarray:
+def _np(t: torch.Tensor) -> np.ndarray:
     return (
         t.detach().cpu().float().numpy().copy() if t.is_floating_point() else t.detach().cpu().numpy().copy()
     )
@@ -84,17 +84,17 @@ def _ints(v: Any, nd: int) -> list[int]:
 class _Ctx:
     """What every op translator reads: the tensors by key, their reader counts, the ops so far."""
 
-    def __init__(self, tensors: dict[str, Any], uses: dict[str, int], follow_views: bool) -> None:
+    def __init__(self, tensors: dict[str, torch.Tensor], uses: dict[str, int], follow_views: bool) -> None:
         self.tensors, self.uses, self.follow_views = tensors, uses, follow_views
         self.ops: list[Op] = []
 
-    def prm(self, x: Any) -> Param | None:
+    def prm(self, x: object) -> Param | None:
         if isinstance(x, _P) and x.key in self.tensors and isinstance(self.tensors[x.key], torch.Tensor):
             return Param(x.key, _np(self.tensors[x.key]), shared=self.uses.get(x.key, 0) > 1)
         return None
 
 
-def _vid(x: Any) -> str | None:
+def _vid(x: object) -> str | None:
     return x.id if isinstance(x, _Val) else None
 
 
@@ -379,7 +379,7 @@ def translate(
     nodes: list[_Node],
     inputs: list[str],
     outputs: list[str],
-    tensors: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
     uses: dict[str, int],
     follow_views: bool = True,
 ) -> Graph:

@@ -10,7 +10,7 @@ means the written-out cell is not what ran, and the gates are listed uncovered i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -37,13 +37,13 @@ class Gate:
     x: torch.Tensor  # pre-activation, features last; time steps stacked along axis 0
 
 
-def gates_of(module: Any, args: tuple[object, ...], output: object) -> list[Gate]:
+def gates_of(module: object, args: tuple[object, ...], output: object) -> list[Gate]:
     """Every gate of one call of ``module``; raises :class:`Unsupported` when not reproducible."""
     kind = type(module).__name__
-    if kind in ("LSTMCell", "GRUCell", "RNNCell"):
-        return _cell(module, kind, args, output)
+    if kind in ("LSTMCell", "GRUCell", "RNNCell"):  # told by name: these torch classes or look-alikes
+        return _cell(cast(torch.nn.RNNCellBase, module), kind, args, output)
     if kind in ("LSTM", "GRU", "RNN"):
-        return _sequence(module, kind, args, output)
+        return _sequence(cast(torch.nn.RNNBase, module), kind, args, output)
     raise Unsupported(f"{kind} is not a recurrent module actaudit writes out")
 
 
@@ -84,11 +84,11 @@ def _rnn_step(
     return [g], (torch.relu(g) if relu else torch.tanh(g))
 
 
-def _rnn_gates(module: Any) -> tuple[tuple[str, str], ...]:
+def _rnn_gates(module: torch.nn.Module) -> tuple[tuple[str, str], ...]:
     return (("hidden", "relu" if getattr(module, "nonlinearity", "tanh") == "relu" else "tanh"),)
 
 
-def _weights(module: Any, sfx: str) -> list[torch.Tensor | None]:
+def _weights(module: torch.nn.Module, sfx: str) -> list[torch.Tensor | None]:
     get = getattr
     bias = bool(getattr(module, "bias", True))
     return [
@@ -108,7 +108,7 @@ def _check(got: torch.Tensor, want: object, what: str) -> None:
         raise Unsupported(f"the written-out {what} differs from the module's by {diff:.3g}")
 
 
-def _cell(module: Any, kind: str, args: tuple[object, ...], output: object) -> list[Gate]:
+def _cell(module: torch.nn.RNNCellBase, kind: str, args: tuple[object, ...], output: object) -> list[Gate]:
     x = args[0]
     if not isinstance(x, torch.Tensor):
         raise Unsupported("its input is not a tensor")
@@ -141,7 +141,7 @@ def _cell(module: Any, kind: str, args: tuple[object, ...], output: object) -> l
     return [Gate(name, k, p) for (name, k), p in zip(names, pre, strict=True)]
 
 
-def _sequence(module: Any, kind: str, args: tuple[object, ...], output: object) -> list[Gate]:
+def _sequence(module: torch.nn.RNNBase, kind: str, args: tuple[object, ...], output: object) -> list[Gate]:
     x = args[0]
     if not isinstance(x, torch.Tensor):
         raise Unsupported("its input is not a tensor (a PackedSequence is not written out)")

@@ -8,7 +8,7 @@ out is listed in ``uncovered`` with the reason.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
@@ -37,7 +37,7 @@ class Host(Protocol):
         module: str,
         op: str,
         act: Activation,
-        weight: Any,
+        weight: object,
         x: torch.Tensor,
         merge: bool = False,
     ) -> tuple[str, int] | None: ...
@@ -56,7 +56,7 @@ class RecurrentSites:
     def begin_forward(self) -> None:
         self._ptr = self._calls = 0
 
-    def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None:
+    def fused_lstm_layer(self, args: tuple[object, ...], output: object) -> None:
         """One layer and direction of a compiled graph's aten::lstm, which oneDNN runs as one op."""
         entries = [g for g in self._graph_sites or [] if g.gate == FUSED and g.op == "lstm"]
         if self._ptr >= len(entries):
@@ -80,7 +80,7 @@ class RecurrentSites:
                 f"{path}.{label}.{g.suffix}", path, f"aten::lstm.{g.suffix}", Activation(g.kind), None, g.x
             )
 
-    def module_call(self, path: str, module: Any, args: tuple[Any, ...], output: Any) -> None:
+    def module_call(self, path: str, module: object, args: tuple[object, ...], output: object) -> None:
         """Audit the gates of one call of an eager recurrent module, from its own weights."""
         mtype = type(module).__name__
         self.rec.suspended = True

@@ -9,7 +9,6 @@ an ``fx.Interpreter`` that keeps the producers' outputs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
 import torch
@@ -17,14 +16,16 @@ from torch import fx
 from torch.export import ExportedProgram
 from torch.utils import _pytree as pytree
 
+from ...data import Batch
 from ...edit import fold
 from ...edit import recycle as rc
 from .export_surgery import export_link, export_sites
 from .folding import array_of
 from .ops import op_name
+from .recycle_script import Job
 
 _PRODUCERS = ("linear", "conv1d", "conv2d", "conv3d")
-Batches = Callable[[], Iterator[tuple[Any, dict[str, Any]]]]
+Batches = Callable[[], Iterator[Batch]]
 
 
 def recycle_export(
@@ -38,7 +39,7 @@ def recycle_export(
     inputs = {s.arg.name: s.target for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
     sites = export_sites(ep.graph_module)
     refused: dict[str, str] = {}
-    jobs: list[dict[str, Any]] = []
+    jobs: list[Job] = []
     for plan, units, axis, sample_shape in plans:
         node = sites.get(plan.name)
         job = (
@@ -54,6 +55,7 @@ def recycle_export(
         return {}, refused
     for j in jobs:
         c = j["folded"].consumer
+        assert c.write_weight is not None  # _prepare refused a consumer without one
         c.write_weight(
             rc.zero_inputs(c.kind, c.weight, j["plan"].units, repeat=j["folded"].repeat, groups=c.groups)
         )
@@ -75,7 +77,7 @@ def _prepare(
     units: int,
     axis: int,
     sample_shape: tuple[int, ...],
-) -> dict[str, Any] | str:
+) -> Job | str:
     src = node.args[0] if node.args else None
     if not isinstance(src, fx.Node) or src.op != "call_function" or op_name(src.target) not in _PRODUCERS:
         what = op_name(src.target) if isinstance(src, fx.Node) and src.op == "call_function" else "an input"
@@ -112,9 +114,7 @@ def _prepare(
     }
 
 
-def _sample(
-    ep: ExportedProgram, jobs: list[dict[str, Any]], batches: Batches, rng: np.random.Generator
-) -> None:
+def _sample(ep: ExportedProgram, jobs: list[Job], batches: Batches, rng: np.random.Generator) -> None:
     for j in jobs:
         j["sample"], j["live_sample"] = (
             rc.Reservoir(len(j["plan"].units), rng),
@@ -123,7 +123,7 @@ def _sample(
     by_name = {j["node"]: j for j in jobs}
 
     class _Keep(fx.Interpreter):
-        def run_node(self, n: fx.Node) -> Any:
+        def run_node(self, n: fx.Node) -> object:
             out = super().run_node(n)
             j = by_name.get(n.name)
             if j is not None and isinstance(out, torch.Tensor):
@@ -141,7 +141,7 @@ def _sample(
             _Keep(gm).run(*pytree.tree_leaves((tuple(args), dict(kwargs))))
 
 
-def _place(j: dict[str, Any]) -> rc.Recycled:
+def _place(j: Job) -> rc.Recycled:
     values = j["sample"].values
     b = rc.bias_for_share(values, j["plan"].share)
     c = rc.activation_match(values, b, rc.live_activation_rms(j["live_sample"].values))

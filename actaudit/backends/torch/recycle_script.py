@@ -10,33 +10,51 @@ dispatch mode, as the ops that read the producer's weight storage and return a n
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import NotRequired, TypedDict, cast
 
 import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ...data import Batch
 from ...edit import fold
 from ...edit import recycle as rc
 from .folding import array_of
 from .script_surgery import _TS_CONV, torchscript_sites, ts_attr, ts_link
 
-Batches = Callable[[], Iterator[tuple[Any, dict[str, Any]]]]
+Batches = Callable[[], Iterator[Batch]]
+
+
+class Job(TypedDict):
+    """One site to recycle in a compiled graph: its producer's tensors, the fold, the samples taken."""
+
+    plan: rc.RecyclePlan
+    producer: str  # module path (or op) of the producing linear/conv
+    w: torch.Tensor
+    b: torch.Tensor
+    folded: fold.Folded
+    linear: bool
+    live: list[int]  # the units that stay
+    units: NotRequired[int]  # TorchScript: the unit count a kept op result must have
+    node: NotRequired[str]  # torch.export: the producing node's name
+    sample: NotRequired[rc.Reservoir]
+    live_sample: NotRequired[rc.Reservoir]
+    scale: NotRequired[float]
 
 
 def recycle_script(
-    m: Any,
+    m: torch.jit.ScriptModule,
     plans: list[tuple[rc.RecyclePlan, int, int, tuple[int, ...]]],
     seed: int,
     batches: Batches,
 ) -> tuple[dict[str, rc.Recycled], dict[str, str]]:
     """Recycle in ``m``'s parameters (edited in place); ``batches()`` yields the calibration (args, kwargs)."""
     rng = np.random.default_rng(seed)
-    graph = m.forward.graph.copy()
+    graph = cast("torch._C.ScriptMethod", m.forward).graph.copy()
     torch._C._jit_pass_inline(graph)
     sites = torchscript_sites(graph, m)
     refused: dict[str, str] = {}
-    jobs: list[dict[str, Any]] = []
+    jobs: list[Job] = []
     for plan, units, axis, sample_shape in plans:
         found = sites.get(plan.name)
         job = (
@@ -52,6 +70,7 @@ def recycle_script(
         return {}, refused
     for j in jobs:
         c = j["folded"].consumer
+        assert c.write_weight is not None  # _prepare refused a consumer without one
         c.write_weight(
             rc.zero_inputs(c.kind, c.weight, j["plan"].units, repeat=j["folded"].repeat, groups=c.groups)
         )
@@ -66,8 +85,13 @@ def recycle_script(
 
 
 def _prepare(
-    m: Any, node: Any, plan: rc.RecyclePlan, units: int, axis: int, sample_shape: tuple[int, ...]
-) -> dict[str, Any] | str:
+    m: torch.jit.ScriptModule,
+    node: torch._C.Node,
+    plan: rc.RecyclePlan,
+    units: int,
+    axis: int,
+    sample_shape: tuple[int, ...],
+) -> Job | str:
     x = node.inputsAt(0)
     src = x.node()
     k = src.kind()
@@ -85,7 +109,7 @@ def _prepare(
     if axis != (len(sample_shape) if k == "aten::linear" else 1):
         return "the units of this site are not the producing op's outputs"
 
-    def step(cur: Any) -> tuple[fold.Link, Any]:
+    def step(cur: torch._C.Value) -> tuple[fold.Link, torch._C.Value]:
         return ts_link(m, cur)
 
     got = fold.fold(np.zeros(units), axis, sample_shape, node.output(), step)
@@ -118,7 +142,7 @@ def _storage(t: torch.Tensor) -> int:
 class _Keep(TorchDispatchMode):
     """Keeps the result of every op that reads a watched weight's storage and returns a new tensor."""
 
-    def __init__(self, jobs: list[dict[str, Any]]) -> None:
+    def __init__(self, jobs: list[Job]) -> None:
         super().__init__()
         self.by_storage = {_storage(j["w"]): j for j in jobs}
 
@@ -126,13 +150,19 @@ class _Keep(TorchDispatchMode):
     def _should_skip_dynamo(cls) -> bool:  # torch's hook: this mode needs no torch._dynamo import
         return True
 
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+    def __torch_dispatch__(
+        self,
+        func: torch._ops.OpOverload,
+        types: tuple[type, ...],
+        args: tuple[object, ...] = (),
+        kwargs: dict[str, object] | None = None,
+    ) -> object:
         out = func(*args, **(kwargs or {}))
         if not isinstance(out, torch.Tensor) or out.dim() < 2:
             return out
         for a in args:
             j = self.by_storage.get(_storage(a)) if isinstance(a, torch.Tensor) else None
-            if j is not None and _storage(out) != _storage(a):
+            if j is not None and _storage(out) != _storage(cast(torch.Tensor, a)):  # a tensor when j is set
                 t = out.detach()
                 t = t.reshape(-1, t.shape[-1]) if j["linear"] else t.movedim(1, -1).reshape(-1, t.shape[1])
                 if t.shape[1] == j["units"]:
@@ -144,7 +174,7 @@ class _Keep(TorchDispatchMode):
         return out
 
 
-def _sample(m: Any, jobs: list[dict[str, Any]], batches: Batches, rng: np.random.Generator) -> None:
+def _sample(m: torch.jit.ScriptModule, jobs: list[Job], batches: Batches, rng: np.random.Generator) -> None:
     for j in jobs:
         j["sample"], j["live_sample"] = (
             rc.Reservoir(len(j["plan"].units), rng),
@@ -156,7 +186,7 @@ def _sample(m: Any, jobs: list[dict[str, Any]], batches: Batches, rng: np.random
                 m(*args, **kwargs)
 
 
-def _place(j: dict[str, Any]) -> rc.Recycled:
+def _place(j: Job) -> rc.Recycled:
     values = j["sample"].values
     b = rc.bias_for_share(values, j["plan"].share)
     c = rc.activation_match(values, b, rc.live_activation_rms(j["live_sample"].values))

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from ...edit import fold
-from ...edit.slopes import SitePlan, SurgeryResult, assign_names, float32_up, unit_shape
+from ...edit.slopes import SitePlan, Slope, SurgeryResult, assign_names, float32_up, unit_shape
 from .activations import LEAKY, PRELU, _plan_rank
 from .files import clone_script
 from .folding import array_of, tensor_writer
 from .graphsites import canon, relu_named, torchscript_site_nodes
 
 
-def torchscript_sites(graph: Any, module: Any, *, as_relu: bool = False) -> dict[str, tuple[str, list[Any]]]:
+def torchscript_sites(
+    graph: torch._C.Graph, module: torch.jit.ScriptModule, *, as_relu: bool = False
+) -> dict[str, tuple[str, list[torch._C.Node]]]:
     """Site name → (op, nodes) on an inlined TorchScript graph (the audit's own walk);
     ``as_relu`` names rewritten sites as before."""
     sites = torchscript_site_nodes(graph, module)
@@ -26,7 +28,7 @@ def torchscript_sites(graph: Any, module: Any, *, as_relu: bool = False) -> dict
 
 
 def rewrite_torchscript(
-    module: Any, plans: Iterable[SitePlan], to: str = LEAKY, *, compensate: bool = False
+    module: torch.jit.ScriptModule, plans: Iterable[SitePlan], to: str = LEAKY, *, compensate: bool = False
 ) -> SurgeryResult:
     """Edit a copy of a ScriptModule's inlined ``forward`` graph, node by node."""
     m = clone_script(module)
@@ -34,7 +36,7 @@ def rewrite_torchscript(
     graph = m.graph
     torch._C._jit_pass_inline(graph)
     sites = torchscript_sites(graph, m)
-    new_nodes: dict[str, Any] = {}
+    new_nodes: dict[str, torch._C.Node] = {}
     for p in plans:
         found = sites.get(p.name)
         if found is None:
@@ -80,7 +82,9 @@ def rewrite_torchscript(
 _TS_RELU6 = ("relu6", "relu6_", "hardtanh", "hardtanh_", "clamp", "clamp_")
 
 
-def _ts_unit(graph: Any, node: Any, p: SitePlan, to: str) -> Any:
+# torch._C's stubs lack Graph.insertConstant and create's default output count, and type
+# Value.toIValue as an empty IValue class: graphs that are edited, and constants read, stay Any.
+def _ts_unit(graph: Any, node: torch._C.Node, p: SitePlan, to: str) -> torch._C.Node:
     """Replace one relu/relu6 node by prelu (or leaky_relu), clamp_max for ReLU6, and the shift.
 
     TorchScript cannot add parameters to a compiled module: slopes and shifts are tensor
@@ -95,7 +99,7 @@ def _ts_unit(graph: Any, node: Any, p: SitePlan, to: str) -> Any:
     shift = p.shift_for(slopes)
     out_type = node.output().type()
 
-    def make(kind: str, inputs: list[Any]) -> Any:
+    def make(kind: str, inputs: list[torch._C.Value]) -> torch._C.Value:
         n = graph.create(kind, inputs)
         n.insertBefore(node)
         n.output().setType(out_type)
@@ -133,13 +137,13 @@ def _ts_unit(graph: Any, node: Any, p: SitePlan, to: str) -> Any:
     return y.node()
 
 
-def _graph_device(node: Any) -> torch.device:
+def _graph_device(node: torch._C.Node) -> torch.device:
     t = node.output().type()
     dev = t.device() if hasattr(t, "device") else None
     return dev if dev is not None else torch.device("cpu")
 
 
-def _ts_leaky(graph: Any, node: Any, alpha: float) -> Any:
+def _ts_leaky(graph: Any, node: torch._C.Node, alpha: float) -> torch._C.Node:
     inplace = node.kind() == "aten::relu_"
     with graph.insert_point_guard(node):
         const = graph.insertConstant(float(alpha))
@@ -158,7 +162,7 @@ _TS_POOLS = {"aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d", "aten::ad
 _TS_SHAPE_ONLY = {"aten::size", "aten::dim", "aten::len", "prim::device", "prim::dtype", "prim::shape"}
 
 
-def ts_attr(m: Any, value: Any) -> Any:
+def ts_attr(m: torch.jit.ScriptModule, value: torch._C.Value) -> object:
     """Follow a prim::GetAttr chain back to the module itself (``forward``'s first input, whatever
     its name) and return the Python-side object."""
     names = []
@@ -174,17 +178,17 @@ def ts_attr(m: Any, value: Any) -> Any:
     return obj
 
 
-def _fold_ts(m: Any, node: Any, p: SitePlan, res: SurgeryResult) -> None:
+def _fold_ts(m: torch.jit.ScriptModule, node: torch._C.Node, p: SitePlan, res: SurgeryResult) -> None:
     if p.neg_mean is None:
         return
 
-    def step(cur: Any) -> tuple[fold.Link, Any]:
+    def step(cur: torch._C.Value) -> tuple[fold.Link, torch._C.Value]:
         return ts_link(m, cur)
 
     fold.settle(res, p.name, fold.fold(p.shift(), p.unit_axis, p.sample_shape, node.output(), step))
 
 
-def ts_link(m: Any, cur: Any) -> tuple[fold.Link, Any]:
+def ts_link(m: torch.jit.ScriptModule, cur: torch._C.Value) -> tuple[fold.Link, torch._C.Value]:
     """The one node of an inlined graph that reads value ``cur``, in the fold's terms, and its output."""
     uses = [x for x in cur.uses() if x.user.kind() not in _TS_SHAPE_ONLY]
     if len(uses) != 1:
@@ -215,7 +219,7 @@ def ts_link(m: Any, cur: Any) -> tuple[fold.Link, Any]:
     return fold.Other(k), u.output()
 
 
-def _ts_consumer(m: Any, u: Any, k: str) -> fold.Link:
+def _ts_consumer(m: torch.jit.ScriptModule, u: torch._C.Node, k: str) -> fold.Link:
     weight = ts_attr(m, u.inputsAt(1))
     bias = ts_attr(m, u.inputsAt(2)) if u.inputsAt(2).node().kind() == "prim::GetAttr" else None
     if not isinstance(weight, torch.Tensor) or not isinstance(bias, torch.Tensor):
@@ -231,7 +235,7 @@ def _ts_consumer(m: Any, u: Any, k: str) -> fold.Link:
     return fold.Consumer(f"{label} bias", "conv", w, b, write, groups, padded, write_weight=ww)
 
 
-def _ts_path(value: Any) -> str:
+def _ts_path(value: torch._C.Value) -> str:
     """The module path of a parameter read through a prim::GetAttr chain (``fc2`` for ``fc2.weight``)."""
     names = []
     v = value
@@ -241,11 +245,11 @@ def _ts_path(value: Any) -> str:
     return ".".join(reversed(names[1:]))
 
 
-def _ts_const(v: Any) -> Any:
+def _ts_const(v: torch._C.Value) -> object:
     return v.toIValue() if v.node().kind() == "prim::Constant" else None
 
 
-def _ts_dims(v: Any) -> tuple[int | None, ...] | None:
+def _ts_dims(v: torch._C.Value) -> tuple[int | None, ...] | None:
     """A size list: constants as ints, other entries (``x.size(0)``) as None."""
     n = v.node()
     if n.kind() == "prim::ListConstruct":
@@ -283,14 +287,14 @@ def _ts_padded(pad_node: Any) -> bool:
     return True
 
 
-def torchscript_slopes(module: Any) -> list[tuple[str, str, Any]]:
+def torchscript_slopes(module: torch.jit.ScriptModule) -> list[tuple[str, str, object]]:
     """(op, module path, slope) for every rectifier node of a saved/loaded ScriptModule's inlined graph."""
-    graph = module.forward.graph.copy()
+    graph = cast("torch._C.ScriptMethod", module.forward).graph.copy()
     torch._C._jit_pass_inline(graph)
-    out = []
+    out: list[tuple[str, str, object]] = []
     for name, (op, nodes) in torchscript_sites(graph, module, as_relu=True).items():
-        n = nodes[0]
-        slope: Any = None
+        n: Any = nodes[0]  # its constants are read (toIValue)
+        slope: Slope = None
         if op.startswith("leaky_relu"):
             v = n.inputsAt(1)
             if v.node().kind() == "prim::Constant":
@@ -311,7 +315,7 @@ def torchscript_slopes(module: Any) -> list[tuple[str, str, Any]]:
     return out
 
 
-def _through_clamp(module: Any, v: Any) -> tuple[Any, tuple[float, float] | None]:
+def _through_clamp(module: torch.jit.ScriptModule, v: Any) -> tuple[Any, tuple[float, float] | None]:
     """A PReLU weight written as ``clamp(weight, lo, hi)`` (a bounded learnable slope): the weight and bounds."""
     node = v.node()
     if node.kind() != "aten::clamp":

@@ -35,18 +35,22 @@ from __future__ import annotations
 import copy
 import io
 import warnings
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 from torch import nn
 
+from ...data import Batch, DataSource
+from ...edit.drift import Outputs
 from ...edit.recycle import Recycled, RecyclePlan
 from ...edit.slopes import SitePlan, SurgeryResult
 from .activations import AxisPReLU, ShiftedLeakyReLU, UnitPReLU
 from .eager_surgery import rewrite_eager
 from .export_surgery import export_slopes, rewrite_export
 from .files import clone_export, save_export, save_torchscript
-from .load import TorchModel
+from .load import Runnable, TorchModel
 from .recycle import recycle_eager
 from .recycle_export import recycle_export
 from .recycle_script import recycle_script
@@ -69,7 +73,7 @@ class TorchSurgeon:
         self.writer = writer  # ts | pt2 | pickle
         self.device = model_device(tm)
         self.fdt = float_dtype(tm)
-        self.example: Any = None
+        self.example: Batch | None = None
         # A ScriptModule may keep state between calls (attributes it updates): every variant
         # starts from the state the file had, not from the state the audit pass left.
         self._script = save_torchscript(tm.module) if tm.fmt == "torchscript" else None
@@ -86,6 +90,7 @@ class TorchSurgeon:
             fresh = torch.jit.load(io.BytesIO(self._script), map_location=self.device)
             return rewrite_torchscript(fresh, plans, to, compensate=compensate)
         if tm.fmt == "torch.export":
+            assert tm.exported is not None  # a program keeps its ExportedProgram
             return rewrite_export(tm.exported, plans, to, compensate=compensate)
         assert tm.eager is not None  # every other format is an eager module
         res = rewrite_eager(tm.eager, plans, to, compensate=compensate)
@@ -129,7 +134,7 @@ class TorchSurgeon:
         plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
         slope_plans: list[SitePlan],
         seed: int,
-        source: Any,
+        source: DataSource,
         samples: int | None,
     ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
         """Recycle dead units in a copy of the eager model (:mod:`.recycle`), then give them ``slope_plans``."""
@@ -155,12 +160,14 @@ class TorchSurgeon:
         res.model.eval()
         return res, done, refused
 
-    def _callable(self, model: Any) -> Any:
+    def _callable(self, model: object) -> torch.nn.Module:
         if self.tm.fmt == "torch.export" or hasattr(model, "graph_signature"):
-            return model.module()
-        return model
+            return cast(torch.export.ExportedProgram, model).module()
+        return cast(torch.nn.Module, model)
 
-    def outputs(self, model: Any, source: Any, samples: int | None, batches: int | None) -> Any:
+    def outputs(
+        self, model: object, source: DataSource, samples: int | None, batches: int | None
+    ) -> Iterator[Outputs]:
         from ...edit.drift import flatten_outputs
         from . import backend
 
@@ -174,12 +181,13 @@ class TorchSurgeon:
                     self.example = (args, kwargs)
                 yield flatten_outputs(fn(*args, **kwargs))
 
-    def serialize(self, model: Any, notes: list[str]) -> bytes:
+    def serialize(self, model: object, notes: list[str]) -> bytes:
         """The file's bytes; an eager model is converted when the output format asks for it."""
         if self.tm.fmt == "torchscript":
             return save_torchscript(model)
         if self.tm.fmt == "torch.export":
-            return save_export(model)
+            return save_export(cast(torch.export.ExportedProgram, model))
+        model = cast(nn.Module, model)  # an eager model
         if self.writer == PICKLE:
             buf = io.BytesIO()
             torch.save(model, buf)
@@ -188,7 +196,7 @@ class TorchSurgeon:
             return save_torchscript(self._to_script(model, notes))
         return save_export(self._to_export(model, notes))
 
-    def _to_script(self, model: nn.Module, notes: list[str]) -> Any:
+    def _to_script(self, model: nn.Module, notes: list[str]) -> torch.jit.ScriptModule:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -207,7 +215,7 @@ class TorchSurgeon:
                 warnings.simplefilter("ignore")
                 return torch.jit.trace(model, tuple(args))
 
-    def _to_export(self, model: nn.Module, notes: list[str]) -> Any:
+    def _to_export(self, model: nn.Module, notes: list[str]) -> torch.export.ExportedProgram:
         if self.example is None:
             raise RuntimeError("no example batch to export with")
         args, kwargs = self.example
@@ -229,7 +237,7 @@ class TorchSurgeon:
                 )
                 return torch.export.export(model, tuple(args), kwargs or None)
 
-    def reload(self, path: Any) -> Any:
+    def reload(self, path: Path) -> Runnable:
         """A fresh load from disk, the way a user would."""
         p = str(path)
         if self.tm.fmt == "torchscript" or (self.tm.eager is not None and self.writer == TS):
@@ -244,14 +252,14 @@ class TorchSurgeon:
         m.eval()
         return m
 
-    def written_slopes(self, model: Any) -> list[tuple[str, str, Any]]:
+    def written_slopes(self, model: object) -> list[tuple[str, str, object]]:
         """(site, op, slope) in the reloaded file, for the report and tests."""
         if hasattr(model, "graph_signature"):
-            return export_slopes(model)
+            return export_slopes(cast(torch.export.ExportedProgram, model))
         if isinstance(model, torch.jit.ScriptModule):
             return torchscript_slopes(model)
-        out: list[tuple[str, str, Any]] = []
-        for name, mod in model.named_modules():
+        out: list[tuple[str, str, object]] = []
+        for name, mod in cast(nn.Module, model).named_modules():
             if isinstance(mod, (nn.LeakyReLU, ShiftedLeakyReLU)):
                 out.append((name, type(mod).__name__, float(mod.negative_slope)))
             elif isinstance(mod, UnitPReLU):
@@ -270,16 +278,17 @@ class TorchSurgeon:
         plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
         slope_plans: list[SitePlan],
         seed: int,
-        source: Any,
+        source: DataSource,
         samples: int | None,
     ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
         """Recycling in a copy of a torch.export program or a TorchScript module, then slopes on it."""
         from . import backend
 
-        def batches() -> Any:
+        def batches() -> Iterator[Batch]:
             return backend.batches_for(self.tm, source, samples)
 
         if self.tm.fmt == "torch.export":
+            assert self.tm.exported is not None  # a program keeps its ExportedProgram
             ep = clone_export(self.tm.exported)
             done, refused = recycle_export(ep, plans, seed, batches)
             used = _slopes_for(slope_plans, plans, done)
@@ -292,7 +301,7 @@ class TorchSurgeon:
         res.model.eval()
         return res, done, refused
 
-    def slope_parameters(self, model: Any) -> list[str]:
+    def slope_parameters(self, model: object) -> list[str]:
         """The learnable slope tensors of an eager variant (``path.weight`` of each per-unit PReLU)."""
         if not isinstance(model, nn.Module) or isinstance(model, torch.jit.ScriptModule):
             return []
@@ -300,28 +309,32 @@ class TorchSurgeon:
             f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (UnitPReLU, nn.PReLU, AxisPReLU))
         ]
 
-    def frozen_parameters(self, model: Any) -> list[str]:
+    def frozen_parameters(self, model: object) -> list[str]:
         """Names of parameters with requires_grad=False in a reloaded model."""
-        if hasattr(model, "graph_signature"):
-            model = model.module()
+        m = self._module(model)
         try:
-            return [n for n, p in model.named_parameters() if not p.requires_grad]
+            return [n for n, p in m.named_parameters() if not p.requires_grad]
         except Exception:
             return []
 
-    def original(self) -> Any:
+    def original(self) -> Runnable | None:
         tm = self.tm
         if tm.fmt == "torch.export":
             return tm.exported
         return tm.module if tm.eager is None else tm.eager
 
-    def original_slopes(self) -> list[tuple[str, str, Any]]:
+    def original_slopes(self) -> list[tuple[str, str, object]]:
         return self.written_slopes(self.original())
 
-    def trainable(self, model: Any) -> bool:
+    @staticmethod
+    def _module(model: object) -> nn.Module:
+        """A reloaded model's module: a program's ``module()``, any other model itself."""
         if hasattr(model, "graph_signature"):
-            model = model.module()
-        params = list(model.parameters())
+            return cast(torch.export.ExportedProgram, model).module()
+        return cast(nn.Module, model)
+
+    def trainable(self, model: object) -> bool:
+        params = list(self._module(model).parameters())
         return bool(params) and all(p.requires_grad for p in params)
 
 

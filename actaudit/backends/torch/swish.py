@@ -3,8 +3,6 @@ softsign as ``x / (1 + |x|)``. Weak references only: nothing here keeps a tensor
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
@@ -24,11 +22,11 @@ class SpelledOut:
     def end_forward(self) -> None:
         self.sigmoid_out = WeakIdKeyDictionary()
 
-    def sigmoid_output(self, key: SiteKey, x: Any, out: torch.Tensor) -> None:
+    def sigmoid_output(self, key: SiteKey, x: object, out: torch.Tensor) -> None:
         """A held sigmoid site's output: a Mul of it by its own input makes the site a SiLU."""
         self.sigmoid_out[out] = (key, x)
 
-    def mul(self, args: tuple[Any, ...], out: torch.Tensor) -> tuple[SiteKey, float] | None:
+    def mul(self, args: tuple[object, ...], out: torch.Tensor) -> tuple[SiteKey, float] | None:
         """``x * sigmoid(x)`` or ``x * sigmoid(β·x)`` (β a positive constant): (the sigmoid site, β)."""
         a, b = args[0], args[1]
         for t, c in ((a, b), (b, a)):
@@ -50,7 +48,7 @@ class SpelledOut:
                     return key, beta
         return None
 
-    def track_softsign(self, name: str, args: tuple[Any, ...], out: Any) -> None:
+    def track_softsign(self, name: str, args: tuple[object, ...], out: object) -> None:
         if not isinstance(out, torch.Tensor) or not args or not isinstance(args[0], torch.Tensor):
             return
         if name == "abs" and args[0].is_floating_point():
@@ -58,7 +56,7 @@ class SpelledOut:
         elif name == "add" and args[0] in self._abs_of and len(args) > 1 and _is_one(args[1]):
             self._one_plus_abs_of[out] = self._abs_of[args[0]]
 
-    def is_softsign(self, args: tuple[Any, ...]) -> bool:
+    def is_softsign(self, args: tuple[object, ...]) -> bool:
         return (
             len(args) == 2
             and isinstance(args[1], torch.Tensor)
@@ -67,7 +65,7 @@ class SpelledOut:
         )
 
 
-def _scalar_value(c: Any) -> float | None:
+def _scalar_value(c: object) -> float | None:
     """A Python number or a one-element tensor that is not a graph activation (a constant)."""
     if isinstance(c, bool):
         return None
@@ -78,7 +76,7 @@ def _scalar_value(c: Any) -> float | None:
     return None
 
 
-def _is_one(x: Any) -> bool:
+def _is_one(x: object) -> bool:
     if isinstance(x, torch.Tensor):
         return x.numel() == 1 and float(x.item()) == 1.0
     return isinstance(x, (int, float)) and float(x) == 1.0

@@ -10,7 +10,7 @@ from ... import unitaxis as ua
 from .ops import CARRIERS, RESHAPES, SAME_AXES, SPATIAL
 
 
-def tensors_of(x: Any) -> list[torch.Tensor]:
+def tensors_of(x: object) -> list[torch.Tensor]:
     """The tensors of an op's output or argument list (one level of tuples and lists)."""
     if isinstance(x, torch.Tensor):
         return [x]
@@ -94,7 +94,7 @@ def follow(
     return None
 
 
-def getitem_tag(tag: ua.Tag, rank: int, index: Any, out_rank: int) -> ua.Tag | None:
+def getitem_tag(tag: ua.Tag, rank: int, index: object, out_rank: int) -> ua.Tag | None:
     """``x[index]`` with ints, slices, None and Ellipsis; a tensor index loses the axis."""
     items = list(index) if isinstance(index, tuple) else [index]
     if any(isinstance(i, (torch.Tensor, list, bool)) for i in items):

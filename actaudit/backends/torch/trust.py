@@ -25,7 +25,6 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -388,7 +387,7 @@ class _EscapedStderr(io.TextIOBase):
 
 
 def _show_warning(
-    shown: Callable[..., None], message: Warning | str, category: type[Warning], *rest: Any
+    shown: Callable[..., None], message: Warning | str, category: type[Warning], *rest: object
 ) -> None:
     if issubclass(category, UserWarning):
         _EscapedStderr().write(f"actaudit: the model warned: {message}\n")
