@@ -20,9 +20,8 @@ from ...data import Batch
 from ...edit import fold
 from ...edit import recycle as rc
 from .export_surgery import export_link, export_sites
-from .folding import array_of
 from .ops import op_name
-from .recycle_script import Job
+from .recycle_script import Job, zero_and_redraw
 
 _PRODUCERS = ("linear", "conv1d", "conv2d", "conv3d")
 Batches = Callable[[], Iterator[Batch]]
@@ -53,18 +52,7 @@ def recycle_export(
             jobs.append(job)
     if not jobs:
         return {}, refused
-    for j in jobs:
-        c = j["folded"].consumer
-        assert c.write_weight is not None  # _prepare refused a consumer without one
-        c.write_weight(
-            rc.zero_inputs(c.kind, c.weight, j["plan"].units, repeat=j["folded"].repeat, groups=c.groups)
-        )
-    for j in jobs:
-        rows, j["scale"] = rc.new_rows(array_of(j["w"]), j["plan"].units, rng)
-        idx = torch.as_tensor(j["plan"].units, dtype=torch.long)
-        with torch.no_grad():
-            j["w"][idx] = torch.as_tensor(rows, dtype=j["w"].dtype)
-            j["b"][idx] = 0
+    zero_and_redraw(jobs, rng)
     _sample(ep, jobs, batches, rng)
     return {j["plan"].name: _place(j) for j in jobs}, refused
 

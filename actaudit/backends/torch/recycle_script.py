@@ -68,6 +68,13 @@ def recycle_script(
             jobs.append(job)
     if not jobs:
         return {}, refused
+    zero_and_redraw(jobs, rng)
+    _sample(m, jobs, batches, rng)
+    return {j["plan"].name: _place(j) for j in jobs}, refused
+
+
+def zero_and_redraw(jobs: list[Job], rng: np.random.Generator) -> None:
+    """Zero every consumer's inputs first (a consumer may be another site's producer), then redraw the rows."""
     for j in jobs:
         c = j["folded"].consumer
         assert c.write_weight is not None  # _prepare refused a consumer without one
@@ -80,8 +87,6 @@ def recycle_script(
         with torch.no_grad():
             j["w"][idx] = torch.as_tensor(rows, dtype=j["w"].dtype)
             j["b"][idx] = 0
-    _sample(m, jobs, batches, rng)
-    return {j["plan"].name: _place(j) for j in jobs}, refused
 
 
 def _prepare(
