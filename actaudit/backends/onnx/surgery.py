@@ -1,9 +1,8 @@
 """Relu / Clip(0, 6) → PRelu (a slope per unit, the default) or LeakyRelu on an ONNX graph.
 
 The default form (:func:`_rewrite_unit`) is ``PRelu`` with one slope per unit (0 where
-the unit stays plain ReLU), ``Min`` with 6 for a ReLU6, and ``Sub`` of the exact shift
-``slope·E[min(z, 0)]`` (from :meth:`SitePlan.shift_for`); the last node keeps the
-activation's output name. The classic forms below remain for ``--shift fold|none``.
+the unit stays plain ReLU), ``Min`` with 6 for a ReLU6, and ``Sub`` of the exact shift ``slope·E[min(z, 0)]``
+(:meth:`SitePlan.shift_for`); the last node keeps the activation's output name (classic forms: ``--shift fold|none``).
 
 The edit is a node's op type plus an ``alpha`` attribute (LeakyRelu), or a PRelu whose
 slope is a new initializer shaped ``[units, 1, …]`` so that it broadcasts along the
