@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import onnx
+from . import proto as onnx
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | str] | None:
@@ -29,7 +29,7 @@ def _dtype(vi: onnx.ValueInfoProto) -> str:
     if not elem:
         return "?"
     try:
-        return str(onnx.helper.tensor_dtype_to_np_dtype(elem))
+        return str(onnx.tensor_dtype_to_np_dtype(elem))
     except Exception:  # bfloat16, float8: no numpy dtype
         return onnx.TensorProto.DataType.Name(elem).lower()
 
