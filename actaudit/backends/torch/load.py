@@ -27,6 +27,7 @@ from .archive import read_once
 from .export_trust import guarded_export_load
 from .graphsites import GraphSite, export_graph_sites, torchscript_graph_sites
 from .trust import check_torchscript, program_output
+from .verdicts import check_cached
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model_state", "model")
 _MAX_NAMES = 8
@@ -70,7 +71,9 @@ def load_torch(
     if fmt == TORCHSCRIPT:
         data = read_once(p)  # one read: the bytes checked are the bytes loaded
         if not trust_code:
-            check_torchscript(data, p)
+            check_cached(
+                data, p, check_torchscript
+            )  # these exact bytes: checked now, or passed this checker before
         return _load_torchscript(data, p, dev)
     if fmt == EXPORT:
         return _load_export(read_once(p), p, dev, trust_code)
