@@ -176,3 +176,53 @@ def test_models_tensors_and_shapes_match_onnx(name: str) -> None:
     b = shape_inference.infer_shapes(theirs, strict_mode=False, data_prop=True)
     assert a == b
     assert len(a.graph.value_info) > 0
+
+
+def _external_model(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    w = np.random.default_rng(1).standard_normal((64, 64)).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["z"]), helper.make_node("Relu", ["z"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 64])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 64])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(m, str(path), save_as_external_data=True, location="ext.data", size_threshold=0)
+    return path, w
+
+
+def test_external_data_is_read_as_onnx_reads_it(tmp_path: Path) -> None:
+    path, w = _external_model(tmp_path)
+    mine = proto.load_bytes(path.read_bytes())
+    (t,) = [t for t in proto.all_tensors(mine) if t.name == "w"]
+    assert t.data_location == proto.TensorProto.EXTERNAL
+    proto.load_external(t, str(tmp_path))
+    np.testing.assert_array_equal(proto.to_array(t), w)
+    assert mine == onnx.load(str(path))  # onnx.load reads external data too
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("location", "../ext.data"),
+        ("location", "/etc/hostname"),
+        ("length", "1099511627776"),
+        ("offset", "-4"),
+    ],
+)
+def test_external_data_outside_its_folder_or_its_file_is_refused(
+    tmp_path: Path, key: str, value: str
+) -> None:
+    path, _ = _external_model(tmp_path)
+    m = proto.load_bytes(path.read_bytes())
+    (t,) = [t for t in proto.all_tensors(m) if t.name == "w"]
+    for e in t.external_data:
+        if e.key == key:
+            e.value = value
+            break
+    else:
+        t.external_data.add(key=key, value=value)
+    with pytest.raises(Exception, match=r"outside|absolute|beyond|non-negative"):
+        proto.read_external(t, str(tmp_path))

@@ -194,9 +194,8 @@ def _load_path(p: Path) -> tuple[onnx.ModelProto, bool, int]:
         locations = {next((e.value for e in t.external_data if e.key == "location"), "") for t in external}
         size += sum((base / loc).stat().st_size for loc in locations)
         try:
-            from onnx import external_data_helper
-
-            external_data_helper.load_external_data_for_model(model, str(base))
+            for t in external:
+                onnx.load_external(t, str(base))
         except Exception as e:
             raise InputError(f"cannot read the external data of {p}: {_short(e)}") from None
     return model, bool(external), size
@@ -305,13 +304,9 @@ INLINE_EXTERNAL = 1 << 24  # bytes: external tensors up to this size are read in
 
 def _inline_small(m: onnx.ModelProto, base: Path) -> None:
     """External tensors up to ``INLINE_EXTERNAL`` bytes read into ``m``; the weights stay references."""
-    from onnx import external_data_helper
-
     for t in onnx.all_tensors(m):
         if _is_external(t) and _external_length(t) <= INLINE_EXTERNAL:
-            external_data_helper.load_external_data_for_tensor(t, str(base))
-            t.data_location = onnx.TensorProto.DEFAULT
-            del t.external_data[:]
+            onnx.load_external(t, str(base))
 
 
 def _external_length(t: onnx.TensorProto) -> int:

@@ -36,9 +36,11 @@ __all__ = [
     "get_attribute_value",
     "infer_shapes",
     "load_bytes",
+    "load_external",
     "make_node",
     "make_tensor",
     "make_tensor_value_info",
+    "read_external",
     "tensor_dtype_to_np_dtype",
     "to_array",
 ]
@@ -329,3 +331,35 @@ def infer_shapes(model: Any, *, strict_mode: bool = False, data_prop: bool = Fal
     """onnx's static shape inference (its compiled extension) on ``model``; a new ModelProto."""
     out = _native().shape_inference.infer_shapes(model.SerializeToString(), False, strict_mode, data_prop)
     return load_bytes(out)
+
+
+# -- external data -----------------------------------------------------------------------------
+def read_external(t: Any, base_dir: str) -> bytes:
+    """The bytes of an external tensor, as onnx's ``external_data_helper`` reads them.
+
+    The file is opened by onnx's own compiled check (a relative location inside ``base_dir``,
+    no escape through ``..`` or links); offset and length must be non-negative integers
+    within the file, so no number from the model sizes a read beyond it.
+    """
+    info = {e.key: e.value for e in t.external_data}
+    offset = int(info["offset"]) if "offset" in info else None
+    length = int(info["length"]) if "length" in info else None
+    if (offset is not None and offset < 0) or (length is not None and length < 0):
+        raise ValueError(f"external data offset and length must be non-negative for tensor {t.name!r}")
+    fd = _native().checker._open_external_data(base_dir, info.get("location", ""), t.name, True)
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        start = offset or 0
+        if start > size or (length is not None and length > size - start):
+            raise ValueError(
+                f"external data of tensor {t.name!r} lies beyond the end of its file ({size} bytes)"
+            )
+        f.seek(start)
+        return f.read() if length is None else f.read(length)
+
+
+def load_external(t: Any, base_dir: str) -> None:
+    """``t``'s external bytes read into it (as ``external_data_helper.load_external_data_for_tensor``)."""
+    t.raw_data = read_external(t, base_dir)
+    t.data_location = TensorProto.DEFAULT
+    del t.external_data[:]
