@@ -72,6 +72,8 @@ import sys
 import actaudit
 actaudit.audit("fixtures/models/cnn_dead.onnx", samples=32, seed=0)
 assert "onnx" not in sys.modules
+import importlib.util
+assert importlib.util.find_spec("onnx") is not None and "onnx" not in sys.modules
 import onnx
 from onnx import checker, helper, shape_inference, version_converter
 from actaudit.backends.onnx import proto

@@ -75,14 +75,15 @@ class _BindNative(importlib.abc.MetaPathFinder):
     ) -> importlib.machinery.ModuleSpec | None:
         if name != "onnx":
             return None
-        sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is None or spec.loader is None:
             return spec
         loader = spec.loader
         run = loader.exec_module
 
-        def exec_module(module: ModuleType) -> None:
+        def exec_module(module: ModuleType) -> None:  # the real import (find_spec alone imports nothing)
+            if self in sys.meta_path:
+                sys.meta_path.remove(self)
             module.onnx_cpp2py_export = sys.modules[_NATIVE]  # type: ignore[attr-defined]
             run(module)
 
