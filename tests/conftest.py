@@ -12,6 +12,9 @@ from typing import Any
 import pytest
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+# Tests never read or write the user's cache of TorchScript check verdicts: every archive is checked
+# (tests/trust/test_verdict_cache.py turns the cache on in a folder of its own).
+os.environ["ACTAUDIT_TRUST_CACHE"] = "0"
 
 
 @pytest.fixture(scope="session")

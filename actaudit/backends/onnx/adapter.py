@@ -10,12 +10,11 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import onnx
-
 from ...data import Batch, DataSource
 from ...errors import InputError
 from ..base import Backend, HandleBase, LoadOptions, ModelHandle, Pruner, Surgery
 from . import backend
+from . import proto as onnx
 from .backend import OnnxModel
 
 __all__ = ["BACKEND", "OnnxBackend", "OnnxHandle"]

@@ -9,9 +9,9 @@ says nothing, the activation's consumer may (:func:`consumer_axis`).
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from ... import unitaxis as ua
+from . import proto as onnx
 from .graph import DEFAULT_DOMAINS, Scope, attr
 
 CONV = "conv"

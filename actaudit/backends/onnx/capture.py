@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 
 from ... import unitaxis as ua
@@ -23,6 +22,7 @@ from ...data import Batch, DataSource, cap_samples
 from ...errors import CalibrationError, InputError, ModelRunError
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
 from ..base import CaptureKwargs, CaptureOptions
+from . import proto as onnx
 from .axes import consumer_axis
 from .feeds import _check_shapes, _chunk_samples, bound_batches
 from .instrument import AxisRule, ReductionPlan, SiteOutputs, instrument

@@ -6,7 +6,7 @@ with their dtypes and symbolic dimension names (``batch``, ``n``), not ``?``.
 
 from __future__ import annotations
 
-import onnx
+from . import proto as onnx
 
 
 def _dims(vi: onnx.ValueInfoProto) -> list[int | str] | None:
@@ -27,7 +27,7 @@ def _dtype(vi: onnx.ValueInfoProto) -> str:
     if not elem:
         return "?"
     try:
-        return str(onnx.helper.tensor_dtype_to_np_dtype(elem))
+        return str(onnx.tensor_dtype_to_np_dtype(elem))
     except Exception:  # bfloat16, float8: no numpy dtype
         return onnx.TensorProto.DataType.Name(elem).lower()
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
+
+from . import proto as onnx
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
@@ -103,7 +103,7 @@ class Scope:
                 if to is None:
                     return None
                 try:
-                    v = v.astype(onnx.helper.tensor_dtype_to_np_dtype(int(to)))
+                    v = v.astype(onnx.tensor_dtype_to_np_dtype(int(to)))
                 except (KeyError, TypeError, ValueError):
                     return None
             return v
@@ -142,7 +142,7 @@ def _type_of(t: onnx.TypeProto) -> tuple[int, int | None, tuple[int | None, ...]
 
 def _to_array(t: onnx.TensorProto) -> np.ndarray | None:
     try:
-        return numpy_helper.to_array(t)
+        return onnx.to_array(t)
     except Exception:  # external data not loaded, exotic types: not a usable constant
         return None
 
@@ -165,7 +165,7 @@ def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
 def attr(node: onnx.NodeProto, name: str, default: Any) -> Any:
     for a in node.attribute:
         if a.name == name:
-            return onnx.helper.get_attribute_value(a)
+            return onnx.get_attribute_value(a)
     return default
 
 

@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper
 
+from . import proto as onnx
 from .graph import Scope, opset_version
+from .proto import TensorProto
 from .sites import OnnxSite
 
 _AXES_AS_INPUT = {"ReduceSum": 13, "ReduceMin": 18, "ReduceMax": 18, "ReduceSumSquare": 18, "ReduceProd": 18}
@@ -90,15 +90,15 @@ class _Emitter:
 
     def node(self, op: str, inputs: list[str], **attrs: Any) -> str:
         out = self.fresh()
-        self.graph.node.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        self.graph.node.append(onnx.make_node(op, inputs, [out], name=out, **attrs))
         return out
 
     def const(self, value: np.ndarray) -> str:
         key = (value.tobytes(), int(value.dtype.num), tuple(value.shape))
         if key not in self._consts:
             out = self.fresh()
-            tensor = onnx.numpy_helper.from_array(value, out)
-            self.graph.node.append(helper.make_node("Constant", [], [out], name=out, value=tensor))
+            tensor = onnx.from_array(value, out)
+            self.graph.node.append(onnx.make_node("Constant", [], [out], name=out, value=tensor))
             self._consts[key] = out
         return self._consts[key]
 
@@ -198,7 +198,7 @@ def instrument(
             scope, outs = pending.pop(key)
             if scope.owner is None:
                 for o in outs:
-                    scope.graph.output.append(helper.make_tensor_value_info(o.name, o.elem, [None] * o.rank))
+                    scope.graph.output.append(onnx.make_tensor_value_info(o.name, o.elem, [None] * o.rank))
                     result[o.key[0]].names[o.key[1]] = o.name
                     result[o.key[0]].stacked = o.rank - 1
                 continue
@@ -227,7 +227,7 @@ def _accumulate(scope: Scope, outs: list[_Out], fresh: _Names) -> list[_Out]:
     for o in list(outs):
         if o.key[1] == "shape" and not any(q.key == (o.key[0], "elements") for q in outs):
             elements = fresh()
-            body.node.append(helper.make_node("ReduceProd", [o.name], [elements], name=elements, keepdims=1))
+            body.node.append(onnx.make_node("ReduceProd", [o.name], [elements], name=elements, keepdims=1))
             outs.append(_Out(elements, TensorProto.INT64, 1, (o.key[0], "elements")))
     lifted = []
     for o in outs:
@@ -236,30 +236,28 @@ def _accumulate(scope: Scope, outs: list[_Out], fresh: _Names) -> list[_Out]:
         acc_in, acc_out, init, final = fresh(), fresh(), fresh(), fresh()
         if stat in ("shape", "axis"):  # the last iteration's
             elem = o.elem
-            body.node.append(helper.make_node("Identity", [o.name], [acc_out], name=acc_out))
-            init_tensor = helper.make_tensor(init, elem, [0] * o.rank, [])
+            body.node.append(onnx.make_node("Identity", [o.name], [acc_out], name=acc_out))
+            init_tensor = onnx.make_tensor(init, elem, [0] * o.rank, [])
         elif stat in ("min", "max"):
             elem = o.elem
-            body.node.append(helper.make_node(stat.capitalize(), [acc_in, o.name], [acc_out], name=acc_out))
-            bound = np.array(
-                np.inf if stat == "min" else -np.inf, dtype=onnx.helper.tensor_dtype_to_np_dtype(elem)
-            )
-            init_tensor = onnx.numpy_helper.from_array(bound, init)
+            body.node.append(onnx.make_node(stat.capitalize(), [acc_in, o.name], [acc_out], name=acc_out))
+            bound = np.array(np.inf if stat == "min" else -np.inf, dtype=onnx.tensor_dtype_to_np_dtype(elem))
+            init_tensor = onnx.from_array(bound, init)
         else:  # sums and counts, exact in float64 / int64 over any number of iterations
             elem = TensorProto.DOUBLE if o.elem in _FLOATS else TensorProto.INT64
             cast = fresh()
-            body.node.append(helper.make_node("Cast", [o.name], [cast], name=cast, to=elem))
-            body.node.append(helper.make_node("Add", [acc_in, cast], [acc_out], name=acc_out))
+            body.node.append(onnx.make_node("Cast", [o.name], [cast], name=cast, to=elem))
+            body.node.append(onnx.make_node("Add", [acc_in, cast], [acc_out], name=acc_out))
             zero = np.zeros((), dtype=np.float64 if elem == TensorProto.DOUBLE else np.int64)
-            init_tensor = onnx.numpy_helper.from_array(zero, init)
+            init_tensor = onnx.from_array(zero, init)
         parent.initializer.append(init_tensor)
-        body.input.append(helper.make_tensor_value_info(acc_in, elem, None))
+        body.input.append(onnx.make_tensor_value_info(acc_in, elem, None))
         outputs = list(body.output)
         del body.output[:]
         body.output.extend(
             [
                 *outputs[: 1 + carried],
-                helper.make_tensor_value_info(acc_out, elem, None),
+                onnx.make_tensor_value_info(acc_out, elem, None),
                 *outputs[1 + carried :],
             ]
         )
@@ -286,15 +284,15 @@ def _lift(scope: Scope, outs: list[_Out], fresh: _Names) -> list[_Out]:
         return _accumulate(scope, outs, fresh)
     stack = 0
     for o in outs:
-        scope.graph.output.append(helper.make_tensor_value_info(o.name, o.elem, [None] * o.rank))
+        scope.graph.output.append(onnx.make_tensor_value_info(o.name, o.elem, [None] * o.rank))
     if owner.op_type == "If":
         for a in owner.attribute:
             if a.type == onnx.AttributeProto.GRAPH and a.g is not scope.graph:
                 for o in outs:
                     empty = fresh()
-                    value = helper.make_tensor(empty, o.elem, [0] * o.rank, [])
-                    a.g.node.append(helper.make_node("Constant", [], [empty], name=empty, value=value))
-                    a.g.output.append(helper.make_tensor_value_info(empty, o.elem, [None] * o.rank))
+                    value = onnx.make_tensor(empty, o.elem, [0] * o.rank, [])
+                    a.g.node.append(onnx.make_node("Constant", [], [empty], name=empty, value=value))
+                    a.g.output.append(onnx.make_tensor_value_info(empty, o.elem, [None] * o.rank))
     lifted = []
     for o in outs:
         name = fresh()

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 from google.protobuf.message import EncodeError
-from onnx import external_data_helper
 
 from ...data import InputSpec, declared_fixed_batch
 from ...errors import InputError
+from . import proto as onnx
 
 __all__ = ["OnnxModel", "available_providers", "load", "over_limit", "resolve_provider"]
 
@@ -86,7 +85,7 @@ def load(
     if isinstance(path, onnx.ModelProto):
         model = onnx.ModelProto()
         model.CopyFrom(path)
-        missing = [t.name for t in external_data_helper._get_all_tensors(model) if _is_external(t)]
+        missing = [t.name for t in onnx.all_tensors(model) if _is_external(t)]
         if missing:
             raise InputError(
                 f"the ModelProto refers to external data for {len(missing)} tensor(s) (e.g. {missing[0]!r}) that is not loaded",
@@ -150,10 +149,10 @@ def _upgrade_old_opset(model: onnx.ModelProto, source: str, notes: list[str]) ->
     if old >= _MIN_OPSET or old <= 0:
         return model
     try:
-        from onnx import version_converter
+        from onnx import checker, version_converter
 
         new = version_converter.convert_version(model, _UPGRADE_TO)
-        onnx.checker.check_model(new)
+        checker.check_model(new)
     except Exception as e:
         raise InputError(
             f"{source} uses ONNX opset {old}, which the audit's statistics nodes cannot be added to, "
@@ -171,11 +170,11 @@ def _is_external(t: onnx.TensorProto) -> bool:
 def _load_path(p: Path) -> tuple[onnx.ModelProto, bool, int]:
     """The model with its external data loaded, whether it had any, and its size with the data files."""
     try:
-        model = onnx.load(str(p), load_external_data=False)
+        model = onnx.load_bytes(p.read_bytes())
         size = p.stat().st_size
     except Exception as e:
         raise InputError(f"cannot read {p} as an ONNX model: {_short(e)}") from None
-    external = [t for t in external_data_helper._get_all_tensors(model) if _is_external(t)]
+    external = [t for t in onnx.all_tensors(model) if _is_external(t)]
     if external:
         base = p.resolve().parent
         missing = sorted(
@@ -195,7 +194,8 @@ def _load_path(p: Path) -> tuple[onnx.ModelProto, bool, int]:
         locations = {next((e.value for e in t.external_data if e.key == "location"), "") for t in external}
         size += sum((base / loc).stat().st_size for loc in locations)
         try:
-            external_data_helper.load_external_data_for_model(model, str(base))
+            for t in external:
+                onnx.load_external(t, str(base))
         except Exception as e:
             raise InputError(f"cannot read the external data of {p}: {_short(e)}") from None
     return model, bool(external), size
@@ -224,7 +224,7 @@ def _with_shapes(model: onnx.ModelProto) -> None:
     inferred shapes sites fall back to run-time rules.
     """
     try:
-        inferred = onnx.shape_inference.infer_shapes(_skeleton(model), strict_mode=False, data_prop=True)
+        inferred = onnx.infer_shapes(_skeleton(model), strict_mode=False, data_prop=True)
     except Exception:
         return
     _copy_value_info(inferred.graph, model.graph)
@@ -254,7 +254,7 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _itemsize(data_type: int) -> int:
     try:
-        return int(np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type)).itemsize)
+        return int(np.dtype(onnx.tensor_dtype_to_np_dtype(data_type)).itemsize)
     except Exception:  # strings, unknown types: treated as large
         return _SMALL_TENSOR
 
@@ -279,7 +279,7 @@ def _input_specs(model: onnx.ModelProto) -> tuple[list[InputSpec], dict[str, np.
             continue  # an input with a default value (old IR): not fed
         tt = vi.type.tensor_type
         try:
-            dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type))
+            dtype = np.dtype(onnx.tensor_dtype_to_np_dtype(tt.elem_type))
         except Exception:
             dtype = np.dtype(np.float32)
         shape = None
@@ -304,11 +304,9 @@ INLINE_EXTERNAL = 1 << 24  # bytes: external tensors up to this size are read in
 
 def _inline_small(m: onnx.ModelProto, base: Path) -> None:
     """External tensors up to ``INLINE_EXTERNAL`` bytes read into ``m``; the weights stay references."""
-    for t in external_data_helper._get_all_tensors(m):
+    for t in onnx.all_tensors(m):
         if _is_external(t) and _external_length(t) <= INLINE_EXTERNAL:
-            external_data_helper.load_external_data_for_tensor(t, str(base))
-            t.data_location = onnx.TensorProto.DEFAULT
-            del t.external_data[:]
+            onnx.load_external(t, str(base))
 
 
 def _external_length(t: onnx.TensorProto) -> int:

@@ -6,10 +6,9 @@ import ast
 from collections.abc import Sequence
 from typing import Protocol
 
-import onnx
-
 from ...kinds import ACTIVATION_MODULES, Activation
 from ...naming import site_names
+from . import proto as onnx
 
 
 class _Named(Protocol):

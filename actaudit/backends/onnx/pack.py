@@ -23,12 +23,12 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper
 
 from ...stats import empty_vectors, fold_vectors
+from . import proto as onnx
 from .graph import opset_version
 from .instrument import ReductionPlan, SiteOutputs, _Emitter, _Names, _nonzero, _static_axis, instrument
+from .proto import TensorProto
 
 _SITE_ELEMENTS = 1 << 14  # values per sample above which a site keeps its own reductions
 _PACK_ELEMENTS = 1 << 15  # values per sample of one pack: what the concatenation keeps alive
@@ -178,7 +178,7 @@ def instrument_packed(
         emit_pack(em, p, plans)
         for stat, name in p.names.items():
             elem = TensorProto.INT64 if stat == "shape" else TensorProto.FLOAT
-            model.graph.output.append(helper.make_tensor_value_info(name, elem, [None]))
+            model.graph.output.append(onnx.make_tensor_value_info(name, elem, [None]))
     return outputs, packs
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import math
 
-import onnx
-
 from ...kinds import Activation
+from . import proto as onnx
 from .graph import DEFAULT_DOMAINS, Scope, attr
 from .single import _clip, _f32
 from .site import OnnxSite, _site

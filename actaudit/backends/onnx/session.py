@@ -12,11 +12,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import onnx
 import onnxruntime as ort
 from google.protobuf.message import Message
 
 from ...errors import InputError
+from . import proto as onnx
 from .load import OnnxModel, _short, over_limit
 
 __all__ = ["plain_session", "save_external", "session_for"]
@@ -131,9 +131,7 @@ def _raw_bytes(t: onnx.TensorProto, base: Path | None) -> bytes | None:
             return f.read(int(info["length"])) if "length" in info else f.read()
     if t.HasField("raw_data"):
         return t.raw_data
-    from onnx import numpy_helper
-
-    return numpy_helper.to_array(t).tobytes()
+    return onnx.to_array(t).tobytes()
 
 
 def plain_session(handle: OnnxModel) -> ort.InferenceSession:

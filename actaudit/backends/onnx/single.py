@@ -6,9 +6,9 @@ import math
 import re
 
 import numpy as np
-import onnx
 
 from ...kinds import ONNX_OPS, Activation, classify_clamp
+from . import proto as onnx
 from .graph import DEFAULT_DOMAINS, Scope, attr
 from .site import OnnxSite, _site
 

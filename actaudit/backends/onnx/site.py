@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import onnx
-
 from ... import unitaxis as ua
 from ...kinds import Activation
+from . import proto as onnx
 from .axes import unit_axis_tag, unit_tag
 from .graph import Scope
 from .naming import _torch_name

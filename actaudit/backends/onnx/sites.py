@@ -15,8 +15,7 @@ several places. Otherwise a site is named after its node (or its output).
 
 from __future__ import annotations
 
-import onnx
-
+from . import proto as onnx
 from .graph import DEFAULT_DOMAINS, Scope, subgraphs
 from .naming import _dedupe
 from .patterns import _patterns

@@ -30,6 +30,7 @@ from .archive import read_once
 from .export_trust import guarded_export_load
 from .graphsites import GraphSite, export_graph_sites, torchscript_graph_sites
 from .trust import check_torchscript, program_output
+from .verdicts import check_cached
 
 # A checkpoint's weights by state-dict key.
 StateDict = dict[str, torch.Tensor]
@@ -99,7 +100,9 @@ def load_torch(
     if fmt == TORCHSCRIPT:
         data = read_once(p)  # one read: the bytes checked are the bytes loaded
         if not trust_code:
-            check_torchscript(data, p)
+            check_cached(
+                data, p, check_torchscript
+            )  # these exact bytes: checked now, or passed this checker before
         return _load_torchscript(data, p, dev)
     if fmt == EXPORT:
         return _load_export(read_once(p), p, dev, trust_code)
