@@ -8,7 +8,7 @@ it with any XML parser; elements carry ``data-*`` attributes with the raw number
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ..verdicts import bad_fraction, expected_saturation, worst_sites
 from .charts import HIST_BINS, depth_chart, histograms
@@ -352,7 +352,7 @@ def render_html(report: Report, comparison: Comparison | None = None) -> str:
     """
     d = report.to_dict()
     verdicts = list(report.sites)
-    name = d["model"].get("path") or "in-memory model"
+    name = cast(dict[str, str], d["model"]).get("path") or "in-memory model"
     body = "\n".join(
         x
         for x in (
@@ -375,7 +375,7 @@ def render_html(report: Report, comparison: Comparison | None = None) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8"/>'
         '<meta name="viewport" content="width=device-width, initial-scale=1"/>'
-        f'<meta name="generator" content="actaudit {_e(d["tool"]["version"])}"/>'
+        f'<meta name="generator" content="actaudit {_e(cast(dict[str, str], d["tool"])["version"])}"/>'
         f"<title>actaudit: {_e(_short_name(name))}</title>"
         f"<style>{CSS}</style></head>\n"
         f'<body data-schema="{_e(d["schema"])}" data-passed="{str(d["passed"]).lower()}">\n{body}\n</body></html>\n'

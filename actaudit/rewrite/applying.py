@@ -15,8 +15,8 @@ def apply_report(module: Any, report: RewriteReport, *, strict: bool = True) -> 
     from ..backends.torch.apply import apply_slopes
 
     o = report.options
-    slopes: dict[str, Any] = {}
-    shifts: dict[str, Any] = {}
+    slopes: dict[str, object] = {}
+    shifts: dict[str, object] = {}
     units: dict[str, tuple[int, int]] = {}
     ranks: dict[str, int] = {}
     kinds: dict[str, str] = {}
@@ -51,7 +51,7 @@ def apply_report(module: Any, report: RewriteReport, *, strict: bool = True) -> 
     )
 
 
-def _slopes(s: SiteRewrite, o: dict[str, Any]) -> Any:
+def _slopes(s: SiteRewrite, o: dict[str, object]) -> Any:
     """One α (``--to leaky``) or a slope per unit: the chosen units' slopes, 0 (plain ReLU) elsewhere."""
     assert s.alpha is not None
     if o.get("to") == "leaky" and not s.recycled:

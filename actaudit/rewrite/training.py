@@ -18,6 +18,7 @@ from typing import Any
 
 from ..edit.slopes import SitePlan, SurgeryResult
 from ..errors import InputError
+from ..verdicts import SiteVerdict
 from .recycling import DEFAULT_RECYCLE_SLOPE, RecycleOutcome, recycle_sites
 from .report import NO_DEAD_MODEL, SiteRewrite
 from .search import SearchResult
@@ -90,7 +91,7 @@ def train_sites(
     def measure(res: SurgeryResult) -> Any:
         return s.run_variant(res, None, "trained variant")
 
-    def recycle(sites: dict[str, Any], extra: list[SitePlan] | None) -> RecycleOutcome:
+    def recycle(sites: dict[str, SiteVerdict], extra: list[SitePlan] | None) -> RecycleOutcome:
         got = recycle_sites(
             s.surgeon, s.original.source, o.audit.samples, o.audit.seed, sites, rows, slope, measure, extra
         )
