@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..edit.drift import Drift
 from ..edit.slopes import SitePlan, SurgeryResult
 from ..errors import InputError
 from ..verdicts import SiteVerdict
@@ -62,7 +63,7 @@ def recycle_mode(
             rows[n].status, rows[n].how, rows[n].reason = "unchanged", None, None
         slope = (o.alpha or DEFAULT_RECYCLE_SLOPE) if o.mode == "recycle-leaky" else None
 
-        def measure(res: SurgeryResult) -> Any:
+        def measure(res: SurgeryResult) -> Drift:
             return s.run_variant(res, None, "recycled variant")
 
         got = recycle_sites(
@@ -88,7 +89,7 @@ def train_sites(
     for n in s.by_name:
         rows[n].status, rows[n].how, rows[n].reason = "unchanged", None, None
 
-    def measure(res: SurgeryResult) -> Any:
+    def measure(res: SurgeryResult) -> Drift:
         return s.run_variant(res, None, "trained variant")
 
     def recycle(sites: dict[str, SiteVerdict], extra: list[SitePlan] | None) -> RecycleOutcome:
