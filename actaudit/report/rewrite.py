@@ -230,7 +230,7 @@ class RewriteReport(ModelChange):
     def drift_ok(self) -> bool:
         """The final measured drift is within --max-drift."""
         d = self.final_drift
-        return d is not None and d.rel_l2 <= float(self.options["max_drift"])
+        return d is not None and d.rel_l2 <= float(cast(float, self.options["max_drift"]))
 
     @property
     def revived(self) -> int:
@@ -426,7 +426,7 @@ def _drift_lines(rep: RewriteReport) -> list[str]:
     out = [f"output drift ({which}): relative L2 {d.rel_l2:.4g}, max |Δ| {d.max_abs:.4g}{top1}"]
     for name, rel in d.per_output.items():
         share = d.energy_share.get(name, 0.0)
-        counted = name in (rep.options.get("drift_outputs") or [name])
+        counted = name in (cast(list[str] | None, rep.options.get("drift_outputs")) or [name])
         out.append(
             f"  output {name}: relative L2 {rel:.4g}, {100 * share:.3g}% of ‖y‖²"
             + ("" if counted else " (not counted: --drift-outputs)")

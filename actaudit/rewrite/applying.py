@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def apply_report(module: Any, report: RewriteReport, *, strict: bool = True) -> 
     if not slopes:
         return base if recycled else copy.deepcopy(module)
     to = "leaky" if o.get("to") == "leaky" else "prelu"
-    bound = float(o["alpha_range"][1]) if o.get("mode") == "learnable" else None
+    bound = float(cast(list[float], o["alpha_range"])[1]) if o.get("mode") == "learnable" else None
     return apply_slopes(
         base,
         slopes,
