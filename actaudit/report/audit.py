@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TypedDict, cast
+from typing import TYPE_CHECKING, TypedDict, cast
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from .draw import (
     to_json,
 )
 from .draw import render as draw_render
+
+if TYPE_CHECKING:
+    from .ffn import FfnSection
 
 SCHEMA = "actaudit.report/1"
 __all__ = ["FORMATS", "SCHEMA", "Report", "rows_for_csv"]
@@ -75,7 +78,7 @@ class Report:
     per_unit: bool = False
     baseline: dict[str, object] | None = None  # set by --against: the comparison with a previous report
     counters: dict[str, object] | None = None  # set by --shard: exact counters for `actaudit merge`
-    ffn: dict[str, object] | None = None  # a transformer's FFN neurons per layer (report/ffn.py)
+    ffn: FfnSection | None = None  # a transformer's FFN neurons per layer (report/ffn.py)
     # The command line's model, --arch, --calib and --data-loader, for the next-step commands
     # (report/nextsteps.py); never written to JSON.
     invocation: dict[str, object] | None = None
