@@ -36,7 +36,7 @@ class ReportSubject(Protocol):
     def notes(self) -> list[str]: ...
 
 
-def model_section(m: ReportSubject) -> dict[str, str | None]:
+def model_section(m: ReportSubject) -> dict[str, object]:
     """The ``model`` section of every report: which file, in which format, with which hash."""
     return {"path": m.path, "format": m.fmt, "sha256": m.sha256}
 

@@ -17,9 +17,12 @@ only when built; this module imports neither (nor torch).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .history import History
+
+if TYPE_CHECKING:
+    from .report.audit import Report
 
 __all__ = ["DeadUnitMonitor", "lightning_callback", "transformers_callback"]
 
@@ -36,12 +39,12 @@ class DeadUnitMonitor:
     def __init__(
         self,
         model: Any,
-        data: Any,
+        data: object,
         path: str | os.PathLike[str] | None = None,
         *,
         every: int = 1000,
         overwrite: bool = False,
-        **options: Any,
+        **options: object,
     ) -> None:
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every={every!r}: audit every N >= 1 steps")
@@ -60,7 +63,7 @@ class DeadUnitMonitor:
         self.audit(f"step-{step}")
         return True
 
-    def audit(self, label: str) -> Any:
+    def audit(self, label: str) -> Report:
         """Audit now, fold the report in under ``label``, write the file; returns the report."""
         from .api import audit
 
@@ -77,7 +80,7 @@ class DeadUnitMonitor:
             write_text_atomic(self.path, self.history.render("json"), force=True)
         return report
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self) -> dict[str, Any]:  # AuditOptions fields, checked when audit() builds them
         from .options import AuditOptions
 
         known = set(AuditOptions.__dataclass_fields__)

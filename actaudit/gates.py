@@ -11,9 +11,9 @@ import fnmatch
 import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from .errors import ActauditError
 
@@ -108,12 +108,12 @@ def site_metric(v: SiteVerdict, metric: str) -> float:
     }[metric]
 
 
-def evaluate(gates: list[Gate], sites: list[SiteVerdict], summary: dict[str, Any]) -> list[GateResult]:
+def evaluate(gates: list[Gate], sites: list[SiteVerdict], summary: Mapping[str, object]) -> list[GateResult]:
     results = []
     for g in gates:
         test = _OPS[g.op]
         if g.glob is None:
-            value = float(summary[g.metric.replace("-", "_")])
+            value = float(cast(float, summary[g.metric.replace("-", "_")]))
             results.append(GateResult(g, bool(test(value, g.value)), value))
             continue
         matched = [v for v in sites if fnmatch.fnmatchcase(v.info.name, g.glob)]

@@ -14,13 +14,17 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, cast
 
 import numpy as np
 
 from .errors import InputError
 from .jsonform import envelope
 from .jsonform import json_float as _r
+from .verdicts import SiteVerdict
+
+if TYPE_CHECKING:
+    from .report.audit import Report
 
 SCHEMA = "actaudit.history/1"
 ORDERS = ("name", "mtime")
@@ -29,7 +33,7 @@ _DIGITS = re.compile(r"(\d+)")
 __all__ = ["ORDERS", "SCHEMA", "History", "natural_key", "order_checkpoints"]
 
 
-def natural_key(name: str) -> tuple[Any, ...]:
+def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
     """Sort key with digit runs compared as numbers: ``step-9`` before ``step-10``."""
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in _DIGITS.split(name) if p)
 
@@ -51,6 +55,16 @@ def order_checkpoints(paths: list[str], order: str = "name") -> list[str]:
     return sorted(paths, key=lambda p: (natural_key(Path(p).name), natural_key(str(p))))
 
 
+class Event(TypedDict):
+    """One unit changing state between two checkpoints."""
+
+    site: str
+    unit: int
+    event: str  # died / revived / saturated / recovered
+    checkpoint: int
+    label: str
+
+
 @dataclass
 class _Track:
     """One site's series and its units' current state (dead / saturated at the last checkpoint)."""
@@ -67,14 +81,14 @@ class _Track:
 class History:
     """Per site and checkpoint fractions, and per unit the checkpoints where its state changed."""
 
-    checkpoints: list[dict[str, Any]] = field(default_factory=list)
-    events: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, object]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
-    settings: dict[str, Any] | None = None
-    calibration: dict[str, Any] | None = None
+    settings: dict[str, float] | None = None
+    calibration: dict[str, object] | None = None
     _tracks: dict[str, _Track] = field(default_factory=dict)
 
-    def add(self, label: str, report: Any, path: str | None = None) -> None:
+    def add(self, label: str, report: Report, path: str | None = None) -> None:
         """Fold in one checkpoint's audit report (an :class:`actaudit.report.Report`)."""
         k = len(self.checkpoints)
         summary = report.summary()
@@ -106,7 +120,7 @@ class History:
                 t.dead_fraction.append(None)
                 t.saturated_fraction.append(None)
 
-    def _fold(self, k: int, label: str, name: str, v: Any) -> None:
+    def _fold(self, k: int, label: str, name: str, v: SiteVerdict) -> None:
         units = int(v.info.units)
         dead = np.zeros(units, dtype=bool)
         dead[v.dead_units] = True
@@ -142,9 +156,9 @@ class History:
                 )
             setattr(t, what, now)
 
-    def units(self) -> list[dict[str, Any]]:
+    def units(self) -> list[dict[str, object]]:
         """Every unit whose state ever changed: when it died / revived / saturated / recovered, and its state now."""
-        out: dict[tuple[str, int], dict[str, Any]] = {}
+        out: dict[tuple[str, int], dict[str, object]] = {}
         for e in self.events:
             u = out.setdefault(
                 (e["site"], e["unit"]),
@@ -157,14 +171,14 @@ class History:
                     "recovered": [],
                 },
             )
-            u[e["event"]].append(e["label"])
+            cast(list[str], u[e["event"]]).append(e["label"])
         for (name, unit), u in out.items():
             t = self._tracks.get(name)
             u["dead_now"] = bool(t is not None and unit < t.units and t.dead[unit])
             u["saturated_now"] = bool(t is not None and unit < t.units and t.saturated[unit])
         return list(out.values())
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **envelope(SCHEMA),
             "settings": self.settings,

@@ -3,8 +3,32 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import cast
 
 from ._version import __version__
+
+JSON = dict[str, object]  # a JSON object as the reports write it and their readers take it back
+
+
+def member(d: Mapping[str, object], key: str) -> JSON:
+    """``d[key]``, a JSON object (a report's section: ``summary``, ``model``, a site's ``coverage``)."""
+    return cast(JSON, d[key])
+
+
+def members(d: Mapping[str, object], key: str) -> list[JSON]:
+    """``d[key]``, a list of JSON objects (a report's ``sites``, ``gates``, ``uncovered``)."""
+    return cast(list[JSON], d[key])
+
+
+def number(d: Mapping[str, object], key: str) -> float:
+    """``d[key]``, a number the report wrote (an int or a float)."""
+    return cast(float, d[key])
+
+
+def unit_list(d: Mapping[str, object], key: str) -> list[int]:
+    """``d[key]``, a list of unit indices (``dead_units``, ``saturated_units``...)."""
+    return cast(list[int], d[key])
 
 
 def json_float(x: float | None, digits: int = 6) -> float | None:

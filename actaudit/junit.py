@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     from .gates import GateResult
@@ -32,7 +32,7 @@ def render_junit(report: Report) -> str:
     """A JUnit XML document with one testsuite (the model) and one testcase per gate."""
     model = str(report.model.get("path") or "in-memory model")
     failures = sum(1 for g in report.gates if g.failed)
-    timings = report.run.get("timings_s", {}) if report.run else {}
+    timings = cast(dict[str, float], report.run.get("timings_s", {})) if report.run else {}
     seconds = sum(float(v) for v in timings.values()) if timings else 0.0
     suites = ET.Element("testsuites", name="actaudit", tests=str(len(report.gates)), failures=str(failures))
     suite = ET.SubElement(

@@ -15,13 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .data import Batch, DataSource, cap_samples
 from .errors import CalibrationError, InputError
 
 if TYPE_CHECKING:
     from .loading import LoadedModel
+    from .options import AuditOptions
     from .stats import Capture
 
 _SHARD_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
@@ -96,7 +97,12 @@ def sharded(
 
 
 def shard_report(
-    report: Any, loaded: LoadedModel, source: DataSource, cap: Capture, opts: Any, capture_s: float
+    report: Any,  # a report.audit.Report: the load floor does not import the report
+    loaded: LoadedModel,
+    source: DataSource,
+    cap: Capture,
+    opts: AuditOptions,
+    capture_s: float,
 ) -> Any:
     """Turn a shard's report into one that ``actaudit merge`` reads: exact counters, no gate verdicts.
 
@@ -109,7 +115,7 @@ def shard_report(
     if offered is not None and opts.samples is not None:
         offered = min(offered, opts.samples)
     report.counters = counters_section(
-        shard=opts.shard.to_dict(),
+        shard=cast(Shard, opts.shard).to_dict(),
         backend=loaded.backend,
         offered=offered,
         options={
@@ -126,8 +132,8 @@ def shard_report(
     )
     report.gates = []
     report.warnings.append(
-        f"shard {opts.shard.label} of the calibration data: gates are evaluated when the shard reports "
+        f"shard {cast(Shard, opts.shard).label} of the calibration data: gates are evaluated when the shard reports "
         "are combined with actaudit merge"
     )
-    report.run["shard"] = opts.shard.to_dict()
+    report.run["shard"] = cast(Shard, opts.shard).to_dict()
     return report

@@ -7,13 +7,16 @@ this module parses the slope options and refuses an ``-o`` whose extension names
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..errors import EXIT_GATE
 from .common import audit_options, check_files, config_file, publish, say
 from .options import Finite, defaulted, max_drift_option, output_format_option, writer_options, writer_outputs
+
+if TYPE_CHECKING:
+    from ..report.rewrite import RewriteReport
 
 
 class _Alpha(click.ParamType):
@@ -256,7 +259,7 @@ def _check_outputs(kw: dict[str, Any]) -> None:
     check_output_extension(kw["model"], kw["output"], kw["output_format"])
 
 
-def _explain_failure(report: Any, max_drift: float) -> None:
+def _explain_failure(report: RewriteReport, max_drift: float) -> None:
     d = report.final_drift
     if d is not None and not report.drift_ok:
         say(
@@ -270,7 +273,7 @@ def _explain_failure(report: Any, max_drift: float) -> None:
             say(f"actaudit: {n}")
 
 
-def _why_nothing(report: Any) -> str:
+def _why_nothing(report: RewriteReport) -> str:
     if not report.rewritten and not any(s.dead for s in report.sites):
         from ..report.rewrite import NO_DEAD_MODEL
 

@@ -79,13 +79,13 @@ def open_npy(path: Path) -> np.ndarray:
     return arr
 
 
-def npz_members(path: Path) -> dict[str, Any]:
+def npz_members(path: Path) -> dict[str, np.ndarray | RowSource]:
     """Arrays of an .npz; members stored uncompressed are memory-mapped, compressed ones streamed.
 
     A compressed member in Fortran order cannot be streamed: it is read whole when it
     fits the memory budget and refused otherwise.
     """
-    out: dict[str, object] = {}
+    out: dict[str, np.ndarray | RowSource] = {}
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict, cast
 
 import numpy as np
 
@@ -20,32 +20,68 @@ from ..sanitize import text
 from ..stats import Uncovered
 from ..verdicts import Settings, SiteVerdict, bad_fraction, expected_saturation, upper_bound_95, worst_sites
 from . import terminal
-from .draw import FORMATS, Document, Lines, Table, gate_line, grid, layout, pct, plain, text_form, to_json
+from .draw import (
+    FORMATS,
+    Block,
+    Document,
+    Lines,
+    Table,
+    gate_line,
+    grid,
+    layout,
+    pct,
+    plain,
+    text_form,
+    to_json,
+)
 from .draw import render as draw_render
+
+if TYPE_CHECKING:
+    from .ffn import FfnSection
 
 SCHEMA = "actaudit.report/1"
 __all__ = ["FORMATS", "SCHEMA", "Report", "rows_for_csv"]
 
 
+class Summary(TypedDict):
+    """The report's ``summary`` section: counts over all audited sites."""
+
+    sites: int
+    units: int
+    rectifier_units: int
+    bounded_units: int
+    dead: int
+    dead_fraction: float | None
+    saturated: int
+    saturated_fraction: float | None
+    rarely_firing: int
+    rarely_firing_fraction: float | None
+    never_positive: int
+    nonfinite: int
+    uncovered: int
+    activations_found: int
+    audited_fraction: float | None
+
+
 @dataclass
 class Report:
-    model: dict[str, Any]
-    calibration: dict[str, Any]
+    model: dict[str, object]
+    calibration: dict[str, object]
     settings: Settings
     sites: list[SiteVerdict]
     uncovered: list[Uncovered] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # information, not warnings: nothing to fix
-    inputs: list[dict[str, Any]] = field(default_factory=list)
+    inputs: list[dict[str, object]] = field(default_factory=list)
     gates: list[GateResult] = field(default_factory=list)
-    run: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, object] = field(default_factory=dict)
     per_unit: bool = False
-    baseline: dict[str, Any] | None = None  # set by --against: the comparison with a previous report
-    counters: dict[str, Any] | None = None  # set by --shard: exact counters for `actaudit merge`
-    ffn: dict[str, Any] | None = None  # a transformer's FFN neurons per layer (report/ffn.py)
+    baseline: dict[str, object] | None = None  # set by --against: the comparison with a previous report
+    counters: dict[str, object] | None = None  # set by --shard: exact counters for `actaudit merge`
+    ffn: FfnSection | None = None  # a transformer's FFN neurons per layer (report/ffn.py)
     # The command line's model, --arch, --calib and --data-loader, for the next-step commands
     # (report/nextsteps.py); never written to JSON.
-    invocation: dict[str, Any] | None = None
+    invocation: dict[str, object] | None = None
 
     def next_steps(self) -> list[str]:
         from .nextsteps import next_steps
@@ -56,7 +92,7 @@ class Report:
     def passed(self) -> bool:
         return not any(g.failed for g in self.gates)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> Summary:
         die = [v for v in self.sites if v.can_die]
         sat = [v for v in self.sites if v.can_saturate]
         die_units = sum(v.units for v in die)
@@ -85,11 +121,11 @@ class Report:
             else None,
         }
 
-    def site_dict(self, index: int, v: SiteVerdict) -> dict[str, Any]:
+    def site_dict(self, index: int, v: SiteVerdict) -> dict[str, object]:
         info, st = v.info, v.stats
         fr = v.fire_rate[np.isfinite(v.fire_rate)]
         thr_low, thr_high = _thresholds(v, self.settings)
-        d: dict[str, Any] = {
+        d: dict[str, object] = {
             "index": index,
             "name": info.name,
             "op": info.op,
@@ -148,7 +184,7 @@ class Report:
             }
         return d
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             **envelope(SCHEMA),
             **picked(self, "model", "calibration", "inputs"),
@@ -198,7 +234,7 @@ class Report:
         )
 
 
-def _ffn(report: Report) -> list[Any]:
+def _ffn(report: Report) -> list[Block]:
     """The transformer FFN table, for a report that has one."""
     if report.ffn is None:
         return []
@@ -304,10 +340,11 @@ def csv_table(report: Report) -> Table:
         rows.append(
             [
                 *(d[k] for k in CSV_COLUMNS[:12]),
-                d["fire_rate"]["mean"] if v.can_die else "",  # as the table: a bounded unit does not "fire"
-                d["coverage"]["samples"],
-                " ".join(map(str, d["dead_units"])),
-                " ".join(map(str, d["saturated_units"])),
+                # as the table: a bounded unit does not "fire"
+                cast(dict[str, object], d["fire_rate"])["mean"] if v.can_die else "",
+                cast(dict[str, object], d["coverage"])["samples"],
+                " ".join(map(str, cast(list[int], d["dead_units"]))),
+                " ".join(map(str, cast(list[int], d["saturated_units"]))),
             ]
         )
     return Table(CSV_COLUMNS, rows)

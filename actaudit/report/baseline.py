@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import cast
 
 from ..errors import InputError
 from ..gates import Gate, GateResult
-from ..jsonform import picked
+from ..jsonform import JSON, members, number, picked, unit_list
 from .audit import SCHEMA
 from .draw import Document, Lines, Table, capped, gate_line
 from .draw import render as draw_render
@@ -166,7 +166,7 @@ def _joined(units: list[int]) -> str:
     return " ".join(map(str, units))
 
 
-def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
+def load_baseline(path: str | os.PathLike[str]) -> JSON:
     """Read a report written by ``actaudit audit --format json``; user errors are :class:`InputError`.
 
     Everything :func:`compare` reads is checked here, before the audit runs: a baseline of the
@@ -183,7 +183,7 @@ def load_baseline(path: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _check_sites(d: dict[str, Any], what: str) -> None:
+def _check_sites(d: JSON, what: str) -> None:
     """The fields of each site that :func:`compare` reads: names, unit counts, dead units in range."""
     from ..shardcheck import Bad, check_int, check_list, check_number, check_object, check_str
 
@@ -191,7 +191,7 @@ def _check_sites(d: dict[str, Any], what: str) -> None:
         for k in ("settings", "calibration"):
             if k in d:
                 check_object(d[k], k)
-        for i, v in enumerate(d["sites"]):
+        for i, v in enumerate(members(d, "sites")):
             where = f"sites[{i}]"
             site = check_object(v, where)
             check_str(site.get("name"), f"{where}.name")
@@ -216,8 +216,8 @@ def _check_report(d: object, what: str) -> None:
 
 
 def compare(
-    report: dict[str, Any],
-    baseline: dict[str, Any],
+    report: JSON,
+    baseline: JSON,
     *,
     max_dead_fraction_rise: float = 0.0,
     max_new_dead: int = 0,
@@ -236,8 +236,8 @@ def compare(
         raise InputError(f"the allowed number of new dead units must be >= 0, got {max_new_dead}")
     _check_report(report, "the report")
     _check_report(baseline, f"baseline report {baseline_path}" if baseline_path else "the baseline")
-    now = _by_name(report["sites"])
-    before = _by_name(baseline["sites"])
+    now = _by_name(members(report, "sites"))
+    before = _by_name(members(baseline, "sites"))
     where = f"--against {baseline_path}" if baseline_path else "the baseline"
     renamed, warnings = _renamed(now, before, where, allow_renamed)
     changes: list[SiteChange] = []
@@ -259,7 +259,7 @@ def compare(
 
 
 def _renamed(
-    now: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]], where: str, allow: bool
+    now: dict[str, JSON], before: dict[str, JSON], where: str, allow: bool
 ) -> tuple[dict[str, str], list[str]]:
     """Site name now → baseline name where no name matches (``allow``), and the warning that says so."""
     if not (now and before and not set(now) & set(before)):
@@ -280,15 +280,15 @@ def _renamed(
     ]
 
 
-def _site_change(name: str, s: dict[str, Any], b: dict[str, Any], warnings: list[str]) -> SiteChange:
+def _site_change(name: str, s: JSON, b: JSON, warnings: list[str]) -> SiteChange:
     c = SiteChange(
         name=name,
-        units=int(s["units"]),
-        baseline_units=int(b["units"]),
-        dead=int(s["dead"]),
-        baseline_dead=int(b["dead"]),
-        dead_fraction=float(s["dead_fraction"] or 0.0),
-        baseline_dead_fraction=float(b["dead_fraction"] or 0.0),
+        units=int(number(s, "units")),
+        baseline_units=int(number(b, "units")),
+        dead=int(number(s, "dead")),
+        baseline_dead=int(number(b, "dead")),
+        dead_fraction=float(cast(float | None, s["dead_fraction"]) or 0.0),
+        baseline_dead_fraction=float(cast(float | None, b["dead_fraction"]) or 0.0),
     )
     if c.units_changed:
         # Unit indices mean nothing across a resized layer; compare fractions only.
@@ -296,7 +296,7 @@ def _site_change(name: str, s: dict[str, Any], b: dict[str, Any], warnings: list
             f"{name} has {c.units} units, {c.baseline_units} in the baseline: only its dead fraction is compared"
         )
     else:
-        dead_now, dead_before = set(s["dead_units"]), set(b["dead_units"])
+        dead_now, dead_before = set(unit_list(s, "dead_units")), set(unit_list(b, "dead_units"))
         c.new_dead_units = sorted(dead_now - dead_before)
         c.revived_units = sorted(dead_before - dead_now)
     return c
@@ -319,7 +319,7 @@ def _gates(changes: list[SiteChange], max_rise: float, max_new_dead: int) -> lis
     ]
 
 
-def _pair_by_position(now: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]]) -> dict[str, str]:
+def _pair_by_position(now: dict[str, JSON], before: dict[str, JSON]) -> dict[str, str]:
     """Site name now → baseline name, pairing the i-th sites where kind and unit count agree."""
     out = {}
     for (n, s), (m, b) in zip(now.items(), before.items(), strict=False):
@@ -328,16 +328,16 @@ def _pair_by_position(now: dict[str, dict[str, Any]], before: dict[str, dict[str
     return out
 
 
-def _by_name(sites: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def _by_name(sites: list[JSON]) -> dict[str, JSON]:
+    out: dict[str, JSON] = {}
     for s in sites:
         out.setdefault(str(s["name"]), s)
     return out
 
 
-def _setting_warnings(report: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+def _setting_warnings(report: JSON, baseline: JSON) -> list[str]:
     out = []
-    a, b = report.get("settings", {}), baseline.get("settings", {})
+    a, b = cast(JSON, report.get("settings", {})), cast(JSON, baseline.get("settings", {}))
     differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     if differ:
         out.append(
@@ -345,7 +345,7 @@ def _setting_warnings(report: dict[str, Any], baseline: dict[str, Any]) -> list[
             + ", ".join(f"{k.replace('_', '-')} {b.get(k)} → {a.get(k)}" for k in differ)
             + "): changes may come from the settings, not the model"
         )
-    ca, cb = report.get("calibration", {}), baseline.get("calibration", {})
+    ca, cb = cast(JSON, report.get("calibration", {})), cast(JSON, baseline.get("calibration", {}))
     if (ca.get("source"), ca.get("samples")) != (cb.get("source"), cb.get("samples")):
         out.append(
             f"calibration differs from the baseline's ({cb.get('samples')} samples from {cb.get('source')} → "

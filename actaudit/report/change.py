@@ -9,16 +9,15 @@ messages. :class:`~actaudit.report.rewrite.RewriteReport` and
 from __future__ import annotations
 
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Any
 
 from ..edit.drift import Drift
 
 
 @dataclass
 class ModelChange:
-    model: dict[str, Any]
-    calibration: dict[str, Any]
-    options: dict[str, Any]
+    model: dict[str, object]
+    calibration: dict[str, object]
+    options: dict[str, object]
     _: KW_ONLY
     drift: Drift | None = None  # measured in memory on the calibration data
     drift_verified: Drift | None = None  # re-measured on the written file, reloaded

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from ..jsonform import JSON, members
 from ..verdicts import bad_fraction, expected_saturation
 from .markup import esc as _e
 from .markup import num as _num
@@ -33,15 +34,23 @@ def _nice_ceiling(x: float) -> float:
     return 1.0
 
 
-def depth_chart(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
-    sites = d["sites"]
+def _frac(s: JSON, key: str) -> float | None:
+    """A site's ``dead_fraction`` or ``saturated_fraction`` (``None`` where it has none)."""
+    return cast(float | None, s[key])
+
+
+def depth_chart(d: JSON, verdicts: list[SiteVerdict]) -> str:
+    sites = members(d, "sites")
     n = len(sites)
     if n == 0:
         return '<section id="depth"><h2>Along the network</h2><p class="muted">No activation sites.</p></section>'
     left, right, top, bottom = 52, 12, 14, 38 + DEPTH_LABELS
     height = DEPTH_H + DEPTH_LABELS
     pw, ph = DEPTH_W - left - right, height - top - bottom
-    worst = max([s["dead_fraction"] or 0.0 for s in sites] + [s["saturated_fraction"] or 0.0 for s in sites])
+    worst = max(
+        [_frac(s, "dead_fraction") or 0.0 for s in sites]
+        + [_frac(s, "saturated_fraction") or 0.0 for s in sites]
+    )
     ymax = _nice_ceiling(worst)
     band = pw / n
     bw = max(band * 0.38, 0.6)
@@ -52,14 +61,14 @@ def depth_chart(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
     ]
     ticks = _TICKS[ymax]
     for k in range(ticks + 1):
-        frac = ymax * k / ticks
+        frac: float | None = ymax * k / ticks
         y = top + ph - ph * k / ticks
         parts.append(f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}"/>')
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{_pct(frac, 0)}</text>')
     label_step = max(1, math.ceil(n / 96))
     font = 11 if n <= 40 else 9 if n <= 70 else 8
     for s, v in zip(sites, verdicts, strict=True):
-        i = s["index"]
+        i = cast(int, s["index"])
         x0 = left + band * i + (band - 2 * bw) / 2
         tip = f"#{i} {s['name']} ({s['kind']}): "
         for cls, key, shown, x in (
@@ -68,7 +77,7 @@ def depth_chart(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
         ):
             if not shown:
                 continue
-            frac = s[f"{key}_fraction"]
+            frac = _frac(s, f"{key}_fraction")
             h = ph * (frac or 0.0) / ymax
             parts.append(
                 f'<rect class="{cls}" x="{x:.2f}" y="{top + ph - h:.2f}" width="{bw:.2f}" height="{h:.2f}" '
@@ -83,7 +92,7 @@ def depth_chart(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
             parts.append(
                 f'<text class="site-label" x="{cx:.1f}" y="{cy:.1f}" text-anchor="end" font-size="{font}" '
                 f'transform="rotate(-60 {cx:.1f} {cy:.1f})" data-index="{i}">'
-                f"{_e(elide(s['name'], DEPTH_NAME_CHARS))}{head}<title>#{i} {_e(s['name'])}</title></text>"
+                f"{_e(elide(cast(str, s['name']), DEPTH_NAME_CHARS))}{head}<title>#{i} {_e(s['name'])}</title></text>"
             )
     parts.append(f'<line class="grid" x1="{left}" x2="{left + pw}" y1="{top + ph}" y2="{top + ph}"/>')
     parts.append(
@@ -120,7 +129,7 @@ def _hist_data(v: SiteVerdict) -> tuple[str, str, list[int], int, list[int]]:
     return label, flag, list(flagged), nodata, [int(c) for c in counts]
 
 
-def _histogram(s: dict[str, Any], v: SiteVerdict) -> str:
+def _histogram(s: JSON, v: SiteVerdict) -> str:
     label, flag, flagged, nodata, counts = _hist_data(v)
     bars = [len(flagged), *counts]
     top_count = max(max(bars), 1)
@@ -178,10 +187,10 @@ def _histogram(s: dict[str, Any], v: SiteVerdict) -> str:
     return f'<figure id="hist-{i}">' + "".join(parts) + caption + "</figure>"
 
 
-def histograms(d: dict[str, Any], verdicts: list[SiteVerdict]) -> str:
+def histograms(d: JSON, verdicts: list[SiteVerdict]) -> str:
     if not verdicts:
         return ""
-    pairs = list(zip(d["sites"], verdicts, strict=True))
+    pairs = list(zip(members(d, "sites"), verdicts, strict=True))
     # Worst first, output heads after the problems, healthy sites in execution order last.
     pairs.sort(
         key=lambda p: (

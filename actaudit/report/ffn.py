@@ -20,7 +20,7 @@ activation of its gate.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal, TypedDict
 
 import numpy as np
 
@@ -31,12 +31,44 @@ from ..verdicts import SiteVerdict
 from .draw import Block, Table, pct
 
 DEFAULT_HOT_SHARE = 0.8
+
+
+class FfnRow(TypedDict):
+    """One layer of the report's ``ffn`` section."""
+
+    layer: int
+    site: str
+    kind: str
+    gated: bool
+    neurons: int
+    tokens: int
+    sequences: int
+    dead: int
+    dead_fraction: float | None
+    silent_per_token: float | None
+    silent_per_token_fraction: float | None
+    silent_per_sequence: float | None
+    silent_per_sequence_fraction: float | None
+    cold: int
+    fire_rate_quantiles: dict[str, float | None]
+
+
+class FfnSection(TypedDict):
+    """The report's ``ffn`` section: a transformer's FFN neurons, per layer."""
+
+    hot_share: float
+    neurons: int
+    dead: int
+    dead_fraction: float | None
+    layers: list[FfnRow]
+
+
 _QUANTILES = (0.1, 0.5, 0.9)
 
 
 def ffn_profile(
     sites: list[SiteVerdict], layout: dict[str, FfnLayer], hot_share: float = DEFAULT_HOT_SHARE
-) -> dict[str, Any] | None:
+) -> FfnSection | None:
     """The ``ffn`` section of a report, or None when no site is a layer's FFN activation."""
     layers = []
     for v in sites:
@@ -58,7 +90,7 @@ def ffn_profile(
     }
 
 
-def _layer(v: SiteVerdict, entry: FfnLayer, hot_share: float) -> dict[str, Any]:
+def _layer(v: SiteVerdict, entry: FfnLayer, hot_share: float) -> FfnRow:
     n = v.info.units
     tokens = int(v.stats.elements)
     rate = np.nan_to_num(np.asarray(v.fire_rate, dtype=np.float64))
@@ -93,7 +125,7 @@ def hot_count(rate: np.ndarray, share: float) -> int:
     return int(np.searchsorted(ordered, share * total - 1e-12 * total) + 1)
 
 
-def ffn_blocks(ffn: dict[str, Any]) -> list[Block]:
+def ffn_blocks(ffn: FfnSection) -> list[Block]:
     """A blank line, a heading and one row per layer: dead, silent per token and per sequence, cold."""
     share = pct(ffn["hot_share"])
     rows = [
@@ -131,7 +163,8 @@ def ffn_blocks(ffn: dict[str, Any]) -> list[Block]:
 
 
 FFN_W, FFN_H = 960, 240
-_SERIES = (  # key, css class, label
+_Series = Literal["silent_per_token_fraction", "silent_per_sequence_fraction", "dead_fraction"]
+_SERIES: tuple[tuple[_Series, str, str], ...] = (  # key, css class, label
     ("silent_per_token_fraction", "ffn-token", "silent per token"),
     ("silent_per_sequence_fraction", "ffn-seq", "silent per sequence"),
     ("dead_fraction", "ffn-dead", "dead (no token)"),
@@ -139,7 +172,7 @@ _SERIES = (  # key, css class, label
 _COLORS = {"ffn-token": "#8fa8c8", "ffn-seq": "#e0a040", "ffn-dead": "#c0392b"}
 
 
-def ffn_html(ffn: dict[str, Any] | None) -> str:
+def ffn_html(ffn: FfnSection | None) -> str:
     """The HTML section: per layer, the fraction of FFN neurons dead, silent per sequence and per token."""
     if not ffn:
         return ""

@@ -7,8 +7,9 @@ The CSV is long ("tidy"): one row per checkpoint and site, for notebooks and CI.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import cast
 
+from ..jsonform import JSON, member, members
 from .draw import NO_VALUE, Document, Lines, Table, capped, pct, to_json
 from .draw import render as draw_render
 from .markup import CSS
@@ -21,42 +22,47 @@ __all__ = ["render", "render_html"]
 
 
 class _Result:
-    def __init__(self, d: dict[str, Any]) -> None:
+    def __init__(self, d: JSON) -> None:
         self.d = d
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JSON:
         return self.d
 
     def document(self) -> Document:
         return document(self.d)
 
 
-def render(d: dict[str, Any], fmt: str) -> str:
+def render(d: JSON, fmt: str) -> str:
     if fmt == "json":
         return to_json(d)
     return draw_render(_Result(d), fmt)
+
+
+def _series(s: JSON, key: str) -> list[float | None]:
+    """A site's fractions, one per checkpoint (``None`` where the checkpoint lacks the site)."""
+    return cast(list[float | None], s[key])
 
 
 def _frac(x: float | None) -> str:
     return NO_VALUE if x is None else pct(x, 2)
 
 
-def _long_rows(d: dict[str, Any]) -> list[list[object]]:
+def _long_rows(d: JSON) -> list[list[object]]:
     rows: list[list[object]] = []
-    for k, c in enumerate(d["checkpoints"]):
-        for s in d["sites"]:
-            df, sf = s["dead_fraction"][k], s["saturated_fraction"][k]
+    for k, c in enumerate(members(d, "checkpoints")):
+        for s in members(d, "sites"):
+            df, sf = _series(s, "dead_fraction")[k], _series(s, "saturated_fraction")[k]
             if df is None and sf is None:
                 continue
             rows.append([k, c["label"], s["name"], s["kind"], s["units"], _frac(df), _frac(sf)])
     return rows
 
 
-def _csv_rows(d: dict[str, Any]) -> list[list[object]]:
+def _csv_rows(d: JSON) -> list[list[object]]:
     rows: list[list[object]] = []
-    for k, c in enumerate(d["checkpoints"]):
-        for s in d["sites"]:
-            df, sf = s["dead_fraction"][k], s["saturated_fraction"][k]
+    for k, c in enumerate(members(d, "checkpoints")):
+        for s in members(d, "sites"):
+            df, sf = _series(s, "dead_fraction")[k], _series(s, "saturated_fraction")[k]
             if df is None and sf is None:
                 continue
             cell = [NO_VALUE if x is None else repr(x) for x in (df, sf)]
@@ -64,21 +70,21 @@ def _csv_rows(d: dict[str, Any]) -> list[list[object]]:
     return rows
 
 
-def _unit_rows(d: dict[str, Any]) -> list[list[object]]:
+def _unit_rows(d: JSON) -> list[list[object]]:
     return [
         [
             u["site"],
             u["unit"],
-            capped(u["died"], 4) or NO_VALUE,
-            capped(u["revived"], 4) or NO_VALUE,
+            capped(cast(list[str], u["died"]), 4) or NO_VALUE,
+            capped(cast(list[str], u["revived"]), 4) or NO_VALUE,
             "dead" if u["dead_now"] else "alive",
         ]
-        for u in d["units"]
+        for u in members(d, "units")
         if u["died"] or u["revived"]
     ]
 
 
-def document(d: dict[str, Any]) -> Document:
+def document(d: JSON) -> Document:
     heads = ["#", "checkpoint", "site", "kind", "units", "dead", "saturated"]
     totals = Table(
         ["#", "checkpoint", "samples", "dead units", "dead", "saturated units", "saturated"],
@@ -88,11 +94,11 @@ def document(d: dict[str, Any]) -> Document:
                 c["label"],
                 c["samples"],
                 c["dead"],
-                pct(c["dead_fraction"], 2),
+                pct(cast(float | None, c["dead_fraction"]), 2),
                 c["saturated"],
-                pct(c["saturated_fraction"], 2),
+                pct(cast(float | None, c["saturated_fraction"]), 2),
             ]
-            for k, c in enumerate(d["checkpoints"])
+            for k, c in enumerate(members(d, "checkpoints"))
         ],
     )
     units = Table(
@@ -100,10 +106,10 @@ def document(d: dict[str, Any]) -> Document:
         _unit_rows(d),
         empty="No unit died or revived over these checkpoints.",
     )
-    n = len(d["checkpoints"])
+    n = len(members(d, "checkpoints"))
     return Document(
-        f"actaudit history: {n} checkpoint{'s' if n != 1 else ''}, {len(d['sites'])} sites",
-        [totals, "", Table(heads, _long_rows(d)), "", units, Lines(list(d["warnings"]))],
+        f"actaudit history: {n} checkpoint{'s' if n != 1 else ''}, {len(members(d, 'sites'))} sites",
+        [totals, "", Table(heads, _long_rows(d)), "", units, Lines(list(cast(list[str], d["warnings"])))],
         Table(
             ["index", "checkpoint", "site", "kind", "units", "dead_fraction", "saturated_fraction"],
             _csv_rows(d),
@@ -111,10 +117,14 @@ def document(d: dict[str, Any]) -> Document:
     )
 
 
-def _series_chart(d: dict[str, Any], key: str, title: str) -> str:
+def _series_chart(d: JSON, key: str, title: str) -> str:
     """One line per site (fraction against checkpoint index); sites that never change are left out."""
-    labels = [c["label"] for c in d["checkpoints"]]
-    series = [(s["name"], s[key]) for s in d["sites"] if any(x for x in s[key] if x is not None)]
+    labels = [cast(str, c["label"]) for c in members(d, "checkpoints")]
+    series = [
+        (s["name"], _series(s, key))
+        for s in members(d, "sites")
+        if any(x for x in _series(s, key) if x is not None)
+    ]
     if not series:
         return (
             f'<section id="{key}"><h2>{_e(title)}</h2><p class="muted">None at any checkpoint.</p></section>'
@@ -169,11 +179,11 @@ def _html_table(t: Table) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(d: dict[str, Any]) -> str:
+def render_html(d: JSON) -> str:
     """The history as one self-contained HTML page: the fractions over training, then the tables."""
     doc = document(d)
     tables = [b for b in doc.body if isinstance(b, Table)]
-    warn = "".join(f"<li>{_e(w)}</li>" for w in d["warnings"])
+    warn = "".join(f"<li>{_e(w)}</li>" for w in cast(list[str], d["warnings"]))
     body = "\n".join(
         [
             f"<header><h1>{_e(doc.title)}</h1></header>",
@@ -182,7 +192,7 @@ def render_html(d: dict[str, Any]) -> str:
             '<section id="checkpoints"><h2>Checkpoints</h2>' + _html_table(tables[0]) + "</section>",
             '<section id="units"><h2>Units that died or revived</h2>' + _html_table(tables[2]) + "</section>",
             f'<section id="warnings"><h2>Warnings</h2><ul>{warn}</ul></section>' if warn else "",
-            f"<footer>actaudit {_e(d['tool']['version'])} · schema {_e(d['schema'])}</footer>",
+            f"<footer>actaudit {_e(member(d, 'tool')['version'])} · schema {_e(d['schema'])}</footer>",
         ]
     )
     return (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from ..edit.drift import Drift
 from ..jsonform import dicts, envelope, picked
@@ -74,9 +74,9 @@ class PruneReport(ModelChange):
     @property
     def passed(self) -> bool:
         d = self.final_drift
-        return d is None or d.rel_l2 <= float(self.options["max_drift"])
+        return d is None or d.rel_l2 <= float(cast(float, self.options["max_drift"]))
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         return {
             "units_removed": sum(len(s.removed) for s in self.sites),
             "units_folded": sum(len(s.folded) for s in self.sites),
@@ -92,7 +92,7 @@ class PruneReport(ModelChange):
             "passed": self.passed,
         }
 
-    def _tier_totals(self) -> dict[str, Any]:
+    def _tier_totals(self) -> dict[str, object]:
         """Units per tier of evidence (with --input-range): weights alone, box by intervals and by
         linear relaxations, calibration data."""
         if not any(s.proven is not None for s in self.sites):
@@ -147,8 +147,8 @@ class PruneReport(ModelChange):
         lines = [
             f"units: {s['units_removed']} removed, {s['units_folded']} folded into biases, {s['units_kept']} kept",
             f"parameters: {s['parameters_before']:,} -> {s['parameters_after']:,} "
-            f"(-{_pct(s['parameters_after'], s['parameters_before'])}); multiply-adds per sample: "
-            f"{s['macs_before']:,} -> {s['macs_after']:,} (-{_pct(s['macs_after'], s['macs_before'])})",
+            f"(-{_pct(cast(int, s['parameters_after']), cast(int, s['parameters_before']))}); multiply-adds per sample: "
+            f"{s['macs_before']:,} -> {s['macs_after']:,} (-{_pct(cast(int, s['macs_after']), cast(int, s['macs_before']))})",
         ]
         for label, d in (
             ("calibration", self.drift),

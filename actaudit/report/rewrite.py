@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from ..edit.drift import Drift
 from ..jsonform import dicts, envelope, picked
@@ -212,8 +213,8 @@ class SiteRewrite:
 class RewriteReport(ModelChange):
     sites: list[SiteRewrite]
     drift_uncompensated: Drift | None = None
-    search: dict[str, Any] = field(default_factory=dict)
-    audit_summary: dict[str, object] = field(default_factory=dict)
+    search: dict[str, object] = field(default_factory=dict)
+    audit_summary: Mapping[str, object] = field(default_factory=dict)
     expected_slopes: list[Any] = field(default_factory=list)  # what the verification must read back
     evidence: SlopeEvidence | None = None  # the α grid (rewrite/evidence.py)
     fits_terminal = True  # render() takes a terminal width
@@ -229,7 +230,7 @@ class RewriteReport(ModelChange):
     def drift_ok(self) -> bool:
         """The final measured drift is within --max-drift."""
         d = self.final_drift
-        return d is not None and d.rel_l2 <= float(self.options["max_drift"])
+        return d is not None and d.rel_l2 <= float(cast(float, self.options["max_drift"]))
 
     @property
     def revived(self) -> int:
@@ -425,7 +426,7 @@ def _drift_lines(rep: RewriteReport) -> list[str]:
     out = [f"output drift ({which}): relative L2 {d.rel_l2:.4g}, max |Δ| {d.max_abs:.4g}{top1}"]
     for name, rel in d.per_output.items():
         share = d.energy_share.get(name, 0.0)
-        counted = name in (rep.options.get("drift_outputs") or [name])
+        counted = name in (cast(list[str] | None, rep.options.get("drift_outputs")) or [name])
         out.append(
             f"  output {name}: relative L2 {rel:.4g}, {100 * share:.3g}% of ‖y‖²"
             + ("" if counted else " (not counted: --drift-outputs)")
@@ -448,7 +449,7 @@ def _remarks(rep: RewriteReport) -> list[str]:
     if srch:
         foot.append(
             f"search: {srch.get('method')}, {srch.get('passes')} passes over the calibration data "
-            f"({', '.join(f'{k} {v:g}' for k, v in srch.get('passes_by_purpose', {}).items())})"
+            f"({', '.join(f'{k} {v:g}' for k, v in cast(dict[str, float], srch.get('passes_by_purpose', {})).items())})"
         )
     foot.append(f"gate relative-drift<={o['max_drift']:g}: {'passed' if rep.passed else 'FAILED'}")
     foot.extend(f"to train: {text(t)}" for t in rep.trainable)

@@ -6,8 +6,9 @@ Every name in it comes from the model file: escaped. The chart is inline SVG, no
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import cast
 
+from ..jsonform import JSON, member, members
 from .markup import CSS
 from .markup import esc as _e
 
@@ -15,11 +16,11 @@ W, H, PAD = 420, 220, 40
 DASHED = ' stroke-dasharray="6 4"'
 
 
-def _f(x: Any) -> str:
+def _f(x: object) -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.4g}"
 
 
-def _sites(sites: list[dict[str, Any]], statuses: list[str]) -> str:
+def _sites(sites: list[JSON], statuses: list[str]) -> str:
     rows = "".join(
         f"<tr><td>{_e(s['name'])}</td><td>{s['units']}</td><td>{s['dead']}</td>"
         f"<td>{s['revived'] if s['status'] == 'rewritten' else '–'}</td>"
@@ -32,10 +33,13 @@ def _sites(sites: list[dict[str, Any]], statuses: list[str]) -> str:
     )
 
 
-def _chart(ev: dict[str, Any]) -> str:
+def _chart(ev: JSON) -> str:
     """Drift against α, log-log: with the shift (solid), without (dashed), the budget (line)."""
-    pts = [(g["alpha"], g["drift_shift"], g["drift_no_shift"]) for g in ev["model"]]
-    budget, grid = float(ev["max_drift"]), ev["grid"]
+    pts = [
+        cast(tuple[float, float | None, float | None], (g["alpha"], g["drift_shift"], g["drift_no_shift"]))
+        for g in members(ev, "model")
+    ]
+    budget, grid = float(cast(float, ev["max_drift"])), cast(list[float], ev["grid"])
     ys = [y for _, a, b in pts for y in (a, b) if y is not None and y > 0] + [budget]
     lo, hi = math.log10(min(ys)) - 0.2, math.log10(max(ys)) + 0.2
     ax0, ax1 = math.log10(grid[0]), math.log10(grid[-1])
@@ -46,7 +50,7 @@ def _chart(ev: dict[str, Any]) -> str:
         return f"{x:.1f},{y:.1f}"
 
     def line(k: int, dash: str) -> str:
-        p = " ".join(xy(t[0], t[k]) for t in pts if t[k] is not None and t[k] > 0)
+        p = " ".join(xy(t[0], cast(float, t[k])) for t in pts if t[k] is not None and cast(float, t[k]) > 0)
         return f'<polyline fill="none" stroke="var(--ok)" stroke-width="2"{dash} points="{p}"/>'
 
     b0, b1 = xy(grid[0], budget), xy(grid[-1], budget)
@@ -64,13 +68,13 @@ def _chart(ev: dict[str, Any]) -> str:
     )
 
 
-def _evidence(ev: dict[str, Any] | None) -> str:
+def _evidence(ev: JSON | None) -> str:
     if not ev or not ev["model"]:
         return ""
     rows = "".join(
         f"<tr><td>{g['alpha']:g}</td><td>{_f(g['drift_shift'])}</td><td>{_f(g['drift_no_shift'])}</td>"
         f"<td>{_f(g['leak_share'])}</td><td>{_f(g['gradient_ratio'])}</td></tr>"
-        for g in ev["model"]
+        for g in members(ev, "model")
     )
     return (
         f"<h2>Which α: LeakyReLU(α) on every unit of the rewritten sites</h2>"
@@ -84,18 +88,18 @@ def _evidence(ev: dict[str, Any] | None) -> str:
     )
 
 
-def render_rewrite_html(d: dict[str, Any], statuses: list[str]) -> str:
+def render_rewrite_html(d: JSON, statuses: list[str]) -> str:
     """``d``: the report's JSON form; ``statuses``: each site's status cell, in order."""
-    title = _e(d["model"].get("path") or "in-memory model")
-    s = d["summary"]
-    drift = (s.get("drift_verified") or s.get("drift") or {}).get("relative_l2")
+    title = _e(member(d, "model").get("path") or "in-memory model")
+    s = member(d, "summary")
+    drift = cast(JSON, s.get("drift_verified") or s.get("drift") or {}).get("relative_l2")
     head = (
         f"<h1>actaudit rewrite: {title}</h1><p>revived {s['revived_units']} of {s['dead_units']} "
-        f"dead unit(s); drift {_f(drift)} (budget {d['options'].get('max_drift')}); "
+        f"dead unit(s); drift {_f(drift)} (budget {member(d, 'options').get('max_drift')}); "
         f"{'passed' if d['passed'] else 'FAILED'}</p>"
     )
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"/>'
         f"<title>actaudit rewrite: {title}</title><style>{CSS}</style></head>\n"
-        f'<body data-schema="{_e(d["schema"])}">\n{head}{_sites(d["sites"], statuses)}{_evidence(d.get("evidence"))}\n</body></html>\n'
+        f'<body data-schema="{_e(d["schema"])}">\n{head}{_sites(members(d, "sites"), statuses)}{_evidence(cast(JSON | None, d.get("evidence")))}\n</body></html>\n'
     )

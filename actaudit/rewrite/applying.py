@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -15,8 +15,8 @@ def apply_report(module: Any, report: RewriteReport, *, strict: bool = True) -> 
     from ..backends.torch.apply import apply_slopes
 
     o = report.options
-    slopes: dict[str, Any] = {}
-    shifts: dict[str, Any] = {}
+    slopes: dict[str, object] = {}
+    shifts: dict[str, object] = {}
     units: dict[str, tuple[int, int]] = {}
     ranks: dict[str, int] = {}
     kinds: dict[str, str] = {}
@@ -37,7 +37,7 @@ def apply_report(module: Any, report: RewriteReport, *, strict: bool = True) -> 
     if not slopes:
         return base if recycled else copy.deepcopy(module)
     to = "leaky" if o.get("to") == "leaky" else "prelu"
-    bound = float(o["alpha_range"][1]) if o.get("mode") == "learnable" else None
+    bound = float(cast(list[float], o["alpha_range"])[1]) if o.get("mode") == "learnable" else None
     return apply_slopes(
         base,
         slopes,
@@ -51,7 +51,7 @@ def apply_report(module: Any, report: RewriteReport, *, strict: bool = True) -> 
     )
 
 
-def _slopes(s: SiteRewrite, o: dict[str, Any]) -> Any:
+def _slopes(s: SiteRewrite, o: dict[str, object]) -> Any:
     """One α (``--to leaky``) or a slope per unit: the chosen units' slopes, 0 (plain ReLU) elsewhere."""
     assert s.alpha is not None
     if o.get("to") == "leaky" and not s.recycled:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +23,10 @@ from ..edit.slopes import SitePlan, SurgeryResult, float32_up
 from ..verdicts import SiteVerdict
 from .report import SiteRewrite
 from .search import SearchResult
+
+if TYPE_CHECKING:
+    from ..backends.base import Surgery
+    from ..data import DataSource
 
 RECYCLE_MODES = ("recycle", "recycle-leaky")
 DEFAULT_RECYCLE_SLOPE = 0.01
@@ -37,8 +41,8 @@ class RecycleOutcome:
 
 
 def recycle_sites(
-    surgeon: Any,
-    source: Any,
+    surgeon: Surgery,
+    source: DataSource,
     samples: int | None,
     seed: int,
     sites: dict[str, SiteVerdict],
@@ -105,7 +109,7 @@ def _slope_plan(p: RecyclePlan, v: SiteVerdict, slope: float) -> SitePlan:
     )
 
 
-def trainable_tensors(surgeon: Any, rows: dict[str, SiteRewrite], model: Any) -> list[str]:
+def trainable_tensors(surgeon: Surgery, rows: dict[str, SiteRewrite], model: object) -> list[str]:
     """What fine-tuning should train to bring dead units back: recycled rows and columns, slope tensors."""
     out: list[str] = []
     for r in rows.values():

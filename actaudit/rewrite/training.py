@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..edit.drift import Drift
 from ..edit.slopes import SitePlan, SurgeryResult
 from ..errors import InputError
+from ..verdicts import SiteVerdict
 from .recycling import DEFAULT_RECYCLE_SLOPE, RecycleOutcome, recycle_sites
 from .report import NO_DEAD_MODEL, SiteRewrite
 from .search import SearchResult
@@ -61,7 +63,7 @@ def recycle_mode(
             rows[n].status, rows[n].how, rows[n].reason = "unchanged", None, None
         slope = (o.alpha or DEFAULT_RECYCLE_SLOPE) if o.mode == "recycle-leaky" else None
 
-        def measure(res: SurgeryResult) -> Any:
+        def measure(res: SurgeryResult) -> Drift:
             return s.run_variant(res, None, "recycled variant")
 
         got = recycle_sites(
@@ -87,10 +89,10 @@ def train_sites(
     for n in s.by_name:
         rows[n].status, rows[n].how, rows[n].reason = "unchanged", None, None
 
-    def measure(res: SurgeryResult) -> Any:
+    def measure(res: SurgeryResult) -> Drift:
         return s.run_variant(res, None, "trained variant")
 
-    def recycle(sites: dict[str, Any], extra: list[SitePlan] | None) -> RecycleOutcome:
+    def recycle(sites: dict[str, SiteVerdict], extra: list[SitePlan] | None) -> RecycleOutcome:
         got = recycle_sites(
             s.surgeon, s.original.source, o.audit.samples, o.audit.seed, sites, rows, slope, measure, extra
         )

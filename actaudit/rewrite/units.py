@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -129,7 +128,9 @@ def count(slopes: UnitSlopes) -> int:
 class _Ledger:
     """Runs ``measure`` and books each run: its share of a pass and a step for the report."""
 
-    def __init__(self, measure: UnitMeasure, total_samples: int, progress: Any) -> None:
+    def __init__(
+        self, measure: UnitMeasure, total_samples: int, progress: Callable[[int], None] | None
+    ) -> None:
         self.measure = measure
         self.total = max(total_samples, 1)
         self.progress = progress
@@ -276,7 +277,7 @@ def search_units(
     passes: float,
     min_slope: float,
     cap: float,
-    progress: Any = None,
+    progress: Callable[[int], None] | None = None,
 ) -> UnitResult:
     """Choose per-unit slopes; ``measure(slopes, samples, purpose)`` runs the rewritten model.
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import fnmatch
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
+from typing import cast
 
 import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ... import unitaxis as ua
 from ...errors import InputError
@@ -99,7 +101,9 @@ class Recorder:
         self.module_stack.clear()
 
     # -- provenance ---------------------------------------------------------------
-    def tag(self, name: str, args: tuple[Any, ...], out: Any, kwargs: dict[str, Any] | None = None) -> None:
+    def tag(
+        self, name: str, args: tuple[object, ...], out: object, kwargs: dict[str, object] | None = None
+    ) -> None:
         """Attach the unit tag that ``name(*args)`` gives its output(s) (:mod:`actaudit.unitaxis`)."""
         kwargs = kwargs or {}
         outs = tensors_of(out)
@@ -130,7 +134,7 @@ class Recorder:
                 if t.ndim == src.ndim:
                     self.pending_out[t] = key
 
-    def _consumed(self, name: str, args: tuple[Any, ...]) -> None:
+    def _consumed(self, name: str, args: tuple[object, ...]) -> None:
         """The consumer decides a pending site's axis: a Conv input is [N, C, ...], a Linear's [..., F]."""
         if not self.pending_out or not args or not isinstance(args[0], torch.Tensor):
             return
@@ -144,10 +148,10 @@ class Recorder:
         if axis is not None and 1 <= axis < rank:
             site.decided = axis
 
-    def track_softsign(self, name: str, args: tuple[Any, ...], out: Any) -> None:
+    def track_softsign(self, name: str, args: tuple[object, ...], out: object) -> None:
         self.spelled.track_softsign(name, args, out)
 
-    def is_softsign(self, args: tuple[Any, ...]) -> bool:
+    def is_softsign(self, args: tuple[object, ...]) -> bool:
         return self.spelled.is_softsign(args)
 
     # -- observation ----------------------------------------------------------------
@@ -157,7 +161,7 @@ class Recorder:
         module: str,
         op: str,
         act: Activation,
-        weight: Any,
+        weight: object,
         x: torch.Tensor,
         merge: bool = False,
     ) -> tuple[str, int] | None:
@@ -248,7 +252,7 @@ class Recorder:
         self.pending_out = TensorMap()
         self.spelled.end_forward()
 
-    def mark_output(self, key: tuple[str, int], x: Any, out: Any) -> None:
+    def mark_output(self, key: tuple[str, int], x: object, out: object) -> None:
         """Follow a held site's output: to the consumer that decides its axis, or to a Mul by its input."""
         site = self.sites.get(key)
         if site is None or not isinstance(out, torch.Tensor):
@@ -258,7 +262,7 @@ class Recorder:
         if site.info.kind == "sigmoid":
             self.spelled.sigmoid_output(key, x, out)
 
-    def _mul(self, args: tuple[Any, ...], out: torch.Tensor) -> None:
+    def _mul(self, args: tuple[object, ...], out: torch.Tensor) -> None:
         """A held sigmoid site multiplied by its own input (``x * sigmoid(β·x)``) is a SiLU."""
         found = self.spelled.mul(args, out)
         if found is not None:
@@ -280,7 +284,7 @@ class Recorder:
         found, source = ua.resolve(self.tags.get(x), x.ndim)
         return (x.ndim if found is None else found), source
 
-    def graph_base(self, name: str, x: Any = None) -> tuple[str, str, str]:
+    def graph_base(self, name: str, x: object = None) -> tuple[str, str, str]:
         return self.names.graph_base(name, x)
 
     # -- results --------------------------------------------------------------------
@@ -305,7 +309,7 @@ class Recorder:
         path = self.module_stack[-1][0] if self.module_stack else ""
         self._last_hidden = (name, path, self.hidden.op(name, path))
 
-    def fused_encoder_layer(self, args: tuple[Any, ...], output: Any) -> None:
+    def fused_encoder_layer(self, args: tuple[object, ...], output: object) -> None:
         """A ``TransformerEncoderLayer`` fast-path call: its feed-forward activation written out from
         the op's own weights and audited (``layers.0/relu``, as the eager layer's site is named)."""
         op, path, k = self._last_hidden
@@ -322,7 +326,7 @@ class Recorder:
         self.observe(f"{name}/{kind}", name, f"aten::{op}.{kind}", Activation(kind), None, pre)
 
     def glu_call(
-        self, args: tuple[Any, ...], kwargs: dict[str, Any], graph: bool
+        self, args: tuple[object, ...], kwargs: dict[str, object], graph: bool
     ) -> tuple[tuple[str, int] | None, tuple[str, int] | None, torch.Tensor | None]:
         """``glu(x, dim)`` = first half · sigmoid(second half): the sigmoid half is a site whose units
         are the gate's channels along ``dim``. Returns (pending key, observed key, gate tensor)."""
@@ -332,7 +336,7 @@ class Recorder:
             base, module, label = self.graph_base("glu", x)
         if x is None or x.ndim == 0:
             return None, None, None
-        dim = int(kwargs.get("dim", args[1] if len(args) > 1 else -1)) % x.ndim
+        dim = int(cast(int, kwargs.get("dim", args[1] if len(args) > 1 else -1))) % x.ndim
         half = int(x.shape[dim]) // 2
         self.suspended = True
         try:
@@ -350,13 +354,13 @@ class Recorder:
         pending = self.observe(base, module, label, Activation("sigmoid"), None, gate)
         return pending, self.last_key, gate
 
-    def fused_lstm_layer(self, args: tuple[Any, ...], output: Any) -> None:
+    def fused_lstm_layer(self, args: tuple[object, ...], output: object) -> None:
         self.recurrent.fused_lstm_layer(args, output)
 
-    def recurrent_call(self, path: str, module: Any, args: tuple[Any, ...], output: Any) -> None:
+    def recurrent_call(self, path: str, module: nn.Module, args: tuple[object, ...], output: object) -> None:
         self.recurrent.module_call(path, module, args, output)
 
-    def watch_silent(self, module: Any, path: str, mtype: str) -> list[Any]:
+    def watch_silent(self, module: nn.Module, path: str, mtype: str) -> list[RemovableHandle]:
         """Hooks that list ``module`` uncovered when a call of it runs no activation op a capture sees."""
         return [
             module.register_forward_pre_hook(lambda m, a: self.hidden.module_started(path)),
