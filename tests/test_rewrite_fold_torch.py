@@ -12,7 +12,7 @@ from torch import nn
 from actaudit.backends.torch.eager_surgery import rewrite_eager
 from actaudit.backends.torch.export_surgery import rewrite_export
 from actaudit.backends.torch.script_surgery import rewrite_torchscript
-from actaudit.edit.slopes import SitePlan
+from actaudit.edit.slopes import SlopePlan
 
 
 class ViewNet(nn.Module):
@@ -46,7 +46,7 @@ def _variants(model: nn.Module) -> dict[str, object]:
 def test_fold_through_a_view_into_the_linear(fmt: str) -> None:
     torch.manual_seed(0)
     model = ViewNet().eval()
-    plan = SitePlan(name="relu", alpha=0.1, units=4, unit_axis=1, sample_shape=(4, 3, 3), neg_mean=NEG_MEAN)
+    plan = SlopePlan(name="relu", alpha=0.1, units=4, unit_axis=1, sample_shape=(4, 3, 3), neg_mean=NEG_MEAN)
     m = _variants(model)[fmt]
     rewrite = {"eager": rewrite_eager, "torchscript": rewrite_torchscript, "export": rewrite_export}[fmt]
     res = rewrite(m, [plan], "leaky", compensate=True)  # type: ignore[operator]
@@ -74,7 +74,7 @@ def test_residual_add_is_refused_in_every_format(fmt: str) -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.out(self.act(self.conv(x)) + x)
 
-    plan = SitePlan(
+    plan = SlopePlan(
         name="act", alpha=0.1, units=2, unit_axis=1, sample_shape=(2, 3, 3), neg_mean=NEG_MEAN[:2]
     )
     m = _variants(Residual().eval())[fmt]

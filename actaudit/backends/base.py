@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ..edit.cuts import Edits
     from ..edit.graph import Graph
     from ..edit.ranges import InputRange
-    from ..edit.slopes import SitePlan, SurgeryResult
+    from ..edit.slopes import SlopePlan, SurgeryResult
     from ..verdicts import SiteVerdict
 
     Outputs = list[np.ndarray]  # the floating-point outputs of one batch, in a fixed order
@@ -111,7 +111,7 @@ class Surgery(Protocol):
         """The data file the last write put beside the model (ONNX over 2 GB), else None."""
         ...
 
-    def build(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult: ...
+    def build(self, plans: list[SlopePlan], to: str, compensate: bool) -> SurgeryResult: ...
 
     def outputs(
         self, model: object, source: DataSource, samples: int | None, batches: int | None

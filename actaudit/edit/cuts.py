@@ -400,7 +400,3 @@ def macs(graph: Graph) -> int:
             fan_in = w.value.shape[1] if op.attrs.get("layout") == "oi" else w.value.shape[0]
             total += n_out * int(fan_in)
     return int(total)
-
-
-# The former name, kept while importers move to SiteCut (remove once none is left).
-SitePlan = SiteCut

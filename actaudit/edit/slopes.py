@@ -152,7 +152,3 @@ def bias_shift(
     if kind == "matmul":
         return s @ w
     raise ValueError(kind)
-
-
-# The former name, kept while importers move to SlopePlan (remove once none is left).
-SitePlan = SlopePlan

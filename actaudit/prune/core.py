@@ -21,7 +21,7 @@ import numpy as np
 from ..assemble import model_section
 from ..backends.base import Pruner
 from ..data import DataSource, batch_samples
-from ..edit.cuts import Candidate, Edits, SitePlan, macs, macs_after, plan
+from ..edit.cuts import Candidate, Edits, SiteCut, macs, macs_after, plan
 from ..edit.drift import Drift, Reference
 from ..edit.graph import Graph, release_values
 from ..edit.ranges import InputRange, parse_input_ranges
@@ -122,7 +122,7 @@ class _Session:
     rows: dict[str, SiteRow] = field(default_factory=dict)
     edits: Edits = field(default_factory=Edits)  # the chosen variant's
 
-    def variant(self, cs: list[Candidate]) -> tuple[list[SitePlan], object, Drift]:
+    def variant(self, cs: list[Candidate]) -> tuple[list[SiteCut], object, Drift]:
         """The plan for ``cs``, the edited model, and its drift on the calibration data."""
         plans, edits = plan(self.graph, cs)
         self.edits = edits

@@ -20,7 +20,7 @@ import numpy as np
 from ..assemble import model_section
 from ..backends.base import Surgery
 from ..edit.drift import Drift, Ledger
-from ..edit.slopes import SitePlan, SurgeryResult, float32_up
+from ..edit.slopes import SlopePlan, SurgeryResult, float32_up
 from ..errors import InputError
 from ..loading import load_model
 from ..naming import base_of
@@ -166,7 +166,7 @@ class _Session:
         o = self.opts
         return o.to == "prelu" and o.slope_units == "dead" and o.alpha is None
 
-    def plan(self, v: SiteVerdict, alpha: float, unit: dict[int, float] | None = None) -> SitePlan:
+    def plan(self, v: SiteVerdict, alpha: float, unit: dict[int, float] | None = None) -> SlopePlan:
         o = self.opts
         vec = None
         if unit is not None:
@@ -174,7 +174,7 @@ class _Session:
             for u, a in unit.items():
                 vec[u] = a
             vec = float32_up(vec).astype(np.float64)
-        return SitePlan(
+        return SlopePlan(
             v.info.name,
             float(alpha),
             units=v.info.units,
@@ -188,13 +188,13 @@ class _Session:
             bound=o.alpha_range[1] if o.mode == "learnable" else None,
         )
 
-    def site_plans(self, slopes: dict[str, float]) -> list[SitePlan]:
+    def site_plans(self, slopes: dict[str, float]) -> list[SlopePlan]:
         return [self.plan(self.by_name[n], a) for n, a in slopes.items()]
 
-    def unit_plans(self, unit_slopes: dict[str, dict[int, float]]) -> list[SitePlan]:
+    def unit_plans(self, unit_slopes: dict[str, dict[int, float]]) -> list[SlopePlan]:
         return [self.plan(self.by_name[n], max(us.values()), us) for n, us in unit_slopes.items() if us]
 
-    def build(self, plans: list[SitePlan], compensate: bool = False) -> SurgeryResult:
+    def build(self, plans: list[SlopePlan], compensate: bool = False) -> SurgeryResult:
         return self.surgeon.build(plans, self.opts.to, compensate)
 
     def run_variant(self, res: SurgeryResult, samples: int | None, purpose: str) -> Drift:
@@ -228,7 +228,7 @@ class _Outcome:
 
     search: SearchResult | None = None
     final: SurgeryResult | None = None
-    plans: list[SitePlan] = field(default_factory=list)
+    plans: list[SlopePlan] = field(default_factory=list)
     uncompensated: Drift | None = None
 
 

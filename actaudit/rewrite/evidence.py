@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..edit.drift import Drift
-from ..edit.slopes import SitePlan, SurgeryResult
+from ..edit.slopes import SlopePlan, SurgeryResult
 from ..report.rewrite import GridPoint, SiteEvidence, SlopeEvidence
 from ..verdicts import SiteVerdict
 
@@ -48,13 +48,13 @@ REF_ALPHA = 0.01
 SAMPLES = 64  # calibration samples per measurement, at most
 MAX_SITES = 16  # sites measured alone, at most
 
-Build = Callable[[list[SitePlan]], SurgeryResult]
+Build = Callable[[list[SlopePlan]], SurgeryResult]
 Run = Callable[[SurgeryResult, int | None, str], Drift]
 
 
-def site_plan(v: SiteVerdict, alpha: float, shift: bool) -> SitePlan:
+def site_plan(v: SiteVerdict, alpha: float, shift: bool) -> SlopePlan:
     """Slope ``alpha`` on every unit of ``v``'s site, with or without the exact shift."""
-    return SitePlan(
+    return SlopePlan(
         v.info.name,
         float(alpha),
         units=v.info.units,
@@ -100,7 +100,7 @@ def slope_evidence(
     if not verdicts:
         return None
 
-    def measure(plans: list[SitePlan], purpose: str) -> Drift:
+    def measure(plans: list[SlopePlan], purpose: str) -> Drift:
         nonlocal spent
         d = run(build(plans), samples, purpose)
         spent += d.samples / max(total_samples, 1)

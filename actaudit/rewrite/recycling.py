@@ -19,7 +19,7 @@ import numpy as np
 
 from ..edit.drift import Drift
 from ..edit.recycle import DEFAULT_SHARE, Recycled, RecyclePlan
-from ..edit.slopes import SitePlan, SurgeryResult, float32_up
+from ..edit.slopes import SlopePlan, SurgeryResult, float32_up
 from ..verdicts import SiteVerdict
 from .report import SiteRewrite
 from .search import SearchResult
@@ -36,7 +36,7 @@ DEFAULT_RECYCLE_SLOPE = 0.01
 class RecycleOutcome:
     search: SearchResult | None
     final: SurgeryResult | None
-    plans: list[SitePlan]
+    plans: list[SlopePlan]
     recycled: dict[str, Recycled]
 
 
@@ -49,7 +49,7 @@ def recycle_sites(
     rows: dict[str, SiteRewrite],
     slope: float | None,
     measure: Callable[[SurgeryResult], Drift],
-    extra: list[SitePlan] | None = None,
+    extra: list[SlopePlan] | None = None,
 ) -> RecycleOutcome:
     """Recycle the dead units of ``sites`` through ``surgeon``; ``slope``: the leaky slope they get (or None).
 
@@ -92,11 +92,11 @@ def recycle_sites(
     return RecycleOutcome(search, res, used, done)
 
 
-def _slope_plan(p: RecyclePlan, v: SiteVerdict, slope: float) -> SitePlan:
+def _slope_plan(p: RecyclePlan, v: SiteVerdict, slope: float) -> SlopePlan:
     """A leaky slope on the recycled units only, no shift (their outgoing weights are zero)."""
     vec = np.zeros(v.info.units, dtype=np.float64)
     vec[p.units] = slope
-    return SitePlan(
+    return SlopePlan(
         p.name,
         float(slope),
         units=v.info.units,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..edit.drift import Drift
-from ..edit.slopes import SitePlan, SurgeryResult
+from ..edit.slopes import SlopePlan, SurgeryResult
 from ..errors import InputError
 from ..verdicts import SiteVerdict
 from .recycling import DEFAULT_RECYCLE_SLOPE, RecycleOutcome, recycle_sites
@@ -53,7 +53,7 @@ def check_train(o: Any) -> None:
 
 def recycle_mode(
     s: Any, ok: list[str], rows: dict[str, SiteRewrite], unit_search: UnitSearch
-) -> tuple[SearchResult | None, SurgeryResult | None, list[SitePlan]]:
+) -> tuple[SearchResult | None, SurgeryResult | None, list[SlopePlan]]:
     """``--mode recycle`` / ``recycle-leaky`` / ``train``: the search result, the variant and its slope plans."""
     o = s.opts
     if o.mode == TRAIN_MODE:
@@ -92,7 +92,7 @@ def train_sites(
     def measure(res: SurgeryResult) -> Drift:
         return s.run_variant(res, None, "trained variant")
 
-    def recycle(sites: dict[str, SiteVerdict], extra: list[SitePlan] | None) -> RecycleOutcome:
+    def recycle(sites: dict[str, SiteVerdict], extra: list[SlopePlan] | None) -> RecycleOutcome:
         got = recycle_sites(
             s.surgeon, s.original.source, o.audit.samples, o.audit.seed, sites, rows, slope, measure, extra
         )

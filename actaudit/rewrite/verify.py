@@ -13,7 +13,7 @@ import numpy as np
 
 from ..backends.base import Surgery
 from ..edit.drift import Drift
-from ..edit.slopes import SitePlan, SurgeryResult, float32_up, split_name
+from ..edit.slopes import SlopePlan, SurgeryResult, float32_up, split_name
 from ..variants import Original, VerificationError, write_verified
 from .report import RewriteReport, SiteRewrite
 
@@ -113,7 +113,7 @@ def _file_names(final: SurgeryResult, names: list[str], order: list[str]) -> dic
     return out
 
 
-def expected_slopes(plans: list[SitePlan], final: SurgeryResult, to: str) -> list[SlopeKey]:
+def expected_slopes(plans: list[SlopePlan], final: SurgeryResult, to: str) -> list[SlopeKey]:
     """One key per rewritten site (a site may be several nodes, or share one: compared as sets)."""
     out = []
     for p in plans:
@@ -155,7 +155,7 @@ def _same_multiset(got: list[SlopeKey], want: list[SlopeKey]) -> bool:
     return sorted(set(got)) == sorted(set(want)) and len(got) <= len(want)
 
 
-def record_shifts(rows: dict[str, SiteRewrite], plans: list[SitePlan], to: str) -> None:
+def record_shifts(rows: dict[str, SiteRewrite], plans: list[SlopePlan], to: str) -> None:
     """Each rewritten site's shift per unit as written, so that ``apply(module, report)`` is exact."""
     for p in plans:
         r = rows.get(p.name)

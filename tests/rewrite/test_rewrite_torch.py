@@ -274,10 +274,10 @@ def test_fixed_alpha_in_every_format(build: Any, files: dict[str, Path], tmp_pat
 
 
 def test_torchscript_graph_has_per_site_slopes(files: dict[str, Path], tmp_path: Path) -> None:
-    from actaudit.backends.torch.surgery import SitePlan, rewrite_torchscript, torchscript_slopes
+    from actaudit.backends.torch.surgery import SlopePlan, rewrite_torchscript, torchscript_slopes
 
     ts = torch.jit.load(str(files["ts"]))
-    res = rewrite_torchscript(ts, [SitePlan("relu#0", 0.01), SitePlan("relu#2", 0.2)])
+    res = rewrite_torchscript(ts, [SlopePlan("relu#0", 0.01), SlopePlan("relu#2", 0.2)])
     assert set(res.rewritten) == {"relu#0", "relu#2"}
     found = {n: (op, s) for n, op, s in torchscript_slopes(res.model)}
     assert found["relu#0"] == ("leaky_relu", 0.01)

@@ -80,8 +80,3 @@ class OnnxPruneEditor(OnnxPruner):
 
     def count_params(self, model: object) -> int:
         return super().count_params(_proto(model))
-
-
-# Former names (remove once no importer is left).
-OnnxSurgery = OnnxRewriteEditor
-OnnxPruning = OnnxPruneEditor

@@ -2,7 +2,7 @@
 
 The default form (:func:`_rewrite_unit`) is ``PRelu`` with one slope per unit (0 where
 the unit stays plain ReLU), ``Min`` with 6 for a ReLU6, and ``Sub`` of the exact shift ``slope·E[min(z, 0)]``
-(:meth:`SitePlan.shift_for`); the last node keeps the activation's output name (classic forms: ``--shift fold|none``).
+(:meth:`SlopePlan.shift_for`); the last node keeps the activation's output name (classic forms: ``--shift fold|none``).
 
 The edit is a node's op type plus an ``alpha`` attribute (LeakyRelu), or a PRelu whose
 slope is a new initializer shaped ``[units, 1, …]`` so that it broadcasts along the
@@ -30,7 +30,7 @@ from onnx import external_data_helper, helper, numpy_helper
 from ...data import DataSource
 from ...edit import fold
 from ...edit.recycle import Recycled
-from ...edit.slopes import SitePlan, SurgeryResult, float32_up, unit_shape
+from ...edit.slopes import SlopePlan, SurgeryResult, float32_up, unit_shape
 from ...errors import InputError
 from ...fileio import _same as fileio_same
 from ...fileio import atomic_pair, atomic_path
@@ -77,7 +77,7 @@ def _relu_node(graph: onnx.GraphProto, x: str) -> onnx.NodeProto | None:
 
 
 def rewrite_onnx(
-    model: onnx.ModelProto, plans: Iterable[SitePlan], to: str = LEAKY, *, compensate: bool = False
+    model: onnx.ModelProto, plans: Iterable[SlopePlan], to: str = LEAKY, *, compensate: bool = False
 ) -> SurgeryResult:
     """A rewritten copy of ``model``; the input proto is not modified."""
     m = onnx.ModelProto()
@@ -139,7 +139,7 @@ def rewrite_onnx(
 
 
 def _rewrite_unit(
-    m: onnx.ModelProto, graph: onnx.GraphProto, site: OnnxSite, p: SitePlan, to: str
+    m: onnx.ModelProto, graph: onnx.GraphProto, site: OnnxSite, p: SlopePlan, to: str
 ) -> str | onnx.NodeProto:
     """Relu / Clip(0, 6) → PRelu (slope per unit) or LeakyRelu, [Min 6], Sub (the shift), in place.
 
@@ -257,7 +257,7 @@ def _attr(node: onnx.NodeProto, name: str, default: Any) -> Any:  # an attribute
 
 
 def _fold(
-    m: onnx.ModelProto, graph: onnx.GraphProto, node: onnx.NodeProto, p: SitePlan, res: SurgeryResult
+    m: onnx.ModelProto, graph: onnx.GraphProto, node: onnx.NodeProto, p: SlopePlan, res: SurgeryResult
 ) -> None:
     """Fold the site's shift into its consumer's bias (the rule: :func:`actaudit.edit.fold.fold`)."""
     if p.neg_mean is None:
@@ -491,7 +491,7 @@ class OnnxSurgeon:
         self.on_disk: tuple[onnx.ModelProto, Path] | None = None  # the last reload, when it had external data
         self.skeleton: onnx.ModelProto | None = None  # the input file's proto, weights left external
 
-    def build(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult:
+    def build(self, plans: list[SlopePlan], to: str, compensate: bool) -> SurgeryResult:
         """A rewritten copy; of the input file's own proto (weights left as references into its
         data file, read there by onnxruntime and the writer) when it has external data, so a
         candidate costs kilobytes. The fold (``--shift fold``) reads weights: it edits a full copy.
@@ -575,7 +575,7 @@ class OnnxSurgeon:
         return written_slopes(self.handle.model)
 
     def recycle(
-        self, plans: list[Any], slope_plans: list[SitePlan], seed: int, source: Any, samples: int | None
+        self, plans: list[Any], slope_plans: list[SlopePlan], seed: int, source: Any, samples: int | None
     ) -> tuple[SurgeryResult, dict[str, Recycled], dict[str, str]]:
         """Recycle dead units in a copy of the graph (:mod:`.recycle`), then give them ``slope_plans``."""
         from .recycle import recycle_onnx

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...edit.slopes import SitePlan, float32_up, unit_shape
+from ...edit.slopes import SlopePlan, float32_up, unit_shape
 
 LEAKY = "leaky"
 PRELU = "prelu"
@@ -129,11 +129,11 @@ class ShiftedLeakyReLU(nn.Module):
         return y - self.shift
 
 
-def _plan_rank(p: SitePlan) -> int:
+def _plan_rank(p: SlopePlan) -> int:
     return len(p.sample_shape) + 1 if p.sample_shape else 2
 
 
-def _activation_for(p: SitePlan, to: str, alpha: float, inplace: bool) -> nn.Module:
+def _activation_for(p: SlopePlan, to: str, alpha: float, inplace: bool) -> nn.Module:
     """The module that replaces site ``p``: the per-unit / shifted / capped forms, else the classic ones."""
     if p.per_unit() or p.exact_shift or p.cap is not None:
         if to == LEAKY:

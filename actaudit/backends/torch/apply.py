@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...edit.slopes import SitePlan
+from ...edit.slopes import SlopePlan
 from ...errors import InputError
 from .eager_surgery import rewrite_eager
 
@@ -60,7 +60,7 @@ def apply_slopes(
         sh = shifts.get(n)
         rank = ranks.get(n, 2)
         plans.append(
-            SitePlan(
+            SlopePlan(
                 n,
                 float(vec.max()) if vec is not None else float(a),
                 n_units,

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from ...edit import fold
-from ...edit.slopes import SitePlan, SurgeryResult, split_name
+from ...edit.slopes import SlopePlan, SurgeryResult, split_name
 from .activations import LEAKY, TARGETS, _activation_for, _ints, _is_relu_module
 from .folding import module_consumer
 
@@ -82,12 +82,12 @@ def _unique(gm: nn.Module, stem: str) -> str:
 
 @dataclass
 class _EagerSite:
-    plan: SitePlan
+    plan: SlopePlan
     owner: str  # path of the module whose forward makes the call
     child: str | None  # the ReLU child the name points at, if any (a root-level name may also be functional)
 
 
-def _locate(model: nn.Module, plan: SitePlan) -> _EagerSite | str:
+def _locate(model: nn.Module, plan: SlopePlan) -> _EagerSite | str:
     base = plan.base
     if "/" in base:
         owner, _, op = base.rpartition("/")
@@ -112,7 +112,7 @@ def _locate(model: nn.Module, plan: SitePlan) -> _EagerSite | str:
 
 def rewrite_eager(
     model: nn.Module,
-    plans: Iterable[SitePlan],
+    plans: Iterable[SlopePlan],
     to: str = LEAKY,
     *,
     compensate: bool = False,
@@ -256,7 +256,13 @@ def _edit_graph(
 
 
 def _own_module(
-    gm: fx.GraphModule, owner: nn.Module, node: fx.Node, p: SitePlan, child: str | None, to: str, alpha: float
+    gm: fx.GraphModule,
+    owner: nn.Module,
+    node: fx.Node,
+    p: SlopePlan,
+    child: str | None,
+    to: str,
+    alpha: float,
 ) -> tuple[str, fx.Node]:
     """Replace one call (of a reused child, or a functional relu) by a call of a new module of its own."""
     if child is not None:
@@ -322,7 +328,7 @@ def _fold_eager(
 
 
 def _fold_at(
-    gm: fx.GraphModule, home: nn.Module, node: fx.Node, p: SitePlan, res: SurgeryResult, prefix: str
+    gm: fx.GraphModule, home: nn.Module, node: fx.Node, p: SlopePlan, res: SurgeryResult, prefix: str
 ) -> None:
     """Fold site ``p`` (at ``node`` of ``gm``) into a consumer that lives in ``home`` under the same path."""
 
@@ -332,7 +338,7 @@ def _fold_at(
     fold.settle(res, p.name, fold.fold(p.shift(), p.unit_axis, p.sample_shape, node, step))
 
 
-def _fold_global(original: nn.Module, root: nn.Module, plans: list[SitePlan], res: SurgeryResult) -> None:
+def _fold_global(original: nn.Module, root: nn.Module, plans: list[SlopePlan], res: SurgeryResult) -> None:
     """Fold across module boundaries: trace the whole original model (nn modules stay leaves)."""
     try:
         gm = trace_whole(original)

@@ -30,8 +30,3 @@ class TorchPruneEditor(TorchPruner):
 
     def stage(self, model: object, notes: list[str], out: Path, force: bool) -> AbstractContextManager[Path]:
         return atomic_bytes(self.serialize(model, notes), out, force=force)
-
-
-# Former names (remove once no importer is left).
-TorchSurgery = TorchRewriteEditor
-TorchPruning = TorchPruneEditor

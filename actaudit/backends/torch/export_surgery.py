@@ -16,7 +16,7 @@ from torch import fx, nn
 from torch.export import ExportedProgram
 
 from ...edit import fold
-from ...edit.slopes import SitePlan, Slope, SurgeryResult, assign_names, float32_up, unit_shape
+from ...edit.slopes import Slope, SlopePlan, SurgeryResult, assign_names, float32_up, unit_shape
 from .activations import LEAKY, _any, _ints, _plan_rank
 from .files import clone_export
 from .folding import array_of, tensor_writer
@@ -33,7 +33,7 @@ def export_sites(gm: fx.GraphModule, *, as_relu: bool = False) -> dict[str, fx.N
 
 
 def rewrite_export(
-    ep: ExportedProgram, plans: Iterable[SitePlan], to: str = LEAKY, *, compensate: bool = False
+    ep: ExportedProgram, plans: Iterable[SlopePlan], to: str = LEAKY, *, compensate: bool = False
 ) -> SurgeryResult:
     """Retarget ``aten.relu`` nodes of a copy of an ExportedProgram."""
     ep = clone_export(ep)
@@ -134,7 +134,7 @@ def _fake_like(example: torch.Tensor | None, value: torch.Tensor) -> torch.Tenso
     return mode.from_tensor(value.detach())
 
 
-def _export_unit(ep: ExportedProgram, node: fx.Node, p: SitePlan, to: str) -> str | fx.Node:
+def _export_unit(ep: ExportedProgram, node: fx.Node, p: SlopePlan, to: str) -> str | fx.Node:
     """relu/relu6 node → [transpose] prelu [transpose] [clamp_max 6] sub(shift), in place of the node."""
     from torch.export.graph_signature import InputKind
 
@@ -202,7 +202,7 @@ def _export_unit(ep: ExportedProgram, node: fx.Node, p: SitePlan, to: str) -> st
     return cur
 
 
-def _export_prelu(ep: ExportedProgram, node: fx.Node, p: SitePlan) -> str | None:
+def _export_prelu(ep: ExportedProgram, node: fx.Node, p: SlopePlan) -> str | None:
     from torch.export.graph_signature import InputKind, InputSpec, TensorArgument
 
     if p.unit_axis != 1 and p.units != 1:
@@ -239,7 +239,7 @@ def _export_prelu(ep: ExportedProgram, node: fx.Node, p: SitePlan) -> str | None
     return None
 
 
-def _fold_export(ep: ExportedProgram, node: fx.Node, p: SitePlan, res: SurgeryResult) -> None:
+def _fold_export(ep: ExportedProgram, node: fx.Node, p: SlopePlan, res: SurgeryResult) -> None:
     if p.neg_mean is None:
         return
     inputs = {s.arg.name: s.target for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}

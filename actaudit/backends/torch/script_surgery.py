@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ...edit import fold
-from ...edit.slopes import SitePlan, Slope, SurgeryResult, assign_names, float32_up, unit_shape
+from ...edit.slopes import Slope, SlopePlan, SurgeryResult, assign_names, float32_up, unit_shape
 from .activations import LEAKY, PRELU, _plan_rank
 from .files import clone_script
 from .folding import array_of, tensor_writer
@@ -28,7 +28,7 @@ def torchscript_sites(
 
 
 def rewrite_torchscript(
-    module: torch.jit.ScriptModule, plans: Iterable[SitePlan], to: str = LEAKY, *, compensate: bool = False
+    module: torch.jit.ScriptModule, plans: Iterable[SlopePlan], to: str = LEAKY, *, compensate: bool = False
 ) -> SurgeryResult:
     """Edit a copy of a ScriptModule's inlined ``forward`` graph, node by node."""
     m = clone_script(module)
@@ -84,7 +84,7 @@ _TS_RELU6 = ("relu6", "relu6_", "hardtanh", "hardtanh_", "clamp", "clamp_")
 
 # torch._C's stubs lack Graph.insertConstant and create's default output count, and type
 # Value.toIValue as an empty IValue class: graphs that are edited, and constants read, stay Any.
-def _ts_unit(graph: Any, node: torch._C.Node, p: SitePlan, to: str) -> torch._C.Node:
+def _ts_unit(graph: Any, node: torch._C.Node, p: SlopePlan, to: str) -> torch._C.Node:
     """Replace one relu/relu6 node by prelu (or leaky_relu), clamp_max for ReLU6, and the shift.
 
     TorchScript cannot add parameters to a compiled module: slopes and shifts are tensor
@@ -178,7 +178,7 @@ def ts_attr(m: torch.jit.ScriptModule, value: torch._C.Value) -> object:
     return obj
 
 
-def _fold_ts(m: torch.jit.ScriptModule, node: torch._C.Node, p: SitePlan, res: SurgeryResult) -> None:
+def _fold_ts(m: torch.jit.ScriptModule, node: torch._C.Node, p: SlopePlan, res: SurgeryResult) -> None:
     if p.neg_mean is None:
         return
 

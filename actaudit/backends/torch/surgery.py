@@ -3,7 +3,7 @@
 
 The default form is a slope per unit (0 for units that keep plain ReLU), ReLU6's cap
 kept, and the exact shift ``slope·E[min(z, 0)]`` subtracted right after (computed by
-:meth:`SitePlan.shift_for`): a :class:`UnitPReLU` module in eager models, ``aten::prelu``
+:meth:`SlopePlan.shift_for`): a :class:`UnitPReLU` module in eager models, ``aten::prelu``
 and ``aten::sub`` with tensor constants in TorchScript, ``aten.prelu`` with a new
 parameter and ``aten.sub`` of a new buffer in ``torch.export`` programs. The classic
 one-α forms below remain for ``--to leaky`` / ``--shift fold|none``.
@@ -45,7 +45,7 @@ from torch import nn
 from ...data import Batch, DataSource
 from ...edit.drift import Outputs
 from ...edit.recycle import Recycled, RecyclePlan
-from ...edit.slopes import SitePlan, SurgeryResult
+from ...edit.slopes import SlopePlan, SurgeryResult
 from .activations import AxisPReLU, ShiftedLeakyReLU, UnitPReLU
 from .eager_surgery import rewrite_eager
 from .export_surgery import export_slopes, rewrite_export
@@ -83,7 +83,7 @@ class TorchSurgeon:
     def output_format(self) -> str:
         return {TS: "torchscript", PT2: "torch.export", PICKLE: "pickled-module"}[self.writer]
 
-    def build(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult:
+    def build(self, plans: list[SlopePlan], to: str, compensate: bool) -> SurgeryResult:
         tm = self.tm
         if tm.fmt == "torchscript":
             assert self._script is not None
@@ -107,7 +107,7 @@ class TorchSurgeon:
                 )
         return res
 
-    def _via_torchscript(self, plans: list[SitePlan], to: str, compensate: bool) -> SurgeryResult | None:
+    def _via_torchscript(self, plans: list[SlopePlan], to: str, compensate: bool) -> SurgeryResult | None:
         """Functional ReLUs in a module torch.fx cannot trace: script the eager model and edit its graph."""
         if self._scripted is None:
             try:
@@ -132,7 +132,7 @@ class TorchSurgeon:
     def recycle(
         self,
         plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
-        slope_plans: list[SitePlan],
+        slope_plans: list[SlopePlan],
         seed: int,
         source: DataSource,
         samples: int | None,
@@ -276,7 +276,7 @@ class TorchSurgeon:
     def _recycle_graph(
         self,
         plans: list[tuple[RecyclePlan, int, int, tuple[int, ...]]],
-        slope_plans: list[SitePlan],
+        slope_plans: list[SlopePlan],
         seed: int,
         source: DataSource,
         samples: int | None,
@@ -338,7 +338,7 @@ class TorchSurgeon:
         return bool(params) and all(p.requires_grad for p in params)
 
 
-def _slopes_for(slope_plans: list[SitePlan], plans: list[Any], done: dict[str, Recycled]) -> list[SitePlan]:
+def _slopes_for(slope_plans: list[SlopePlan], plans: list[Any], done: dict[str, Recycled]) -> list[SlopePlan]:
     """The slope plans to apply on the recycled copy: those of recycled sites, and of sites not
     asked to be recycled at all (``--mode train``: deploy slopes where recycling was refused)."""
     asked = {p.name for p, *_ in plans}
