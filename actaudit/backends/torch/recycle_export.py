@@ -21,7 +21,7 @@ from ...edit import fold
 from ...edit import recycle as rc
 from .export_surgery import export_link, export_sites
 from .ops import op_name
-from .recycle_script import Job, zero_and_redraw
+from .recycle_script import Job, place, zero_and_redraw
 
 _PRODUCERS = ("linear", "conv1d", "conv2d", "conv3d")
 Batches = Callable[[], Iterator[Batch]]
@@ -54,7 +54,7 @@ def recycle_export(
         return {}, refused
     zero_and_redraw(jobs, rng)
     _sample(ep, jobs, batches, rng)
-    return {j["plan"].name: _place(j) for j in jobs}, refused
+    return {j["plan"].name: place(j, j["folded"].consumer.label.rsplit(".", 1)[0]) for j in jobs}, refused
 
 
 def _prepare(
@@ -127,23 +127,3 @@ def _sample(ep: ExportedProgram, jobs: list[Job], batches: Batches, rng: np.rand
     with torch.no_grad():
         for args, kwargs in batches():
             _Keep(gm).run(*pytree.tree_leaves((tuple(args), dict(kwargs))))
-
-
-def _place(j: Job) -> rc.Recycled:
-    values = j["sample"].values
-    b = rc.bias_for_share(values, j["plan"].share)
-    c = rc.activation_match(values, b, rc.live_activation_rms(j["live_sample"].values))
-    w, bias = j["w"], j["b"]
-    idx = torch.as_tensor(j["plan"].units, dtype=torch.long)
-    with torch.no_grad():
-        w[idx] = w[idx] * torch.as_tensor(c, dtype=w.dtype).reshape(-1, *([1] * (w.dim() - 1)))
-        bias[idx] = torch.as_tensor(b * c, dtype=bias.dtype)
-    fires = rc.fire_share(values * c, b * c)
-    return rc.Recycled(
-        j["producer"],
-        j["folded"].consumer.label.rsplit(".", 1)[0],
-        j["scale"] * float(np.median(c)),
-        list(j["plan"].units),
-        [float(x) for x in fires],
-        [float(x) for x in b * c],
-    )

@@ -70,7 +70,7 @@ def recycle_script(
         return {}, refused
     zero_and_redraw(jobs, rng)
     _sample(m, jobs, batches, rng)
-    return {j["plan"].name: _place(j) for j in jobs}, refused
+    return {j["plan"].name: place(j, j["folded"].consumer.label.removesuffix(" bias")) for j in jobs}, refused
 
 
 def zero_and_redraw(jobs: list[Job], rng: np.random.Generator) -> None:
@@ -191,7 +191,8 @@ def _sample(m: torch.jit.ScriptModule, jobs: list[Job], batches: Batches, rng: n
                 m(*args, **kwargs)
 
 
-def _place(j: Job) -> rc.Recycled:
+def place(j: Job, consumer: str) -> rc.Recycled:
+    """Scale and bias the redrawn rows from the sampled pre-activations; what the report says of the site."""
     values = j["sample"].values
     b = rc.bias_for_share(values, j["plan"].share)
     c = rc.activation_match(values, b, rc.live_activation_rms(j["live_sample"].values))
@@ -203,7 +204,7 @@ def _place(j: Job) -> rc.Recycled:
     fires = rc.fire_share(values * c, b * c)
     return rc.Recycled(
         j["producer"],
-        j["folded"].consumer.label.removesuffix(" bias"),
+        consumer,
         j["scale"] * float(np.median(c)),
         list(j["plan"].units),
         [float(x) for x in fires],
