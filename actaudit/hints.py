@@ -7,6 +7,8 @@ the same mistake gets the same advice whatever the model's format.
 from __future__ import annotations
 
 import itertools
+import math
+import re
 from collections.abc import Sequence
 
 _LAYOUTS: dict[tuple[int, ...], str] = {
@@ -95,3 +97,44 @@ def dtype_hint(message: str, dtypes: Sequence[str]) -> str | None:
             "first, e.g. x.astype(np.float32) / 255; nothing is cast silently"
         )
     return None
+
+
+# torch's two wordings of "a conv layer got data of the wrong rank" (eager/scripted, and traced graphs).
+_CONV_RANK = re.compile(r"Expected \d+D \(unbatched\) or (\d+)D \(batched\) input to conv(\d)d")
+_CONV_WEIGHT = re.compile(r"Expected (\d+)-dimensional input for \d+-dimensional weight \[([\d, ]+)\]")
+_SPATIAL = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
+
+
+def conv_rank(message: str) -> tuple[int, list[int] | None] | None:
+    """The batched input rank a conv layer asked for in a torch error, and its weight's shape if named."""
+    m = _CONV_RANK.search(message)
+    if m:
+        return int(m.group(1)), None
+    w = _CONV_WEIGHT.search(message)
+    if w:
+        return int(w.group(1)), [int(d) for d in w.group(2).split(",")]
+    return None
+
+
+def conv_input_hint(given: Sequence[int], rank: int, weight: Sequence[int] | None) -> str | None:
+    """A conv layer refused data of another rank (a flat array fed to a CNN): the input shape it takes.
+
+    ``weight`` is the conv's weight shape (out, in/groups, *kernel) when known; its second dim
+    names the channels. Flat samples whose size splits into equal spatial sides get a ready reshape.
+    """
+    spatial = _SPATIAL.get(rank - 2)
+    if spatial is None or len(given) == rank:
+        return None
+    channels = weight[1] if weight is not None and len(weight) == rank else None
+    layout = "x".join(["N", "C" if channels is None else str(channels), *spatial])
+    conv = f"conv{rank - 2}d" + ("" if weight is None else f", weight {'x'.join(map(str, weight))},")
+    text = f"the model's {conv} takes {rank}-D input {layout}"
+    per = math.prod(given[1:])
+    if len(given) != 2 or channels is None or per % channels:
+        return text + f": reshape the data ({'x'.join(map(str, given))}) to {rank}-D, the batch axis first"
+    side = round((per // channels) ** (1 / len(spatial)))
+    if channels * side ** len(spatial) == per:
+        dims = ", ".join([str(side)] * len(spatial))
+        square = " if they are square" if len(spatial) > 1 else ""
+        return text + f": reshape the flat samples, e.g. x.reshape(-1, {channels}, {dims}){square}"
+    return text + f": reshape each flat sample's {per} values to {channels}x{'x'.join(spatial)}"

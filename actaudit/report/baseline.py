@@ -63,9 +63,14 @@ class SiteChange:
         return bool(self.new_dead_units or self.revived_units or abs(self.dead_fraction_rise) > _EPS)
 
     def change_text(self) -> str:
-        """``dead 1 → 3 of 8 (+25.0 points); newly dead units 4, 5``."""
+        """``dead 1 → 3 of 8 (dead-fraction-rise 0.25 = +25.0 points); newly dead units 4, 5``.
+
+        The rise is printed as the ``against:dead-fraction-rise`` gate reads it (a fraction) and in points.
+        """
+        rise = self.dead_fraction_rise
         parts = [
-            f"dead {self.baseline_dead} → {self.dead} of {self.units} ({100 * self.dead_fraction_rise:+.1f} points)"
+            f"dead {self.baseline_dead} → {self.dead} of {self.units} "
+            f"(dead-fraction-rise {round(rise, 6):g} = {100 * rise:+.1f} points)"
         ]
         if self.new_dead_units:
             parts.append(f"newly dead units {capped(self.new_dead_units, 12)}")
@@ -130,8 +135,8 @@ class Comparison:
         """A few lines: the counts first, then per site what changed, unmatched sites, warnings, gates."""
         title = (
             f"against baseline{f' {self.path}' if self.path else ''}: {self.new_dead} new dead units, "
-            f"{self.revived} revived, {len(self.risen)} sites with dead fraction up by more than "
-            f"{100 * self.max_dead_fraction_rise:.1f} points"
+            f"{self.revived} revived, {len(self.risen)} sites with dead-fraction-rise > "
+            f"{self.max_dead_fraction_rise:g} ({100 * self.max_dead_fraction_rise:.1f} points)"
         )
         lines = [f"  {s.name}: {s.change_text()}" for s in self.sites if s.changed]
         if self.added_sites:

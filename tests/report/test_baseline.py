@@ -169,6 +169,17 @@ def test_render_names_the_regressions(base: dict[str, Any]) -> None:
     assert "gate against:dead-fraction-rise>0: FAILED (value 0.125) at 1" in text
 
 
+def test_the_rise_reads_in_the_gate_s_unit_and_in_points(base: dict[str, Any]) -> None:
+    """Two more dead units of 8: the rise is 2/8 = 0.25, i.e. 25 points; the site line gives both
+    forms so that it matches the gate line's value, and the title states the limit the same way."""
+    now = _audit(_model(dead1=(0, 5, 6))).to_dict()
+    lines = compare(now, base, baseline_path="b.json", max_dead_fraction_rise=0.05).render().splitlines()
+    assert lines[0].endswith("1 sites with dead-fraction-rise > 0.05 (5.0 points)")
+    site = next(line for line in lines if line.startswith("  1: dead "))
+    assert site.startswith("  1: dead 1 → 3 of 8 (dead-fraction-rise 0.25 = +25.0 points)")
+    assert "gate against:dead-fraction-rise>0.05: FAILED (value 0.25) at 1" in lines
+
+
 def test_load_baseline(tmp_path: Path, base: dict[str, Any]) -> None:
     p = tmp_path / "base.json"
     p.write_text(json.dumps(base))

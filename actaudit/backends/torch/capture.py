@@ -139,7 +139,7 @@ def run_capture(
                     e = _plain_error(call, args, kwargs) or e
                 err = _run_error(e, i, samples, n, rec.last_site, _shapes(args, kwargs))
                 if rec.last_site is None and err.hint is None:
-                    err.hint = _data_hint(err.message, args, kwargs)
+                    err.hint = _data_hint(err.message, args, kwargs, call)
                 raise err from None
             samples += n
             n_batches += 1
@@ -240,9 +240,9 @@ def _shapes(args: list[Any], kwargs: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def _data_hint(message: str, args: list[Any], kwargs: dict[str, Any]) -> str | None:
-    """A layout or dtype fix for an error raised before the first activation (the data did not fit)."""
-    from ...hints import dtype_hint, move_axis_hint
+def _data_hint(message: str, args: list[Any], kwargs: dict[str, Any], call: object = None) -> str | None:
+    """A layout, rank or dtype fix for an error raised before the first activation (the data did not fit)."""
+    from ...hints import conv_input_hint, conv_rank, dtype_hint, move_axis_hint
 
     tensors = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor)]
     if not tensors:
@@ -255,7 +255,20 @@ def _data_hint(message: str, args: list[Any], kwargs: dict[str, Any]) -> str | N
         fix = move_axis_hint(shape, 1, int(conv.group(1)))
     elif guard:
         fix = move_axis_hint(shape, int(guard.group(1)), int(guard.group(2)))
+    elif (rank := conv_rank(message)) is not None:
+        fix = conv_input_hint(shape, rank[0], rank[1] or _first_weight(call, rank[0]))
     return fix or dtype_hint(message, [str(t.dtype).removeprefix("torch.") for t in tensors])
+
+
+def _first_weight(call: object, rank: int) -> list[int] | None:
+    """The shape of the model's first parameter of a conv weight's rank: the conv the data reached first."""
+    named = getattr(call, "named_parameters", None)
+    if named is None:
+        return None
+    try:
+        return next((list(p.shape) for _, p in named() if p.dim() == rank), None)
+    except Exception:
+        return None
 
 
 def _run_error(
