@@ -82,7 +82,7 @@ def test_hidden_activations_fail_the_gate(tmp_path: Path) -> None:
     assert gates["dead>0"]["passed"] is True  # the user's gate alone would have passed
     [cov] = [g for name, g in gates.items() if name.startswith("coverage")]
     assert cov["passed"] is False and len(cov["failing_sites"]) == LAYERS
-    assert "gate failed: coverage" in err
+    assert "failed: coverage" in err
 
     code, rep, err = _audit(model, "--fail-on", "dead>0", "--allow-uncovered", shape="4x16")
     assert code == 0 and rep["passed"] is True

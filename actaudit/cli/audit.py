@@ -243,6 +243,6 @@ def _finish(report: Report, baseline: dict[str, Any] | None, kw: dict[str, Any])
     if report.gates:
         from ..junit import ci_summary
 
-        for line in ci_summary(report):
+        for line in ci_summary(report):  # names every failed gate: the gate is said once on stderr
             say(line)
-    exit_on_failed_gates(report)
+    exit_on_failed_gates(report, named=bool(report.gates))

@@ -156,11 +156,12 @@ def echo_remarks(kw: dict[str, Any], notes: Iterable[str] = (), warnings: Iterab
         say(f"actaudit: warning: {w}")
 
 
-def exit_on_failed_gates(report: Report) -> None:
-    """Name the failed ``--fail-on`` gates on stderr and exit 1; nothing when every gate passed."""
+def exit_on_failed_gates(report: Report, named: bool = False) -> None:
+    """Exit 1 when a ``--fail-on`` gate failed, naming the failed gates on stderr unless a line already did."""
     if not report.passed:
-        failed = [g.gate.text for g in report.gates if g.failed]
-        say(f"actaudit: gate failed: {', '.join(failed)}")
+        if not named:
+            failed = [g.gate.text for g in report.gates if g.failed]
+            say(f"actaudit: gate failed: {', '.join(failed)}")
         sys.exit(EXIT_GATE)
 
 
