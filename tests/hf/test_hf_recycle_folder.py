@@ -139,3 +139,16 @@ def test_a_folder_output_inside_the_input_or_existing_is_refused(
     assert r.exit_code == 2 and "is a directory" in r.stderr, r.output
     assert [f.name for f in existing.iterdir()] == ["keep.txt"]
     assert _digests(folder) == before
+
+
+def test_the_library_refuses_a_folder_output_for_slopes_before_writing(
+    opt_folder: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from actaudit.errors import InputError
+    from actaudit.rewrite import rewrite
+
+    folder, calib = opt_folder
+    out = tmp_path / "deployed"
+    with pytest.raises(InputError, match="--mode recycle"):
+        rewrite(str(folder), str(calib), output=str(out), mode="deploy")
+    assert not out.exists()
