@@ -163,10 +163,22 @@ def write_verified(
         "path": str(out),
         "written": True,
         "format": editor.output_format,
-        "sha256": sha256_file(out),
+        "sha256": _digest(out),
         "checks": list(editor.checks),
     }
     data = editor.written_data  # weights written beside the model (over 2 GB)
     if data is not None:
         output["external_data"] = {"path": str(data), "sha256": sha256_file(data)}
     return Written(reloaded, d, output)
+
+
+def _digest(out: Path) -> str:
+    """A file's sha256; for a folder (a Hugging Face checkpoint), one sha256 over its files' names and digests."""
+    if not out.is_dir():
+        return sha256_file(out)
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(p for p in out.iterdir() if p.is_file()):
+        h.update(f"{f.name}\0{sha256_file(f)}\n".encode())
+    return h.hexdigest()

@@ -255,6 +255,12 @@ def _options(kw: dict[str, Any]) -> Any:
 
 def _check_outputs(kw: dict[str, Any]) -> None:
     """-o and --report: what every model-writing command refuses, and a format rewrite writes."""
+    import os
+
+    from ..edit.folder import names_folder, refuse_folder_output
+
+    if kw["output"] is not None and os.path.isdir(kw["model"]) and names_folder(kw["output"]):
+        refuse_folder_output(kw["model"], kw["output"], kw["mode"])
     check_files(kw, writes_model=True)
     check_output_extension(kw["model"], kw["output"], kw["output_format"])
 

@@ -20,6 +20,7 @@ import numpy as np
 from ..assemble import model_section
 from ..backends.base import Surgery
 from ..edit.drift import Drift, Ledger
+from ..edit.folder import FOLDER, refuse_folder_output
 from ..edit.slopes import SlopePlan, SurgeryResult, float32_up
 from ..errors import InputError
 from ..loading import load_model
@@ -237,7 +238,10 @@ def _start(model: object, data: object, opts: RewriteOptions) -> _Session:
     notes: list[str] = []
     loaded = load_model(model, opts.audit)
     out = Path(opts.output) if opts.output is not None else None
-    surgeon = loaded.handle.surgery(loaded.handle.writer(loaded.fmt, out, opts.output_format, notes))
+    writer = loaded.handle.writer(loaded.fmt, out, opts.output_format, notes)
+    if writer == FOLDER and out is not None:  # a Hugging Face folder: weights only, never into the input
+        refuse_folder_output(str(model), out, opts.mode)
+    surgeon = loaded.handle.surgery(writer)
     original = measure_original(loaded, data, opts.audit, opts.drift_outputs)
     ledger = Ledger(original.ref.samples)
     ledger.add("audit + reference outputs", original.ref.samples)

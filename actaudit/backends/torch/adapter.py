@@ -13,6 +13,7 @@ import torch
 
 from ...data import Batch, DataSource
 from ...detect import TRANSFORMERS
+from ...edit.folder import FOLDER, names_folder
 from ...errors import InputError
 from ...stats import Capture
 from ..base import Backend, CaptureOptions, HandleBase, LoadOptions, ModelHandle, Pruner, Surgery
@@ -56,11 +57,14 @@ class TorchHandle(HandleBase[TorchModel]):
         """Nothing to do: ``--device`` already names the rank's device (torchrun sets it per rank)."""
 
     def writer(self, fmt: str, output: Path | None, output_format: str | None, notes: list[str]) -> str:
+        if fmt == TRANSFORMERS and names_folder(output):
+            return FOLDER  # weights only (--mode recycle): save_pretrained, see .hf_write
         chosen = rewrite_writer(fmt, output, output_format, notes)
-        if fmt == "transformers":
+        if fmt == TRANSFORMERS:
             notes.append(
                 "a Hugging Face config.json names one activation for every layer and cannot hold per-site "
-                f"slopes or per-layer widths: the model is written as one {chosen} file, not as a folder"
+                f"slopes or per-layer widths: the model is written as one {chosen} file, not as a folder "
+                "(--mode recycle changes weights only and writes a folder when -o names one)"
             )
         return chosen
 

@@ -68,6 +68,7 @@ def load_hf_folder(
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False  # a key/value cache is an output of no use to an audit
     tm = _eager("transformers", model, dev, notes)
+    tm.folder = p
     # The one input calibration feeds (token ids, pixels or samples); the optional ones keep their defaults.
     main = getattr(model, "main_input_name", None) or (tm.inputs[0].name if tm.inputs else "input_ids")
     tm.inputs = [InputSpec(main, _MAIN_SHAPES.get(main), _MAIN_DTYPES.get(main, "float32"))]

@@ -73,6 +73,7 @@ class TorchModel:
     example_inputs: tuple[object, ...] | None = None
     exported: torch.export.ExportedProgram | None = None  # for rewriting
     fixed_batch: int | None = None  # a program exported with a static batch dimension
+    folder: Path | None = None  # a Hugging Face folder it was built from
 
 
 def load_torch(

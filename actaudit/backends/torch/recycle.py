@@ -10,7 +10,7 @@ consumers) refuses recycling at that site, with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +21,7 @@ from ...edit import fold
 from ...edit import recycle as rc
 from .eager_surgery import eager_link, global_site_nodes, trace_whole
 from .folding import array_of
+from .local_trace import site_node, trace_local
 
 _PRODUCERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -50,24 +51,14 @@ def recycle_eager(
     each bias. Returns what was done per site and, per refused site, why.
     """
     refused: dict[str, str] = {}
-    try:
-        gm = trace_whole(original)
-    except Exception as e:
-        why = f"torch.fx cannot trace the model ({type(e).__name__}): recycling needs each unit's producer and consumer"
-        return {}, {p.name: why for p, *_ in plans}
-    nodes = global_site_nodes(gm, [p.name for p, *_ in plans])
-    calls: dict[str, int] = {}
-    for n in gm.graph.nodes:
-        if n.op == "call_module":
-            calls[str(n.target)] = calls.get(str(n.target), 0) + 1
     rng = np.random.default_rng(seed)
     jobs: list[_Job] = []
-    for plan, units, axis, sample_shape in plans:
-        node = nodes.get(plan.name)
-        if node is None:
-            refused[plan.name] = "the site was not found in the traced model"
+    for plan, units, axis, sample_shape, found in _site_graphs(original, model, plans):
+        if isinstance(found, str):
+            refused[plan.name] = found
             continue
-        job = _prepare(gm, model, node, plan, units, axis, sample_shape, calls, rng)
+        gm, home, prefix, node = found
+        job = _prepare(gm, home, prefix, node, plan, units, axis, sample_shape, _calls(gm), rng)
         if isinstance(job, str):
             refused[plan.name] = job
         else:
@@ -82,9 +73,64 @@ def recycle_eager(
     return {j.plan.name: _place_bias(j) for j in jobs}, refused
 
 
+def _calls(gm: fx.GraphModule) -> dict[str, int]:
+    calls: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_module":
+            calls[str(n.target)] = calls.get(str(n.target), 0) + 1
+    return calls
+
+
+_Found = tuple[fx.GraphModule, nn.Module, str, fx.Node]
+
+
+def _site_graphs(
+    original: nn.Module, model: nn.Module, plans: list[tuple[rc.RecyclePlan, int, int, tuple[int, ...]]]
+) -> Iterator[tuple[rc.RecyclePlan, int, int, tuple[int, ...], _Found | str]]:
+    """Each plan's graph, home module in ``model``, path prefix and site node: from a trace of the whole
+    model, or, when that fails, of the module that calls the site (its forward only, children as leaves)."""
+    try:
+        gm = trace_whole(original)
+    except Exception as e:
+        why = f"torch.fx cannot trace the model ({type(e).__name__}): recycling needs each unit's producer and consumer"
+        for plan, *rest in plans:
+            yield (plan, *rest, _local(original, model, plan.name, why))  # type: ignore[misc]
+        return
+    nodes = global_site_nodes(gm, [p.name for p, *_ in plans])
+    for plan, *rest in plans:
+        node = nodes.get(plan.name)
+        yield (
+            plan,
+            *rest,
+            (gm, model, "", node) if node is not None else "the site was not found in the traced model",
+        )  # type: ignore[misc]
+
+
+def _local(original: nn.Module, model: nn.Module, name: str, why: str) -> _Found | str:
+    """The site's calling module traced alone; ``why`` (the whole model's failure) when that fails too."""
+    parent, _, child = name.rpartition(".")
+    if not parent or not child.isidentifier():
+        return why
+    home = original.get_submodule(parent)
+    uses: dict[int, int] = {}
+    for _, m in original.named_modules(remove_duplicate=False):
+        uses[id(m)] = uses.get(id(m), 0) + 1
+    if any(uses.get(id(m), 0) != 1 for m in (home, *home.children())):
+        return why  # a module called from elsewhere too: its other callers are not in the local graph
+    try:
+        gm = trace_local(original.get_submodule(parent))
+    except Exception:
+        return why
+    node = site_node(gm, child)
+    if node is None:
+        return why
+    return gm, model.get_submodule(parent), parent, node
+
+
 def _prepare(
     gm: fx.GraphModule,
     model: nn.Module,
+    prefix: str,
     node: fx.Node,
     plan: rc.RecyclePlan,
     units: int,
@@ -108,7 +154,7 @@ def _prepare(
         return f"the units of this site are not the output rows of {target}"
 
     def step(cur: fx.Node) -> tuple[fold.Link, fx.Node]:
-        return eager_link(gm, model, cur, "")
+        return eager_link(gm, model, cur, prefix)
 
     got = fold.fold(np.zeros(units), axis, sample_shape, node, step)
     if isinstance(got, fold.Refused):
@@ -120,7 +166,7 @@ def _prepare(
     live = sorted(set(range(units)) - set(plan.units))
     return _Job(
         plan,
-        target,
+        f"{prefix}.{target}" if prefix else target,
         model.get_submodule(target),
         got,
         0.0,

@@ -44,6 +44,7 @@ from torch import nn
 
 from ...data import Batch, DataSource
 from ...edit.drift import Outputs
+from ...edit.folder import FOLDER
 from ...edit.recycle import Recycled, RecyclePlan
 from ...edit.slopes import SlopePlan, SurgeryResult
 from .activations import AxisPReLU, ShiftedLeakyReLU, UnitPReLU
@@ -81,7 +82,9 @@ class TorchSurgeon:
     # what the file on disk will be
     @property
     def output_format(self) -> str:
-        return {TS: "torchscript", PT2: "torch.export", PICKLE: "pickled-module"}[self.writer]
+        return {TS: "torchscript", PT2: "torch.export", PICKLE: "pickled-module", FOLDER: "transformers"}[
+            self.writer
+        ]
 
     def build(self, plans: list[SlopePlan], to: str, compensate: bool) -> SurgeryResult:
         tm = self.tm
