@@ -164,3 +164,28 @@ def test_hostile_external_references_are_refused(tmp_path: Path, info: dict[str,
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_model_out_holds_the_pruned_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python API's ``model_out`` is whole (its private folder is gone once the prune returns)."""
+    import gc
+    import tempfile
+
+    from actaudit.prune import prune
+
+    inline, src, x = _external_model(tmp_path)
+    want = prune(str(inline), str(x), output=str(tmp_path / "a.onnx")).model_out
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    monkeypatch.setattr(load, "INLINE_EXTERNAL", 64)
+    got = prune(str(src), str(x)).model_out  # nothing written: the edited model read in
+    gc.collect()
+    assert not [p for p in scratch.iterdir() if p.name.startswith("actaudit-prune-")]
+    assert isinstance(want, onnx.ModelProto) and isinstance(got, onnx.ModelProto)
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in got.graph.initializer)
+    a = {t.name: numpy_helper.to_array(t) for t in want.graph.initializer}
+    b = {t.name: numpy_helper.to_array(t) for t in got.graph.initializer}
+    assert sorted(a) == sorted(b)
+    for name, value in a.items():
+        assert b[name].tobytes() == value.tobytes(), name

@@ -545,6 +545,16 @@ class OnnxPruner:
         finally:
             self.surgeon.on_disk = None
 
+    def model_out(self, model: onnx.ModelProto, reloaded: object | None) -> object:
+        """The pruned model for the Python API. An edited model that lives in a private folder
+        (removed with this pruner): the published file's proto when one was written (weights
+        over 2 GB stay in its data file, ``onnx.load(path)`` reads them), else the edited model
+        with its weights read in."""
+        lean = self.lean
+        if lean is None or lean[0] is not model:
+            return model
+        return reloaded if reloaded is not None else inlined(model, lean[1].parent)
+
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()
 
