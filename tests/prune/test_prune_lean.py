@@ -189,3 +189,46 @@ def test_model_out_holds_the_pruned_weights(tmp_path: Path, monkeypatch: pytest.
     assert sorted(a) == sorted(b)
     for name, value in a.items():
         assert b[name].tobytes() == value.tobytes(), name
+
+
+def test_weight_behind_identity_is_written_to_the_data_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A weight read through Identity (exporters share weights so) is edited under the Identity's name."""
+    from onnx import TensorProto, helper
+
+    rng = np.random.default_rng(5)
+    w1 = (np.abs(rng.standard_normal((6, 5))) * 0.3 + 0.01).astype(np.float32)  # live units fire
+    b1 = np.zeros(6, np.float32)
+    b1[[1, 4]] = -100.0  # units 1 and 4 dead for any input in [0, 1]
+    w2 = (rng.standard_normal((3, 6)) * 0.3).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Identity", ["w1"], ["w1_shared"], name="share"),
+            helper.make_node("Gemm", ["x", "w1_shared", "b1"], ["z"], name="fc1", transB=1),
+            helper.make_node("Relu", ["z"], ["a"], name="act"),
+            helper.make_node("Gemm", ["a", "w2"], ["y"], name="fc2", transB=1),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 5])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [numpy_helper.from_array(v, k) for k, v in {"w1": w1, "b1": b1, "w2": w2}.items()],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save_model(m, str(tmp_path / "inline.onnx"))
+    (tmp_path / "ext").mkdir()
+    onnx.save_model(
+        m, str(tmp_path / "ext" / "m.onnx"), save_as_external_data=True, location="m.data", size_threshold=0
+    )
+    np.save(tmp_path / "x.npy", rng.uniform(0, 1, (32, 5)).astype(np.float32))
+    want = _prune(tmp_path / "inline.onnx", tmp_path / "x.npy", tmp_path / "a.onnx")
+    monkeypatch.setattr(load, "INLINE_EXTERNAL", 0)
+    monkeypatch.setattr(prune_edit, "SMALL", 0)
+    got = _prune(tmp_path / "ext" / "m.onnx", tmp_path / "x.npy", tmp_path / "b.onnx")
+    assert (
+        [s["removed_units"] for s in got["sites"]] == [[1, 4]] == [s["removed_units"] for s in want["sites"]]
+    )
+    a, b = _weights(tmp_path / "a.onnx"), _weights(tmp_path / "b.onnx")
+    assert sorted(a) == sorted(b) == ["b1", "w1_shared", "w2"]
+    assert b["w1_shared"].tobytes() == np.delete(w1, [1, 4], axis=0).tobytes() == a["w1_shared"].tobytes()
+    assert b["w2"].tobytes() == np.delete(w2, [1, 4], axis=1).tobytes() == a["w2"].tobytes()

@@ -28,7 +28,7 @@ from ...edit.graph import Graph, Op, Param
 from ...kinds import ONNX_OPS
 from .graph import DEFAULT_DOMAINS, attr, constant_node_value
 from .load import _is_external, _skeleton, over_limit
-from .prune_edit import _mapped, apply, count_params, inlined
+from .prune_edit import _mapped, apply, count_params, inlined, staged_copy
 from .sites import find_sites
 
 if TYPE_CHECKING:
@@ -569,12 +569,12 @@ class OnnxPruner:
         from .surgery import check_data_file, data_name, stage_onnx
 
         large = self.handle.over_limit() or over_limit(model)
+        self.surgeon.written_data = out.parent / data_name(out) if large else None
         if large:
             check_data_file(self.handle, out)
-        else:  # one file, as for any model under 2 GB: the weights read back into a copy
-            model = inlined(model, lean[1].parent)
-        self.surgeon.written_data = out.parent / data_name(out) if large else None
-        return stage_onnx(model, notes, out, force, large, lean[1].parent)
+            return staged_copy(model, lean[1].parent, notes, out, data_name(out), force)
+        # one file, as for any model under 2 GB: the weights read back into a copy
+        return stage_onnx(inlined(model, lean[1].parent), notes, out, force, False)
 
     @property
     def written_data(self) -> Path | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -15,6 +17,7 @@ from onnx import helper, numpy_helper
 from ...edit.cuts import Edits
 from ...edit.graph import Graph
 from ...errors import InputError
+from ...fileio import atomic_pair
 from .load import _is_external
 from .proto import read_external
 
@@ -95,9 +98,15 @@ def apply(
     data = _Data(folder[0] / DATA, folder[1]) if folder is not None else None
     try:
         for key in edits.keys():  # noqa: SIM118 (Edits is not a dict)
-            if data is not None and key in inits and _kept_external(inits[key]):
+            value = edits.params[key].value
+            if data is not None and key not in consts and value.dtype.kind == "f" and value.nbytes >= SMALL:
+                if key in inits:
+                    t = inits[key]
+                else:  # a folded Reshape/Identity of constants: its output becomes an initializer
+                    g.node.remove(next(n for n in g.node if n.output and n.output[0] == key))
+                    t = g.initializer.add(name=key, data_type=helper.np_dtype_to_tensor_dtype(value.dtype))
                 shape, blocks = edited_blocks(edits, key)
-                data.put(inits[key], shape, blocks)
+                data.put(t, shape, blocks)
                 continue
             new = edits.apply(key)
             _drop_pages(edits.params[key].value)
@@ -333,3 +342,26 @@ def inlined(m: onnx.ModelProto, folder: Path) -> onnx.ModelProto:
         if _is_external(t):
             _read_in(t, folder)
     return full
+
+
+@contextlib.contextmanager
+def staged_copy(
+    m: onnx.ModelProto, folder: Path, notes: list[str], out: Path, data: str, force: bool
+) -> Iterator[Path]:
+    """The temporary path of ``m`` (written by :func:`apply` to ``folder``) for ``out``, its weights in
+    ``data`` beside it, published (atomically, as a pair) when the block succeeds.
+
+    The data file is copied as it is (by the kernel, not through this process's memory), and
+    the model's references renamed to it.
+    """
+    named = onnx.ModelProto()
+    named.CopyFrom(m)
+    for t in _all_tensors(named):
+        for e in t.external_data:
+            if e.key == "location":
+                e.value = data
+    with atomic_pair(out, data, force=force) as tmp:
+        shutil.copyfile(folder / DATA, tmp.parent / data)
+        tmp.write_bytes(named.SerializeToString())
+        notes.append(f"the model is over 2 GB: its weights are written to {data} beside {out.name}")
+        yield tmp
