@@ -232,3 +232,40 @@ def test_weight_behind_identity_is_written_to_the_data_file(
     assert sorted(a) == sorted(b) == ["b1", "w1_shared", "w2"]
     assert b["w1_shared"].tobytes() == np.delete(w1, [1, 4], axis=0).tobytes() == a["w1_shared"].tobytes()
     assert b["w2"].tobytes() == np.delete(w2, [1, 4], axis=1).tobytes() == a["w2"].tobytes()
+
+
+def test_references_are_checked_again_when_copied(tmp_path: Path) -> None:
+    """The data file is read again after load (planning maps it, the writer copies it): a location
+    linked out of the folder maps to nothing, and a reference past the end of its file is exit 2."""
+    from actaudit.errors import InputError
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (tmp_path / "secret.data").write_bytes(b"\1" * 64)
+    (folder / "link.data").symlink_to(tmp_path / "secret.data")
+    (folder / "w.data").write_bytes(b"\0" * 64)
+
+    def tensor(**info: str) -> onnx.TensorProto:
+        t = onnx.TensorProto(name="w", data_type=onnx.TensorProto.FLOAT, dims=[4, 4])
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in info.items():
+            t.external_data.add(key=k, value=v)
+        return t
+
+    assert prune_edit._mapped(tensor(location="link.data", offset="0", length="64"), folder) is None
+    assert prune_edit._mapped(tensor(location="w.data", offset="0", length="64"), folder) is not None
+    out = tmp_path / "out"
+    out.mkdir()
+    for bad in (
+        {"location": "w.data", "offset": "32", "length": "64"},
+        {"location": "link.data", "offset": "0", "length": "64"},
+        {"location": "../secret.data", "offset": "0", "length": "64"},
+    ):
+        m = onnx.ModelProto()
+        m.graph.initializer.append(tensor(**bad))
+        data = prune_edit._Data(out / prune_edit.DATA, folder)
+        try:
+            with pytest.raises(InputError):
+                data.copy_rest(m)
+        finally:
+            data.close()
