@@ -29,6 +29,8 @@ _PROTOBUF_LIMIT = 2**31 - 2**26  # leave headroom under protobuf's 2 GiB message
 class OnnxModel:
     """A loaded ONNX model (a private copy) with the session settings chosen at load time."""
 
+    # A model with external data beside ``file``, once prune takes it, is that file's own proto:
+    # its large weights stay references into the data files (``file``'s folder).
     model: onnx.ModelProto
     inputs: list[InputSpec]
     provider: str

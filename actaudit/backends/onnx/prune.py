@@ -5,6 +5,12 @@ whose only reader is an ``Add`` of a per-feature constant becomes one linear op 
 bias. Shapes come from ONNX shape inference with the calibration sample's shape and a
 batch of 1, so MACs and Flatten sizes are concrete. The pruned model drops the inferred
 ``value_info`` (channel counts changed) and is checked again from scratch.
+
+A model whose weights are external data beside its file is pruned from the files: the
+copy read at load is let go before the audit, planning reads memory maps of the data
+files, each edited weight is written to a private data file in blocks of rows, and
+onnxruntime runs the edited model from there; no weight is held whole (peak memory is
+about one onnxruntime session of the model).
 """
 
 from __future__ import annotations
@@ -562,7 +568,7 @@ class OnnxPruner:
         self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool
     ) -> AbstractContextManager[Path]:
         """The rewrite's writer: one file, or the model and its external data over 2 GB; an edited
-        model that lives in files is copied from them, one tensor at a time."""
+        model that lives in files is published from them (its data file copied as it is)."""
         lean = self.lean
         if lean is None or lean[0] is not model:
             return self.surgeon.stage(model, notes, out, force)
