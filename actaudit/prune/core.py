@@ -267,18 +267,19 @@ def _report(s: _Session, new: object, drift: Drift) -> PruneReport:
     )
 
 
-def _write(s: _Session, new: object, report: PruneReport) -> None:
-    """Publish the pruned model once its reloaded copy reproduces the drift and the parameter count."""
+def _write(s: _Session, new: object, report: PruneReport) -> object | None:
+    """Publish the pruned model once its reloaded copy reproduces the drift and the parameter count;
+    the reloaded model, or None when nothing was written."""
     o = s.opts
     if o.output is None:
-        return
+        return None
     changed = any(r.removed or r.folded for r in s.rows.values())
     if not changed or not (report.passed or o.force):
         reason = (
             "nothing to prune" if not changed else "drift over --max-drift (pass --force to write anyway)"
         )
         report.output = {"path": str(o.output), "written": False, "reason": reason}
-        return
+        return None
     want = report.after["parameters"]
 
     def same_size(reloaded: object) -> None:
@@ -304,6 +305,7 @@ def _write(s: _Session, new: object, report: PruneReport) -> None:
     )
     report.drift_verified = done.drift
     report.output = done.output
+    return done.reloaded
 
 
 def prune(
@@ -324,9 +326,11 @@ def prune(
     new, drift = _choose(s, _candidates(s))
     release_values(s.graph)
     report = _report(s, new, drift)
-    report.model_out = new
     t_plan = time.perf_counter()
-    _write(s, new, report)
+    reloaded = _write(s, new, report)
+    # A backend whose edited model lives in files (ONNX external data) says what the caller gets.
+    model_out = getattr(s.pruner, "model_out", None)
+    report.model_out = model_out(new, reloaded) if callable(model_out) else new
     report.run = {
         "timings_s": {"prune_s": round(t_plan - t0, 4), "write_s": round(time.perf_counter() - t_plan, 4)}
     }

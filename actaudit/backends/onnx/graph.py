@@ -141,6 +141,8 @@ def _type_of(t: onnx.TypeProto) -> tuple[int, int | None, tuple[int | None, ...]
 
 
 def _to_array(t: onnx.TensorProto) -> np.ndarray | None:
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return None  # a weight left in its data file: not read (onnx would look in the working folder)
     try:
         return onnx.to_array(t)
     except Exception:  # external data not loaded, exotic types: not a usable constant

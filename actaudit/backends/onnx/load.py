@@ -29,6 +29,8 @@ _PROTOBUF_LIMIT = 2**31 - 2**26  # leave headroom under protobuf's 2 GiB message
 class OnnxModel:
     """A loaded ONNX model (a private copy) with the session settings chosen at load time."""
 
+    # A model with external data beside ``file``, once prune takes it, is that file's own proto:
+    # its large weights stay references into the data files (``file``'s folder).
     model: onnx.ModelProto
     inputs: list[InputSpec]
     provider: str
@@ -302,10 +304,20 @@ def _short(e: BaseException, limit: int = 200) -> str:
 INLINE_EXTERNAL = 1 << 24  # bytes: external tensors up to this size are read into a proto by _inline_small
 
 
+_WEIGHT_TYPES = (
+    onnx.TensorProto.FLOAT,
+    onnx.TensorProto.DOUBLE,
+    onnx.TensorProto.FLOAT16,
+    onnx.TensorProto.BFLOAT16,
+)
+
+
 def _inline_small(m: onnx.ModelProto, base: Path) -> None:
-    """External tensors up to ``INLINE_EXTERNAL`` bytes read into ``m``; the weights stay references."""
+    """External tensors up to ``INLINE_EXTERNAL`` bytes read into ``m``, and every tensor that is not
+    a float weight (shapes, axes: onnxruntime's shape inference reads those from the proto only);
+    the weights stay references."""
     for t in onnx.all_tensors(m):
-        if _is_external(t) and _external_length(t) <= INLINE_EXTERNAL:
+        if _is_external(t) and (_external_length(t) <= INLINE_EXTERNAL or t.data_type not in _WEIGHT_TYPES):
             onnx.load_external(t, str(base))
 
 

@@ -5,11 +5,20 @@ whose only reader is an ``Add`` of a per-feature constant becomes one linear op 
 bias. Shapes come from ONNX shape inference with the calibration sample's shape and a
 batch of 1, so MACs and Flatten sizes are concrete. The pruned model drops the inferred
 ``value_info`` (channel counts changed) and is checked again from scratch.
+
+A model whose weights are external data beside its file is pruned from the files: the
+copy read at load is let go before the audit, planning reads memory maps of the data
+files, each edited weight is written to a private data file in blocks of rows, and
+onnxruntime runs the edited model from there; no weight is held whole (peak memory is
+about one onnxruntime session of the model).
 """
 
 from __future__ import annotations
 
 import math
+import shutil
+import tempfile
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -18,14 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from ...edit.cuts import Edits
 from ...edit.graph import Graph, Op, Param
 from ...kinds import ONNX_OPS
 from .graph import DEFAULT_DOMAINS, attr, constant_node_value
-from .load import _is_external, _skeleton
-from .prune_edit import apply, count_params
+from .load import _is_external, _skeleton, over_limit
+from .prune_edit import _mapped, apply, count_params, inlined, staged_copy
 from .sites import find_sites
 
 if TYPE_CHECKING:
@@ -129,37 +138,6 @@ class _Consts:
         if v is None:
             return None
         return Param(name, v, shared=self.uses[name] > 1 or name in self.outputs)
-
-
-def _mapped(t: onnx.TensorProto, base: Path | None) -> np.ndarray | None:
-    """An external tensor as a read-only memory map of its data file: the weights of a model over
-    2 GB are read where planning needs them, never copied whole. Offsets and lengths from the file
-    are checked against the data file's size and the tensor's dims first."""
-    info = {e.key: e.value for e in t.external_data}
-    try:
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type))
-    except (KeyError, TypeError, ValueError):
-        return None
-    loc = info.get("location", "")
-    if (
-        base is None
-        or not loc
-        or Path(loc).is_absolute()
-        or ".." in Path(loc).parts
-        or dtype.kind not in "fiub"
-    ):
-        return None
-    path = base / loc
-    offset, length = info.get("offset", "0"), info.get("length", "")
-    n = math.prod(int(d) for d in t.dims)
-    if not offset.isdigit() or (length and not length.isdigit()) or any(int(d) < 0 for d in t.dims):
-        return None
-    size = path.stat().st_size if path.is_file() else -1
-    if (length and int(length) != n * dtype.itemsize) or int(offset) + n * dtype.itemsize > size:
-        return None
-    if n == 0:
-        return np.zeros(tuple(t.dims), dtype)
-    return np.memmap(path, dtype=dtype.newbyteorder("<"), mode="r", offset=int(offset), shape=tuple(t.dims))
 
 
 def _shapes(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
@@ -500,6 +478,18 @@ class OnnxPruner:
         self.handle = handle
         self.surgeon = OnnxSurgeon(handle)
         self.notes: list[str] = []
+        # An edited model written to a private folder (``model.onnx`` + ``weights.bin``) as it was built
+        self.lean: tuple[onnx.ModelProto, Path] | None = None
+        self._folder: Any = None  # a weakref.finalize that removes the folder
+        if self._light():
+            # From here on the model is the input file's own proto, its weights left in the data
+            # files (where onnxruntime and the memory maps read them): the copy read at load is let go
+            # before the audit's session holds its own.
+            handle.model = self.surgeon._skeleton()
+
+    def _light(self) -> bool:
+        """Weights in external data beside a file: planned, edited and run from the files, never held."""
+        return self.handle.external and self.handle.file is not None
 
     def prepare(self, source: DataSource, samples: int | None) -> None:
         """Nothing to bind (the graph is the file); the audit's instrumented sessions are let go.
@@ -523,7 +513,7 @@ class OnnxPruner:
 
     def graph(self, model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> Graph:
         h = self.handle
-        if model is h.model and h.external and h.file is not None:
+        if model is h.model and self._light() and h.file is not None:
             # the same graph with its weights left in the input's data files, mapped, not copied
             return to_ir(self.surgeon._skeleton(), shapes, h.file.resolve().parent)
         return to_ir(model, shapes)
@@ -535,30 +525,41 @@ class OnnxPruner:
 
     def apply(self, model: onnx.ModelProto, graph: Graph, edits: Edits) -> onnx.ModelProto:
         h = self.handle
-        light = model is h.model and h.external and h.file is not None
-        return apply(model, graph, edits, self.surgeon._skeleton() if light else None)
+        if not (model is h.model and self._light() and h.file is not None):
+            return apply(model, graph, edits)
+        # written as it is built, one weight (one block of rows) at a time; an earlier variant's files go
+        self.lean = None
+        if self._folder is not None:
+            self._folder()
+        folder = Path(tempfile.mkdtemp(prefix="actaudit-prune-"))
+        self._folder = weakref.finalize(self, shutil.rmtree, str(folder), True)
+        new = apply(model, graph, edits, self.surgeon._skeleton(), (folder, h.file.resolve().parent))
+        self.lean = (new, folder / "model.onnx")
+        return new
 
     def outputs(
         self, model: onnx.ModelProto, source: DataSource, samples: int | None
     ) -> Iterator[list[np.ndarray]]:
-        h = self.handle
-        if not (h.external and h.file is not None) or model is h.model or self.surgeon.on_disk is not None:
+        lean = self.lean
+        if lean is None or lean[0] is not model or self.surgeon.on_disk is not None:
             yield from self.surgeon.outputs(model, source, samples, None)
             return
-        # An edited model over external data: its session reads a written copy (weights beside it),
-        # never a serialised proto (the bytes and onnxruntime's parse of them were two more copies).
-        import tempfile
+        # the edited model's session reads the files it was written to
+        self.surgeon.on_disk = lean
+        try:
+            yield from self.surgeon.outputs(model, source, samples, None)
+        finally:
+            self.surgeon.on_disk = None
 
-        from .session import save_external
-
-        with tempfile.TemporaryDirectory(prefix="actaudit-prune-") as tmp:
-            path = Path(tmp) / "model.onnx"
-            save_external(model, str(path), "weights.bin", base=h.file.resolve().parent)
-            self.surgeon.on_disk = (model, path)
-            try:
-                yield from self.surgeon.outputs(model, source, samples, None)
-            finally:
-                self.surgeon.on_disk = None
+    def model_out(self, model: onnx.ModelProto, reloaded: object | None) -> object:
+        """The pruned model for the Python API. An edited model that lives in a private folder
+        (removed with this pruner): the published file's proto when one was written (weights
+        over 2 GB stay in its data file, ``onnx.load(path)`` reads them), else the edited model
+        with its weights read in."""
+        lean = self.lean
+        if lean is None or lean[0] is not model:
+            return model
+        return reloaded if reloaded is not None else inlined(model, lean[1].parent)
 
     def serialize(self, model: onnx.ModelProto, notes: list[str]) -> bytes:
         return model.SerializeToString()
@@ -566,8 +567,20 @@ class OnnxPruner:
     def stage(
         self, model: onnx.ModelProto, notes: list[str], out: Path, force: bool
     ) -> AbstractContextManager[Path]:
-        """The rewrite's writer: one file, or the model and its external data over 2 GB."""
-        return self.surgeon.stage(model, notes, out, force)
+        """The rewrite's writer: one file, or the model and its external data over 2 GB; an edited
+        model that lives in files is published from them (its data file copied as it is)."""
+        lean = self.lean
+        if lean is None or lean[0] is not model:
+            return self.surgeon.stage(model, notes, out, force)
+        from .surgery import check_data_file, data_name, stage_onnx
+
+        large = self.handle.over_limit() or over_limit(model)
+        self.surgeon.written_data = out.parent / data_name(out) if large else None
+        if large:
+            check_data_file(self.handle, out)
+            return staged_copy(model, lean[1].parent, notes, out, data_name(out), force)
+        # one file, as for any model under 2 GB: the weights read back into a copy
+        return stage_onnx(inlined(model, lean[1].parent), notes, out, force, False)
 
     @property
     def written_data(self) -> Path | None:
