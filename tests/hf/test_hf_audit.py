@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from actaudit.cli import cli
 from tests.hf import tinymodels
 
+
 def tanh_gelu(x: torch.Tensor) -> torch.Tensor:
     """GPT-2's GELU, written here from the paper's formula (Hendrycks & Gimpel 2016)."""
     return 0.5 * x * (1.0 + torch.tanh((2.0 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))
