@@ -26,6 +26,7 @@ class SpelledOut:
 
     def end_forward(self) -> None:
         self.sigmoid_out = WeakIdKeyDictionary()
+        self.gelu = TanhGelu()  # a chain never spans two forwards
 
     def sigmoid_output(self, key: SiteKey, x: object, out: torch.Tensor) -> None:
         """A held sigmoid site's output: a Mul of it by its own input makes the site a SiLU."""
@@ -74,6 +75,7 @@ class SpelledOut:
 # ``gelu_new`` and transformers' NewGELU/FastGELU/AccurateGELU/GELUTanh(python) spell it with these ops.
 GELU_C = math.sqrt(2.0 / math.pi)
 GELU_A = 0.044715
+_CHECKED = 8192  # elements compared by is_tanh_gelu
 _ADDS = frozenset(["add", "add_", "__add__", "__radd__", "__iadd__"])
 _ARITH = _ADDS | {"pow", "__pow__", "mul", "mul_", "__mul__", "__rmul__", "__imul__"}
 
@@ -88,10 +90,14 @@ class TanhGelu:
 
     def __init__(self) -> None:
         self.root_of: WeakIdKeyDictionary = WeakIdKeyDictionary()  # chain tensor -> (x, nonlinear)
+        # ids of chain tensors: a cheap first test (an id may outlive its tensor; root_of decides)
+        self._ids: set[int] = set()
 
     def track(self, name: str, args: tuple[object, ...], out: object) -> None:
         if name not in _ARITH or not isinstance(out, torch.Tensor) or not out.is_floating_point():
             return
+        if name in _ADDS and not any(id(t) in self._ids for t in args[:2]):
+            return  # an addition never starts a chain: most of a model's arithmetic stops here
         tensors = [a for a in args[:2] if isinstance(a, torch.Tensor) and _scalar_value(a) is None]
         consts = [v for a in args[:2] if (v := _scalar_value(a)) is not None]
         if not tensors:
@@ -112,6 +118,7 @@ class TanhGelu:
             return  # a chain starts only at the formula's own constants: plain arithmetic stays untracked
         if tuple(out.shape) == tuple(x.shape):
             self.root_of[out] = (x, nonlinear)
+            self._ids.add(id(out))
 
     def root(self, z: torch.Tensor) -> torch.Tensor | None:
         """The ``x`` that a tanh argument ``z`` was computed from through a cubic term, or None."""
@@ -124,7 +131,9 @@ def is_tanh_gelu(z: torch.Tensor, x: torch.Tensor) -> bool:
     if z.shape != x.shape or z.numel() == 0:
         return False
     with torch._C.DisableTorchFunction():
-        xf = x.detach().double()
+        # The first elements decide (an identity of formulas, not a statistic): a bounded check.
+        z, x = z.detach().reshape(-1)[:_CHECKED], x.detach().reshape(-1)[:_CHECKED]
+        xf = x.double()
         want = GELU_C * (xf + GELU_A * xf * xf * xf)
         err = (z.detach().double() - want).abs()
         eps = torch.finfo(x.dtype).eps if x.is_floating_point() else 1e-7
