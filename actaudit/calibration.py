@@ -142,6 +142,8 @@ def calib_file(path: str | os.PathLike[str], model: LoadedModel, opts: AuditOpti
         normalize=opts.normalize,
         channels_last=opts.channels_last,
         model_folder=folder,
+        tokenizer=opts.tokenizer,
+        resample=not opts.no_resample,
     )
     return file_source(path, kind, settings)
 

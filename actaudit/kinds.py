@@ -56,7 +56,8 @@ TABLE: tuple[Kind, ...] = (
     Kind("elu", _R, "ELU", ("elu", "elu_"), ("Elu",), ("alpha",)),
     Kind("selu", _R, "SELU", ("selu", "selu_"), ("Selu",), ("alpha", "scale")),
     Kind("celu", _R, "CELU", ("celu", "celu_"), ("Celu",), ("alpha",)),
-    Kind("gelu", _R, "GELU", ("gelu", "gelu_"), ("Gelu",)),
+    # params: {"tanh": 1.0} for the tanh approximation (GPT-2's gelu_new), whose flat tail starts at −3.009
+    Kind("gelu", _R, "GELU", ("gelu", "gelu_"), ("Gelu",), ("tanh",)),
     Kind("silu", _R, "SiLU", ("silu", "silu_")),
     Kind("mish", _R, "Mish", ("mish", "mish_"), ("Mish",)),
     Kind("hardswish", _R, "Hardswish", ("hardswish", "hardswish_"), ("HardSwish",)),
@@ -137,6 +138,13 @@ def _gelu_d(x: float) -> float:
     return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0))) + x * math.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
 
 
+def _gelu_tanh_d(x: float) -> float:
+    """d/dx of 0.5·x·(1 + tanh(u)), u = √(2/π)·(x + 0.044715·x³)."""
+    c = math.sqrt(2.0 / math.pi)
+    t = math.tanh(c * (x + 0.044715 * x**3))
+    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * x * x)
+
+
 def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
@@ -200,7 +208,7 @@ def thresholds(kind: str, params: tuple[tuple[str, float], ...], f: float) -> Th
         input_scale = p.get("input_scale", 1.0 / alpha if kind == "celu" and alpha else defaults[2])
         return Thresholds(low=_elu_low(alpha, scale, input_scale, f))
     if kind == "gelu":
-        return Thresholds(low=_tail_low(_gelu_d, f))
+        return Thresholds(low=_tail_low(_gelu_tanh_d if p.get("tanh") else _gelu_d, f))
     if kind == "silu":
         return Thresholds(low=_tail_low(_silu_d, f))
     if kind == "mish":

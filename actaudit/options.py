@@ -51,6 +51,8 @@ class AuditOptions:
     resize: str | None = None
     normalize: str | None = None
     channels_last: bool = False
+    tokenizer: str | None = None  # a local folder holding tokenizer.json, for a model folder without one
+    no_resample: bool = False  # refuse WAV files at another sample rate instead of resampling them
     # An actaudit.shard.Shard: run only that part of the data, report exact counters. Typed here as
     # object so that the options do not import the shard module (it reaches the report assembly).
     shard: object | None = None

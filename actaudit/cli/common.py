@@ -45,6 +45,8 @@ DATA_KEYS = (
     "resize",
     "normalize",
     "channels_last",
+    "tokenizer",
+    "no_resample",
 )
 THRESHOLD_KEYS = ("stuck_fraction", "dead_rate", "saturation_rate", "rare_rate")
 

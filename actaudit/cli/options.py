@@ -219,6 +219,17 @@ data_options = group(
         help="Images: pixels to [0,1] (unit, the default), [-1,1] (signed) or ImageNet mean/std.",
     ),
     click.option("--channels-last", is_flag=True, help="Images: NHWC batches instead of NCHW."),
+    click.option(
+        "--tokenizer",
+        metavar="DIR",
+        help="Text: tokenise with the tokenizer.json of this local folder (for a model folder without one; "
+        "never downloaded).",
+    ),
+    click.option(
+        "--no-resample",
+        is_flag=True,
+        help="WAV: refuse files at another sample rate than the model's instead of resampling them.",
+    ),
 )
 
 

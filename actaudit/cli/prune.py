@@ -67,9 +67,14 @@ def prune(**kw: Any) -> None:
       actaudit prune model.pt2 -o small.pt2 --calib images.npy --format json
       actaudit prune weights.pt --arch net.py:build -o small.ts --calib x.npy
     """
+    import os
+
+    from ..edit.folder import names_folder, refuse_prune_folder_output
     from ..prune.core import PruneOptions
     from ..prune.core import prune as run_prune
 
+    if kw["output"] is not None and os.path.isdir(kw["model"]) and names_folder(kw["output"]):
+        refuse_prune_folder_output(kw["output"])
     check_files(kw, writes_model=True)  # before the run: an input is never overwritten, --force or not
     opts = PruneOptions(
         output=kw["output"],

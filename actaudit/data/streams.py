@@ -33,6 +33,8 @@ class FileSettings:
     normalize: str | None = None
     channels_last: bool = False
     model_folder: Path | None = None  # a Hugging Face folder: its tokenizer and sample rate
+    tokenizer: str | None = None  # --tokenizer DIR: a local folder with tokenizer.json
+    resample: bool = True  # WAV files at another rate than the model's are resampled (else refused)
 
 
 def check_file_count(path: str, files: list[Path], known: tuple[str, ...]) -> list[Path]:

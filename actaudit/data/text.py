@@ -1,7 +1,7 @@
 """Prompts from a text file (one per line) or JSONL, tokenised with the model folder's own tokenizer.
 
-The tokenizer is the folder's ``tokenizer.json``, read by the ``tokenizers`` library (a data
-file, no code). Prompts are truncated to ``--max-length`` tokens and never padded: batches
+The tokenizer is the folder's ``tokenizer.json`` (or that of ``--tokenizer DIR``, a local folder:
+nothing is fetched by name), read by the ``tokenizers`` library (a data file, no code). Prompts are truncated to ``--max-length`` tokens and never padded: batches
 hold sequences of one length (:func:`actaudit.data.streams.by_length`), so every element the
 audit counts is a real token.
 """
@@ -20,6 +20,7 @@ from .batches import Batch, DataSource
 from .streams import FileSettings, by_length
 
 TOKENIZER_FILE = "tokenizer.json"
+SENTENCEPIECE = "tokenizer.model"
 MAX_LINE_CHARS = 1 << 20  # one prompt; a longer line is not a prompt
 MAX_TOKENIZER_BYTES = 1 << 30
 DEFAULT_MAX_LENGTH = 512
@@ -27,7 +28,7 @@ _JSON_KEYS = ("text", "prompt", "content")
 
 
 def text_source(path: Path, settings: FileSettings) -> DataSource:
-    tokenizer, where = _tokenizer(path, settings.model_folder)
+    tokenizer, where = _tokenizer(path, settings.model_folder, settings.tokenizer)
     limit = settings.max_length or _position_limit(settings.model_folder) or DEFAULT_MAX_LENGTH
     if limit < 1:
         raise InputError(f"--max-length must be at least 1, got {limit}")
@@ -56,15 +57,46 @@ def text_source(path: Path, settings: FileSettings) -> DataSource:
     )
 
 
-def _tokenizer(path: Path, folder: Path | None) -> tuple[Any, str]:
+def _tokenizer_file(path: Path, folder: Path | None, given: str | None) -> Path:
+    """The tokenizer.json to read: ``--tokenizer DIR``'s, else the model folder's; never a hub name."""
+    if given is not None:
+        d = Path(given)
+        if not d.is_dir():
+            raise InputError(
+                f"--tokenizer {given} is not a folder here (a tokenizer is never downloaded by name)",
+                hint=f"give a local folder holding {TOKENIZER_FILE}, e.g. one saved with "
+                "AutoTokenizer.from_pretrained(NAME).save_pretrained(DIR)",
+            )
+        if not (d / TOKENIZER_FILE).is_file():
+            raise InputError(f"--tokenizer {given} has no {TOKENIZER_FILE}", hint=_convert_hint(d))
+        return d / TOKENIZER_FILE
     file = folder / TOKENIZER_FILE if folder is not None else None
-    if file is None or not file.is_file():
+    if folder is None or file is None or not file.is_file():
         where = f"the model folder {folder}" if folder is not None else "the model"
-        raise InputError(
-            f"calibration file {path} holds text, and {where} has no {TOKENIZER_FILE} to tokenise it",
-            hint="audit a Hugging Face folder that holds its tokenizer.json, or give token ids as .npy "
-            "(input_ids) or a --data-loader",
+        only = (
+            " (only a SentencePiece tokenizer.model)" if folder and (folder / SENTENCEPIECE).is_file() else ""
         )
+        raise InputError(
+            f"calibration file {path} holds text, and {where} has no {TOKENIZER_FILE}{only} to tokenise it",
+            hint=(_convert_hint(folder) + "; or " if folder is not None else "")
+            + f"pass --tokenizer DIR (a local folder holding {TOKENIZER_FILE}), give token ids as .npy "
+            "(input_ids), or a --data-loader",
+        )
+    return file
+
+
+def _convert_hint(d: Path) -> str:
+    if (d / SENTENCEPIECE).is_file():
+        return (
+            f"{d} holds only a SentencePiece {SENTENCEPIECE}: write its {TOKENIZER_FILE} once with "
+            f"AutoTokenizer.from_pretrained('{d}').save_pretrained('{d}') (needs sentencepiece), "
+            "then run again"
+        )
+    return f"save the model's tokenizer there with AutoTokenizer.from_pretrained(NAME).save_pretrained('{d}')"
+
+
+def _tokenizer(path: Path, folder: Path | None, given: str | None = None) -> tuple[Any, str]:
+    file = _tokenizer_file(path, folder, given)
     if file.stat().st_size > MAX_TOKENIZER_BYTES:
         raise InputError(f"{file} has {file.stat().st_size} bytes: too large for a tokenizer")
     try:

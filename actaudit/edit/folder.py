@@ -25,6 +25,21 @@ def names_folder(output: str | os.PathLike[str] | None) -> bool:
     return p.is_dir() or p.suffix.lower() not in MODEL_SUFFIXES
 
 
+PRUNE_NOT_A_FOLDER = (
+    "prune removes a different number of FFN neurons in each layer, and a Hugging Face config.json holds "
+    "one FFN width for every layer"
+)
+
+
+def refuse_prune_folder_output(output: str | os.PathLike[str]) -> None:
+    """Before the run: a pruned Hugging Face model goes to one file, never to a folder ``-o``."""
+    raise InputError(
+        f"-o {output} names a folder, but {PRUNE_NOT_A_FOLDER}",
+        hint="name a file (e.g. -o pruned.pt, a pickled nn.Module that torch.load(path, weights_only=False) "
+        "reads beside the same transformers)",
+    )
+
+
 def refuse_folder_output(model: str | os.PathLike[str], output: str | os.PathLike[str], mode: str) -> None:
     """Before the run: a folder ``-o`` only for ``--mode recycle``, never the input folder or inside it."""
     if mode != WEIGHTS_ONLY_MODE:

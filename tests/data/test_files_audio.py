@@ -122,7 +122,7 @@ def test_stereo_and_8_bit_files_are_refused(tmp_path: Path, channels: int, width
     assert code == 2 and says in err
 
 
-def test_sample_rate_must_be_the_models(tmp_path: Path) -> None:
+def test_sample_rate_must_be_the_models_with_no_resample(tmp_path: Path) -> None:
     (tmp_path / "wavs").mkdir()
     write_wav(tmp_path / "wavs" / "a.wav", clips(1, 100)[0], rate=8000)
     folder = tmp_path / "model"
@@ -130,7 +130,9 @@ def test_sample_rate_must_be_the_models(tmp_path: Path) -> None:
     (folder / "preprocessor_config.json").write_text(json.dumps({"sampling_rate": 16000}))
     with pytest.raises(CalibrationError, match="8000 Hz and the model expects 16000 Hz"):
         audio_source(
-            str(tmp_path / "wavs"), [tmp_path / "wavs" / "a.wav"], FileSettings(2, model_folder=folder)
+            str(tmp_path / "wavs"),
+            [tmp_path / "wavs" / "a.wav"],
+            FileSettings(2, model_folder=folder, resample=False),
         )
     write_wav(tmp_path / "wavs" / "b.wav", clips(1, 100)[0], rate=16000)
     src = audio_source(str(tmp_path / "wavs"), sorted((tmp_path / "wavs").iterdir()), FileSettings(2))

@@ -23,10 +23,17 @@ from click.testing import CliRunner
 from actaudit.cli import cli
 from tests.hf import tinymodels
 
+
+def tanh_gelu(x: torch.Tensor) -> torch.Tensor:
+    """GPT-2's GELU, written here from the paper's formula (Hendrycks & Gimpel 2016)."""
+    return 0.5 * x * (1.0 + torch.tanh((2.0 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))
+
+
 FAMILIES = {  # builder, module holding the activation, its torch function
     "opt": (tinymodels.opt, "activation_fn", torch.relu),
     "bert": (tinymodels.bert, "intermediate.intermediate_act_fn", torch.nn.functional.gelu),
     "llama": (tinymodels.llama, "mlp.act_fn", torch.nn.functional.silu),
+    "gpt2": (tinymodels.gpt2, "mlp.act", tanh_gelu),
 }
 
 
@@ -108,6 +115,10 @@ def test_folder_audit_from_text_matches_hook_oracle(folders: dict[str, Path], fa
     report = audit_json(str(folders[family]), "--calib", str(folders["prompts"]), "--batch-size", "4")
     sites = [s for s in report["sites"] if s["module"].endswith(suffix)]
     assert len(sites) == len(expect) == tinymodels.LAYERS
+    if family == "gpt2":  # GELU's tanh form is one GELU site per layer, no tanh saturation site
+        assert [(s["kind"], s["params"], s["units"]) for s in report["sites"]] == [
+            ("gelu", {"tanh": 1.0}, tinymodels.FFN)
+        ] * tinymodels.LAYERS
     assert report["calibration"]["samples"] == len(prompts)
     for layer, (site, want) in enumerate(zip(sites, expect, strict=True)):
         # Elements are tokens, and no padding: the tokens of the prompts, nothing more.
@@ -169,7 +180,7 @@ def hot_set_size(counts: list[int], share: float) -> int:
     return len(counts)
 
 
-@pytest.mark.parametrize("family", ["opt", "llama"])
+@pytest.mark.parametrize("family", ["opt", "llama", "gpt2"])
 def test_ffn_profile_per_layer_matches_the_oracle(folders: dict[str, Path], family: str) -> None:
     _, suffix, fn = FAMILIES[family]
     prompts = tuple(ln for ln in folders["prompts"].read_text().splitlines() if ln.strip())

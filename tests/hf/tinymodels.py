@@ -1,8 +1,8 @@
 """Tiny transformers built from configs, trained for a moment on a synthetic task, saved as folders.
 
-Three families: an OPT-style ReLU decoder, a BERT-style GELU encoder and a LLaMA-style
-SiLU-gated MLP, hidden size 32, 2 layers, with a word-level tokenizer built here with the
-``tokenizers`` library and saved into the folder. A few FFN neurons are killed on purpose
+Four families: an OPT-style ReLU decoder, a BERT-style GELU encoder, a LLaMA-style SiLU-gated
+MLP and GPT-2 (GELU's tanh form spelled out in torch ops), hidden size 32, 2 layers, with a
+word-level tokenizer built here with the ``tokenizers`` library and saved into the folder. A few FFN neurons are killed on purpose
 (their bias set far below any threshold) so that dead counts are not all zero, and a few
 others are fed a large bias so that they fire on every token.
 """
@@ -120,5 +120,23 @@ def llama(folder: Path, steps: int = 40, **save: Any) -> Any:
     model = LlamaForCausalLM(cfg)
     _train(model, tok, steps, causal=True)
     _kill(lambda i: model.model.layers[i].mlp.gate_proj.bias)
+    model.save_pretrained(folder, **save)
+    return model
+
+
+def gpt2(folder: Path, steps: int = 40, **save: Any) -> Any:
+    """GPT-2: its MLP's ``NewGELUActivation`` spells GELU's tanh form out in torch ops (``gelu_new``)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tok = tokenizer(folder, "[BOS] $A")
+    torch.manual_seed(4)
+    cfg = GPT2Config(
+        vocab_size=len(VOCAB), n_embd=HIDDEN, n_layer=LAYERS, n_inner=FFN, n_head=4, n_positions=64,
+        activation_function="gelu_new", pad_token_id=0, bos_token_id=2, eos_token_id=4,
+        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+    )  # fmt: skip
+    model = GPT2LMHeadModel(cfg)
+    _train(model, tok, steps, causal=True)
+    _kill(lambda i: model.transformer.h[i].mlp.c_fc.bias)
     model.save_pretrained(folder, **save)
     return model

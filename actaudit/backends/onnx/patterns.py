@@ -42,6 +42,7 @@ def _patterns(scope: Scope) -> tuple[list[OnnxSite], set[int]]:
             hit = _erf_gelu(scope, node)
         elif node.op_type == "Tanh":
             hit = _tanh_gelu(scope, node)
+            params = {"tanh": 1.0} if hit is not None else {}
         elif node.op_type == "Clip":
             hit = _clip_hardswish(scope, node)
         elif node.op_type == "Abs":
@@ -52,7 +53,11 @@ def _patterns(scope: Scope) -> tuple[list[OnnxSite], set[int]]:
         if any(id(n) in taken for n in nodes):
             continue
         taken.update(id(n) for n in nodes)
-        sites.append(_site(scope, node, i, label, Activation(kind, params), x, nodes[-1].output[0]))
+        site = _site(scope, node, i, label, Activation(kind, params), x, nodes[-1].output[0])
+        if label == "Tanh-GELU":
+            head, _, last = site.base.rpartition("/")
+            site.base = f"{head}/gelu" if last == "tanh" else "gelu" if site.base == "tanh" else site.base
+        sites.append(site)
     return sites, taken
 
 
@@ -152,9 +157,9 @@ def _erf_gelu(scope: Scope, erf: onnx.NodeProto) -> Hit | None:
     for add in _only(scope, erf.output[0], "Add"):
         if not _close(scope, _other(add, erf.output[0]), 1.0):
             continue
-        found = _times_x(scope, add.output[0], {x})
-        if found:
-            return "gelu", x, [pre, erf, add, *found[1]], "Erf-GELU"
+        found = _half_x(scope, add.output[0], x)
+        if found is not None:
+            return "gelu", x, [pre, erf, add, *found], "Erf-GELU"
     return None
 
 
@@ -176,19 +181,100 @@ def _ancestors(scope: Scope, name: str, depth: int) -> set[str]:
 
 
 def _tanh_gelu(scope: Scope, t: onnx.NodeProto) -> Hit | None:
-    """``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x³)))``: the tanh approximation of GELU."""
-    pre = scope.producer(t.input[0])
-    if pre is None or pre.op_type != "Mul":
-        return None
-    xs = _ancestors(scope, t.input[0], 5) - {t.input[0]}
-    if not xs:
-        return None
-    for add in _only(scope, t.output[0], "Add"):
-        if not _close(scope, _other(add, t.output[0]), 1.0):
+    """``0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x³)))``: the tanh approximation of GELU.
+
+    The Tanh's input is read back as a polynomial in each of its ancestors: whichever spelling
+    (GPT-2's ``gelu_new``, ``x·c·(1 + a·x·x)``, constants on either side) it must equal
+    ``c·x + c·a·x³``; then the Tanh's ``1 + t`` must be multiplied by ``0.5·x``.
+    """
+    for x in sorted(_ancestors(scope, t.input[0], 6) - {t.input[0]}):
+        p = _poly(scope, t.input[0], x, 8)
+        if p is None or set(p) - {0, 1, 3} or abs(p.get(0, 0.0)) > 1e-6:
             continue
-        found = _times_x(scope, add.output[0], xs)
-        if found:
-            return "gelu", found[0], [t, add, *found[1]], "Tanh-GELU"
+        if not (
+            math.isclose(p.get(1, 0.0), GELU_C, rel_tol=1e-3)
+            and math.isclose(p.get(3, 0.0), GELU_C * GELU_A, rel_tol=1e-3)
+        ):
+            continue
+        for add in _only(scope, t.output[0], "Add"):
+            if not _close(scope, _other(add, t.output[0]), 1.0):
+                continue
+            found = _half_x(scope, add.output[0], x)
+            if found is not None:
+                return "gelu", x, [t, add, *found], "Tanh-GELU"
+    return None
+
+
+GELU_C = math.sqrt(2.0 / math.pi)
+GELU_A = 0.044715
+Poly = dict[int, float]  # degree -> coefficient
+
+
+def _poly(scope: Scope, name: str, x: str, depth: int) -> Poly | None:
+    """``name`` as a polynomial in ``x`` through Mul/Add/Sub/Pow/Div-by-constant nodes (degree ≤ 3), or None."""
+    if name == x:
+        return {1: 1.0}
+    c = scope.scalar(name)
+    if c is not None:
+        return {0: c}
+    node = scope.producer(name)
+    if depth == 0 or node is None or node.domain not in DEFAULT_DOMAINS or len(node.input) != 2:
+        return None
+    if node.op_type not in ("Mul", "Add", "Sub", "Div", "Pow"):
+        return None
+    a = _poly(scope, node.input[0], x, depth - 1)
+    if a is None:
+        return None
+    if node.op_type == "Pow":
+        e = scope.scalar(node.input[1])
+        if e is None or e not in (1.0, 2.0, 3.0):
+            return None
+        out: Poly | None = {0: 1.0}
+        for _ in range(int(e)):
+            out = _times(out, a) if out is not None else None
+        return out
+    b = _poly(scope, node.input[1], x, depth - 1)
+    if b is None:
+        return None
+    if node.op_type == "Mul":
+        return _times(a, b)
+    if node.op_type == "Div":
+        d = b.get(0, 0.0)
+        return {k: v / d for k, v in a.items()} if set(b) == {0} and d != 0 else None
+    sign = -1.0 if node.op_type == "Sub" else 1.0
+    return {k: a.get(k, 0.0) + sign * b.get(k, 0.0) for k in set(a) | set(b)}
+
+
+def _times(a: Poly, b: Poly) -> Poly | None:
+    out: Poly = {}
+    for i, u in a.items():
+        for j, v in b.items():
+            out[i + j] = out.get(i + j, 0.0) + u * v
+    return out if max(out) <= 3 else None
+
+
+def _half_x(scope: Scope, start: str, x: str, hops: int = 3) -> list[onnx.NodeProto] | None:
+    """The Mul/Div nodes that take ``start`` to ``0.5 · x · start`` (``x`` possibly pre-scaled)."""
+    frontier: list[tuple[str, float, int, list[onnx.NodeProto]]] = [(start, 1.0, 0, [])]
+    for _ in range(hops):
+        nxt = []
+        for name, coef, deg, path in frontier:
+            for n in scope.uses(name):
+                other = _other(n, name)
+                if n.domain not in DEFAULT_DOMAINS or other is None or n.op_type not in ("Mul", "Div"):
+                    continue
+                p = _poly(scope, other, x, 2)
+                if p is None or len(p) != 1:
+                    continue
+                ((k, v),) = p.items()
+                if n.op_type == "Div" and (k != 0 or v == 0 or n.input[0] != name):
+                    continue
+                c, d = (coef / v, deg) if n.op_type == "Div" else (coef * v, deg + k)
+                if d == 1 and math.isclose(c, 0.5, rel_tol=1e-3):
+                    return [*path, n]
+                if d <= 1:
+                    nxt.append((n.output[0], c, d, [*path, n]))
+        frontier = nxt
     return None
 
 

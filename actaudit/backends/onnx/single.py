@@ -76,6 +76,8 @@ def _known(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
     slopes = None
     if op in _PLAIN:
         act = Activation(_PLAIN[op])
+        if op == "Gelu" and attr(node, "approximate", b"none") in (b"tanh", "tanh"):
+            act = Activation("gelu", {"tanh": 1.0})
     elif op in _ALPHA:
         kind, key, default = _ALPHA[op]
         act = Activation(kind, {key: _f32(attr(node, "alpha", default))})
@@ -142,7 +144,8 @@ def _ms_single(scope: Scope, node: onnx.NodeProto, i: int) -> OnnxSite | None:
             )
             site.uncovered = f"{op} computes x·sigmoid({alpha}·x) inside the op; its pre-activation {alpha}·x is never a tensor"
             return site
-        site = _site(scope, node, i, f"com.microsoft.{op}", Activation("gelu"), node.input[0])
+        tanh = {"tanh": 1.0} if op == "FastGelu" else {}  # FastGelu is the tanh approximation
+        site = _site(scope, node, i, f"com.microsoft.{op}", Activation("gelu", tanh), node.input[0])
         if op == "BiasGelu" or (op == "FastGelu" and len(node.input) > 1 and node.input[1]):
             site.uncovered = f"{op} adds its bias inside the op, so the pre-activation is never a tensor"
         return site

@@ -13,7 +13,7 @@ import torch
 
 from ...data import Batch, DataSource
 from ...detect import TRANSFORMERS
-from ...edit.folder import FOLDER, names_folder
+from ...edit.folder import FOLDER, PRUNE_NOT_A_FOLDER, names_folder
 from ...errors import InputError
 from ...stats import Capture
 from ..base import Backend, CaptureOptions, HandleBase, LoadOptions, ModelHandle, Pruner, Surgery
@@ -76,7 +76,13 @@ class TorchHandle(HandleBase[TorchModel]):
     def pruner(self, output: Path | None, output_format: str | None) -> Pruner:
         from .editing import TorchPruneEditor
 
-        return TorchPruneEditor(self.raw, output, output_format)
+        editor = TorchPruneEditor(self.raw, output, output_format)
+        if self.raw.folder is not None:
+            editor.notes.append(
+                f"written as one file, not as a Hugging Face folder: {PRUNE_NOT_A_FOLDER} "
+                "(a .pt is a pickled nn.Module: torch.load(path, weights_only=False) beside the same transformers)"
+            )
+        return editor
 
 
 class TorchBackend:

@@ -32,7 +32,14 @@ _KINDS = {
     "GELUActivation": "gelu",
     "GELUTanh": "gelu",
     "PytorchGELUTanh": "gelu",
+    "NewGELUActivation": "gelu",  # GPT-2's gelu_new: tanh form spelled out, one GELU site (.swish)
+    "FastGELUActivation": "gelu",
+    "AccurateGELUActivation": "gelu",
 }
+# GELU's tanh approximation: its flat tail starts at −3.009, not the erf form's −3.022 (kinds.py).
+_TANH_GELU = frozenset(
+    ["GELUTanh", "PytorchGELUTanh", "NewGELUActivation", "FastGELUActivation", "AccurateGELUActivation"]
+)
 _GATES = ("gate_proj", "w1", "gate_up_proj", "wi_0")
 _NOT_FFN = ("attn", "attention")
 
@@ -54,9 +61,14 @@ def ffn_layout(model: torch.nn.Module) -> dict[str, FfnLayer]:
 class SequenceCounter:
     """Per FFN activation: sequences seen, and (sequence, neuron) pairs where no token fired."""
 
-    def __init__(self, layout: dict[str, FfnLayer], stuck_fraction: float) -> None:
+    def __init__(
+        self, layout: dict[str, FfnLayer], stuck_fraction: float, tanh: frozenset[str] = frozenset()
+    ) -> None:
         self.layout = layout
-        self.low = {n: Activation(v["kind"]).thresholds(stuck_fraction).low for n, v in layout.items()}
+        self.low = {
+            n: Activation(v["kind"], {"tanh": 1.0} if n in tanh else {}).thresholds(stuck_fraction).low
+            for n, v in layout.items()
+        }
         self.shape: tuple[int, int] | None = None
         self.sequences = dict.fromkeys(layout, 0)
         self.silent = dict.fromkeys(layout, 0)
@@ -100,7 +112,8 @@ def capture_ffn(tm: TorchModel, source: DataSource, opts: CaptureOptions) -> Cap
     layout = ffn_layout(model) if model is not None else {}
     if not layout or model is None:
         return capture(tm, source, **opts.kwargs())
-    counter = SequenceCounter(layout, opts.stuck_fraction)
+    tanh = frozenset(n for n in layout if type(model.get_submodule(n)).__name__ in _TANH_GELU)
+    counter = SequenceCounter(layout, opts.stuck_fraction, tanh)
     hooks = [model.register_forward_pre_hook(counter.model_hook, with_kwargs=True)]
     hooks += [model.get_submodule(n).register_forward_pre_hook(counter.act_hook(n)) for n in layout]
     try:

@@ -20,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ...errors import InputError
 
 # Files of the input folder never copied: its weights, its index and its code (the new folder's come from the writer).
@@ -39,7 +41,7 @@ def stage_folder(model: Any, source: Path, out: Path, notes: list[str]) -> Itera
         )
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
     try:
-        _save(model, source, tmp)
+        _save(model, source, tmp, notes)
         notes.append(
             f"written as a Hugging Face folder (save_pretrained: config.json + safetensors; tokenizer files copied "
             f"from {source}): load it with from_pretrained"
@@ -55,15 +57,26 @@ def stage_folder(model: Any, source: Path, out: Path, notes: list[str]) -> Itera
         raise
 
 
-def _save(model: Any, source: Path, tmp: Path) -> None:
+def _save(model: Any, source: Path, tmp: Path, notes: list[str]) -> None:
     config = model.config
     cache = config.use_cache
+    stored = stored_dtype(source)
+    audited = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    cast = stored is not None and stored != audited
     try:  # the loader turns the key/value cache off for the audit: the folder keeps the input's setting
         original = json.loads((source / "config.json").read_text(encoding="utf-8"))
         config.use_cache = original.get("use_cache", cache) if isinstance(original, dict) else cache
+        if cast:
+            # Written in the input's dtype; the model in memory is rounded the same way, so the
+            # checks that follow compare what the folder holds.
+            model.to(stored)
         model.save_pretrained(tmp, safe_serialization=True)
     finally:
         config.use_cache = cache
+        if cast:
+            model.to(audited)
+    if cast:
+        notes.append(f"weights written as {str(stored).removeprefix('torch.')}, as the input stored them")
     for f in sorted(source.iterdir()):
         name = f.name
         if not f.is_file() or name.startswith(".") or (tmp / name).exists() or name.endswith(_NOT_COPIED):
@@ -71,9 +84,29 @@ def _save(model: Any, source: Path, tmp: Path) -> None:
         shutil.copyfile(f, tmp / name)
 
 
+_SAFE_DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32, "F64": torch.float64}
+
+
+def stored_dtype(source: Path) -> torch.dtype | None:
+    """The one floating dtype of the input folder's safetensors files (read from their headers), or
+    None: pickled weights, or several floating dtypes (the written folder then stays as audited)."""
+    from safetensors import safe_open
+
+    found: set[str] = set()
+    for f in sorted(source.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt", device="cpu") as st:
+                found |= {st.get_slice(k).get_dtype() for k in st.keys()}  # noqa: SIM118 (not a dict)
+        except Exception:
+            return None
+    floats = {d for d in found if d.startswith(("F", "BF"))}
+    return _SAFE_DTYPES.get(floats.pop()) if len(floats) == 1 else None
+
+
 def reload_folder(cls: type, path: Path, device: Any) -> Any:
-    """The written folder as a user loads it: the model's own class, local files only."""
-    m = cls.from_pretrained(str(path), local_files_only=True)  # type: ignore[attr-defined]
+    """The written folder as a user loads it: the model's own class, local files only; in float32, as
+    the audit ran, whatever dtype the folder stores."""
+    m = cls.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)  # type: ignore[attr-defined]
     m.to(device)
     m.eval()
     if getattr(m.config, "use_cache", None):

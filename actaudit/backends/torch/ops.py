@@ -260,6 +260,11 @@ def _celu(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Act
     return Activation("celu", {"alpha": float(_arg(args, kwargs, 1, "alpha", 1.0))})
 
 
+def _gelu(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Activation | None:
+    tanh = _arg(args, kwargs, 1, "approximate", "none") == "tanh"
+    return Activation("gelu", {"tanh": 1.0} if tanh else {})
+
+
 def _softplus(name: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Activation | None:
     return Activation("softplus", {"beta": float(_arg(args, kwargs, 1, "beta", 1.0))})
 
@@ -274,6 +279,7 @@ _READERS: dict[str, _Reader] = {
     "elu": _elu,
     "celu": _celu,
     "softplus": _softplus,
+    "gelu": _gelu,
 }
 
 

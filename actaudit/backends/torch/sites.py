@@ -33,7 +33,7 @@ from .ops import (
 )
 from .recurrent import Unsupported
 from .recurrent_sites import RecurrentSites
-from .swish import SpelledOut
+from .swish import SpelledOut, is_tanh_gelu
 from .tags import follow, tensors_of
 
 
@@ -111,6 +111,7 @@ class Recorder:
             return
         if name in _MULS and len(args) >= 2:
             self._mul(args, outs[0])
+        self.spelled.gelu.track(name, args, outs[0])
         if self.names.param_owner:
             self.names.own(args, outs)
         if name in PRODUCERS or name in RECURRENT_PRODUCERS:
@@ -170,6 +171,8 @@ class Recorder:
         ``merge``: every call in a forward is the same site (a recurrent gate, once per time step);
         the batch's samples count once.
         """
+        if act.kind == "tanh" and not merge:
+            base, op, act, x = self._tanh_gelu(base, op, act, x)
         self.hidden.events += 1
         if merge:
             k = 0
@@ -212,6 +215,21 @@ class Recorder:
             return None
         self._add(site, x.detach(), samples)
         return None
+
+    def _tanh_gelu(
+        self, base: str, op: str, act: Activation, z: torch.Tensor
+    ) -> tuple[str, str, Activation, torch.Tensor]:
+        """A tanh whose argument is ``√(2/π)·(x + 0.044715·x³)`` is GELU's tanh form: one GELU site on ``x``
+        (``mlp.act/gelu``), so its units are counted as a GELU's, never as a saturating tanh."""
+        x = self.spelled.gelu.root(z)
+        if x is None:
+            return base, op, act, z
+        head, _, last = base.rpartition("/")
+        gbase = f"{head}/gelu" if last == "tanh" and head else "gelu" if base == "tanh" else f"{base}/gelu"
+        known = self.sites.get((gbase, self._counts[gbase]))
+        if known is None and not is_tanh_gelu(z, x):  # the values decide the first call of a site
+            return base, op, act, z
+        return gbase, f"{op}-GELU", Activation("gelu", {"tanh": 1.0}), x
 
     def _add(self, site: _Site, x: torch.Tensor, samples: int) -> None:
         info = site.info
