@@ -255,9 +255,27 @@ def _data_hint(message: str, args: list[Any], kwargs: dict[str, Any], call: obje
         fix = move_axis_hint(shape, 1, int(conv.group(1)))
     elif guard:
         fix = move_axis_hint(shape, int(guard.group(1)), int(guard.group(2)))
+        rank = _program_rank(call)
+        if fix is None and rank is not None:
+            # A torch.export guard names one dimension; the program's input says which rank it takes.
+            fix = conv_input_hint(shape, rank, _first_weight(call, rank))
     elif (rank := conv_rank(message)) is not None:
         fix = conv_input_hint(shape, rank[0], rank[1] or _first_weight(call, rank[0]))
     return fix or dtype_hint(message, [str(t.dtype).removeprefix("torch.") for t in tensors])
+
+
+def _program_rank(call: object) -> int | None:
+    """The rank of a torch.export program's first input (its placeholder's example value)."""
+    fn = getattr(call, "fn", call)  # the capture may call the program through a recorder
+    graph = getattr(fn, "graph", None)
+    try:
+        for node in graph.nodes if graph is not None else ():
+            val = node.meta.get("val") if node.op == "placeholder" else None
+            if isinstance(val, torch.Tensor):
+                return int(val.ndim)
+    except Exception:
+        return None
+    return None
 
 
 def _first_weight(call: object, rank: int) -> list[int] | None:
