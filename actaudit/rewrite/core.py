@@ -187,6 +187,7 @@ class _Session:
             exact_shift=o.shift == "exact",
             kind=v.info.kind,
             bound=o.alpha_range[1] if o.mode == "learnable" else None,
+            former=v.info.former_name,
         )
 
     def site_plans(self, slopes: dict[str, float]) -> list[SlopePlan]:

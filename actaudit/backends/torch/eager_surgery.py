@@ -344,9 +344,9 @@ def _fold_global(original: nn.Module, root: nn.Module, plans: list[SlopePlan], r
         gm = trace_whole(original)
     except Exception:
         return  # the per-module reasons stand
-    nodes = global_site_nodes(gm, [p.name for p in plans])
+    nodes = global_site_nodes(gm, [p.locator for p in plans])
     for p in plans:
-        node = nodes.get(p.name)
+        node = nodes.get(p.locator)
         if node is not None and p.neg_mean is not None:
             _fold_at(gm, root, node, p, res, "")
 

@@ -14,7 +14,7 @@ from torch.utils.hooks import RemovableHandle
 from ... import unitaxis as ua
 from ...errors import InputError
 from ...kinds import Activation, Thresholds
-from ...naming import site_names
+from ...naming import named_sites
 from ...stats import AxisOverride, SiteInfo, SiteResult, Uncovered
 from .fused import HIDDEN, HiddenOps, encoder_layer_ffn
 from .graphnames import GraphNames
@@ -44,6 +44,7 @@ class _Site:
     acc: _Acc
     base: str
     index: int
+    derived: str | None = None  # the base after the module that produced the input (actaudit.naming)
     broken: str | None = None
     held: tuple[torch.Tensor, int] | None = None  # first call, while a consumer may decide the axis
     swish: float | None = None  # β when the sigmoid's output was multiplied by its input (a SiLU)
@@ -69,6 +70,7 @@ class Recorder:
         self.pending_out: TensorMap[tuple[str, int]] = TensorMap()
         self.spelled = SpelledOut()  # SiLU and softsign, spelled as several ops
         self.module_stack: list[tuple[str, str]] = []
+        self.producers: TensorMap[str] = TensorMap()  # eager: a module's output -> its path (innermost)
         self.batch_samples = 0
         self.last_site: str | None = None
         self.interrupted = False
@@ -93,6 +95,7 @@ class Recorder:
     # -- per forward ----------------------------------------------------------------
     def begin_forward(self, samples: int) -> None:
         self.batch_samples = samples
+        self.producers = TensorMap()
         self._counts.clear()
         self.hidden.begin_forward()
         self._merged_now.clear()
@@ -164,12 +167,16 @@ class Recorder:
         weight: object,
         x: torch.Tensor,
         merge: bool = False,
+        derived: str | None = None,
     ) -> tuple[str, int] | None:
         """Reduce one call; returns the site's key while its axis waits for a consumer to decide it.
 
         ``merge``: every call in a forward is the same site (a recurrent gate, once per time step);
-        the batch's samples count once.
+        the batch's samples count once. ``derived``: the base after the module that produced
+        ``x`` (a compiled graph's is that of the graph site :meth:`graph_base` just picked).
         """
+        if derived is None and self.graph_sites is not None:
+            derived, self.names.last_derived = self.names.last_derived, None
         self.hidden.events += 1
         if merge:
             k = 0
@@ -182,7 +189,7 @@ class Recorder:
         key = (base, k)
         site = self.sites.get(key)
         if site is None:
-            axis, source = self._axis(base, k, x)
+            axis, source = self._axis(base, k, x, derived)
             units = 1 if axis >= x.ndim else int(x.shape[axis])
             info = SiteInfo(
                 name=base,
@@ -197,7 +204,7 @@ class Recorder:
             )
             if act.kind == "prelu" and isinstance(weight, torch.Tensor):
                 info.unit_slopes = [float(w) for w in weight.detach().flatten().cpu()]
-            site = _Site(info, act.thresholds(self.f), _Acc(units, x.device), base, k)
+            site = _Site(info, act.thresholds(self.f), _Acc(units, x.device), base, k, derived)
             self.sites[key] = site
             if (source == ua.GUESSED or act.kind == "sigmoid") and not merge:
                 # Hold this first call until the forward ends: a consumer may still decide the
@@ -270,9 +277,9 @@ class Recorder:
             if site is not None and site.held is not None:
                 site.swish = found[1]
 
-    def _axis(self, base: str, k: int, x: torch.Tensor) -> tuple[int, str]:
+    def _axis(self, base: str, k: int, x: torch.Tensor, derived: str | None = None) -> tuple[int, str]:
         """(unit axis, source); an axis equal to the rank means the whole activation is one unit."""
-        names = (base, f"{base}#{k}")
+        names = (base, f"{base}#{k}", derived or "")
         for o in self.overrides:
             if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
                 axis = o.axis if o.axis >= 0 else x.ndim + o.axis
@@ -290,9 +297,10 @@ class Recorder:
     # -- results --------------------------------------------------------------------
     def results(self) -> tuple[list[SiteResult], list[Uncovered]]:
         out, uncovered = [], []
-        names = site_names(base for base, _ in self.sites)  # keys hold k = 0, 1, … per base in order
-        for ((base, k), site), name in zip(self.sites.items(), names, strict=True):
-            site.info.name = name
+        # Keys hold k = 0, 1, … per base in order: the former names are site_names of the bases.
+        names = named_sites([(base, site.derived) for (base, _), site in self.sites.items()])
+        for ((base, k), site), (name, former) in zip(self.sites.items(), names, strict=True):
+            site.info.name, site.info.former_name = name, former
             site.info.model_output = (base, k) in self.output_sites
             if site.broken:
                 uncovered.append(Uncovered(site.info.name, site.info.op, site.broken))
@@ -303,6 +311,11 @@ class Recorder:
         for u in self.hidden.uncovered():
             self.extra_uncovered.setdefault(u.name, u)
         return out, [*uncovered, *self.extra_uncovered.values()]
+
+    def module_output(self, path: str, out: object) -> None:
+        """Eager: note which module returned ``out`` (the innermost one, whose hook runs first)."""
+        if path and isinstance(out, torch.Tensor) and out not in self.producers:
+            self.producers[out] = path
 
     def hidden_activation(self, name: str) -> None:
         """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
