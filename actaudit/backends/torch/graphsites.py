@@ -207,12 +207,30 @@ def _ts_producer(node: torch._C.Node) -> str:
     """Module path of the node that computed ``node``'s first input (a scripted module's call of
     its own method, such as ``Conv2d._conv_forward``, adds a ``SELF`` scope: not a module)."""
     try:
-        path, mtype = _parse_hierarchy(node.inputsAt(0).node())
+        producer = node.inputsAt(0).node()
+        path, mtype = _parse_hierarchy(producer)
     except Exception:
         return ""
     if mtype in ACTIVATION_MODULES:  # an activation module's output is another site's
         return ""
-    return ".".join(p for p in path.split(".") if p != "SELF")
+    # The module whose parameter the producer reads names it exactly: the hierarchy drops container
+    # names of unrolled loops (``0`` for ``c.0``), which _full_path cannot always restore.
+    path = ".".join(p for p in path.split(".") if p != "SELF")
+    owner = next((p for p in map(_ts_attr_path, producer.inputs()) if p), "")
+    parent = owner.rpartition(".")[0]
+    if parent and path and path.split(".")[-1] == parent.split(".")[-1]:
+        return parent
+    return path
+
+
+def _ts_attr_path(v: torch._C.Value) -> str:
+    """``c.0.weight`` for a value read by a chain of prim::GetAttr from the module itself."""
+    parts = []
+    node = v.node()
+    while node.kind() == "prim::GetAttr":
+        parts.append(node.s("name"))
+        node = node.inputsAt(0).node()
+    return ".".join(reversed(parts)) if parts and node.kind() == "prim::Param" else ""
 
 
 def _fx_producer(node: Any) -> str:
