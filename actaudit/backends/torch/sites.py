@@ -324,7 +324,8 @@ class Recorder:
 
     def fused_encoder_layer(self, args: tuple[object, ...], output: object) -> None:
         """A ``TransformerEncoderLayer`` fast-path call: its feed-forward activation written out from
-        the op's own weights and audited (``layers.0/relu``, as the eager layer's site is named)."""
+        the op's own weights and audited (``layers.0.linear1.relu``, as the eager layer's site is named:
+        the layer's ``activation(linear1(x))``)."""
         op, path, k = self._last_hidden
         if op != "_transformer_encoder_layer_fwd":
             return
@@ -336,7 +337,10 @@ class Recorder:
         name = self.hidden.name_of(op, path, k)
         self.hidden.written.add((op, path, k))
         self.tags[pre] = ua.Tag(pre.ndim - 1, LINEAR)
-        self.observe(f"{name}/{kind}", name, f"aten::{op}.{kind}", Activation(kind), None, pre)
+        derived = f"{name}.linear1.{kind}" if name else None
+        self.observe(
+            f"{name}/{kind}", name, f"aten::{op}.{kind}", Activation(kind), None, pre, derived=derived
+        )
 
     def glu_call(
         self, args: tuple[object, ...], kwargs: dict[str, object], graph: bool
