@@ -181,6 +181,18 @@ def test_apply_slopes_splits_the_reused_module_and_rewrites_the_functional_call(
     assert set(out.state_dict()) == set(m.state_dict())  # parameters keep their names
 
 
+def test_apply_slopes_takes_the_functional_site_by_its_new_name(build: Any) -> None:
+    # The audit names F.relu(self.fc(y)) "fc.relu"; the same call formerly read "relu#2" (above).
+    m = build()
+    slopes = {"relu#0": 0.05, "relu#1": 0.2, "fc.relu": 0.1}
+    out = apply_slopes(m, slopes)
+    x = torch.randn(16, 3, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(out(x), reference_forward(m, x, slopes), rtol=1e-5, atol=1e-6)
+    leaky = sorted(float(mod.negative_slope) for mod in out.modules() if isinstance(mod, nn.LeakyReLU))
+    assert leaky == [0.05, 0.1, 0.2]
+
+
 def test_apply_slopes_prelu_has_one_slope_per_unit_and_trains(build: Any) -> None:
     m = build()
     out = apply_slopes(
