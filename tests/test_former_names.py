@@ -247,3 +247,37 @@ def test_history_keeps_the_former_names(files: dict[str, Path]) -> None:
     h.add("a", actaudit.audit(str(files["ts"]), calib=str(files["x"])))
     sites = {s["name"]: s.get("former_name") for s in h.to_dict()["sites"]}  # type: ignore[union-attr]
     assert sites == {n: f for n, f in NAMES.items()}
+
+
+class Recurrent(nn.Module):
+    """``out, _ = self.lstm(x)``: the tanh reads a tuple element the LSTM returned."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)
+        return torch.sigmoid(self.fc(torch.tanh(out)))
+
+
+def test_a_tuple_output_names_its_module_in_every_format(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = Recurrent().eval()
+    x = torch.randn(2, 5, 4)
+    data = tmp_path / "x.npy"
+    np.save(data, torch.randn(8, 5, 4).numpy())
+    paths = {"script": tmp_path / "s.ts", "trace": tmp_path / "t.ts", "pt2": tmp_path / "m.pt2"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's advice on the LSTM's own checks
+        torch.jit.script(m).save(str(paths["script"]))
+        torch.jit.trace(m, x).save(str(paths["trace"]))
+        torch.export.save(torch.export.export(m, (x,)), str(paths["pt2"]))
+    want = {"lstm.tanh": "tanh", "fc.sigmoid": "sigmoid"}
+    for label, got in [
+        ("eager", actaudit.audit(m, np.load(data))),
+        *((k, actaudit.audit(str(p), calib=str(data))) for k, p in paths.items()),
+    ]:
+        names = {n: f for n, f in _names(got).items() if not n.startswith("lstm.l0.")}  # the gates
+        assert names == want, label

@@ -208,6 +208,8 @@ def _ts_producer(node: torch._C.Node) -> str:
     its own method, such as ``Conv2d._conv_forward``, adds a ``SELF`` scope: not a module)."""
     try:
         producer = node.inputsAt(0).node()
+        while producer.kind() in _UNPACK:  # ``out, _ = self.lstm(x)``: the op that made the tuple
+            producer = producer.inputsAt(0).node()
         path, mtype = _parse_hierarchy(producer)
     except Exception:
         return ""
@@ -221,6 +223,9 @@ def _ts_producer(node: torch._C.Node) -> str:
     if parent and path and path.split(".")[-1] == parent.split(".")[-1]:
         return parent
     return path
+
+
+_UNPACK = frozenset(["prim::TupleUnpack", "prim::TupleIndex", "prim::ListUnpack", "aten::__getitem__"])
 
 
 def _ts_attr_path(v: torch._C.Value) -> str:

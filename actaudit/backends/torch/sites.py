@@ -313,9 +313,13 @@ class Recorder:
         return out, [*uncovered, *self.extra_uncovered.values()]
 
     def module_output(self, path: str, out: object) -> None:
-        """Eager: note which module returned ``out`` (the innermost one, whose hook runs first)."""
-        if path and isinstance(out, torch.Tensor) and out not in self.producers:
-            self.producers[out] = path
+        """Eager: note which module returned ``out`` (the innermost one, whose hook runs first); the
+        tensors of a returned tuple too (``out, _ = self.lstm(x)``), as compiled graphs read them."""
+        if not path:
+            return
+        for t in tensors_of(out):
+            if t not in self.producers:
+                self.producers[t] = path
 
     def hidden_activation(self, name: str) -> None:
         """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
