@@ -238,6 +238,8 @@ def test_merge_aligns_a_shard_written_with_former_names(files: dict[str, Path], 
         (s["name"], s.get("former_name"), s["dead_units"]) for s in b["sites"]
     ]
     assert [s["name"] for s in b["sites"]] == list(NAMES)
+    said = [*b.get("notes", []), *b.get("warnings", [])]
+    assert any("older shard report" in n and "relu#0 → conv1.relu" in n for n in said), said
 
 
 def test_history_keeps_the_former_names(files: dict[str, Path]) -> None:
