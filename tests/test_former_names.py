@@ -143,6 +143,13 @@ def test_every_format_gives_the_same_names(files: dict[str, Path], report: Any, 
     assert [v.dead_units for v in got.sites] == [v.dead_units for v in report.sites]
 
 
+def test_unit_axis_by_a_derived_name_with_its_suffix() -> None:
+    r = actaudit.audit(_model(), X, unit_axis=["conv2.relu#1=2"])  # rows instead of channels
+    axes = {v.info.name: (v.info.unit_axis, v.info.units) for v in r.sites}
+    assert axes["conv2.relu#1"] == (2, 6) and axes["conv2.relu#0"] == (1, 4)
+    assert not any("former name" in w for w in r.warnings)
+
+
 def test_against_a_baseline_with_former_names(report: Any) -> None:
     now = actaudit.audit(_model(), X).to_dict()
     # A newly dead unit at conv1.relu, compared with a baseline written under the former names.

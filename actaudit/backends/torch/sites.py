@@ -186,10 +186,12 @@ class Recorder:
             k = self._counts[base]
             self._counts[base] = k + 1
             samples = self.batch_samples
+            if derived:  # its place among the calls of the same derived name (conv2.relu#1)
+                self._counts["\0" + derived] += 1
         key = (base, k)
         site = self.sites.get(key)
         if site is None:
-            axis, source = self._axis(base, k, x, derived)
+            axis, source = self._axis(base, k, x, derived, self._counts["\0" + (derived or "")] - 1)
             units = 1 if axis >= x.ndim else int(x.shape[axis])
             info = SiteInfo(
                 name=base,
@@ -277,9 +279,13 @@ class Recorder:
             if site is not None and site.held is not None:
                 site.swish = found[1]
 
-    def _axis(self, base: str, k: int, x: torch.Tensor, derived: str | None = None) -> tuple[int, str]:
-        """(unit axis, source); an axis equal to the rank means the whole activation is one unit."""
-        names = (base, f"{base}#{k}", derived or "")
+    def _axis(
+        self, base: str, k: int, x: torch.Tensor, derived: str | None = None, dk: int = 0
+    ) -> tuple[int, str]:
+        """(unit axis, source); an axis equal to the rank means the whole activation is one unit.
+        A site is matched by its former name (``base``, ``base#k``) and its derived one, with and
+        without the ``#k`` it gets when several calls share it."""
+        names = (base, f"{base}#{k}", *((derived, f"{derived}#{dk}") if derived else ()))
         for o in self.overrides:
             if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
                 axis = o.axis if o.axis >= 0 else x.ndim + o.axis
