@@ -96,7 +96,7 @@ def build_report(
         inputs=cap.inputs,
         per_unit=opts.per_unit,
     )
-    report.gates = evaluate(gates, verdicts, report.summary())
+    report.gates = evaluate(gates, verdicts, report.summary(), report.warnings)
     if cov_gate is not None:
         report.gates.append(cov_gate)
     if cap.extras.get("ffn"):

@@ -56,6 +56,7 @@ def site_from_counters(d: dict[str, Any]) -> SiteResult:
         unit_slopes=None if i.get("unit_slopes") is None else [float(s) for s in i["unit_slopes"]],
         unit_axis_source=i.get("unit_axis_source", "producer"),
         model_output=bool(i.get("model_output", False)),
+        former_name=i.get("former_name") or None,
     )
     st = SiteStats.from_dict(
         {

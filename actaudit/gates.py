@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
 from .errors import ActauditError
+from .naming import former_note
 
 if TYPE_CHECKING:
     from .verdicts import SiteVerdict
@@ -108,7 +109,11 @@ def site_metric(v: SiteVerdict, metric: str) -> float:
     }[metric]
 
 
-def evaluate(gates: list[Gate], sites: list[SiteVerdict], summary: Mapping[str, object]) -> list[GateResult]:
+def evaluate(
+    gates: list[Gate], sites: list[SiteVerdict], summary: Mapping[str, object], notes: list[str] | None = None
+) -> list[GateResult]:
+    """Each gate's result. A site glob matches a site's name or its former name (a gate written
+    before functional sites were named after their producer); such matches are noted in ``notes``."""
     results = []
     for g in gates:
         test = _OPS[g.op]
@@ -116,7 +121,15 @@ def evaluate(gates: list[Gate], sites: list[SiteVerdict], summary: Mapping[str, 
             value = float(cast(float, summary[g.metric.replace("-", "_")]))
             results.append(GateResult(g, bool(test(value, g.value)), value))
             continue
-        matched = [v for v in sites if fnmatch.fnmatchcase(v.info.name, g.glob)]
+        matched = []
+        for v in sites:
+            hit, by_former = _glob_hit(g.glob, v)
+            if hit:
+                matched.append(v)
+            if by_former and notes is not None:
+                note = former_note(f"gate {g.text!r}", [(v.info.former_name or "", v.info.name)])
+                if note and note not in notes:
+                    notes.append(note)
         if not matched:
             names = ", ".join(v.info.name for v in sites[:12]) + (" …" if len(sites) > 12 else "")
             raise ActauditError(
@@ -127,6 +140,14 @@ def evaluate(gates: list[Gate], sites: list[SiteVerdict], summary: Mapping[str, 
         worst = max(val for _, val in values) if g.op in (">", ">=") else min(val for _, val in values)
         results.append(GateResult(g, bool(failing), float(worst), failing))
     return results
+
+
+def _glob_hit(glob: str, v: SiteVerdict) -> tuple[bool, bool]:
+    """(matched, by the former name only): a gate's glob reads whole names, as it always did."""
+    if fnmatch.fnmatchcase(v.info.name, glob):
+        return True, False
+    former = v.info.former_name
+    return (True, True) if former and fnmatch.fnmatchcase(former, glob) else (False, False)
 
 
 COVERAGE_GATE = "coverage"  # the gate every --fail-on run adds when the audit did not see the whole model

@@ -87,6 +87,7 @@ class History:
     settings: dict[str, float] | None = None
     calibration: dict[str, object] | None = None
     _tracks: dict[str, _Track] = field(default_factory=dict)
+    _formers: dict[str, str] = field(default_factory=dict)  # site name -> its former name (actaudit.naming)
 
     def add(self, label: str, report: Report, path: str | None = None) -> None:
         """Fold in one checkpoint's audit report (an :class:`actaudit.report.Report`)."""
@@ -114,6 +115,8 @@ class History:
         for v in report.sites:
             name = v.info.name
             seen.add(name)
+            if v.info.former_name:
+                self._formers[name] = v.info.former_name
             self._fold(k, label, name, v)
         for name, t in self._tracks.items():
             if name not in seen:
@@ -187,6 +190,7 @@ class History:
             "sites": [
                 {
                     "name": name,
+                    **({"former_name": self._formers[name]} if name in self._formers else {}),
                     "kind": t.kind,
                     "units": t.units,
                     "dead_fraction": t.dead_fraction,

@@ -78,6 +78,7 @@ def _site(index: int, info: SiteInfo) -> dict[str, object]:
     return {
         "index": index,
         "name": info.name,
+        **({"former_name": info.former_name} if info.former_name else {}),
         "op": info.op,
         "kind": info.kind,
         "family": family(info.kind).value,

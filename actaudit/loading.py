@@ -12,7 +12,7 @@ from .data import DataSource, InputSpec
 from .detect import detect_format
 from .errors import InputError
 from .fileio import sha256_file
-from .naming import base_of
+from .naming import base_of, former_note, matches
 from .options import AuditOptions, parse_axis_overrides
 from .stats import AxisOverride, Capture
 
@@ -57,18 +57,26 @@ class LoadedModel:
 def check_axis_overrides(overrides: Sequence[AxisOverride], cap: Capture) -> None:
     """A ``--unit-axis`` glob that matches no site is a typo in the option: in CI it must not pass silently."""
 
+    renamed: dict[str, str] = {}
     for o in overrides:
         names = set()
         for n in [*(s.info.name for s in cap.sites), *(u.name for u in cap.uncovered)]:
             names |= {n, base_of(n)}
         names |= {s.info.module for s in cap.sites}
         if not any(fnmatch.fnmatchcase(n, o.glob) for n in names if n):
+            by_former = [s for s in cap.sites if matches(o.glob, s.info.name, s.info.former_name)[1]]
+            if by_former:
+                renamed.update((s.info.former_name or "", s.info.name) for s in by_former)
+                continue
             listed = [s.info.name for s in cap.sites]
             shown = ", ".join(listed[:12]) + (" …" if len(listed) > 12 else "")
             raise InputError(
                 f"--unit-axis {o.glob}={o.axis}: the glob {o.glob!r} matches no site",
                 hint=f"sites are: {shown or 'none'} (actaudit inspect MODEL lists them)",
             )
+    note = former_note("--unit-axis", renamed.items())
+    if note:
+        cap.warnings.append(note)
 
 
 def load_options(opts: AuditOptions) -> LoadOptions:

@@ -23,6 +23,7 @@ from typing import Any
 from .counters import COUNTERS_SCHEMA, site_from_counters
 from .data import DataSource
 from .errors import InputError
+from .naming import former_note
 from .report import SCHEMA, Report
 from .stats import Capture, SiteResult, Uncovered
 from .verdicts import Settings
@@ -80,6 +81,27 @@ def _short(x: object) -> str:
 def _site_shape(site: dict[str, Any]) -> list[object]:
     i = site["info"]
     return [i["name"], i["op"], i["kind"], i["unit_axis"], i["units"], i["sample_shape"]]
+
+
+def align_names(shards: list[_Shard]) -> str | None:
+    """Give sites of shards written before functional sites were named after their producer the
+    names the newer shards use (their ``former_name`` says which); the note that says so, if any."""
+    current: dict[str, str] = {}
+    for s in shards:
+        for x in s.counters["sites"]:
+            f = x["info"].get("former_name")
+            if isinstance(f, str) and f:
+                current[f] = str(x["info"]["name"])
+    pairs: list[tuple[str, str]] = []
+    for s in shards:
+        names = {str(x["info"]["name"]) for x in s.counters["sites"]}
+        for x in s.counters["sites"]:
+            i = x["info"]
+            new = current.get(str(i["name"]))
+            if new is not None and not i.get("former_name") and new not in names:
+                pairs.append((str(i["name"]), new))
+                i["former_name"], i["name"] = i["name"], new
+    return former_note("an older shard report", pairs)
 
 
 def check_shards(shards: list[_Shard]) -> None:
@@ -152,6 +174,7 @@ def merge_reports(
     if not paths:
         raise InputError("merge needs at least one shard report")
     shards = [_read(os.fspath(p)) for p in paths]
+    renamed = align_names(shards)
     check_shards(shards)
     shards.sort(key=lambda s: int(s.counters["shard"]["index"]))
     first = shards[0]
@@ -170,6 +193,8 @@ def merge_reports(
         inputs=first.report["inputs"],
     )
     notes = list(dict.fromkeys(n for s in shards for n in s.counters["notes"]))
+    if renamed:
+        notes.append(renamed)
     o = first.counters["options"]
     cal = first.report["calibration"]
     opts = AuditOptions(

@@ -166,6 +166,8 @@ def _info(v: object, where: str) -> int:
         check_str(i["unit_axis_source"], f"{where}.unit_axis_source")
     if "model_output" in i:
         _bool(i["model_output"], f"{where}.model_output")
+    if i.get("former_name") is not None:
+        check_str(i["former_name"], f"{where}.former_name")
     return units
 
 

@@ -99,6 +99,7 @@ class SiteInfo:
     # "whole": no axis but the batch, one unit, and unit_axis equals the rank (an axis past the last).
     unit_axis_source: str = "producer"
     model_output: bool = False  # its values reach a model output unchanged (a head: saturation is expected)
+    former_name: str | None = None  # its name before functional sites were named after their producer
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -111,6 +112,7 @@ class SiteInfo:
             "sample_shape": list(self.sample_shape),
             "module": self.module,
             "unit_axis_source": self.unit_axis_source,
+            **({"former_name": self.former_name} if self.former_name else {}),
         }
 
 

@@ -536,7 +536,15 @@ def test_fused_transformer_fast_path_is_written_out(tmp_path) -> None:
     # Eager runs the layer op by op (the fast path is off under the capture): both GELUs are sites.
     eager = _sites(actaudit.audit(m, x))
     for got in (eager, script):
-        assert {n: s["units"] for n, s in got.items()} == {"layers.0/gelu": 32, "layers.1/gelu": 32}
+        # F.gelu(linear1(x)) inside each layer: named after linear1 (formerly layers.0/gelu)
+        assert {n: s["units"] for n, s in got.items()} == {
+            "layers.0.linear1.gelu": 32,
+            "layers.1.linear1.gelu": 32,
+        }
+        assert {n: s.get("former_name") for n, s in got.items()} == {
+            "layers.0.linear1.gelu": "layers.0/gelu",
+            "layers.1.linear1.gelu": "layers.1/gelu",
+        }
     for n, s in eager.items():
         for k in ("min", "max"):
             assert script[n]["pre_activation"][k] == pytest.approx(s["pre_activation"][k], abs=1e-4)

@@ -258,8 +258,9 @@ def test_fast_path_encoder_layers_are_written_out(tmp_path: Path, activation: st
         h.remove()
     report = actaudit.audit(str(path), x, trust_code=True)
     assert report.uncovered == []
-    assert [(v.info.name, v.info.kind, v.info.units) for v in report.sites] == [
-        (f"{n}/{activation}", activation, 32) for n, _ in layers
+    # activation(linear1(x)) in each layer: named after linear1, formerly "{layer}/{activation}"
+    assert [(v.info.name, v.info.former_name, v.info.kind, v.info.units) for v in report.sites] == [
+        (f"{n}.linear1.{activation}", f"{n}/{activation}", activation, 32) for n, _ in layers
     ]
     for v, (n, _) in zip(report.sites, layers, strict=True):
         z = seen[n].numpy().reshape(-1, 32)

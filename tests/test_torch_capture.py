@@ -60,11 +60,11 @@ def _preacts(m: Net, x: torch.Tensor) -> dict[str, tuple[np.ndarray, int]]:
         p = m.proj(t)
         q = m.head(F.relu(p).mean(1))
     return {
-        "relu#0": (a.numpy(), 1),
+        "stem.relu": (a.numpy(), 1),
         "block.relu#0": (b.numpy(), 1),
         "block.relu#1": (c.numpy(), 1),
-        "relu#1": (p.numpy(), 2),
-        "tanh": (q.numpy(), 1),
+        "proj.relu": (p.numpy(), 2),
+        "head.tanh": (q.numpy(), 1),
     }
 
 
@@ -99,14 +99,23 @@ def test_eager_counters_match_hand_computation(net_and_data) -> None:
     m, x = net_and_data
     report = actaudit.audit(m, x, batch_size=16)
     sites = _sites(report)
-    assert list(sites) == ["relu#0", "block.relu#0", "block.relu#1", "relu#1", "tanh"]
+    # Functional calls are named after the module that produced their input; the former names stay.
+    assert list(sites) == ["stem.relu", "block.relu#0", "block.relu#1", "proj.relu", "head.tanh"]
+    formers = {n: v.info.former_name for n, v in sites.items()}
+    assert formers == {
+        "stem.relu": "relu#0",
+        "block.relu#0": None,
+        "block.relu#1": None,
+        "proj.relu": "relu#1",
+        "head.tanh": "tanh",
+    }
     expected = _preacts(m, torch.from_numpy(x))
     tanh_hi = 2.993222846126381
     for name, (z, axis) in expected.items():
         v = sites[name]
         assert v.info.unit_axis == axis, name
-        low = -tanh_hi if name == "tanh" else 0.0
-        exp = _counts(z, axis, low, tanh_hi if name == "tanh" else None)
+        low = -tanh_hi if name == "head.tanh" else 0.0
+        exp = _counts(z, axis, low, tanh_hi if name == "head.tanh" else None)
         st = v.stats
         assert st.elements == z.size // z.shape[axis]
         assert st.samples == 40
@@ -121,11 +130,11 @@ def test_eager_counters_match_hand_computation(net_and_data) -> None:
             np.testing.assert_allclose(getattr(st, key), ref, rtol=1e-4, atol=slack, err_msg=f"{name} {key}")
         if "high" in exp:
             np.testing.assert_array_equal(st.high, exp["high"])
-        if name != "tanh":
+        if name != "head.tanh":
             assert v.dead_units == [int(i) for i in np.flatnonzero(exp["low"] == st.elements)], name
-    assert 1 in sites["relu#0"].dead_units  # forced by the stem's bias
-    assert 3 in sites["relu#1"].dead_units  # forced by proj's bias
-    assert sites["tanh"].saturated_units == [0]
+    assert 1 in sites["stem.relu"].dead_units  # forced by the stem's bias
+    assert 3 in sites["proj.relu"].dead_units  # forced by proj's bias
+    assert sites["head.tanh"].saturated_units == [0]
     # the in-place ReLU was measured before it clamped its input
     assert sites["block.relu#1"].stats.min.min() < 0
 
@@ -174,9 +183,17 @@ def test_memory_of_statistics_does_not_depend_on_samples(net_and_data) -> None:
 
 def test_unit_axis_override(net_and_data) -> None:
     m, x = net_and_data
-    r = actaudit.audit(m, x[:8], unit_axis=["relu#1=1"])
-    v = _sites(r)["relu#1"]
+    r = actaudit.audit(m, x[:8], unit_axis=["proj.relu=1"])
+    v = _sites(r)["proj.relu"]
     assert (v.info.unit_axis, v.info.units) == (1, 36)  # tokens instead of features
+
+
+def test_unit_axis_override_by_former_name_still_applies_with_a_note(net_and_data) -> None:
+    m, x = net_and_data
+    r = actaudit.audit(m, x[:8], unit_axis=["relu#1=1"])  # proj.relu's name before it was named after proj
+    v = _sites(r)["proj.relu"]
+    assert (v.info.unit_axis, v.info.units) == (1, 36)
+    assert any("relu#1 → proj.relu" in w for w in r.warnings), r.warnings
 
 
 class Functional(nn.Module):
@@ -206,23 +223,24 @@ def test_functional_zoo_kinds() -> None:
     r = actaudit.audit(Functional().eval(), torch.randn(16, 6).numpy())
     got = [(v.info.name, v.info.kind) for v in r.sites]
     assert got == [
-        ("clamp#0", "relu6"),
-        ("relu6", "relu6"),
-        ("hardtanh", "hardtanh"),
-        ("sigmoid", "sigmoid"),
-        ("leaky_relu", "leaky_relu"),
-        ("gelu", "gelu"),
-        ("silu", "silu"),
-        ("mish", "mish"),
-        ("hardswish", "hardswish"),
-        ("softplus", "softplus"),
-        ("elu", "elu"),
-        ("selu", "selu"),
-        ("celu", "celu"),
-        ("softsign", "softsign"),
-        ("hardsigmoid", "hardsigmoid"),
-        ("clamp#1", "relu"),
-        ("relu", "relu"),
+        # every call reads fc's output: named after fc, the two clamps told apart by #k
+        ("fc.clamp#0", "relu6"),
+        ("fc.relu6", "relu6"),
+        ("fc.hardtanh", "hardtanh"),
+        ("fc.sigmoid", "sigmoid"),
+        ("fc.leaky_relu", "leaky_relu"),
+        ("fc.gelu", "gelu"),
+        ("fc.silu", "silu"),
+        ("fc.mish", "mish"),
+        ("fc.hardswish", "hardswish"),
+        ("fc.softplus", "softplus"),
+        ("fc.elu", "elu"),
+        ("fc.selu", "selu"),
+        ("fc.celu", "celu"),
+        ("fc.softsign", "softsign"),
+        ("fc.hardsigmoid", "hardsigmoid"),
+        ("fc.clamp#1", "relu"),
+        ("relu", "relu"),  # z.clone(): no module produced its input, so the former rule stays
     ]
 
 

@@ -34,6 +34,12 @@ class RecyclePlan:
     name: str
     units: list[int]
     share: float = DEFAULT_SHARE
+    former: str | None = None  # the site's former name (actaudit.naming): eager surgery locates by it
+
+    @property
+    def locator(self) -> str:
+        """The name that places the call in a module's forward: the former name, where the site has one."""
+        return self.former or self.name
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..naming import site_names
+from ..naming import named_sites, site_names
 
 T = TypeVar("T")
 
@@ -33,6 +33,7 @@ class SlopePlan:
     exact_shift: bool = False  # subtract shift() right after the activation
     kind: str = "relu"  # relu | relu6: relu6 keeps its cap at 6
     bound: float | None = None  # learnable slopes clamped to [0, bound] in the forward (eager PReLU)
+    former: str | None = None  # the site's former name (actaudit.naming): eager surgery locates by it
 
     def slopes(self, alpha: float | None = None) -> np.ndarray:
         """The initial slope per unit: ``unit_slopes``, α everywhere, or α on ``only_units`` and 0 elsewhere."""
@@ -81,12 +82,17 @@ class SlopePlan:
         return self.slopes(alpha) * np.asarray(self.neg_mean, dtype=np.float64)
 
     @property
+    def locator(self) -> str:
+        """The name that places the call in a module's forward: the former name, where the site has one."""
+        return self.former or self.name
+
+    @property
     def base(self) -> str:
-        return split_name(self.name)[0]
+        return split_name(self.locator)[0]
 
     @property
     def index(self) -> int | None:
-        return split_name(self.name)[1]
+        return split_name(self.locator)[1]
 
 
 @dataclass
@@ -124,10 +130,23 @@ def split_name(name: str) -> tuple[str, int | None]:
     return m.group("base"), (int(k) if k is not None else None)
 
 
-def assign_names(sites: list[tuple[str, T]]) -> list[tuple[str, T]]:
-    """Audit names for graph candidates in execution order (:func:`actaudit.naming.site_names`)."""
-    names = site_names(base for base, _ in sites)
-    return [(name, item) for name, (_, item) in zip(names, sites, strict=True)]
+def assign_names(
+    sites: list[tuple[str, T]], derived: list[str | None] | None = None, *, formers: bool = False
+) -> list[tuple[str, T]]:
+    """Audit names for graph candidates in execution order (:func:`actaudit.naming.named_sites`).
+
+    ``derived``: each candidate's base after the module that produced its input, if any.
+    ``formers`` appends (former name, item) for the renamed ones, so a plan made from an
+    older report still finds its site.
+    """
+    if derived is None:
+        names = site_names(base for base, _ in sites)
+        return [(name, item) for name, (_, item) in zip(names, sites, strict=True)]
+    pairs = named_sites([(base, d) for (base, _), d in zip(sites, derived, strict=True)])
+    out = [(name, item) for (name, _), (_, item) in zip(pairs, sites, strict=True)]
+    if formers:
+        out += [(old, item) for (_, old), (_, item) in zip(pairs, sites, strict=True) if old]
+    return out
 
 
 # -- the fold --------------------------------------------------------------------------

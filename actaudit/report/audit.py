@@ -128,6 +128,7 @@ class Report:
         d: dict[str, object] = {
             "index": index,
             "name": info.name,
+            **({"former_name": info.former_name} if info.former_name else {}),
             "op": info.op,
             "kind": info.kind,
             "family": v.family.value,

@@ -18,6 +18,7 @@ from typing import cast
 from ..errors import InputError
 from ..gates import Gate, GateResult
 from ..jsonform import JSON, members, number, picked, unit_list
+from ..naming import former_note
 from .audit import SCHEMA
 from .draw import Document, Lines, Table, capped, gate_line
 from .draw import render as draw_render
@@ -244,7 +245,9 @@ def compare(
     now = _by_name(members(report, "sites"))
     before = _by_name(members(baseline, "sites"))
     where = f"--against {baseline_path}" if baseline_path else "the baseline"
-    renamed, warnings = _renamed(now, before, where, allow_renamed)
+    renamed, warnings = _by_former(now, before)
+    if not renamed:
+        renamed, warnings = _renamed(now, before, where, allow_renamed)
     changes: list[SiteChange] = []
     for name, s in now.items():
         b = before.get(renamed.get(name, name))
@@ -261,6 +264,27 @@ def compare(
         warnings=warnings + _setting_warnings(report, baseline),
         path=baseline_path,
     )
+
+
+def _by_former(now: dict[str, JSON], before: dict[str, JSON]) -> tuple[dict[str, str], list[str]]:
+    """Site name now → baseline name where the two differ by the naming rule only: one report's
+    ``former_name`` is the other's name (a baseline or report written before functional sites were
+    named after their producer). The warning lists the pairs, former name first."""
+    renamed: dict[str, str] = {}
+    notes: list[tuple[str, str]] = []
+    by_former = {str(b["former_name"]): m for m, b in before.items() if isinstance(b.get("former_name"), str)}
+    for n, s in now.items():
+        if n in before:
+            continue
+        f = s.get("former_name")
+        if isinstance(f, str) and f in before and f not in now:
+            renamed[n] = f
+            notes.append((f, n))
+        elif n in by_former and by_former[n] not in now:
+            renamed[n] = by_former[n]
+            notes.append((n, by_former[n]))
+    note = former_note("the baseline", notes)
+    return renamed, [note] if note else []
 
 
 def _renamed(

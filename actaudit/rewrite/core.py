@@ -9,7 +9,6 @@ Any failure after the temporary file exists removes it; the input is only read.
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from ..edit.folder import FOLDER, refuse_folder_output
 from ..edit.slopes import SlopePlan, SurgeryResult, float32_up
 from ..errors import InputError
 from ..loading import load_model
-from ..naming import base_of
+from ..naming import former_note, matches
 from ..options import AuditOptions
 from ..variants import Original, VerificationError, check_output, measure_original, options_from
 from ..verdicts import SiteVerdict
@@ -125,7 +124,8 @@ def validate(opts: RewriteOptions) -> None:
     check_train(opts)
 
 
-def _select(relu_sites: list[SiteVerdict], spec: str) -> list[SiteVerdict]:
+def _select(relu_sites: list[SiteVerdict], spec: str, notes: list[str] | None = None) -> list[SiteVerdict]:
+    """The sites ``--sites`` names: dead, all, or globs on names, bases or former names (noted)."""
     if not relu_sites:
         raise InputError(
             "the model has no ReLU / ReLU6 site to rewrite",
@@ -136,13 +136,16 @@ def _select(relu_sites: list[SiteVerdict], spec: str) -> list[SiteVerdict]:
     if spec == "all":
         return list(relu_sites)
     globs = [g.strip() for g in spec.split(",") if g.strip()]
-    chosen = [
-        v
-        for v in relu_sites
-        if any(
-            fnmatch.fnmatchcase(v.info.name, g) or fnmatch.fnmatchcase(base_of(v.info.name), g) for g in globs
-        )
-    ]
+    chosen, renamed = [], []
+    for v in relu_sites:
+        hits = [matches(g, v.info.name, v.info.former_name) for g in globs]
+        if any(hit for hit, _ in hits):
+            chosen.append(v)
+            if not any(hit and not by_former for hit, by_former in hits):
+                renamed.append((v.info.former_name or "", v.info.name))
+    note = former_note("--sites", renamed)
+    if note and notes is not None:
+        notes.append(note)
     if not chosen:
         names = ", ".join(v.info.name for v in relu_sites[:12]) or "(none)"
         raise InputError(f"--sites {spec!r} matches no ReLU site", hint=f"ReLU sites are: {names}")
@@ -187,6 +190,7 @@ class _Session:
             exact_shift=o.shift == "exact",
             kind=v.info.kind,
             bound=o.alpha_range[1] if o.mode == "learnable" else None,
+            former=v.info.former_name,
         )
 
     def site_plans(self, slopes: dict[str, float]) -> list[SlopePlan]:
@@ -541,7 +545,8 @@ def rewrite(
     s = _start(model, data, opts)
     t_audit = time.perf_counter()
     relu = [v for v in s.original.audit.sites if v.info.kind in REWRITABLE_KINDS]
-    selected = _select(relu, opts.sites)
+    select_notes: list[str] = []
+    selected = _select(relu, opts.sites, select_notes)
     progress = opts.audit.progress
     if progress is not None and hasattr(progress, "label"):
         progress.label = "searching slopes"
@@ -554,6 +559,7 @@ def rewrite(
         _nothing_to_search(s, selected, rows)
         out = _Outcome()
     report = _report(s, rows, out)
+    report.notes.extend(select_notes)
     if opts.mode == "learnable" and not getattr(s.surgeon, "bounds_slopes", False):
         report.notes.append(
             f"--mode learnable: a {s.surgeon.output_format} model's slopes are written as in --mode deploy "

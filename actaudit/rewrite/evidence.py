@@ -63,6 +63,7 @@ def site_plan(v: SiteVerdict, alpha: float, shift: bool) -> SlopePlan:
         neg_mean=v.stats.neg_mean(),
         exact_shift=shift,
         kind=v.info.kind,
+        former=v.info.former_name,
     )
 
 

@@ -55,7 +55,11 @@ def recycle_sites(
 
     ``extra``: slope plans for other sites, written into the same model (``--mode train``).
     """
-    plans = [(RecyclePlan(n, list(v.dead_units), DEFAULT_SHARE), v) for n, v in sites.items() if v.dead_units]
+    plans = [
+        (RecyclePlan(n, list(v.dead_units), DEFAULT_SHARE, v.info.former_name), v)
+        for n, v in sites.items()
+        if v.dead_units
+    ]
     recycle = getattr(surgeon, "recycle", None)
     if recycle is None:
         why = f"recycling is not available for {surgeon.output_format} models yet (use --mode deploy)"
@@ -106,6 +110,7 @@ def _slope_plan(p: RecyclePlan, v: SiteVerdict, slope: float) -> SlopePlan:
         unit_slopes=float32_up(vec).astype(np.float64),
         exact_shift=False,
         kind=v.info.kind,
+        former=v.info.former_name,
     )
 
 

@@ -40,6 +40,15 @@ def test_torchscript_names_the_input_shape_and_the_reshape(model: str, flat: Pat
     assert np.array_equal(np.load(flat).reshape(-1, 3, 16, 16), np.load(IMAGES))
 
 
+def test_exported_program_names_the_input_shape_beside_the_guard(flat: Path) -> None:
+    # torch.export's own message is only "Guard failed: x.size()[1] == 3"; the program's input rank
+    # and its first conv weight give the same reshape as TorchScript.
+    line = _error_line("cnn_dead.pt2", flat)
+    assert "Guard failed" in line
+    assert "conv2d, weight 8x3x3x3, takes 4-D input Nx3xHxW" in line
+    assert "x.reshape(-1, 3, 16, 16)" in line
+
+
 def test_onnx_names_the_input_shape_as_well(flat: Path) -> None:
     line = _error_line("cnn_dead.onnx", flat)
     assert "has shape [32, 768]" in line and "?x3x16x16" in line

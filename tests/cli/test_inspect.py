@@ -128,7 +128,9 @@ def test_unit_axis_override_shows_up(pt2: Path) -> None:
 
 def test_in_memory_module() -> None:
     ins = inspect_model(Net(), input_shapes=["1x3x8x8"])
-    assert [s["name"] for s in ins.sites] == ["act#0", "relu", "act#1", "tanh"]
+    # relu(x - 0.1): no module made its input; tanh(head(x)): named after head, formerly "tanh"
+    assert [s["name"] for s in ins.sites] == ["act#0", "relu", "act#1", "head.tanh"]
+    assert [s.get("former_name") for s in ins.sites] == [None, None, None, "tanh"]
     assert ins.model["format"] == "in-memory" and ins.model["path"] is None
     assert ins.to_dict()["sites"][1]["kind"] == "relu"
 

@@ -25,7 +25,8 @@ from actaudit.rewrite import apply_slopes
 from actaudit.rewrite import rewrite as _rewrite
 
 # Three ReLU sites, named by the audit as relu#0 / relu#1 (one module called twice) and
-# relu#2 (a functional call at the top level): dead units are forced with bias −4.
+# fc.relu (a functional call at the top level on fc's output, formerly relu#2): dead units are
+# forced with bias −4.
 ARCH = """
 import torch
 import torch.nn.functional as F
@@ -58,8 +59,9 @@ def build():
         m.fc.bias[:3] = -4.0
     return m.eval()
 """
-SITES = ("relu#0", "relu#1", "relu#2")
-DEAD = {"relu#0": [0, 1, 2], "relu#1": [0, 1], "relu#2": [0, 1, 2, 6]}  # fc unit 6 dies on its own
+SITES = ("relu#0", "relu#1", "fc.relu")
+FORMER = {"fc.relu": "relu#2"}  # the name the functional site had before it was named after fc
+DEAD = {"relu#0": [0, 1, 2], "relu#1": [0, 1], "fc.relu": [0, 1, 2, 6]}  # fc unit 6 dies on its own
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def build(arch: Any) -> Any:
 
 def reference_forward(m: Any, x: torch.Tensor, slopes: dict[str, float]) -> torch.Tensor:
     """The leaky model computed by hand, independently of any rewrite."""
-    a = [slopes.get(s, 0.0) for s in SITES]
+    a = [slopes.get(s, slopes.get(FORMER.get(s, ""), 0.0)) for s in SITES]
     y = F.leaky_relu(m.c1(x), a[0])
     y = F.leaky_relu(m.c2(y), a[1])
     y = F.leaky_relu(m.fc(torch.flatten(y, 1)), a[2])
@@ -177,6 +179,18 @@ def test_apply_slopes_splits_the_reused_module_and_rewrites_the_functional_call(
     assert leaky == [0.05, 0.1, 0.2]
     assert isinstance(m.relu, nn.ReLU)  # the input model is untouched
     assert set(out.state_dict()) == set(m.state_dict())  # parameters keep their names
+
+
+def test_apply_slopes_takes_the_functional_site_by_its_new_name(build: Any) -> None:
+    # The audit names F.relu(self.fc(y)) "fc.relu"; the same call formerly read "relu#2" (above).
+    m = build()
+    slopes = {"relu#0": 0.05, "relu#1": 0.2, "fc.relu": 0.1}
+    out = apply_slopes(m, slopes)
+    x = torch.randn(16, 3, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(out(x), reference_forward(m, x, slopes), rtol=1e-5, atol=1e-6)
+    leaky = sorted(float(mod.negative_slope) for mod in out.modules() if isinstance(mod, nn.LeakyReLU))
+    assert leaky == [0.05, 0.1, 0.2]
 
 
 def test_apply_slopes_prelu_has_one_slope_per_unit_and_trains(build: Any) -> None:
@@ -277,12 +291,17 @@ def test_torchscript_graph_has_per_site_slopes(files: dict[str, Path], tmp_path:
     from actaudit.backends.torch.surgery import SlopePlan, rewrite_torchscript, torchscript_slopes
 
     ts = torch.jit.load(str(files["ts"]))
+    # A plan may name a site by its former name (a report of an older actaudit): it finds the same node.
     res = rewrite_torchscript(ts, [SlopePlan("relu#0", 0.01), SlopePlan("relu#2", 0.2)])
     assert set(res.rewritten) == {"relu#0", "relu#2"}
     found = {n: (op, s) for n, op, s in torchscript_slopes(res.model)}
     assert found["relu#0"] == ("leaky_relu", 0.01)
     assert found["relu#1"][0] == "relu"
-    assert found["relu#2"][0].startswith("leaky_relu") and found["relu#2"][1] == 0.2
+    assert found["fc.relu"][0].startswith("leaky_relu") and found["fc.relu"][1] == 0.2
+    assert "relu#2" not in found  # listings carry the current names only
+    res = rewrite_torchscript(ts, [SlopePlan("fc.relu", 0.3)])
+    assert set(res.rewritten) == {"fc.relu"}
+    assert {n: s for n, _, s in torchscript_slopes(res.model)}["fc.relu"] == 0.3
 
 
 def test_export_graph_targets_and_prelu_parameter(build: Any, files: dict[str, Path], tmp_path: Path) -> None:
@@ -404,7 +423,7 @@ def test_compensation_lowers_drift(files: dict[str, Path], tmp_path: Path, fmt: 
     without = rep["summary"]["drift_uncompensated"]["relative_l2"]
     assert with_c < 0.5 * without
     comp = {s["name"]: s["compensation"] for s in rep["sites"]}
-    # relu#0 → 1×1 conv, relu#1 → flatten → fc, relu#2 → fc2: no padding anywhere, so exact
+    # relu#0 → 1×1 conv, relu#1 → flatten → fc, fc.relu → fc2: no padding anywhere, so exact
     assert all(c and "not compensated" not in c and "padded" not in c for c in comp.values()), comp
 
 

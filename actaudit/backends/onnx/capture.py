@@ -42,7 +42,7 @@ _EXACT_FLOAT_COUNT = 2**24  # float32 counts are exact below this
 
 def _axis_rule(site: OnnxSite, overrides: list[AxisOverride]) -> tuple[AxisRule, int | None]:
     """The site's axis rule (and where it came from), and the override's axis (checked at run time)."""
-    names = (site.name, site.base)
+    names = (site.name, site.base, site.former or "")
     for o in overrides:
         if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
             rank = site.rank
@@ -328,7 +328,7 @@ class _Runner:
     def _start(self, live: _Live, shape: tuple[int, ...], axis: int) -> None:
         site = live.site
         if live.asked_axis is not None and not -len(shape) <= live.asked_axis < len(shape):
-            names = (site.name, site.base)
+            names = (site.name, site.base, site.former or "")
             asked = [o for o in self.overrides if any(fnmatch.fnmatchcase(n, o.glob) for n in names)]
             raise (asked[0] if asked else AxisOverride("*", live.asked_axis)).out_of_range(site.name, shape)
         units = shape[axis] if axis < len(shape) else 1
@@ -344,6 +344,7 @@ class _Runner:
             units=units,
             sample_shape=shape[1:],
             module=site.module,
+            former_name=site.former,
             unit_slopes=site.unit_slopes,
             model_output=site.x in self._heads(),
             unit_axis_source=source,

@@ -1,19 +1,25 @@
-"""Site names: the PyTorch module path the dynamo exporter recorded, and ``#k`` for repeated names."""
+"""Site names: the PyTorch module path the dynamo exporter recorded, and ``#k`` for repeated names.
+
+A functional call (a node outside an activation module) is named after the module whose
+node produced its input (:func:`actaudit.naming.derived_base`), as the PyTorch backend names it.
+"""
 
 from __future__ import annotations
 
 import ast
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from ...kinds import ACTIVATION_MODULES, Activation
-from ...naming import site_names
+from ...naming import derived_base, named_sites
 from . import proto as onnx
 
 
 class _Named(Protocol):
     base: str  # the name before de-duplication
     name: str  # the unique final name, set by :func:`_dedupe`
+    derived: str | None  # the base after the module that produced the input, if any
+    former: str | None  # the name by the former rule, set by :func:`_dedupe` where it differs
 
 
 def _meta(node: onnx.NodeProto, key: str) -> list[str] | None:
@@ -46,6 +52,20 @@ def _torch_name(node: onnx.NodeProto, act: Activation) -> tuple[str, str]:
     return (f"{module}/{op}" if module else op), module
 
 
+def _derived(scope: Any, node: onnx.NodeProto, base: str, module: str, x: str) -> str | None:
+    """``conv2.relu`` for a functional node whose input a module's node produced; None otherwise."""
+    if not base or base == module:  # no exporter metadata, or an activation module
+        return None
+    producer = scope.producer(x)
+    scopes = _meta(producer, "pkg.torch.onnx.name_scopes") if producer is not None else None
+    classes = _meta(producer, "pkg.torch.onnx.class_hierarchy") if producer is not None else None
+    if not scopes or len(scopes) < 2:
+        return None
+    if classes and len(classes) >= 2 and classes[-2].rsplit(".", 1)[-1] in ACTIVATION_MODULES:
+        return None  # an activation module's output is another site's
+    return derived_base(scopes[-2], module, base.rpartition("/")[2])
+
+
 def _dedupe(sites: Sequence[_Named]) -> None:
-    for s, name in zip(sites, site_names(s.base for s in sites), strict=True):
-        s.name = name
+    for s, (name, former) in zip(sites, named_sites([(s.base, s.derived) for s in sites]), strict=True):
+        s.name, s.former = name, former

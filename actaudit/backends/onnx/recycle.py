@@ -21,7 +21,7 @@ from ...edit import fold
 from ...edit import recycle as rc
 from .feeds import batches_for
 from .session import session_for
-from .sites import find_sites
+from .sites import by_name, find_sites
 
 if TYPE_CHECKING:
     from ...data import DataSource
@@ -64,7 +64,7 @@ def recycle_onnx(
         why = "recycling reads and writes weights: not done for models with external data yet"
         return {}, {p.name: why for p, *_ in plans}
     rng = np.random.default_rng(seed)
-    sites = {s.name: s for s in find_sites(m.graph).sites}
+    sites = by_name(find_sites(m.graph).sites)
 
     def writable(node: onnx.NodeProto, i: int) -> tuple[np.ndarray, Setter] | None:
         return writable_in(m, node, i, None, None)

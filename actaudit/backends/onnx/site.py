@@ -9,7 +9,7 @@ from ...kinds import Activation
 from . import proto as onnx
 from .axes import unit_axis_tag, unit_tag
 from .graph import Scope
-from .naming import _torch_name
+from .naming import _derived, _torch_name
 
 
 @dataclass
@@ -30,6 +30,8 @@ class OnnxSite:
     unit_slopes: list[float] | None = None
     uncovered: str | None = None  # why it cannot be audited, if so
     name: str = ""  # unique final name
+    derived: str | None = None  # the base after the module that produced x (actaudit.naming)
+    former: str | None = None  # the name by the former rule, where ``name`` differs from it
     params_note: str = ""
 
     @property
@@ -51,6 +53,7 @@ def _site(
     scope: Scope, node: onnx.NodeProto, i: int, op: str, act: Activation, x: str, y: str = ""
 ) -> OnnxSite:
     base, module = _torch_name(node, act)
+    derived = _derived(scope, node, base, module, x)
     if not base:
         base = node.name or node.output[0]
         if op != node.op_type and "/" in base:
@@ -68,4 +71,5 @@ def _site(
         tag=unit_tag(scope, x),
         axis_tag=unit_axis_tag(scope, x),
         y=y or node.output[0],
+        derived=derived,
     )

@@ -22,7 +22,7 @@ from .patterns import _patterns
 from .single import _single
 from .site import Found, OnnxSite
 
-__all__ = ["Found", "OnnxSite", "find_sites"]
+__all__ = ["Found", "OnnxSite", "by_name", "find_sites"]
 
 
 def find_sites(graph: onnx.GraphProto) -> Found:
@@ -33,6 +33,13 @@ def find_sites(graph: onnx.GraphProto) -> Found:
     found.sites.sort(key=lambda s: s.order)
     _dedupe(found.sites)
     return found
+
+
+def by_name(sites: list[OnnxSite]) -> dict[str, OnnxSite]:
+    """Site by name, and by its former name where it had one (a plan made from an older report)."""
+    out = {s.former: s for s in sites if s.former}
+    out.update((s.name, s) for s in sites)
+    return out
 
 
 def _scan_scope(scope: Scope, found: Found) -> None:

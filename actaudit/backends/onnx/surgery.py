@@ -38,7 +38,7 @@ from .feeds import batches_for
 from .load import OnnxModel, _inline_small, _is_external, over_limit
 from .session import _options, _providers, save_external, session_for
 from .site import OnnxSite
-from .sites import find_sites
+from .sites import by_name, find_sites
 
 LEAKY = "leaky"
 PRELU = "prelu"
@@ -83,7 +83,7 @@ def rewrite_onnx(
     m = onnx.ModelProto()
     m.CopyFrom(model)
     res = SurgeryResult(m)
-    sites = {s.name: s for s in find_sites(m.graph).sites}
+    sites = by_name(find_sites(m.graph).sites)
     plans = list(plans)
     done: dict[str, tuple[onnx.GraphProto, onnx.NodeProto]] = {}
     for p in plans:

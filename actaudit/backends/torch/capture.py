@@ -30,6 +30,7 @@ from torch.overrides import TorchFunctionMode
 from ... import unitaxis as ua
 from ...errors import CalibrationError, InputError, ModelRunError
 from ...kinds import ACTIVATION_MODULES
+from ...naming import derived_base
 from ...stats import AxisOverride, Capture
 from .fused import hidden_reason, recurrent_family
 from .graphsites import GraphSite
@@ -67,12 +68,14 @@ class FunctionCapture(TorchFunctionMode):
             if found is not None and x is not None:
                 act, weight = found
                 path, mtype = self.rec.module_stack[-1] if self.rec.module_stack else ("", "")
+                derived = None
                 if path and mtype in ACTIVATION_MODULES:
                     base, op = path, f"nn.{mtype}"
                 else:
                     label = name.rstrip("_")
                     base, op = (f"{path}/{label}" if path else label), name
-                pending = self.rec.observe(base, path, op, act, weight, x)
+                    derived = derived_base(self.rec.producers.get(x, ""), path, label)
+                pending = self.rec.observe(base, path, op, act, weight, x, derived=derived)
                 observed = self.rec.last_key
         elif name == "glu":
             pending, observed, x = self.rec.glu_call(args, kwargs, graph=False)
@@ -103,7 +106,10 @@ def run_capture(
         for path, mod in eager_model.named_modules():
             mtype = type(mod).__name__
             hooks.append(mod.register_forward_pre_hook(_push(rec, path, mtype)))
-            hooks.append(mod.register_forward_hook(_pop(rec), always_call=True))
+            producer = (
+                "" if mtype in ACTIVATION_MODULES else path
+            )  # an activation module's output is a site's
+            hooks.append(mod.register_forward_hook(_pop(rec, producer), always_call=True))
             written_out = mtype in RECURRENT_TYPES and isinstance(
                 mod, (torch.nn.RNNBase, torch.nn.RNNCellBase)
             )
@@ -209,10 +215,11 @@ def _recurrent(rec: Recorder, path: str) -> Callable[..., None]:
     return hook
 
 
-def _pop(rec: Recorder) -> Callable[..., None]:
+def _pop(rec: Recorder, path: str) -> Callable[..., None]:
     def hook(module: torch.nn.Module, args: tuple[object, ...], out: object) -> None:
         if rec.module_stack:
             rec.module_stack.pop()
+        rec.module_output(path, out)
 
     return hook
 
@@ -255,9 +262,27 @@ def _data_hint(message: str, args: list[Any], kwargs: dict[str, Any], call: obje
         fix = move_axis_hint(shape, 1, int(conv.group(1)))
     elif guard:
         fix = move_axis_hint(shape, int(guard.group(1)), int(guard.group(2)))
+        takes = _program_rank(call)
+        if fix is None and takes is not None:
+            # A torch.export guard names one dimension; the program's input says which rank it takes.
+            fix = conv_input_hint(shape, takes, _first_weight(call, takes))
     elif (rank := conv_rank(message)) is not None:
         fix = conv_input_hint(shape, rank[0], rank[1] or _first_weight(call, rank[0]))
     return fix or dtype_hint(message, [str(t.dtype).removeprefix("torch.") for t in tensors])
+
+
+def _program_rank(call: object) -> int | None:
+    """The rank of a torch.export program's first input (its placeholder's example value)."""
+    fn = getattr(call, "fn", call)  # the capture may call the program through a recorder
+    graph = getattr(fn, "graph", None)
+    try:
+        for node in graph.nodes if graph is not None else ():
+            val = node.meta.get("val") if node.op == "placeholder" else None
+            if isinstance(val, torch.Tensor):
+                return int(val.ndim)
+    except Exception:
+        return None
+    return None
 
 
 def _first_weight(call: object, rank: int) -> list[int] | None:

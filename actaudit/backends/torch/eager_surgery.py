@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -126,6 +127,10 @@ def rewrite_eager(
     by_owner: dict[str, list[_EagerSite]] = defaultdict(list)
     for p in plans:
         loc = _locate(root, p)
+        former = derived_locator(root, p.name) if isinstance(loc, str) and p.former is None else None
+        if former is not None:
+            p = dataclasses.replace(p, former=former)
+            loc = _locate(root, p)
         if isinstance(loc, str):
             res.skipped[p.name] = loc
         else:
@@ -145,6 +150,47 @@ def rewrite_eager(
             _fold_global(model, root, pending, res)
     res.model = root
     return res
+
+
+def derived_locator(model: nn.Module, name: str) -> str | None:
+    """The former name of a functional relu named after its input's module (``conv2.relu#1``), for a
+    plan that carries no former name (:func:`actaudit.rewrite.apply_slopes` given the audit's names).
+
+    The calling module is the nearest ancestor of the producer whose traced forward calls relu on
+    that child's output; the former name counts that forward's calls of its ``relu`` base, as
+    :func:`_site_nodes` reads them back."""
+    base, k = split_name(name)
+    producer, _, label = base.rpartition(".")
+    if label != "relu" or not producer:
+        return None
+    parts = producer.split(".")
+    for i in range(len(parts) - 1, -1, -1):
+        owner_path = ".".join(parts[:i])
+        try:
+            owner = model.get_submodule(owner_path) if owner_path else model
+        except AttributeError:
+            return None
+        gm, _ = _trace(owner)
+        if gm is None:
+            continue
+        old = f"{owner_path}/relu" if owner_path else "relu"
+        calls, hits = [], []
+        for node in gm.graph.nodes:
+            module_call = node.op == "call_module" and _is_relu_module(gm.get_submodule(str(node.target)))
+            if module_call and _join(owner_path, str(node.target)) == old:
+                calls.append(node)
+            elif _is_functional_relu(node):
+                calls.append(node)
+                x = node.args[0] if node.args else None
+                if isinstance(x, fx.Node) and x.op == "call_module" and ".".join(parts[i:]) == str(x.target):
+                    hits.append(node)
+        if hits:
+            node = hits[k or 0] if (k or 0) < len(hits) else None
+            if node is None:
+                return None
+            j = calls.index(node)
+            return old if len(calls) == 1 else f"{old}#{j}"
+    return None
 
 
 def _rewrite_owner(
@@ -344,9 +390,9 @@ def _fold_global(original: nn.Module, root: nn.Module, plans: list[SlopePlan], r
         gm = trace_whole(original)
     except Exception:
         return  # the per-module reasons stand
-    nodes = global_site_nodes(gm, [p.name for p in plans])
+    nodes = global_site_nodes(gm, [p.locator for p in plans])
     for p in plans:
-        node = nodes.get(p.name)
+        node = nodes.get(p.locator)
         if node is not None and p.neg_mean is not None:
             _fold_at(gm, root, node, p, res, "")
 

@@ -20,16 +20,18 @@ from ...edit.slopes import Slope, SlopePlan, SurgeryResult, assign_names, float3
 from .activations import LEAKY, _any, _ints, _plan_rank
 from .files import clone_export
 from .folding import array_of, tensor_writer
-from .graphsites import export_site_nodes, relu_named
+from .graphsites import export_site_nodes, relu_derived, relu_named
 from .ops import op_name
 
 _EXPORT_RELU = {"relu", "relu_"}
 
 
-def export_sites(gm: fx.GraphModule, *, as_relu: bool = False) -> dict[str, fx.Node]:
-    """Site name → node on an ExportedProgram's graph (same walk as the audit)."""
-    items = [(relu_named(site, as_relu), node) for site, node in export_site_nodes(gm)]
-    return dict(assign_names(items))
+def export_sites(gm: fx.GraphModule, *, as_relu: bool = False, formers: bool = False) -> dict[str, fx.Node]:
+    """Site name → node on an ExportedProgram's graph (same walk as the audit); ``formers`` adds
+    the former names as keys."""
+    found = export_site_nodes(gm)
+    items = [(relu_named(site, as_relu), node) for site, node in found]
+    return dict(assign_names(items, [relu_derived(site, as_relu) for site, _ in found], formers=formers))
 
 
 def rewrite_export(
@@ -39,7 +41,7 @@ def rewrite_export(
     ep = clone_export(ep)
     res = SurgeryResult(ep)
     gm = ep.graph_module
-    sites = export_sites(gm)
+    sites = export_sites(gm, formers=True)
     new_nodes: dict[str, fx.Node] = {}
     plans = list(plans)
     for p in plans:

@@ -34,6 +34,8 @@ class GraphNames:
         self._ptr = 0
         self._steps: dict[str, int] = defaultdict(int)  # gate ops seen per recurrent layer, this forward
         self.gru_done: set[str] = set()  # recurrent modules whose gates were named per step
+        # The site the last graph_base call picked, named after its input's producer (or None).
+        self.last_derived: str | None = None
 
     def begin_forward(self) -> None:
         self._ptr = 0
@@ -62,6 +64,7 @@ class GraphNames:
         """
         gs = self.graph_sites or []
         c = canon(name)
+        self.last_derived = None
         gru = self._stepped_gate(c, x)
         if gru is not None:
             return gru
@@ -82,6 +85,7 @@ class GraphNames:
                 pick = max(found, key=lambda i: (_shared_prefix(gs[i].module, owner), -i))
             self._ptr = pick + 1
             g = gs[pick]
+            self.last_derived = g.derived_name
             return g.base_name, g.module, f"aten::{g.op}"
         self.unmatched += 1
         return c, "", f"aten::{name}"

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from ...kinds import ACTIVATION_MODULES
+from ...naming import derived_base
 from .fused import HIDDEN, hidden_reason
 from .ops import CANDIDATES, op_name
 
@@ -44,6 +45,7 @@ class GraphSite:
     module_type: str  # class name of the innermost module, "" if unknown
     optional: bool = False  # inside a branch or loop body: may not run
     gate: str = ""  # a recurrent cell's gate ("input_gate"), or FUSED for a fused recurrent op
+    producer: str = ""  # module path of the node that computed the input ("" if none or unknown)
 
     @property
     def base_name(self) -> str:
@@ -53,6 +55,13 @@ class GraphSite:
             return self.module
         op = self.op.rstrip("_") if not self.op.startswith("_") else self.op
         return f"{self.module}/{op}" if self.module else op
+
+    @property
+    def derived_name(self) -> str | None:
+        """The base after the module that produced the input (:func:`actaudit.naming.derived_base`)."""
+        if self.gate or self.op == "glu" or self.base_name == self.module:
+            return None
+        return derived_base(self.producer, self.module, self.base_name.rpartition("/")[2])
 
 
 # -- graph site lists ------------------------------------------------------------------
@@ -105,7 +114,17 @@ def torchscript_site_nodes(
     except Exception:
         return sites
     return [
-        (GraphSite(g.op, _full_path(g.module, g.module_type, paths), g.module_type, g.optional, g.gate), n)
+        (
+            GraphSite(
+                g.op,
+                _full_path(g.module, g.module_type, paths),
+                g.module_type,
+                g.optional,
+                g.gate,
+                _full_path(g.producer, "", paths),
+            ),
+            n,
+        )
         for g, n in sites
     ]
 
@@ -161,13 +180,13 @@ def _block_sites(
             continue
         if kind == "aten::div" and _ts_is_softsign(node):
             path, mtype = _parse_hierarchy(node)
-            sites.append((GraphSite("softsign", path, mtype, optional), [node]))
+            sites.append((GraphSite("softsign", path, mtype, optional, producer=_ts_producer(node)), [node]))
             continue
         if kind.startswith("aten::"):
             op = kind.split("::", 1)[1]
             if canon(op) in CANON_CANDIDATES:
                 path, mtype = _parse_hierarchy(node)
-                sites.append((GraphSite(op, path, mtype, optional), [node]))
+                sites.append((GraphSite(op, path, mtype, optional, producer=_ts_producer(node)), [node]))
             continue
         branches = [_block_sites(b, optional=True, recurrent=recurrent) for b in node.blocks()]
         if kind == "prim::If" and len(branches) == 2:
@@ -175,13 +194,57 @@ def _block_sites(
             if a == b:
                 # F.relu(x, inplace) compiles to `if inplace: relu_ else: relu`: one site either way.
                 sites.extend(
-                    (GraphSite(g.op, g.module, g.module_type, optional, g.gate), [*na, *nb])
+                    (GraphSite(g.op, g.module, g.module_type, optional, g.gate, g.producer), [*na, *nb])
                     for (g, na), (_, nb) in zip(branches[0], branches[1], strict=True)
                 )
                 continue
         for br in branches:
             sites.extend(br)
     return sites
+
+
+def _ts_producer(node: torch._C.Node) -> str:
+    """Module path of the node that computed ``node``'s first input (a scripted module's call of
+    its own method, such as ``Conv2d._conv_forward``, adds a ``SELF`` scope: not a module)."""
+    try:
+        producer = node.inputsAt(0).node()
+        while producer.kind() in _UNPACK:  # ``out, _ = self.lstm(x)``: the op that made the tuple
+            producer = producer.inputsAt(0).node()
+        path, mtype = _parse_hierarchy(producer)
+    except Exception:
+        return ""
+    if mtype in ACTIVATION_MODULES:  # an activation module's output is another site's
+        return ""
+    # The module whose parameter the producer reads names it exactly: the hierarchy drops container
+    # names of unrolled loops (``0`` for ``c.0``), which _full_path cannot always restore.
+    path = ".".join(p for p in path.split(".") if p != "SELF")
+    owner = next((p for p in map(_ts_attr_path, producer.inputs()) if p), "")
+    parent = owner.rpartition(".")[0]
+    if parent and path and path.split(".")[-1] == parent.split(".")[-1]:
+        return parent
+    return path
+
+
+_UNPACK = frozenset(["prim::TupleUnpack", "prim::TupleIndex", "prim::ListUnpack", "aten::__getitem__"])
+
+
+def _ts_attr_path(v: torch._C.Value) -> str:
+    """``c.0.weight`` for a value read by a chain of prim::GetAttr from the module itself."""
+    parts = []
+    node = v.node()
+    while node.kind() == "prim::GetAttr":
+        parts.append(node.s("name"))
+        node = node.inputsAt(0).node()
+    return ".".join(reversed(parts)) if parts and node.kind() == "prim::Param" else ""
+
+
+def _fx_producer(node: Any) -> str:
+    """Module path of the torch.export node that computed ``node``'s first input."""
+    x = node.args[0] if node.args else None
+    stack = list((getattr(x, "meta", {}).get("nn_module_stack") or {}).values())
+    if not stack or str(stack[-1][1]).rsplit(".", 1)[-1] in ACTIVATION_MODULES:
+        return ""  # no module, or an activation module (its output is another site's)
+    return re.sub(r"@\d+$", "", str(stack[-1][0]))
 
 
 def _ts_is_softsign(div: torch._C.Node) -> bool:
@@ -241,7 +304,7 @@ def export_site_nodes(gm: torch.fx.GraphModule) -> list[tuple[GraphSite, torch.f
             mtype = str(type_str).rsplit(".", 1)[-1]
         else:
             path, mtype = "", ""
-        out.append((GraphSite(op, path, mtype), node))
+        out.append((GraphSite(op, path, mtype, producer=_fx_producer(node)), node))
     return out
 
 
@@ -274,3 +337,10 @@ def relu_named(g: GraphSite, as_relu: bool) -> str:
     if as_relu and canon(g.op) in ("leaky_relu", "prelu"):
         return GraphSite("relu", g.module, g.module_type).base_name
     return g.base_name
+
+
+def relu_derived(g: GraphSite, as_relu: bool) -> str | None:
+    """:attr:`GraphSite.derived_name` of a rewritten site as it was named as a ReLU."""
+    if as_relu and canon(g.op) in ("leaky_relu", "prelu"):
+        return GraphSite("relu", g.module, g.module_type, producer=g.producer).derived_name
+    return g.derived_name

@@ -94,11 +94,11 @@ def _site_graphs(
     except Exception as e:
         why = f"torch.fx cannot trace the model ({type(e).__name__}): recycling needs each unit's producer and consumer"
         for plan, *rest in plans:
-            yield (plan, *rest, _local(original, model, plan.name, why))  # type: ignore[misc]
+            yield (plan, *rest, _local(original, model, plan.locator, why))  # type: ignore[misc]
         return
-    nodes = global_site_nodes(gm, [p.name for p, *_ in plans])
+    nodes = global_site_nodes(gm, [p.locator for p, *_ in plans])
     for plan, *rest in plans:
-        node = nodes.get(plan.name)
+        node = nodes.get(plan.locator)
         yield (
             plan,
             *rest,

@@ -36,7 +36,7 @@ def recycle_export(
     """Recycle in ``ep``'s parameters (edited in place); ``batches()`` yields the calibration (args, kwargs)."""
     rng = np.random.default_rng(seed)
     inputs = {s.arg.name: s.target for s in ep.graph_signature.input_specs if hasattr(s.arg, "name")}
-    sites = export_sites(ep.graph_module)
+    sites = export_sites(ep.graph_module, formers=True)
     refused: dict[str, str] = {}
     jobs: list[Job] = []
     for plan, units, axis, sample_shape in plans:

@@ -52,7 +52,7 @@ def recycle_script(
     rng = np.random.default_rng(seed)
     graph = cast("torch._C.ScriptMethod", m.forward).graph.copy()
     torch._C._jit_pass_inline(graph)
-    sites = torchscript_sites(graph, m)
+    sites = torchscript_sites(graph, m, formers=True)
     refused: dict[str, str] = {}
     jobs: list[Job] = []
     for plan, units, axis, sample_shape in plans:

@@ -14,16 +14,20 @@ from ...edit.slopes import Slope, SlopePlan, SurgeryResult, assign_names, float3
 from .activations import LEAKY, PRELU, _plan_rank
 from .files import clone_script
 from .folding import array_of, tensor_writer
-from .graphsites import canon, relu_named, torchscript_site_nodes
+from .graphsites import canon, relu_derived, relu_named, torchscript_site_nodes
 
 
 def torchscript_sites(
-    graph: torch._C.Graph, module: torch.jit.ScriptModule, *, as_relu: bool = False
+    graph: torch._C.Graph, module: torch.jit.ScriptModule, *, as_relu: bool = False, formers: bool = False
 ) -> dict[str, tuple[str, list[torch._C.Node]]]:
     """Site name → (op, nodes) on an inlined TorchScript graph (the audit's own walk);
-    ``as_relu`` names rewritten sites as before."""
+    ``as_relu`` names rewritten sites as before; ``formers`` adds the former names as keys."""
     sites = torchscript_site_nodes(graph, module)
-    named = assign_names([(relu_named(g, as_relu), (g, nodes)) for g, nodes in sites])
+    named = assign_names(
+        [(relu_named(g, as_relu), (g, nodes)) for g, nodes in sites],
+        [relu_derived(g, as_relu) for g, _ in sites],
+        formers=formers,
+    )
     return {name: (g.op, nodes) for name, (g, nodes) in named}
 
 
@@ -35,7 +39,7 @@ def rewrite_torchscript(
     res = SurgeryResult(m)
     graph = m.graph
     torch._C._jit_pass_inline(graph)
-    sites = torchscript_sites(graph, m)
+    sites = torchscript_sites(graph, m, formers=True)
     new_nodes: dict[str, torch._C.Node] = {}
     for p in plans:
         found = sites.get(p.name)

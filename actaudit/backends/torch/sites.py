@@ -14,7 +14,7 @@ from torch.utils.hooks import RemovableHandle
 from ... import unitaxis as ua
 from ...errors import InputError
 from ...kinds import Activation, Thresholds
-from ...naming import site_names
+from ...naming import named_sites
 from ...stats import AxisOverride, SiteInfo, SiteResult, Uncovered
 from .fused import HIDDEN, HiddenOps, encoder_layer_ffn
 from .graphnames import GraphNames
@@ -44,6 +44,7 @@ class _Site:
     acc: _Acc
     base: str
     index: int
+    derived: str | None = None  # the base after the module that produced the input (actaudit.naming)
     broken: str | None = None
     held: tuple[torch.Tensor, int] | None = None  # first call, while a consumer may decide the axis
     swish: float | None = None  # β when the sigmoid's output was multiplied by its input (a SiLU)
@@ -69,6 +70,7 @@ class Recorder:
         self.pending_out: TensorMap[tuple[str, int]] = TensorMap()
         self.spelled = SpelledOut()  # SiLU and softsign, spelled as several ops
         self.module_stack: list[tuple[str, str]] = []
+        self.producers: TensorMap[str] = TensorMap()  # eager: a module's output -> its path (innermost)
         self.batch_samples = 0
         self.last_site: str | None = None
         self.interrupted = False
@@ -93,6 +95,7 @@ class Recorder:
     # -- per forward ----------------------------------------------------------------
     def begin_forward(self, samples: int) -> None:
         self.batch_samples = samples
+        self.producers = TensorMap()
         self._counts.clear()
         self.hidden.begin_forward()
         self._merged_now.clear()
@@ -165,14 +168,20 @@ class Recorder:
         weight: object,
         x: torch.Tensor,
         merge: bool = False,
+        derived: str | None = None,
     ) -> tuple[str, int] | None:
         """Reduce one call; returns the site's key while its axis waits for a consumer to decide it.
 
         ``merge``: every call in a forward is the same site (a recurrent gate, once per time step);
-        the batch's samples count once.
+        the batch's samples count once. ``derived``: the base after the module that produced
+        ``x`` (a compiled graph's is that of the graph site :meth:`graph_base` just picked).
         """
+        if derived is None and self.graph_sites is not None:
+            derived, self.names.last_derived = self.names.last_derived, None
         if act.kind == "tanh" and not merge:
-            base, op, act, x = self._tanh_gelu(base, op, act, x)
+            gbase, op, act, x = self._tanh_gelu(base, op, act, x)
+            if gbase != base:  # a GELU's site: the tanh's inner argument names nothing
+                base, derived = gbase, None
         self.hidden.events += 1
         if merge:
             k = 0
@@ -182,10 +191,12 @@ class Recorder:
             k = self._counts[base]
             self._counts[base] = k + 1
             samples = self.batch_samples
+            if derived:  # its place among the calls of the same derived name (conv2.relu#1)
+                self._counts["\0" + derived] += 1
         key = (base, k)
         site = self.sites.get(key)
         if site is None:
-            axis, source = self._axis(base, k, x)
+            axis, source = self._axis(base, k, x, derived, self._counts["\0" + (derived or "")] - 1)
             units = 1 if axis >= x.ndim else int(x.shape[axis])
             info = SiteInfo(
                 name=base,
@@ -200,7 +211,7 @@ class Recorder:
             )
             if act.kind == "prelu" and isinstance(weight, torch.Tensor):
                 info.unit_slopes = [float(w) for w in weight.detach().flatten().cpu()]
-            site = _Site(info, act.thresholds(self.f), _Acc(units, x.device), base, k)
+            site = _Site(info, act.thresholds(self.f), _Acc(units, x.device), base, k, derived)
             self.sites[key] = site
             if (source == ua.GUESSED or act.kind == "sigmoid") and not merge:
                 # Hold this first call until the forward ends: a consumer may still decide the
@@ -288,9 +299,13 @@ class Recorder:
             if site is not None and site.held is not None:
                 site.swish = found[1]
 
-    def _axis(self, base: str, k: int, x: torch.Tensor) -> tuple[int, str]:
-        """(unit axis, source); an axis equal to the rank means the whole activation is one unit."""
-        names = (base, f"{base}#{k}")
+    def _axis(
+        self, base: str, k: int, x: torch.Tensor, derived: str | None = None, dk: int = 0
+    ) -> tuple[int, str]:
+        """(unit axis, source); an axis equal to the rank means the whole activation is one unit.
+        A site is matched by its former name (``base``, ``base#k``) and its derived one, with and
+        without the ``#k`` it gets when several calls share it."""
+        names = (base, f"{base}#{k}", *((derived, f"{derived}#{dk}") if derived else ()))
         for o in self.overrides:
             if any(fnmatch.fnmatchcase(n, o.glob) for n in names):
                 axis = o.axis if o.axis >= 0 else x.ndim + o.axis
@@ -308,9 +323,10 @@ class Recorder:
     # -- results --------------------------------------------------------------------
     def results(self) -> tuple[list[SiteResult], list[Uncovered]]:
         out, uncovered = [], []
-        names = site_names(base for base, _ in self.sites)  # keys hold k = 0, 1, … per base in order
-        for ((base, k), site), name in zip(self.sites.items(), names, strict=True):
-            site.info.name = name
+        # Keys hold k = 0, 1, … per base in order: the former names are site_names of the bases.
+        names = named_sites([(base, site.derived) for (base, _), site in self.sites.items()])
+        for ((base, k), site), (name, former) in zip(self.sites.items(), names, strict=True):
+            site.info.name, site.info.former_name = name, former
             site.info.model_output = (base, k) in self.output_sites
             if site.broken:
                 uncovered.append(Uncovered(site.info.name, site.info.op, site.broken))
@@ -322,6 +338,15 @@ class Recorder:
             self.extra_uncovered.setdefault(u.name, u)
         return out, [*uncovered, *self.extra_uncovered.values()]
 
+    def module_output(self, path: str, out: object) -> None:
+        """Eager: note which module returned ``out`` (the innermost one, whose hook runs first); the
+        tensors of a returned tuple too (``out, _ = self.lstm(x)``), as compiled graphs read them."""
+        if not path:
+            return
+        for t in tensors_of(out):
+            if t not in self.producers:
+                self.producers[t] = path
+
     def hidden_activation(self, name: str) -> None:
         """A fused op ran whose activation no capture sees: listed in ``uncovered``, never dropped."""
         path = self.module_stack[-1][0] if self.module_stack else ""
@@ -329,7 +354,8 @@ class Recorder:
 
     def fused_encoder_layer(self, args: tuple[object, ...], output: object) -> None:
         """A ``TransformerEncoderLayer`` fast-path call: its feed-forward activation written out from
-        the op's own weights and audited (``layers.0/relu``, as the eager layer's site is named)."""
+        the op's own weights and audited (``layers.0.linear1.relu``, as the eager layer's site is named:
+        the layer's ``activation(linear1(x))``)."""
         op, path, k = self._last_hidden
         if op != "_transformer_encoder_layer_fwd":
             return
@@ -341,7 +367,10 @@ class Recorder:
         name = self.hidden.name_of(op, path, k)
         self.hidden.written.add((op, path, k))
         self.tags[pre] = ua.Tag(pre.ndim - 1, LINEAR)
-        self.observe(f"{name}/{kind}", name, f"aten::{op}.{kind}", Activation(kind), None, pre)
+        derived = f"{name}.linear1.{kind}" if name else None
+        self.observe(
+            f"{name}/{kind}", name, f"aten::{op}.{kind}", Activation(kind), None, pre, derived=derived
+        )
 
     def glu_call(
         self, args: tuple[object, ...], kwargs: dict[str, object], graph: bool
