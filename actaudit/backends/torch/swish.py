@@ -1,10 +1,12 @@
 """Activations that torch spells as several ops: SiLU as ``x * sigmoid(x)`` (or ``x * sigmoid(β·x)``),
-softsign as ``x / (1 + |x|)``, GELU's tanh approximation as ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``.
-Weak keys only: an entry dies with the tensor it is keyed on."""
+softsign as ``x / (1 + |x|)``, GELU's tanh approximation as ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``
+and GELU itself as ``0.5·x·(1 + erf(x/√2))``. Weak keys only: an entry dies with the tensor it is keyed on."""
 
 from __future__ import annotations
 
+import itertools
 import math
+from dataclasses import dataclass
 
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
@@ -23,10 +25,12 @@ class SpelledOut:
         self._one_plus_abs_of: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
         self.gelu = TanhGelu()
+        self.erf_gelu = ErfGelu()
 
     def end_forward(self) -> None:
         self.sigmoid_out = WeakIdKeyDictionary()
         self.gelu = TanhGelu()  # a chain never spans two forwards
+        self.erf_gelu = ErfGelu()
 
     def sigmoid_output(self, key: SiteKey, x: object, out: torch.Tensor) -> None:
         """A held sigmoid site's output: a Mul of it by its own input makes the site a SiLU."""
@@ -139,6 +143,148 @@ def is_tanh_gelu(z: torch.Tensor, x: torch.Tensor) -> bool:
         eps = torch.finfo(x.dtype).eps if x.is_floating_point() else 1e-7
         tol = 16 * eps * (1.0 + want.abs() + GELU_C * xf.abs() * (1.0 + 3 * GELU_A * xf * xf))
         return bool((err <= tol).all())
+
+
+# GELU's erf form 0.5·x·(1 + erf(x/√2)) (transformers' gelu_python, BERT's original code): the factors
+# of its product, each named once; a product of all three is the GELU's output.
+_X, _HALF, _GATE = "x", "half", "gate"
+_GELU = frozenset([_X, _HALF, _GATE])
+_MULS = frozenset(["mul", "mul_", "__mul__", "__rmul__", "__imul__"])
+_DIVS = frozenset(["div", "div_", "__truediv__", "__itruediv__", "true_divide"])
+_TRACKED = _MULS | _DIVS | _ADDS
+ERFS = frozenset(["erf", "special_erf"])
+Naming = tuple[str, str, str]  # (site base, module path, op label) of the erf that a chain started from
+
+
+@dataclass(frozen=True)
+class _Product:
+    x: torch.Tensor
+    factors: frozenset[str]  # {"erf"} for erf(x/√2) itself, else a subset of _GELU
+    naming: Naming | None = None  # set once the gate is among the factors
+
+
+class ErfGelu:
+    """Follows GELU's erf form through its ops as they run, in any order of its multiplications.
+
+    ``x/√2`` (or ``x·(1/√2)``) remembers its ``x``; an ``erf`` of it is named by the caller
+    (:meth:`erf_of` gives the ``x``, :meth:`named_erf` keeps the name); ``1 + erf`` is the gate;
+    products of ``x``, ``0.5`` (or a division by 2) and the gate over one ``x`` are followed
+    until :meth:`track` sees all three. An ``erf`` of anything else, or a chain that never
+    completes, is no site: a Gaussian CDF ``0.5·(1 + erf(x/√2))`` lacks the factor ``x``.
+    """
+
+    def __init__(self) -> None:
+        self._scaled: WeakIdKeyDictionary = WeakIdKeyDictionary()  # x/√2 -> x
+        self._chain: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> _Product
+        self._ids: set[int] = set()  # ids of chain tensors: a cheap first test (_chain decides)
+
+    def erf_of(self, args: tuple[object, ...]) -> torch.Tensor | None:
+        """The ``x`` of ``erf(x/√2)``, or None for an erf of anything else."""
+        z = args[0] if args else None
+        return self._scaled.get(z) if isinstance(z, torch.Tensor) else None
+
+    def named_erf(self, out: object, x: torch.Tensor, naming: Naming) -> None:
+        if isinstance(out, torch.Tensor) and out.shape == x.shape:
+            self._keep(out, _Product(x, frozenset(["erf"]), naming))
+
+    def track(self, name: str, args: tuple[object, ...], out: object) -> tuple[torch.Tensor, Naming] | None:
+        """After one op: (x, the erf's naming) when ``out`` is ``0.5·x·(1 + erf(x/√2))``, else None."""
+        if name not in _TRACKED or len(args) < 2 or not isinstance(out, torch.Tensor):
+            return None
+        if not out.is_floating_point():
+            return None
+        a, b = args[0], args[1]
+        tracked = id(a) in self._ids or id(b) in self._ids
+        if name in _DIVS:
+            c = _scalar_value(b)
+            if c is None or not isinstance(a, torch.Tensor):
+                return None
+            if _near(c, math.sqrt(2.0)):
+                self._scale(out, a)
+                return None
+            return self._product(out, [a], _HALF) if _near(c, 2.0) else None
+        if name in _MULS:
+            for t, k in ((a, b), (b, a)):
+                c = _scalar_value(k)
+                if c is not None and isinstance(t, torch.Tensor) and _scalar_value(t) is None:
+                    if _near(c, math.sqrt(0.5)):
+                        self._scale(out, t)
+                        return None
+                    return self._product(out, [t], _HALF) if _near(c, 0.5) else None
+            return self._product(out, [a, b], None) if tracked else None
+        if tracked and name in _ADDS:
+            self._gate(args, out)
+        return None
+
+    def _gate(self, args: tuple[object, ...], out: torch.Tensor) -> None:
+        """``1 + erf(x/√2)`` (an addition whose alpha, if any, is 1)."""
+        alpha = _scalar_value(args[2]) if len(args) > 2 else 1.0
+        for e, one in ((args[0], args[1]), (args[1], args[0])):
+            p = self._chain.get(e) if isinstance(e, torch.Tensor) else None
+            if p is not None and p.factors == {"erf"} and _is_one(one) and alpha == 1.0:
+                self._keep(out, _Product(p.x, frozenset([_GATE]), p.naming))
+                return
+
+    def _product(
+        self, out: torch.Tensor, operands: list[object], extra: str | None
+    ) -> tuple[torch.Tensor, Naming] | None:
+        """A product over one ``x`` of chain pieces and plain tensors (a plain tensor is the factor ``x``)."""
+        tensors = [t for t in operands if isinstance(t, torch.Tensor)]
+        if len(tensors) != len(operands):
+            return None
+        # A tensor may be a piece of one chain and the ``x`` of another (x = 0.5·h, then GELU(x)).
+        readings = [
+            [p, _Product(t, frozenset([_X]))] if (p := self._chain.get(t)) else [_Product(t, frozenset([_X]))]
+            for t in tensors
+        ]
+        for parts in itertools.product(*readings):
+            found = _combine(parts, extra)
+            if found is None or out.shape != found.x.shape or out is found.x:
+                continue  # a broadcast, or x itself changed in place
+            if found.factors == _GELU and found.naming is not None:
+                return found.x, found.naming
+            self._keep(out, found)
+            return None
+        return None
+
+    # A tensor that becomes the x of an entry loses its own entries: an entry's x then never holds
+    # another x alive, so a run of x·0.5 or x/√2 ops (a residual stream scaled every layer) pins
+    # one tensor per live entry, not the whole run.
+    def _keep(self, out: torch.Tensor, p: _Product) -> None:
+        self._forget(p.x)
+        self._chain[out] = p
+        self._ids.add(id(out))
+
+    def _scale(self, out: torch.Tensor, x: torch.Tensor) -> None:
+        self._forget(x)
+        self._scaled[out] = x
+
+    def _forget(self, x: torch.Tensor) -> None:
+        self._chain.pop(x, None)
+        self._scaled.pop(x, None)
+
+
+def _combine(parts: tuple[_Product, ...], extra: str | None) -> _Product | None:
+    """The product of ``parts`` (times ``extra``) when they share one ``x`` and no factor twice."""
+    x = parts[0].x
+    factors: set[str] = {extra} if extra else set()
+    for p in parts:
+        if p.x is not x or "erf" in p.factors or factors & p.factors:
+            return None
+        factors |= p.factors
+    return _Product(x, frozenset(factors), next((p.naming for p in parts if p.naming is not None), None))
+
+
+def is_erf_gelu(y: torch.Tensor, x: torch.Tensor) -> bool:
+    """``y == 0.5·x·(1 + erf(x/√2))`` elementwise, within the rounding of ``x``'s dtype."""
+    if y.shape != x.shape or y.numel() == 0:
+        return False
+    with torch._C.DisableTorchFunction():
+        y, x = y.detach().reshape(-1)[:_CHECKED], x.detach().reshape(-1)[:_CHECKED]
+        xf = x.double()
+        want = 0.5 * xf * (1.0 + torch.erf(xf / math.sqrt(2.0)))
+        eps = torch.finfo(x.dtype).eps if x.is_floating_point() else 1e-7
+        return bool(((y.double() - want).abs() <= 16 * eps * (1.0 + xf.abs())).all())
 
 
 def _near(v: float, target: float) -> bool:
