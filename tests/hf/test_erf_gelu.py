@@ -155,7 +155,8 @@ class Act(nn.Module):
 
 
 class NotGelu(nn.Module):
-    """erf where it is no GELU: a Gaussian CDF, twice GELU (no halving), a bare erf; then one real GELU."""
+    """erf where it is no GELU: a Gaussian CDF, twice GELU (no halving), a bare erf, 0.3·x·(1 + erf(x/√2));
+    then one real GELU."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -170,8 +171,9 @@ class NotGelu(nn.Module):
         cdf = 0.5 * (1.0 + torch.erf(h / math.sqrt(2.0)))
         twice = h * (1.0 + torch.erf(h / math.sqrt(2.0)))
         bare = torch.erf(h)
+        scaled = h * 0.3 * (1.0 + torch.erf(h / math.sqrt(2.0)))  # not x·0.5: the values say so
         g = self.act(self.fc2(x))
-        return torch.tanh(self.out(g)) + (cdf + twice + bare).sum(-1, keepdim=True)
+        return torch.tanh(self.out(g)) + (cdf + twice + bare + scaled).sum(-1, keepdim=True)
 
 
 @pytest.mark.parametrize("fmt", ["eager", "script", "trace", "torch.export"])
@@ -280,3 +282,20 @@ def test_bert_gelu_python_folder_has_a_gelu_site_per_layer(bert: tuple[Path, Pat
         assert np.abs(got - counts).sum() <= near, (layer, got.tolist(), counts.tolist())
         assert site["dead_units"] == [int(u) for u in np.flatnonzero(counts == 0)]
         assert set(tinymodels.KILLED[layer]) <= set(site["dead_units"])
+
+
+def test_a_run_of_scalings_by_one_over_root2_pins_no_tensor_of_the_run() -> None:
+    """A residual stream scaled by √½ every layer: each scaled tensor keeps only the one it came from."""
+    import weakref
+
+    from actaudit.backends.torch.swish import ErfGelu
+
+    track = ErfGelu()
+    x = torch.randn(4, 8)
+    first = weakref.ref(x)
+    for _ in range(50):
+        y = x * math.sqrt(0.5)
+        track.track("mul", (x, math.sqrt(0.5)), y)
+        x = y
+    assert track.erf_of((x,)) is not None  # the last one is still an erf argument to follow
+    assert first() is None  # the start of the run is gone

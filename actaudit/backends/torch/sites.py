@@ -115,7 +115,7 @@ class Recorder:
         if name in ERFS:
             self._erf(args, outs[0])
         elif (gelu := self.spelled.erf_gelu.track(name, args, outs[0])) is not None:
-            self._erf_gelu(*gelu, outs[0])
+            self._erf_gelu(gelu[0], gelu[1], outs[0], gelu[2])
         if self.names.param_owner:
             self.names.own(args, outs)
         if name in PRODUCERS or name in RECURRENT_PRODUCERS:
@@ -244,15 +244,18 @@ class Recorder:
         base = f"{module}/gelu" if module else "gelu"
         self.spelled.erf_gelu.named_erf(out, x, (base, module, "erf"))
 
-    def _erf_gelu(self, x: torch.Tensor, naming: Naming, y: torch.Tensor) -> None:
-        """``y = 0.5·x·(1 + erf(x/√2))``: one GELU site on ``x`` (the values decide its first call)."""
+    def _erf_gelu(self, x: torch.Tensor, naming: Naming, y: torch.Tensor, whole: bool) -> None:
+        """``y = 0.5·x·(1 + erf(x/√2))``: one GELU site on ``x``. The values decide a site's first call,
+        and every call where a tensor multiplying the gate stood for ``x·0.5`` (``whole`` is False)."""
+        if not whole and not is_erf_gelu(y, x):
+            return  # checked before a compiled graph's next name is taken
         base, module, label = naming
         if self.graph_sites is not None:
             # Named as the product completes: a graph lists only the erfs of whole GELUs (gelu_graph).
             base, module, label = self.graph_base("erf", x)
             head, _, last = base.rpartition("/")
             base = (f"{head}/gelu" if head else "gelu") if last == "erf" else f"{base}/gelu"
-        if (base, self._counts[base]) not in self.sites and not is_erf_gelu(y, x):
+        if whole and (base, self._counts[base]) not in self.sites and not is_erf_gelu(y, x):
             return
         key = self.observe(base, module, f"{label}-GELU", Activation("gelu"), None, x)
         if key is not None:

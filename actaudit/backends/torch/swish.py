@@ -4,7 +4,6 @@ and GELU itself as ``0.5·x·(1 + erf(x/√2))``. Weak keys only: an entry dies 
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -154,13 +153,14 @@ _DIVS = frozenset(["div", "div_", "__truediv__", "__itruediv__", "true_divide"])
 _TRACKED = _MULS | _DIVS | _ADDS
 ERFS = frozenset(["erf", "special_erf"])
 Naming = tuple[str, str, str]  # (site base, module path, op label) of the erf that a chain started from
+Completed = tuple[torch.Tensor, Naming, bool]  # x, the erf's naming, whether each factor was seen
 
 
 @dataclass(frozen=True)
 class _Product:
     x: torch.Tensor
-    factors: frozenset[str]  # {"erf"} for erf(x/√2) itself, else a subset of _GELU
-    naming: Naming | None = None  # set once the gate is among the factors
+    factors: frozenset[str]  # {"erf"} for erf(x/√2) itself, else the gate and a subset of the rest
+    naming: Naming
 
 
 class ErfGelu:
@@ -168,53 +168,63 @@ class ErfGelu:
 
     ``x/√2`` (or ``x·(1/√2)``) remembers its ``x``; an ``erf`` of it is named by the caller
     (:meth:`erf_of` gives the ``x``, :meth:`named_erf` keeps the name); ``1 + erf`` is the gate;
-    products of ``x``, ``0.5`` (or a division by 2) and the gate over one ``x`` are followed
-    until :meth:`track` sees all three. An ``erf`` of anything else, or a chain that never
-    completes, is no site: a Gaussian CDF ``0.5·(1 + erf(x/√2))`` lacks the factor ``x``.
+    products of the gate with ``x`` and ``0.5`` (or a division by 2) are followed until
+    :meth:`track` sees all three. ``x·0.5`` computed before the gate (BERT's ``x * 0.5 * (1 + erf)``)
+    is not followed, as it would be for every halving of a model: a tensor of ``x``'s shape that
+    multiplies the gate stands for it, and the values of a site's first call decide. An ``erf`` of
+    anything else, or a chain that never completes, is no site: a Gaussian CDF
+    ``0.5·(1 + erf(x/√2))`` lacks the factor ``x``.
     """
 
     def __init__(self) -> None:
         self._scaled: WeakIdKeyDictionary = WeakIdKeyDictionary()  # x/√2 -> x
-        self._chain: WeakIdKeyDictionary = WeakIdKeyDictionary()  # tensor -> _Product
-        self._ids: set[int] = set()  # ids of chain tensors: a cheap first test (_chain decides)
+        self._chain: WeakIdKeyDictionary = WeakIdKeyDictionary()  # erf(x/√2) and products with its gate
+        # ids of the keys: a cheap first test (an id may outlive its tensor; the dictionaries decide)
+        self._scaled_ids: set[int] = set()
+        self._ids: set[int] = set()
 
     def erf_of(self, args: tuple[object, ...]) -> torch.Tensor | None:
         """The ``x`` of ``erf(x/√2)``, or None for an erf of anything else."""
         z = args[0] if args else None
-        return self._scaled.get(z) if isinstance(z, torch.Tensor) else None
+        if id(z) not in self._scaled_ids or not isinstance(z, torch.Tensor):
+            return None
+        return self._scaled.get(z)
 
     def named_erf(self, out: object, x: torch.Tensor, naming: Naming) -> None:
         if isinstance(out, torch.Tensor) and out.shape == x.shape:
             self._keep(out, _Product(x, frozenset(["erf"]), naming))
 
-    def track(self, name: str, args: tuple[object, ...], out: object) -> tuple[torch.Tensor, Naming] | None:
-        """After one op: (x, the erf's naming) when ``out`` is ``0.5·x·(1 + erf(x/√2))``, else None."""
+    def track(self, name: str, args: tuple[object, ...], out: object) -> Completed | None:
+        """After one op: (x, the erf's naming, whether x·0.5 was seen) when ``out`` is
+        ``0.5·x·(1 + erf(x/√2))``, else None."""
         if name not in _TRACKED or len(args) < 2 or not isinstance(out, torch.Tensor):
             return None
-        if not out.is_floating_point():
-            return None
         a, b = args[0], args[1]
-        tracked = id(a) in self._ids or id(b) in self._ids
+        pa = self._chain.get(a) if id(a) in self._ids else None
+        pb = self._chain.get(b) if id(b) in self._ids else None
+        if name in _ADDS:
+            if pa is not None or pb is not None:
+                self._gate(args, out)
+            return None
+        ca, cb = _scalar_value(a), _scalar_value(b)
         if name in _DIVS:
-            c = _scalar_value(b)
-            if c is None or not isinstance(a, torch.Tensor):
-                return None
-            if _near(c, math.sqrt(2.0)):
-                self._scale(out, a)
-                return None
-            return self._product(out, [a], _HALF) if _near(c, 2.0) else None
-        if name in _MULS:
-            for t, k in ((a, b), (b, a)):
-                c = _scalar_value(k)
-                if c is not None and isinstance(t, torch.Tensor) and _scalar_value(t) is None:
-                    if _near(c, math.sqrt(0.5)):
+            if cb is not None and isinstance(a, torch.Tensor) and ca is None:
+                if pa is not None:
+                    return self._product(out, pa, None, _HALF if _near(cb, 2.0) else None)
+                if _near(cb, math.sqrt(2.0)) and out.is_floating_point():
+                    self._scale(out, a)
+            return None
+        if pa is None and pb is None:
+            for t, ct, c in ((a, ca, cb), (b, cb, ca)):
+                if ct is None and _near(c, math.sqrt(0.5)) and isinstance(t, torch.Tensor):
+                    if out.is_floating_point():
                         self._scale(out, t)
-                        return None
-                    return self._product(out, [t], _HALF) if _near(c, 0.5) else None
-            return self._product(out, [a, b], None) if tracked else None
-        if tracked and name in _ADDS:
-            self._gate(args, out)
-        return None
+                    break
+            return None
+        p, other, c = (pa, b, cb) if pa is not None else (pb, a, ca)
+        if c is not None:
+            return self._product(out, p, None, _HALF if _near(c, 0.5) else None)
+        return self._product(out, p, other, None)
 
     def _gate(self, args: tuple[object, ...], out: torch.Tensor) -> None:
         """``1 + erf(x/√2)`` (an addition whose alpha, if any, is 1)."""
@@ -226,53 +236,46 @@ class ErfGelu:
                 return
 
     def _product(
-        self, out: torch.Tensor, operands: list[object], extra: str | None
-    ) -> tuple[torch.Tensor, Naming] | None:
-        """A product over one ``x`` of chain pieces and plain tensors (a plain tensor is the factor ``x``)."""
-        tensors = [t for t in operands if isinstance(t, torch.Tensor)]
-        if len(tensors) != len(operands):
+        self, out: torch.Tensor, p: _Product | None, other: object, factor: str | None
+    ) -> Completed | None:
+        """The gate's product ``p`` times a constant ``factor`` (0.5) or a tensor ``other``."""
+        if p is None or "erf" in p.factors or out.shape != p.x.shape or out is p.x:
+            return None  # no piece of a gate, a broadcast, or x itself changed in place
+        if other is not None:
+            q = self._chain.get(other) if id(other) in self._ids else None
+            if q is not None:
+                if q.x is not p.x or "erf" in q.factors:
+                    return None
+                got = q.factors
+            elif other is p.x:
+                got = frozenset([_X])
+            elif isinstance(other, torch.Tensor) and other.shape == p.x.shape:
+                got = frozenset([_X, _HALF])  # x·0.5 or x/2, computed before the gate
+            else:
+                return None
+        elif factor is not None:
+            got = frozenset([factor])
+        else:
             return None
-        # A tensor may be a piece of one chain and the ``x`` of another (x = 0.5·h, then GELU(x)).
-        readings = [
-            [p, _Product(t, frozenset([_X]))] if (p := self._chain.get(t)) else [_Product(t, frozenset([_X]))]
-            for t in tensors
-        ]
-        for parts in itertools.product(*readings):
-            found = _combine(parts, extra)
-            if found is None or out.shape != found.x.shape or out is found.x:
-                continue  # a broadcast, or x itself changed in place
-            if found.factors == _GELU and found.naming is not None:
-                return found.x, found.naming
-            self._keep(out, found)
-            return None
+        if got & p.factors:
+            return None  # a factor twice: not GELU's product
+        factors = p.factors | got
+        if factors == _GELU:
+            return p.x, p.naming, len(got) == 1
+        self._keep(out, _Product(p.x, factors, p.naming))
         return None
 
-    # A tensor that becomes the x of an entry loses its own entries: an entry's x then never holds
-    # another x alive, so a run of x·0.5 or x/√2 ops (a residual stream scaled every layer) pins
-    # one tensor per live entry, not the whole run.
     def _keep(self, out: torch.Tensor, p: _Product) -> None:
-        self._forget(p.x)
         self._chain[out] = p
         self._ids.add(id(out))
 
+    # A tensor that becomes the x of x/√2 loses its own entry: an entry's x then never holds another
+    # x alive, so a run of x/√2 ops (a residual stream scaled every layer) pins one tensor, not the run.
     def _scale(self, out: torch.Tensor, x: torch.Tensor) -> None:
-        self._forget(x)
+        if id(x) in self._scaled_ids:
+            self._scaled.pop(x, None)
         self._scaled[out] = x
-
-    def _forget(self, x: torch.Tensor) -> None:
-        self._chain.pop(x, None)
-        self._scaled.pop(x, None)
-
-
-def _combine(parts: tuple[_Product, ...], extra: str | None) -> _Product | None:
-    """The product of ``parts`` (times ``extra``) when they share one ``x`` and no factor twice."""
-    x = parts[0].x
-    factors: set[str] = {extra} if extra else set()
-    for p in parts:
-        if p.x is not x or "erf" in p.factors or factors & p.factors:
-            return None
-        factors |= p.factors
-    return _Product(x, frozenset(factors), next((p.naming for p in parts if p.naming is not None), None))
+        self._scaled_ids.add(id(out))
 
 
 def is_erf_gelu(y: torch.Tensor, x: torch.Tensor) -> bool:
@@ -287,8 +290,8 @@ def is_erf_gelu(y: torch.Tensor, x: torch.Tensor) -> bool:
         return bool(((y.double() - want).abs() <= 16 * eps * (1.0 + xf.abs())).all())
 
 
-def _near(v: float, target: float) -> bool:
-    return math.isclose(v, target, rel_tol=1e-6)
+def _near(v: float | None, target: float) -> bool:
+    return v is not None and math.isclose(v, target, rel_tol=1e-6)
 
 
 def _scalar_value(c: object) -> float | None:
