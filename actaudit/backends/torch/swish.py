@@ -148,6 +148,7 @@ def is_tanh_gelu(z: torch.Tensor, x: torch.Tensor) -> bool:
 # of its product, each named once; a product of all three is the GELU's output.
 _X, _HALF, _GATE = "x", "half", "gate"
 _GELU = frozenset([_X, _HALF, _GATE])
+_STAND_IN = frozenset([_X, _HALF])  # a tensor taken for x·0.5: its values decide
 _MULS = frozenset(["mul", "mul_", "__mul__", "__rmul__", "__imul__"])
 _DIVS = frozenset(["div", "div_", "__truediv__", "__itruediv__", "true_divide"])
 _TRACKED = _MULS | _DIVS | _ADDS
@@ -171,7 +172,7 @@ class ErfGelu:
     products of the gate with ``x`` and ``0.5`` (or a division by 2) are followed until
     :meth:`track` sees all three. ``x·0.5`` computed before the gate (BERT's ``x * 0.5 * (1 + erf)``)
     is not followed, as it would be for every halving of a model: a tensor of ``x``'s shape that
-    multiplies the gate stands for it, and the values of a site's first call decide. An ``erf`` of
+    multiplies the gate stands for it, and the values of that call decide. An ``erf`` of
     anything else, or a chain that never completes, is no site: a Gaussian CDF
     ``0.5·(1 + erf(x/√2))`` lacks the factor ``x``.
     """
@@ -250,7 +251,7 @@ class ErfGelu:
             elif other is p.x:
                 got = frozenset([_X])
             elif isinstance(other, torch.Tensor) and other.shape == p.x.shape:
-                got = frozenset([_X, _HALF])  # x·0.5 or x/2, computed before the gate
+                got = _STAND_IN  # x·0.5 or x/2, computed before the gate
             else:
                 return None
         elif factor is not None:
@@ -261,7 +262,7 @@ class ErfGelu:
             return None  # a factor twice: not GELU's product
         factors = p.factors | got
         if factors == _GELU:
-            return p.x, p.naming, len(got) == 1
+            return p.x, p.naming, got is not _STAND_IN
         self._keep(out, _Product(p.x, factors, p.naming))
         return None
 
