@@ -90,7 +90,8 @@ def opt(folder: Path, steps: int = 40, **save: Any) -> Any:
     return model
 
 
-def bert(folder: Path, steps: int = 40, **save: Any) -> Any:
+def bert(folder: Path, steps: int = 40, hidden_act: str = "gelu", **save: Any) -> Any:
+    """BERT; ``hidden_act="gelu_python"`` spells GELU's erf form out in torch ops (the original BERT code)."""
     from transformers import BertConfig, BertForSequenceClassification
 
     tok = tokenizer(folder, "[CLS] $A [SEP]")
@@ -98,7 +99,7 @@ def bert(folder: Path, steps: int = 40, **save: Any) -> Any:
     cfg = BertConfig(
         vocab_size=len(VOCAB), hidden_size=HIDDEN, num_hidden_layers=LAYERS, intermediate_size=FFN,
         num_attention_heads=4, max_position_embeddings=64, pad_token_id=0, num_labels=2,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, hidden_act=hidden_act,
     )  # fmt: skip
     model = BertForSequenceClassification(cfg)
     _train(model, tok, steps, causal=False)

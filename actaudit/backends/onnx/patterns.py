@@ -54,9 +54,10 @@ def _patterns(scope: Scope) -> tuple[list[OnnxSite], set[int]]:
             continue
         taken.update(id(n) for n in nodes)
         site = _site(scope, node, i, label, Activation(kind, params), x, nodes[-1].output[0])
-        if label == "Tanh-GELU":
+        inner = {"Tanh-GELU": "tanh", "Erf-GELU": "erf"}.get(label)
+        if inner:  # named after the GELU, as the PyTorch backend names it (``mlp.act/gelu``)
             head, _, last = site.base.rpartition("/")
-            site.base = f"{head}/gelu" if last == "tanh" else "gelu" if site.base == "tanh" else site.base
+            site.base = (f"{head}/gelu" if head else "gelu") if last == inner else site.base
         sites.append(site)
     return sites, taken
 

@@ -15,6 +15,7 @@ import torch
 from ...kinds import ACTIVATION_MODULES
 from ...naming import derived_base
 from .fused import HIDDEN, hidden_reason
+from .gelu_graph import fx_erf_gelu, ts_erf_gelu
 from .ops import CANDIDATES, op_name
 
 _CANON = {
@@ -178,6 +179,10 @@ def _block_sites(
             path, mtype = _parse_hierarchy(node)
             sites.append((GraphSite(kind[6:], path, mtype, True, HIDDEN), [node]))
             continue
+        if recurrent and kind == "aten::erf" and ts_erf_gelu(node):
+            path, mtype = _parse_hierarchy(node)  # GELU's erf form (gelu_graph); the run decides the site
+            sites.append((GraphSite("erf", path, mtype, True), [node]))
+            continue
         if kind == "aten::div" and _ts_is_softsign(node):
             path, mtype = _parse_hierarchy(node)
             sites.append((GraphSite("softsign", path, mtype, optional, producer=_ts_producer(node)), [node]))
@@ -316,14 +321,17 @@ def export_graph_sites(gm: torch.fx.GraphModule) -> list[GraphSite]:
             out.append(by_node[id(node)])
             continue
         op = op_name(node.target) if node.op == "call_function" else ""
-        if op in _CELL_OPS or op in _FUSED_RNN or op == "glu" or (op and hidden_reason(op)):
+        erf = op == "erf" and fx_erf_gelu(node)
+        if op in _CELL_OPS or op in _FUSED_RNN or op == "glu" or erf or (op and hidden_reason(op)):
             stack = list((node.meta.get("nn_module_stack") or {}).values())
             path, mtype = (
                 (re.sub(r"@\d+$", "", str(stack[-1][0])), str(stack[-1][1]).rsplit(".", 1)[-1])
                 if stack
                 else ("", "")
             )
-            if op == "glu":
+            if erf:  # GELU's erf form (gelu_graph); the run decides the site
+                out.append(GraphSite(op, path, mtype, True))
+            elif op == "glu":
                 out.append(GraphSite(op, path, mtype))
             elif op in _CELL_OPS or op in _FUSED_RNN:
                 out.extend(_recurrent_sites(op, path, mtype, False))

@@ -33,7 +33,7 @@ from .ops import (
 )
 from .recurrent import Unsupported
 from .recurrent_sites import RecurrentSites
-from .swish import SpelledOut, is_tanh_gelu
+from .swish import ERFS, Naming, SpelledOut, is_erf_gelu, is_tanh_gelu
 from .tags import follow, tensors_of
 
 
@@ -115,6 +115,10 @@ class Recorder:
         if name in _MULS and len(args) >= 2:
             self._mul(args, outs[0])
         self.spelled.gelu.track(name, args, outs[0])
+        if name in ERFS:
+            self._erf(args, outs[0])
+        elif (gelu := self.spelled.erf_gelu.track(name, args, outs[0])) is not None:
+            self._erf_gelu(gelu[0], gelu[1], outs[0], gelu[2])
         if self.names.param_owner:
             self.names.own(args, outs)
         if name in PRODUCERS or name in RECURRENT_PRODUCERS:
@@ -241,6 +245,33 @@ class Recorder:
         if known is None and not is_tanh_gelu(z, x):  # the values decide the first call of a site
             return base, op, act, z
         return gbase, f"{op}-GELU", Activation("gelu", {"tanh": 1.0}), x
+
+    def _erf(self, args: tuple[object, ...], out: torch.Tensor) -> None:
+        """An erf of ``x/√2``: followed, and a site only when GELU's product follows (``mlp.act/gelu``)."""
+        x = self.spelled.erf_gelu.erf_of(args)
+        if x is None:
+            return  # an erf of anything else is no activation
+        module = self.module_stack[-1][0] if self.module_stack else ""
+        base = f"{module}/gelu" if module else "gelu"
+        self.spelled.erf_gelu.named_erf(out, x, (base, module, "erf"))
+
+    def _erf_gelu(self, x: torch.Tensor, naming: Naming, y: torch.Tensor, whole: bool) -> None:
+        """``y = 0.5·x·(1 + erf(x/√2))``: one GELU site on ``x``. The values decide a site's first call,
+        and every call where a tensor multiplying the gate stood for ``x·0.5`` (``whole`` is False)."""
+        if not whole and not is_erf_gelu(y, x):
+            return  # checked before a compiled graph's next name is taken
+        base, module, label = naming
+        if self.graph_sites is not None:
+            # Named as the product completes: a graph lists only the erfs of whole GELUs (gelu_graph).
+            base, module, label = self.graph_base("erf", x)
+            head, _, last = base.rpartition("/")
+            base = (f"{head}/gelu" if head else "gelu") if last == "erf" else f"{base}/gelu"
+        if whole and (base, self._counts[base]) not in self.sites and not is_erf_gelu(y, x):
+            return
+        key = self.observe(base, module, f"{label}-GELU", Activation("gelu"), None, x)
+        if key is not None:
+            self.mark_output(key, x, y)
+        self.origins.after("gelu", (x,), y, self.last_key)
 
     def _add(self, site: _Site, x: torch.Tensor, samples: int) -> None:
         info = site.info
