@@ -58,6 +58,7 @@ def _patterns(scope: Scope) -> tuple[list[OnnxSite], set[int]]:
         if inner:  # named after the GELU, as the PyTorch backend names it (``mlp.act/gelu``)
             head, _, last = site.base.rpartition("/")
             site.base = (f"{head}/gelu" if head else "gelu") if last == inner else site.base
+            site.derived = None  # a GELU spelled in ops keeps its module's name in every format
         sites.append(site)
     return sites, taken
 
