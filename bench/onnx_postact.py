@@ -8,7 +8,8 @@ rounds (median seconds per pass over the batches, ratios to plain within each ro
 * ``plain``: the model as given;
 * ``audit``: the audit's fast instrumented session (``_Runner``: session run + host folding);
 * ``audit-run``: the same session's ``run`` only;
-* ``post-reshape``: only statistics of each ReLU's output, reduced through the per-site view;
+* ``audit-post`` / ``audit-post-run``: the same with ReLU sites measured from their output only
+  (``relu_from_output``);
 * ``post-blocked``: the same from pooling ops that keep onnxruntime's blocked layout
   (``GlobalAveragePool`` / ``GlobalMaxPool`` / ``HardSigmoid``);
 * ``post+min``: ``post-blocked`` plus one ``ReduceMin`` of each pre-activation (what a read of the
@@ -93,12 +94,17 @@ def bench(label: str, path: Path, x: np.ndarray, batch: int, rounds: int, thread
     names = [n for o in outs.values() for n in o.names.values()]
     feeds = [{"x": np.ascontiguousarray(x[i : i + batch])} for i in range(0, len(x), batch)]
     nodes = len(handle.model.graph.node)
+    post = _Runner(handle, 0.01, [], post=True)
+    psess, pouts, _ = post.session(False)
+    pnames = [n for o in pouts.values() for n in o.names.values()]
     fns = {
         "plain": lambda f: plain.run(None, f),
         "audit": lambda f: runner.run(f, batch),
         "audit-run": lambda f: sess.run(names, f),
+        "audit-post": lambda f: post.run(f, batch),
+        "audit-post-run": lambda f: psess.run(pnames, f),
     }
-    for how in ("post-reshape", "post-blocked", "post+min"):
+    for how in ("post-blocked", "post+min"):
         s, o = _variant(handle.model, how, threads)
         fns[how] = lambda f, s=s, o=o: s.run(o, f)
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -122,11 +128,11 @@ def bench(label: str, path: Path, x: np.ndarray, batch: int, rounds: int, thread
         f"\n## {label}: {len(x)} samples, batch {batch}, {nodes} nodes, median of {rounds} alternated rounds"
     )
     print(f"load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
-    print(f"| variant | s per pass | ratio to plain (median of per-round ratios) | extra outputs |")
-    print("|---|---|---|---|")
+    print("| variant | s per pass | ratio to plain (median of per-round ratios) |")
+    print("|---|---|---|")
     for name, ts in times.items():
         ratio = statistics.median(a / b for a, b in zip(ts, p, strict=True))
-        print(f"| {name} | {statistics.median(ts):.3f} | {ratio:.2f}× | |", flush=True)
+        print(f"| {name} | {statistics.median(ts):.3f} | {ratio:.2f}× |", flush=True)
 
 
 def profile(label: str, path: Path, x: np.ndarray, batch: int, threads: int, tmp: Path) -> None:
@@ -151,7 +157,7 @@ def profile(label: str, path: Path, x: np.ndarray, batch: int, threads: int, tmp
         )
 
     plain = _variant(handle.model, "none", threads, str(tmp / "plain"))
-    saved, saved_grow = oc.session_for, oc.grown_session
+    saved = oc.session_for
     oc.session_for = profiled  # type: ignore[assignment]
     try:
         runner = oc._Runner(handle, 0.01, [])
@@ -161,7 +167,16 @@ def profile(label: str, path: Path, x: np.ndarray, batch: int, threads: int, tmp
         oc.session_for = saved
     names = [n for o in outs.values() for n in o.names.values()]
     variants = {"plain": (plain[0], []), "audit": (sess, names)}
-    for how in ("post-reshape", "post-blocked", "post+min"):
+    made.clear()
+    oc.session_for = profiled  # type: ignore[assignment]
+    try:
+        post = oc._Runner(handle, 0.01, [], post=True)
+        post.grow = False
+        psess, pouts, _ = post.session(False)
+    finally:
+        oc.session_for = saved
+    variants["audit-post"] = (psess, [n for o in pouts.values() for n in o.names.values()])
+    for how in ("post-blocked", "post+min"):
         variants[how] = _variant(handle.model, how, threads, str(tmp / how))
     feeds = [{"x": np.ascontiguousarray(x[i : i + batch])} for i in range(0, len(x), batch)]
     print(

@@ -20,6 +20,7 @@ import onnxruntime as ort
 from ... import unitaxis as ua
 from ...data import Batch, DataSource, cap_samples
 from ...errors import CalibrationError, InputError, ModelRunError
+from ...hints import RELU_FROM_OUTPUT
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
 from ..base import CaptureKwargs, CaptureOptions
 from . import proto as onnx
@@ -445,6 +446,15 @@ def capture(handle: OnnxModel, source: DataSource, **kw: Unpack[CaptureKwargs]) 
     if n_batches == 0:
         raise CalibrationError("the calibration data yielded no batches")
     runner.flush()
+    post = sum(1 for lv in runner.live if lv.plan.post and lv.stats is not None)
+    if post:
+        note = (
+            f"{RELU_FROM_OUTPUT} (--relu-from-output): {post} site(s); their fire rates and verdicts are "
+            "exact, their pre-activation minimum, negative moments (neg_mean) and maxima <= 0 are not "
+            "measured (null), and a -inf pre-activation counts as negative"
+        )
+        if note not in handle.notes:
+            handle.notes.append(note)
     handle.last_run = {"build_s": t_build - t0, "run_s": time.perf_counter() - t_build}
     results, uncovered = [], list(runner.uncovered)
     # First-execution order, as the PyTorch backend reports: graph order within a run, and a
