@@ -11,6 +11,9 @@ a careful batch (NaN in the data) and every ONNX fixture.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from test_onnx_pack import mlp
 from test_onnx_reference import COUNTERS, assert_matches, reference, run_tensors
 
 from actaudit.backends.onnx import backend
+from actaudit.backends.onnx import capture as onnx_capture
 from actaudit.backends.onnx.sites import find_sites
 from actaudit.data import from_arrays
 from actaudit.stats import Capture
@@ -149,3 +153,65 @@ def test_fixture_verdicts_equal_with_and_without(name: str, fmt: str) -> None:
                 np.testing.assert_allclose(getattr(a.stats, k), getattr(b.stats, k), rtol=1e-5, atol=1e-6)
     relus = sum(1 for s in full.sites if s.info.kind == "relu" and s.info.op == "Relu")
     assert measured_post == relus
+
+
+def test_nothing_added_reads_the_pre_activation_of_a_post_site() -> None:
+    """onnxruntime fuses Conv+Relu only when the Conv output has no other consumer."""
+    from actaudit.backends.onnx.instrument import ReductionPlan, instrument, post_eligible
+    from actaudit.kinds import Activation
+
+    handle = backend.load(cnn())
+    model = onnx.ModelProto()
+    model.CopyFrom(handle.model)
+    before = len(model.graph.node)
+    plans = []
+    for site in find_sites(model.graph).sites:
+        thr = site.act.thresholds(0.01)
+        rule = onnx_capture._axis_rule(site, [])[0]
+        plan = ReductionPlan(site, rule, thr.low, thr.high)
+        plan.post = post_eligible(site, thr.low, thr.high)
+        plans.append(plan)
+    assert [p.post for p in plans] == [True, False, False, False]  # relu1; not the Sigmoid, Clip, Tanh
+    assert not post_eligible(plans[0].site, -1.0, float("inf"))  # another threshold: not a plain ReLU
+    assert Activation("relu").thresholds(0.01).low == 0.0
+    instrument(model, plans, False)
+    added = model.graph.node[before:]
+    assert not [n.name for n in added if plans[0].site.x in n.input]
+    assert any(plans[0].site.relu_out in n.input for n in added)
+
+
+def test_cli_option_nulls_only_what_it_does_not_measure() -> None:
+    m = EXPECTED["models"]["cnn_dead"]
+    args = [sys.executable, "-m", "actaudit", "audit", str(FIXTURES / m["files"]["onnx"])]
+    args += ["--calib", str(FIXTURES / m["calib"]["npy"]), "--format", "json", "--per-unit"]
+    env = {**os.environ, "PYTHONPATH": str(FIXTURES.parent)}
+    full, post = (
+        json.loads(subprocess.run(args + extra, capture_output=True, env=env, check=False).stdout)
+        for extra in ([], ["--relu-from-output"])
+    )
+    assert "notes" not in full or not any("from their output" in n for n in full["notes"])
+    assert any("ReLU sites measured from their output" in n for n in post["notes"])
+    assert full["summary"] == post["summary"]
+    for a, b in zip(full["sites"], post["sites"], strict=True):
+        assert a["dead_units"] == b["dead_units"] and a["fire_rate"] == b["fire_rate"], a["name"]
+        if a["op"] == "Relu":
+            assert b["pre_activation"]["min"] is None and b["per_unit"]["neg_mean"] == [None] * a["units"]
+            assert b["pre_activation"]["max"] == a["pre_activation"]["max"]  # some unit fired
+            fired = [x for x in a["per_unit"]["max"] if x > 0]
+            assert [x for x in b["per_unit"]["max"] if x is not None] == fired
+        else:
+            assert a["pre_activation"] == b["pre_activation"] and a["per_unit"] == b["per_unit"]
+
+
+def test_capture_for_rewrite_and_prune_is_always_full() -> None:
+    """``keep_outputs`` (the reference run of rewrite and prune) ignores ``relu_from_output``."""
+    from actaudit.loading import load_model
+    from actaudit.options import AuditOptions
+
+    opts = AuditOptions(relu_from_output=True)
+    loaded = load_model(cnn(), opts)
+    source = from_arrays([images(16)], 8, "test")
+    cap = loaded.capture(source, opts, keep_outputs=True)
+    assert all(np.isfinite(s.stats.min).all() and np.isfinite(s.stats.neg_sum).all() for s in cap.sites)
+    cap = loaded.capture(source, opts)
+    assert np.isnan(next(s for s in cap.sites if s.info.name == "relu1").stats.min).all()
