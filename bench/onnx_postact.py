@@ -10,7 +10,7 @@ rounds (median seconds per pass over the batches, ratios to plain within each ro
 * ``audit-run``: the same session's ``run`` only;
 * ``audit-post`` / ``audit-post-run``: the same with ReLU sites measured from their output only
   (``relu_from_output``);
-* ``post-blocked``: the same from pooling ops that keep onnxruntime's blocked layout
+* with ``--hand``, ``post-blocked``: the same from pooling ops that keep onnxruntime's blocked layout
   (``GlobalAveragePool`` / ``GlobalMaxPool`` / ``HardSigmoid``);
 * ``post+min``: ``post-blocked`` plus one ``ReduceMin`` of each pre-activation (what a read of the
   pre-activation alone costs).
@@ -39,13 +39,14 @@ def _variant(loaded, how: str, threads: int, prof: str = ""):  # type: ignore[no
     import onnxruntime as ort
 
     from actaudit.backends.onnx import proto as onnx
+    from actaudit.backends.onnx.graph import opset_version
     from actaudit.backends.onnx.instrument import _Emitter, _Names
     from actaudit.backends.onnx.sites import find_sites
 
     model = onnx.ModelProto()
     model.CopyFrom(loaded)  # with the shapes load() inferred
     found = find_sites(model.graph)
-    em = _Emitter(model.graph, 17, _Names(model))
+    em = _Emitter(model.graph, opset_version(model), _Names(model))
     outs = []
     for s in found.sites if how != "none" else []:
         y = s.relu_out or s.y
@@ -82,7 +83,9 @@ def _variant(loaded, how: str, threads: int, prof: str = ""):  # type: ignore[no
     return sess, outs
 
 
-def bench(label: str, path: Path, x: np.ndarray, batch: int, rounds: int, threads: int) -> None:
+def bench(
+    label: str, path: Path, x: np.ndarray, batch: int, rounds: int, threads: int, hand: bool = False
+) -> None:
     from actaudit.backends.onnx.capture import _Runner
     from actaudit.backends.onnx.load import load
     from actaudit.backends.onnx.session import plain_session
@@ -92,7 +95,8 @@ def bench(label: str, path: Path, x: np.ndarray, batch: int, rounds: int, thread
     runner = _Runner(handle, 0.01, [])
     sess, outs, _ = runner.session(False)
     names = [n for o in outs.values() for n in o.names.values()]
-    feeds = [{"x": np.ascontiguousarray(x[i : i + batch])} for i in range(0, len(x), batch)]
+    inp = plain.get_inputs()[0].name
+    feeds = [{inp: np.ascontiguousarray(x[i : i + batch])} for i in range(0, len(x), batch)]
     nodes = len(handle.model.graph.node)
     post = _Runner(handle, 0.01, [], post=True)
     psess, pouts, _ = post.session(False)
@@ -104,7 +108,7 @@ def bench(label: str, path: Path, x: np.ndarray, batch: int, rounds: int, thread
         "audit-post": lambda f: post.run(f, batch),
         "audit-post-run": lambda f: psess.run(pnames, f),
     }
-    for how in ("post-blocked", "post+min"):
+    for how in ("post-blocked", "post+min") if hand else ():
         s, o = _variant(handle.model, how, threads)
         fns[how] = lambda f, s=s, o=o: s.run(o, f)
     times: dict[str, list[float]] = {k: [] for k in fns}
@@ -202,9 +206,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--profile", action="store_true", help="onnxruntime's kernel times by op instead")
+    ap.add_argument(
+        "--hand", action="store_true", help="also the hand-built post-blocked and post+min variants"
+    )
+    ap.add_argument("--onnx", type=Path, help="time this model instead (first input, data from --npy)")
+    ap.add_argument("--npy", type=Path)
     args = ap.parse_args()
     from bench.onnx_sites import mlp, resnet_like
 
+    if args.onnx is not None:
+        bench(str(args.onnx), args.onnx, np.load(args.npy), 32, args.rounds, args.threads, args.hand)
+        return
     with tempfile.TemporaryDirectory(prefix="actaudit-postact-") as d:
         tmp = Path(d)
         if args.model in ("cnn", "both"):
@@ -213,14 +225,16 @@ def main() -> None:
             if args.profile:
                 profile("ResNet-18-like CNN 112²", tmp / "cnn.onnx", x, 32, args.threads, tmp)
             else:
-                bench("ResNet-18-like CNN 112²", tmp / "cnn.onnx", x, 32, args.rounds, args.threads)
+                bench(
+                    "ResNet-18-like CNN 112²", tmp / "cnn.onnx", x, 32, args.rounds, args.threads, args.hand
+                )
         if args.model in ("mlp", "both"):
             mlp(tmp / "mlp.onnx", 1000)
             x = np.random.default_rng(1).standard_normal((1024, 64)).astype(np.float32)
             if args.profile:
                 profile("1,000-site MLP", tmp / "mlp.onnx", x, 32, args.threads, tmp)
             else:
-                bench("1,000-site MLP", tmp / "mlp.onnx", x, 32, args.rounds, args.threads)
+                bench("1,000-site MLP", tmp / "mlp.onnx", x, 32, args.rounds, args.threads, args.hand)
 
 
 if __name__ == "__main__":
