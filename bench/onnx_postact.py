@@ -15,6 +15,9 @@ rounds (median seconds per pass over the batches, ratios to plain within each ro
 * ``post+min``: ``post-blocked`` plus one ``ReduceMin`` of each pre-activation (what a read of the
   pre-activation alone costs).
 
+``--consumers`` (with ``--onnx``) times the plain model against the same model with one more
+reader of every ReLU output (a Concat, or a ReduceSum per site), whatever it computes.
+
 Not a test: nothing asserts on timings.
 """
 
@@ -111,6 +114,11 @@ def bench(
     for how in ("post-blocked", "post+min") if hand else ():
         s, o = _variant(handle.model, how, threads)
         fns[how] = lambda f, s=s, o=o: s.run(o, f)
+    _alternate(f"{label}: {len(x)} samples, batch {batch}, {nodes} nodes", fns, feeds, rounds)
+
+
+def _alternate(label: str, fns: dict, feeds: list, rounds: int) -> None:  # type: ignore[type-arg]
+    """Every batch through every variant in a rotating order; medians over rounds, ratios to ``plain``."""
     times: dict[str, list[float]] = {k: [] for k in fns}
     order = list(fns)
     for f in feeds:  # warm-up: first runs allocate
@@ -118,7 +126,7 @@ def bench(
             fns[name](f)
     for r in range(rounds):
         got = dict.fromkeys(order, 0.0)
-        for j, f in enumerate(feeds):  # every batch through every variant, the order rotating
+        for j, f in enumerate(feeds):
             k = (r + j) % len(order)
             for name in order[k:] + order[:k]:
                 t = time.perf_counter()
@@ -128,9 +136,7 @@ def bench(
             times[name].append(got[name])
     p = times["plain"]
     load_avg = os.getloadavg()
-    print(
-        f"\n## {label}: {len(x)} samples, batch {batch}, {nodes} nodes, median of {rounds} alternated rounds"
-    )
+    print(f"\n## {label}, median of {rounds} alternated rounds")
     print(f"load average {load_avg[0]:.2f} {load_avg[1]:.2f} {load_avg[2]:.2f}")
     print("| variant | s per pass | ratio to plain (median of per-round ratios) |")
     print("|---|---|---|")
@@ -200,6 +206,52 @@ def profile(label: str, path: Path, x: np.ndarray, batch: int, threads: int, tmp
         print(f"- {name}: {total:.1f} ms, {len(nodes)} kernels — {parts}", flush=True)
 
 
+def consumers(path: Path, x: np.ndarray, batch: int, rounds: int, threads: int) -> None:
+    """What one more reader of each ReLU output costs, whatever it computes: the plain model against
+    the same model with every ReLU output concatenated (in groups) into one tiny ReduceMax, and with
+    one ReduceSum per ReLU output."""
+    import onnxruntime as ort
+
+    from actaudit.backends.onnx import proto as onnx
+    from actaudit.backends.onnx.load import load
+
+    h = load(path, threads=threads or None)
+    relus = [n.output[0] for n in h.model.graph.node if n.op_type == "Relu"]
+
+    def session(group: int, per_site: bool):  # type: ignore[no-untyped-def]
+        m = onnx.ModelProto()
+        m.CopyFrom(h.model)
+        m.graph.initializer.append(onnx.from_array(np.array([0], np.int64), "_ax0"))
+        outs = []
+        for i in range(0, len(relus) if group else 0, group or 1):
+            src = relus[i : i + group]
+            if per_site:
+                src = [f"_rs{r}" for r in src]
+                for r, o in zip(relus[i : i + group], src, strict=True):
+                    m.graph.node.append(onnx.make_node("ReduceSum", [r, "_ax0"], [o], keepdims=0))
+            m.graph.node.append(onnx.make_node("Concat", src, [f"_cat{i}"], axis=-1))
+            m.graph.node.append(onnx.make_node("ReduceMax", [f"_cat{i}"], [f"_red{i}"], keepdims=0))
+            outs.append(f"_red{i}")
+        for o in outs:
+            m.graph.output.append(onnx.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None))
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        if threads:
+            so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        if h.file is not None:
+            folder = str(h.file.resolve().parent)
+            so.add_session_config_entry("session.model_external_initializers_file_folder_path", folder)
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return lambda f: sess.run(outs or None, f)
+
+    fns = {"plain": session(0, False), "one Concat": session(len(relus), False)}
+    fns["Concats of 64"] = session(64, False)
+    fns["a ReduceSum per site"] = session(len(relus), True)
+    inp = h.model.graph.input[0].name
+    feeds = [{inp: np.ascontiguousarray(x[i : i + batch])} for i in range(0, len(x), batch)]
+    _alternate(f"{path.name}: one more reader per ReLU output ({len(relus)} sites)", fns, feeds, rounds)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", choices=["cnn", "mlp", "both"], default="both")
@@ -211,9 +263,15 @@ def main() -> None:
     )
     ap.add_argument("--onnx", type=Path, help="time this model instead (first input, data from --npy)")
     ap.add_argument("--npy", type=Path)
+    ap.add_argument(
+        "--consumers", action="store_true", help="with --onnx: the cost of one more reader per ReLU"
+    )
     args = ap.parse_args()
     from bench.onnx_sites import mlp, resnet_like
 
+    if args.onnx is not None and args.consumers:
+        consumers(args.onnx, np.load(args.npy), 32, args.rounds, args.threads)
+        return
     if args.onnx is not None:
         bench(str(args.onnx), args.onnx, np.load(args.npy), 32, args.rounds, args.threads, args.hand)
         return
