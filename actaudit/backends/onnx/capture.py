@@ -447,14 +447,14 @@ def capture(handle: OnnxModel, source: DataSource, **kw: Unpack[CaptureKwargs]) 
         raise CalibrationError("the calibration data yielded no batches")
     runner.flush()
     post = sum(1 for lv in runner.live if lv.plan.post and lv.stats is not None)
+    handle.notes[:] = [n for n in handle.notes if not n.startswith(RELU_FROM_OUTPUT)]  # an earlier capture's
     if post:
         note = (
             f"{RELU_FROM_OUTPUT} (--relu-from-output): {post} site(s); their fire rates and verdicts are "
             "exact, their pre-activation minimum, negative moments (neg_mean) and maxima <= 0 are not "
             "measured (null), and a -inf pre-activation counts as negative"
         )
-        if note not in handle.notes:
-            handle.notes.append(note)
+        handle.notes.append(note)
     handle.last_run = {"build_s": t_build - t0, "run_s": time.perf_counter() - t_build}
     results, uncovered = [], list(runner.uncovered)
     # First-execution order, as the PyTorch backend reports: graph order within a run, and a
