@@ -217,3 +217,29 @@ def test_capture_for_rewrite_and_prune_is_always_full() -> None:
     assert all(np.isfinite(s.stats.min).all() and np.isfinite(s.stats.neg_sum).all() for s in cap.sites)
     cap = loaded.capture(source, opts)
     assert np.isnan(next(s for s in cap.sites if s.info.name == "relu1").stats.min).all()
+
+
+def test_shards_measured_from_the_output_merge_to_the_same_verdicts(tmp_path: Path) -> None:
+    """Unmeasured fields travel through shard files as null and stay unmeasured after the merge."""
+    m = EXPECTED["models"]["cnn_dead"]
+    base = [sys.executable, "-m", "actaudit"]
+    data = ["--calib", str(FIXTURES / m["calib"]["npy"]), "--format", "json", "-q"]
+    model = str(FIXTURES / m["files"]["onnx"])
+    env = {**os.environ, "PYTHONPATH": str(FIXTURES.parent)}
+    for k in (1, 2):
+        out = ["-o", str(tmp_path / f"s{k}.json"), "--shard", f"{k}/2", "--relu-from-output"]
+        subprocess.run([*base, "audit", model, *data, *out], env=env, check=True)
+    shards = [str(tmp_path / "s1.json"), str(tmp_path / "s2.json")]
+    merged = json.loads(
+        subprocess.run(
+            [*base, "merge", *shards, "--format", "json", "-q"], env=env, capture_output=True
+        ).stdout
+    )
+    full = json.loads(subprocess.run([*base, "audit", model, *data], env=env, capture_output=True).stdout)
+    for a, b in zip(full["sites"], merged["sites"], strict=True):
+        assert (a["name"], a["dead_units"], a["fire_rate"]) == (b["name"], b["dead_units"], b["fire_rate"])
+        assert b["pre_activation"]["max"] == a["pre_activation"]["max"]
+        if a["op"] == "Relu":
+            assert b["pre_activation"]["min"] is None
+        else:
+            assert b["pre_activation"] == a["pre_activation"]
