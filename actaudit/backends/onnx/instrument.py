@@ -18,6 +18,9 @@ Two variants of the statistics:
   (middle axis first). A ReLU's own output is ``max(x, 0)`` and is reused instead of recomputed, except
   for 4-d ``[N, C, H, W]`` sites where onnxruntime's blocked Conv layout would cost a
   second reorder to read it.
+* *post* (ReLU sites, on request, :func:`post_eligible`): the fast variant's exact subset read from
+  the ReLU's output alone (``POST_STATS``), so onnxruntime keeps the producer's fused activation and
+  blocked layout; the minimum and the negative moments are left unmeasured (NaN on the host).
 * *careful*: NaN/Inf masked out and counted, the negative part summed directly, counts
   in int32. The backend reruns a batch with it only when the fast sums come back
   non-finite (or a count could be inexact), so clean data pays nothing for it.

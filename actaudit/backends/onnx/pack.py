@@ -14,7 +14,8 @@ Thresholds differ per unit inside a pack, so the counts use a per-unit constant:
 two are equal, gradual underflow keeps the sign), which is what the per-site
 ``HardSigmoid`` computes with a scalar threshold. ``Concat`` fails at run time when the
 leading dimensions of its inputs differ (stale static shapes): the backend then
-rebuilds without packs.
+rebuilds without packs. Sites measured from their ReLU output (``ReductionPlan.post``)
+pack only with each other and concatenate those outputs.
 """
 
 from __future__ import annotations
