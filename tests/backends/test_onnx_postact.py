@@ -62,17 +62,7 @@ def check_post_against_numpy(
         post += 1
         assert res.info.kind == "relu", res.info.name
         assert st.elements == ref["elements"]
-        for k in COUNTERS:
-            np.testing.assert_array_equal(getattr(st, k), ref[k], err_msg=f"{res.info.name} {k}")
-        for k in UNMEASURED:
-            assert np.isnan(getattr(st, k)).all(), (res.info.name, k)
-        fired = ref["max"] > 0
-        np.testing.assert_allclose(st.max[fired], ref["max"][fired], rtol=1e-6)
-        assert np.isnan(st.max[~fired]).all(), res.info.name
-        for k in ("pos_sum", "pos_sq"):
-            np.testing.assert_allclose(
-                getattr(st, k), ref[k], rtol=1e-5, atol=1e-6, err_msg=f"{res.info.name} {k}"
-            )
+        _assert_post(st, ref, res.info.name)
     return post
 
 
@@ -243,3 +233,32 @@ def test_shards_measured_from_the_output_merge_to_the_same_verdicts(tmp_path: Pa
             assert b["pre_activation"]["min"] is None
         else:
             assert b["pre_activation"] == a["pre_activation"]
+
+
+def _assert_post(st: Any, ref: dict[str, Any], name: str) -> None:
+    """The exact fields equal NumPy's on the pre-activations; the others are NaN."""
+    for k in COUNTERS:
+        np.testing.assert_array_equal(getattr(st, k), ref[k], err_msg=f"{name} {k}")
+    for k in UNMEASURED:
+        assert np.isnan(getattr(st, k)).all(), (name, k)
+    fired = ref["max"] > 0
+    np.testing.assert_allclose(st.max[fired], ref["max"][fired], rtol=1e-6)
+    assert np.isnan(st.max[~fired]).all(), name
+    for k in ("pos_sum", "pos_sq"):
+        np.testing.assert_allclose(getattr(st, k), ref[k], rtol=1e-5, atol=1e-6, err_msg=f"{name} {k}")
+
+
+@pytest.mark.parametrize("opset", [13, 18])
+def test_if_branches_and_loop_bodies_from_their_output(opset: int) -> None:
+    """ReLU sites inside an If branch and a Loop body (accumulated over iterations) read their output."""
+    from test_onnx_capture import _batches, _loop_reference, branchy
+
+    x = np.random.default_rng(8).standard_normal((10, 3)).astype(np.float32)
+    cap = run(branchy(opset), _batches([([x, np.array(True)], {}), ([x, np.array(False)], {})]), post=True)
+    sites = {s.info.name: s for s in cap.sites}
+    assert list(sites) == ["then_relu", "loop_relu", "else_tanh"] and not cap.uncovered
+    branch_pre, loop_pre = _loop_reference(x, True)
+    tanh_pre, loop_pre_2 = _loop_reference(x, False)
+    _assert_post(sites["then_relu"].stats, reference(branch_pre, 1, "relu"), "then_relu")
+    _assert_post(sites["loop_relu"].stats, reference(loop_pre + loop_pre_2, 1, "relu"), "loop_relu")
+    assert_matches(sites["else_tanh"].stats, reference(tanh_pre, 1, "tanh"))  # not a ReLU: in full
