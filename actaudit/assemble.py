@@ -13,7 +13,7 @@ from .backends.base import packages_of
 from .data import DataSource
 from .errors import CalibrationError
 from .gates import Gate, coverage_result, evaluate
-from .hints import FLOAT_CAST
+from .hints import FLOAT_CAST, RELU_FROM_OUTPUT
 from .options import AuditOptions
 from .report import Report
 from .stats import Capture
@@ -41,7 +41,7 @@ def model_section(m: ReportSubject) -> dict[str, object]:
     return {"path": m.path, "format": m.fmt, "sha256": m.sha256}
 
 
-_INFO_PREFIXES = ("weights from key", FLOAT_CAST)
+_INFO_PREFIXES = ("weights from key", FLOAT_CAST, RELU_FROM_OUTPUT)
 
 
 def is_info(note: str) -> bool:

@@ -76,6 +76,8 @@ def cast_note(name: str, given: str, want: str) -> str:
 
 
 FLOAT_CAST = "converted calibration data"
+# The note of an audit whose ReLU sites were measured from their output (--relu-from-output).
+RELU_FROM_OUTPUT = "ReLU sites measured from their output"
 
 
 def float_cast_note(name: str, given: str, want: str) -> str:

@@ -48,6 +48,8 @@ class LoadedModel:
                 axis_overrides=overrides,
                 progress=opts.progress,
                 keep_outputs=keep_outputs,
+                # rewrite and prune (keep_outputs) need the negative moments: always full statistics
+                relu_from_output=opts.relu_from_output and not keep_outputs,
             ),
         )
         check_axis_overrides(overrides, cap)

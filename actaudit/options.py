@@ -40,6 +40,9 @@ class AuditOptions:
     provider: str | None = None
     threads: int | None = None
     per_unit: bool = False
+    # ONNX: ReLU sites measured from their output only (fused kernels kept); their pre-activation
+    # min, negative moments and non-positive maxima are not measured (null). Audit only.
+    relu_from_output: bool = False
     input_range: Sequence[str] = ()  # [NAME=]LOW,HIGH: prove units dead by interval bounds
     progress: Callable[[int], None] | None = None
     # Maps each item a loader yields to the model's inputs, e.g. ``lambda b: b[0]`` for (inputs, labels).

@@ -50,12 +50,13 @@ def compare(
     samples: int,
     pairs: int,
     variants: list[tuple[str, Path, dict]],
+    flags: dict[str, list[str]] | None = None,
 ) -> dict[str, tuple[float, float]]:
     """Median (wall ratio, CPU ratio) to plain inference per variant."""
     plain = wholeproc.plain_cmd(fmt, model, npy, batch, samples)
     audit = wholeproc.audit_cmd(fmt, model, npy, batch, samples)
     runs: list[tuple[str, list[str], Path, dict]] = [("plain", plain, ROOT, {})]
-    runs += [(label, audit, tree, env) for label, tree, env in variants]
+    runs += [(label, audit + (flags or {}).get(label, []), tree, env) for label, tree, env in variants]
     ratios: dict[str, list[tuple[float, float]]] = {label: [] for label, _, _ in variants}
     for i in range(pairs + 1):
         shift = i % len(runs)
@@ -79,14 +80,22 @@ def main() -> int:
     ap.add_argument("--formats", default="ONNX,TorchScript")
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--relu-from-output",
+        action="store_true",
+        help="ONNX: add a column for this tree's audit --relu-from-output",
+    )
     args = ap.parse_args()
     cfg = run_bench.QUICK if args.quick else run_bench.FULL
     load0 = os.getloadavg()
     print(
         f"load average at start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; {args.pairs} rounds + warm-up"
     )
-    print("| model | format | run | samples | " + " | ".join(["before", "after", "after, cache off"]) + " |")
-    print("|---|---|---|---|---|---|---|")
+    cols = ["before", "after", "after, cache off"] + (
+        ["after, --relu-from-output"] if args.relu_from_output else []
+    )
+    print("| model | format | run | samples | " + " | ".join(cols) + " |")
+    print("|---|---|---|---|" + "---|" * len(cols))
     with tempfile.TemporaryDirectory(prefix="actaudit-versus-") as d:
         tmp = Path(d)
         for name in args.models.split(","):
@@ -104,12 +113,12 @@ def main() -> int:
                 ]
                 if fmt == "TorchScript":
                     variants.append(("after, cache off", ROOT, {"ACTAUDIT_TRUST_CACHE": "0"}))
+                flags = {"after, --relu-from-output": ["--relu-from-output"]}
+                if fmt == "ONNX" and args.relu_from_output:
+                    variants.append(("after, --relu-from-output", ROOT, {}))
                 for run, k in (("whole", n), ("start-up", cfg.batch)):
-                    r = compare(fmt, model, npy, cfg.batch, k, args.pairs, variants)
-                    cells = [
-                        f"{r[v][0]:.2f}× (CPU {r[v][1]:.2f}×)" if v in r else ""
-                        for v in ("before", "after", "after, cache off")
-                    ]
+                    r = compare(fmt, model, npy, cfg.batch, k, args.pairs, variants, flags)
+                    cells = [f"{r[v][0]:.2f}× (CPU {r[v][1]:.2f}×)" if v in r else "" for v in cols]
                     print(f"| {name} | {fmt} | {run} | {k} | " + " | ".join(cells) + " |", flush=True)
     load1 = os.getloadavg()
     print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")

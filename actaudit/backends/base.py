@@ -70,6 +70,9 @@ class CaptureKwargs(TypedDict, total=False):
     # Keep the model's own outputs of this pass in ``Capture.outputs`` (rewrite and prune
     # compare their variants against them): no second pass over the data for a reference.
     keep_outputs: bool
+    # ReLU sites measured from their output only where a backend can (ONNX): fires and positive
+    # moments exact, min and negative moments NaN (not measured). Never for rewrite or prune.
+    relu_from_output: bool
 
 
 @dataclass
@@ -81,6 +84,7 @@ class CaptureOptions:
     axis_overrides: list[AxisOverride] = field(default_factory=list)
     progress: Callable[[int], None] | None = None
     keep_outputs: bool = False
+    relu_from_output: bool = False
 
     def kwargs(self) -> CaptureKwargs:
         return CaptureKwargs(
@@ -89,6 +93,7 @@ class CaptureOptions:
             axis_overrides=self.axis_overrides,
             progress=self.progress,
             keep_outputs=self.keep_outputs,
+            relu_from_output=self.relu_from_output,
         )
 
 

@@ -70,6 +70,13 @@ baseline_options = group(
 
 # Extra outputs and how the run is split.
 extra_options = group(
+    click.option(
+        "--relu-from-output",
+        is_flag=True,
+        help="ONNX: measure ReLU sites from their output only, so onnxruntime keeps its fused Conv/Gemm+ReLU "
+        "kernels. Verdicts and fire rates are unchanged; pre-activation minima, negative moments and "
+        "maxima <= 0 of those sites are not measured (null in JSON).",
+    ),
     html_option("Also write a self-contained HTML report (charts, no network resources) to FILE."),
     click.option(
         "--junit",
@@ -174,6 +181,7 @@ def _options(kw: dict[str, Any]) -> AuditOptions:
     opts.allow_uncovered = kw["allow_uncovered"]
     opts.input_range = kw["input_range"]
     opts.per_unit = kw["per_unit"]
+    opts.relu_from_output = kw["relu_from_output"]
     opts.dist = from_env(kw["dist_timeout"])
     if opts.dist is not None and opts.threads is None:
         # torchrun gives each rank OMP_NUM_THREADS (1 by default); onnxruntime does not read it.

@@ -165,7 +165,8 @@ class Report:
             },
             "pre_activation": {
                 "min": _r(float(st.min.min())) if st.units else None,
-                "max": _r(float(st.max.max())) if st.units else None,
+                # fmax skips units not measured (NaN: --relu-from-output, max <= 0), which cannot be the largest
+                "max": _r(float(np.fmax.reduce(st.max))) if st.units else None,
             },
         }
         if info.model_output:

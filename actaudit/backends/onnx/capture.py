@@ -20,12 +20,13 @@ import onnxruntime as ort
 from ... import unitaxis as ua
 from ...data import Batch, DataSource, cap_samples
 from ...errors import CalibrationError, InputError, ModelRunError
+from ...hints import RELU_FROM_OUTPUT
 from ...stats import AxisOverride, Capture, SiteInfo, SiteResult, SiteStats, Uncovered
 from ..base import CaptureKwargs, CaptureOptions
 from . import proto as onnx
 from .axes import consumer_axis
 from .feeds import _check_shapes, _chunk_samples, bound_batches
-from .instrument import AxisRule, ReductionPlan, SiteOutputs, instrument
+from .instrument import AxisRule, ReductionPlan, SiteOutputs, instrument, post_eligible
 from .interrupt import run_interruptible
 from .load import OnnxModel, _short
 from .pack import Pack, PackAcc, instrument_packed
@@ -100,12 +101,19 @@ class _Runner:
     """Both instrumented sessions (the careful one built on first need) and the run loop."""
 
     def __init__(
-        self, handle: OnnxModel, stuck_fraction: float, overrides: list[AxisOverride], *, pack: bool = True
+        self,
+        handle: OnnxModel,
+        stuck_fraction: float,
+        overrides: list[AxisOverride],
+        *,
+        pack: bool = True,
+        post: bool = False,
     ) -> None:
         self.handle = handle
         self.f = stuck_fraction
         self.overrides = overrides
         self.pack = pack  # small sites of one shape measured together (:mod:`.pack`)
+        self.post = post  # ReLU sites measured from their output only (:func:`.instrument.post_eligible`)
         self.grow = True  # sessions from the file's bytes plus the instrumentation (:func:`appended`)
         self.sessions: dict[bool, _Session] = {}
         self.accs: list[PackAcc] = []
@@ -142,6 +150,7 @@ class _Runner:
             rule, asked = _axis_rule(site, self.overrides)
             thr = site.act.thresholds(self.f)
             plan = ReductionPlan(site, rule, thr.low, thr.high)
+            plan.post = self.post and post_eligible(site, thr.low, thr.high)
             lives.append(_Live(site, plan, asked))
             plans.append(plan)
         packs: list[Pack] = []
@@ -170,7 +179,7 @@ class _Runner:
     def session(self, careful: bool) -> _Session:
         """(session, output names per plan index (packs at -1, -2, …), sites) of one variant."""
         if careful not in self.sessions:
-            key = (careful, self.pack, self.f, tuple((o.glob, o.axis) for o in self.overrides))
+            key = (careful, self.pack, self.post, self.f, tuple((o.glob, o.axis) for o in self.overrides))
             cached = self.handle.built.get(key)
             if cached is None:
                 uncovered_before = self.uncovered
@@ -232,11 +241,18 @@ class _Runner:
                 lv.broken = acc.broken
 
     def flush(self) -> None:
-        """Hand each packed site its counters (after the last batch)."""
+        """Hand each packed site its counters (after the last batch).
+
+        A post-activation site's largest value is the pre-activation's only where it is positive:
+        a unit whose output never exceeded 0 gets NaN (not measured), never 0.
+        """
         for lv in self.live:
             if lv.packed is not None and lv.stats is not None and not lv.broken:
                 elements, samples, vec = self.accs[lv.packed[0]].vectors(lv.packed[1])
                 lv.stats.add_batch(elements, samples, vec)
+            if lv.plan.post and lv.stats is not None:
+                st = lv.stats
+                st.max[~(st.max > 0) & np.isnan(st.min)] = np.nan
 
     def _run(
         self, sess: ort.InferenceSession, outs: dict[int, SiteOutputs], feeds: dict[str, np.ndarray]
@@ -311,8 +327,8 @@ class _Runner:
                         "use a --batch-size that divides the sample count"
                     )
                 return
-            if row["min"].shape[:1] != (units,):
-                live.broken = f"its reduced statistics have {row['min'].shape} entries for {units} units"
+            if row["max"].shape[:1] != (units,):
+                live.broken = f"its reduced statistics have {row['max'].shape} entries for {units} units"
                 return
             if "elements" in row:  # summed over the iterations of an enclosing Loop
                 elements = int(row["elements"].reshape(-1)[0]) // max(units, 1)
@@ -360,9 +376,18 @@ class _Runner:
 
 
 def _vectors(row: dict[str, np.ndarray], elements: int, careful: bool) -> dict[str, np.ndarray]:
-    units = row["min"].shape[0]
-    out: dict[str, np.ndarray] = {k: row[k].astype(np.float64) for k in ("min", "max", "pos_sum", "pos_sq")}
-    if careful:
+    units = row["max"].shape[0]
+    out: dict[str, np.ndarray] = {
+        k: row[k].astype(np.float64) for k in ("min", "max", "pos_sum", "pos_sq") if k in row
+    }
+    if not careful and "sum" not in row:  # a post-activation site: see instrument.POST_STATS
+        out["min"] = np.full(units, np.nan)
+        out["neg_sum"] = np.full(units, np.nan)
+        out["neg_sq"] = np.full(units, np.nan)
+        out["nonfinite"] = np.zeros(units, np.int64)
+        out["low"] = elements - row["above_low"].astype(np.int64)
+        out["high"] = np.zeros(units, np.int64)
+    elif careful:
         out["neg_sum"] = row["neg_sum"].astype(np.float64)
         out["neg_sq"] = row["neg_sq"].astype(np.float64)
         out["nonfinite"] = row["nonfinite"].astype(np.int64)
@@ -388,7 +413,7 @@ def capture(handle: OnnxModel, source: DataSource, **kw: Unpack[CaptureKwargs]) 
     o = CaptureOptions(**kw)
     samples, progress, keep_outputs = o.samples, o.progress, o.keep_outputs
     t0 = time.perf_counter()
-    runner = _Runner(handle, o.stuck_fraction, o.axis_overrides)
+    runner = _Runner(handle, o.stuck_fraction, o.axis_overrides, post=o.relu_from_output)
     runner.keep_outputs = keep_outputs
     runner.session(False)
     t_build = time.perf_counter()
@@ -422,6 +447,15 @@ def capture(handle: OnnxModel, source: DataSource, **kw: Unpack[CaptureKwargs]) 
     if n_batches == 0:
         raise CalibrationError("the calibration data yielded no batches")
     runner.flush()
+    post = sum(1 for lv in runner.live if lv.plan.post and lv.stats is not None)
+    handle.notes[:] = [n for n in handle.notes if not n.startswith(RELU_FROM_OUTPUT)]  # an earlier capture's
+    if post:
+        note = (
+            f"{RELU_FROM_OUTPUT} (--relu-from-output): {post} site(s); their fire rates and verdicts are "
+            "exact, their pre-activation minimum, negative moments (neg_mean) and maxima <= 0 are not "
+            "measured (null), and a -inf pre-activation counts as negative"
+        )
+        handle.notes.append(note)
     handle.last_run = {"build_s": t_build - t0, "run_s": time.perf_counter() - t_build}
     results, uncovered = [], list(runner.uncovered)
     # First-execution order, as the PyTorch backend reports: graph order within a run, and a

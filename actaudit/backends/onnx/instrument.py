@@ -18,6 +18,9 @@ Two variants of the statistics:
   (middle axis first). A ReLU's own output is ``max(x, 0)`` and is reused instead of recomputed, except
   for 4-d ``[N, C, H, W]`` sites where onnxruntime's blocked Conv layout would cost a
   second reorder to read it.
+* *post* (ReLU sites, on request, :func:`post_eligible`): the fast variant's exact subset read from
+  the ReLU's output alone (``POST_STATS``), so onnxruntime keeps the producer's fused activation and
+  blocked layout; the minimum and the negative moments are left unmeasured (NaN on the host).
 * *careful*: NaN/Inf masked out and counted, the negative part summed directly, counts
   in int32. The backend reruns a batch with it only when the fast sums come back
   non-finite (or a count could be inexact), so clean data pays nothing for it.
@@ -69,6 +72,25 @@ class ReductionPlan:
     axis: AxisRule
     low: float  # -inf when there is no low threshold
     high: float  # +inf when there is no high threshold
+    # Statistics from the ReLU's output only (:func:`post_eligible`): the pre-activation is not read,
+    # so onnxruntime keeps its fused Conv/Gemm+ReLU kernels; min and the negative moments are unknown.
+    post: bool = False
+
+
+# What a post-activation site measures: the statistics exact from max(x, 0) alone.
+POST_STATS = ("max", "pos_sum", "pos_sq", "above_low")
+
+
+def post_eligible(site: OnnxSite, low: float, high: float) -> bool:
+    """A plain ReLU in float32 whose own output is in the graph: fires (x > 0 ⇔ relu(x) > 0) and the
+    positive moments come exactly from that output."""
+    return (
+        site.act.kind == "relu"
+        and site.relu_out is not None
+        and low == 0.0
+        and math.isinf(high)
+        and site.elem_type == TensorProto.FLOAT
+    )
 
 
 @dataclass
@@ -345,6 +367,8 @@ def _emit_site(em: _Emitter, plan: ReductionPlan, careful: bool) -> dict[str, tu
     elem = site.elem_type
     compute = _COMPUTE.get(int(elem), int(TensorProto.FLOAT))
     np_compute = np.float64 if compute == TensorProto.DOUBLE else np.float32
+    if plan.post and not careful:
+        return _emit_post(em, plan)
     shape_out = em.node("Shape", [x])
     view = _static_axis(site, plan.axis)
     k, target, stages = _view_target(em, plan, shape_out, view)
@@ -405,6 +429,29 @@ def _emit_site(em: _Emitter, plan: ReductionPlan, careful: bool) -> dict[str, tu
     if math.isfinite(plan.high):
         out["below_high"] = (per_unit("ReduceSum", _indicator(em, xs, plan.high, -1.0, compute)), compute)
     return out
+
+
+def _emit_post(em: _Emitter, plan: ReductionPlan) -> dict[str, tuple[str, int]]:
+    """A ReLU site's statistics from its output ``y = max(x, 0)`` alone (``POST_STATS``).
+
+    Nothing reads ``x``, not even its shape (``Shape(y)`` is the same), so the producer keeps its
+    fused activation and onnxruntime its blocked layout. ``y > 0`` exactly where ``x > 0``;
+    ``Σy``, ``Σy²`` are the positive moments; ``max(y)`` is ``max(x)`` where that is positive.
+    """
+    y = plan.site.relu_out
+    assert y is not None
+    shape_out = em.node("Shape", [y])
+    k, target, stages = _view_target(em, plan, shape_out, _static_axis(plan.site, plan.axis))
+    pos = em.node("Reshape", [y, target])
+    f = int(TensorProto.FLOAT)
+    return {
+        "shape": (shape_out, TensorProto.INT64),
+        "axis": (k, TensorProto.INT64),
+        "max": (em.per_unit("ReduceMax", pos, stages), f),
+        "pos_sum": (em.per_unit("ReduceSum", pos, stages), f),
+        "pos_sq": (em.per_unit("ReduceSum", em.node("Mul", [pos, pos]), stages), f),
+        "above_low": (em.per_unit("ReduceSum", _nonzero(em, pos, f), stages), f),
+    }
 
 
 def _nonzero(em: _Emitter, t: str, compute: int) -> str:

@@ -14,7 +14,8 @@ Thresholds differ per unit inside a pack, so the counts use a per-unit constant:
 two are equal, gradual underflow keeps the sign), which is what the per-site
 ``HardSigmoid`` computes with a scalar threshold. ``Concat`` fails at run time when the
 leading dimensions of its inputs differ (stale static shapes): the backend then
-rebuilds without packs.
+rebuilds without packs. Sites measured from their ReLU output (``ReductionPlan.post``)
+pack only with each other and concatenate those outputs.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ class Pack:
     names: dict[str, str] = field(default_factory=dict)
     low: np.ndarray | None = None  # per unit, float32 (-inf: no threshold)
     high: np.ndarray | None = None
+    post: bool = False  # members are ReLU outputs (:data:`.instrument.POST_STATS` only)
 
 
-def _key(plan: ReductionPlan) -> tuple[tuple[int, ...], int, int] | None:
+def _key(plan: ReductionPlan) -> tuple[tuple[int, ...], int, int, bool] | None:
     """(the other dimensions, unit axis, units) when the site can join a pack, else None."""
     site = plan.site
     if site.scope.owner is not None or site.elem_type != TensorProto.FLOAT:
@@ -76,27 +78,27 @@ def _key(plan: ReductionPlan) -> tuple[tuple[int, ...], int, int] | None:
     units = dims[k]
     assert units is not None
     other = tuple(-1 if i == k else int(d) for i, d in enumerate(rest, 1) if d is not None)
-    return other, k, int(units)
+    return other, k, int(units), plan.post
 
 
 def plan_packs(plans: list[ReductionPlan]) -> list[Pack]:
     """Packs of at least ``MIN_SITES`` sites, in graph order within each shape."""
-    open_: dict[tuple[tuple[int, ...], int], Pack] = {}
-    sizes: dict[tuple[tuple[int, ...], int], int] = {}
+    open_: dict[tuple[tuple[int, ...], int, bool], Pack] = {}
+    sizes: dict[tuple[tuple[int, ...], int, bool], int] = {}
     done: list[Pack] = []
     for i, plan in enumerate(plans):
         key = _key(plan)
         if key is None:
             continue
-        other, k, units = key
+        other, k, units, post = key
         per_sample = units * math.prod(d for d in other if d > 0)
-        shape_key = (other, k)
+        shape_key = (other, k, post)
         pack = open_.get(shape_key)
         if pack is not None and sizes[shape_key] + per_sample > _PACK_ELEMENTS:
             done.append(pack)
             pack = None
         if pack is None:
-            pack = open_[shape_key] = Pack(axis=k, rank=len(other) + 1, units=0)
+            pack = open_[shape_key] = Pack(axis=k, rank=len(other) + 1, units=0, post=post)
             sizes[shape_key] = 0
         pack.members.append(Member(i, pack.units, units))
         pack.units += units
@@ -120,19 +122,30 @@ def emit_pack(em: _Emitter, pack: Pack, plans: list[ReductionPlan]) -> None:
     """
     k, rank, units = pack.axis, pack.rank, pack.units
     assert pack.low is not None and pack.high is not None
-    if UNITS_FIRST:
+    inputs = [_member_tensor(plans[m.plan]) for m in pack.members]
+    if pack.post and rank == 2 and k == 1:
+        # [N, C_i] ReLU outputs: one Concat along the units and one Transpose of the whole pack,
+        # where a Transpose per site costs more than the reductions (fixed cost per node). Not for
+        # full statistics: onnxruntime moves this Transpose through the reductions of x and of
+        # relu(x) differently, and their rounding must agree for the negative part (sum − pos_sum).
+        cat = em.node("Concat", inputs, axis=1)
+        pack.names["shape"] = em.node("Shape", [cat])
+        view = em.node("Transpose", [cat], perm=[1, 0])
+        stages: tuple[int, ...] = (1,)
+        unit_shape = [units, 1]
+    elif UNITS_FIRST:
         perm = [k, *(i for i in range(rank) if i != k)]
-        xs = [em.node("Transpose", [plans[m.plan].site.x], perm=perm) for m in pack.members]
+        xs = [em.node("Transpose", [x], perm=perm) for x in inputs]
         cat = em.node("Concat", xs, axis=0)
         shape = em.node("Shape", [cat])
         # The shape in the model's own axis order (unit axis back at k), as the per-site path reports it.
         inverse = [perm.index(i) for i in range(rank)]
         pack.names["shape"] = em.node("Gather", [shape, em.ints(*inverse)], axis=0)
         view = em.node("Reshape", [cat, em.ints(units, -1)])
-        stages: tuple[int, ...] = (1,)
+        stages = (1,)
         unit_shape = [units, 1]
     else:
-        cat = em.node("Concat", [plans[m.plan].site.x for m in pack.members], axis=k)
+        cat = em.node("Concat", inputs, axis=k)
         pack.names["shape"] = em.node("Shape", [cat])
         if k == rank - 1:
             view = em.node("Reshape", [cat, em.ints(-1, units)]) if rank > 2 else cat
@@ -145,11 +158,14 @@ def emit_pack(em: _Emitter, pack: Pack, plans: list[ReductionPlan]) -> None:
         return em.per_unit(op, t, stages)
 
     n = pack.names
-    n["min"] = per_unit("ReduceMin", view)
     n["max"] = per_unit("ReduceMax", view)
-    n["sum"] = per_unit("ReduceSum", view)
-    n["sq"] = per_unit("ReduceSum", em.node("Mul", [view, view]))
-    pos = em.node("Relu", [view])
+    if pack.post:  # the view is max(x, 0) already, and every member's low threshold is 0
+        pos = view
+    else:
+        n["min"] = per_unit("ReduceMin", view)
+        n["sum"] = per_unit("ReduceSum", view)
+        n["sq"] = per_unit("ReduceSum", em.node("Mul", [view, view]))
+        pos = em.node("Relu", [view])
     n["pos_sum"] = per_unit("ReduceSum", pos)
     n["pos_sq"] = per_unit("ReduceSum", em.node("Mul", [pos, pos]))
     if np.isfinite(pack.low).any():
@@ -163,6 +179,14 @@ def emit_pack(em: _Emitter, pack: Pack, plans: list[ReductionPlan]) -> None:
         high = em.const(pack.high.reshape(unit_shape))
         below = _nonzero(em, em.node("Relu", [em.node("Sub", [high, view])]), TensorProto.FLOAT)
         n["below_high"] = per_unit("ReduceSum", below)
+
+
+def _member_tensor(plan: ReductionPlan) -> str:
+    """What a pack concatenates of one site: its ReLU's output in post mode, else its pre-activation."""
+    if plan.post:
+        assert plan.site.relu_out is not None
+        return plan.site.relu_out
+    return plan.site.x
 
 
 def instrument_packed(
@@ -209,13 +233,16 @@ class PackAcc:
             return f"its unit count changed between calls (packed shape {shape.tolist()})"
         elements = self.per_unit_elements(shape)
         a = self.acc
-        np.minimum(a["min"], v["min"].astype(np.float64), out=a["min"])
         np.maximum(a["max"], v["max"].astype(np.float64), out=a["max"])
         pos_sum, pos_sq = v["pos_sum"].astype(np.float64), v["pos_sq"].astype(np.float64)
         a["pos_sum"] += pos_sum
         a["pos_sq"] += pos_sq
-        a["neg_sum"] += np.minimum(v["sum"].astype(np.float64) - pos_sum, 0.0)
-        a["neg_sq"] += np.maximum(v["sq"].astype(np.float64) - pos_sq, 0.0)
+        if "sum" in v:
+            np.minimum(a["min"], v["min"].astype(np.float64), out=a["min"])
+            a["neg_sum"] += np.minimum(v["sum"].astype(np.float64) - pos_sum, 0.0)
+            a["neg_sq"] += np.maximum(v["sq"].astype(np.float64) - pos_sq, 0.0)
+        else:  # a post-activation pack: not measured (NaN stays NaN through every merge)
+            a["min"][:] = a["neg_sum"][:] = a["neg_sq"][:] = np.nan
         if "above_low" in v:
             a["low"] += elements - v["above_low"].astype(np.int64)
         if "below_high" in v:
