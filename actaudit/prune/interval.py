@@ -248,8 +248,42 @@ def _affine_elementwise(
     return _widen(Box(lo, hi), mag * (fan + 2) * EPS32)
 
 
+# activations that fall to one minimum and rise after it: (argmin, a value at or below the minimum,
+# absolute margin); GELU's covers both its erf and tanh forms (they differ by < 5e-4)
+UNIMODAL = {
+    "hardswish": (-1.5, -0.375, ABS_ACT),
+    "silu": (-1.2784645, -0.2784646, ABS_ACT),
+    "gelu": (-0.752, -0.17005, 1e-3),
+}
+
+
+def _unimodal(name: str, x: Box) -> Box:
+    xm, fmin, absm = UNIMODAL[name]
+
+    def f(v: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if name == "hardswish":
+                y = v * np.clip(v + 3.0, 0.0, 6.0) / 6.0
+            elif name == "silu":
+                y = v / (1.0 + np.exp(-v))
+            else:
+                y = 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3)))
+        return np.where(np.isneginf(v), 0.0, y)  # -inf · 0 is 0 in the limit
+
+    a, b = f(x.lo), f(x.hi)
+    # near the minimum (within 1e-3 of its argmin), its value: soundly below either side
+    lo = np.where(
+        (x.lo <= xm + 1e-3) & (x.hi >= xm - 1e-3), np.minimum(fmin, np.minimum(a, b)), np.minimum(a, b)
+    )
+    hi = np.maximum(a, b)
+    ulp = 8 * EPS32 * (np.abs(lo) + np.abs(hi)) + absm
+    return Box(lo - ulp, hi + ulp)
+
+
 def _act(op: Op, x: Box) -> Box:
     name = str(op.attrs.get("act", ""))
+    if name in UNIMODAL:
+        return _unimodal(name, x)
     if name not in MONOTONE:
         raise _Unknown
     if name == "clip":
