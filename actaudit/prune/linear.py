@@ -12,7 +12,9 @@ a matrix too large) the form is evaluated on that value's box. The tighter of th
 is kept per element, and later relaxations use it.
 
 Matrices are dense (one sample, batch 1), so a substitution stops where one would exceed
-:data:`MAX_DENSE` entries: large layers keep their interval bounds. Float32 rounding of the
+:data:`MAX_DENSE` entries, or once a bound has produced :data:`MAX_WORK` coefficients: large
+layers keep their interval bounds. Convolutions are substituted by transposed convolutions
+of the coefficient rows, without forming their matrix. Float32 rounding of the
 network is covered as in :mod:`.interval`: each affine op contributes its own rounding bound
 ``γ_n · (Σ|w||x| + |b|)`` as an additive error term, weighted by ``|A|``; the float64
 arithmetic of the substitution errs by ~10⁻¹⁶ of the same magnitudes, covered 10⁹ times over.
@@ -26,11 +28,12 @@ import numpy as np
 
 from ..edit.graph import Graph, Op
 from . import linear_ops as lo_ops
-from .interval import EPS32, TINY, Box, _align, _patches, propagate
+from .interval import EPS32, TINY, Box, Gate, _align, _conv2d, propagate, self_gate
 from .linear_ops import Step, Stop, dot
-from .relax import Unrelaxed, relax
+from .relax import Unrelaxed, relax, sampled
 
 MAX_DENSE = 4_000_000  # entries of one substitution matrix
+MAX_WORK = 10_000_000  # coefficient entries one bound may produce over all its substitutions
 REFINED = ("linear", "conv", "add", "mul", "avgpool", "gap", "reduce")
 
 
@@ -65,6 +68,7 @@ class _Crown:
         n = box.lo.size
         forms: dict[str, list[np.ndarray]] = {target: [np.eye(n), np.eye(n)]}
         c_lo, c_hi, c_mag = np.zeros(n), np.zeros(n), np.zeros(n)
+        work = 0
 
         def box_of(v: str) -> Box:
             return box if v == target else env[v]
@@ -74,7 +78,8 @@ class _Crown:
             a_lo, a_hi = forms.pop(v)
             p = self.graph.producer.get(v)
             try:
-                if p is None:
+                work += sum(n * env[i].lo.size for i in p.inputs if i in env) if p is not None else 0
+                if p is None or work > MAX_WORK:
                     raise Stop
                 parts, d_lo, d_hi = self.step(p, a_lo, a_hi, env, box_of(v).lo.shape)
             except (Stop, Unrelaxed):
@@ -111,7 +116,9 @@ class _Crown:
             if x.lo.size != a_lo.shape[1]:
                 raise Stop
             return [(ins[0], a_lo, a_hi)], np.zeros(a_lo.shape[0]), np.zeros(a_hi.shape[0])
-        if k in ("linear", "conv", "bn", "scale"):
+        if k == "conv":
+            return _conv_step(p, x, out_shape, a_lo, a_hi)
+        if k in ("linear", "bn", "scale"):
             m, b, e = self.affine(p, env)
             if m.ndim == 1:
                 n_lo, n_hi = a_lo * m, a_hi * m
@@ -121,12 +128,7 @@ class _Crown:
             d_hi = a_hi @ b + np.abs(a_hi) @ e
             return [(ins[0], n_lo, n_hi)], d_lo, d_hi
         if k == "act":
-            sl, il, su, iu = relax(p, x, env[p.outputs[0]])
-            pos, neg = np.maximum(a_lo, 0.0), np.minimum(a_lo, 0.0)
-            n_lo, d_lo = pos * sl + neg * su, dot(pos, il) + dot(neg, iu)
-            pos, neg = np.maximum(a_hi, 0.0), np.minimum(a_hi, 0.0)
-            n_hi, d_hi = pos * su + neg * sl, dot(pos, iu) + dot(neg, il)
-            return [(ins[0], n_lo, n_hi)], d_lo, d_hi
+            return _through(ins[0], a_lo, a_hi, *relax(p, x, env[p.outputs[0]]))
         if k == "maxpool" or (k == "reduce" and p.attrs.get("how") in ("max", "min")):
             return lo_ops.extreme(p, x, a_lo, a_hi, "min" if p.attrs.get("how") == "min" else "max")
         if k in ("avgpool", "gap", "reduce"):
@@ -135,6 +137,9 @@ class _Crown:
             parts, d_lo, d_hi = lo_ops.add(p, xs, out_shape, a_lo, a_hi)
             return parts, d_lo, d_hi
         if k == "mul":
+            gate = self_gate(self.graph, p)
+            if gate is not None and gate.x in env:
+                return _through(gate.x, a_lo, a_hi, *_gate_lines(gate, env[gate.x]))
             return lo_ops.mul(p, xs, out_shape, a_lo, a_hi)
         if k == "concat":
             return lo_ops.concat(p, xs, a_lo, a_hi)
@@ -158,6 +163,28 @@ class _Crown:
         return m, b, e
 
 
+def _through(
+    x: str, a_lo: np.ndarray, a_hi: np.ndarray, sl: np.ndarray, il: np.ndarray, su: np.ndarray, iu: np.ndarray
+) -> Step:
+    """Coefficients through an elementwise function bounded by the lines ``sl·x + il``, ``su·x + iu``."""
+    pos, neg = np.maximum(a_lo, 0.0), np.minimum(a_lo, 0.0)
+    n_lo, d_lo = pos * sl + neg * su, dot(pos, il) + dot(neg, iu)
+    pos, neg = np.maximum(a_hi, 0.0), np.minimum(a_hi, 0.0)
+    n_hi, d_hi = pos * su + neg * sl, dot(pos, iu) + dot(neg, il)
+    return [(x, n_lo, n_hi)], d_lo, d_hi
+
+
+def _gate_lines(gate: Gate, x: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sampled lines of ``x · clip(A·x + B)``: its slope is at most ``|clip| + |A|·|x|`` in size."""
+    lo, hi = x.lo.reshape(-1), x.hi.reshape(-1)
+    if not (np.all(np.isfinite(lo)) and np.all(np.isfinite(hi))):
+        raise Stop
+    xm = np.maximum(np.abs(lo), np.abs(hi))
+    g = gate.mag(xm)
+    lip = g + abs(gate.a) * xm
+    return sampled(gate.f, -lip, lip, gate.margin(xm, xm * g), lo, hi)
+
+
 def _matrix(
     op: Op, in_shape: tuple[int, ...], out_shape: tuple[int, ...] | None
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -174,8 +201,6 @@ def _matrix(
         if bp is not None:
             bias = bias + float(op.attrs.get("beta", 1.0)) * bp.value.astype(np.float64).reshape(-1)
         return wt.T, bias, wt.shape[0]
-    if op.kind == "conv":
-        return _conv_matrix(op, in_shape, out_shape)
     a, b = _elementwise(op, in_shape)
     return a, b, 6
 
@@ -218,39 +243,78 @@ def _bn_bias_mag(op: Op, shape: tuple[int, ...]) -> np.ndarray:
     return np.broadcast_to(mag.reshape([1, -1] + [1] * (len(shape) - 2)), shape).reshape(-1)
 
 
-def _conv_matrix(
-    op: Op, in_shape: tuple[int, ...], out_shape: tuple[int, ...] | None
-) -> tuple[np.ndarray, np.ndarray, int]:
+def _conv_geometry(op: Op, x: Box) -> tuple[np.ndarray, list[int], list[int], list[int], int, Box]:
+    """Weight, strides, pads, dilations, groups and input box of a Conv as a 2-D one (1-D: height 1)."""
     w = op.params["weight"].value.astype(np.float64)
-    if w.ndim != 4 or len(in_shape) != 4 or out_shape is None or len(out_shape) != 4:
+    nd = w.ndim - 2
+    if nd not in (1, 2) or x.lo.ndim != nd + 2 or x.lo.shape[0] != 1:
         raise Stop
-    n_in, n_out = math.prod(in_shape), math.prod(out_shape)
-    if n_in * n_out > MAX_DENSE:
+    strides = list(op.attrs.get("strides") or [1] * nd)
+    dil = list(op.attrs.get("dilations") or [1] * nd)
+    pads = list(op.attrs.get("pads") or [0] * (2 * nd))
+    if nd == 1:
+        w = w[:, :, None, :]
+        strides, dil, pads = [1, *strides], [1, *dil], [0, pads[0], 0, pads[1]]
+        x = Box(x.lo[:, :, None, :], x.hi[:, :, None, :])
+    return w, strides, pads, dil, int(op.attrs.get("groups", 1)), x
+
+
+def _conv_step(op: Op, x: Box, out_shape: tuple[int, ...], a_lo: np.ndarray, a_hi: np.ndarray) -> Step:
+    """Coefficient rows through a Conv by a transposed convolution (no matrix is formed)."""
+    if not (np.all(np.isfinite(x.lo)) and np.all(np.isfinite(x.hi))):
         raise Stop
-    groups = int(op.attrs.get("groups", 1))
-    strides = list(op.attrs.get("strides") or [1, 1])
-    dil = list(op.attrs.get("dilations") or [1, 1])
-    pads = list(op.attrs.get("pads") or [0, 0, 0, 0])
-    idx = np.arange(n_in, dtype=np.float64).reshape(in_shape[1:])
-    cols = _patches(idx, (w.shape[2], w.shape[3]), strides, pads, dil, -1.0).astype(np.int64)
-    o_n, cg = w.shape[0], w.shape[1]
-    og = o_n // groups
-    hw = cols.shape[3] * cols.shape[4]
-    if o_n * hw != n_out:
+    w, strides, pads, dil, groups, x2 = _conv_geometry(op, x)
+    c, h, wd = x2.lo.shape[1:]
+    o_n = w.shape[0]
+    hw = a_lo.shape[1] // o_n
+    if hw * o_n != a_lo.shape[1]:
         raise Stop
-    m = np.zeros((n_out, n_in))
-    rows = np.arange(hw)
-    for o in range(o_n):
-        g = o // og
-        for cl in range(cg):
-            for i in range(w.shape[2]):
-                for j in range(w.shape[3]):
-                    c = cols[g * cg + cl, i, j].reshape(-1)
-                    ok = c >= 0
-                    m[o * hw + rows[ok], c[ok]] += w[o, cl, i, j]
-    b = op.params.get("bias")
-    bias = np.zeros(n_out) if b is None else np.repeat(b.value.astype(np.float64).reshape(-1), hw)
-    return m, bias, int(math.prod(w.shape[1:]))
+    mag = np.maximum(np.abs(x2.lo), np.abs(x2.hi))[0]
+    fan = int(math.prod(w.shape[1:]))
+    acc = _conv2d(mag, np.abs(w), strides, pads, dil, groups)
+    if acc.size != a_lo.shape[1]:
+        raise Stop
+    bp = op.params.get("bias")
+    bias = np.zeros(o_n) if bp is None else bp.value.astype(np.float64).reshape(-1)
+    b_full = np.repeat(bias, hw)
+    e = ((acc.reshape(o_n, -1) + np.abs(bias)[:, None]) * (fan + 2) * EPS32 + (fan + 2) * TINY).reshape(-1)
+    ho, wo = acc.shape[1], acc.shape[2]
+    parts = []
+    for a in (a_lo, a_hi):
+        parts.append(_conv_t(a.reshape(-1, o_n, ho, wo), w, strides, pads, dil, groups, (c, h, wd)))
+    d_lo = a_lo @ b_full - np.abs(a_lo) @ e
+    d_hi = a_hi @ b_full + np.abs(a_hi) @ e
+    return [(op.inputs[0], parts[0], parts[1])], d_lo, d_hi
+
+
+def _conv_t(
+    a: np.ndarray,
+    w: np.ndarray,
+    strides: list[int],
+    pads: list[int],
+    dil: list[int],
+    groups: int,
+    in_chw: tuple[int, int, int],
+) -> np.ndarray:
+    """``[rows, O, Ho, Wo]`` coefficients on a Conv's output → ``[rows, C·H·W]`` on its input."""
+    c, h, wd = in_chw
+    top, left, bottom, right = pads
+    buf = np.zeros((a.shape[0], c, h + top + bottom, wd + left + right))
+    og, cg = w.shape[0] // groups, w.shape[1]
+    n, ho, wo = a.shape[0], a.shape[2], a.shape[3]
+    a5 = a.reshape(n, groups, og, ho, wo)
+    w5 = w.reshape(groups, og, cg, w.shape[2], w.shape[3])
+    for i in range(w.shape[2]):
+        for j in range(w.shape[3]):
+            r0, c0 = i * dil[0], j * dil[1]
+            part = np.einsum("ngohw,goc->ngchw", a5, w5[:, :, :, i, j], optimize=True)
+            buf[
+                :,
+                :,
+                r0 : r0 + strides[0] * (ho - 1) + 1 : strides[0],
+                c0 : c0 + strides[1] * (wo - 1) + 1 : strides[1],
+            ] += part.reshape(n, groups * cg, ho, wo)
+    return buf[:, :, top : top + h, left : left + wd].reshape(a.shape[0], -1)
 
 
 def _concretize(a: np.ndarray, x: Box, lower: bool) -> np.ndarray:

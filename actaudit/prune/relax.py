@@ -137,9 +137,15 @@ def _relu(
 
 
 def sampled(
-    f: Fn, dmin: float, dmax: float, absm: float, lo: np.ndarray, hi: np.ndarray
+    f: Fn,
+    dmin: float | np.ndarray,
+    dmax: float | np.ndarray,
+    absm: float | np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Sound lines below and above ``f`` on ``[lo, hi]`` per element, from a grid and ``f'``'s range."""
+    """Sound lines below and above ``f`` on ``[lo, hi]`` per element, from a grid and ``f'``'s range
+    (scalars, or one value per element)."""
     t = lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, GRID)[None, :]
     t[:, -1] = hi
     with np.errstate(over="ignore", invalid="ignore"):
@@ -150,7 +156,7 @@ def sampled(
     chord = np.where(hi > lo, (ft[:, -1] - ft[:, 0]) / span, 0.0)
     cands = [chord, _slope(f, lo, dmin, dmax), _slope(f, hi, dmin, dmax), _slope(f, mid, dmin, dmax)]
     cands.append(np.zeros_like(lo))
-    fmag = np.max(np.abs(ft), axis=1) + max(abs(dmin), abs(dmax)) * h
+    fmag = np.max(np.abs(ft), axis=1) + np.maximum(np.abs(dmin), np.abs(dmax)) * h
     # runtime approximation and float64 evaluation of the lines
     margin = absm + 8 * EPS32 * fmag + 1e-12 * (np.abs(lo) + np.abs(hi))
     best_l = best_u = None
@@ -174,7 +180,7 @@ def sampled(
     return best_l[0], best_l[1], best_u[0], best_u[1]
 
 
-def _slope(f: Fn, at: np.ndarray, dmin: float, dmax: float) -> np.ndarray:
+def _slope(f: Fn, at: np.ndarray, dmin: float | np.ndarray, dmax: float | np.ndarray) -> np.ndarray:
     """A numerical derivative (only a candidate slope: soundness never depends on it)."""
     eps = 1e-6 * (1.0 + np.abs(at))
     with np.errstate(over="ignore", invalid="ignore"):

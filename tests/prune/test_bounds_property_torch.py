@@ -35,6 +35,8 @@ ACTS: dict[str, Any] = {
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
     "hardswish": F.hardswish,
+    "hardswish_by_hand": lambda x: x * F.relu6(x + 3) / 6,
+    "x_hardsigmoid_x": lambda x: x * F.hardsigmoid(x),
     "silu": F.silu,
     "gelu": lambda x, r: F.gelu(x, approximate=["none", "tanh"][int(r.integers(0, 2))]),
 }
