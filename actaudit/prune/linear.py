@@ -34,6 +34,8 @@ from .relax import Unrelaxed, relax, sampled
 
 MAX_DENSE = 4_000_000  # entries of one substitution matrix
 MAX_WORK = 10_000_000  # coefficient entries one bound may produce over all its substitutions
+# lower lines of crossing ReLUs tried per bound (a cheap stand-in for optimising them, α-CROWN)
+LOWER_LINES = ("adaptive", "flat")
 REFINED = ("linear", "conv", "add", "mul", "avgpool", "gap", "reduce")
 
 
@@ -55,14 +57,19 @@ class _Crown:
         n = box.lo.size
         if op.kind not in REFINED or n == 0 or n * n > MAX_DENSE or not op.outputs:
             return box
-        try:
-            lo, hi = self.bound(op, box, env)
-        except Stop:
-            return box
-        lo, hi = lo.reshape(box.lo.shape), hi.reshape(box.hi.shape)
-        return Box(np.maximum(box.lo, lo), np.minimum(box.hi, hi))
+        lo: np.ndarray = box.lo.reshape(-1)
+        hi: np.ndarray = box.hi.reshape(-1)
+        for lower in LOWER_LINES:  # every choice is sound: keep the best per element
+            try:
+                lo_m, hi_m = self.bound(op, box, env, lower)
+            except Stop:
+                continue
+            lo, hi = np.maximum(lo, lo_m), np.minimum(hi, hi_m)
+        return Box(np.maximum(box.lo, lo.reshape(box.lo.shape)), np.minimum(box.hi, hi.reshape(box.hi.shape)))
 
-    def bound(self, op: Op, box: Box, env: dict[str, Box]) -> tuple[np.ndarray, np.ndarray]:
+    def bound(
+        self, op: Op, box: Box, env: dict[str, Box], lower: str = "adaptive"
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Lower and upper bounds of ``op``'s output (interval ``box``) by back-substitution."""
         target = op.outputs[0]
         n = box.lo.size
@@ -81,7 +88,7 @@ class _Crown:
                 work += sum(n * env[i].lo.size for i in p.inputs if i in env) if p is not None else 0
                 if p is None or work > MAX_WORK:
                     raise Stop
-                parts, d_lo, d_hi = self.step(p, a_lo, a_hi, env, box_of(v).lo.shape)
+                parts, d_lo, d_hi = self.step(p, a_lo, a_hi, env, box_of(v).lo.shape, lower)
             except (Stop, Unrelaxed):
                 x = box_of(v)
                 c_lo += _concretize(a_lo, x, lower=True)
@@ -103,7 +110,9 @@ class _Crown:
         c_hi = np.where(np.isnan(c_hi), np.inf, c_hi + 1e-12 * c_mag)
         return c_lo, c_hi
 
-    def step(self, p: Op, a_lo: np.ndarray, a_hi: np.ndarray, env: dict[str, Box], out_shape: tuple) -> Step:
+    def step(
+        self, p: Op, a_lo: np.ndarray, a_hi: np.ndarray, env: dict[str, Box], out_shape: tuple, lower: str
+    ) -> Step:
         """Coefficients on ``p``'s inputs from those on its output (one substitution)."""
         ins = [i for i in p.inputs if i]
         if not ins or any(i not in env for i in ins):
@@ -128,7 +137,7 @@ class _Crown:
             d_hi = a_hi @ b + np.abs(a_hi) @ e
             return [(ins[0], n_lo, n_hi)], d_lo, d_hi
         if k == "act":
-            return _through(ins[0], a_lo, a_hi, *relax(p, x, env[p.outputs[0]]))
+            return _through(ins[0], a_lo, a_hi, *relax(p, x, env[p.outputs[0]], lower))
         if k == "maxpool" or (k == "reduce" and p.attrs.get("how") in ("max", "min")):
             return lo_ops.extreme(p, x, a_lo, a_hi, "min" if p.attrs.get("how") == "min" else "max")
         if k in ("avgpool", "gap", "reduce"):

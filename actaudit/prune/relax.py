@@ -87,10 +87,14 @@ def function(op: Op) -> tuple[Fn, float, float, float]:
     raise Unrelaxed
 
 
-def relax(op: Op, x: Box, y: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def relax(
+    op: Op, x: Box, y: Box, lower: str = "adaptive"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Lower (slope, intercept) and upper (slope, intercept) per element of ``act(x)``.
 
     ``y`` is the interval bound of the output: the constant lines where ``x`` is unbounded.
+    ``lower``: a crossing ReLU's lower line, ``adaptive`` (slope 1 or α, whichever side is
+    larger: Zhang et al.) or ``flat`` (slope α, often better where many units cross).
     """
     name = str(op.attrs.get("act", ""))
     if name == "clip" and (op.attrs.get("lo"), op.attrs.get("hi")) == (0.0, math.inf):
@@ -103,7 +107,7 @@ def relax(op: Op, x: Box, y: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         alpha = 0.0 if name == "relu" else float(op.attrs.get("alpha", 0.01))
         if not 0 <= alpha <= 1:
             raise Unrelaxed
-        return _relu(lo, hi, alpha, y)
+        return _relu(lo, hi, alpha, y, lower)
     f, dmin, dmax, absm = function(op)
     fin = np.isfinite(lo) & np.isfinite(hi)
     sl, su = np.zeros(lo.size), np.zeros(lo.size)
@@ -115,7 +119,7 @@ def relax(op: Op, x: Box, y: Box) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 
 def _relu(
-    lo: np.ndarray, hi: np.ndarray, alpha: float, y: Box
+    lo: np.ndarray, hi: np.ndarray, alpha: float, y: Box, lower: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     on, off = lo >= 0, hi <= 0
     cross = ~on & ~off
@@ -125,7 +129,8 @@ def _relu(
     su = np.where(on, 1.0, np.where(off, alpha, (hi - alpha * lo) / span))
     with np.errstate(invalid="ignore"):
         iu = np.where(cross, lo * (alpha - su), 0.0)
-    sl = np.where(on, 1.0, np.where(off, alpha, np.where(hi >= -lo, 1.0, alpha)))
+    pick = np.where(hi >= -lo, 1.0, alpha) if lower == "adaptive" else np.full(lo.shape, alpha)
+    sl = np.where(on, 1.0, np.where(off, alpha, pick))
     # the chord is rounded in float64: lift it by a relative margin
     iu = iu + 1e-12 * (np.abs(lo) + np.abs(hi))
     # a crossing element with an infinite side: slope 1/α lines still hold below; above, the
