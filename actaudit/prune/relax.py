@@ -88,13 +88,15 @@ def function(op: Op) -> tuple[Fn, float, float, float]:
 
 
 def relax(
-    op: Op, x: Box, y: Box, lower: str = "adaptive"
+    op: Op, x: Box, y: Box, lower: str | np.ndarray = "adaptive"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Lower (slope, intercept) and upper (slope, intercept) per element of ``act(x)``.
 
     ``y`` is the interval bound of the output: the constant lines where ``x`` is unbounded.
     ``lower``: a crossing ReLU's lower line, ``adaptive`` (slope 1 or α, whichever side is
-    larger: Zhang et al.) or ``flat`` (slope α, often better where many units cross).
+    larger: Zhang et al.), ``flat`` (slope α, often better where many units cross), or an array
+    ``t`` in [0, 1] (slope ``α + t·(1 − α)``; one row per bounded element: α-CROWN's free slopes).
+    The lower slopes may then come back as a matrix, one row per bounded element.
     """
     name = str(op.attrs.get("act", ""))
     if name == "clip" and (op.attrs.get("lo"), op.attrs.get("hi")) == (0.0, math.inf):
@@ -119,7 +121,7 @@ def relax(
 
 
 def _relu(
-    lo: np.ndarray, hi: np.ndarray, alpha: float, y: Box, lower: str
+    lo: np.ndarray, hi: np.ndarray, alpha: float, y: Box, lower: str | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     on, off = lo >= 0, hi <= 0
     cross = ~on & ~off
@@ -129,7 +131,10 @@ def _relu(
     su = np.where(on, 1.0, np.where(off, alpha, (hi - alpha * lo) / span))
     with np.errstate(invalid="ignore"):
         iu = np.where(cross, lo * (alpha - su), 0.0)
-    pick = np.where(hi >= -lo, 1.0, alpha) if lower == "adaptive" else np.full(lo.shape, alpha)
+    if isinstance(lower, np.ndarray):  # any slope in [α, 1] is a lower line through the origin
+        pick = alpha + (1.0 - alpha) * np.clip(lower, 0.0, 1.0)
+    else:
+        pick = np.where(hi >= -lo, 1.0, alpha) if lower == "adaptive" else np.full(lo.shape, alpha)
     sl = np.where(on, 1.0, np.where(off, alpha, pick))
     # the chord is rounded in float64: lift it by a relative margin
     iu = iu + 1e-12 * (np.abs(lo) + np.abs(hi))
@@ -138,7 +143,7 @@ def _relu(
     wild = cross & ~fin
     su = np.where(wild, 0.0, su)
     iu = np.where(wild, y.hi.reshape(-1), iu)
-    return sl, np.zeros_like(sl), su, iu
+    return sl, np.zeros(lo.size), su, iu
 
 
 def sampled(
