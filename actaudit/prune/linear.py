@@ -37,7 +37,7 @@ MAX_WORK = 10_000_000  # coefficient entries one bound may produce over all its 
 # a crossing ReLU's lower line: by name for all, or per ReLU op a [bounded elements, units] array
 Lower = str | dict[str, np.ndarray]
 ALPHA_UNITS = 256  # α-CROWN where at most this many ReLU units cross zero (and bounded elements)
-ALPHA_STEPS = 6
+ALPHA_STEPS = 12
 ALPHA_WORK = 2_000_000  # bounded elements × values so far: one pass stays cheap
 # lower lines of crossing ReLUs tried per bound (a cheap stand-in for optimising them, α-CROWN)
 LOWER_LINES = ("adaptive", "flat")
