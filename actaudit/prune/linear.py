@@ -99,6 +99,8 @@ class _Crown:
         size = sum(b.lo.size for b in env.values())
         if not total or total > ALPHA_UNITS or n > ALPHA_UNITS or n * size > ALPHA_WORK:
             return hi
+        if not np.all(np.isfinite(hi)):  # an unbounded side: nothing to search on
+            return hi
         t = {k: np.tile(init, (n, 1)) for k, (_, init) in cross.items()}
         best, eta = hi.copy(), 0.5
         for _ in range(ALPHA_STEPS):
@@ -110,7 +112,9 @@ class _Crown:
                     old = t[k][:, j].copy()
                     d = np.where(old > 0.5, -0.01, 0.01)
                     t[k][:, j] = old + d
-                    grads[k][:, j] = (self.bound(op, box, env, t)[1] - base) / d
+                    with np.errstate(invalid="ignore"):
+                        grad = (self.bound(op, box, env, t)[1] - base) / d
+                    grads[k][:, j] = np.where(np.isfinite(grad), grad, 0.0)
                     t[k][:, j] = old
             for k in t:
                 t[k] = np.clip(t[k] - eta * np.sign(grads[k]), 0.0, 1.0)

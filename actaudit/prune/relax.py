@@ -128,8 +128,8 @@ def _relu(
     fin = np.isfinite(lo) & np.isfinite(hi)
     span = np.where(cross & fin, hi - lo, 1.0)
     # upper: the chord from (l, αl) to (u, u); lower: slope 1 or α, whichever hugs the larger side
-    su = np.where(on, 1.0, np.where(off, alpha, (hi - alpha * lo) / span))
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"):  # 0 · inf where a side is unbounded: those lines are replaced below
+        su = np.where(on, 1.0, np.where(off, alpha, (hi - alpha * lo) / span))
         iu = np.where(cross, lo * (alpha - su), 0.0)
     if isinstance(lower, np.ndarray):  # any slope in [α, 1] is a lower line through the origin
         pick = alpha + (1.0 - alpha) * np.clip(lower, 0.0, 1.0)

@@ -121,3 +121,28 @@ def test_audit_without_box_has_no_tiers(net: tuple[Path, Path]) -> None:
     assert r.exit_code == 0, r.output
     rep = json.loads(r.stdout)
     assert "evidence" not in rep and all("dead_by_weights_units" not in s for s in rep["sites"])
+
+
+def test_unbounded_box_is_quiet(tmp_path: Path) -> None:
+    """``--input-range=-inf,inf`` (the weights alone) through max pools, amax and ReLUs with one
+    unbounded side: no numerical warning escapes, the weights tier is all there is."""
+    import pool_models
+
+    x = pool_models.calib()
+    np.save(tmp_path / "x.npy", x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            pool_models.build(),
+            (torch.from_numpy(x[:2]),),
+            str(tmp_path / "m.onnx"),
+            input_names=["x"],
+            dynamic_axes={"x": {0: "N"}},
+            dynamo=False,
+        )
+    args = ["audit", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "x.npy"), "--input-range=-inf,inf"]
+    r = CliRunner().invoke(cli, [*args, "--format", "json"])
+    assert r.exit_code in (0, 1), r.output
+    assert "Warning" not in r.stderr
+    ev = json.loads(r.stdout)["evidence"]
+    assert ev["weights"] == ev["box_interval"] == ev["box_linear"]
