@@ -73,6 +73,9 @@ class SiteVerdict:
     # (None: no bounds asked for); ``proof_note`` says why a site could not be analysed.
     proven_dead_units: list[int] | None = None
     proof_note: str | None = None
+    # the weaker tiers of the same proof: an unbounded input (the weights alone), intervals alone
+    dead_by_weights_units: list[int] | None = None
+    proven_dead_units_interval: list[int] | None = None
 
     @property
     def can_die(self) -> bool:

@@ -6,7 +6,9 @@ Models: the prune fixtures of tests/prune (built in a temporary directory), the 
 pooling CNN, a seeded ReLU MLP (where linear relaxations matter), and rapidocr's PP-OCR
 text-direction classifier (a package-shipped real model) on [-1, 1] with 64 seeded uniform
 images. Prints one JSON line per model: the tiers' unit counts and the seconds each took.
-Not a test: nothing asserts.
+For the eager models, ``data_dead_that_fire``: data-dead units that gradient ascent over the box
+(Adam on 256 inputs, 300 steps, clamped) makes fire, which no sound proof can claim; so
+``data - data_dead_that_fire`` is the most any proof could reach. Not a test: nothing asserts.
 """
 
 from __future__ import annotations
@@ -34,6 +36,43 @@ def counts(model: object, x: np.ndarray, box: str) -> dict[str, object]:
     tiers = s["dead_units_by_evidence"]
     units = sum(site.units for site in r.sites)
     return {"box": box, "units": units, **tiers, "prune_s": round(time.perf_counter() - t, 2)}
+
+
+def ceiling(model: object, x: np.ndarray, box: tuple[float, float]) -> dict[str, int]:
+    """Data-dead units of the model's ReLU modules that an attack inside the box makes fire."""
+    import torch
+    from torch import nn
+
+    assert isinstance(model, nn.Module)
+    relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
+    pres: dict[int, torch.Tensor] = {}
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, a, i=i: pres.__setitem__(i, a[0])) for i, m in enumerate(relus)
+    ]
+
+    def unit_max(inp: torch.Tensor) -> list[torch.Tensor]:
+        model(inp)
+        return [p.amax(dim=tuple(d for d in range(p.ndim) if d != 1)) for _, p in sorted(pres.items())]
+
+    with torch.no_grad():
+        dead = [m <= 0 for m in unit_max(torch.from_numpy(x))]
+    torch.manual_seed(0)
+    lo, hi = box
+    z = (torch.rand(256, *x.shape[1:]) * (hi - lo) + lo).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.05 * (hi - lo))
+    for _ in range(300):
+        model(z)
+        loss = -sum(p.amax(dim=0).sum() for p in pres.values())
+        opt.zero_grad()
+        loss.backward()  # type: ignore[union-attr]
+        opt.step()
+        with torch.no_grad():
+            z.clamp_(lo, hi)
+    with torch.no_grad():
+        fired = sum(int(((m > 0) & d).sum()) for m, d in zip(unit_max(z), dead, strict=True))
+    for h in hooks:
+        h.remove()
+    return {"data_dead_that_fire": fired}
 
 
 def mlp(seed: int = 0) -> object:
@@ -81,10 +120,16 @@ def main() -> None:
         p = Path(d)
         prune_models.build_onnx(p / "fixture.onnx")
         rows = {"prune fixture (onnx)": counts(str(p / "fixture.onnx"), prune_models.calib(), "0,1")}
-        rows["pooling CNN (eager)"] = counts(pool_models.build(), pool_models.calib(), "0,1")
+        pool_x = pool_models.calib()
+        rows["pooling CNN (eager)"] = {
+            **counts(pool_models.build(), pool_x, "0,1"),
+            **ceiling(pool_models.build(), pool_x, (0.0, 1.0)),
+        }
         rng = np.random.default_rng(0)
+        mlp_x = rng.uniform(-1, 1, (256, 16)).astype(np.float32)
         rows["ReLU MLP 16-64-64-64-4 (eager)"] = {
-            **counts(mlp(), rng.uniform(-1, 1, (256, 16)).astype(np.float32), "-1,1"),
+            **counts(mlp(), mlp_x, "-1,1"),
+            **ceiling(mlp(), mlp_x, (-1.0, 1.0)),
             **widths(mlp(), (-1.0, 1.0), 16),
         }
         spec = importlib.util.find_spec("rapidocr_onnxruntime")

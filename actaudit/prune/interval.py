@@ -66,8 +66,13 @@ def propagate(
     for op in graph.ops:
         args = [env.get(i) for i in op.inputs if i]
         out_shape = graph.shapes.get(op.outputs[0]) if op.outputs else None
+        gate = self_gate(graph, op)
+        box: Box | None
         try:
-            box = _step(op, args, out_shape) if args and all(a is not None for a in args) else None
+            if gate is not None and gate.x in env:
+                box = gate.box(env[gate.x])
+            else:
+                box = _step(op, args, out_shape) if args and all(a is not None for a in args) else None
         except _Unknown:
             box = None
         if box is None and out_shape is not None:
@@ -80,6 +85,98 @@ def propagate(
             for o in op.outputs[:1]:
                 env[o] = box
     return env
+
+
+@dataclass
+class Gate:
+    """``x · clip(A·x + B, lo, hi)``: a Mul of a value by a clipped affine function of itself.
+
+    Exporters write HardSwish so (``x · Clip(x + 3, 0, 6) / 6``), and ``x · hardsigmoid(x)``,
+    ``x · relu(x)`` have the same form. As a product of two intervals it squares the bound;
+    as a function of ``x`` alone it is piecewise quadratic, with its extremes at the ends of
+    the interval, the two kinks and the vertex.
+    """
+
+    x: str
+    a: float
+    b: float
+    lo: float
+    hi: float
+
+    def f(self, v: np.ndarray) -> np.ndarray:
+        return v * np.clip(self.a * v + self.b, self.lo, self.hi)
+
+    def mag(self, xm: np.ndarray) -> np.ndarray:
+        """A bound of ``|clip(A·x + B)|`` for ``|x| <= xm``."""
+        lim = max((abs(v) for v in (self.lo, self.hi) if math.isfinite(v)), default=0.0)
+        return np.maximum(abs(self.a) * xm + abs(self.b), lim)
+
+    def margin(self, xm: np.ndarray, hm: np.ndarray) -> np.ndarray:
+        """Float32 rounding of the runtime's scale, clip and product, for ``|x| <= xm``, ``|h| <= hm``."""
+        err_g = 8 * EPS32 * self.mag(xm) + ABS_ACT + 2 * TINY
+        return xm * err_g + 4 * EPS32 * (hm + xm * err_g) + TINY
+
+    def box(self, x: Box) -> Box:
+        xl, xu = x.lo, x.hi
+        if not (np.all(np.isfinite(xl)) and np.all(np.isfinite(xu))):
+            raise _Unknown
+        cands = [xl, xu]
+        if self.a != 0:
+            cands += [
+                np.clip(np.full(xl.shape, t), xl, xu)
+                for t in ((self.lo - self.b) / self.a, (self.hi - self.b) / self.a, -self.b / (2 * self.a))
+                if math.isfinite(t)
+            ]
+        with np.errstate(invalid="ignore"):
+            vals = np.stack([self.f(c) for c in cands])
+        lo, hi = vals.min(axis=0), vals.max(axis=0)
+        m = self.margin(np.maximum(np.abs(xl), np.abs(xu)), np.maximum(np.abs(lo), np.abs(hi)))
+        return Box(lo - m, hi + m)
+
+
+_GATE_ACTS = ("clip", "relu", "hardsigmoid")
+
+
+def self_gate(graph: Graph, op: Op) -> Gate | None:
+    """The :class:`Gate` a ``mul`` op computes, if it is one."""
+    if op.kind != "mul" or len(op.inputs) != 2 or op.inputs[0] == op.inputs[1]:
+        return None
+    for x, y in (op.inputs, op.inputs[::-1]):
+        g = graph.producer.get(y)
+        if g is None or g.kind != "act" or g.attrs.get("act") not in _GATE_ACTS or not g.inputs:
+            continue
+        name = g.attrs["act"]
+        if name == "hardsigmoid":
+            ga, gb, lo, hi = float(g.attrs.get("alpha", 0.2)), float(g.attrs.get("beta", 0.5)), 0.0, 1.0
+        else:
+            ga, gb = 1.0, 0.0
+            lo, hi = (
+                (0.0, math.inf)
+                if name == "relu"
+                else (float(g.attrs.get("lo", -math.inf)), float(g.attrs.get("hi", math.inf)))
+            )
+        t = g.inputs[0]
+        a, b = 1.0, 0.0
+        s = graph.producer.get(t)
+        if (
+            t != x
+            and s is not None
+            and s.kind == "scale"
+            and s.inputs[0] == x
+            and s.params["c"].value.size == 1
+        ):
+            c = float(s.params["c"].value.reshape(()))
+            form = s.attrs.get("form", "add")
+            a, b = {"add": (1.0, c), "sub": (1.0, -c), "rsub": (-1.0, c), "mul": (c, 0.0)}.get(
+                form, (0.0, 0.0)
+            )
+            if form == "div" and c != 0:
+                a = 1.0 / c
+            t = x
+        if t != x or a == 0 or not (lo <= hi):
+            continue
+        return Gate(x, ga * a, ga * b + gb, lo, hi)
+    return None
 
 
 def outward32(lo: float, hi: float) -> tuple[float, float]:
@@ -248,8 +345,42 @@ def _affine_elementwise(
     return _widen(Box(lo, hi), mag * (fan + 2) * EPS32)
 
 
+# activations that fall to one minimum and rise after it: (argmin, a value at or below the minimum,
+# absolute margin); GELU's covers both its erf and tanh forms (they differ by < 5e-4)
+UNIMODAL = {
+    "hardswish": (-1.5, -0.375, ABS_ACT),
+    "silu": (-1.2784645, -0.2784646, ABS_ACT),
+    "gelu": (-0.752, -0.17005, 1e-3),
+}
+
+
+def _unimodal(name: str, x: Box) -> Box:
+    xm, fmin, absm = UNIMODAL[name]
+
+    def f(v: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if name == "hardswish":
+                y = v * np.clip(v + 3.0, 0.0, 6.0) / 6.0
+            elif name == "silu":
+                y = v / (1.0 + np.exp(-v))
+            else:
+                y = 0.5 * v * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (v + 0.044715 * v**3)))
+        return np.where(np.isneginf(v), 0.0, y)  # -inf · 0 is 0 in the limit
+
+    a, b = f(x.lo), f(x.hi)
+    # near the minimum (within 1e-3 of its argmin), its value: soundly below either side
+    lo = np.where(
+        (x.lo <= xm + 1e-3) & (x.hi >= xm - 1e-3), np.minimum(fmin, np.minimum(a, b)), np.minimum(a, b)
+    )
+    hi = np.maximum(a, b)
+    ulp = 8 * EPS32 * (np.abs(lo) + np.abs(hi)) + absm
+    return Box(lo - ulp, hi + ulp)
+
+
 def _act(op: Op, x: Box) -> Box:
     name = str(op.attrs.get("act", ""))
+    if name in UNIMODAL:
+        return _unimodal(name, x)
     if name not in MONOTONE:
         raise _Unknown
     if name == "clip":
@@ -397,11 +528,10 @@ def _conv2d(
 ) -> np.ndarray:
     cols = _patches(x, (w.shape[2], w.shape[3]), strides, pads, dil, 0.0)
     cg, og = w.shape[1], w.shape[0] // groups
-    outs = [
-        np.einsum("ocij,cijhw->ohw", w[g * og : (g + 1) * og], cols[g * cg : (g + 1) * cg], optimize=True)
-        for g in range(groups)
-    ]
-    return np.concatenate(outs, axis=0)
+    wg = w.reshape(groups, og, *w.shape[1:])
+    cols_g = cols.reshape(groups, cg, *cols.shape[1:])
+    out = np.einsum("gocij,gcijhw->gohw", wg, cols_g, optimize=True)
+    return out.reshape(w.shape[0], *out.shape[2:])
 
 
 def _pool(v: np.ndarray, op: Op, how: str) -> np.ndarray:

@@ -100,11 +100,13 @@ def attach_proofs(
     input_range: list[str],
     stuck: float,
 ) -> None:
-    """Mark ``proven_dead_units`` on an audit's sites from bounds over the input box (linear relaxations
-    over intervals).
+    """Mark the three tiers of proof on an audit's sites: ``dead_by_weights_units`` (interval bounds
+    from an unbounded input), ``proven_dead_units_interval`` (interval bounds over the box) and
+    ``proven_dead_units`` (linear relaxations over intervals, the tightest).
 
     A proof that contradicts the data (a proven unit that fired on a calibration sample
-    inside the box) is a bug of the analysis: an internal error, never a silent report.
+    inside the box, or anywhere for the weights tier) is a bug of the analysis: an internal
+    error, never a silent report.
     """
     pruner = handle.pruner(None, None)
     pruner.prepare(source, samples)
@@ -113,7 +115,12 @@ def attach_proofs(
     box = parse_input_ranges(input_range, list(shapes))
     notes: list[str] = []
     check_box(ranges, pruner, box, notes)
-    proofs = prove(pruner, pruner.original(), box, shapes, sites, stuck)
+    model = pruner.original()
+    graph = pruner.graph(model, shapes)
+    unbounded = dict.fromkeys(shapes, (-math.inf, math.inf))
+    weights = prove(pruner, model, unbounded, shapes, sites, stuck, "interval", graph)
+    interval = prove(pruner, model, box, shapes, sites, stuck, "interval", graph)
+    proofs = prove(pruner, model, box, shapes, sites, stuck, "linear", graph)
     inside = not notes
     warnings.extend(notes)
     for v in sites:
@@ -122,9 +129,13 @@ def attach_proofs(
             v.proven_dead_units, v.proof_note = [], got
             continue
         v.proven_dead_units = got
-        fired = contradicted(v, got)
-        if fired and inside:
-            raise RuntimeError(
-                f"bounds proved units {fired[:8]} of {v.info.name} dead on the box, but they fired on "
-                "calibration data inside it: the bound propagation is unsound here"
-            )
+        w, iv = weights.get(v.info.name), interval.get(v.info.name)
+        v.dead_by_weights_units = w if isinstance(w, list) else None
+        v.proven_dead_units_interval = iv if isinstance(iv, list) else None
+        for what, units, applies in (("on the box", got, inside), ("by their weights", w, True)):
+            fired = contradicted(v, units) if isinstance(units, list) else []
+            if fired and applies:
+                raise RuntimeError(
+                    f"bounds proved units {fired[:8]} of {v.info.name} dead {what}, but they fired on "
+                    "calibration data: the bound propagation is unsound here"
+                )

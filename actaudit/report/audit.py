@@ -19,7 +19,7 @@ from ..jsonform import json_float as _r
 from ..sanitize import text
 from ..stats import Uncovered
 from ..verdicts import Settings, SiteVerdict, bad_fraction, expected_saturation, upper_bound_95, worst_sites
-from . import terminal
+from . import evidence, terminal
 from .draw import (
     FORMATS,
     Block,
@@ -171,8 +171,7 @@ class Report:
         }
         if info.model_output:
             d["model_output"] = True
-        if v.proven_dead_units is not None:
-            d["proven_dead_units"] = v.proven_dead_units
+        d.update(evidence.site_evidence(v))
         if v.proof_note:
             d["proof_note"] = v.proof_note
         if self.per_unit:
@@ -202,6 +201,7 @@ class Report:
             **({"baseline": self.baseline} if self.baseline is not None else {}),
             **({"counters": self.counters} if self.counters is not None else {}),
             **({"ffn": self.ffn} if self.ffn is not None else {}),
+            **({"evidence": tiers} if (tiers := evidence.totals(self.sites)) else {}),
             "run": self.run,
         }
 
@@ -279,7 +279,7 @@ def _row(
         pct(mean_fire) if v.can_die else "-",
     ]
     if proven:
-        row.insert(5, "-" if v.proven_dead_units is None else len(v.proven_dead_units))
+        row[5:5] = evidence.cells(v)
     if pretty:
         cell = f"{terminal.bar(bad, bar_width)} {pct(bad)}" if bar_width else pct(bad)
         row.append(terminal.paint(cell, bad, color))
@@ -291,7 +291,7 @@ def _total_row(report: Report, pretty: bool, proven: bool = False) -> list[objec
     s = report.summary()
     total: list[object] = ["", "total", "", s["units"], s["dead"], s["saturated"], s["rarely_firing"], ""]
     if proven:
-        total.insert(5, sum(len(v.proven_dead_units or []) for v in report.sites))
+        total[5:5] = evidence.total_cells(report.sites)
     if pretty:
         total.append("")
     return total
@@ -308,7 +308,7 @@ def site_table(report: Report, pretty: bool, color: bool = False) -> Table:
         headers.append("dead/saturated")
     proven = _has_proof(report)
     if proven:
-        headers.insert(5, "proven dead")
+        headers[5:5] = evidence.HEADERS
     rows = [_row(i, v, pretty, color, proven=proven) for i, v in enumerate(report.sites)]
     rows.append(_total_row(report, pretty, proven))
     return Table(headers, rows)
@@ -394,8 +394,10 @@ def _fitted(report: Report, color: bool, width: int) -> str:
     """The table narrowed to ``width`` columns: short headers, a narrower bar, names elided in the middle."""
     headers = ["#", "site", "kind", "units", "dead", "sat", "rare", "fire", "dead/sat"]
     proven = _has_proof(report)
+    right = _FIT_RIGHT
     if proven:
-        headers.insert(5, "proven")
+        headers[5:5] = ["weights", "proven", "data-only"]
+        right = {0, 3, 4, 5, 6, 7, 8, 9, 10}
     names = [v.info.name for v in report.sites]
     longest = max([len(n) for n in names] + [len("total")])
     lines: list[str] = []
@@ -403,7 +405,7 @@ def _fitted(report: Report, color: bool, width: int) -> str:
         rows = _rows(report, False, bar_width, proven)
         for r in rows:
             r[1] = ""
-        others = layout(headers, rows, sep, _FIT_RIGHT)[
+        others = layout(headers, rows, sep, right)[
             1
         ]  # the rule line: every column's width, site column 4 wide
         room = width - (len(others) - len("site"))
@@ -412,7 +414,7 @@ def _fitted(report: Report, color: bool, width: int) -> str:
             rows = _rows(report, color, bar_width, proven)
             for r, v in zip(rows[:-1], report.sites, strict=True):
                 r[1] = terminal.paint(terminal.elide(v.info.name, room), bad_fraction(v), color)
-            lines = layout(headers, rows, sep, _FIT_RIGHT)
+            lines = layout(headers, rows, sep, right)
             break
     out = [*terminal.wrap(_fit_header(report, width), width), *lines]
     for line in _remarks(report):

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ..jsonform import JSON, member, members, number, unit_list
 from ..verdicts import bad_fraction, expected_saturation, worst_sites
 from .charts import HIST_BINS, depth_chart, histograms
+from .evidence import evidence_html
 from .ffn import ffn_html
 from .markup import CSS
 from .markup import esc as _e
@@ -375,6 +376,7 @@ def render_html(report: Report, comparison: Comparison | None = None) -> str:
             _worst_first(d, verdicts),
             histograms(d, verdicts),
             _table(d, verdicts),
+            evidence_html(d),
             _warnings(d),
             _next_steps(d),
             _footer(d),

@@ -23,6 +23,7 @@ SPATIAL = (
     "act",
     "residual_add",
     "gate_mul",
+    "self_gate",
     "concat",
     "maxpool",
     "avgpool",
@@ -31,7 +32,7 @@ SPATIAL = (
     "unsqueeze_squeeze",
 )
 HEADS = ("flatten", "gap", "reshape", "reduce_drop", "globalmax")
-DENSE = ("gemm", "matmul", "act", "scale_vec")
+DENSE = ("gemm", "matmul", "act", "scale_vec", "self_gate")
 ACTS = ("Relu", "LeakyRelu", "Tanh", "Sigmoid", "Elu", "Softplus", "HardSigmoid", "Clip")
 
 
@@ -156,6 +157,30 @@ class Net:
 
     def gate_mul(self) -> str:
         return self.residual_add("Mul")
+
+    def self_gate(self) -> str:
+        """x · clip(x ± c) / 6 (HardSwish as exporters write it), x · hardsigmoid(x), x · relu(x)."""
+        x, shape = self.cur, self.shape
+        how = str(self.rng.choice(["hardswish", "hardsigmoid", "relu", "clip_scaled"]))
+        if how in ("hardswish", "clip_scaled"):
+            op = "Add" if how == "hardswish" else str(self.rng.choice(["Sub", "Mul", "Div"]))
+            c = np.float32(3.0 if how == "hardswish" else self.rng.uniform(0.3, 2) * self.rng.choice([-1, 1]))
+            ins = [x, self.const(np.array(c, np.float32), "c")]
+            self.node(op, ins if op != "Add" or self.rng.random() < 0.5 else ins[::-1], shape)
+            lo = 0.0 if how == "hardswish" else float(self.rng.uniform(-2, 0.5))
+            hi = 6.0 if how == "hardswish" else lo + float(self.rng.uniform(0, 3))
+            bounds = [self.const(np.array(v, np.float32), "b") for v in (lo, hi)]
+            self.node("Clip", [self.cur, *bounds], shape)
+        elif how == "hardsigmoid":
+            a, b = float(self.rng.uniform(0.05, 1)), float(self.rng.uniform(0, 1))
+            self.node("HardSigmoid", [x], shape, alpha=a, beta=b)
+        else:
+            self.node("Relu", [x], shape)
+        ins = [x, self.cur] if self.rng.random() < 0.5 else [self.cur, x]
+        self.node("Mul", ins, shape)
+        if how == "hardswish":
+            self.node("Div", [self.cur, self.const(np.array(6.0, np.float32), "c")], shape)
+        return self.cur
 
     def concat(self) -> str:
         x, shape = self.cur, self.shape

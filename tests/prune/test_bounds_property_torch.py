@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from actaudit.backends.torch.prune import gm_graph
 from actaudit.prune.interval import propagate
+from actaudit.prune.linear import propagate_linear
 
 ACTS: dict[str, Any] = {
     "relu": F.relu,
@@ -33,6 +34,11 @@ ACTS: dict[str, Any] = {
     "hardsigmoid": F.hardsigmoid,
     "sigmoid": torch.sigmoid,
     "tanh": torch.tanh,
+    "hardswish": F.hardswish,
+    "hardswish_by_hand": lambda x: x * F.relu6(x + 3) / 6,
+    "x_hardsigmoid_x": lambda x: x * F.hardsigmoid(x),
+    "silu": F.silu,
+    "gelu": lambda x, r: F.gelu(x, approximate=["none", "tanh"][int(r.integers(0, 2))]),
 }
 SPATIAL = (
     "conv",
@@ -135,7 +141,7 @@ class RandomNet(nn.Module):
 def _act(x: torch.Tensor, r: np.random.Generator) -> torch.Tensor:
     name = list(ACTS)[int(r.integers(0, len(ACTS)))]
     fn = ACTS[name]
-    return fn(x, r) if name in ("leaky", "elu", "softplus", "hardtanh") else fn(x)
+    return fn(x, r) if name in ("leaky", "elu", "softplus", "hardtanh", "gelu") else fn(x)
 
 
 def _bn(stats: np.ndarray) -> nn.BatchNorm2d:
@@ -175,6 +181,17 @@ BOXES = st.tuples(st.floats(-4, 2), st.floats(0, 5)).map(lambda t: (t[0], t[0] +
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(net=NETS, box=BOXES)
 def test_aten_interval_bounds_hold(net: dict[str, Any], box: tuple[float, float]) -> None:
+    check_aten(net, box, propagate)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(net=NETS, box=BOXES)
+def test_aten_linear_bounds_hold(net: dict[str, Any], box: tuple[float, float]) -> None:
+    check_aten(net, box, propagate_linear)
+
+
+def check_aten(net: dict[str, Any], box: tuple[float, float], bounds_of: Any) -> None:
+    """Every value torch computes on sampled inputs lies inside its bound; the output's bound is finite."""
     torch.manual_seed(net["seed"] % 1000)
     shape = (net["channels"], 5, 5)
     m = RandomNet(**net)
@@ -184,7 +201,7 @@ def test_aten_interval_bounds_hold(net: dict[str, Any], box: tuple[float, float]
         warnings.simplefilter("ignore")
         gm = torch.export.export(m, (x[:2],), dynamic_shapes=({0: torch.export.Dim.AUTO},)).module()
     graph, inputs = gm_graph(gm)
-    env = propagate(graph, {inputs[0]: box}, {inputs[0]: (1, *shape)})
+    env = bounds_of(graph, {inputs[0]: box}, {inputs[0]: (1, *shape)})
     run = _Values(gm)
     with torch.no_grad():
         run.run(x)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from actaudit.cli import cli
+from actaudit.report.schema import errors
 
 
 @pytest.fixture(scope="module")
@@ -83,3 +85,64 @@ def test_sigmoid_head_proof_is_not_called_unsound(tmp_path: Path) -> None:
     assert r.exit_code in (0, 1), r.output
     sig = next(s for s in json.loads(r.stdout)["sites"] if s["kind"] == "sigmoid")
     assert sig["proven_dead_units"] == [0] and 0 in sig["saturated_units"]
+
+
+def test_audit_reports_three_tiers(net: tuple[Path, Path], tmp_path: Path) -> None:
+    """``audit --input-range``: the same tiers as prune's, per site and in total, in JSON (valid
+    against the schema), the table and the HTML report."""
+    html = tmp_path / "r.html"
+    args = ["audit", str(net[0]), "--calib", str(net[1]), "--input-range", "0,1", "-q"]
+    r = CliRunner().invoke(cli, [*args, "--format", "json", "--html", str(html)])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert errors(rep) == []
+    sites = {s["name"]: s for s in rep["sites"]}
+    weights = {n: s["dead_by_weights_units"] for n, s in sites.items() if s["dead_by_weights_units"]}
+    assert weights == {"s3": pm.DEAD["s3"], "s5": pm.DEAD["s5"], "s6": pm.DEAD["s6"]}
+    for name, dead in pm.DEAD.items():
+        s = sites[name]
+        assert s["proven_dead_units_interval"] == s["proven_dead_units"] == s["dead_units"] == dead
+        assert s["dead_on_data_only_units"] == []
+    assert rep["evidence"] == {"weights": 3, "box_interval": 6, "box_linear": 6, "data": 6, "data_only": 0}
+    root = ET.parse(html).getroot()
+    sec = next(e for e in root.iter("section") if e.get("id") == "evidence")
+    assert (sec.get("data-weights"), sec.get("data-box-linear"), sec.get("data-data-only")) == ("3", "6", "0")
+    rows = {tr.get("data-site"): tr for tr in sec.iter("tr") if tr.get("class") == "evidence"}
+    assert set(rows) == set(pm.DEAD)
+    assert rows["s1"].get("data-weights") == "0" and rows["s1"].get("data-box-linear") == "2"
+    table = CliRunner().invoke(cli, args)
+    assert table.exit_code == 0
+    head = table.stdout.splitlines()[1]
+    assert "by weights" in head and "proven dead" in head and "data only" in head
+
+
+def test_audit_without_box_has_no_tiers(net: tuple[Path, Path]) -> None:
+    r = CliRunner().invoke(cli, ["audit", str(net[0]), "--calib", str(net[1]), "-q", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    rep = json.loads(r.stdout)
+    assert "evidence" not in rep and all("dead_by_weights_units" not in s for s in rep["sites"])
+
+
+def test_unbounded_box_is_quiet(tmp_path: Path) -> None:
+    """``--input-range=-inf,inf`` (the weights alone) through max pools, amax and ReLUs with one
+    unbounded side: no numerical warning escapes, the weights tier is all there is."""
+    import pool_models
+
+    x = pool_models.calib()
+    np.save(tmp_path / "x.npy", x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            pool_models.build(),
+            (torch.from_numpy(x[:2]),),
+            str(tmp_path / "m.onnx"),
+            input_names=["x"],
+            dynamic_axes={"x": {0: "N"}},
+            dynamo=False,
+        )
+    args = ["audit", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "x.npy"), "--input-range=-inf,inf"]
+    r = CliRunner().invoke(cli, [*args, "--format", "json"])
+    assert r.exit_code in (0, 1), r.output
+    assert "Warning" not in r.stderr
+    ev = json.loads(r.stdout)["evidence"]
+    assert ev["weights"] == ev["box_interval"] == ev["box_linear"]
