@@ -87,7 +87,8 @@ class _Target:
     units: int  # per site
     whole: bool = False  # one unit per site (unit axis past the last)
     samples: int = 0  # of the batch running now
-    part: _Acc | None = None
+    part: _Acc | None = None  # this batch's, until the whole forward ran
+    total: _Acc | None = None  # the batches run so far, split into the sites' own at the end
 
     def add(self, x: torch.Tensor) -> None:
         s = len(self.sites)
@@ -109,11 +110,21 @@ class _Target:
         self.part.add(v, axis, self.sites[0].thr, self.samples)
 
     def commit(self) -> None:
+        """Keep a finished batch (one fold per op, not per site: small sites come in hundreds)."""
         p, self.part = self.part, None
         if p is None:
             raise Unfit("a statistics op did not run")
-        for i, site in enumerate(self.sites):
-            _fold(site.acc, p, slice(i * self.units, (i + 1) * self.units))
+        if self.total is None:
+            self.total = p
+        else:
+            _fold(self.total, p, slice(None))
+
+    def finish(self) -> None:
+        """Add the batches run here into each site's accumulators."""
+        t, self.total = self.total, None
+        if t is not None:
+            for i, site in enumerate(self.sites):
+                _fold(site.acc, t, slice(i * self.units, (i + 1) * self.units))
 
 
 def _fold(dst: _Acc, src: _Acc, at: slice) -> None:
@@ -141,7 +152,9 @@ class InGraph:
             raise Unfit("a batch of one sample may have lost its batch axis")
         for t in self.targets.values():
             t.samples, t.part = samples, None
-        with torch.no_grad():
+        # The plain interpreter: the profiling executor would spend the first calls profiling and
+        # optimising a second copy of the whole graph (0.8 s of CPU on a 1,000-layer MLP; ~6 % per call saved).
+        with torch.no_grad(), torch.jit.optimized_execution(False):
             out = self.fn(self.owner, *args, **kwargs)
         for t in self.targets.values():
             if t.part is None:
@@ -167,7 +180,10 @@ class InGraph:
         return True
 
     def close(self) -> None:
+        """Fold what ran here into the sites (before the Recorder's results) and forget the targets."""
         global last_batches, last_layout
+        for t in self.targets.values():
+            t.finish()
         last_batches, last_layout = self.batches, [len(t.sites) for t in self.targets.values()]
         for k in self.targets:
             _targets.pop(k, None)
