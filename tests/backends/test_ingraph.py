@@ -18,13 +18,13 @@ import torch
 from torch import nn
 
 from actaudit.backends.torch import backend as tb
-from actaudit.backends.torch import ingraph
+from actaudit.backends.torch import ingraph, ingraph_fx
 from actaudit.data import from_arrays
 from actaudit.stats import Capture
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
-TS_CASES = [(m, f) for m in EXPECTED["models"] for f in ("torchscript", "torchscript_traced")]
+GRAPH_CASES = [(m, f) for m in EXPECTED["models"] for f in ("torchscript", "torchscript_traced", "export")]
 COUNTS = ("low", "high", "nonfinite")
 
 
@@ -75,8 +75,8 @@ def _fixture_arrays(model: str) -> list[np.ndarray]:
         return [z[k] for k in EXPECTED["models"][model]["inputs"]]
 
 
-@pytest.mark.parametrize(("model", "fmt"), TS_CASES)
-def test_every_torchscript_fixture_gives_the_dispatch_capture_numbers(
+@pytest.mark.parametrize(("model", "fmt"), GRAPH_CASES)
+def test_every_compiled_fixture_gives_the_dispatch_capture_numbers(
     monkeypatch: pytest.MonkeyPatch, model: str, fmt: str
 ) -> None:
     tm = tb.load(FIXTURES / EXPECTED["models"][model]["files"][fmt])
@@ -265,12 +265,11 @@ def test_control_flow_keeps_the_dispatch_capture(
     assert cap.sites and all(s.stats.samples == 24 for s in cap.sites)
 
 
-def test_the_instrumented_graph_adds_only_statistics_nodes(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("fmt", ["torchscript", "export"])
+def test_the_instrumented_graph_adds_only_statistics_nodes(monkeypatch: pytest.MonkeyPatch, fmt: str) -> None:
     """Nothing new from the archive runs: the copy holds the module's own nodes plus ours."""
     built: list[ingraph.InGraph] = []
-    real = ingraph.plan
+    real = ingraph_fx.plan
 
     def keep(module: Any, rec: Any) -> ingraph.InGraph | None:
         got = real(module, rec)
@@ -278,22 +277,24 @@ def test_the_instrumented_graph_adds_only_statistics_nodes(
             built.append(got)
         return got
 
-    monkeypatch.setattr(ingraph, "plan", keep)
-    tm = tb.load(FIXTURES / EXPECTED["models"]["functional_zoo"]["files"]["torchscript"])
+    monkeypatch.setattr(ingraph_fx, "plan", keep)
+    tm = tb.load(FIXTURES / EXPECTED["models"]["functional_zoo"]["files"][fmt])
     _capture(monkeypatch, tm, _fixture_arrays("functional_zoo"), True, 32)
     assert len(built) == 1
-    original = tm.module.forward.graph.copy()
-    torch._C._jit_pass_inline(original)
-    before = Counter(n.kind() for n in original.nodes())
-    after = Counter(n.kind() for n in built[0].fn.graph.nodes())
+    if fmt == "torchscript":
+        original = tm.module.forward.graph.copy()
+        torch._C._jit_pass_inline(original)
+        before = Counter(n.kind() for n in original.nodes())
+        after = Counter(n.kind() for n in built[0].fn.graph.nodes())
+        ours = {"actaudit_ingraph::stats", "aten::stack", "aten::clone"}
+        ours |= {"prim::ListConstruct", "prim::TupleConstruct", "prim::Constant"}
+    else:
+        before = Counter(str(n.target) for n in tm.module.graph.nodes)
+        after = Counter(str(n.target) for n in built[0].fn.graph.nodes)
+        ours = {"actaudit_ingraph.stats.default", "aten.stack.default", "aten.clone.default"}
+        assert built[0].fn is not tm.module
     added = after - before
-    assert set(added) <= {
-        "actaudit_ingraph::stats",
-        "aten::stack",
-        "aten::clone",
-        "prim::ListConstruct",
-        "prim::TupleConstruct",
-        "prim::Constant",
-    }
-    assert added["actaudit_ingraph::stats"] == len(built[0].targets)
+    assert set(added) <= ours
+    stats = next(k for k in ours if "stats" in k)
+    assert added[stats] == len(built[0].targets) > 1
     assert not before - after  # nothing of the module's own was dropped

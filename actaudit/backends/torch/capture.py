@@ -31,7 +31,7 @@ from ... import unitaxis as ua
 from ...errors import CalibrationError, InputError, ModelRunError
 from ...kinds import ACTIVATION_MODULES
 from ...stats import AxisOverride, Capture
-from . import ingraph
+from . import ingraph_fx
 from .fused import hidden_reason, recurrent_family
 from .graphsites import GraphSite
 from .ingraph import InGraph
@@ -122,7 +122,7 @@ def run_capture(
             if compiled is None or not compiled.batch(call, args, kwargs, n, rec):
                 _dispatch_batch(call, rec, args, kwargs, i, samples, n, eager_model is not None)
             if i == 0 and eager_model is None and graph_sites is not None:
-                compiled = ingraph.plan(getattr(call, "fn", call), rec)
+                compiled = ingraph_fx.plan(getattr(call, "fn", call), rec)
             samples += n
             n_batches += 1
             if progress is not None:

@@ -58,7 +58,7 @@ def enabled() -> bool:
     return os.environ.get("ACTAUDIT_INGRAPH", "1").strip().lower() not in ("0", "off", "no", "false")
 
 
-def _register() -> None:
+def register() -> None:
     """Define the statistics op once per process; its kernel looks up the target by number."""
     if _library:
         return
@@ -138,7 +138,11 @@ def _fold(dst: _Acc, src: _Acc, at: slice) -> None:
 
 
 class InGraph:
-    """The instrumented copy of a ScriptModule's ``forward``, and its targets."""
+    """The instrumented copy of a compiled forward, and its targets.
+
+    ``owner``: the ScriptModule the TorchScript function runs on (it returns ``(output, tokens)``);
+    None for a torch.export GraphModule copy, called as the model is.
+    """
 
     def __init__(self, fn: Callable[..., Any], owner: Any, targets: dict[int, _Target]) -> None:
         self.fn = fn
@@ -155,13 +159,13 @@ class InGraph:
         # The plain interpreter: the profiling executor would spend the first calls profiling and
         # optimising a second copy of the whole graph (0.8 s of CPU on a 1,000-layer MLP; ~6 % per call saved).
         with torch.no_grad(), torch.jit.optimized_execution(False):
-            out = self.fn(self.owner, *args, **kwargs)
+            out = self.fn(*args, **kwargs) if self.owner is None else self.fn(self.owner, *args, **kwargs)
         for t in self.targets.values():
             if t.part is None:
                 raise Unfit("a statistics op did not run")
         for t in self.targets.values():
             t.commit()
-        return out[0]
+        return out if self.owner is None else out[0]
 
     def batch(self, call: Any, args: list[Any], kwargs: dict[str, Any], samples: int, rec: Recorder) -> bool:
         """Run one batch here; False when it must run under the dispatch capture instead."""
@@ -190,23 +194,25 @@ class InGraph:
 
 
 def plan(module: Any, rec: Recorder) -> InGraph | None:
-    """The in-graph capture for later batches, or None (``last_choice`` says why)."""
+    """The in-graph capture of a ScriptModule for later batches, or None (``last_choice`` says why).
+
+    :func:`.ingraph_fx.plan` is the entry point; it sends torch.export programs their own way."""
     global last_choice
     if not enabled():
         last_choice = "turned off (ACTAUDIT_INGRAPH=0)"
         return None
     if not isinstance(module, torch.jit.ScriptModule):
-        last_choice = "not a ScriptModule"
+        last_choice = "not a ScriptModule or a torch.export program"
         return None
     try:
         graph: Any = cast(Any, module).forward.graph.copy()
         torch._C._jit_pass_inline(graph)
         pairs = torchscript_site_nodes(graph, module, recurrent=True)
-        points, why = _match(pairs, rec)
+        points, why = match(pairs, rec, _point)
         if points is None:
             last_choice = why
             return None
-        _register()
+        register()
         targets = _instrument(graph, points)
         graph.lint()
         fn = torch._C._create_function_from_graph(f"actaudit_stats_{next(_ids)}", graph)
@@ -218,9 +224,11 @@ def plan(module: Any, rec: Recorder) -> InGraph | None:
     return InGraph(fn, module._c, targets)
 
 
-def _match(
-    pairs: list[tuple[GraphSite, list[torch._C.Node]]], rec: Recorder
-) -> tuple[list[tuple[_Site, torch._C.Node, torch._C.Value]] | None, str]:
+def match(
+    pairs: list[tuple[GraphSite, list[Any]]],
+    rec: Recorder,
+    point: Callable[[list[Any]], tuple[Any, Any] | None],
+) -> tuple[list[tuple[_Site, Any, Any]] | None, str]:
     """Each site with (insertion point, pre-activation value), when the graph runs them one to one."""
     sites = list(rec.sites.values())
     if rec.names.unmatched or len(sites) != len(pairs):
@@ -233,7 +241,7 @@ def _match(
             return None, f"site {site.base}: inside control flow, a recurrent op or a GLU"
         if site.broken or site.held is not None or site.acc.samples != rec.batch_samples:
             return None, f"site {site.base}: not once per forward"
-        found = _point(nodes)
+        found = point(nodes)
         if found is None:
             return None, f"site {site.base}: its node is not on the graph's straight line"
         out.append((site, *found))
@@ -266,7 +274,7 @@ def _instrument(graph: Any, points: list[tuple[_Site, torch._C.Node, torch._C.Va
     groups: dict[tuple[Any, ...], list[tuple[_Site, torch._C.Node, torch._C.Value]]] = {}
     singles = []
     for p in points:
-        key = _group_key(p[0])
+        key = group_key(p[0])
         if key is None:
             singles.append(p)
         else:
@@ -274,28 +282,28 @@ def _instrument(graph: Any, points: list[tuple[_Site, torch._C.Node, torch._C.Va
     targets: dict[int, _Target] = {}
     tokens: list[torch._C.Value] = []
     for site, node, x in singles:
-        t = _target([site])
+        t = target([site])
         k = next(_ids)
         targets[k] = t
         tokens.append(_stats_node(graph, x, k, before=node))
     adb = graph.alias_db()
     for members in groups.values():
-        for chunk in _chunks(members):
+        for chunk in chunks(members):
             if len(chunk) == 1:
                 site, node, x = chunk[0]
                 k = next(_ids)
-                targets[k] = _target([site])
+                targets[k] = target([site])
                 tokens.append(_stats_node(graph, x, k, before=node))
                 continue
             k = next(_ids)
-            targets[k] = t = _target([s for s, _, _ in chunk])
+            targets[k] = t = target([s for s, _, _ in chunk])
             values = [_held(graph, x, node) if adb.has_writers(x) else x for _, node, x in chunk]
             tokens.append(_stacked(graph, values, t.dim, k, after=chunk[-1][1]))
     _second_output(graph, tokens)
     return targets
 
 
-def _group_key(site: _Site) -> tuple[Any, ...] | None:
+def group_key(site: _Site) -> tuple[Any, ...] | None:
     info = site.info
     elements = math.prod(info.sample_shape) * max(site.acc.samples, 1)
     if elements > _SMALL:
@@ -303,7 +311,7 @@ def _group_key(site: _Site) -> tuple[Any, ...] | None:
     return (info.sample_shape, info.unit_axis, info.unit_axis_source == ua.WHOLE, site.thr.low, site.thr.high)
 
 
-def _chunks(members: list[Any]) -> list[list[Any]]:
+def chunks(members: list[Any]) -> list[list[Any]]:
     """Consecutive runs of a group under the stacked-memory caps."""
     out: list[list[Any]] = [[]]
     size = 0
@@ -317,7 +325,7 @@ def _chunks(members: list[Any]) -> list[list[Any]]:
     return out
 
 
-def _target(sites: list[_Site]) -> _Target:
+def target(sites: list[_Site]) -> _Target:
     info = sites[0].info
     rank = len(info.sample_shape) + 1
     whole = info.unit_axis_source == ua.WHOLE
