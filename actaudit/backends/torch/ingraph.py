@@ -8,8 +8,9 @@ per site or per group of small sites. The op hands the pre-activation, as it was
 activation read it, to the same accumulator code the dispatch capture uses (:class:`.kernel._Acc`:
 the compiled one-pass kernel, else the ATen path), so numbers, NaN handling and thresholds are
 the dispatch capture's. Small sites of one shape are stacked (copied first only where something
-later writes to them) and reduced in one call: a 1,000-layer MLP pays four Python calls per
-batch, not a Python dispatch per op.
+later writes to them) and reduced in one call: a 1,000-layer MLP pays two Python calls per
+batch (512 sites a stack at most), not a Python dispatch per op. :mod:`.ingraph_fx` does the same
+for ``torch.export`` programs.
 
 Nothing new runs from the archive: the graph is the loaded, checked module's own ``forward``,
 with the statistics ops and one extra output added. A batch the compiled statistics cannot take
@@ -46,7 +47,7 @@ _GROUP_SITES = 512
 _library: list[torch.library.Library] = []
 _targets: dict[int, _Target] = {}
 _ids = itertools.count()
-# What the last TorchScript capture did (tests and the benchmark read these): "graph", or why it
+# What the last compiled-graph capture did (tests and the benchmark read these): "graph", or why it
 # kept the dispatch path; how many batches ran in the graph; how many sites each stats op reduced.
 last_choice = ""
 last_batches = 0
