@@ -108,13 +108,17 @@ class _Recording:
         self.names: list[str] | None = None
 
     def __call__(self, *args: object, **kwargs: object) -> object:
+        out = self.fn(*args, **kwargs)
+        self.record(out)
+        return out
+
+    def record(self, out: object) -> None:
+        """Keep one batch's outputs (the in-graph capture calls the model itself, then this)."""
         from ...edit.drift import flatten_outputs, output_names
 
-        out = self.fn(*args, **kwargs)
         self.sink.append(flatten_outputs(out))
         if self.names is None:
             self.names = output_names(out)
-        return out
 
     def parameters(self) -> Iterator[torch.nn.Parameter]:
         return self.fn.parameters()

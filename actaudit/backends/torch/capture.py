@@ -32,8 +32,10 @@ from ...errors import CalibrationError, InputError, ModelRunError
 from ...kinds import ACTIVATION_MODULES
 from ...naming import derived_base
 from ...stats import AxisOverride, Capture
+from . import ingraph_fx
 from .fused import hidden_reason, recurrent_family
 from .graphsites import GraphSite
+from .ingraph import InGraph
 from .kernel import DispatchCapture
 from .ops import CANDIDATES, activation_of, first_tensor, op_name
 from .recurrent import RECURRENT_TYPES
@@ -119,34 +121,14 @@ def run_capture(
                 hooks += rec.watch_silent(mod, path, mtype)
     samples = n_batches = 0
     restore_sigint = _watch_sigint(rec)
+    compiled: InGraph | None = None
     try:
         for i, (args, kwargs) in enumerate(batches):
             n = _samples_of(args, kwargs)
-            rec.begin_forward(n)
-            mode: FunctionCapture | DispatchCapture = (
-                FunctionCapture(rec) if eager_model is not None else DispatchCapture(rec)
-            )
-            try:
-                with torch.no_grad(), mode:
-                    result = call(*args, **kwargs)
-                if i == 0:
-                    rec.output_sites = rec.origins.sites_of(result)
-                del result
-                rec.end_forward()
-            except (InputError, KeyboardInterrupt):
-                raise
-            except Exception as e:
-                if rec.option_error is not None:
-                    raise rec.option_error from None
-                if rec.interrupted or "KeyboardInterrupt" in str(e):
-                    # Ctrl-C inside a TorchScript or dispatch-mode call arrives wrapped in a RuntimeError.
-                    raise KeyboardInterrupt from None
-                if "Traceback of TorchScript" in str(e):
-                    e = _plain_error(call, args, kwargs) or e
-                err = _run_error(e, i, samples, n, rec.last_site, _shapes(args, kwargs))
-                if rec.last_site is None and err.hint is None:
-                    err.hint = _data_hint(err.message, args, kwargs, call)
-                raise err from None
+            if compiled is None or not compiled.batch(call, args, kwargs, n, rec):
+                _dispatch_batch(call, rec, args, kwargs, i, samples, n, eager_model is not None)
+            if i == 0 and eager_model is None and graph_sites is not None:
+                compiled = ingraph_fx.plan(getattr(call, "fn", call), rec)
             samples += n
             n_batches += 1
             if progress is not None:
@@ -155,6 +137,8 @@ def run_capture(
         for h in hooks:
             h.remove()
         restore_sigint()
+        if compiled is not None:
+            compiled.close()
     if n_batches == 0:
         raise CalibrationError("the calibration data yielded no batches")
     sites, uncovered = rec.results()
@@ -168,6 +152,42 @@ def run_capture(
             "graph does not list one by one; they are named by op (e.g. sigmoid#3) instead of by module"
         )
     return cap
+
+
+def _dispatch_batch(
+    call: Callable[..., Any],
+    rec: Recorder,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    i: int,
+    samples: int,
+    n: int,
+    eager: bool,
+) -> None:
+    """One batch under a capture mode: module hooks and functional calls, or a graph's ATen ops."""
+    rec.begin_forward(n)
+    mode: FunctionCapture | DispatchCapture = FunctionCapture(rec) if eager else DispatchCapture(rec)
+    try:
+        with torch.no_grad(), mode:
+            result = call(*args, **kwargs)
+        if i == 0:
+            rec.output_sites = rec.origins.sites_of(result)
+        del result
+        rec.end_forward()
+    except (InputError, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if rec.option_error is not None:
+            raise rec.option_error from None
+        if rec.interrupted or "KeyboardInterrupt" in str(e):
+            # Ctrl-C inside a TorchScript or dispatch-mode call arrives wrapped in a RuntimeError.
+            raise KeyboardInterrupt from None
+        if "Traceback of TorchScript" in str(e):
+            e = _plain_error(call, args, kwargs) or e
+        err = _run_error(e, i, samples, n, rec.last_site, _shapes(args, kwargs))
+        if rec.last_site is None and err.hint is None:
+            err.hint = _data_hint(err.message, args, kwargs, call)
+        raise err from None
 
 
 def _param_owners(module: Any) -> dict[int, str]:
