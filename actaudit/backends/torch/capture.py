@@ -124,11 +124,12 @@ def run_capture(
     compiled: InGraph | None = None
     try:
         for i, (args, kwargs) in enumerate(batches):
+            if i == 1 and eager_model is None and graph_sites is not None:
+                # planned from what the first batch settled, once a second batch comes (a one-batch run skips it)
+                compiled = ingraph_fx.plan(getattr(call, "fn", call), rec)
             n = _samples_of(args, kwargs)
             if compiled is None or not compiled.batch(call, args, kwargs, n, rec):
                 _dispatch_batch(call, rec, args, kwargs, i, samples, n, eager_model is not None)
-            if i == 0 and eager_model is None and graph_sites is not None:
-                compiled = ingraph_fx.plan(getattr(call, "fn", call), rec)
             samples += n
             n_batches += 1
             if progress is not None:
