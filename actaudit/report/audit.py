@@ -331,6 +331,7 @@ CSV_COLUMNS = (
     "samples",
     "dead_units",
     "saturated_units",
+    "former_name",  # a site's name before functional sites were named after their producing module
 )
 
 
@@ -347,6 +348,7 @@ def csv_table(report: Report) -> Table:
                 cast(dict[str, object], d["coverage"])["samples"],
                 " ".join(map(str, cast(list[int], d["dead_units"]))),
                 " ".join(map(str, cast(list[int], d["saturated_units"]))),
+                d.get("former_name", ""),
             ]
         )
     return Table(CSV_COLUMNS, rows)

@@ -226,6 +226,8 @@ def test_csv_matches_the_table_for_bounded_sites() -> None:
     col = header.index("fire_rate_mean")
     assert rows["out.tanh"][col] == ""  # the table shows "-" for a bounded site (tanh on out's output)
     assert float(rows["stem_act"][col]) > 0
+    former = header.index("former_name")  # the JSON's former_name, so old gates and sheets still join
+    assert rows["out.tanh"][former] == "tanh" and rows["stem_act"][former] == ""
 
 
 def test_bar_is_the_union_of_dead_and_saturated(expected_fixtures: dict[str, Any]) -> None:
