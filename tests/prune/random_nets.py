@@ -33,7 +33,7 @@ SPATIAL = (
 )
 HEADS = ("flatten", "gap", "reshape", "reduce_drop", "globalmax")
 DENSE = ("gemm", "matmul", "act", "scale_vec", "self_gate")
-ACTS = ("Relu", "LeakyRelu", "Tanh", "Sigmoid", "Elu", "Softplus", "HardSigmoid", "Clip")
+ACTS = ("Relu", "LeakyRelu", "Tanh", "Sigmoid", "Elu", "Softplus", "HardSigmoid", "HardSwish", "Clip")
 
 
 class Net:

@@ -101,6 +101,7 @@ PASSES = {
     "sigmoid": (["identity"], "flatten", ["gemm", "act", "gemm"], "Sigmoid"),
     "tanh": (["identity"], "flatten", ["gemm", "act", "gemm"], "Tanh"),
     "elu": (["identity"], "flatten", ["gemm", "act", "gemm"], "Elu"),
+    "hardswish": (["identity"], "flatten", ["gemm", "act", "gemm"], "HardSwish"),
 }
 
 

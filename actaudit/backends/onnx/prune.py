@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 # The elementwise activations whose units prune can follow, named by the kinds table.
 _ACTS = {
     op: ONNX_OPS[op]
-    for op in ("Relu", "LeakyRelu", "Tanh", "Sigmoid", "Elu", "Softplus", "HardSigmoid", "Clip")
+    for op in ("Relu", "LeakyRelu", "Tanh", "Sigmoid", "Elu", "Softplus", "HardSigmoid", "HardSwish", "Clip")
 }
 _FLOAT = (
     onnx.TensorProto.FLOAT,
